@@ -1,0 +1,1 @@
+//! A GFS2-format journaled filesystem in userspace.

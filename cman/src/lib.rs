@@ -1,0 +1,1 @@
+//! Cluster membership, quorum, group messaging, cluster.conf and fencing.

@@ -1,0 +1,1 @@
+//! An in-process distributed lock manager with the Linux kernel DLM's semantics.

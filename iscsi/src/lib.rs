@@ -1,0 +1,14 @@
+//! iSCSI target and initiator (RFC 7143) with SCSI disk emulation (SPC-4/SBC-3).
+//!
+//! Layers, bottom up; nothing below calls up:
+//! - [`pdu`]: the Basic Header Segment, data segments, digests, text keys.
+//! - [`scsi`]: a sans-IO SCSI disk: CDB in, status/sense/data out.
+//!
+//! Glossary: BHS (basic header segment, 48 bytes), AHS (additional header
+//! segment), ITT (initiator task tag), TTT (target transfer tag), CmdSN /
+//! ExpCmdSN / MaxCmdSN (command numbering), StatSN, DataSN, R2T (ready to
+//! transfer), ISID / TSIH (session ids), LUN, CDB, PR key (persistent
+//! reservation key), UA (unit attention), I_T nexus.
+
+pub mod pdu;
+pub mod scsi;
