@@ -2,6 +2,7 @@
 //!
 //! Layers, bottom up; nothing below calls up:
 //! - [`pdu`]: the Basic Header Segment, data segments, digests, text keys.
+//! - [`params`]: login/text negotiation rules; [`chap`]: CHAP-MD5.
 //! - [`scsi`]: a sans-IO SCSI disk: CDB in, status/sense/data out.
 //!
 //! Glossary: BHS (basic header segment, 48 bytes), AHS (additional header
@@ -10,5 +11,7 @@
 //! transfer), ISID / TSIH (session ids), LUN, CDB, PR key (persistent
 //! reservation key), UA (unit attention), I_T nexus.
 
+pub mod chap;
+pub mod params;
 pub mod pdu;
 pub mod scsi;

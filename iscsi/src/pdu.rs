@@ -352,7 +352,7 @@ impl Bhs {
     }
     fn set_lengths(&mut self, ahs_len: usize, data_len: usize) {
         assert!(
-            ahs_len % 4 == 0 && ahs_len / 4 <= 255,
+            ahs_len.is_multiple_of(4) && ahs_len / 4 <= 255,
             "bad AHS length {ahs_len}"
         );
         assert!(
