@@ -4,6 +4,7 @@
 //! - [`pdu`]: the Basic Header Segment, data segments, digests, text keys.
 //! - [`params`]: login/text negotiation rules; [`chap`]: CHAP-MD5.
 //! - [`scsi`]: a sans-IO SCSI disk: CDB in, status/sense/data out.
+//! - [`target`]: the target side (tgtd); [`initiator`]: the client side.
 //!
 //! Glossary: BHS (basic header segment, 48 bytes), AHS (additional header
 //! segment), ITT (initiator task tag), TTT (target transfer tag), CmdSN /
@@ -12,6 +13,8 @@
 //! reservation key), UA (unit attention), I_T nexus.
 
 pub mod chap;
+pub mod initiator;
 pub mod params;
 pub mod pdu;
 pub mod scsi;
+pub mod target;

@@ -1,0 +1,1 @@
+//! The iSCSI initiator: discovery, login, command queueing, reconnect; a LUN as a block device.
