@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds the release binaries and installs them under PREFIX (default
+# /usr/local) with their usual names: Cargo cannot put a dot in a binary's
+# name, so mkfs_clusterfs is installed as mkfs.clusterfs, and so on.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+prefix=${PREFIX:-/usr/local}
+cargo build --release --workspace --bins
+mkdir -p "$prefix/sbin"
+for bin in target/release/*; do
+  [ -f "$bin" ] && [ -x "$bin" ] || continue
+  name=$(basename "$bin")
+  case "$name" in
+    *.d|build|deps|examples|incremental) continue ;;
+    mkfs_clusterfs|mount_clusterfs|fsck_clusterfs) name=${name/_/.} ;;
+  esac
+  install -m 0755 "$bin" "$prefix/sbin/$name"
+done
+echo "installed into $prefix/sbin"
