@@ -1,1 +1,19 @@
-//! Cluster membership, quorum, group messaging, cluster.conf and fencing.
+//! Cluster membership, quorum, group messaging, cluster.conf and fencing:
+//! the CMAN, CCS and fenced of Red Hat Cluster Suite as one library, driven by
+//! the `cmand` daemon.
+//!
+//! Layers, bottom up: [`config`] (cluster.conf), [`quorum`] (votequorum
+//! arithmetic), [`node`] (the sans-IO membership, ordered group messaging and
+//! fencing state machine), [`sim`] (deterministic simulation of many nodes),
+//! [`wire`] (authenticated packets), [`agent`] (fence agent protocol),
+//! [`api`] (the local unix-socket API) and [`daemon`] (the I/O driver).
+//!
+//! Glossary: *view* — an agreed membership (id + members); *coordinator* —
+//! the lowest live node id, which proposes views and sequences group
+//! messages; *incarnation* — one run of a node's daemon; *victim* — a failed
+//! node waiting to be fenced; *fence domain* — the nodes that fence and get
+//! fenced; *CPG* — corosync's closed process groups, here [`node`] groups.
+
+pub mod config;
+pub mod ids;
+pub mod quorum;
