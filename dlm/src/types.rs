@@ -1,0 +1,260 @@
+//! Small value types: ids, resource names, value blocks and request flags.
+
+use std::fmt;
+
+use crate::mode::Mode;
+
+/// Maximum length of a resource or lockspace name (`DLM_RESNAME_MAXLEN`).
+pub const NAME_MAX: usize = 64;
+/// Length of a lock value block (the kernel's userspace default).
+pub const LVB_LEN: usize = 32;
+
+/// A cluster node id, as the membership source numbers nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub u32);
+
+/// A lock id (lkid), unique within one node's lockspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LockId(pub u32);
+
+/// The owner-qualified id of a lock: which node holds it and its id there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LockKey {
+    /// The node that holds (owns) the lock.
+    pub node: NodeId,
+    /// The lock's id on that node.
+    pub id: LockId,
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for LockId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
+}
+
+/// A resource name: 1 to 64 arbitrary bytes, stored inline (no allocation).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResName {
+    len: u8,
+    bytes: [u8; NAME_MAX],
+}
+
+impl ResName {
+    /// A name from bytes; `None` when empty or longer than [`NAME_MAX`].
+    pub fn new(name: &[u8]) -> Option<ResName> {
+        if name.is_empty() || name.len() > NAME_MAX {
+            return None;
+        }
+        let mut bytes = [0u8; NAME_MAX];
+        bytes[..name.len()].copy_from_slice(name);
+        Some(ResName {
+            len: name.len() as u8,
+            bytes,
+        })
+    }
+
+    /// The name's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// A stable 64-bit hash (FNV-1a), the same on every node: it picks the
+    /// directory node and the lock table shard.
+    pub fn hash64(&self) -> u64 {
+        self.as_bytes()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+    }
+}
+
+impl fmt::Debug for ResName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", self)
+    }
+}
+
+impl fmt::Display for ResName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for &b in self.as_bytes() {
+            if b.is_ascii_graphic() || b == b' ' {
+                write!(f, "{}", b as char)?;
+            } else {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A lock value block: a small buffer attached to a resource, read on grant
+/// and written on release from PW/EX.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Lvb(pub [u8; LVB_LEN]);
+
+/// Request flags (`DLM_LKF_*`), with the kernel's bit values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct Flags(pub u32);
+
+impl Flags {
+    /// Fail with `Again` instead of queueing.
+    pub const NOQUEUE: Flags = Flags(0x1);
+    /// Cancel a waiting request or conversion (unlock-call flag).
+    pub const CANCEL: Flags = Flags(0x2);
+    /// Convert an existing lock.
+    pub const CONVERT: Flags = Flags(0x4);
+    /// Read/write the lock value block.
+    pub const VALBLK: Flags = Flags(0x8);
+    /// Queue a conversion behind other conversions even if compatible.
+    pub const QUECVT: Flags = Flags(0x10);
+    /// Invalidate the value block on release.
+    pub const IVVALBLK: Flags = Flags(0x20);
+    /// Resolve a conversion deadlock by demoting this lock to NL.
+    pub const CONVDEADLK: Flags = Flags(0x40);
+    /// The lock survives its owner's death as an orphan.
+    pub const PERSISTENT: Flags = Flags(0x80);
+    /// Do not report conversion deadlock (send a bast instead).
+    pub const NODLCKWT: Flags = Flags(0x100);
+    /// Grant a new NL request past the queues.
+    pub const EXPEDITE: Flags = Flags(0x400);
+    /// Send blocking callbacks even when failing a NOQUEUE request.
+    pub const NOQUEUEBAST: Flags = Flags(0x800);
+    /// Queue at the head instead of the tail.
+    pub const HEADQUE: Flags = Flags(0x1000);
+    /// Ignore the standard grant ordering.
+    pub const NOORDER: Flags = Flags(0x2000);
+    /// Adopt an orphan lock.
+    pub const ORPHAN: Flags = Flags(0x4000);
+    /// Grant PR if the requested mode cannot be granted.
+    pub const ALTPR: Flags = Flags(0x8000);
+    /// Grant CW if the requested mode cannot be granted.
+    pub const ALTCW: Flags = Flags(0x10000);
+    /// Unlock even a lock that is waiting or converting.
+    pub const FORCEUNLOCK: Flags = Flags(0x20000);
+
+    /// No flags.
+    pub const fn empty() -> Flags {
+        Flags(0)
+    }
+
+    /// True when every bit of `other` is set.
+    pub const fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl std::ops::BitOr for Flags {
+    type Output = Flags;
+    fn bitor(self, rhs: Flags) -> Flags {
+        Flags(self.0 | rhs.0)
+    }
+}
+
+/// Status-block flags returned with a grant (`DLM_SBF_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct SbFlags(pub u8);
+
+impl SbFlags {
+    /// The granted mode was demoted to NL to break a conversion deadlock.
+    pub const DEMOTED: SbFlags = SbFlags(0x1);
+    /// The value block is not valid (a holder died or IVVALBLK was used).
+    pub const VALNOTVALID: SbFlags = SbFlags(0x2);
+    /// The alternate mode (ALTPR/ALTCW) was granted.
+    pub const ALTMODE: SbFlags = SbFlags(0x4);
+
+    /// True when every bit of `other` is set.
+    pub const fn contains(self, other: SbFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl std::ops::BitOrAssign for SbFlags {
+    fn bitor_assign(&mut self, rhs: SbFlags) {
+        self.0 |= rhs.0;
+    }
+}
+
+/// The outcome a completion callback (ast) reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// The request or conversion was granted in this mode.
+    Granted(Mode),
+    /// NOQUEUE request could not be granted (`-EAGAIN`).
+    Again,
+    /// Conversion refused to avoid a conversion deadlock (`-EDEADLK`).
+    Deadlock,
+    /// The lock was unlocked (`-DLM_EUNLOCK`).
+    Unlocked,
+    /// The waiting request or conversion was cancelled (`-DLM_ECANCEL`).
+    Canceled,
+}
+
+impl Status {
+    /// Wire code.
+    pub fn code(self) -> (u8, u8) {
+        match self {
+            Status::Granted(m) => (0, m as u8),
+            Status::Again => (1, 0),
+            Status::Deadlock => (2, 0),
+            Status::Unlocked => (3, 0),
+            Status::Canceled => (4, 0),
+        }
+    }
+
+    /// From the wire code.
+    pub fn from_code(c: u8, m: u8) -> Option<Status> {
+        Some(match c {
+            0 => Status::Granted(Mode::from_u8(m)?),
+            1 => Status::Again,
+            2 => Status::Deadlock,
+            3 => Status::Unlocked,
+            4 => Status::Canceled,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_bounded() {
+        assert!(ResName::new(b"").is_none());
+        assert!(ResName::new(&[b'a'; 65]).is_none());
+        let n = ResName::new(&[b'a'; 64]).unwrap();
+        assert_eq!(n.as_bytes().len(), 64);
+        assert_eq!(ResName::new(b"x\x01").unwrap().to_string(), "x\\x01");
+    }
+
+    #[test]
+    fn hash_is_stable() {
+        // FNV-1a of "a" is a published constant.
+        assert_eq!(ResName::new(b"a").unwrap().hash64(), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn status_codes_round_trip() {
+        for s in [
+            Status::Again,
+            Status::Deadlock,
+            Status::Unlocked,
+            Status::Canceled,
+        ]
+        .into_iter()
+        .chain(Mode::ALL.map(Status::Granted))
+        {
+            let (c, m) = s.code();
+            assert_eq!(Status::from_code(c, m), Some(s));
+        }
+        assert_eq!(Status::from_code(9, 0), None);
+        assert_eq!(Status::from_code(0, 9), None);
+    }
+}
