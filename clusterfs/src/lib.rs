@@ -1,1 +1,22 @@
 //! A GFS2-format journaled filesystem in userspace.
+//!
+//! Layers, bottom up: [`ondisk`] (the format as data), [`block`] (the device
+//! trait and its implementations), [`dirbuild`] (directory blocks as data),
+//! [`mkfs`] (laying out a new volume).
+//!
+//! # Glossary
+//! * **dinode**: the on-disk inode, one block; small files and directories
+//!   are *stuffed* (their data follows the 232-byte header).
+//! * **rgrp** (resource group): a run of blocks with a header and a bitmap
+//!   of two bits per block (free, used, unlinked, dinode).
+//! * **rindex**: the system file listing every rgrp.
+//! * **exhash**: the extendible-hash directory format (hash table + leaves).
+//! * **jid**: journal id, one journal per node that mounts the volume.
+//! * **glock**: a cluster lock on an inode, rgrp or journal.
+//! * **master directory**: the hidden tree of system files (`jindex`,
+//!   `per_node`, `inum`, `statfs`, `rindex`, `quota`).
+
+pub mod block;
+pub mod dirbuild;
+pub mod mkfs;
+pub mod ondisk;
