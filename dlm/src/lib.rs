@@ -18,8 +18,11 @@
 //! - **LVB**: lock value block.
 
 pub mod mode;
+pub mod node;
+mod recovery;
 pub mod rsb;
 pub mod types;
+pub mod wire;
 
 pub use mode::Mode;
 pub use types::{Flags, LockId, LockKey, Lvb, NodeId, ResName, SbFlags, Status};

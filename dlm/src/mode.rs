@@ -106,6 +106,16 @@ impl Mode {
             .all(|&m| !m.compatible(self) || m.compatible(requested))
     }
 
+    /// The strongest mode that both `self` and `other` can be relied on
+    /// for: what a holder may count on while converting between them.
+    pub fn meet(self, other: Mode) -> Mode {
+        Mode::ALL
+            .into_iter()
+            .rev()
+            .find(|&m| self.is_down_to(m) && other.is_down_to(m))
+            .unwrap_or(Mode::Nl)
+    }
+
     /// Short upper-case name as `dlm_tool` prints it.
     pub fn name(self) -> &'static str {
         ["NL", "CR", "CW", "PR", "PW", "EX"][self as usize]
@@ -202,6 +212,21 @@ mod tests {
         for m in Mode::ALL {
             assert!(m.is_down_to(m));
             assert!(m.is_down_to(Nl));
+        }
+    }
+
+    #[test]
+    fn meet_of_modes() {
+        assert_eq!(Pr.meet(Cw), Cr);
+        assert_eq!(Ex.meet(Pr), Pr);
+        assert_eq!(Nl.meet(Ex), Nl);
+        for a in Mode::ALL {
+            assert_eq!(a.meet(a), a);
+            for b in Mode::ALL {
+                assert_eq!(a.meet(b), b.meet(a));
+                let m = a.meet(b);
+                assert!(a.is_down_to(m) && b.is_down_to(m));
+            }
         }
     }
 

@@ -1,0 +1,867 @@
+//! One node's lockspace as a sans-IO state machine.
+//!
+//! The node keeps process copies of the locks it holds ([`Lkb`]), master
+//! copies of the resources it masters ([`Rsb`] in [`RsbEntry`]), and the
+//! part of the resource directory that hashes to it. Local calls
+//! (`lock`, `convert`, `unlock`, `cancel`) and received messages go in;
+//! [`Action`]s (messages to send, completion and blocking callbacks) come
+//! out. Resources mastered here are handled without any message.
+//!
+//! Handlers come in symmetric sets as in the kernel's `lock.c`:
+//! `send_*` (issue to the master), `receive_*` (at the master or holder),
+//! `do_*` (the rsb work).
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::mode::Mode;
+use crate::rsb::{MasterLkb, Rsb, RsbError, RsbEvent};
+use crate::types::{Flags, LockId, LockKey, Lvb, NodeId, ResName, SbFlags, Status};
+use crate::wire::{Envelope, Msg};
+
+/// Errors returned to local callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// No such lock id.
+    #[error("no such lock")]
+    NoLock,
+    /// The lock has an operation in progress or is in the wrong state (EBUSY).
+    #[error("lock busy")]
+    Busy,
+    /// Invalid mode/flag combination (EINVAL).
+    #[error("invalid argument")]
+    Invalid,
+    /// This node is not a member of the lockspace.
+    #[error("not a lockspace member")]
+    NotMember,
+}
+
+/// The operation a process copy is waiting on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Nothing pending.
+    None,
+    /// A new request.
+    Request,
+    /// A conversion to `rqmode`.
+    Convert,
+    /// An unlock.
+    Unlock,
+}
+
+/// A lock as its holder keeps it (process copy).
+#[derive(Clone, Debug)]
+pub struct Lkb {
+    /// Lock id on this node.
+    pub id: LockId,
+    /// Resource.
+    pub name: ResName,
+    /// Granted mode as this node knows it.
+    pub grmode: Option<Mode>,
+    /// Requested mode of a pending request or conversion.
+    pub rqmode: Option<Mode>,
+    /// Pending operation.
+    pub op: Op,
+    /// Flags of the pending operation (or of the last one).
+    pub flags: Flags,
+    /// The lock's copy of the value block.
+    pub lvb: Lvb,
+    /// Sequence number of that copy (0 when never read).
+    pub lvbseq: u32,
+    /// True once the value block was read or set with VALBLK.
+    pub has_lvb: bool,
+    /// A cancel was requested for the pending operation.
+    pub cancel: bool,
+    /// The pending operation was sent to the master (this generation).
+    pub sent: bool,
+    /// Demoted to NL by CONVDEADLK; reported with the next grant.
+    pub demoted: bool,
+}
+
+impl Lkb {
+    /// The strongest mode this lock may be relied on for right now: a
+    /// release (unlock, down-conversion, CONVDEADLK conversion) counts as
+    /// done as soon as it is asked for.
+    pub fn effective_mode(&self) -> Option<Mode> {
+        let gr = self.grmode?;
+        match self.op {
+            Op::Unlock => None,
+            Op::Convert if self.flags.contains(Flags::CONVDEADLK) => Some(Mode::Nl),
+            Op::Convert => Some(self.rqmode.map_or(gr, |rq| gr.meet(rq))),
+            _ => Some(gr),
+        }
+    }
+}
+
+/// Who masters a resource, as far as this node knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Master {
+    /// Unknown; a lookup may be in flight.
+    Unknown,
+    /// A lookup was sent to the directory node.
+    LookingUp,
+    /// Known.
+    Node(NodeId),
+}
+
+/// A resource as this node knows it.
+#[derive(Clone, Debug)]
+pub struct RsbEntry {
+    /// Master of the resource.
+    pub master: Master,
+    /// The master copy, when this node masters the resource.
+    pub core: Option<Rsb>,
+    /// Local locks waiting for a lookup reply.
+    pub lookup_waiters: Vec<LockId>,
+}
+
+/// What the node asks its driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send a message to a peer.
+    Send {
+        /// Destination.
+        to: NodeId,
+        /// Message.
+        env: Envelope,
+    },
+    /// Completion callback for a local lock.
+    Ast {
+        /// Which lock.
+        id: LockId,
+        /// Outcome.
+        status: Status,
+        /// Status flags.
+        sbflags: SbFlags,
+        /// Value block read on grant (VALBLK).
+        lvb: Option<Lvb>,
+    },
+    /// Blocking callback for a local lock: `mode` is waiting.
+    Bast {
+        /// Which lock.
+        id: LockId,
+        /// The waiting mode.
+        mode: Mode,
+    },
+}
+
+/// Inputs, for drivers that prefer one entry point (the simulator).
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A message from a peer.
+    Receive {
+        /// Sender.
+        from: NodeId,
+        /// Message.
+        env: Envelope,
+    },
+    /// New membership view.
+    Members {
+        /// View generation (strictly increasing).
+        gen: u64,
+        /// Members, any order.
+        members: Vec<NodeId>,
+    },
+    /// The membership source says `node` is fenced.
+    Fenced(NodeId),
+}
+
+/// Recovery phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Normal operation.
+    Running,
+    /// Stopped, waiting until every failed node is fenced.
+    WaitFence,
+    /// Our locks are sent to the directory nodes; waiting for barrier 1.
+    Gather,
+    /// Our directory assignments are sent; waiting for barrier 2.
+    Assign,
+    /// This node is not in the current membership.
+    Out,
+}
+
+/// One node's lockspace state machine.
+pub struct Node {
+    pub(crate) me: NodeId,
+    pub(crate) members: Vec<NodeId>,
+    pub(crate) gen: u64,
+    pub(crate) phase: Phase,
+    pub(crate) rsbs: HashMap<ResName, RsbEntry>,
+    pub(crate) dir: HashMap<ResName, NodeId>,
+    pub(crate) lkbs: HashMap<LockId, Lkb>,
+    next_id: u32,
+    pub(crate) rec: crate::recovery::RecState,
+    events: Vec<RsbEvent>,
+}
+
+impl Node {
+    /// A node `me` that is not yet a member of any view. Lock ids are
+    /// `id_base + n`, so a driver can keep ids unique across shards.
+    pub fn new(me: NodeId, id_base: u32) -> Node {
+        Node {
+            me,
+            members: Vec::new(),
+            gen: 0,
+            phase: Phase::Out,
+            rsbs: HashMap::new(),
+            dir: HashMap::new(),
+            lkbs: HashMap::new(),
+            next_id: id_base,
+            rec: Default::default(),
+            events: Vec::new(),
+        }
+    }
+
+    /// A node already running in view `gen` with `members` (tests, static clusters).
+    pub fn with_members(me: NodeId, gen: u64, members: &[NodeId]) -> Node {
+        let mut n = Node::new(me, 1);
+        n.members = sorted(members);
+        n.gen = gen;
+        n.phase = if n.members.contains(&me) {
+            Phase::Running
+        } else {
+            Phase::Out
+        };
+        n
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.me
+    }
+
+    /// Current generation.
+    pub fn generation(&self) -> u64 {
+        self.gen
+    }
+
+    /// Current recovery phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Current members, sorted.
+    pub fn members(&self) -> &[NodeId] {
+        &self.members
+    }
+
+    /// Local locks (process copies).
+    pub fn locks(&self) -> impl Iterator<Item = &Lkb> {
+        self.lkbs.values()
+    }
+
+    /// One local lock.
+    pub fn lock_info(&self, id: LockId) -> Option<&Lkb> {
+        self.lkbs.get(&id)
+    }
+
+    /// Resources this node knows of.
+    pub fn resources(&self) -> impl Iterator<Item = (&ResName, &RsbEntry)> {
+        self.rsbs.iter()
+    }
+
+    /// The directory node of `name` in the current view.
+    pub fn dir_node(&self, name: &ResName) -> Option<NodeId> {
+        dir_node(&self.members, name)
+    }
+
+    /// Single entry point for non-call inputs.
+    pub fn handle(&mut self, ev: Event, out: &mut Vec<Action>) {
+        match ev {
+            Event::Receive { from, env } => self.receive(from, env, out),
+            Event::Members { gen, members } => self.set_members(gen, &members, out),
+            Event::Fenced(n) => self.fenced(n, out),
+        }
+    }
+
+    // ---- local calls -------------------------------------------------
+
+    /// Requests a new lock on `name` in `mode`. Completion comes as an
+    /// [`Action::Ast`] (possibly already in `out`).
+    pub fn lock(
+        &mut self,
+        name: ResName,
+        mode: Mode,
+        flags: Flags,
+        lvb: Option<Lvb>,
+        out: &mut Vec<Action>,
+    ) -> Result<LockId, NodeError> {
+        check_lock_flags(mode, flags)?;
+        if self.phase == Phase::Out {
+            return Err(NodeError::NotMember);
+        }
+        let id = LockId(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1);
+        self.lkbs.insert(
+            id,
+            Lkb {
+                id,
+                name,
+                grmode: None,
+                rqmode: Some(mode),
+                op: Op::Request,
+                flags,
+                lvb: lvb.unwrap_or_default(),
+                lvbseq: 0,
+                has_lvb: lvb.is_some(),
+                cancel: false,
+                sent: false,
+                demoted: false,
+            },
+        );
+        self.issue(id, out);
+        Ok(id)
+    }
+
+    /// Converts granted lock `id` to `mode`. `lvb` is written back when
+    /// converting down from PW/EX with VALBLK.
+    pub fn convert(
+        &mut self,
+        id: LockId,
+        mode: Mode,
+        flags: Flags,
+        lvb: Option<Lvb>,
+        out: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        let lkb = self.lkbs.get_mut(&id).ok_or(NodeError::NoLock)?;
+        let Some(gr) = lkb.grmode else {
+            return Err(NodeError::Busy);
+        };
+        if lkb.op != Op::None {
+            return Err(NodeError::Busy);
+        }
+        if flags.contains(Flags::EXPEDITE)
+            || flags.contains(Flags::CONVDEADLK) && flags.contains(Flags::NOQUEUE)
+            || flags.contains(Flags::QUECVT) && !gr.quecvt_allowed(mode)
+        {
+            return Err(NodeError::Invalid);
+        }
+        lkb.op = Op::Convert;
+        lkb.rqmode = Some(mode);
+        lkb.flags = flags;
+        lkb.cancel = false;
+        if let Some(v) = lvb {
+            lkb.lvb = v;
+            lkb.has_lvb = true;
+        }
+        self.issue(id, out);
+        Ok(())
+    }
+
+    /// Unlocks `id`. Without FORCEUNLOCK the lock must be granted and idle.
+    pub fn unlock(
+        &mut self,
+        id: LockId,
+        flags: Flags,
+        lvb: Option<Lvb>,
+        out: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        let lkb = self.lkbs.get_mut(&id).ok_or(NodeError::NoLock)?;
+        let force = flags.contains(Flags::FORCEUNLOCK);
+        if lkb.op == Op::Unlock || (lkb.op != Op::None || lkb.grmode.is_none()) && !force {
+            return Err(NodeError::Busy);
+        }
+        if lkb.op == Op::Request && !lkb.sent {
+            // Never reached a master: unlock locally.
+            self.drop_unsent(id);
+            push_ast(out, id, Status::Unlocked, SbFlags::default(), None);
+            return Ok(());
+        }
+        let lkb = self.lkbs.get_mut(&id).expect("present");
+        lkb.op = Op::Unlock;
+        lkb.flags = flags;
+        lkb.cancel = false;
+        if let Some(v) = lvb {
+            lkb.lvb = v;
+            lkb.has_lvb = true;
+        }
+        self.issue(id, out);
+        Ok(())
+    }
+
+    /// Cancels the pending request or conversion of `id`; completion comes
+    /// as an ast with [`Status::Canceled`] (or the grant, if it won the race).
+    pub fn cancel(&mut self, id: LockId, out: &mut Vec<Action>) -> Result<(), NodeError> {
+        let lkb = self.lkbs.get_mut(&id).ok_or(NodeError::NoLock)?;
+        if !matches!(lkb.op, Op::Request | Op::Convert) || lkb.cancel {
+            return Err(NodeError::Busy);
+        }
+        if !lkb.sent {
+            if lkb.op == Op::Request {
+                self.drop_unsent(id);
+            } else {
+                lkb.op = Op::None;
+                lkb.rqmode = None;
+            }
+            push_ast(out, id, Status::Canceled, SbFlags::default(), None);
+            return Ok(());
+        }
+        lkb.cancel = true;
+        let name = lkb.name;
+        if self.phase == Phase::Running {
+            self.send_to_master(name, Msg::Cancel { name, lkid: id }, out);
+        }
+        Ok(())
+    }
+
+    fn drop_unsent(&mut self, id: LockId) {
+        if let Some(lkb) = self.lkbs.remove(&id) {
+            if let Some(e) = self.rsbs.get_mut(&lkb.name) {
+                e.lookup_waiters.retain(|w| *w != id);
+            }
+        }
+    }
+
+    // ---- issuing to the master ---------------------------------------
+
+    /// Sends the pending operation of `id` to its master (or runs it here).
+    pub(crate) fn issue(&mut self, id: LockId, out: &mut Vec<Action>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let name = self.lkbs[&id].name;
+        match self.master_of(name, out) {
+            Master::Node(m) if m == self.me => self.do_local(id, out),
+            Master::Node(m) => self.send_op(id, m, out),
+            Master::Unknown | Master::LookingUp => {
+                let e = self.rsbs.get_mut(&name).expect("entry made by master_of");
+                if !e.lookup_waiters.contains(&id) {
+                    e.lookup_waiters.push(id);
+                }
+            }
+        }
+    }
+
+    /// The master of `name`, starting a lookup if it is unknown.
+    fn master_of(&mut self, name: ResName, out: &mut Vec<Action>) -> Master {
+        let me = self.me;
+        let dir = dir_node(&self.members, &name).expect("running node has members");
+        let e = self.rsbs.entry(name).or_insert_with(|| RsbEntry {
+            master: Master::Unknown,
+            core: None,
+            lookup_waiters: Vec::new(),
+        });
+        if e.master != Master::Unknown {
+            return e.master;
+        }
+        if dir == me {
+            let m = *self.dir.entry(name).or_insert(me);
+            e.master = Master::Node(m);
+            if m == me && e.core.is_none() {
+                e.core = Some(Rsb::new());
+            }
+            return e.master;
+        }
+        e.master = Master::LookingUp;
+        out.push(Action::Send {
+            to: dir,
+            env: Envelope {
+                gen: self.gen,
+                msg: Msg::Lookup { name },
+            },
+        });
+        Master::LookingUp
+    }
+
+    fn op_msg(&self, lkb: &Lkb) -> Msg {
+        let (name, lkid, flags) = (lkb.name, lkb.id, lkb.flags);
+        let lvb = lkb.has_lvb.then_some(lkb.lvb);
+        match lkb.op {
+            Op::Request => Msg::Request {
+                name,
+                lkid,
+                mode: lkb.rqmode.expect("rq"),
+                flags,
+                lvb,
+            },
+            Op::Convert => Msg::Convert {
+                name,
+                lkid,
+                mode: lkb.rqmode.expect("rq"),
+                flags,
+                lvb,
+            },
+            Op::Unlock => Msg::Unlock {
+                name,
+                lkid,
+                flags,
+                lvb,
+            },
+            Op::None => unreachable!("issue without an operation"),
+        }
+    }
+
+    fn send_op(&mut self, id: LockId, master: NodeId, out: &mut Vec<Action>) {
+        let lkb = self.lkbs.get_mut(&id).expect("lkb");
+        if lkb.op == Op::None {
+            return;
+        }
+        lkb.sent = true;
+        let (name, cancel) = (lkb.name, lkb.cancel);
+        let msg = self.op_msg(&self.lkbs[&id]);
+        let gen = self.gen;
+        out.push(Action::Send {
+            to: master,
+            env: Envelope { gen, msg },
+        });
+        if cancel {
+            out.push(Action::Send {
+                to: master,
+                env: Envelope {
+                    gen,
+                    msg: Msg::Cancel { name, lkid: id },
+                },
+            });
+        }
+    }
+
+    fn send_to_master(&mut self, name: ResName, msg: Msg, out: &mut Vec<Action>) {
+        match self.rsbs.get(&name).map(|e| e.master) {
+            Some(Master::Node(m)) if m == self.me => {
+                if let Msg::Cancel { lkid, .. } = msg {
+                    self.receive_cancel(self.me, name, lkid, out);
+                }
+            }
+            Some(Master::Node(m)) => out.push(Action::Send {
+                to: m,
+                env: Envelope { gen: self.gen, msg },
+            }),
+            _ => {}
+        }
+    }
+
+    /// Runs the pending operation of local lock `id` on the local master copy.
+    fn do_local(&mut self, id: LockId, out: &mut Vec<Action>) {
+        let lkb = self.lkbs.get_mut(&id).expect("lkb");
+        lkb.sent = true;
+        let msg = self.op_msg(&self.lkbs[&id]);
+        let cancel = self.lkbs[&id].cancel;
+        let name = self.lkbs[&id].name;
+        self.receive_lock_msg(self.me, msg, out);
+        if cancel && self.lkbs.get(&id).is_some_and(|l| l.cancel) {
+            self.receive_cancel(self.me, name, id, out);
+        }
+    }
+
+    // ---- receiving ---------------------------------------------------
+
+    /// Handles a message from `from`.
+    pub fn receive(&mut self, from: NodeId, env: Envelope, out: &mut Vec<Action>) {
+        if !self.members.contains(&from) && env.gen <= self.gen {
+            tracing::debug!(%from, "dropping message from non-member");
+            return;
+        }
+        if env.gen < self.gen {
+            tracing::trace!(%from, gen = env.gen, "dropping message of an old generation");
+            return;
+        }
+        if env.gen > self.gen || (self.phase != Phase::Running && !is_recovery(&env.msg)) {
+            self.rec.buffered.push((from, env));
+            return;
+        }
+        if is_recovery(&env.msg) {
+            self.receive_recovery(from, env.msg, out);
+        } else {
+            self.receive_lock_msg(from, env.msg, out);
+        }
+    }
+
+    pub(crate) fn receive_lock_msg(&mut self, from: NodeId, msg: Msg, out: &mut Vec<Action>) {
+        match msg {
+            Msg::Request {
+                name,
+                lkid,
+                mode,
+                flags,
+                lvb,
+            } => {
+                // The sender was told by the directory that we master `name`;
+                // its request may overtake that news on the way to us.
+                let me = self.me;
+                let e = self.new_entry(name);
+                if e.core.is_none() && from != me {
+                    e.core = Some(Rsb::new());
+                    e.master = Master::Node(me);
+                }
+                self.master_do(from, name, out, |rsb, key, ev| {
+                    rsb.request(MasterLkb::new(key(lkid), mode, flags, lvb), ev)
+                });
+            }
+            Msg::Convert {
+                name,
+                lkid,
+                mode,
+                flags,
+                lvb,
+            } => {
+                self.master_do(from, name, out, |rsb, key, ev| {
+                    rsb.convert(key(lkid), mode, flags, lvb, ev)
+                });
+            }
+            Msg::Unlock {
+                name,
+                lkid,
+                flags,
+                lvb,
+            } => {
+                self.master_do(from, name, out, |rsb, key, ev| {
+                    rsb.unlock(key(lkid), flags, lvb, ev)
+                });
+            }
+            Msg::Cancel { name, lkid } => self.receive_cancel(from, name, lkid, out),
+            Msg::Cast {
+                lkid,
+                status,
+                sbflags,
+                lvb,
+                ..
+            } => self.receive_cast(lkid, status, sbflags, lvb, out),
+            Msg::Demoted { lkid, .. } => self.receive_demoted(lkid),
+            Msg::Bast { lkid, mode, .. } => {
+                if self.lkbs.contains_key(&lkid) {
+                    out.push(Action::Bast { id: lkid, mode });
+                }
+            }
+            Msg::Lookup { name } => self.receive_lookup(from, name, out),
+            Msg::LookupReply { name, master } => self.receive_lookup_reply(name, master, out),
+            _ => unreachable!("recovery message routed as lock message"),
+        }
+    }
+
+    fn receive_cancel(&mut self, from: NodeId, name: ResName, lkid: LockId, out: &mut Vec<Action>) {
+        self.master_do(from, name, out, |rsb, key, ev| {
+            rsb.cancel(key(lkid), ev).map(|_| ())
+        });
+    }
+
+    /// Runs `f` on the master copy of `name` for a lock owned by `from`,
+    /// then delivers the resulting callbacks.
+    fn master_do(
+        &mut self,
+        from: NodeId,
+        name: ResName,
+        out: &mut Vec<Action>,
+        f: impl FnOnce(&mut Rsb, &dyn Fn(LockId) -> LockKey, &mut Vec<RsbEvent>) -> Result<(), RsbError>,
+    ) {
+        let mut events = std::mem::take(&mut self.events);
+        let res = match self.rsbs.get_mut(&name).and_then(|e| e.core.as_mut()) {
+            Some(rsb) => f(rsb, &|id| LockKey { node: from, id }, &mut events),
+            None => Err(RsbError::NotFound),
+        };
+        if let Err(e) = res {
+            tracing::warn!(%from, %name, error = %e, "lock message refused by master");
+        }
+        for ev in events.drain(..) {
+            self.deliver(name, ev, out);
+        }
+        self.events = events;
+    }
+
+    /// Routes a master-side callback to the local holder or to a peer.
+    fn deliver(&mut self, name: ResName, ev: RsbEvent, out: &mut Vec<Action>) {
+        let (key, msg) = match ev {
+            RsbEvent::Cast {
+                key,
+                status,
+                sbflags,
+                lvb,
+            } => (
+                key,
+                Msg::Cast {
+                    name,
+                    lkid: key.id,
+                    status,
+                    sbflags,
+                    lvb,
+                },
+            ),
+            RsbEvent::Demoted { key } => (key, Msg::Demoted { name, lkid: key.id }),
+            RsbEvent::Bast { key, mode } => (
+                key,
+                Msg::Bast {
+                    name,
+                    lkid: key.id,
+                    mode,
+                },
+            ),
+        };
+        if key.node == self.me {
+            self.receive_lock_msg(self.me, msg, out);
+        } else if self.members.contains(&key.node) {
+            out.push(Action::Send {
+                to: key.node,
+                env: Envelope { gen: self.gen, msg },
+            });
+        }
+    }
+
+    fn receive_cast(
+        &mut self,
+        id: LockId,
+        status: Status,
+        mut sbflags: SbFlags,
+        lvb: Option<(Lvb, u32)>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(lkb) = self.lkbs.get_mut(&id) else {
+            tracing::debug!(%id, "cast for unknown lock");
+            return;
+        };
+        lkb.cancel = false;
+        if lkb.op == Op::Unlock && status != Status::Unlocked {
+            // A FORCEUNLOCK overtook this completion: only track the mode.
+            if let Status::Granted(m) = status {
+                lkb.grmode = Some(m);
+            }
+            lkb.rqmode = None;
+            return;
+        }
+        let mut remove = false;
+        match status {
+            Status::Granted(m) => {
+                lkb.grmode = Some(m);
+                lkb.rqmode = None;
+                lkb.op = Op::None;
+                if lkb.demoted {
+                    sbflags |= SbFlags::DEMOTED;
+                    lkb.demoted = false;
+                }
+                if let Some((v, seq)) = lvb {
+                    lkb.lvb = v;
+                    lkb.lvbseq = seq;
+                    lkb.has_lvb = true;
+                }
+            }
+            Status::Unlocked => remove = true,
+            Status::Again | Status::Deadlock | Status::Canceled => {
+                if lkb.grmode.is_none() {
+                    remove = true;
+                } else {
+                    lkb.op = Op::None;
+                    lkb.rqmode = None;
+                }
+            }
+        }
+        if remove {
+            self.lkbs.remove(&id);
+        }
+        push_ast(out, id, status, sbflags, lvb.map(|(v, _)| v));
+    }
+
+    fn receive_demoted(&mut self, id: LockId) {
+        if let Some(lkb) = self.lkbs.get_mut(&id) {
+            lkb.grmode = Some(Mode::Nl);
+            lkb.demoted = true;
+        }
+    }
+
+    fn receive_lookup(&mut self, from: NodeId, name: ResName, out: &mut Vec<Action>) {
+        if dir_node(&self.members, &name) != Some(self.me) {
+            tracing::warn!(%from, %name, "lookup sent to a node that is not the directory node");
+            return;
+        }
+        let master = *self.dir.entry(name).or_insert(from);
+        if master == self.me {
+            let e = self.rsbs.entry(name).or_insert_with(|| RsbEntry {
+                master: Master::Node(self.me),
+                core: None,
+                lookup_waiters: Vec::new(),
+            });
+            e.master = Master::Node(self.me);
+            e.core.get_or_insert_with(Rsb::new);
+        }
+        if from == self.me {
+            self.receive_lookup_reply(name, master, out);
+        } else {
+            out.push(Action::Send {
+                to: from,
+                env: Envelope {
+                    gen: self.gen,
+                    msg: Msg::LookupReply { name, master },
+                },
+            });
+        }
+    }
+
+    fn receive_lookup_reply(&mut self, name: ResName, master: NodeId, out: &mut Vec<Action>) {
+        let me = self.me;
+        let Some(e) = self.rsbs.get_mut(&name) else {
+            return;
+        };
+        e.master = Master::Node(master);
+        if master == me {
+            e.core.get_or_insert_with(Rsb::new);
+        }
+        let waiters = std::mem::take(&mut e.lookup_waiters);
+        for id in waiters {
+            if self.lkbs.contains_key(&id) {
+                self.issue(id, out);
+            }
+        }
+    }
+
+    pub(crate) fn new_entry(&mut self, name: ResName) -> &mut RsbEntry {
+        self.rsbs.entry(name).or_insert_with(|| RsbEntry {
+            master: Master::Unknown,
+            core: None,
+            lookup_waiters: Vec::new(),
+        })
+    }
+}
+
+fn is_recovery(msg: &Msg) -> bool {
+    matches!(
+        msg,
+        Msg::RecLocks { .. }
+            | Msg::RecDone1
+            | Msg::RecMaster { .. }
+            | Msg::RecSetMaster { .. }
+            | Msg::RecDone2
+    )
+}
+
+pub(crate) fn push_ast(
+    out: &mut Vec<Action>,
+    id: LockId,
+    status: Status,
+    sbflags: SbFlags,
+    lvb: Option<Lvb>,
+) {
+    out.push(Action::Ast {
+        id,
+        status,
+        sbflags,
+        lvb,
+    });
+}
+
+/// The directory node of `name` among sorted `members`.
+pub fn dir_node(members: &[NodeId], name: &ResName) -> Option<NodeId> {
+    if members.is_empty() {
+        return None;
+    }
+    Some(members[(name.hash64() % members.len() as u64) as usize])
+}
+
+pub(crate) fn sorted(members: &[NodeId]) -> Vec<NodeId> {
+    let s: BTreeSet<NodeId> = members.iter().copied().collect();
+    s.into_iter().collect()
+}
+
+/// The kernel's `set_lock_args` checks for a new request.
+fn check_lock_flags(mode: Mode, flags: Flags) -> Result<(), NodeError> {
+    let bad = flags.contains(Flags::CANCEL)
+        || flags.contains(Flags::CONVERT)
+        || flags.contains(Flags::QUECVT)
+        || flags.contains(Flags::CONVDEADLK)
+        || flags.contains(Flags::EXPEDITE) && (flags.contains(Flags::NOQUEUE) || mode != Mode::Nl);
+    if bad {
+        Err(NodeError::Invalid)
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;
