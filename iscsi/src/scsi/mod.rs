@@ -4,8 +4,36 @@
 //! store.
 //!
 //! This module's public surface is the contract with the iSCSI transport
-//! (`crate::target`): [`ScsiTarget`], [`Lun`], [`NexusId`], [`ScsiCommand`],
-//! [`ScsiResponse`], [`TaskMgmt`].
+//! (`crate::target`): [`ScsiTarget`], [`LunOptions`], [`LunInfo`],
+//! [`ScsiError`], [`NexusId`], [`ScsiCommand`], [`ScsiResponse`],
+//! [`TaskMgmt`].
+//!
+//! Inside, the layers are: [`sense`] (sense data), `backing` (pread/pwrite
+//! on a file or block device), `pr` (the persistent reservation state
+//! machine, pure), `opcodes` (the command table: CDB sizes, reservation
+//! access class, REPORT SUPPORTED OPERATION CODES data), and the command
+//! handlers (`spc`, `mode`, `sbc`, `prcmd`) called from `lun`.
+
+mod backing;
+mod cdb;
+mod error;
+mod lun;
+mod mode;
+mod opcodes;
+mod pr;
+mod prcmd;
+mod sbc;
+pub mod sense;
+mod spc;
+mod target;
+mod ua;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::ScsiError;
+pub use lun::{LunInfo, LunOptions};
+pub use target::{tmf_response, ScsiTarget};
 
 /// One I_T nexus: an initiator port (initiator name + ISID) talking to one
 /// target port. Reservations, unit attentions and PR registrations are kept
@@ -25,7 +53,7 @@ pub mod status {
 }
 
 /// One SCSI command as the transport received it.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct ScsiCommand<'a> {
     /// The 8-byte LUN field decoded to a LUN number (SAM flat/peripheral).
     pub lun: u64,
@@ -42,7 +70,7 @@ pub struct ScsiCommand<'a> {
 
 /// The outcome of one command. The transport computes residuals from
 /// `data_in.len()` against the expected length and truncates `data_in` to it.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ScsiResponse {
     pub status: u8,
     /// Fixed-format sense data (18 bytes or more) when status is CHECK CONDITION.

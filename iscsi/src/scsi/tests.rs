@@ -1,0 +1,1 @@
+//! Unit tests by SPC-4 / SBC-3 section, driving `ScsiTarget::execute`.
