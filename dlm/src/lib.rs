@@ -17,6 +17,8 @@
 //!   mode that is waiting).
 //! - **LVB**: lock value block.
 
+pub mod driver;
+pub mod membership;
 pub mod mode;
 pub mod node;
 mod recovery;
@@ -24,5 +26,8 @@ pub mod rsb;
 pub mod types;
 pub mod wire;
 
+pub use driver::lockspace::{AstFn, BastFn, Completion, Lockspace};
+pub use driver::{Dlm, DlmConfig, DlmError};
+pub use membership::{Membership, MembershipEvent, StaticMembership};
 pub use mode::Mode;
 pub use types::{Flags, LockId, LockKey, Lvb, NodeId, ResName, SbFlags, Status};

@@ -190,14 +190,17 @@ pub struct Node {
     pub(crate) dir: HashMap<ResName, NodeId>,
     pub(crate) lkbs: HashMap<LockId, Lkb>,
     next_id: u32,
+    id_stride: u32,
     pub(crate) rec: crate::recovery::RecState,
     events: Vec<RsbEvent>,
 }
 
 impl Node {
     /// A node `me` that is not yet a member of any view. Lock ids are
-    /// `id_base + n`, so a driver can keep ids unique across shards.
-    pub fn new(me: NodeId, id_base: u32) -> Node {
+    /// `first_id + n * id_stride`, so a driver running several nodes (shards)
+    /// can tell from an id which one owns it.
+    pub fn new(me: NodeId, first_id: u32, id_stride: u32) -> Node {
+        assert!(id_stride > 0);
         Node {
             me,
             members: Vec::new(),
@@ -206,7 +209,8 @@ impl Node {
             rsbs: HashMap::new(),
             dir: HashMap::new(),
             lkbs: HashMap::new(),
-            next_id: id_base,
+            next_id: first_id,
+            id_stride,
             rec: Default::default(),
             events: Vec::new(),
         }
@@ -214,7 +218,7 @@ impl Node {
 
     /// A node already running in view `gen` with `members` (tests, static clusters).
     pub fn with_members(me: NodeId, gen: u64, members: &[NodeId]) -> Node {
-        let mut n = Node::new(me, 1);
+        let mut n = Node::new(me, 1, 1);
         n.members = sorted(members);
         n.gen = gen;
         n.phase = if n.members.contains(&me) {
@@ -291,7 +295,7 @@ impl Node {
             return Err(NodeError::NotMember);
         }
         let id = LockId(self.next_id);
-        self.next_id = self.next_id.wrapping_add(1);
+        self.next_id = self.next_id.wrapping_add(self.id_stride);
         self.lkbs.insert(
             id,
             Lkb {

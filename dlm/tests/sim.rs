@@ -74,6 +74,7 @@ struct Sim {
     trace: bool,
     steps: u64,
     crashes: u32,
+    rebuilt_locks: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -119,6 +120,7 @@ impl Sim {
             trace,
             steps: 0,
             crashes: 0,
+            rebuilt_locks: 0,
         };
         let crashes = sim.rng.below(3);
         for _ in 0..crashes {
@@ -149,6 +151,9 @@ impl Sim {
         for a in actions {
             match a {
                 Action::Send { to, env } => {
+                    if let dlm::wire::Msg::RecMaster { locks, .. } = &env.msg {
+                        self.rebuilt_locks += locks.len() as u64;
+                    }
                     self.log(|| format!("{at} -> {to}: {:?}", env));
                     self.send(at, to, env);
                 }
@@ -307,7 +312,7 @@ impl Sim {
                 self.nodes.insert(
                     n,
                     SimNode {
-                        node: Node::new(n, 1),
+                        node: Node::new(n, 1, 1),
                         clients: vec![Client::Idle { until: self.now }; CLIENTS],
                     },
                 );
@@ -436,7 +441,7 @@ impl Sim {
     }
 }
 
-fn run_seed(seed: u64, trace: bool) -> (u64, u32) {
+fn run_seed(seed: u64, trace: bool) -> (u64, u32, u64) {
     let mut sim = Sim::new(seed, trace);
     let mut steps = 0u64;
     while sim.step() {
@@ -444,22 +449,34 @@ fn run_seed(seed: u64, trace: bool) -> (u64, u32) {
         assert!(steps < 5_000_000, "seed {seed}: no progress");
     }
     sim.check_liveness();
-    (sim.steps, sim.crashes)
+    (sim.steps, sim.crashes, sim.rebuilt_locks)
 }
 
-fn run_seeds(seeds: impl Iterator<Item = u64>) {
+/// Runs the seeds; returns (crashes, locks rebuilt by recovery) in total.
+fn run_seeds(seeds: impl Iterator<Item = u64>) -> (u64, u64) {
+    let (mut crashes, mut rebuilt) = (0, 0);
     for seed in seeds {
-        let r = std::panic::catch_unwind(|| run_seed(seed, false));
-        if let Err(e) = r {
-            eprintln!("simulation failed for seed {seed}; replay with DLM_SIM_SEED={seed} cargo test -p dlm --test sim replay -- --nocapture");
-            std::panic::resume_unwind(e);
+        match std::panic::catch_unwind(|| run_seed(seed, false)) {
+            Ok((_, c, r)) => {
+                crashes += u64::from(c);
+                rebuilt += r;
+            }
+            Err(e) => {
+                eprintln!("simulation failed for seed {seed}; replay with DLM_SIM_SEED={seed} cargo test -p dlm --test sim replay -- --nocapture");
+                std::panic::resume_unwind(e);
+            }
         }
     }
+    eprintln!("{crashes} crashes, {rebuilt} locks rebuilt by recovery");
+    (crashes, rebuilt)
 }
 
 #[test]
 fn sim_fixed_sample() {
-    run_seeds(0..200);
+    let (crashes, rebuilt) = run_seeds(0..200);
+    // The sample must really exercise recovery with locks held.
+    assert!(crashes > 50, "{crashes}");
+    assert!(rebuilt > 50, "{rebuilt}");
 }
 
 #[test]
@@ -483,7 +500,7 @@ fn replay() {
         .ok()
         .and_then(|s| s.parse().ok())
     {
-        let (steps, crashes) = run_seed(seed, true);
-        eprintln!("seed {seed}: {steps} steps, {crashes} crashes, ok");
+        let (steps, crashes, rebuilt) = run_seed(seed, true);
+        eprintln!("seed {seed}: {steps} steps, {crashes} crashes, {rebuilt} locks rebuilt, ok");
     }
 }

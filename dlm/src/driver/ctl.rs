@@ -1,0 +1,172 @@
+//! The local control socket: one unix socket per process, answering
+//! one-line text commands (`ls`, `lockdump LS`, `plocks LS`) with text.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Weak;
+use std::thread;
+
+use crate::driver::lockspace::LsInner;
+use crate::driver::DlmInner;
+use crate::node::{Master, Op};
+use crate::rsb::Queue;
+use crate::types::NodeId;
+
+/// A running control socket; removed when dropped.
+pub struct CtlServer {
+    path: PathBuf,
+}
+
+impl CtlServer {
+    pub(crate) fn start(
+        dir: &Path,
+        node: NodeId,
+        dlm: Weak<DlmInner>,
+    ) -> std::io::Result<CtlServer> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("dlm-{}-{}.sock", node.0, std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        thread::Builder::new()
+            .name("dlm-ctl".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    let Some(dlm) = dlm.upgrade() else { return };
+                    if let Ok(c) = conn {
+                        let _ = serve(c, &dlm);
+                    }
+                }
+            })?;
+        Ok(CtlServer { path })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for CtlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = UnixStream::connect(&self.path);
+    }
+}
+
+fn serve(mut c: UnixStream, dlm: &DlmInner) -> std::io::Result<()> {
+    let mut line = String::new();
+    BufReader::new(c.try_clone()?).read_line(&mut line)?;
+    let mut words = line.split_whitespace();
+    let reply = match (words.next(), words.next()) {
+        (Some("ls"), None) => ls(dlm),
+        (Some(cmd @ ("lockdump" | "plocks")), Some(name)) => {
+            match dlm.lockspaces.read().get(name).cloned() {
+                Some(ls) if cmd == "lockdump" => lockdump(&ls),
+                Some(ls) => plocks(&ls),
+                None => format!("error: no lockspace {name}\n"),
+            }
+        }
+        _ => "error: usage: ls | lockdump LS | plocks LS\n".to_string(),
+    };
+    c.write_all(reply.as_bytes())
+}
+
+/// Sends `cmd` to the control socket at `path` and returns the reply.
+pub fn query(path: &Path, cmd: &str) -> std::io::Result<String> {
+    let mut c = UnixStream::connect(path)?;
+    c.write_all(cmd.as_bytes())?;
+    c.write_all(b"\n")?;
+    c.shutdown(std::net::Shutdown::Write)?;
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut c, &mut s)?;
+    Ok(s)
+}
+
+fn ls(dlm: &DlmInner) -> String {
+    let mut s = String::new();
+    let map = dlm.lockspaces.read();
+    let mut names: Vec<&String> = map.keys().collect();
+    names.sort();
+    for name in names {
+        let ls = &map[name];
+        let sh = ls.shards[0].lock();
+        let n = &sh.node;
+        let members: Vec<String> = n.members().iter().map(|m| m.0.to_string()).collect();
+        let _ = writeln!(s, "name          {name}");
+        let _ = writeln!(s, "id            {}", dlm.node.0);
+        let _ = writeln!(s, "generation    {}", n.generation());
+        let _ = writeln!(s, "state         {:?}", n.phase());
+        let _ = writeln!(s, "members       {}", members.join(" "));
+        let _ = writeln!(s, "shards        {}\n", ls.shards.len());
+    }
+    s
+}
+
+fn mode_name(m: Option<crate::Mode>) -> &'static str {
+    m.map_or("IV", |m| m.name())
+}
+
+fn lockdump(ls: &LsInner) -> String {
+    let mut s = String::new();
+    let pid = std::process::id();
+    for shard in ls.shards.iter() {
+        let sh = shard.lock();
+        let n = &sh.node;
+        let mut locks: Vec<_> = n.locks().collect();
+        locks.sort_by_key(|l| l.id);
+        for l in locks {
+            let master = match n
+                .resources()
+                .find(|(name, _)| **name == l.name)
+                .map(|(_, e)| e.master)
+            {
+                Some(Master::Node(m)) if m == n.id() => 0,
+                Some(Master::Node(m)) => m.0,
+                _ => u32::MAX,
+            };
+            let rq = if l.op == Op::None { None } else { l.rqmode };
+            let _ = writeln!(
+                s,
+                "id {} gr {} rq {} pid {pid} master {master} \"{}\"",
+                l.id,
+                mode_name(l.grmode),
+                mode_name(rq),
+                l.name
+            );
+        }
+        let mut rsbs: Vec<_> = n
+            .resources()
+            .filter_map(|(name, e)| e.core.as_ref().map(|c| (name, c)))
+            .collect();
+        rsbs.sort_by_key(|(name, _)| **name);
+        for (name, core) in rsbs {
+            if core.is_empty() {
+                continue;
+            }
+            let _ = writeln!(s, "Resource \"{name}\" master {}", n.id());
+            for (q, title) in [
+                (Queue::Grant, "Granted"),
+                (Queue::Convert, "Conversion"),
+                (Queue::Wait, "Waiting"),
+            ] {
+                for l in core.queue(q) {
+                    let _ = writeln!(
+                        s,
+                        "  {title:<10} {} gr {} rq {} node {}",
+                        l.key.id,
+                        mode_name(l.grmode),
+                        mode_name(l.rqmode),
+                        l.key.node
+                    );
+                }
+            }
+        }
+    }
+    s
+}
+
+fn plocks(_ls: &LsInner) -> String {
+    String::new()
+}

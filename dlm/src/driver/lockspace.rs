@@ -1,0 +1,412 @@
+//! The public lock API of one lockspace: blocking and callback (async)
+//! forms of lock, convert, unlock and cancel, over sharded node state
+//! machines.
+//!
+//! A lockspace runs `shards` independent [`Node`]s; a resource belongs to
+//! the shard its name hashes to, and lock ids carry their shard (`id %
+//! shards`). Each shard has its own mutex, so threads working on different
+//! resources rarely meet, and a lock on a resource mastered here runs
+//! entirely on the caller's thread: no network, no thread hop.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::driver::transport::Transport;
+use crate::driver::DlmError;
+use crate::membership::MembershipEvent;
+use crate::node::{Action, Node, NodeError};
+use crate::types::{Flags, LockId, Lvb, NodeId, ResName, SbFlags, Status};
+use crate::wire::Envelope;
+use crate::Mode;
+
+/// What a completion callback receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The lock.
+    pub id: LockId,
+    /// Outcome.
+    pub status: Status,
+    /// Status flags.
+    pub sbflags: SbFlags,
+    /// Value block read on grant (VALBLK).
+    pub lvb: Option<Lvb>,
+}
+
+/// Completion callback (ast).
+pub type AstFn = Arc<dyn Fn(Completion) + Send + Sync>;
+/// Blocking callback (bast): the lock and the mode that waits.
+pub type BastFn = Arc<dyn Fn(LockId, Mode) + Send + Sync>;
+
+#[derive(Default)]
+struct Waiter {
+    done: Mutex<Option<Completion>>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct LockCb {
+    ast: Option<AstFn>,
+    bast: Option<BastFn>,
+    waiter: Option<Arc<Waiter>>,
+}
+
+pub(crate) struct Shard {
+    pub(crate) node: Node,
+    out: Vec<Action>,
+    cbs: HashMap<LockId, LockCb>,
+}
+
+enum Deferred {
+    Ast(AstFn, Completion),
+    Bast(BastFn, LockId, Mode),
+}
+
+pub(crate) struct LsInner {
+    pub(crate) name: String,
+    pub(crate) shards: Box<[Mutex<Shard>]>,
+    transport: Arc<Transport>,
+}
+
+/// A joined lockspace. Cheap to clone.
+#[derive(Clone)]
+pub struct Lockspace {
+    pub(crate) inner: Arc<LsInner>,
+}
+
+fn node_err(e: NodeError) -> DlmError {
+    match e {
+        NodeError::NoLock => DlmError::NoLock,
+        NodeError::Busy => DlmError::Busy,
+        NodeError::Invalid => DlmError::Invalid,
+        NodeError::NotMember => DlmError::NotMember,
+    }
+}
+
+fn status_result(c: Completion) -> Result<Completion, DlmError> {
+    match c.status {
+        Status::Granted(_) | Status::Unlocked => Ok(c),
+        Status::Again => Err(DlmError::Again),
+        Status::Deadlock => Err(DlmError::Deadlock),
+        Status::Canceled => Err(DlmError::Canceled),
+    }
+}
+
+impl LsInner {
+    pub(crate) fn new(name: &str, me: NodeId, shards: u32, transport: Arc<Transport>) -> LsInner {
+        let shards = (0..shards)
+            .map(|k| {
+                Mutex::new(Shard {
+                    node: Node::new(me, k + shards, shards),
+                    out: Vec::new(),
+                    cbs: HashMap::new(),
+                })
+            })
+            .collect();
+        LsInner {
+            name: name.to_string(),
+            shards,
+            transport,
+        }
+    }
+
+    fn shard_of_name(&self, name: &ResName) -> usize {
+        ((name.hash64() >> 32) % self.shards.len() as u64) as usize
+    }
+
+    fn shard_of_id(&self, id: LockId) -> usize {
+        (id.0 % self.shards.len() as u32) as usize
+    }
+
+    fn frame(&self, shard: usize, env: &Envelope) -> Vec<u8> {
+        let mut f = Vec::with_capacity(96);
+        f.push(self.name.len() as u8);
+        f.extend_from_slice(self.name.as_bytes());
+        f.extend_from_slice(&(shard as u16).to_le_bytes());
+        env.encode(&mut f);
+        f
+    }
+
+    /// Executes the actions a shard produced, under its lock (so sends keep
+    /// their order); returns the user callbacks to run after unlocking.
+    fn run_actions(&self, k: usize, sh: &mut Shard, deferred: &mut Vec<Deferred>) {
+        for a in sh.out.drain(..) {
+            match a {
+                Action::Send { to, env } => self.transport.send(to, self.frame(k, &env)),
+                Action::Ast {
+                    id,
+                    status,
+                    sbflags,
+                    lvb,
+                } => {
+                    let c = Completion {
+                        id,
+                        status,
+                        sbflags,
+                        lvb,
+                    };
+                    let gone = sh.node.lock_info(id).is_none();
+                    let Some(cb) = sh.cbs.get_mut(&id) else {
+                        continue;
+                    };
+                    if let Some(w) = cb.waiter.take() {
+                        *w.done.lock() = Some(c);
+                        w.cv.notify_all();
+                    } else if let Some(ast) = &cb.ast {
+                        deferred.push(Deferred::Ast(ast.clone(), c));
+                    }
+                    if gone {
+                        sh.cbs.remove(&id);
+                    }
+                }
+                Action::Bast { id, mode } => {
+                    if let Some(b) = sh.cbs.get(&id).and_then(|cb| cb.bast.clone()) {
+                        deferred.push(Deferred::Bast(b, id, mode));
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_deferred(deferred: Vec<Deferred>) {
+        for d in deferred {
+            match d {
+                Deferred::Ast(f, c) => f(c),
+                Deferred::Bast(f, id, m) => f(id, m),
+            }
+        }
+    }
+
+    /// Runs `f` on shard `k`, executes its actions, runs callbacks.
+    fn with_shard<R>(&self, k: usize, f: impl FnOnce(&mut Shard) -> R) -> R {
+        let mut deferred = Vec::new();
+        let r = {
+            let mut g = self.shards[k].lock();
+            let r = f(&mut g);
+            if !g.out.is_empty() {
+                self.run_actions(k, &mut g, &mut deferred);
+            }
+            r
+        };
+        if !deferred.is_empty() {
+            Self::run_deferred(deferred);
+        }
+        r
+    }
+
+    pub(crate) fn receive(&self, from: NodeId, shard: usize, env: Envelope) {
+        if shard >= self.shards.len() {
+            tracing::warn!(%from, shard, "frame for a shard that does not exist");
+            return;
+        }
+        self.with_shard(shard, |sh| sh.node.receive(from, env, &mut sh.out));
+    }
+
+    pub(crate) fn membership(&self, ev: &MembershipEvent) {
+        for k in 0..self.shards.len() {
+            self.with_shard(k, |sh| match ev {
+                MembershipEvent::View { gen, members } => {
+                    sh.node.set_members(*gen, members, &mut sh.out)
+                }
+                MembershipEvent::Fenced(n) => sh.node.fenced(*n, &mut sh.out),
+            });
+        }
+    }
+
+    /// Starts an operation; if its completion is not already in the output,
+    /// registers a waiter (blocking form) and waits for it.
+    fn blocking(
+        &self,
+        k: usize,
+        start: impl FnOnce(&mut Node, &mut Vec<Action>) -> Result<LockId, NodeError>,
+    ) -> Result<Completion, DlmError> {
+        let mut deferred = Vec::new();
+        let waiter = {
+            let mut g = self.shards[k].lock();
+            let sh = &mut *g;
+            let id = start(&mut sh.node, &mut sh.out).map_err(node_err)?;
+            // Fast path: completed at once, nothing else to do.
+            if sh.out.len() == 1 {
+                if let Action::Ast {
+                    id: aid,
+                    status,
+                    sbflags,
+                    lvb,
+                } = sh.out[0]
+                {
+                    if aid == id && sh.cbs.get(&id).is_none_or(|c| c.ast.is_none()) {
+                        sh.out.clear();
+                        if sh.node.lock_info(id).is_none() {
+                            sh.cbs.remove(&id);
+                        }
+                        return status_result(Completion {
+                            id,
+                            status,
+                            sbflags,
+                            lvb,
+                        });
+                    }
+                }
+            }
+            let w = Arc::new(Waiter::default());
+            sh.cbs.entry(id).or_default().waiter = Some(w.clone());
+            self.run_actions(k, sh, &mut deferred);
+            w
+        };
+        Self::run_deferred(deferred);
+        let mut done = waiter.done.lock();
+        while done.is_none() {
+            waiter.cv.wait(&mut done);
+        }
+        status_result(done.take().expect("completed"))
+    }
+}
+
+fn res_name(name: &[u8]) -> Result<ResName, DlmError> {
+    ResName::new(name).ok_or(DlmError::Invalid)
+}
+
+impl Lockspace {
+    /// The lockspace name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Takes a lock on `name` in `mode`, waiting until it is granted.
+    /// Fails with [`DlmError::Again`] for a NOQUEUE request that cannot be
+    /// granted at once.
+    pub fn lock(&self, name: &[u8], mode: Mode, flags: Flags) -> Result<LockId, DlmError> {
+        self.lock_lvb(name, mode, flags, None).map(|(id, _)| id)
+    }
+
+    /// Like [`Lockspace::lock`]; with VALBLK, returns the value block.
+    pub fn lock_lvb(
+        &self,
+        name: &[u8],
+        mode: Mode,
+        flags: Flags,
+        lvb: Option<Lvb>,
+    ) -> Result<(LockId, Completion), DlmError> {
+        let name = res_name(name)?;
+        let k = self.inner.shard_of_name(&name);
+        let c = self
+            .inner
+            .blocking(k, |n, out| n.lock(name, mode, flags, lvb, out))?;
+        Ok((c.id, c))
+    }
+
+    /// Converts granted lock `id` to `mode`, waiting for the result. With
+    /// VALBLK, `lvb` is written back on a down-conversion from PW/EX and the
+    /// value block is returned on an up-conversion.
+    pub fn convert(
+        &self,
+        id: LockId,
+        mode: Mode,
+        flags: Flags,
+        lvb: Option<Lvb>,
+    ) -> Result<Completion, DlmError> {
+        let k = self.inner.shard_of_id(id);
+        self.inner
+            .blocking(k, |n, out| n.convert(id, mode, flags, lvb, out).map(|_| id))
+    }
+
+    /// Unlocks `id`, waiting for the master to confirm. With VALBLK, `lvb` is
+    /// written back when releasing PW/EX.
+    pub fn unlock(&self, id: LockId, flags: Flags, lvb: Option<Lvb>) -> Result<(), DlmError> {
+        let k = self.inner.shard_of_id(id);
+        self.inner
+            .blocking(k, |n, out| n.unlock(id, flags, lvb, out).map(|_| id))
+            .map(|_| ())
+    }
+
+    /// Requests a lock; `ast` runs on completion (and on every later
+    /// completion of this lock: conversions, unlock), `bast` when another
+    /// request is blocked by it. Returns at once.
+    pub fn lock_async(
+        &self,
+        name: &[u8],
+        mode: Mode,
+        flags: Flags,
+        lvb: Option<Lvb>,
+        ast: AstFn,
+        bast: Option<BastFn>,
+    ) -> Result<LockId, DlmError> {
+        let name = res_name(name)?;
+        let k = self.inner.shard_of_name(&name);
+        self.inner.with_shard(k, |sh| {
+            let id = sh
+                .node
+                .lock(name, mode, flags, lvb, &mut sh.out)
+                .map_err(node_err)?;
+            sh.cbs.insert(
+                id,
+                LockCb {
+                    ast: Some(ast),
+                    bast,
+                    waiter: None,
+                },
+            );
+            Ok(id)
+        })
+    }
+
+    /// Starts a conversion; the lock's `ast` reports the result.
+    pub fn convert_async(
+        &self,
+        id: LockId,
+        mode: Mode,
+        flags: Flags,
+        lvb: Option<Lvb>,
+    ) -> Result<(), DlmError> {
+        let k = self.inner.shard_of_id(id);
+        self.inner.with_shard(k, |sh| {
+            sh.node
+                .convert(id, mode, flags, lvb, &mut sh.out)
+                .map_err(node_err)
+        })
+    }
+
+    /// Starts an unlock; the lock's `ast` reports [`Status::Unlocked`].
+    pub fn unlock_async(&self, id: LockId, flags: Flags, lvb: Option<Lvb>) -> Result<(), DlmError> {
+        let k = self.inner.shard_of_id(id);
+        self.inner.with_shard(k, |sh| {
+            sh.node
+                .unlock(id, flags, lvb, &mut sh.out)
+                .map_err(node_err)
+        })
+    }
+
+    /// Cancels the pending request or conversion of `id`. The pending call
+    /// completes with [`DlmError::Canceled`] (or succeeds if the grant won).
+    pub fn cancel(&self, id: LockId) -> Result<(), DlmError> {
+        let k = self.inner.shard_of_id(id);
+        self.inner
+            .with_shard(k, |sh| sh.node.cancel(id, &mut sh.out).map_err(node_err))
+    }
+
+    /// Sets or replaces the blocking callback of `id`.
+    pub fn set_bast(&self, id: LockId, bast: BastFn) -> Result<(), DlmError> {
+        let k = self.inner.shard_of_id(id);
+        self.inner.with_shard(k, |sh| {
+            if sh.node.lock_info(id).is_none() {
+                return Err(DlmError::NoLock);
+            }
+            sh.cbs.entry(id).or_default().bast = Some(bast);
+            Ok(())
+        })
+    }
+
+    /// True when every shard has finished recovery and runs.
+    pub fn is_running(&self) -> bool {
+        self.inner
+            .shards
+            .iter()
+            .all(|s| s.lock().node.phase() == crate::node::Phase::Running)
+    }
+
+    /// The current membership generation.
+    pub fn generation(&self) -> u64 {
+        self.inner.shards[0].lock().node.generation()
+    }
+}

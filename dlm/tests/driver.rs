@@ -1,0 +1,201 @@
+//! The threaded drivers on loopback: several `Dlm` instances in one test
+//! process, each with its own TCP listener.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dlm::{
+    Completion, Dlm, DlmConfig, DlmError, Flags, Lockspace, Lvb, Mode, NodeId, StaticMembership,
+    Status,
+};
+
+fn cluster(n: u32, ctl: Option<&std::path::Path>) -> Vec<Dlm> {
+    let dlms: Vec<Dlm> = (1..=n)
+        .map(|i| {
+            let mut cfg = DlmConfig::new(NodeId(i), "127.0.0.1:0".parse().unwrap(), HashMap::new());
+            cfg.shards = 4;
+            cfg.ctl_dir = ctl.map(|p| p.to_path_buf());
+            Dlm::start(cfg).unwrap()
+        })
+        .collect();
+    for a in &dlms {
+        for b in &dlms {
+            a.add_peer(b.node(), b.local_addr());
+        }
+    }
+    dlms
+}
+
+fn join_all(dlms: &[Dlm], name: &str) -> (Vec<Lockspace>, Vec<Arc<StaticMembership>>) {
+    let ids: Vec<NodeId> = dlms.iter().map(|d| d.node()).collect();
+    let ms: Vec<_> = dlms.iter().map(|_| StaticMembership::new(&ids)).collect();
+    let ls = dlms
+        .iter()
+        .zip(&ms)
+        .map(|(d, m)| d.join(name, m.as_ref()).unwrap())
+        .collect();
+    (ls, ms)
+}
+
+fn wait_until(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..3000 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn locks_across_three_nodes_exclude_each_other() {
+    let dlms = cluster(3, None);
+    let (ls, _ms) = join_all(&dlms, "t1");
+    wait_until("recovery of the initial view", || {
+        ls.iter().all(|l| l.is_running())
+    });
+    let counter = Arc::new(AtomicU64::new(0));
+    let inside = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = ls
+        .iter()
+        .cloned()
+        .map(|l| {
+            let (counter, inside) = (counter.clone(), inside.clone());
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    let name = format!("res{}", i % 3);
+                    let id = l.lock(name.as_bytes(), Mode::Ex, Flags::empty()).unwrap();
+                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two EX holders");
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    l.unlock(id, Flags::empty(), None).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(counter.load(Ordering::SeqCst), 600);
+}
+
+#[test]
+fn noqueue_bast_lvb_and_async_callbacks() {
+    let dlms = cluster(2, None);
+    let (ls, _ms) = join_all(&dlms, "t2");
+    wait_until("running", || ls.iter().all(|l| l.is_running()));
+    let (bast_tx, bast_rx) = mpsc::channel();
+    let bast_tx = std::sync::Mutex::new(bast_tx);
+    let (ast_tx, ast_rx) = mpsc::channel::<Completion>();
+    let ast_tx = std::sync::Mutex::new(ast_tx);
+    let a = ls[0]
+        .lock_async(
+            b"shared",
+            Mode::Ex,
+            Flags::VALBLK,
+            None,
+            Arc::new(move |c| ast_tx.lock().unwrap().send(c).unwrap()),
+            Some(Arc::new(move |_, m| {
+                bast_tx.lock().unwrap().send(m).unwrap()
+            })),
+        )
+        .unwrap();
+    let c = ast_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(c.status, Status::Granted(Mode::Ex));
+    // Node 2: NOQUEUE fails, and NOQUEUEBAST still notifies the holder.
+    assert!(matches!(
+        ls[1].lock(b"shared", Mode::Pr, Flags::NOQUEUE),
+        Err(DlmError::Again)
+    ));
+    assert!(matches!(
+        ls[1].lock(b"shared", Mode::Pr, Flags::NOQUEUE | Flags::NOQUEUEBAST),
+        Err(DlmError::Again)
+    ));
+    assert_eq!(
+        bast_rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+        Mode::Pr
+    );
+    // Release with a value; node 2 reads it.
+    ls[0]
+        .unlock_async(a, Flags::VALBLK, Some(Lvb([42; 32])))
+        .unwrap();
+    assert_eq!(
+        ast_rx.recv_timeout(Duration::from_secs(30)).unwrap().status,
+        Status::Unlocked
+    );
+    let (b, c) = ls[1]
+        .lock_lvb(b"shared", Mode::Pr, Flags::VALBLK, None)
+        .unwrap();
+    assert_eq!(c.lvb, Some(Lvb([42; 32])));
+    ls[1].unlock(b, Flags::empty(), None).unwrap();
+}
+
+#[test]
+fn survivors_recover_locks_of_a_dead_node() {
+    let dlms = cluster(3, None);
+    let (ls, ms) = join_all(&dlms, "t3");
+    wait_until("running", || ls.iter().all(|l| l.is_running()));
+    // Node 3 takes EX on several resources, then "dies".
+    let held: Vec<_> = (0..8)
+        .map(|i| {
+            ls[2]
+                .lock(format!("r{i}").as_bytes(), Mode::Ex, Flags::empty())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(held.len(), 8);
+    // Node 1 holds PR on r0 which survives recovery.
+    let (tx, rx) = mpsc::channel();
+    let l1 = ls[0].clone();
+    let waiter = std::thread::spawn(move || {
+        let ids: Vec<_> = (0..8)
+            .map(|i| {
+                l1.lock(format!("r{i}").as_bytes(), Mode::Pw, Flags::empty())
+                    .unwrap()
+            })
+            .collect();
+        tx.send(ids).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(rx.try_recv().is_err(), "granted while node 3 holds EX");
+    dlms[2].shutdown();
+    for m in &ms[..2] {
+        m.remove(NodeId(3));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(rx.try_recv().is_err(), "granted before fencing");
+    for m in &ms[..2] {
+        m.fence(NodeId(3));
+    }
+    let ids = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("waiters granted after recovery");
+    waiter.join().unwrap();
+    assert_eq!(ids.len(), 8);
+    // Node 2 must not get any of them while node 1 holds PW.
+    assert!(matches!(
+        ls[1].lock(b"r3", Mode::Pr, Flags::NOQUEUE),
+        Err(DlmError::Again)
+    ));
+}
+
+#[test]
+fn control_socket_dumps_locks() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlms = cluster(1, Some(dir.path()));
+    let (ls, _ms) = join_all(&dlms, "dump");
+    wait_until("running", || ls[0].is_running());
+    let id = ls[0].lock(b"visible", Mode::Pw, Flags::empty()).unwrap();
+    let path = dlms[0].ctl_path().unwrap();
+    let out = dlm::driver::ctl::query(path, "ls").unwrap();
+    assert!(out.contains("name          dump"), "{out}");
+    let out = dlm::driver::ctl::query(path, "lockdump dump").unwrap();
+    assert!(out.contains(&format!("id {id} gr PW rq IV")), "{out}");
+    assert!(out.contains("\"visible\""), "{out}");
+    assert!(dlm::driver::ctl::query(path, "lockdump nope")
+        .unwrap()
+        .starts_with("error"));
+}
