@@ -43,7 +43,7 @@ impl Disk {
     /// LBA range check (SBC-3 4.5): LOGICAL BLOCK ADDRESS OUT OF RANGE.
     pub(crate) fn check_range(&self, lba: u64, blocks: u64) -> Result<(), Sense> {
         let cap = self.capacity();
-        if lba > cap || blocks > cap - lba || (blocks == 0 && lba == cap && lba != 0) {
+        if lba >= cap || blocks > cap - lba {
             return Err(Sense::lba_out_of_range());
         }
         Ok(())

@@ -1,0 +1,7 @@
+//! Unit tests by SPC-4 / SBC-3 section, driving `ScsiTarget::execute` on
+//! temporary file-backed LUNs (thick, and sparse thin ones).
+
+mod harness;
+mod pr;
+mod sbc;
+mod spc;
