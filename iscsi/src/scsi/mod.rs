@@ -19,7 +19,7 @@ mod cdb;
 mod error;
 mod lun;
 mod mode;
-mod opcodes;
+pub(crate) mod opcodes;
 mod pr;
 mod prcmd;
 mod sbc;

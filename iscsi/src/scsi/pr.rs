@@ -186,7 +186,12 @@ pub enum PrFail {
     InvalidParam(u16, Option<u8>),
     /// INVALID RELEASE OF PERSISTENT RESERVATION.
     InvalidRelease,
+    /// INSUFFICIENT REGISTRATION RESOURCES.
+    NoResources,
 }
+
+/// Bound on registrations per LUN.
+pub const MAX_REGISTRATIONS: usize = 1024;
 
 /// Side effects of a successful service action: unit attentions to
 /// establish, per initiator port.
@@ -230,6 +235,9 @@ impl PrState {
                     return Err(PrFail::Conflict);
                 }
                 if sark != 0 {
+                    if self.registrations.len() >= MAX_REGISTRATIONS {
+                        return Err(PrFail::NoResources);
+                    }
                     self.registrations.push(Registration {
                         it: it.clone(),
                         key: sark,
@@ -436,8 +444,10 @@ impl PrState {
         if dest == it {
             return Err(PrFail::InvalidParam(24, None));
         }
+        let full = self.registrations.len() >= MAX_REGISTRATIONS;
         match self.registrations.iter_mut().find(|r| &r.it == dest) {
             Some(r) => r.key = sark,
+            None if full => return Err(PrFail::NoResources),
             None => self.registrations.push(Registration {
                 it: dest.clone(),
                 key: sark,

@@ -35,6 +35,9 @@ impl From<PrFail> for Fail {
             PrFail::Conflict => Fail::Conflict,
             PrFail::InvalidParam(byte, bit) => Fail::Check(Sense::invalid_param(byte, bit)),
             PrFail::InvalidRelease => Fail::Check(Sense::illegal(Asc::INVALID_RELEASE_OF_PR)),
+            PrFail::NoResources => {
+                Fail::Check(Sense::illegal(Asc::INSUFFICIENT_REGISTRATION_RESOURCES))
+            }
         }
     }
 }

@@ -233,6 +233,7 @@ impl Lun {
         put_ascii(&mut prod, &product);
         t10.extend_from_slice(&prod);
         t10.extend_from_slice(self.serial().as_bytes());
+        t10.truncate(255);
         push_designator(&mut d, 0x02, 0x01, &t10);
         let rel_port = c.it.rel_port.max(1);
         push_designator(

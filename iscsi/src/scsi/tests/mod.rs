@@ -3,5 +3,6 @@
 
 mod harness;
 mod pr;
+mod robust;
 mod sbc;
 mod spc;
