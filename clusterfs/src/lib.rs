@@ -2,7 +2,10 @@
 //!
 //! Layers, bottom up: [`ondisk`] (the format as data), [`block`] (the device
 //! trait and its implementations), [`dirbuild`] (directory blocks as data),
-//! [`mkfs`] (laying out a new volume).
+//! [`mkfs`] (laying out a new volume), [`journal`] (the log), [`volume`]
+//! (block cache, transactions, allocator), [`tree`] (file contents),
+//! [`dir`] (directories), [`fs`] (the operations a mount calls), [`lock`]
+//! (glock points).
 //!
 //! # Glossary
 //! * **dinode**: the on-disk inode, one block; small files and directories
@@ -17,6 +20,12 @@
 //!   `per_node`, `inum`, `statfs`, `rindex`, `quota`).
 
 pub mod block;
+pub mod dir;
 pub mod dirbuild;
+pub mod fs;
+pub mod journal;
+pub mod lock;
 pub mod mkfs;
 pub mod ondisk;
+pub mod tree;
+pub mod volume;

@@ -1,0 +1,64 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use clusterfs::block::FileDevice;
+use clusterfs::fs::FileSystem;
+use clusterfs::lock::LocalLocks;
+use clusterfs::mkfs::{mkfs, LockProto, MkfsOptions};
+
+/// True when `prog` is on PATH.
+pub fn have(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
+}
+
+/// Runs `fsck.gfs2 -n`; (clean, output).
+pub fn fsck(path: &Path) -> (bool, String) {
+    let out = Command::new("fsck.gfs2")
+        .arg("-n")
+        .arg(path)
+        .output()
+        .expect("run fsck.gfs2");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Asserts fsck.gfs2 -n finds nothing (skips when it is not installed).
+pub fn assert_fsck_clean(path: &Path) {
+    if !have("fsck.gfs2") {
+        eprintln!("fsck.gfs2 not installed: skipping the fsck check");
+        return;
+    }
+    let (ok, text) = fsck(path);
+    assert!(ok, "fsck.gfs2 -n is not clean:\n{text}");
+}
+
+/// A sparse image file made by our mkfs.
+pub fn image(size_mb: u64, bsize: u32) -> tempfile::NamedTempFile {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    f.as_file().set_len(size_mb << 20).unwrap();
+    let dev = FileDevice::open(f.path()).unwrap();
+    let opts = MkfsOptions {
+        lockproto: LockProto::LockNolock,
+        bsize,
+        rg_mb: 32,
+        ..Default::default()
+    };
+    mkfs(&dev, &opts, &mut |_, _, _| {}).unwrap();
+    f
+}
+
+/// Mounts an image file.
+pub fn mount(path: &Path) -> FileSystem {
+    let dev = Arc::new(FileDevice::open(path).unwrap());
+    FileSystem::mount(dev, Arc::new(LocalLocks)).unwrap().0
+}

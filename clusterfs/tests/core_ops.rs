@@ -1,0 +1,160 @@
+//! The filesystem core without FUSE: operations, remount, fsck.gfs2.
+
+mod common;
+
+use clusterfs::fs::{FileSystem, Ino, RenameFlags, SetAttr};
+use common::{assert_fsck_clean, image, mount};
+
+fn names(fs: &mut FileSystem, dir: Ino) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let batch = fs.readdir(dir, after, 50).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        after = batch.last().unwrap().cookie;
+        out.extend(
+            batch
+                .into_iter()
+                .map(|e| String::from_utf8(e.name).unwrap()),
+        );
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn create_write_read_remount() {
+    let img = image(64, 4096);
+    let mut fs = mount(img.path());
+    let root = fs.root();
+    let a = fs.mknod(root, b"a", 0o644, 1, 2, 0).unwrap();
+    assert_eq!(fs.write(a.ino, 0, b"hello").unwrap(), 5);
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let b = fs.mknod(root, b"big", 0o600, 0, 0, 0).unwrap();
+    fs.write(b.ino, 10, &big).unwrap();
+    let d = fs.mkdir(root, b"dir", 0o755, 0, 0).unwrap();
+    fs.symlink(d.ino, b"ln", b"../a", 0, 0).unwrap();
+    fs.unmount().unwrap();
+    assert_fsck_clean(img.path());
+
+    let mut fs = mount(img.path());
+    let root = fs.root();
+    assert_eq!(names(&mut fs, root), vec![".", "..", "a", "big", "dir"]);
+    let a = fs.lookup(root, b"a").unwrap();
+    assert_eq!(fs.read(a.ino, 0, 100).unwrap(), b"hello");
+    let b = fs.lookup(root, b"big").unwrap();
+    assert_eq!(b.size, 300_010);
+    let back = fs.read(b.ino, 10, 300_000).unwrap();
+    assert_eq!(back, big);
+    assert_eq!(fs.read(b.ino, 0, 10).unwrap(), vec![0u8; 10]);
+    let d = fs.lookup(root, b"dir").unwrap();
+    let l = fs.lookup(d.ino, b"ln").unwrap();
+    assert_eq!(fs.readlink(l.ino).unwrap(), b"../a");
+    assert_eq!(fs.getattr(root).unwrap().nlink, 3);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn truncate_unlink_and_space_comes_back() {
+    let img = image(64, 1024);
+    let mut fs = mount(img.path());
+    let root = fs.root();
+    let free0 = fs.statfs().unwrap().bfree;
+    let f = fs.mknod(root, b"f", 0o644, 0, 0, 0).unwrap();
+    fs.write(f.ino, 0, &vec![7u8; 5 << 20]).unwrap();
+    assert!(fs.statfs().unwrap().bfree < free0 - 5000);
+    fs.setattr(
+        f.ino,
+        SetAttr {
+            size: Some(1000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(fs.read(f.ino, 0, 2000).unwrap(), vec![7u8; 1000]);
+    fs.setattr(
+        f.ino,
+        SetAttr {
+            size: Some(3000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let r = fs.read(f.ino, 0, 4000).unwrap();
+    assert_eq!(&r[..1000], &vec![7u8; 1000][..]);
+    assert_eq!(&r[1000..], &vec![0u8; 2000][..]);
+    fs.unlink(root, b"f").unwrap();
+    assert_eq!(fs.statfs().unwrap().bfree, free0);
+    fs.unmount().unwrap();
+    assert_fsck_clean(img.path());
+}
+
+#[test]
+fn rename_link_rmdir_rules() {
+    let img = image(64, 4096);
+    let mut fs = mount(img.path());
+    let root = fs.root();
+    let d1 = fs.mkdir(root, b"d1", 0o755, 0, 0).unwrap();
+    let d2 = fs.mkdir(d1.ino, b"d2", 0o755, 0, 0).unwrap();
+    let f = fs.mknod(d2.ino, b"f", 0o644, 0, 0, 0).unwrap();
+    assert_eq!(fs.rmdir(root, b"d1").unwrap_err().errno(), libc::ENOTEMPTY);
+    assert_eq!(
+        fs.rename(root, b"d1", d2.ino, b"x", RenameFlags::default())
+            .unwrap_err()
+            .errno(),
+        libc::EINVAL
+    );
+    fs.link(f.ino, root, b"hard").unwrap();
+    assert_eq!(fs.getattr(f.ino).unwrap().nlink, 2);
+    fs.rename(d1.ino, b"d2", root, b"moved", RenameFlags::default())
+        .unwrap();
+    assert_eq!(fs.getattr(d1.ino).unwrap().nlink, 2);
+    assert_eq!(fs.getattr(root).unwrap().nlink, 4);
+    let (dotdot, _) = fs.volume().dir_lookup(d2.ino.0, b"..").unwrap().unwrap();
+    assert_eq!(dotdot.no_addr, root.0);
+    fs.rename(root, b"hard", d1.ino, b"h2", RenameFlags::default())
+        .unwrap();
+    assert_eq!(
+        fs.rename(d1.ino, b"h2", root, b"moved", RenameFlags::default())
+            .unwrap_err()
+            .errno(),
+        libc::EISDIR
+    );
+    fs.unlink(d1.ino, b"h2").unwrap();
+    fs.unlink(d2.ino, b"f").unwrap();
+    fs.rmdir(root, b"moved").unwrap();
+    fs.rmdir(root, b"d1").unwrap();
+    assert_eq!(names(&mut fs, root), vec![".", ".."]);
+    fs.unmount().unwrap();
+    assert_fsck_clean(img.path());
+}
+
+#[test]
+fn big_directory_grows_exhash_and_shrinks() {
+    let n: usize = std::env::var("CLUSTERFS_BIGDIR")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let img = image(128, 512);
+    let mut fs = mount(img.path());
+    let root = fs.root();
+    let d = fs.mkdir(root, b"big", 0o755, 0, 0).unwrap();
+    for i in 0..n {
+        fs.mknod(d.ino, format!("file-{i:06}").as_bytes(), 0o644, 0, 0, 0)
+            .unwrap();
+    }
+    assert_eq!(names(&mut fs, d.ino).len(), n + 2);
+    for i in (0..n).step_by(2) {
+        fs.unlink(d.ino, format!("file-{i:06}").as_bytes()).unwrap();
+    }
+    fs.unmount().unwrap();
+    assert_fsck_clean(img.path());
+    let mut fs = mount(img.path());
+    let d = fs.lookup(fs.root(), b"big").unwrap();
+    assert_eq!(names(&mut fs, d.ino).len(), n / 2 + 2);
+    assert!(fs.lookup(d.ino, b"file-000001").is_ok());
+    assert!(fs.lookup(d.ino, b"file-000002").is_err());
+    fs.unmount().unwrap();
+}
