@@ -1,0 +1,107 @@
+//! tgtd: the iSCSI target daemon (tgt's flags).
+//!
+//! `tgtd [-f] [--iscsi portal=ADDR:PORT] [-C N] [-d LEVEL]`. Targets and
+//! LUNs are configured at run time with `tgtadm`, over the unix socket
+//! `socket.N` in the control directory (`--control-dir`, `TGT_CONTROL_DIR`,
+//! default /var/run/tgtd).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use iscsi::target::Registry;
+use iscsi::target::driver::{self, WorkerPool};
+use iscsi::target::mgmt::MgmtConfig;
+
+#[derive(Parser, Debug)]
+#[command(name = "tgtd", about = "iSCSI target daemon")]
+struct Args {
+    /// Stay in the foreground.
+    #[arg(short = 'f', long = "foreground")]
+    foreground: bool,
+    /// Low-level driver options: `portal=ADDR:PORT` (repeatable).
+    #[arg(long = "iscsi", value_name = "portal=ADDR:PORT")]
+    iscsi: Vec<String>,
+    /// Control socket number (socket.N), to run several tgtd at once.
+    #[arg(short = 'C', long = "control-port", default_value_t = 0)]
+    control_port: u32,
+    /// Directory of the control socket (default: $TGT_CONTROL_DIR or /var/run/tgtd).
+    #[arg(long = "control-dir")]
+    control_dir: Option<PathBuf>,
+    /// Where LUNs keep persistent reservations across restarts (APTPL).
+    #[arg(long = "state-dir", default_value = "/var/lib/tgtd")]
+    state_dir: PathBuf,
+    /// Debug level (0 = off); sets the log filter when RUST_LOG is unset.
+    #[arg(short = 'd', long = "debug", default_value_t = 0)]
+    debug: u32,
+    /// Threads that run SCSI commands (default: 4 per CPU, at least 8).
+    #[arg(long = "workers")]
+    workers: Option<usize>,
+    /// tgt's -t/--nr_iothreads, accepted for compatibility.
+    #[arg(short = 't', long = "nr_iothreads", hide = true)]
+    nr_iothreads: Option<usize>,
+}
+
+fn portals(opts: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for opt in opts {
+        for item in opt.split(',') {
+            match item.split_once('=') {
+                Some(("portal", addr)) => out.push(addr.to_string()),
+                Some((k, _)) if k == "port" => out.push(format!("0.0.0.0:{}", &item[5..])),
+                _ => bail!("unknown --iscsi option {item:?} (expected portal=ADDR:PORT)"),
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push("0.0.0.0:3260".into());
+    }
+    Ok(out)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.debug > 0 && std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("RUST_LOG", if args.debug > 1 { "trace" } else { "debug" });
+    }
+    tools::init_logging();
+    let registry = Registry::new();
+    let mut listeners = Vec::new();
+    for p in portals(&args.iscsi)? {
+        listeners.push(driver::bind_portal(&p)?);
+    }
+    let control_path =
+        driver::control_path(&control_dir(args.control_dir.clone()), args.control_port);
+    let control = driver::bind_control(&control_path)?;
+    if !args.foreground {
+        // SAFETY: no threads exist yet; daemon() forks and detaches.
+        let rc = unsafe { libc::daemon(0, 0) };
+        if rc != 0 {
+            bail!("daemon: {}", std::io::Error::last_os_error());
+        }
+    }
+    let threads = thread::available_parallelism().map_or(2, |n| n.get());
+    let pool = WorkerPool::new(args.workers.unwrap_or((threads * 4).max(8)));
+    for l in listeners {
+        let (registry, pool) = (registry.clone(), pool.clone());
+        tracing::info!(addr = ?l.local_addr().ok(), "iSCSI portal listening");
+        thread::Builder::new()
+            .name("iscsi-accept".into())
+            .spawn(move || driver::serve_portal(l, registry, pool))
+            .context("starting the portal thread")?;
+    }
+    let cfg = MgmtConfig {
+        state_dir: Some(args.state_dir),
+    };
+    tracing::info!(path = %control_path.display(), "control socket ready");
+    driver::serve_control(control, Arc::clone(&registry), cfg);
+    Ok(())
+}
+
+/// `--control-dir`, else `$TGT_CONTROL_DIR`, else /var/run/tgtd.
+fn control_dir(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("TGT_CONTROL_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/run/tgtd"))
+}
