@@ -228,6 +228,24 @@ impl CrashDevice {
         self.fail_after.store(-1, Ordering::SeqCst);
     }
 
+    /// A power cut with a volatile write cache that had written back some
+    /// of its contents: keeps each unflushed write with probability 1/2
+    /// (chosen by `seed`), drops the rest, and disarms injected errors.
+    pub fn crash_keeping_some(&self, seed: u64) {
+        let writes = std::mem::take(&mut *self.pending.lock());
+        let mut x = seed | 1;
+        for (off, data) in writes {
+            // xorshift64: a fixed, seedable choice per write.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x & 1 == 1 {
+                let _ = self.durable.write_at(off, &data);
+            }
+        }
+        self.fail_after.store(-1, Ordering::SeqCst);
+    }
+
     /// Makes the write after the next `n` fail (and every one after it).
     pub fn fail_after_writes(&self, n: u64) {
         self.fail_after.store(n as i64, Ordering::SeqCst);

@@ -444,7 +444,7 @@ impl FileSystem {
         self.locked(&[ino, newparent], |fs| {
             let mut di = fs.dinode(ino)?;
             if di.is_dir() {
-                return Err(FsError::Invalid("hard link to a directory"));
+                return Err(FsError::NotPermitted);
             }
             if di.di_nlink >= u32::MAX - 1 {
                 return Err(FsError::TooManyLinks);

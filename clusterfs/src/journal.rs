@@ -2,8 +2,9 @@
 //!
 //! A commit writes, at the log head: log descriptors (`GFS2_LOG_DESC_METADATA`)
 //! each followed by the copies of the blocks it lists, then a log header
-//! whose `lh_tail` is the commit's first block. Only after the device is
-//! flushed are the blocks written in place; the next commit starts after
+//! whose `lh_tail` is the commit's first block, written after a flush so a
+//! torn commit never has a valid header. Only after the device is flushed
+//! again are the blocks written in place; the next commit starts after
 //! that is flushed too, so the newest commit is the only one recovery ever
 //! needs to replay (its tail is its own start). A clean unmount writes a
 //! header with `GFS2_LOG_HEAD_UNMOUNT`.
@@ -286,10 +287,16 @@ impl Journal {
         let lh_lbn = (start + len - 1) % n;
         let header = self.header(log_head::FLUSH_NORMAL, start, lh_lbn);
         let log = build_commit(self.bsize, self.jid, blocks, &header);
-        for (i, b) in log.iter().enumerate() {
+        // Descriptors and copies first, then (after a flush, like the
+        // kernel's PREFLUSH|FUA header write) the header that makes them
+        // count: a torn commit is never mistaken for a whole one.
+        let (body, lh) = log.split_at(log.len() - 1);
+        for (i, b) in body.iter().enumerate() {
             let lbn = (start + i as u32) % n;
             dev.write_at(self.map[lbn as usize] * self.bsize as u64, b)?;
         }
+        dev.flush()?;
+        dev.write_at(self.map[lh_lbn as usize] * self.bsize as u64, &lh[0])?;
         dev.flush()?;
         self.seq += 1;
         self.next = (lh_lbn + 1) % n;

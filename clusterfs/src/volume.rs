@@ -61,6 +61,9 @@ pub enum FsError {
     /// Too many links.
     #[error("too many links")]
     TooManyLinks,
+    /// Operation not permitted.
+    #[error("operation not permitted")]
+    NotPermitted,
     /// The volume is read-only or withdrawn.
     #[error("read-only or withdrawn volume")]
     ReadOnly,
@@ -106,6 +109,7 @@ impl FsError {
             FsError::NoData => libc::ENODATA,
             FsError::Range => libc::ERANGE,
             FsError::TooManyLinks => libc::EMLINK,
+            FsError::NotPermitted => libc::EPERM,
             FsError::ReadOnly => libc::EROFS,
             FsError::Io(_) | FsError::Corrupt(_) | FsError::Journal(_) | FsError::Lock(_) => {
                 libc::EIO

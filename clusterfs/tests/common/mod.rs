@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod core_target;
+pub mod model;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
