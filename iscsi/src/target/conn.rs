@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::params::Negotiated;
-use crate::pdu::{self, Bhs, Digests, Pdu, PduError, RESERVED_TAG, flags, opcode};
+use crate::pdu::{self, flags, opcode, Bhs, Digests, Pdu, PduError, RESERVED_TAG};
 use crate::scsi::{NexusId, ScsiResponse, ScsiTarget};
 
 use super::login::LoginState;

@@ -9,10 +9,10 @@ use rand::RngCore;
 
 use crate::chap;
 use crate::params::{self, Answer};
-use crate::pdu::{self, Bhs, Digests, Pdu, flags, login, opcode};
+use crate::pdu::{self, flags, login, opcode, Bhs, Digests, Pdu};
 
 use super::conn::{
-    Connection, Output, PORTAL_GROUP_TAG, Payload, Phase, QUEUE_DEPTH, Session, SessionKind,
+    Connection, Output, Payload, Phase, Session, SessionKind, PORTAL_GROUP_TAG, QUEUE_DEPTH,
 };
 use super::registry::{SessionEntry, Target, Tsih};
 

@@ -491,7 +491,11 @@ pub fn show_target(r: &Registry, t: &Target) -> String {
 }
 
 fn yes_no(b: bool) -> &'static str {
-    if b { "Yes" } else { "No" }
+    if b {
+        "Yes"
+    } else {
+        "No"
+    }
 }
 
 /// `--mode target --op show --tid N`: the target's negotiation settings.
@@ -540,14 +544,12 @@ mod tests {
         assert_eq!(handle(&r, &cfg, &bind).code, 0);
         assert_eq!(handle(&r, &cfg, &bind).code, 12);
         let show = handle(&r, &cfg, &req(Mode::Target, Op::Show));
-        assert!(
-            show.output
-                .starts_with("Target 1: iqn.2026-01.test:a\n    System information:\n")
-        );
-        assert!(
-            show.output
-                .contains("        LUN: 0\n            Type: controller\n")
-        );
+        assert!(show
+            .output
+            .starts_with("Target 1: iqn.2026-01.test:a\n    System information:\n"));
+        assert!(show
+            .output
+            .contains("        LUN: 0\n            Type: controller\n"));
         assert!(show.output.ends_with("    ACL information:\n        ALL\n"));
         let mut del = req(Mode::Target, Op::Delete);
         del.tid = Some(7);

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 
 use crate::pdu::{
-    self, Bhs, Pdu, RESERVED_TAG, data_in, flags, opcode, r2t, scsi_cmd, scsi_rsp, task_mgmt as tmf,
+    self, data_in, flags, opcode, r2t, scsi_cmd, scsi_rsp, task_mgmt as tmf, Bhs, Pdu, RESERVED_TAG,
 };
 use crate::scsi::sense::{Asc, Sense};
-use crate::scsi::{NexusId, ScsiCommand, ScsiResponse, ScsiTarget, TaskMgmt, status};
+use crate::scsi::{status, NexusId, ScsiCommand, ScsiResponse, ScsiTarget, TaskMgmt};
 
-use super::conn::{Connection, Output, Payload, Phase, QUEUE_DEPTH, SessionKind};
+use super::conn::{Connection, Output, Payload, Phase, SessionKind, QUEUE_DEPTH};
 
 /// The largest write the target collects for one command (bounds memory).
 pub const MAX_WRITE_LEN: u32 = 64 << 20;
@@ -95,7 +95,7 @@ pub(super) struct WriteTask {
 
 /// Why a Data-Out is refused.
 enum DataOutError {
-    /// Reject with this reason and close (ERL 0 cannot recover).
+    /// Reject with this reason and fail the task.
     Fatal(u8),
 }
 
@@ -267,9 +267,14 @@ impl Connection {
                 }
             }
             Err(DataOutError::Fatal(reason)) => {
-                tracing::warn!(peer = %self.peer, itt, "bad Data-Out: closing the connection");
+                // ERL 0 cannot recover the sequence: reject the PDU and
+                // end the task with CHECK CONDITION; the session goes on.
+                tracing::warn!(peer = %self.peer, itt, reason, "bad Data-Out: task failed");
                 self.send_reject(&pdu.bhs, reason);
-                self.close();
+                if let Some(TaskState::Receiving(task)) = self.session().tasks.remove(&itt) {
+                    let sense = Sense::new(0x0b, Asc(0x4b, 0x00));
+                    self.send_scsi_result(task.done, sense_response(sense.to_fixed()));
+                }
             }
         }
     }
@@ -280,13 +285,21 @@ impl Connection {
         let WriteTask {
             done, cdb, mut buf, ..
         } = task;
+        let mut cdb = cdb;
         if let Some((flags::OVERFLOW, _)) = done.write_residual.filter(|(_, n)| *n > 0) {
-            // SPDTL > EDTL: INVALID FIELD IN INFORMATION UNIT (FCP-4 9.4.2 b).
-            let sense = Sense::new(0x05, Asc(0x0e, 0x03));
-            return self.send_scsi_result(done, sense_response(sense.to_fixed()));
-        }
-        if let Some((flags::UNDERFLOW, n)) = done.write_residual {
-            buf.truncate(buf.len().saturating_sub(n as usize));
+            // SPDTL > EDTL: write only the whole blocks the initiator sent
+            // (FCP-4 9.4.2 a); other commands get INVALID FIELD IN
+            // INFORMATION UNIT.
+            let bs = block_size_of(&scsi, done.lun).unwrap_or(512);
+            let blocks = buf.len() as u64 / u64::from(bs);
+            if !set_transfer_blocks(&mut cdb, blocks) {
+                let sense = Sense::new(0x05, Asc(0x0e, 0x03));
+                return self.send_scsi_result(done, sense_response(sense.to_fixed()));
+            }
+            if blocks == 0 {
+                return self.send_scsi_result(done, ScsiResponse::default());
+            }
+            buf.truncate((blocks * u64::from(bs)) as usize);
         }
         let itt = done.itt;
         let expected_in_len = done.in_len;
@@ -532,6 +545,25 @@ fn accept_data_out(task: &mut WriteTask, pdu: &Pdu) -> Result<bool, DataOutError
     task.buf[offset as usize..end as usize].copy_from_slice(&pdu.data);
     task.received += len;
     Ok(r2t_done)
+}
+
+/// Rewrites the transfer length of a WRITE / WRITE AND VERIFY CDB; false
+/// for other opcodes.
+fn set_transfer_blocks(cdb: &mut [u8], blocks: u64) -> bool {
+    let range = match cdb.first() {
+        Some(0x0a) => 4..5,
+        Some(0x2a | 0x2e) => 7..9,
+        Some(0xaa | 0xae) => 6..10,
+        Some(0x8a | 0x8e) => 10..14,
+        _ => return false,
+    };
+    if cdb.len() < range.end {
+        return false;
+    }
+    let width = range.len();
+    let bytes = blocks.to_be_bytes();
+    cdb[range].copy_from_slice(&bytes[8 - width..]);
+    true
 }
 
 /// Residual flag and count of `actual` bytes against `expected`.

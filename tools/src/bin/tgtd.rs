@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
-use iscsi::target::Registry;
 use iscsi::target::driver::{self, WorkerPool};
 use iscsi::target::mgmt::MgmtConfig;
+use iscsi::target::Registry;
 
 #[derive(Parser, Debug)]
 #[command(name = "tgtd", about = "iSCSI target daemon")]
