@@ -4,7 +4,7 @@
 //! SCSI commands so that many reads are served in parallel, and the unix
 //! control socket tgtadm talks to.
 
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -72,7 +72,8 @@ impl WorkerPool {
     /// Starts `threads` workers.
     pub fn new(threads: usize) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
+        // std's futex mutex: idle workers sleep instead of spinning.
+        let rx = Arc::new(std::sync::Mutex::new(rx));
         for i in 0..threads.max(1) {
             let rx = rx.clone();
             let _ = thread::Builder::new()
@@ -83,9 +84,13 @@ impl WorkerPool {
     }
 }
 
-fn worker(rx: Arc<Mutex<Receiver<Job>>>) {
+fn worker(rx: Arc<std::sync::Mutex<Receiver<Job>>>) {
     loop {
-        let job = match rx.lock().recv() {
+        let next = match rx.lock() {
+            Ok(guard) => guard.recv(),
+            Err(_) => return,
+        };
+        let job = match next {
             Ok(j) => j,
             Err(_) => return,
         };
@@ -202,32 +207,108 @@ fn reader_loop(stream: &TcpStream, link: &Arc<Link>, peer: SocketAddr) {
 }
 
 fn writer_loop(stream: TcpStream, rx: Receiver<WriterMsg>) {
-    let mut out = BufWriter::with_capacity(WRITE_BATCH, &stream);
+    let mut out = &stream;
     let mut digests = Digests::default();
-    let mut buf = Vec::with_capacity(WRITE_BATCH);
+    let mut batch = Batch::default();
     let mut closing = false;
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                WriterMsg::Pdu(p) => p.encode_into(digests, &mut buf),
+                WriterMsg::Pdu(p) => batch.push(p, digests),
                 WriterMsg::Digests(d) => digests = d,
                 WriterMsg::Close => closing = true,
             }
-            if closing || buf.len() >= WRITE_BATCH {
+            if closing || batch.full() {
                 break;
             }
             next = rx.try_recv().ok();
         }
-        if out.write_all(&buf).and_then(|_| out.flush()).is_err() {
+        if batch.write_to(&mut out).is_err() {
             break;
         }
-        buf.clear();
         if closing {
             break;
         }
     }
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// PDUs gathered for one vectored write: headers (with digests and the
+/// data padding) are copied into one buffer, data segments are referenced
+/// where they are.
+#[derive(Default)]
+struct Batch {
+    /// Encoded headers, padding and digests.
+    head: Vec<u8>,
+    /// Per PDU: head range before the data, the PDU (for its data), head
+    /// range after the data.
+    parts: Vec<(std::ops::Range<usize>, OutPdu, std::ops::Range<usize>)>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, p: OutPdu, digests: Digests) {
+        let start = self.head.len();
+        let data = p.data.as_slice();
+        let mut bhs = p.bhs.clone();
+        bhs.0[4] = 0;
+        bhs.0[5..8].copy_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
+        self.head.extend_from_slice(&bhs.0);
+        if digests.header {
+            self.head
+                .extend_from_slice(&crate::pdu::crc32c(&[&bhs.0]).to_le_bytes());
+        }
+        let mid = self.head.len();
+        if !data.is_empty() {
+            let pad = &[0u8; 3][..crate::pdu::pad_len(data.len())];
+            self.head.extend_from_slice(pad);
+            if digests.data {
+                self.head
+                    .extend_from_slice(&crate::pdu::crc32c(&[data, pad]).to_le_bytes());
+            }
+        }
+        let end = self.head.len();
+        self.bytes += end - start + data.len();
+        self.parts.push((start..mid, p, mid..end));
+    }
+
+    fn full(&self) -> bool {
+        self.bytes >= WRITE_BATCH || self.parts.len() >= 256
+    }
+
+    fn write_to(&mut self, out: &mut impl Write) -> io::Result<()> {
+        let mut slices = Vec::with_capacity(self.parts.len() * 3);
+        for (before, p, after) in &self.parts {
+            slices.push(io::IoSlice::new(&self.head[before.clone()]));
+            let data = p.data.as_slice();
+            if !data.is_empty() {
+                slices.push(io::IoSlice::new(data));
+            }
+            if !after.is_empty() {
+                slices.push(io::IoSlice::new(&self.head[after.clone()]));
+            }
+        }
+        let result = write_all_vectored(out, &mut slices);
+        self.head.clear();
+        self.parts.clear();
+        self.bytes = 0;
+        result
+    }
+}
+
+fn write_all_vectored(out: &mut impl Write, mut slices: &mut [io::IoSlice<'_>]) -> io::Result<()> {
+    while !slices.is_empty() {
+        // writev takes at most IOV_MAX (1024) buffers at once.
+        let n = slices.len().min(1024);
+        match out.write_vectored(&slices[..n]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => io::IoSlice::advance_slices(&mut slices, written),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The control socket path for instance `n` under `dir` (tgt: socket.N).

@@ -286,6 +286,12 @@ impl Connection {
             done, cdb, mut buf, ..
         } = task;
         let mut cdb = cdb;
+        let mismatch = done.write_residual.is_some_and(|(_, n)| n > 0);
+        if mismatch && cdb.first() == Some(&0x89) {
+            // COMPARE AND WRITE needs exactly 2 x NUMBER OF LOGICAL BLOCKS.
+            let sense = Sense::new(0x05, Asc(0x24, 0x00));
+            return self.send_scsi_result(done, sense_response(sense.to_fixed()));
+        }
         if let Some((flags::OVERFLOW, _)) = done.write_residual.filter(|(_, n)| *n > 0) {
             // SPDTL > EDTL: write only the whole blocks the initiator sent
             // (FCP-4 9.4.2 a); other commands get INVALID FIELD IN

@@ -67,6 +67,7 @@ fn main() -> Result<()> {
         std::env::set_var("RUST_LOG", if args.debug > 1 { "trace" } else { "debug" });
     }
     tools::init_logging();
+    tune_malloc();
     let registry = Registry::new();
     let mut listeners = Vec::new();
     for p in portals(&args.iscsi)? {
@@ -104,4 +105,15 @@ fn main() -> Result<()> {
 fn control_dir(flag: Option<PathBuf>) -> PathBuf {
     flag.or_else(|| std::env::var_os("TGT_CONTROL_DIR").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/var/run/tgtd"))
+}
+
+/// Keeps the Data-In buffers of large reads (128 KiB and up) on the heap:
+/// glibc would otherwise mmap and unmap each one, and fault its pages in.
+fn tune_malloc() {
+    // SAFETY: mallopt only changes allocator tunables; called before any
+    // thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
 }
