@@ -17,6 +17,7 @@
 //!   mode that is waiting).
 //! - **LVB**: lock value block.
 
+pub mod bench;
 pub mod driver;
 pub mod membership;
 pub mod mode;

@@ -1,0 +1,224 @@
+//! dlm_tool: show the lock state of the processes on this machine, and
+//! measure the lock manager.
+//!
+//! `ls`, `lockdump LS` and `plocks LS` ask every process's control socket
+//! (in `--ctl-dir`, default `$DLM_CTL_DIR` or `/tmp/dlm-ctl`). `bench`
+//! runs the measurements of `dlm::bench`. `testnode` (hidden) is a small
+//! lock-using process for the multi-process tests.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use dlm::{Dlm, DlmConfig, Flags, Mode, NodeId, StaticMembership};
+
+#[derive(Parser)]
+#[command(
+    name = "dlm_tool",
+    about = "Inspect and measure the distributed lock manager"
+)]
+struct Cli {
+    /// Directory of the processes' control sockets [default: $DLM_CTL_DIR
+    /// or /tmp/dlm-ctl].
+    #[arg(long, global = true)]
+    ctl_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List the lockspaces of every process.
+    Ls,
+    /// Dump the locks of lockspace LS.
+    Lockdump {
+        /// Lockspace name.
+        ls: String,
+    },
+    /// Dump the POSIX locks of lockspace LS.
+    Plocks {
+        /// Lockspace name.
+        ls: String,
+    },
+    /// Measure lock costs (a few seconds).
+    Bench {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Test helper: join a lockspace and increment a shared counter file
+    /// under an EX lock.
+    #[command(hide = true)]
+    Testnode(TestNode),
+}
+
+#[derive(clap::Args)]
+struct TestNode {
+    #[arg(long)]
+    id: u32,
+    #[arg(long)]
+    listen: SocketAddr,
+    /// ID=ADDR of every node.
+    #[arg(long = "peer", value_parser = parse_peer)]
+    peers: Vec<(u32, SocketAddr)>,
+    #[arg(long, default_value = "test")]
+    ls: String,
+    /// Directory holding the counter file and the per-node logs.
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long, default_value_t = 200)]
+    iters: u32,
+}
+
+fn parse_peer(s: &str) -> Result<(u32, SocketAddr), String> {
+    let (id, addr) = s.split_once('=').ok_or("expected ID=ADDR")?;
+    Ok((
+        id.parse().map_err(|e| format!("{e}"))?,
+        addr.parse().map_err(|e| format!("{e}"))?,
+    ))
+}
+
+fn sockets(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    v.sort();
+    Ok(v)
+}
+
+fn query_all(dir: &Path, cmd: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for s in sockets(dir)? {
+        match dlm::driver::ctl::query(&s, cmd) {
+            Ok(reply) => {
+                if sockets(dir)?.len() > 1 {
+                    writeln!(
+                        out,
+                        "# {}",
+                        s.file_name().unwrap_or_default().to_string_lossy()
+                    )?;
+                }
+                out.write_all(reply.as_bytes())?;
+            }
+            Err(e) => tracing::debug!(socket = %s.display(), error = %e, "stale control socket"),
+        }
+    }
+    Ok(())
+}
+
+fn bench(json: bool) -> Result<()> {
+    let r = dlm::bench::run().context("benchmark")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!("mutex_ns            {}", r.mutex_ns);
+        println!("local_ns            {}", r.local_ns);
+        println!("remote_ns           {}", r.remote_ns);
+        println!("tcp_rtt_ns          {}", r.tcp_rtt_ns);
+        println!("pingpong_per_s      {}", r.pingpong_per_s);
+        println!("local_ops_per_s_1   {}", r.local_ops_per_s_1);
+        println!("local_ops_per_s_2   {}", r.local_ops_per_s_2);
+        println!("local_ops_per_s_4   {}", r.local_ops_per_s_4);
+    }
+    Ok(())
+}
+
+/// Reads the counter, writes counter+1 (atomically, by rename), then logs
+/// the old value: a duplicate old value in the logs means two nodes held
+/// the EX lock at once.
+fn increment(dir: &Path, me: u32, log: &mut std::fs::File) -> Result<u64> {
+    let path = dir.join("counter");
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(&path) {
+        f.read_to_string(&mut s)?;
+    }
+    let v: u64 = if s.is_empty() {
+        0
+    } else {
+        s.trim().parse().context("counter file")?
+    };
+    let tmp = dir.join(format!("counter.tmp.{me}"));
+    std::fs::write(&tmp, format!("{}\n", v + 1))?;
+    std::fs::rename(&tmp, &path)?;
+    writeln!(log, "{v}")?;
+    Ok(v)
+}
+
+fn testnode(t: TestNode, ctl_dir: PathBuf) -> Result<()> {
+    let peers: HashMap<NodeId, SocketAddr> =
+        t.peers.iter().map(|(i, a)| (NodeId(*i), *a)).collect();
+    let mut cfg = DlmConfig::new(NodeId(t.id), t.listen, peers.clone());
+    cfg.ctl_dir = Some(ctl_dir);
+    let dlm = Dlm::start(cfg)?;
+    let mut ids: Vec<NodeId> = peers.keys().copied().collect();
+    ids.sort();
+    let membership = StaticMembership::new(&ids);
+    let ls = dlm.join(&t.ls, membership.as_ref())?;
+    // Commands from the test on stdin: "remove N", "fence N", "quit".
+    let m2 = membership.clone();
+    let (quit_tx, quit_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            let mut w = line.split_whitespace();
+            match (w.next(), w.next().and_then(|n| n.parse().ok())) {
+                (Some("remove"), Some(n)) => m2.remove(NodeId(n)),
+                (Some("fence"), Some(n)) => m2.fence(NodeId(n)),
+                (Some("quit"), _) => break,
+                _ => eprintln!("testnode: bad command {line:?}"),
+            }
+        }
+        let _ = quit_tx.send(());
+    });
+    while !ls.is_running() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!("running");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(t.dir.join(format!("log.{}", t.id)))?;
+    for i in 0..t.iters {
+        let id = ls.lock(b"counter", Mode::Ex, Flags::empty())?;
+        increment(&t.dir, t.id, &mut log)?;
+        // Some PR traffic on other resources too.
+        let other = format!("r{}", i % 7);
+        let p = ls.lock(other.as_bytes(), Mode::Pr, Flags::empty())?;
+        ls.unlock(p, Flags::empty(), None)?;
+        ls.unlock(id, Flags::empty(), None)?;
+    }
+    println!("done");
+    std::io::stdout().flush()?;
+    let _ = quit_rx.recv();
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    tools::init_logging();
+    let cli = Cli::parse();
+    let ctl_dir = cli
+        .ctl_dir
+        .or_else(|| std::env::var_os("DLM_CTL_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/tmp/dlm-ctl"));
+    match cli.cmd {
+        Cmd::Ls => query_all(&ctl_dir, "ls"),
+        Cmd::Lockdump { ls } => query_all(&ctl_dir, &format!("lockdump {ls}")),
+        Cmd::Plocks { ls } => query_all(&ctl_dir, &format!("plocks {ls}")),
+        Cmd::Bench { json } => bench(json),
+        Cmd::Testnode(t) => {
+            if t.iters == 0 {
+                bail!("--iters must be positive");
+            }
+            testnode(t, ctl_dir)
+        }
+    }
+}
