@@ -16,4 +16,7 @@
 
 pub mod config;
 pub mod ids;
+pub mod node;
+pub mod proto;
 pub mod quorum;
+pub mod sim;
