@@ -20,6 +20,7 @@ pub mod op {
     pub const WRITE_VERIFY_10: u8 = 0x2e;
     pub const VERIFY_10: u8 = 0x2f;
     pub const PREFETCH_10: u8 = 0x34;
+    pub const READ_DEFECT_DATA_10: u8 = 0x37;
     pub const SYNCHRONIZE_CACHE_10: u8 = 0x35;
     pub const WRITE_SAME_10: u8 = 0x41;
     pub const UNMAP: u8 = 0x42;
@@ -38,6 +39,7 @@ pub mod op {
     pub const PREFETCH_16: u8 = 0x90;
     pub const SYNCHRONIZE_CACHE_16: u8 = 0x91;
     pub const WRITE_SAME_16: u8 = 0x93;
+    pub const WRITE_ATOMIC_16: u8 = 0x9c;
     pub const SERVICE_ACTION_IN_16: u8 = 0x9e;
     pub const REPORT_LUNS: u8 = 0xa0;
     pub const MAINTENANCE_IN: u8 = 0xa3;
@@ -45,6 +47,7 @@ pub mod op {
     pub const WRITE_12: u8 = 0xaa;
     pub const WRITE_VERIFY_12: u8 = 0xae;
     pub const VERIFY_12: u8 = 0xaf;
+    pub const READ_DEFECT_DATA_12: u8 = 0xb7;
 }
 
 /// Service actions of SERVICE ACTION IN(16) and MAINTENANCE IN.

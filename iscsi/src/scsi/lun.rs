@@ -397,6 +397,8 @@ impl Lun {
                 self.write_verify(c)
             }
             (op::ORWRITE_16, _) => self.orwrite(c),
+            (op::WRITE_ATOMIC_16, _) => self.write_atomic(c),
+            (op::READ_DEFECT_DATA_10 | op::READ_DEFECT_DATA_12, _) => self.read_defect_data(c),
             (op::PREFETCH_10 | op::PREFETCH_16, _) => self.prefetch(c),
             (op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16, _) => self.synchronize_cache(c),
             (op::WRITE_SAME_10 | op::WRITE_SAME_16, _) => self.write_same(c),

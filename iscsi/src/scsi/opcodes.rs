@@ -190,6 +190,14 @@ pub static COMMANDS: &[OpDesc] = &[
         [0x34, 0x02, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x07]
     ),
     d!(
+        op::READ_DEFECT_DATA_10,
+        None,
+        "READ DEFECT DATA(10)",
+        Read,
+        true,
+        [0x37, 0, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0x07]
+    ),
+    d!(
         op::SYNCHRONIZE_CACHE_10,
         None,
         "SYNCHRONIZE CACHE(10)",
@@ -438,6 +446,17 @@ pub static COMMANDS: &[OpDesc] = &[
         ]
     ),
     d!(
+        op::WRITE_ATOMIC_16,
+        None,
+        "WRITE ATOMIC(16)",
+        Write,
+        true,
+        [
+            0x9c, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0x1f, 0x07
+        ]
+    ),
+    d!(
         op::SERVICE_ACTION_IN_16,
         Some(sa::READ_CAPACITY_16),
         "READ CAPACITY(16)",
@@ -506,6 +525,14 @@ pub static COMMANDS: &[OpDesc] = &[
         Read,
         true,
         [0xaf, 0x16, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x07]
+    ),
+    d!(
+        op::READ_DEFECT_DATA_12,
+        None,
+        "READ DEFECT DATA(12)",
+        Read,
+        true,
+        [0xb7, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x07]
     ),
 ];
 

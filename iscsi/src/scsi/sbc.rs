@@ -43,7 +43,7 @@ impl Disk {
     /// LBA range check (SBC-3 4.5): LOGICAL BLOCK ADDRESS OUT OF RANGE.
     pub(crate) fn check_range(&self, lba: u64, blocks: u64) -> Result<(), Sense> {
         let cap = self.capacity();
-        if lba >= cap || blocks > cap - lba {
+        if lba > cap || blocks > cap - lba {
             return Err(Sense::lba_out_of_range());
         }
         Ok(())
@@ -125,12 +125,8 @@ impl Lun {
         let mut out = vec![0u8; 32];
         out[0..8].copy_from_slice(&(d.capacity() - 1).to_be_bytes());
         out[8..12].copy_from_slice(&d.block_size.to_be_bytes());
-        let phys_exp = if d.block_size < 4096 {
-            (4096 / d.block_size).trailing_zeros() as u8
-        } else {
-            0
-        };
-        out[13] = phys_exp;
+        // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT stays 0: any block
+        // can be unmapped on its own (a partial hole reads as zeros).
         if d.opts.thin {
             out[14] = 0x80 | 0x40; // LBPME, LBPRZ
         }
@@ -248,6 +244,45 @@ impl Lun {
         Ok(Vec::new())
     }
 
+    /// WRITE ATOMIC(16) (SBC-4 5.48): one pwrite under the exclusive write
+    /// gate, so no other write of this LUN interleaves with it.
+    pub(crate) fn write_atomic(&self, c: &Ctx) -> CmdResult {
+        let d = self.disk()?;
+        check_protect(c.cdb)?;
+        let lba = be64(c.cdb, 2);
+        let blocks = u32::from(be16(c.cdb, 12));
+        if be16(c.cdb, 10) != 0 {
+            return Err(Sense::invalid_cdb(10, None).into()); // no atomic boundaries
+        }
+        d.check_writable()?;
+        d.check_range(lba, u64::from(blocks))?;
+        d.check_transfer_len(c.cdb, blocks)?;
+        let data = d.data_for(c, u64::from(blocks))?;
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fua = c.cdb[1] & 0x08 != 0;
+        let _exclusive = d.write_gate.write();
+        d.backing
+            .write_at(data, d.offset(lba), d.write_through(fua))
+            .map_err(write_error)?;
+        Ok(Vec::new())
+    }
+
+    /// READ DEFECT DATA(10/12) (SBC-3 5.17-5.18): an empty defect list
+    /// in the requested format.
+    pub(crate) fn read_defect_data(&self, c: &Ctx) -> CmdResult {
+        self.disk()?;
+        let (flags, alloc, mut out) = if c.cdb[0] == op::READ_DEFECT_DATA_10 {
+            (c.cdb[2], usize::from(be16(c.cdb, 7)), vec![0u8; 4])
+        } else {
+            (c.cdb[1], be32(c.cdb, 6) as usize, vec![0u8; 8])
+        };
+        // PLISTV / GLISTV: the lists asked for are valid (and empty).
+        out[1] = flags & 0x1f;
+        Ok(spc::truncate(out, alloc))
+    }
+
     /// PRE-FETCH(10/16) (SBC-3 5.5-5.6): the page cache does the work.
     pub(crate) fn prefetch(&self, c: &Ctx) -> CmdResult {
         let d = self.disk()?;
@@ -284,6 +319,10 @@ impl Lun {
         if cdb[1] & 0x06 != 0 {
             return Err(Sense::invalid_cdb(1, Some(if cdb[1] & 0x04 != 0 { 2 } else { 1 })).into());
         }
+        if unmap && !d.opts.thin {
+            // LBPWS/LBPWS10 are clear on a fully provisioned LUN.
+            return Err(Sense::invalid_cdb(1, Some(3)).into());
+        }
         d.check_writable()?;
         d.check_range(lba, blocks)?;
         let blocks = if blocks == 0 {
@@ -295,14 +334,17 @@ impl Lun {
             return Err(Sense::invalid_cdb(if is16 { 10 } else { 7 }, None).into());
         }
         let bs = d.block_size as usize;
-        let pattern: &[u8] = if ndob {
-            &[]
-        } else {
-            c.data.get(..bs).ok_or_else(Sense::param_list_length)?
-        };
+        // The Data-Out is exactly one block (none with NDOB).
+        let expected = if ndob { 0 } else { bs };
+        if c.data.len() != expected {
+            return Err(Sense::invalid_cdb(if is16 { 10 } else { 7 }, None).into());
+        }
+        let pattern = c.data;
         let zeros = pattern.iter().all(|b| *b == 0);
         let _shared = d.write_gate.read();
-        if unmap && d.opts.thin && zeros {
+        // UNMAP=1 on a thin LUN deallocates whatever the data: LBPRZ says
+        // the blocks then read as zeros (SBC-3 5.42, 4.7.3.4).
+        if unmap && d.opts.thin {
             d.backing
                 .punch_hole(d.offset(lba), d.bytes(blocks))
                 .map_err(write_error)?;
@@ -403,13 +445,17 @@ impl Lun {
         if blocks > MAX_COMPARE_AND_WRITE_BLOCKS {
             return Err(Sense::invalid_cdb(13, None).into());
         }
+        // The Data-Out is exactly the verify and the write data.
+        let n = d.bytes(u64::from(blocks)) as usize;
+        if c.data.len() != 2 * n {
+            return Err(Sense::invalid_cdb(13, None).into());
+        }
         d.check_writable()?;
         d.check_range(lba, u64::from(blocks))?;
         if blocks == 0 {
             return Ok(Vec::new());
         }
-        let n = d.bytes(u64::from(blocks)) as usize;
-        let data = d.data_for(c, 2 * u64::from(blocks))?;
+        let data = c.data;
         let (verify, write) = data.split_at(n);
         let fua = c.cdb[1] & 0x08 != 0;
         let _exclusive = d.write_gate.write();

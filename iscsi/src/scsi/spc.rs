@@ -108,6 +108,7 @@ pub(crate) fn data_out_len(cdb: &[u8], block_size: u32) -> Option<u32> {
         op::WRITE_12 | op::WRITE_VERIFY_12 => blocks(be32(cdb, 6)),
         op::VERIFY_12 if cdb[1] & 0x06 != 0 => blocks(be32(cdb, 6)),
         op::WRITE_16 | op::WRITE_VERIFY_16 | op::ORWRITE_16 => blocks(be32(cdb, 10)),
+        op::WRITE_ATOMIC_16 => blocks(u32::from(be16(cdb, 12))),
         op::VERIFY_16 if cdb[1] & 0x06 != 0 => blocks(be32(cdb, 10)),
         op::COMPARE_AND_WRITE => blocks(2 * u32::from(cdb[13])),
         op::WRITE_SAME_10 => Some(block_size),
@@ -371,6 +372,8 @@ impl Disk {
             d[24..28].copy_from_slice(&1u32.to_be_bytes());
         }
         d[32..40].copy_from_slice(&MAX_WRITE_SAME_BLOCKS.to_be_bytes());
+        // WRITE ATOMIC(16): any aligment and granularity, no boundaries.
+        d[40..44].copy_from_slice(&((MAX_TRANSFER_BYTES / bs) as u32).to_be_bytes());
         d
     }
 

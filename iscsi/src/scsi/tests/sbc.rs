@@ -43,13 +43,13 @@ fn sbc3_5_15_read_capacity_10_and_16() {
 fn sbc3_5_read_write_6_10_12_16_round_trip() {
     let f = Fixture::new();
     f.ok(&rw6(0x0a, 3, 1), &block(0x61, 1));
-    assert_eq!(f.ok(&rw6(0x08, 3, 1), &[]), block(0x61, 1));
+    assert!(f.ok(&rw6(0x08, 3, 1), &[]) == block(0x61, 1));
     f.ok(&rw10(0x2a, 10, 2, 0), &block(0x62, 2));
-    assert_eq!(f.ok(&rw10(0x28, 10, 2, 0), &[]), block(0x62, 2));
+    assert!(f.ok(&rw10(0x28, 10, 2, 0), &[]) == block(0x62, 2));
     f.ok(&rw12(0xaa, 20, 3), &block(0x63, 3));
-    assert_eq!(f.ok(&rw12(0xa8, 20, 3), &[]), block(0x63, 3));
+    assert!(f.ok(&rw12(0xa8, 20, 3), &[]) == block(0x63, 3));
     f.write(BLOCKS - 1, &block(0x64, 1));
-    assert_eq!(f.read(BLOCKS - 1, 1), block(0x64, 1));
+    assert!(f.read(BLOCKS - 1, 1) == block(0x64, 1));
     // READ(6) with TRANSFER LENGTH 0 transfers 256 blocks.
     assert_eq!(f.ok(&rw6(0x08, 0, 0), &[]).len(), 256 * BS);
     // Zero-length transfers are fine.
@@ -118,7 +118,7 @@ fn sbc3_fua_and_dpo_writes_land() {
 fn sbc3_readonly_lun_is_write_protected() {
     let f = Fixture::with(|o| o.readonly = true);
     assert_sense(&f.exec(&write16(0, 1, 0), &block(1, 1)), 7, 0x27, 0x00);
-    assert_eq!(f.read(0, 1), block(0, 1));
+    assert!(f.read(0, 1) == block(0, 1));
     let ms = f.ok(&[0x1a, 0x08, 0x3f, 0, 255, 0], &[]);
     assert_eq!(ms[2] & 0x80, 0x80, "WP");
 }
@@ -156,11 +156,11 @@ fn sbc3_5_26_verify_bytchk_0_1_and_3() {
 fn sbc3_5_37_write_and_verify() {
     let f = Fixture::new();
     f.ok(&rw10(0x2e, 30, 2, 0x02), &block(0x77, 2));
-    assert_eq!(f.read(30, 2), block(0x77, 2));
+    assert!(f.read(30, 2) == block(0x77, 2));
     let mut c = write16(40, 1, 0);
     c[0] = 0x8e;
     f.ok(&c, &block(0x78, 1));
-    assert_eq!(f.read(40, 1), block(0x78, 1));
+    assert!(f.read(40, 1) == block(0x78, 1));
 }
 
 #[test]
@@ -170,7 +170,7 @@ fn sbc3_5_12_orwrite_ors_into_the_medium() {
     let mut c = write16(3, 1, 0);
     c[0] = 0x8b;
     f.ok(&c, &block(0xf0, 1));
-    assert_eq!(f.read(3, 1), block(0xff, 1));
+    assert!(f.read(3, 1) == block(0xff, 1));
 }
 
 fn write_same(is16: bool, lba: u64, blocks: u32, flags: u8) -> Vec<u8> {
@@ -192,9 +192,9 @@ fn sbc3_5_41_write_same_fills_with_one_block() {
         .enumerate()
         .for_each(|(i, b)| *b = i as u8);
     f.ok(&write_same(false, 100, 7, 0), &pattern);
-    assert_eq!(f.read(100, 7), pattern.repeat(7));
+    assert!(f.read(100, 7) == pattern.repeat(7));
     f.ok(&write_same(true, 200, 3, 0), &pattern);
-    assert_eq!(f.read(200, 3), pattern.repeat(3));
+    assert!(f.read(200, 3) == pattern.repeat(3));
     assert_sense(
         &f.exec(&write_same(true, BLOCKS - 1, 2, 0), &pattern),
         5,
@@ -203,10 +203,23 @@ fn sbc3_5_41_write_same_fills_with_one_block() {
     );
     // NUMBER OF LOGICAL BLOCKS 0 (WSNZ=0): to the end of the medium.
     f.ok(&write_same(false, BLOCKS - 4, 0, 0), &pattern);
-    assert_eq!(f.read(BLOCKS - 4, 4), pattern.repeat(4));
+    assert!(f.read(BLOCKS - 4, 4) == pattern.repeat(4));
     // NDOB: zeros without a Data-Out buffer.
     f.ok(&write_same(true, 100, 7, 0x01), &[]);
-    assert_eq!(f.read(100, 7), block(0, 7));
+    assert!(f.read(100, 7) == block(0, 7));
+    // The Data-Out is exactly one block.
+    assert_sense(
+        &f.exec(&write_same(false, 0, 1, 0), &block(1, 2)),
+        5,
+        0x24,
+        0,
+    );
+    assert_sense(
+        &f.exec(&write_same(false, 0, 1, 0), &pattern[..BS / 2]),
+        5,
+        0x24,
+        0,
+    );
     // ANCHOR is not supported.
     assert_sense(&f.exec(&write_same(true, 0, 1, 0x10), &pattern), 5, 0x24, 0);
 }
@@ -232,9 +245,8 @@ fn sbc3_5_28_unmap_punches_holes_in_a_thin_lun() {
         allocated(&f) + 256 * BS as u64 <= before,
         "st_blocks shrank after UNMAP"
     );
-    assert_eq!(
-        f.read(0, 256),
-        block(0, 256),
+    assert!(
+        f.read(0, 256) == block(0, 256),
         "unmapped blocks read as zeros (LBPRZ)"
     );
     // Out of range descriptors.
@@ -264,18 +276,24 @@ fn sbc3_5_28_unmap_on_thick_lun_is_not_supported() {
 }
 
 #[test]
-fn sbc3_5_42_write_same_unmap_punches_holes_only_for_zeros() {
+fn sbc3_5_42_write_same_unmap_deallocates_and_reads_back_zeros() {
     let f = Fixture::thin();
     f.write(0, &block(0x44, 512));
     let before = allocated(&f);
     f.ok(&write_same(true, 0, 512, 0x08), &block(0, 1));
     assert!(allocated(&f) + 200 * BS as u64 <= before, "holes punched");
-    f.ok(&write_same(false, 0, 8, 0x08), &block(9, 1));
-    assert_eq!(
-        f.read(0, 8),
-        block(9, 8),
-        "non-zero data is written, not unmapped"
+    // Whatever the data: with LBPRZ, unmapped blocks read as zeros.
+    f.write(1000, &block(0xff, 8));
+    f.ok(&write_same(false, 1000, 8, 0x08), &block(9, 1));
+    assert!(
+        f.read(1000, 8) == block(0, 8),
+        "unmapped blocks read as zeros"
     );
+    // A fully provisioned LUN has no WRITE SAME unmap (LBPWS clear).
+    let thick = Fixture::new();
+    let r = thick.exec(&write_same(false, 0, 8, 0x08), &block(9, 1));
+    assert_sense(&r, 5, 0x24, 0);
+    assert_eq!(field_pointer(&r), (true, true, 1));
 }
 
 fn get_lba_status(lba: u64, alloc: u32) -> Vec<u8> {
@@ -340,7 +358,7 @@ fn sbc3_5_2_compare_and_write_writes_only_on_match() {
     let f = Fixture::new();
     f.write(10, &block(b'A', 2));
     f.ok(&caw(10, 2), &[block(b'A', 2), block(b'B', 2)].concat());
-    assert_eq!(f.read(10, 2), block(b'B', 2));
+    assert!(f.read(10, 2) == block(b'B', 2));
     let mut verify = block(b'B', 2);
     verify[BS + 3] = b'x';
     let r = f.exec(&caw(10, 2), &[verify, block(b'C', 2)].concat());
@@ -349,13 +367,17 @@ fn sbc3_5_2_compare_and_write_writes_only_on_match() {
         u32::from_be_bytes(r.sense[3..7].try_into().unwrap()),
         (BS + 3) as u32
     );
-    assert_eq!(
-        f.read(10, 2),
-        block(b'B', 2),
+    assert!(
+        f.read(10, 2) == block(b'B', 2),
         "nothing written on miscompare"
     );
     assert_sense(&f.exec(&caw(10, 200), &block(0, 400)), 5, 0x24, 0);
     assert_sense(&f.exec(&caw(BLOCKS - 1, 2), &block(0, 4)), 5, 0x21, 0);
+    // The Data-Out must be exactly twice NUMBER OF LOGICAL BLOCKS.
+    assert_sense(&f.exec(&caw(10, 1), &block(b'B', 4)), 5, 0x24, 0);
+    assert_sense(&f.exec(&caw(10, 3), &block(b'B', 4)), 5, 0x24, 0);
+    assert_sense(&f.exec(&caw(10, 0), &block(b'B', 2)), 5, 0x24, 0);
+    f.ok(&caw(10, 0), &[]);
 }
 
 #[test]
@@ -478,7 +500,7 @@ proptest! {
                 Op::Read { size, lba, blocks } => (size, false, lba, blocks, 0),
             };
             let Some(cdb) = cdb_for(size, write, lba, blocks) else { continue };
-            let in_range = lba.checked_add(u64::from(blocks)).is_some_and(|end| end <= BLOCKS && lba < BLOCKS);
+            let in_range = lba.checked_add(u64::from(blocks)).is_some_and(|end| end <= BLOCKS);
             let data = vec![fill; blocks as usize * BS];
             let r = f.exec(&cdb, if write { &data } else { &[] });
             if !in_range {
@@ -495,4 +517,41 @@ proptest! {
             }
         }
     }
+}
+
+fn write_atomic(lba: u64, blocks: u16, boundary: u16) -> Vec<u8> {
+    let mut c = vec![0u8; 16];
+    c[0] = 0x9c;
+    c[2..10].copy_from_slice(&lba.to_be_bytes());
+    c[10..12].copy_from_slice(&boundary.to_be_bytes());
+    c[12..14].copy_from_slice(&blocks.to_be_bytes());
+    c
+}
+
+#[test]
+fn sbc4_5_48_write_atomic_16() {
+    let f = Fixture::new();
+    f.ok(&write_atomic(7, 3, 0), &block(0x5a, 3));
+    assert!(f.read(7, 3) == block(0x5a, 3));
+    f.ok(&write_atomic(0, 0, 0), &[]);
+    assert_sense(
+        &f.exec(&write_atomic(BLOCKS - 1, 2, 0), &block(0, 2)),
+        5,
+        0x21,
+        0,
+    );
+    assert_sense(&f.exec(&write_atomic(0, 1, 1), &block(0, 1)), 5, 0x24, 0);
+    let b0 = f.ok(&[0x12, 1, 0xb0, 0, 64, 0], &[]);
+    let max_atomic = u32::from_be_bytes(b0[44..48].try_into().unwrap());
+    let max_xfer = u32::from_be_bytes(b0[8..12].try_into().unwrap());
+    assert!(max_atomic >= 256 && max_atomic <= max_xfer);
+}
+
+#[test]
+fn sbc3_5_17_read_defect_data_is_an_empty_list() {
+    let f = Fixture::new();
+    let d = f.ok(&[0x37, 0, 0x18, 0, 0, 0, 0, 0, 32, 0], &[]);
+    assert_eq!(d, vec![0, 0x18, 0, 0]);
+    let d = f.ok(&[0xb7, 0x08, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0], &[]);
+    assert_eq!(d, vec![0, 0x08, 0, 0, 0, 0, 0, 0]);
 }
