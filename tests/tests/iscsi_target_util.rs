@@ -300,19 +300,43 @@ impl Raw {
             ],
         );
         assert_eq!(status, 0, "security stage refused");
-        let (status, _, bhs) = self.login_step(1, 3, true, op_keys);
+        let (status, keys, bhs) = self.login_step(1, 3, true, op_keys);
         assert_eq!(status, 0, "operational stage refused");
+        // Digests start with the first PDU after the login response.
+        for (k, v) in keys {
+            match k.as_str() {
+                "HeaderDigest" => self.digests.header = v == "CRC32C",
+                "DataDigest" => self.digests.data = v == "CRC32C",
+                _ => {}
+            }
+        }
         assert_ne!(
             bhs.flags() & flags::TRANSIT,
             0,
             "no transit to full feature"
         );
-        self.enter_full_feature();
         bhs.u16_at(login::TSIH)
     }
 
-    /// Switches to the digests negotiated (call after the last login response).
-    pub fn enter_full_feature(&mut self) {}
+    /// TEST UNIT READY until GOOD: a new I_T nexus first sees the unit
+    /// attention POWER ON / RESET (SAM-5 5.14).
+    pub fn clear_unit_attention(&mut self, lun: u64) {
+        for _ in 0..5 {
+            let p = self.scsi_cmd(lun, &[0u8; 6], 0, 0);
+            let itt = p.bhs.itt();
+            self.send(&p);
+            loop {
+                let rsp = self.recv().expect("TEST UNIT READY response");
+                if rsp.bhs.opcode() == opcode::SCSI_RSP && rsp.bhs.itt() == itt {
+                    if rsp.bhs.u8_at(pdu::scsi_rsp::STATUS) == 0 {
+                        return;
+                    }
+                    break;
+                }
+            }
+        }
+        panic!("LUN {lun} stays not ready");
+    }
 
     /// NOP-Out ping with `data`; returns the NOP-In's data.
     pub fn ping(&mut self, data: &[u8]) -> Vec<u8> {

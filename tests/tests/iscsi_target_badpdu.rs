@@ -1,0 +1,266 @@
+//! Malformed and hostile PDUs against tgtd (RFC 7143 7: error handling,
+//! 11.17: Reject), sent over raw sockets: each gets the protocol's Reject
+//! or a closed connection, the daemon keeps serving and other sessions are
+//! unaffected. Also the R2T / Data-Out flow (11.7, 11.8) step by step.
+
+#[path = "iscsi_target_util.rs"]
+mod util;
+
+use iscsi::pdu::{self, flags, opcode, reject, Bhs, Pdu};
+use util::{Raw, Tgtd};
+
+const IQN: &str = "iqn.2026-01.test.rhcs:bad";
+const INITIATOR: &str = "iqn.2026-01.test:raw";
+
+fn target() -> Tgtd {
+    let t = Tgtd::start();
+    t.tutorial_target(1, IQN);
+    t
+}
+
+fn logged_in(t: &Tgtd, keys: &[(&str, &str)]) -> Raw {
+    let mut raw = Raw::connect(t.port);
+    raw.login_normal(INITIATOR, IQN, keys);
+    raw.clear_unit_attention(1);
+    raw
+}
+
+fn expect_reject(raw: &mut Raw, reason: u8, offending: &Bhs) {
+    let rsp = raw.recv().expect("Reject");
+    assert_eq!(
+        rsp.bhs.opcode(),
+        opcode::REJECT,
+        "expected a Reject, got {:?}",
+        rsp.bhs
+    );
+    assert_eq!(rsp.bhs.u8_at(reject::REASON), reason);
+    // The header as sent: everything but the lengths, which encode fills.
+    assert_eq!(
+        &rsp.data[..4],
+        &offending.0[..4],
+        "Reject must carry the offending header"
+    );
+    assert_eq!(
+        &rsp.data[8..48],
+        &offending.0[8..],
+        "Reject must carry the offending header"
+    );
+}
+
+#[test]
+fn pdu_other_than_login_before_login_is_rejected_then_closed() {
+    let t = target();
+    let mut raw = Raw::connect(t.port);
+    let nop = raw.nop_out(b"");
+    raw.send(&nop);
+    expect_reject(&mut raw, reject::PROTOCOL_ERROR, &nop.bhs);
+    assert!(raw.closed_by_target());
+}
+
+#[test]
+fn oversized_data_segment_closes_the_connection() {
+    let t = target();
+    let mut raw = Raw::connect(t.port);
+    let mut p = raw.login_pdu(0, 1, true, &[("InitiatorName", INITIATOR)]);
+    // Announce 1 MiB of login text (the limit is 8192) and send only the header.
+    p.bhs.0[5..8].copy_from_slice(&[0x10, 0, 0]);
+    raw.send_bytes(&p.bhs.0);
+    assert!(raw.closed_by_target());
+}
+
+#[test]
+fn header_digest_mismatch_closes_the_connection() {
+    let t = target();
+    let mut raw = logged_in(&t, &[("HeaderDigest", "CRC32C"), ("DataDigest", "None")]);
+    assert!(raw.digests.header && !raw.digests.data);
+    assert_eq!(raw.ping(b"ok"), b"ok");
+    let nop = raw.nop_out(b"");
+    let mut wire = nop.encode(raw.digests);
+    wire[48] ^= 0xff;
+    raw.send_bytes(&wire);
+    assert!(raw.closed_by_target());
+}
+
+#[test]
+fn data_digest_mismatch_is_rejected_and_the_data_dropped() {
+    let t = target();
+    let mut raw = logged_in(&t, &[("HeaderDigest", "CRC32C"), ("DataDigest", "CRC32C")]);
+    assert!(raw.digests.header && raw.digests.data);
+    let nop = raw.nop_out(b"abcdefgh");
+    let mut wire = nop.encode(raw.digests);
+    let n = wire.len();
+    wire[n - 1] ^= 0x5a;
+    raw.send_bytes(&wire);
+    expect_reject(&mut raw, reject::DATA_DIGEST_ERROR, &nop.bhs);
+    assert_eq!(raw.ping(b"after"), b"after");
+}
+
+#[test]
+fn immediate_data_on_a_read_and_bad_ahs_are_rejected() {
+    let t = target();
+    let mut raw = logged_in(&t, &[]);
+    let mut read = raw.scsi_cmd(1, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], 512, 0);
+    read.data = vec![1, 2, 3, 4];
+    raw.send(&read);
+    expect_reject(&mut raw, reject::PROTOCOL_ERROR, &read.bhs);
+    // The rejected command's CmdSN was consumed; resynchronise on the target's.
+    let mut bad_ahs = raw.scsi_cmd(1, &[0x00; 6], 0, 0);
+    bad_ahs.ahs = vec![0, 200, 1, 0];
+    raw.send(&bad_ahs);
+    let rsp = raw.recv().expect("Reject");
+    assert_eq!(rsp.bhs.opcode(), opcode::REJECT);
+    assert_eq!(rsp.bhs.u8_at(reject::REASON), reject::INVALID_PDU_FIELD);
+    assert_eq!(raw.ping(b"alive"), b"alive");
+}
+
+#[test]
+fn unknown_opcode_and_snack_are_rejected_in_full_feature_phase() {
+    let t = target();
+    let mut raw = logged_in(&t, &[]);
+    let mut bhs = Bhs::new(0x1c);
+    bhs.set_immediate(true);
+    bhs.set_itt(99);
+    raw.send(&Pdu::new(bhs.clone()));
+    expect_reject(&mut raw, reject::COMMAND_NOT_SUPPORTED, &bhs);
+    let mut snack = Bhs::new(opcode::SNACK_REQ);
+    snack.set_flags(flags::FINAL);
+    snack.set_itt(100);
+    raw.send(&Pdu::new(snack.clone()));
+    expect_reject(&mut raw, reject::SNACK_REJECT, &snack);
+    assert_eq!(raw.ping(b"x"), b"x");
+}
+
+#[test]
+fn data_out_for_no_task_is_ignored() {
+    let t = target();
+    let mut raw = logged_in(&t, &[]);
+    let mut bhs = Bhs::new(opcode::DATA_OUT);
+    bhs.set_flags(flags::FINAL);
+    bhs.set_itt(0xdead);
+    bhs.set_u32_at(pdu::data_out::TTT, 0x1234);
+    let mut p = Pdu::new(bhs);
+    p.data = vec![0; 512];
+    raw.send(&p);
+    assert_eq!(raw.ping(b"fine"), b"fine");
+}
+
+/// RFC 7143 11.8: with InitialR2T=Yes and no immediate data the target
+/// asks for every byte with R2Ts of at most MaxBurstLength.
+#[test]
+fn write_is_solicited_by_r2ts_and_reads_back() {
+    let t = target();
+    let mut raw = logged_in(
+        &t,
+        &[
+            ("InitialR2T", "Yes"),
+            ("ImmediateData", "No"),
+            ("MaxBurstLength", "1024"),
+            ("FirstBurstLength", "512"),
+            ("MaxRecvDataSegmentLength", "512"),
+        ],
+    );
+    let blocks = 5u16;
+    let payload: Vec<u8> = (0..blocks as usize * 512)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let mut cdb = [0u8; 10];
+    cdb[0] = 0x2a;
+    cdb[2..6].copy_from_slice(&10u32.to_be_bytes());
+    cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
+    let cmd = raw.scsi_cmd(1, &cdb, 0, payload.len() as u32);
+    let itt = cmd.bhs.itt();
+    raw.send(&cmd);
+    let mut solicited = 0;
+    let mut r2t_sn = 0;
+    loop {
+        let rsp = raw.recv().expect("R2T or response");
+        if rsp.bhs.opcode() == opcode::SCSI_RSP {
+            assert_eq!(rsp.bhs.u8_at(pdu::scsi_rsp::STATUS), 0, "write failed");
+            break;
+        }
+        assert_eq!(rsp.bhs.opcode(), opcode::R2T);
+        assert_eq!(rsp.bhs.itt(), itt);
+        assert_eq!(rsp.bhs.u32_at(pdu::r2t::R2T_SN), r2t_sn);
+        r2t_sn += 1;
+        let offset = rsp.bhs.u32_at(pdu::r2t::BUFFER_OFFSET) as usize;
+        let len = rsp.bhs.u32_at(pdu::r2t::DESIRED_LEN) as usize;
+        assert!(len <= 1024, "R2T longer than MaxBurstLength");
+        assert_eq!(offset, solicited, "R2Ts out of order");
+        let ttt = rsp.bhs.u32_at(pdu::r2t::TTT);
+        for (sn, chunk) in payload[offset..offset + len].chunks(512).enumerate() {
+            let mut bhs = Bhs::new(opcode::DATA_OUT);
+            let pos = offset + sn * 512;
+            bhs.set_flags(if pos + chunk.len() == offset + len {
+                flags::FINAL
+            } else {
+                0
+            });
+            bhs.set_lun(1);
+            bhs.set_itt(itt);
+            bhs.set_u32_at(pdu::data_out::TTT, ttt);
+            bhs.set_u32_at(pdu::data_out::DATA_SN, sn as u32);
+            bhs.set_u32_at(pdu::data_out::BUFFER_OFFSET, pos as u32);
+            let mut p = Pdu::new(bhs);
+            p.data = chunk.to_vec();
+            raw.send(&p);
+        }
+        solicited += len;
+    }
+    assert_eq!(solicited, payload.len());
+    assert_eq!(r2t_sn, 3, "5 blocks with MaxBurstLength 1024 need 3 R2Ts");
+    let (data, status) = raw.read10(1, 10, blocks);
+    assert_eq!(status, 0);
+    assert_eq!(data, payload);
+}
+
+/// Hostile peers (garbage, truncated headers, huge lengths, floods of
+/// rejects) on their own connections while a good session keeps reading.
+#[test]
+fn hostile_connections_leave_other_sessions_and_the_daemon_working() {
+    let mut t = target();
+    let mut good = logged_in(&t, &[]);
+    let port = t.port;
+    let hostile: Vec<_> = (0..4u8)
+        .map(|k| {
+            std::thread::spawn(move || {
+                let mut raw = Raw::connect(port);
+                match k {
+                    0 => raw.send_bytes(&[0xffu8; 4096]),
+                    1 => raw.send_bytes(&[0x03u8; 30]),
+                    2 => {
+                        let mut b = [0u8; 48];
+                        b[0] = 0x43;
+                        b[4] = 0xff;
+                        b[5..8].copy_from_slice(&[0xff, 0xff, 0xff]);
+                        raw.send_bytes(&b);
+                    }
+                    _ => {
+                        raw.login_normal("iqn.2026-01.test:hostile", IQN, &[]);
+                        for op in [0x07u8, 0x08, 0x0f, 0x1e, 0x3f] {
+                            let mut bhs = Bhs::new(op);
+                            bhs.set_immediate(true);
+                            raw.send(&Pdu::new(bhs));
+                        }
+                    }
+                }
+                drop(raw);
+            })
+        })
+        .collect();
+    for i in 0..20u32 {
+        let (data, status) = good.read10(1, i, 8);
+        assert_eq!((data.len(), status), (4096, 0));
+        assert_eq!(good.ping(&i.to_be_bytes()), i.to_be_bytes());
+    }
+    for h in hostile {
+        h.join().expect("hostile client thread");
+    }
+    assert!(t.alive(), "tgtd died");
+    // A second session of the same initiator (another ISID, so no
+    // reinstatement of the good one).
+    let mut fresh = Raw::connect(t.port);
+    fresh.isid[5] ^= 0xff;
+    fresh.login_normal(INITIATOR, IQN, &[]);
+    assert_eq!(fresh.ping(b"fresh"), b"fresh");
+    assert_eq!(good.ping(b"good"), b"good");
+}
