@@ -7,6 +7,8 @@ pub mod op {
     pub const REQUEST_SENSE: u8 = 0x03;
     pub const READ_6: u8 = 0x08;
     pub const WRITE_6: u8 = 0x0a;
+    pub const EXTENDED_COPY: u8 = 0x83;
+    pub const RECEIVE_COPY_RESULTS: u8 = 0x84;
     pub const INQUIRY: u8 = 0x12;
     pub const MODE_SELECT_6: u8 = 0x15;
     pub const RESERVE_6: u8 = 0x16;

@@ -17,6 +17,7 @@ use super::pr::{ItNexus, PrState};
 use super::sense::{Asc, Sense};
 use super::target::{NexusTable, ScsiTarget};
 use super::ua::UaTable;
+use super::xcopy::CopyResults;
 use super::{status, NexusId, ScsiCommand, ScsiError, ScsiResponse};
 
 /// How to present a disk LUN.
@@ -104,9 +105,10 @@ pub(crate) struct Lun {
     /// Mirrors `pr.any_reservation()` so that I/O skips the lock.
     pub reserved: AtomicBool,
     pub ua: UaTable,
-    /// The last sense data per nexus for REQUEST SENSE (unused: we
-    /// report CHECK CONDITION sense immediately, autosense).
+    /// Where APTPL reservations are saved.
     pub pr_file: Option<PathBuf>,
+    /// EXTENDED COPY results for RECEIVE COPY RESULTS.
+    pub copy_results: Mutex<CopyResults>,
 }
 
 /// A command's failure: CHECK CONDITION with sense, or RESERVATION CONFLICT.
@@ -171,6 +173,7 @@ impl Lun {
             reserved: AtomicBool::new(false),
             ua: UaTable::default(),
             pr_file: None,
+            copy_results: Mutex::default(),
         }
     }
 
@@ -230,6 +233,7 @@ impl Lun {
             reserved,
             ua: UaTable::default(),
             pr_file,
+            copy_results: Mutex::default(),
         })
     }
 
@@ -407,6 +411,8 @@ impl Lun {
             (op::RESERVE_6 | op::RESERVE_10, _) => self.reserve_spc2(c),
             (op::RELEASE_6 | op::RELEASE_10, _) => self.release_spc2(c),
             (op::PR_IN, _) => self.pr_in(c),
+            (op::EXTENDED_COPY, _) => self.extended_copy(c),
+            (op::RECEIVE_COPY_RESULTS, _) => self.receive_copy_results(c),
             (op::PR_OUT, _) => self.pr_out(c),
             _ => Err(Sense::invalid_opcode().into()),
         }

@@ -27,6 +27,7 @@ pub mod sense;
 mod spc;
 mod target;
 mod ua;
+mod xcopy;
 
 #[cfg(test)]
 mod tests;

@@ -350,6 +350,30 @@ pub static COMMANDS: &[OpDesc] = &[
         [0x5f, 0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x07]
     ),
     d!(
+        op::EXTENDED_COPY,
+        Some(0x00),
+        "EXTENDED COPY(LID1)",
+        Write,
+        true,
+        [0x83, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x07]
+    ),
+    d!(
+        op::RECEIVE_COPY_RESULTS,
+        Some(0x00),
+        "RECEIVE COPY RESULTS / COPY STATUS",
+        Write,
+        true,
+        [0x84, 0x1f, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x07]
+    ),
+    d!(
+        op::RECEIVE_COPY_RESULTS,
+        Some(0x03),
+        "RECEIVE COPY RESULTS / OPERATING PARAMETERS",
+        Write,
+        true,
+        [0x84, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x07]
+    ),
+    d!(
         op::READ_16,
         None,
         "READ(16)",
@@ -540,7 +564,12 @@ pub static COMMANDS: &[OpDesc] = &[
 pub fn has_service_action(opcode: u8) -> bool {
     matches!(
         opcode,
-        op::PR_IN | op::PR_OUT | op::SERVICE_ACTION_IN_16 | op::MAINTENANCE_IN
+        op::PR_IN
+            | op::PR_OUT
+            | op::SERVICE_ACTION_IN_16
+            | op::MAINTENANCE_IN
+            | op::EXTENDED_COPY
+            | op::RECEIVE_COPY_RESULTS
     )
 }
 

@@ -117,6 +117,7 @@ pub(crate) fn data_out_len(cdb: &[u8], block_size: u32) -> Option<u32> {
         op::MODE_SELECT_6 => Some(u32::from(cdb[4])),
         op::MODE_SELECT_10 => Some(u32::from(be16(cdb, 7))),
         op::PR_OUT => Some(be32(cdb, 5)),
+        op::EXTENDED_COPY => Some(be32(cdb, 10)),
         _ => Some(0),
     }
 }
@@ -220,10 +221,8 @@ impl Lun {
 
     /// VPD 0x83 (SPC-4 7.8.6): NAA, T10 vendor id, relative target port,
     /// target port name and target device name.
-    fn vpd_device_id(&self, c: &Ctx) -> Vec<u8> {
-        let mut d = Vec::with_capacity(128);
-        // NAA IEEE Registered Extended (6h), binary, LU association.
-        push_designator(&mut d, 0x01, 0x03, &self.naa());
+    /// The T10 vendor identification designator.
+    pub(crate) fn t10_id(&self) -> Vec<u8> {
         let (vendor, product) = match &self.disk {
             Some(disk) => (disk.opts.vendor.clone(), disk.opts.product.clone()),
             None => ("RHCSRS".to_string(), "Controller".to_string()),
@@ -235,7 +234,14 @@ impl Lun {
         t10.extend_from_slice(&prod);
         t10.extend_from_slice(self.serial().as_bytes());
         t10.truncate(255);
-        push_designator(&mut d, 0x02, 0x01, &t10);
+        t10
+    }
+
+    fn vpd_device_id(&self, c: &Ctx) -> Vec<u8> {
+        let mut d = Vec::with_capacity(128);
+        // NAA IEEE Registered Extended (6h), binary, LU association.
+        push_designator(&mut d, 0x01, 0x03, &self.naa());
+        push_designator(&mut d, 0x02, 0x01, &self.t10_id());
         let rel_port = c.it.rel_port.max(1);
         push_designator(
             &mut d,
@@ -250,7 +256,7 @@ impl Lun {
     }
 
     /// A stable NAA 6h identifier from the target id, LUN and serial.
-    fn naa(&self) -> [u8; 16] {
+    pub(crate) fn naa(&self) -> [u8; 16] {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in self.target.name.bytes().chain(self.serial().bytes()) {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);

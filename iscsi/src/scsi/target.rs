@@ -201,6 +201,22 @@ impl ScsiTarget {
         super::lun::respond(result)
     }
 
+    /// The disk LUN whose NAA (type 3) or T10 vendor id (type 1)
+    /// designator is `value` (EXTENDED COPY CSCDs).
+    pub(crate) fn lun_by_designator(&self, kind: u8, value: &[u8]) -> Option<Arc<Lun>> {
+        let luns = self.luns.read();
+        luns.values()
+            .find(|l| {
+                !l.is_controller()
+                    && match kind {
+                        3 => l.naa()[..] == *value,
+                        1 => l.t10_id() == value,
+                        _ => false,
+                    }
+            })
+            .cloned()
+    }
+
     /// The LUN numbers, for REPORT LUNS.
     pub(crate) fn lun_numbers(&self) -> Vec<u64> {
         self.luns.read().keys().copied().collect()

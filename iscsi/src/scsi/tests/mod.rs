@@ -6,3 +6,4 @@ mod pr;
 mod robust;
 mod sbc;
 mod spc;
+mod xcopy;
