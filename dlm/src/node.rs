@@ -11,11 +11,11 @@
 //! `send_*` (issue to the master), `receive_*` (at the master or holder),
 //! `do_*` (the rsb work).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use crate::mode::Mode;
 use crate::rsb::{MasterLkb, Rsb, RsbError, RsbEvent};
-use crate::types::{Flags, LockId, LockKey, Lvb, NodeId, ResName, SbFlags, Status};
+use crate::types::{FastMap, Flags, LockId, LockKey, Lvb, NodeId, ResName, SbFlags, Status};
 use crate::wire::{Envelope, Msg};
 
 /// Errors returned to local callers.
@@ -186,9 +186,9 @@ pub struct Node {
     pub(crate) members: Vec<NodeId>,
     pub(crate) gen: u64,
     pub(crate) phase: Phase,
-    pub(crate) rsbs: HashMap<ResName, RsbEntry>,
-    pub(crate) dir: HashMap<ResName, NodeId>,
-    pub(crate) lkbs: HashMap<LockId, Lkb>,
+    pub(crate) rsbs: FastMap<ResName, RsbEntry>,
+    pub(crate) dir: FastMap<ResName, NodeId>,
+    pub(crate) lkbs: FastMap<LockId, Lkb>,
     next_id: u32,
     id_stride: u32,
     pub(crate) rec: crate::recovery::RecState,
@@ -206,9 +206,9 @@ impl Node {
             members: Vec::new(),
             gen: 0,
             phase: Phase::Out,
-            rsbs: HashMap::new(),
-            dir: HashMap::new(),
-            lkbs: HashMap::new(),
+            rsbs: FastMap::default(),
+            dir: FastMap::default(),
+            lkbs: FastMap::default(),
             next_id: first_id,
             id_stride,
             rec: Default::default(),
@@ -534,16 +534,57 @@ impl Node {
         }
     }
 
-    /// Runs the pending operation of local lock `id` on the local master copy.
+    /// Runs the pending operation of local lock `id` on the local master
+    /// copy: the fast path, no message is built.
     fn do_local(&mut self, id: LockId, out: &mut Vec<Action>) {
+        let me = self.me;
         let lkb = self.lkbs.get_mut(&id).expect("lkb");
         lkb.sent = true;
-        let msg = self.op_msg(&self.lkbs[&id]);
-        let cancel = self.lkbs[&id].cancel;
-        let name = self.lkbs[&id].name;
-        self.receive_lock_msg(self.me, msg, out);
-        if cancel && self.lkbs.get(&id).is_some_and(|l| l.cancel) {
-            self.receive_cancel(self.me, name, id, out);
+        let (name, op, rq, flags, cancel) = (lkb.name, lkb.op, lkb.rqmode, lkb.flags, lkb.cancel);
+        let lvb = lkb.has_lvb.then_some(lkb.lvb);
+        let key = LockKey { node: me, id };
+        let mut events = std::mem::take(&mut self.events);
+        let Some(rsb) = self.rsbs.get_mut(&name).and_then(|e| e.core.as_mut()) else {
+            tracing::error!(%name, "local master copy missing");
+            self.events = events;
+            return;
+        };
+        let res = match op {
+            Op::Request => rsb.request(
+                MasterLkb::new(key, rq.expect("rq"), flags, lvb),
+                &mut events,
+            ),
+            Op::Convert => rsb.convert(key, rq.expect("rq"), flags, lvb, &mut events),
+            Op::Unlock => rsb.unlock(key, flags, lvb, &mut events),
+            Op::None => Ok(()),
+        };
+        if let Err(e) = res {
+            tracing::warn!(%name, %id, error = %e, "local lock operation refused");
+        }
+        if cancel && matches!(op, Op::Request | Op::Convert) {
+            let _ = rsb.cancel(key, &mut events);
+        }
+        for ev in events.drain(..) {
+            self.deliver(name, ev, out);
+        }
+        self.events = events;
+    }
+
+    /// A master-side callback for a lock held on this node.
+    fn holder_event(&mut self, ev: RsbEvent, out: &mut Vec<Action>) {
+        match ev {
+            RsbEvent::Cast {
+                key,
+                status,
+                sbflags,
+                lvb,
+            } => self.receive_cast(key.id, status, sbflags, lvb, out),
+            RsbEvent::Demoted { key } => self.receive_demoted(key.id),
+            RsbEvent::Bast { key, mode } => {
+                if self.lkbs.contains_key(&key.id) {
+                    out.push(Action::Bast { id: key.id, mode });
+                }
+            }
         }
     }
 
@@ -663,40 +704,35 @@ impl Node {
 
     /// Routes a master-side callback to the local holder or to a peer.
     fn deliver(&mut self, name: ResName, ev: RsbEvent, out: &mut Vec<Action>) {
-        let (key, msg) = match ev {
+        let (RsbEvent::Cast { key, .. } | RsbEvent::Demoted { key } | RsbEvent::Bast { key, .. }) =
+            ev;
+        if key.node == self.me {
+            return self.holder_event(ev, out);
+        }
+        if !self.members.contains(&key.node) {
+            return;
+        }
+        let lkid = key.id;
+        let msg = match ev {
             RsbEvent::Cast {
-                key,
                 status,
                 sbflags,
                 lvb,
-            } => (
-                key,
-                Msg::Cast {
-                    name,
-                    lkid: key.id,
-                    status,
-                    sbflags,
-                    lvb,
-                },
-            ),
-            RsbEvent::Demoted { key } => (key, Msg::Demoted { name, lkid: key.id }),
-            RsbEvent::Bast { key, mode } => (
-                key,
-                Msg::Bast {
-                    name,
-                    lkid: key.id,
-                    mode,
-                },
-            ),
+                ..
+            } => Msg::Cast {
+                name,
+                lkid,
+                status,
+                sbflags,
+                lvb,
+            },
+            RsbEvent::Demoted { .. } => Msg::Demoted { name, lkid },
+            RsbEvent::Bast { mode, .. } => Msg::Bast { name, lkid, mode },
         };
-        if key.node == self.me {
-            self.receive_lock_msg(self.me, msg, out);
-        } else if self.members.contains(&key.node) {
-            out.push(Action::Send {
-                to: key.node,
-                env: Envelope { gen: self.gen, msg },
-            });
-        }
+        out.push(Action::Send {
+            to: key.node,
+            env: Envelope { gen: self.gen, msg },
+        });
     }
 
     fn receive_cast(

@@ -39,7 +39,7 @@ impl fmt::Display for LockId {
 }
 
 /// A resource name: 1 to 64 arbitrary bytes, stored inline (no allocation).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ResName {
     len: u8,
     bytes: [u8; NAME_MAX],
@@ -74,6 +74,40 @@ impl ResName {
             })
     }
 }
+
+impl std::hash::Hash for ResName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash64());
+    }
+}
+
+/// A hasher for keys that are already well mixed or small integers (lock
+/// ids, [`ResName`] which hashes itself with FNV-1a): one multiply instead
+/// of SipHash on the lock path. Not for keys chosen by an attacker.
+#[derive(Clone, Copy, Default)]
+pub struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7cc1_b727_220a_95);
+    }
+}
+
+/// `BuildHasher` for [`FastHasher`].
+pub type FastBuild = std::hash::BuildHasherDefault<FastHasher>;
+/// A `HashMap` using [`FastHasher`].
+pub type FastMap<K, V> = std::collections::HashMap<K, V, FastBuild>;
 
 impl fmt::Debug for ResName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -8,7 +8,6 @@
 //! resources rarely meet, and a lock on a resource mastered here runs
 //! entirely on the caller's thread: no network, no thread hop.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
@@ -55,7 +54,7 @@ struct LockCb {
 pub(crate) struct Shard {
     pub(crate) node: Node,
     out: Vec<Action>,
-    cbs: HashMap<LockId, LockCb>,
+    cbs: crate::types::FastMap<LockId, LockCb>,
 }
 
 enum Deferred {
@@ -100,7 +99,7 @@ impl LsInner {
                 Mutex::new(Shard {
                     node: Node::new(me, k + shards, shards),
                     out: Vec::new(),
-                    cbs: HashMap::new(),
+                    cbs: Default::default(),
                 })
             })
             .collect();
@@ -120,11 +119,12 @@ impl LsInner {
     }
 
     fn frame(&self, shard: usize, env: &Envelope) -> Vec<u8> {
-        let mut f = Vec::with_capacity(96);
+        let mut f = crate::driver::transport::frame_start(96);
         f.push(self.name.len() as u8);
         f.extend_from_slice(self.name.as_bytes());
         f.extend_from_slice(&(shard as u16).to_le_bytes());
         env.encode(&mut f);
+        crate::driver::transport::frame_finish(&mut f);
         f
     }
 

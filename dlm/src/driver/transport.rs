@@ -8,8 +8,9 @@
 //! membership source and recovery takes over.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -41,11 +42,52 @@ pub enum TransportError {
     },
 }
 
+struct PeerState {
+    /// The connection, in non-blocking mode, once established.
+    stream: Option<TcpStream>,
+    /// Bytes not yet written (whole frames; the first may be partly sent).
+    pending: VecDeque<Vec<u8>>,
+    /// How much of `pending[0]` is already written.
+    head_off: usize,
+}
+
 struct PeerQueue {
     addr: SocketAddr,
-    q: Mutex<VecDeque<Vec<u8>>>,
+    state: Mutex<PeerState>,
     cv: Condvar,
     connected: AtomicBool,
+}
+
+impl PeerQueue {
+    /// Writes as much pending data as the socket takes without blocking.
+    /// Returns false when the connection failed (it is dropped).
+    fn flush_pending(&self, st: &mut PeerState) -> bool {
+        let Some(s) = st.stream.as_mut() else {
+            return true;
+        };
+        while let Some(front) = st.pending.front() {
+            match s.write(&front[st.head_off..]) {
+                Ok(n) => {
+                    st.head_off += n;
+                    if st.head_off == front.len() {
+                        st.pending.pop_front();
+                        st.head_off = 0;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(addr = %self.addr, error = %e, "connection to peer lost");
+                    st.stream = None;
+                    st.pending.clear();
+                    st.head_off = 0;
+                    self.connected.store(false, Ordering::Relaxed);
+                    return false;
+                }
+            }
+        }
+        true
+    }
 }
 
 /// The process's connections to its peers.
@@ -105,7 +147,11 @@ impl Transport {
         }
         let pq = Arc::new(PeerQueue {
             addr,
-            q: Mutex::new(VecDeque::new()),
+            state: Mutex::new(PeerState {
+                stream: None,
+                pending: VecDeque::new(),
+                head_off: 0,
+            }),
             cv: Condvar::new(),
             connected: AtomicBool::new(false),
         });
@@ -127,21 +173,28 @@ impl Transport {
         self.local_addr
     }
 
-    /// Queues a frame for `to` (never blocks). Order is kept per peer.
+    /// Sends `frame` (built by [`frame_start`] and [`frame_finish`]) to
+    /// `to`. Never blocks: the caller's thread writes directly when the
+    /// socket takes the bytes, else the peer's writer thread finishes.
+    /// Order is kept per peer.
     pub fn send(&self, to: NodeId, frame: Vec<u8>) {
         let peers = self.peers.read();
         let Some(pq) = peers.get(&to) else {
             tracing::warn!(%to, "send to unknown peer dropped");
             return;
         };
-        let mut q = pq.q.lock();
-        if q.len() >= QUEUE_LIMIT {
+        let mut st = pq.state.lock();
+        if st.pending.len() >= QUEUE_LIMIT {
             tracing::error!(%to, "send queue full, frame dropped");
             return;
         }
-        q.push_back(frame);
-        drop(q);
-        pq.cv.notify_one();
+        st.pending.push_back(frame);
+        if st.pending.len() == 1 && st.stream.is_some() {
+            pq.flush_pending(&mut st);
+        }
+        if !st.pending.is_empty() {
+            pq.cv.notify_one();
+        }
     }
 
     /// True when the connection to `to` is up.
@@ -156,6 +209,7 @@ impl Transport {
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::SeqCst);
         for pq in self.peers.read().values() {
+            pq.state.lock().stream = None;
             pq.cv.notify_all();
         }
         for s in self.streams.lock().drain(..) {
@@ -224,7 +278,7 @@ fn reader(s: TcpStream, handler: FrameHandler) -> std::io::Result<()> {
 fn writer_loop(me: NodeId, to: NodeId, pq: Arc<PeerQueue>, stop: Arc<AtomicBool>) {
     let mut backoff = Duration::from_millis(5);
     while !stop.load(Ordering::SeqCst) {
-        let s = match TcpStream::connect_timeout(&pq.addr, Duration::from_secs(2)) {
+        let s = match connect(me, pq.addr) {
             Ok(s) => s,
             Err(_) => {
                 thread::sleep(backoff);
@@ -233,42 +287,70 @@ fn writer_loop(me: NodeId, to: NodeId, pq: Arc<PeerQueue>, stop: Arc<AtomicBool>
             }
         };
         backoff = Duration::from_millis(5);
-        let _ = s.set_nodelay(true);
-        pq.connected.store(true, Ordering::Relaxed);
-        tracing::debug!(%to, "connected");
-        if let Err(e) = write_frames(me, s, &pq, &stop) {
-            tracing::warn!(%to, error = %e, "connection to peer lost");
+        let fd = s.as_raw_fd();
+        {
+            let mut st = pq.state.lock();
+            st.stream = Some(s);
+            pq.connected.store(true, Ordering::Relaxed);
         }
-        pq.connected.store(false, Ordering::Relaxed);
+        tracing::debug!(%to, "connected");
+        drain(&pq, fd, &stop);
     }
 }
 
-fn write_frames(
-    me: NodeId,
-    s: TcpStream,
-    pq: &PeerQueue,
-    stop: &AtomicBool,
-) -> std::io::Result<()> {
-    let mut w = BufWriter::with_capacity(64 * 1024, s);
-    w.write_all(&HELLO_MAGIC.to_le_bytes())?;
-    w.write_all(&me.0.to_le_bytes())?;
-    w.flush()?;
-    let mut batch = Vec::new();
+fn connect(me: NodeId, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_nodelay(true)?;
+    let mut hello = [0u8; 8];
+    hello[..4].copy_from_slice(&HELLO_MAGIC.to_le_bytes());
+    hello[4..].copy_from_slice(&me.0.to_le_bytes());
+    s.write_all(&hello)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// Writes queued frames whenever the socket can take them, until the
+/// connection fails or the transport stops.
+fn drain(pq: &PeerQueue, fd: std::os::fd::RawFd, stop: &AtomicBool) {
     loop {
         {
-            let mut q = pq.q.lock();
-            while q.is_empty() {
-                if stop.load(Ordering::SeqCst) {
-                    return Ok(());
+            let mut st = pq.state.lock();
+            while st.pending.is_empty() {
+                if stop.load(Ordering::SeqCst) || st.stream.is_none() {
+                    return;
                 }
-                pq.cv.wait_for(&mut q, Duration::from_millis(200));
+                pq.cv.wait_for(&mut st, Duration::from_millis(200));
             }
-            batch.extend(q.drain(..));
+            if !pq.flush_pending(&mut st) {
+                return;
+            }
+            if st.pending.is_empty() {
+                continue;
+            }
         }
-        for f in batch.drain(..) {
-            w.write_all(&(f.len() as u32).to_le_bytes())?;
-            w.write_all(&f)?;
+        if stop.load(Ordering::SeqCst) {
+            return;
         }
-        w.flush()?;
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; the fd stays open while `stream` is set,
+        // and a closed fd only makes poll report POLLNVAL.
+        unsafe { libc::poll(&mut p, 1, 100) };
     }
+}
+
+/// Starts a frame: room for the length prefix.
+pub fn frame_start(capacity: usize) -> Vec<u8> {
+    let mut f = Vec::with_capacity(capacity + 4);
+    f.extend_from_slice(&[0; 4]);
+    f
+}
+
+/// Finishes a frame started by [`frame_start`]: fills in the length.
+pub fn frame_finish(f: &mut [u8]) {
+    let len = (f.len() - 4) as u32;
+    f[..4].copy_from_slice(&len.to_le_bytes());
 }
