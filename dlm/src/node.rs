@@ -759,6 +759,17 @@ impl Node {
         let mut remove = false;
         match status {
             Status::Granted(m) => {
+                // A conversion down from PW/EX wrote our value block: the
+                // master's sequence moved one past the one we read.
+                let wrote = lkb.op == Op::Convert
+                    && lkb.grmode >= Some(Mode::Pw)
+                    && lkb.has_lvb
+                    && lkb.flags.contains(Flags::VALBLK)
+                    && !lkb.flags.contains(Flags::IVVALBLK)
+                    && lvb.is_none();
+                if wrote {
+                    lkb.lvbseq = lkb.lvbseq.wrapping_add(1);
+                }
                 lkb.grmode = Some(m);
                 lkb.rqmode = None;
                 lkb.op = Op::None;

@@ -137,3 +137,219 @@ fn lookup_waiters_are_issued_once_master_is_known() {
         .collect();
     assert_eq!(grants.len(), 1, "{seen:?}");
 }
+
+fn view(nodes: &mut [Node], gen: u64, members: &[NodeId]) -> Vec<(NodeId, Action)> {
+    let mut pending = Vec::new();
+    for n in nodes.iter_mut().filter(|n| members.contains(&n.id())) {
+        let mut out = Vec::new();
+        n.set_members(gen, members, &mut out);
+        pending.extend(tag(n.id(), out));
+    }
+    pump(nodes, pending)
+}
+
+fn fence(nodes: &mut [Node], dead: NodeId, members: &[NodeId]) -> Vec<(NodeId, Action)> {
+    let mut pending = Vec::new();
+    for n in nodes.iter_mut().filter(|n| members.contains(&n.id())) {
+        let mut out = Vec::new();
+        n.fenced(dead, &mut out);
+        pending.extend(tag(n.id(), out));
+    }
+    pump(nodes, pending)
+}
+
+fn lock(
+    nodes: &mut [Node],
+    at: usize,
+    r: ResName,
+    mode: Mode,
+    flags: Flags,
+    lvb: Option<Lvb>,
+) -> (LockId, Vec<(NodeId, Action)>) {
+    let mut out = Vec::new();
+    let id = nodes[at].lock(r, mode, flags, lvb, &mut out).unwrap();
+    let me = nodes[at].id();
+    (id, pump(nodes, tag(me, out)))
+}
+
+fn granted(seen: &[(NodeId, Action)], who: NodeId, lock: LockId) -> Option<SbFlags> {
+    seen.iter().find_map(|(n, a)| match a {
+        Action::Ast {
+            id,
+            status: Status::Granted(_),
+            sbflags,
+            ..
+        } if *n == who && *id == lock => Some(*sbflags),
+        _ => None,
+    })
+}
+
+#[test]
+fn dead_ex_holder_waits_for_fencing_then_lvb_is_invalid() {
+    let m = ids(3);
+    let mut nodes: Vec<Node> = m.iter().map(|&i| Node::with_members(i, 1, &m)).collect();
+    let r = find_name_with_dir(&m, NodeId(1));
+    lock(&mut nodes, 0, r, Mode::Nl, Flags::empty(), None); // node 1 masters r
+    let (_, seen) = lock(&mut nodes, 2, r, Mode::Ex, Flags::VALBLK, None);
+    assert_eq!(seen.len(), 1);
+    let (w, seen) = lock(&mut nodes, 1, r, Mode::Pr, Flags::VALBLK, None);
+    assert_eq!(granted(&seen, NodeId(2), w), None);
+    let survivors = [NodeId(1), NodeId(2)];
+    let seen = view(&mut nodes, 2, &survivors);
+    assert_eq!(granted(&seen, NodeId(2), w), None, "granted before fencing");
+    assert_eq!(nodes[0].phase(), Phase::WaitFence);
+    let seen = fence(&mut nodes, NodeId(3), &survivors);
+    let sb = granted(&seen, NodeId(2), w).expect("granted after recovery");
+    assert!(sb.contains(SbFlags::VALNOTVALID));
+    assert!(nodes[..2].iter().all(|n| n.phase() == Phase::Running));
+}
+
+#[test]
+fn persistent_lock_of_dead_node_stays_as_orphan() {
+    let m = ids(3);
+    let mut nodes: Vec<Node> = m.iter().map(|&i| Node::with_members(i, 1, &m)).collect();
+    let r = find_name_with_dir(&m, NodeId(1));
+    lock(&mut nodes, 0, r, Mode::Nl, Flags::empty(), None);
+    lock(&mut nodes, 2, r, Mode::Pw, Flags::PERSISTENT, None);
+    let survivors = [NodeId(1), NodeId(2)];
+    view(&mut nodes, 2, &survivors);
+    fence(&mut nodes, NodeId(3), &survivors);
+    let (w, seen) = lock(&mut nodes, 1, r, Mode::Ex, Flags::empty(), None);
+    assert_eq!(
+        granted(&seen, NodeId(2), w),
+        None,
+        "orphan PW must still block EX"
+    );
+    let core = nodes[0].rsbs[&r].core.as_ref().unwrap();
+    assert!(core
+        .queue(crate::rsb::Queue::Grant)
+        .iter()
+        .any(|l| l.key.node == NodeId(3)));
+}
+
+#[test]
+fn lvb_survives_death_of_its_master() {
+    let m = ids(3);
+    let mut nodes: Vec<Node> = m.iter().map(|&i| Node::with_members(i, 1, &m)).collect();
+    let r = find_name_with_dir(&m, NodeId(1));
+    lock(&mut nodes, 0, r, Mode::Nl, Flags::empty(), None); // node 1 masters r
+    let (a, _) = lock(&mut nodes, 1, r, Mode::Ex, Flags::VALBLK, None);
+    let mut out = Vec::new();
+    nodes[1]
+        .convert(a, Mode::Pr, Flags::VALBLK, Some(Lvb([9; 32])), &mut out)
+        .unwrap();
+    pump(&mut nodes, tag(NodeId(2), out));
+    // Master (node 1) dies; node 2 holds PR with a current copy.
+    let survivors = [NodeId(2), NodeId(3)];
+    view(&mut nodes, 2, &survivors);
+    fence(&mut nodes, NodeId(1), &survivors);
+    let (b, seen) = lock(&mut nodes, 2, r, Mode::Cr, Flags::VALBLK, None);
+    let ast = seen.iter().find_map(|(_, a)| match a {
+        Action::Ast {
+            id, sbflags, lvb, ..
+        } if *id == b => Some((*sbflags, *lvb)),
+        _ => None,
+    });
+    let (sb, lvb) = ast.expect("granted");
+    assert_eq!(lvb, Some(Lvb([9; 32])));
+    assert!(!sb.contains(SbFlags::VALNOTVALID));
+}
+
+#[test]
+fn join_redistributes_directory_without_losing_locks() {
+    let all = ids(4);
+    let m = ids(3);
+    let mut nodes: Vec<Node> = m.iter().map(|&i| Node::with_members(i, 1, &m)).collect();
+    nodes.push(Node::new(NodeId(4), 1, 1));
+    let names: Vec<ResName> = (0..12).map(|i| name(&format!("j{i}"))).collect();
+    let held: Vec<(usize, LockId)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                i % 3,
+                lock(&mut nodes, i % 3, *r, Mode::Ex, Flags::empty(), None).0,
+            )
+        })
+        .collect();
+    view(&mut nodes, 2, &all);
+    assert!(nodes.iter().all(|n| n.phase() == Phase::Running));
+    for (i, r) in names.iter().enumerate() {
+        // The directory node in the new view knows each master.
+        let dir = dir_node(&all, r).unwrap();
+        let d = nodes.iter().find(|n| n.id() == dir).unwrap();
+        assert_eq!(d.dir.get(r), Some(&NodeId((i % 3) as u32 + 1)), "{r}");
+        // The new node is blocked by the surviving EX locks.
+        let (w, seen) = lock(&mut nodes, 3, *r, Mode::Pr, Flags::NOQUEUE, None);
+        assert!(seen
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Ast { id, status: Status::Again, .. } if *id == w)));
+    }
+    for (at, id) in held {
+        let mut out = Vec::new();
+        nodes[at]
+            .unlock(id, Flags::empty(), None, &mut out)
+            .unwrap();
+        let me = nodes[at].id();
+        let seen = pump(&mut nodes, tag(me, out));
+        assert!(seen.iter().any(|(_, a)| matches!(
+            a,
+            Action::Ast {
+                status: Status::Unlocked,
+                ..
+            }
+        )));
+    }
+}
+
+#[test]
+fn requests_made_during_recovery_complete_afterwards() {
+    let m = ids(2);
+    let mut nodes: Vec<Node> = m.iter().map(|&i| Node::with_members(i, 1, &m)).collect();
+    nodes.push(Node::new(NodeId(3), 1, 1));
+    let mut out = Vec::new();
+    nodes[0].set_members(2, &ids(3), &mut out);
+    assert_eq!(nodes[0].phase(), Phase::Gather);
+    let r = name("during");
+    let id = nodes[0]
+        .lock(r, Mode::Ex, Flags::empty(), None, &mut out)
+        .unwrap();
+    assert!(!out.iter().any(|a| matches!(a, Action::Ast { .. })));
+    let mut pending = tag(NodeId(1), out);
+    for n in nodes[1..].iter_mut() {
+        let mut o = Vec::new();
+        n.set_members(2, &ids(3), &mut o);
+        pending.extend(tag(n.id(), o));
+    }
+    let seen = pump(&mut nodes, pending);
+    assert!(granted(&seen, NodeId(1), id).is_some(), "{seen:?}");
+}
+
+#[test]
+fn bad_flag_combinations_are_rejected() {
+    let mut n = Node::with_members(NodeId(1), 1, &[NodeId(1)]);
+    let mut out = Vec::new();
+    let r = name("x");
+    assert_eq!(
+        n.lock(r, Mode::Pr, Flags::EXPEDITE, None, &mut out),
+        Err(NodeError::Invalid)
+    );
+    assert_eq!(
+        n.lock(r, Mode::Pr, Flags::QUECVT, None, &mut out),
+        Err(NodeError::Invalid)
+    );
+    assert_eq!(
+        n.lock(r, Mode::Pr, Flags::CONVDEADLK, None, &mut out),
+        Err(NodeError::Invalid)
+    );
+    let id = n.lock(r, Mode::Ex, Flags::empty(), None, &mut out).unwrap();
+    assert_eq!(
+        n.convert(id, Mode::Nl, Flags::QUECVT, None, &mut out),
+        Err(NodeError::Invalid)
+    );
+    assert_eq!(n.cancel(id, &mut out), Err(NodeError::Busy));
+    assert_eq!(
+        n.unlock(LockId(999), Flags::empty(), None, &mut out),
+        Err(NodeError::NoLock)
+    );
+}
