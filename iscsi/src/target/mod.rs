@@ -18,3 +18,6 @@ pub use conn::{Connection, OutPdu, Output, Payload};
 pub use login::LoginStatus;
 pub use registry::{Registry, Tid, Tsih};
 pub use task::ScsiTask;
+
+#[cfg(test)]
+mod tests;
