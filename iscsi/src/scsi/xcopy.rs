@@ -150,9 +150,8 @@ impl Lun {
                 return Err(Sense::illegal(UNSUPPORTED_TARGET_DESCRIPTOR)
                     .with_field_pointer(false, at, None));
             }
-            if d[1] >> 6 != 0 {
-                return Err(Sense::invalid_param(at + 1, Some(7))); // LU ID TYPE: only LUN
-            }
+            // LU ID TYPE (byte 1 bits 7-6) is ignored: SPC-4 6.4.5.1 has
+            // the LU named by the designator alone.
             if d[1] & 0x1f != 0 {
                 return Err(Sense::invalid_param(at + 1, Some(4))); // block devices only
             }
