@@ -89,8 +89,28 @@ pub(crate) struct Disk {
     /// Writers take it shared, COMPARE AND WRITE exclusive.
     pub write_gate: RwLock<()>,
     pub mode: Mutex<ModeState>,
+    /// Mirrors of the caching page's WCE and the control page's SWP, read
+    /// on every write without taking the `mode` lock.
+    pub wce: AtomicBool,
+    pub swp: AtomicBool,
     /// Nexuses that sent PREVENT ALLOW MEDIUM REMOVAL with PREVENT=1.
     pub prevent: Mutex<Vec<NexusId>>,
+}
+
+impl Disk {
+    /// Install new mode parameters and their lock-free mirrors.
+    pub fn set_mode(&self, new: ModeState) {
+        let mut mode = self.mode.lock();
+        self.wce.store(new.write_cache_enabled(), Ordering::Release);
+        self.swp
+            .store(new.software_write_protect(), Ordering::Release);
+        *mode = new;
+    }
+
+    /// SWP of the control mode page.
+    pub fn software_write_protect(&self) -> bool {
+        self.swp.load(Ordering::Acquire)
+    }
 }
 
 /// One logical unit.
@@ -221,6 +241,8 @@ impl Lun {
             opts,
             write_gate: RwLock::new(()),
             mode: Mutex::new(ModeState::default()),
+            wce: AtomicBool::new(ModeState::default().write_cache_enabled()),
+            swp: AtomicBool::new(false),
             prevent: Mutex::new(Vec::new()),
         };
         let reserved = AtomicBool::new(pr.any_reservation());
@@ -326,7 +348,7 @@ impl Lun {
         }
         if let Some(d) = &self.disk {
             d.prevent.lock().clear();
-            d.mode.lock().reset();
+            d.set_mode(ModeState::default());
         }
         self.unit_attention_others(None, asc);
     }

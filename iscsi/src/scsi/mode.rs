@@ -58,11 +58,6 @@ impl Default for ModeState {
 }
 
 impl ModeState {
-    /// Back to the defaults (LUN reset: nothing is ever saved).
-    pub fn reset(&mut self) {
-        *self = ModeState::default();
-    }
-
     /// WCE of the caching page.
     pub fn write_cache_enabled(&self) -> bool {
         self.current[0][2] & 0x04 != 0
@@ -194,12 +189,11 @@ impl Lun {
         if hlen + bdl > plen {
             return Err(Sense::param_list_length().into());
         }
-        let mut mode = d.mode.lock();
-        let mut new = mode.clone();
+        let old = d.mode.lock().clone();
+        let mut new = old.clone();
         apply_pages(&mut new, &p[hlen + bdl..], hlen + bdl)?;
-        let changed = new != *mode;
-        *mode = new;
-        drop(mode);
+        let changed = new != old;
+        d.set_mode(new);
         if changed {
             self.unit_attention_others(Some(c.nexus), Asc::MODE_PARAMETERS_CHANGED);
         }

@@ -65,7 +65,7 @@ impl Disk {
     }
 
     fn check_writable(&self) -> Result<(), Sense> {
-        if self.opts.readonly || self.mode.lock().software_write_protect() {
+        if self.opts.readonly || self.software_write_protect() {
             return Err(Sense::write_protected());
         }
         Ok(())
@@ -74,7 +74,7 @@ impl Disk {
     /// Whether writes must reach stable storage before completion (FUA,
     /// or the caching mode page's WCE cleared).
     fn write_through(&self, fua: bool) -> bool {
-        fua || !self.mode.lock().write_cache_enabled()
+        fua || !self.wce.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn read_blocks(&self, lba: u64, blocks: u64) -> Result<Vec<u8>, Sense> {

@@ -262,7 +262,7 @@ fn copy_segment(src: &Disk, dst: &Disk, s: &Segment) -> Result<(), Sense> {
     if s.blocks * bs > MAX_SEGMENT_BYTES {
         return Err(copy_aborted(Asc::NO_ADDITIONAL));
     }
-    if dst.opts.readonly || dst.mode.lock().software_write_protect() {
+    if dst.opts.readonly || dst.software_write_protect() {
         return Err(Sense::write_protected());
     }
     let chunk_blocks = ((1u64 << 20) / bs).max(1);
