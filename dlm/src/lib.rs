@@ -22,6 +22,7 @@ pub mod driver;
 pub mod membership;
 pub mod mode;
 pub mod node;
+mod node_plock;
 pub mod plock;
 mod recovery;
 pub mod rsb;

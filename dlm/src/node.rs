@@ -142,6 +142,13 @@ pub enum Action {
         /// The waiting mode.
         mode: Mode,
     },
+    /// A plock request finished.
+    PlockDone {
+        /// The id [`Node::plock`] returned.
+        req: u64,
+        /// Its result.
+        result: crate::wire::PlockReply,
+    },
 }
 
 /// Inputs, for drivers that prefer one entry point (the simulator).
@@ -192,6 +199,7 @@ pub struct Node {
     next_id: u32,
     id_stride: u32,
     pub(crate) rec: crate::recovery::RecState,
+    pub(crate) plocks: crate::node_plock::PlockState,
     events: Vec<RsbEvent>,
 }
 
@@ -212,6 +220,7 @@ impl Node {
             next_id: first_id,
             id_stride,
             rec: Default::default(),
+            plocks: Default::default(),
             events: Vec::new(),
         }
     }
@@ -668,8 +677,16 @@ impl Node {
                 }
             }
             Msg::Lookup { name } => self.receive_lookup(from, name, out),
+            Msg::PlockReq {
+                req,
+                fam,
+                file,
+                owner,
+                op,
+            } => self.receive_plock_req(from, req, fam, file, owner, op, out),
+            Msg::PlockReply { req, result } => self.receive_plock_reply(req, result, out),
             Msg::LookupReply { name, master } => self.receive_lookup_reply(name, master, out),
-            _ => unreachable!("recovery message routed as lock message"),
+            other => tracing::error!(?other, "recovery message routed as lock message"),
         }
     }
 
@@ -868,6 +885,7 @@ fn is_recovery(msg: &Msg) -> bool {
             | Msg::RecMaster { .. }
             | Msg::RecSetMaster { .. }
             | Msg::RecDone2
+            | Msg::RecPlocks { .. }
     )
 }
 

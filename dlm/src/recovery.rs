@@ -137,6 +137,8 @@ impl Node {
     /// Drops master state and routing; completes releases already asked for.
     fn stop(&mut self, out: &mut Vec<Action>) {
         self.dir.clear();
+        self.plocks.table = None;
+        self.plocks.reports.clear();
         for e in self.rsbs.values_mut() {
             e.core = None;
             e.master = Master::Unknown;
@@ -219,6 +221,9 @@ impl Node {
             let dir = self.dir_node(&name).expect("members");
             self.send_rec(dir, msg, out);
         }
+        let report = self.plock_report();
+        let pm = self.plock_master().expect("members");
+        self.send_rec(pm, report, out);
         self.broadcast(Msg::RecDone1, out);
     }
 
@@ -326,6 +331,7 @@ impl Node {
                 g.lvbs.extend(lvb);
                 g.locks.extend(locks);
             }
+            Msg::RecPlocks { locks } => self.plocks.reports.extend(locks),
             Msg::RecDone1 => {
                 self.rec.done1.insert(from);
                 self.maybe_assign(out);
@@ -338,7 +344,7 @@ impl Node {
                 self.rec.done2.insert(from);
                 self.maybe_resume(out);
             }
-            _ => unreachable!("lock message routed as recovery message"),
+            other => tracing::error!(?other, "lock message routed as recovery message"),
         }
     }
 
@@ -346,6 +352,7 @@ impl Node {
         if self.phase != Phase::Gather || !self.members.iter().all(|m| self.rec.done1.contains(m)) {
             return;
         }
+        self.plock_rebuild();
         let gathered = std::mem::take(&mut self.rec.gathered);
         for (name, g) in gathered {
             let master = match g.old_master {
@@ -423,6 +430,7 @@ impl Node {
                 self.issue(id, out);
             }
         }
+        self.plock_resume(out);
         self.replay_buffered(out);
     }
 

@@ -5,6 +5,7 @@
 //! checks every length and value and returns [`WireError`] on garbage.
 
 use crate::mode::Mode;
+use crate::plock::{Family, Kind, Owner, Plock};
 use crate::types::{Flags, LockId, Lvb, NodeId, ResName, SbFlags, Status, LVB_LEN};
 
 /// Format version byte that starts every envelope.
@@ -105,6 +106,51 @@ pub enum Msg {
     RecSetMaster { name: ResName, master: NodeId },
     /// Recovery barrier 2: all my directory assignments are sent.
     RecDone2,
+    /// Holder → plock master: a POSIX lock / flock operation.
+    PlockReq {
+        req: u64,
+        fam: Family,
+        file: u64,
+        owner: u64,
+        op: PlockOp,
+    },
+    /// Plock master → holder: result of request `req`.
+    PlockReply { req: u64, result: PlockReply },
+    /// Recovery, every node → new plock master: my granted plocks.
+    RecPlocks { locks: Vec<(Family, u64, Plock)> },
+}
+
+/// A plock operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlockOp {
+    /// F_SETLK / F_SETLKW.
+    Lock {
+        kind: Kind,
+        start: u64,
+        end: u64,
+        wait: bool,
+    },
+    /// F_UNLCK.
+    Unlock { start: u64, end: u64 },
+    /// F_GETLK.
+    Get { kind: Kind, start: u64, end: u64 },
+    /// Withdraw a waiting F_SETLKW (the request with the same `req`).
+    Cancel,
+    /// The owner closed the file: drop all its locks.
+    Close,
+}
+
+/// The result of a plock operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlockReply {
+    /// Done (granted, unlocked, closed; or F_GETLK found no conflict).
+    Ok,
+    /// Conflict: EAGAIN for F_SETLK, the blocking lock for F_GETLK.
+    Conflict(Plock),
+    /// EDEADLK.
+    Deadlock,
+    /// The waiting request was cancelled.
+    Canceled,
 }
 
 /// A message with the recovery generation it belongs to.
@@ -170,6 +216,22 @@ impl Writer<'_> {
                 self.u32(r.seq);
             }
         }
+    }
+    fn plock(&mut self, p: &Plock) {
+        self.u32(p.owner.node.0);
+        self.u64(p.owner.id);
+        self.u8(match p.kind {
+            Kind::Read => 0,
+            Kind::Write => 1,
+        });
+        self.u64(p.start);
+        self.u64(p.end);
+    }
+    fn fam(&mut self, f: Family) {
+        self.u8(match f {
+            Family::Posix => 0,
+            Family::Flock => 1,
+        });
     }
     fn locks(&mut self, locks: &[RecLock]) {
         self.u32(locks.len() as u32);
@@ -241,6 +303,41 @@ impl Reader<'_> {
             valid: tag & 2 != 0,
             from_master: tag & 4 != 0,
         }))
+    }
+    fn kind(&mut self) -> Result<Kind, WireError> {
+        match self.u8()? {
+            0 => Ok(Kind::Read),
+            1 => Ok(Kind::Write),
+            _ => Err(WireError::Field("plock kind")),
+        }
+    }
+    fn fam(&mut self) -> Result<Family, WireError> {
+        match self.u8()? {
+            0 => Ok(Family::Posix),
+            1 => Ok(Family::Flock),
+            _ => Err(WireError::Field("plock family")),
+        }
+    }
+    fn range(&mut self) -> Result<(u64, u64), WireError> {
+        let (s, e) = (self.u64()?, self.u64()?);
+        if s > e {
+            return Err(WireError::Field("plock range"));
+        }
+        Ok((s, e))
+    }
+    fn plock(&mut self) -> Result<Plock, WireError> {
+        let owner = Owner {
+            node: NodeId(self.u32()?),
+            id: self.u64()?,
+        };
+        let kind = self.kind()?;
+        let (start, end) = self.range()?;
+        Ok(Plock {
+            owner,
+            kind,
+            start,
+            end,
+        })
     }
     fn locks(&mut self) -> Result<Vec<RecLock>, WireError> {
         let n = self.u32()? as usize;
@@ -396,6 +493,67 @@ fn encode_msg(w: &mut Writer<'_>, msg: &Msg) {
             w.locks(locks);
         }
         Msg::RecDone2 => w.u8(14),
+        Msg::PlockReq {
+            req,
+            fam,
+            file,
+            owner,
+            op,
+        } => {
+            w.u8(15);
+            w.u64(*req);
+            w.fam(*fam);
+            w.u64(*file);
+            w.u64(*owner);
+            match *op {
+                PlockOp::Lock {
+                    kind,
+                    start,
+                    end,
+                    wait,
+                } => {
+                    w.u8(if wait { 1 } else { 0 });
+                    w.u8(kind as u8);
+                    w.u64(start);
+                    w.u64(end);
+                }
+                PlockOp::Unlock { start, end } => {
+                    w.u8(2);
+                    w.u64(start);
+                    w.u64(end);
+                }
+                PlockOp::Get { kind, start, end } => {
+                    w.u8(3);
+                    w.u8(kind as u8);
+                    w.u64(start);
+                    w.u64(end);
+                }
+                PlockOp::Cancel => w.u8(4),
+                PlockOp::Close => w.u8(5),
+            }
+        }
+        Msg::PlockReply { req, result } => {
+            w.u8(16);
+            w.u64(*req);
+            match result {
+                PlockReply::Ok => w.u8(0),
+                PlockReply::Conflict(p) => {
+                    w.u8(1);
+                    w.plock(p);
+                }
+                PlockReply::Deadlock => w.u8(2),
+                PlockReply::Canceled => w.u8(3),
+            }
+        }
+        Msg::RecPlocks { locks } => {
+            w.u8(17);
+            w.u32(locks.len() as u32);
+            for (fam, file, p) in locks {
+                w.fam(*fam);
+                w.u64(*file);
+                w.plock(p);
+            }
+        }
     }
 }
 
@@ -493,6 +651,61 @@ fn decode_msg(r: &mut Reader<'_>) -> Result<Msg, WireError> {
             locks: r.locks()?,
         },
         14 => Msg::RecDone2,
+        15 => {
+            let (req, fam, file, owner) = (r.u64()?, r.fam()?, r.u64()?, r.u64()?);
+            let op = match r.u8()? {
+                t @ (0 | 1) => {
+                    let kind = r.kind()?;
+                    let (start, end) = r.range()?;
+                    PlockOp::Lock {
+                        kind,
+                        start,
+                        end,
+                        wait: t == 1,
+                    }
+                }
+                2 => {
+                    let (start, end) = r.range()?;
+                    PlockOp::Unlock { start, end }
+                }
+                3 => {
+                    let kind = r.kind()?;
+                    let (start, end) = r.range()?;
+                    PlockOp::Get { kind, start, end }
+                }
+                4 => PlockOp::Cancel,
+                5 => PlockOp::Close,
+                _ => return Err(WireError::Field("plock op")),
+            };
+            Msg::PlockReq {
+                req,
+                fam,
+                file,
+                owner,
+                op,
+            }
+        }
+        16 => {
+            let req = r.u64()?;
+            let result = match r.u8()? {
+                0 => PlockReply::Ok,
+                1 => PlockReply::Conflict(r.plock()?),
+                2 => PlockReply::Deadlock,
+                3 => PlockReply::Canceled,
+                _ => return Err(WireError::Field("plock result")),
+            };
+            Msg::PlockReply { req, result }
+        }
+        17 => {
+            let n = r.u32()? as usize;
+            if n > MAX_RECORDS || n * 38 > r.0.len() {
+                return Err(WireError::Field("record count"));
+            }
+            let locks = (0..n)
+                .map(|_| Ok((r.fam()?, r.u64()?, r.plock()?)))
+                .collect::<Result<_, WireError>>()?;
+            Msg::RecPlocks { locks }
+        }
         t => return Err(WireError::Type(t)),
     })
 }
@@ -586,6 +799,77 @@ mod tests {
                 master: NodeId(1),
             },
             Msg::RecDone2,
+            Msg::PlockReq {
+                req: 5,
+                fam: Family::Posix,
+                file: 9,
+                owner: 77,
+                op: PlockOp::Lock {
+                    kind: Kind::Write,
+                    start: 1,
+                    end: 9,
+                    wait: true,
+                },
+            },
+            Msg::PlockReq {
+                req: 6,
+                fam: Family::Flock,
+                file: 9,
+                owner: 77,
+                op: PlockOp::Unlock {
+                    start: 0,
+                    end: u64::MAX,
+                },
+            },
+            Msg::PlockReq {
+                req: 7,
+                fam: Family::Posix,
+                file: 9,
+                owner: 77,
+                op: PlockOp::Get {
+                    kind: Kind::Read,
+                    start: 1,
+                    end: 2,
+                },
+            },
+            Msg::PlockReq {
+                req: 8,
+                fam: Family::Posix,
+                file: 9,
+                owner: 77,
+                op: PlockOp::Cancel,
+            },
+            Msg::PlockReply {
+                req: 5,
+                result: PlockReply::Conflict(Plock {
+                    owner: Owner {
+                        node: NodeId(2),
+                        id: 3,
+                    },
+                    kind: Kind::Read,
+                    start: 0,
+                    end: 4,
+                }),
+            },
+            Msg::PlockReply {
+                req: 5,
+                result: PlockReply::Deadlock,
+            },
+            Msg::RecPlocks {
+                locks: vec![(
+                    Family::Posix,
+                    3,
+                    Plock {
+                        owner: Owner {
+                            node: NodeId(2),
+                            id: 3,
+                        },
+                        kind: Kind::Write,
+                        start: 0,
+                        end: 4,
+                    },
+                )],
+            },
         ]
     }
 
@@ -640,7 +924,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_messages_never_panic(i in 0usize..15, pos in 0usize..200, val in proptest::prelude::any::<u8>()) {
+        fn mutated_messages_never_panic(i in 0usize..22, pos in 0usize..200, val in proptest::prelude::any::<u8>()) {
             let mut bytes = Envelope { gen: 7, msg: samples()[i].clone() }.to_bytes();
             let p = pos % bytes.len();
             bytes[p] = val;

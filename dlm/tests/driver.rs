@@ -199,3 +199,69 @@ fn control_socket_dumps_locks() {
         .unwrap()
         .starts_with("error"));
 }
+
+#[test]
+fn posix_locks_across_nodes_with_edeadlk_and_recovery() {
+    use dlm::plock::Kind;
+    let dir = tempfile::tempdir().unwrap();
+    let dlms = cluster(3, Some(dir.path()));
+    let (ls, ms) = join_all(&dlms, "plk");
+    wait_until("running", || ls.iter().all(|l| l.is_running()));
+    // Node 1 pid 10 write-locks bytes 0..=99 of file 7.
+    ls[0].plock(7, 10, Kind::Write, 0, 99, false).unwrap();
+    assert!(matches!(
+        ls[1].plock(7, 20, Kind::Read, 50, 60, false),
+        Err(DlmError::Again)
+    ));
+    let c = ls[1].pget(7, 20, Kind::Read, 50, 60).unwrap().unwrap();
+    assert_eq!(
+        (c.owner.node, c.owner.id, c.start, c.end),
+        (NodeId(1), 10, 0, 99)
+    );
+    // Unlocking the middle lets node 2 in there, not elsewhere.
+    ls[0].punlock(7, 10, 40, 69).unwrap();
+    ls[1].plock(7, 20, Kind::Read, 50, 60, false).unwrap();
+    assert!(matches!(
+        ls[1].plock(7, 20, Kind::Read, 30, 30, false),
+        Err(DlmError::Again)
+    ));
+    // Deadlock: node 2 pid 20 waits for node 1's byte 0; node 1 pid 10 then
+    // asking for node 2's byte 55 gets EDEADLK.
+    let l2 = ls[1].clone();
+    let t = std::thread::spawn(move || l2.plock(7, 20, Kind::Write, 0, 0, true));
+    wait_until("node 2 queued", || {
+        let out = dlm::driver::ctl::query(dlms[0].ctl_path().unwrap(), "plocks plk").unwrap();
+        out.contains("WAITING")
+    });
+    assert!(matches!(
+        ls[0].plock(7, 10, Kind::Write, 55, 55, true),
+        Err(DlmError::Deadlock)
+    ));
+    let out = dlm::driver::ctl::query(dlms[0].ctl_path().unwrap(), "plocks plk").unwrap();
+    assert!(out.contains("7 WR 0-39 nodeid 1 pid 10"), "{out}");
+    assert!(out.contains("7 RD 50-60 nodeid 2 pid 20"), "{out}");
+    // Node 1 (the plock master) dies: node 2's waiter is granted by the new
+    // plock master, which rebuilt the table from the survivors.
+    dlms[0].shutdown();
+    for m in &ms[1..] {
+        m.remove(NodeId(1));
+        m.fence(NodeId(1));
+    }
+    t.join().unwrap().unwrap();
+    assert!(matches!(
+        ls[2].plock(7, 30, Kind::Read, 55, 55, false),
+        Ok(())
+    ));
+    assert!(matches!(
+        ls[2].plock(7, 30, Kind::Write, 0, 0, false),
+        Err(DlmError::Again)
+    ));
+    // flock is separate from fcntl locks.
+    ls[2].flock(7, 1, Kind::Write, false).unwrap();
+    assert!(matches!(
+        ls[1].flock(7, 2, Kind::Read, false),
+        Err(DlmError::Again)
+    ));
+    ls[2].funlock(7, 1).unwrap();
+    ls[1].flock(7, 2, Kind::Read, false).unwrap();
+}

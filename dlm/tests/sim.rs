@@ -164,6 +164,9 @@ impl Sim {
                     lvb,
                 } => self.on_ast(at, id, status, sbflags, lvb),
                 Action::Bast { id, mode } => self.log(|| format!("{at} bast {id} {mode}")),
+                Action::PlockDone { req, result } => {
+                    self.log(|| format!("{at} plock {req} {result:?}"))
+                }
             }
         }
     }

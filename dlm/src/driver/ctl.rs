@@ -11,6 +11,7 @@ use std::thread;
 use crate::driver::lockspace::LsInner;
 use crate::driver::DlmInner;
 use crate::node::{Master, Op};
+use crate::plock::{Family, Kind};
 use crate::rsb::Queue;
 use crate::types::NodeId;
 
@@ -167,6 +168,48 @@ fn lockdump(ls: &LsInner) -> String {
     s
 }
 
-fn plocks(_ls: &LsInner) -> String {
-    String::new()
+fn plocks(ls: &LsInner) -> String {
+    let mut s = String::new();
+    let sh = ls.shards[0].lock();
+    let n = &sh.node;
+    let (table, whose) = match n.plock_table() {
+        Some(t) => (t, "all nodes"),
+        None => (n.own_plocks(), "this node"),
+    };
+    let _ = writeln!(
+        s,
+        "# plocks of {whose}; plock master {}",
+        n.plock_master().map_or(0, |m| m.0)
+    );
+    for (fam, file, p) in table.dump() {
+        let kind = match p.kind {
+            Kind::Read => "RD",
+            Kind::Write => "WR",
+        };
+        let fam = match fam {
+            Family::Posix => "",
+            Family::Flock => " flock",
+        };
+        let end = if p.end == u64::MAX {
+            "EOF".to_string()
+        } else {
+            p.end.to_string()
+        };
+        let _ = writeln!(
+            s,
+            "{file} {kind} {}-{end} nodeid {} pid {}{fam}",
+            p.start, p.owner.node, p.owner.id
+        );
+    }
+    if n.plock_table().is_some() {
+        for (_, file, w) in table.waiting() {
+            let p = w.lock;
+            let _ = writeln!(
+                s,
+                "{file} WAITING {:?} {}-{} nodeid {} pid {}",
+                p.kind, p.start, p.end, p.owner.node, p.owner.id
+            );
+        }
+    }
+    s
 }

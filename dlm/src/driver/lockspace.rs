@@ -16,8 +16,9 @@ use crate::driver::transport::Transport;
 use crate::driver::DlmError;
 use crate::membership::MembershipEvent;
 use crate::node::{Action, Node, NodeError};
+use crate::plock::{Family, Kind, Plock};
 use crate::types::{Flags, LockId, Lvb, NodeId, ResName, SbFlags, Status};
-use crate::wire::Envelope;
+use crate::wire::{Envelope, PlockOp, PlockReply};
 use crate::Mode;
 
 /// What a completion callback receives.
@@ -55,6 +56,13 @@ pub(crate) struct Shard {
     pub(crate) node: Node,
     out: Vec<Action>,
     cbs: crate::types::FastMap<LockId, LockCb>,
+    plock_waiters: crate::types::FastMap<u64, Arc<PlockWaiter>>,
+}
+
+#[derive(Default)]
+struct PlockWaiter {
+    done: Mutex<Option<PlockReply>>,
+    cv: Condvar,
 }
 
 enum Deferred {
@@ -100,6 +108,7 @@ impl LsInner {
                     node: Node::new(me, k + shards, shards),
                     out: Vec::new(),
                     cbs: Default::default(),
+                    plock_waiters: Default::default(),
                 })
             })
             .collect();
@@ -158,6 +167,12 @@ impl LsInner {
                     }
                     if gone {
                         sh.cbs.remove(&id);
+                    }
+                }
+                Action::PlockDone { req, result } => {
+                    if let Some(w) = sh.plock_waiters.remove(&req) {
+                        *w.done.lock() = Some(result);
+                        w.cv.notify_all();
                     }
                 }
                 Action::Bast { id, mode } => {
@@ -395,6 +410,124 @@ impl Lockspace {
             sh.cbs.entry(id).or_default().bast = Some(bast);
             Ok(())
         })
+    }
+
+    /// Runs a plock operation on shard 0 (which carries the lockspace's
+    /// plocks) and waits for its result.
+    fn plock_op(
+        &self,
+        fam: Family,
+        file: u64,
+        owner: u64,
+        op: PlockOp,
+    ) -> Result<PlockReply, DlmError> {
+        let mut deferred = Vec::new();
+        let w = {
+            let mut g = self.inner.shards[0].lock();
+            let sh = &mut *g;
+            let req = sh
+                .node
+                .plock(fam, file, owner, op, &mut sh.out)
+                .map_err(node_err)?;
+            let w = Arc::new(PlockWaiter::default());
+            sh.plock_waiters.insert(req, w.clone());
+            self.inner.run_actions(0, sh, &mut deferred);
+            w
+        };
+        LsInner::run_deferred(deferred);
+        let mut done = w.done.lock();
+        while done.is_none() {
+            w.cv.wait(&mut done);
+        }
+        Ok(done.take().expect("done"))
+    }
+
+    /// fcntl F_SETLK (`wait` false: [`DlmError::Again`] on conflict) or
+    /// F_SETLKW (`wait` true: waits; [`DlmError::Deadlock`] for EDEADLK) on
+    /// bytes `start..=end` of `file`, for process `owner` of this node.
+    pub fn plock(
+        &self,
+        file: u64,
+        owner: u64,
+        kind: Kind,
+        start: u64,
+        end: u64,
+        wait: bool,
+    ) -> Result<(), DlmError> {
+        match self.plock_op(
+            Family::Posix,
+            file,
+            owner,
+            PlockOp::Lock {
+                kind,
+                start,
+                end,
+                wait,
+            },
+        )? {
+            PlockReply::Ok => Ok(()),
+            PlockReply::Conflict(_) => Err(DlmError::Again),
+            PlockReply::Deadlock => Err(DlmError::Deadlock),
+            PlockReply::Canceled => Err(DlmError::Canceled),
+        }
+    }
+
+    /// fcntl F_UNLCK of bytes `start..=end`.
+    pub fn punlock(&self, file: u64, owner: u64, start: u64, end: u64) -> Result<(), DlmError> {
+        self.plock_op(Family::Posix, file, owner, PlockOp::Unlock { start, end })
+            .map(|_| ())
+    }
+
+    /// fcntl F_GETLK: the lock that would block, if any.
+    pub fn pget(
+        &self,
+        file: u64,
+        owner: u64,
+        kind: Kind,
+        start: u64,
+        end: u64,
+    ) -> Result<Option<Plock>, DlmError> {
+        match self.plock_op(
+            Family::Posix,
+            file,
+            owner,
+            PlockOp::Get { kind, start, end },
+        )? {
+            PlockReply::Conflict(p) => Ok(Some(p)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Drops every POSIX lock of `owner` on `file` (close).
+    pub fn pclose(&self, file: u64, owner: u64) -> Result<(), DlmError> {
+        self.plock_op(Family::Posix, file, owner, PlockOp::Close)
+            .map(|_| ())
+    }
+
+    /// flock LOCK_SH/LOCK_EX (`wait` false: LOCK_NB) of `file` for open file `owner`.
+    pub fn flock(&self, file: u64, owner: u64, kind: Kind, wait: bool) -> Result<(), DlmError> {
+        match self.plock_op(
+            Family::Flock,
+            file,
+            owner,
+            PlockOp::Lock {
+                kind,
+                start: 0,
+                end: u64::MAX,
+                wait,
+            },
+        )? {
+            PlockReply::Ok => Ok(()),
+            PlockReply::Conflict(_) => Err(DlmError::Again),
+            PlockReply::Deadlock => Err(DlmError::Deadlock),
+            PlockReply::Canceled => Err(DlmError::Canceled),
+        }
+    }
+
+    /// flock LOCK_UN.
+    pub fn funlock(&self, file: u64, owner: u64) -> Result<(), DlmError> {
+        self.plock_op(Family::Flock, file, owner, PlockOp::Close)
+            .map(|_| ())
     }
 
     /// True when every shard has finished recovery and runs.
