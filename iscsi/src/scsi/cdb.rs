@@ -22,6 +22,7 @@ pub mod op {
     pub const WRITE_VERIFY_10: u8 = 0x2e;
     pub const VERIFY_10: u8 = 0x2f;
     pub const PREFETCH_10: u8 = 0x34;
+    pub const SANITIZE: u8 = 0x48;
     pub const READ_DEFECT_DATA_10: u8 = 0x37;
     pub const SYNCHRONIZE_CACHE_10: u8 = 0x35;
     pub const WRITE_SAME_10: u8 = 0x41;

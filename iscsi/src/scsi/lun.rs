@@ -12,7 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use super::backing::Backing;
 use super::cdb::{op, sa};
 use super::mode::ModeState;
-use super::opcodes::{self, Access, LookupError, OpDesc};
+use super::opcodes::{self, Access, LookupError, LunKind, OpDesc};
 use super::pr::{ItNexus, PrState};
 use super::sense::{Asc, Sense};
 use super::target::{NexusTable, ScsiTarget};
@@ -259,6 +259,14 @@ impl Lun {
         })
     }
 
+    /// Disk or controller, thin or not: which commands it implements.
+    pub fn kind(&self) -> LunKind {
+        LunKind {
+            disk: self.disk.is_some(),
+            thin: self.disk.as_ref().is_some_and(|d| d.opts.thin),
+        }
+    }
+
     pub fn is_controller(&self) -> bool {
         self.disk.is_none()
     }
@@ -370,7 +378,7 @@ impl Lun {
                 return respond(Err(Sense::unit_attention(asc).into()));
             }
         }
-        let desc = match opcodes::lookup(cdb, self.disk.is_some()) {
+        let desc = match opcodes::lookup(cdb, self.kind()) {
             Ok(d) => d,
             Err(LookupError::Opcode) => return respond(Err(Sense::invalid_opcode().into())),
             Err(LookupError::ServiceAction) => {
@@ -429,6 +437,7 @@ impl Lun {
             (op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16, _) => self.synchronize_cache(c),
             (op::WRITE_SAME_10 | op::WRITE_SAME_16, _) => self.write_same(c),
             (op::UNMAP, _) => self.unmap(c),
+            (op::SANITIZE, _) => self.sanitize(c),
             (op::COMPARE_AND_WRITE, _) => self.compare_and_write(c),
             (op::RESERVE_6 | op::RESERVE_10, _) => self.reserve_spc2(c),
             (op::RELEASE_6 | op::RELEASE_10, _) => self.release_spc2(c),

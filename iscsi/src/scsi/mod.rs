@@ -22,6 +22,7 @@ mod mode;
 pub(crate) mod opcodes;
 mod pr;
 mod prcmd;
+mod sanitize;
 mod sbc;
 pub mod sense;
 mod spc;

@@ -34,11 +34,38 @@ pub struct OpDesc {
     /// look at. Its length is the CDB size.
     pub usage: &'static [u8],
     pub access: Access,
-    /// Only on disk LUNs (not the controller LUN 0).
-    pub disk_only: bool,
+    /// Which LUNs implement it.
+    pub needs: Needs,
+}
+
+/// Which logical units implement a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    /// Every LUN, the controller LUN 0 too.
+    Any,
+    /// Disk LUNs.
+    Disk,
+    /// Thin-provisioned disk LUNs (logical block provisioning).
+    Thin,
+}
+
+/// What a LUN is, for [`Needs`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LunKind {
+    pub disk: bool,
+    pub thin: bool,
 }
 
 impl OpDesc {
+    /// Whether a LUN of this kind implements the command.
+    pub fn available(&self, k: LunKind) -> bool {
+        match self.needs {
+            Needs::Any => true,
+            Needs::Disk => k.disk,
+            Needs::Thin => k.disk && k.thin,
+        }
+    }
+
     /// The CDB size.
     pub fn cdb_len(&self) -> usize {
         self.usage.len()
@@ -46,8 +73,8 @@ impl OpDesc {
 }
 
 macro_rules! d {
-    ($op:expr, $sa:expr, $name:expr, $access:ident, $disk:expr, [$($u:expr),*]) => {
-        OpDesc { op: $op, sa: $sa, name: $name, usage: &[$($u),*], access: Access::$access, disk_only: $disk }
+    ($op:expr, $sa:expr, $name:expr, $access:ident, $disk:ident, [$($u:expr),*]) => {
+        OpDesc { op: $op, sa: $sa, name: $name, usage: &[$($u),*], access: Access::$access, needs: Needs::$disk }
     };
 }
 
@@ -58,7 +85,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "TEST UNIT READY",
         Always,
-        false,
+        Any,
         [0x00, 0, 0, 0, 0, 0x07]
     ),
     d!(
@@ -66,7 +93,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "REQUEST SENSE",
         Always,
-        false,
+        Any,
         [0x03, 0x01, 0, 0, 0xff, 0x07]
     ),
     d!(
@@ -74,7 +101,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "READ(6)",
         Read,
-        true,
+        Disk,
         [0x08, 0x1f, 0xff, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -82,7 +109,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "WRITE(6)",
         Write,
-        true,
+        Disk,
         [0x0a, 0x1f, 0xff, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -90,7 +117,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "INQUIRY",
         Always,
-        false,
+        Any,
         [0x12, 0x01, 0xff, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -98,7 +125,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "MODE SELECT(6)",
         Write,
-        true,
+        Disk,
         [0x15, 0x11, 0, 0, 0xff, 0x07]
     ),
     d!(
@@ -106,7 +133,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "RESERVE(6)",
         Write,
-        true,
+        Disk,
         [0x16, 0, 0, 0, 0, 0x07]
     ),
     d!(
@@ -114,7 +141,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "RELEASE(6)",
         Write,
-        true,
+        Disk,
         [0x17, 0, 0, 0, 0, 0x07]
     ),
     d!(
@@ -122,7 +149,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "MODE SENSE(6)",
         Write,
-        true,
+        Disk,
         [0x1a, 0x08, 0xff, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -130,7 +157,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "START STOP UNIT",
         ByCdb,
-        true,
+        Disk,
         [0x1b, 0x01, 0, 0x0f, 0xf7, 0x07]
     ),
     d!(
@@ -138,7 +165,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "PREVENT ALLOW MEDIUM REMOVAL",
         ByCdb,
-        true,
+        Disk,
         [0x1e, 0, 0, 0, 0x03, 0x07]
     ),
     d!(
@@ -146,7 +173,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "READ CAPACITY(10)",
         Always,
-        true,
+        Disk,
         [0x25, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0x01, 0x07]
     ),
     d!(
@@ -154,7 +181,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "READ(10)",
         Read,
-        true,
+        Disk,
         [0x28, 0x18, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -162,7 +189,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "WRITE(10)",
         Write,
-        true,
+        Disk,
         [0x2a, 0x18, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -170,7 +197,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "WRITE AND VERIFY(10)",
         Write,
-        true,
+        Disk,
         [0x2e, 0x12, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -178,7 +205,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "VERIFY(10)",
         Read,
-        true,
+        Disk,
         [0x2f, 0x16, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -186,7 +213,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "PRE-FETCH(10)",
         Read,
-        true,
+        Disk,
         [0x34, 0x02, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -194,7 +221,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "READ DEFECT DATA(10)",
         Read,
-        true,
+        Disk,
         [0x37, 0, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -202,7 +229,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "SYNCHRONIZE CACHE(10)",
         Write,
-        true,
+        Disk,
         [0x35, 0x02, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -210,7 +237,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "WRITE SAME(10)",
         Write,
-        true,
+        Disk,
         [0x41, 0x08, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -218,15 +245,47 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "UNMAP",
         Write,
-        true,
+        Thin,
         [0x42, 0x01, 0, 0, 0, 0, 0x1f, 0xff, 0xff, 0x07]
+    ),
+    d!(
+        op::SANITIZE,
+        Some(0x01),
+        "SANITIZE / OVERWRITE",
+        Write,
+        Disk,
+        [0x48, 0x9f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
+    ),
+    d!(
+        op::SANITIZE,
+        Some(0x02),
+        "SANITIZE / BLOCK ERASE",
+        Write,
+        Thin,
+        [0x48, 0x9f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
+    ),
+    d!(
+        op::SANITIZE,
+        Some(0x03),
+        "SANITIZE / CRYPTO ERASE",
+        Write,
+        Disk,
+        [0x48, 0x9f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
+    ),
+    d!(
+        op::SANITIZE,
+        Some(0x1f),
+        "SANITIZE / EXIT FAILURE MODE",
+        Write,
+        Disk,
+        [0x48, 0x9f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
     ),
     d!(
         op::MODE_SELECT_10,
         None,
         "MODE SELECT(10)",
         Write,
-        true,
+        Disk,
         [0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -234,7 +293,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "RESERVE(10)",
         Write,
-        true,
+        Disk,
         [0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0x07]
     ),
     d!(
@@ -242,7 +301,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "RELEASE(10)",
         Write,
-        true,
+        Disk,
         [0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0x07]
     ),
     d!(
@@ -250,7 +309,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "MODE SENSE(10)",
         Write,
-        true,
+        Disk,
         [0x5a, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -258,7 +317,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x00),
         "PERSISTENT RESERVE IN / READ KEYS",
         Always,
-        true,
+        Disk,
         [0x5e, 0x1f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -266,7 +325,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x01),
         "PERSISTENT RESERVE IN / READ RESERVATION",
         Always,
-        true,
+        Disk,
         [0x5e, 0x1f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -274,7 +333,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x02),
         "PERSISTENT RESERVE IN / REPORT CAPABILITIES",
         Always,
-        true,
+        Disk,
         [0x5e, 0x1f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -282,7 +341,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x03),
         "PERSISTENT RESERVE IN / READ FULL STATUS",
         Always,
-        true,
+        Disk,
         [0x5e, 0x1f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -290,7 +349,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x00),
         "PERSISTENT RESERVE OUT / REGISTER",
         PrOut,
-        true,
+        Disk,
         [0x5f, 0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -298,7 +357,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x01),
         "PERSISTENT RESERVE OUT / RESERVE",
         PrOut,
-        true,
+        Disk,
         [0x5f, 0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -306,7 +365,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x02),
         "PERSISTENT RESERVE OUT / RELEASE",
         PrOut,
-        true,
+        Disk,
         [0x5f, 0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -314,7 +373,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x03),
         "PERSISTENT RESERVE OUT / CLEAR",
         PrOut,
-        true,
+        Disk,
         [0x5f, 0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -322,7 +381,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x04),
         "PERSISTENT RESERVE OUT / PREEMPT",
         PrOut,
-        true,
+        Disk,
         [0x5f, 0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -330,7 +389,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x05),
         "PERSISTENT RESERVE OUT / PREEMPT AND ABORT",
         PrOut,
-        true,
+        Disk,
         [0x5f, 0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -338,7 +397,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x06),
         "PERSISTENT RESERVE OUT / REGISTER AND IGNORE EXISTING KEY",
         PrOut,
-        true,
+        Disk,
         [0x5f, 0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -346,7 +405,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x07),
         "PERSISTENT RESERVE OUT / REGISTER AND MOVE",
         PrOut,
-        true,
+        Disk,
         [0x5f, 0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -354,7 +413,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x00),
         "EXTENDED COPY(LID1)",
         Write,
-        true,
+        Disk,
         [0x83, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x07]
     ),
     d!(
@@ -362,7 +421,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x00),
         "RECEIVE COPY RESULTS / COPY STATUS",
         Write,
-        true,
+        Disk,
         [0x84, 0x1f, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x07]
     ),
     d!(
@@ -370,7 +429,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x03),
         "RECEIVE COPY RESULTS / OPERATING PARAMETERS",
         Write,
-        true,
+        Disk,
         [0x84, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x07]
     ),
     d!(
@@ -378,7 +437,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "READ(16)",
         Read,
-        true,
+        Disk,
         [
             0x88, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             0x1f, 0x07
@@ -389,7 +448,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "COMPARE AND WRITE",
         Write,
-        true,
+        Disk,
         [0x89, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0xff, 0x1f, 0x07]
     ),
     d!(
@@ -397,7 +456,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "WRITE(16)",
         Write,
-        true,
+        Disk,
         [
             0x8a, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             0x1f, 0x07
@@ -408,7 +467,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "ORWRITE(16)",
         Write,
-        true,
+        Disk,
         [
             0x8b, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             0x1f, 0x07
@@ -419,7 +478,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "WRITE AND VERIFY(16)",
         Write,
-        true,
+        Disk,
         [
             0x8e, 0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             0x1f, 0x07
@@ -430,7 +489,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "VERIFY(16)",
         Read,
-        true,
+        Disk,
         [
             0x8f, 0x16, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             0x1f, 0x07
@@ -441,7 +500,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "PRE-FETCH(16)",
         Read,
-        true,
+        Disk,
         [
             0x90, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             0x1f, 0x07
@@ -452,7 +511,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "SYNCHRONIZE CACHE(16)",
         Write,
-        true,
+        Disk,
         [
             0x91, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             0x1f, 0x07
@@ -463,7 +522,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "WRITE SAME(16)",
         Write,
-        true,
+        Disk,
         [
             0x93, 0x09, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             0x1f, 0x07
@@ -474,7 +533,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "WRITE ATOMIC(16)",
         Write,
-        true,
+        Disk,
         [
             0x9c, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             0x1f, 0x07
@@ -485,7 +544,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(sa::READ_CAPACITY_16),
         "READ CAPACITY(16)",
         Always,
-        true,
+        Disk,
         [
             0x9e, 0x1f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             0x01, 0x07
@@ -496,7 +555,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(sa::GET_LBA_STATUS),
         "GET LBA STATUS",
         Read,
-        true,
+        Disk,
         [
             0x9e, 0x1f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0,
             0x07
@@ -507,7 +566,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "REPORT LUNS",
         Always,
-        false,
+        Any,
         [0xa0, 0, 0xff, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x07]
     ),
     d!(
@@ -515,7 +574,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(sa::REPORT_SUPPORTED_OPCODES),
         "REPORT SUPPORTED OPERATION CODES",
         Always,
-        false,
+        Any,
         [0xa3, 0x1f, 0x87, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0x07]
     ),
     d!(
@@ -523,7 +582,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "READ(12)",
         Read,
-        true,
+        Disk,
         [0xa8, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x07]
     ),
     d!(
@@ -531,7 +590,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "WRITE(12)",
         Write,
-        true,
+        Disk,
         [0xaa, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x07]
     ),
     d!(
@@ -539,7 +598,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "WRITE AND VERIFY(12)",
         Write,
-        true,
+        Disk,
         [0xae, 0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x07]
     ),
     d!(
@@ -547,7 +606,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "VERIFY(12)",
         Read,
-        true,
+        Disk,
         [0xaf, 0x16, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x07]
     ),
     d!(
@@ -555,7 +614,7 @@ pub static COMMANDS: &[OpDesc] = &[
         None,
         "READ DEFECT DATA(12)",
         Read,
-        true,
+        Disk,
         [0xb7, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x07]
     ),
 ];
@@ -569,6 +628,7 @@ pub fn has_service_action(opcode: u8) -> bool {
             | op::SERVICE_ACTION_IN_16
             | op::MAINTENANCE_IN
             | op::EXTENDED_COPY
+            | op::SANITIZE
             | op::RECEIVE_COPY_RESULTS
     )
 }
@@ -582,8 +642,8 @@ pub enum LookupError {
     ServiceAction,
 }
 
-/// Find the command a CDB names, for a disk (`disk`) or the controller LUN.
-pub fn lookup(cdb: &[u8], disk: bool) -> Result<&'static OpDesc, LookupError> {
+/// Find the command a CDB names on a LUN of this kind.
+pub fn lookup(cdb: &[u8], kind: LunKind) -> Result<&'static OpDesc, LookupError> {
     let opcode = *cdb.first().ok_or(LookupError::Opcode)?;
     let sa = if has_service_action(opcode) {
         cdb.get(1).map(|b| b & 0x1f)
@@ -593,7 +653,7 @@ pub fn lookup(cdb: &[u8], disk: bool) -> Result<&'static OpDesc, LookupError> {
     let mut seen_opcode = false;
     for d in COMMANDS
         .iter()
-        .filter(|d| d.op == opcode && (disk || !d.disk_only))
+        .filter(|d| d.op == opcode && d.available(kind))
     {
         seen_opcode = true;
         if d.sa.is_none() || d.sa == sa {

@@ -64,7 +64,7 @@ impl Disk {
         Ok(())
     }
 
-    fn check_writable(&self) -> Result<(), Sense> {
+    pub(crate) fn check_writable(&self) -> Result<(), Sense> {
         if self.opts.readonly || self.software_write_protect() {
             return Err(Sense::write_protected());
         }

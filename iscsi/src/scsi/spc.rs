@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use super::cdb::{be16, be32, op};
 use super::lun::{CmdResult, Ctx, Disk, Lun};
-use super::opcodes::{self, OpDesc, COMMANDS};
+use super::opcodes::{self, LunKind, OpDesc, COMMANDS};
 use super::sense::{Asc, Sense};
 
 /// Peripheral device types.
@@ -115,6 +115,7 @@ pub(crate) fn data_out_len(cdb: &[u8], block_size: u32) -> Option<u32> {
         op::WRITE_SAME_16 => Some(if cdb[1] & 0x01 != 0 { 0 } else { block_size }),
         op::UNMAP => Some(u32::from(be16(cdb, 7))),
         op::MODE_SELECT_6 => Some(u32::from(cdb[4])),
+        op::SANITIZE => Some(u32::from(be16(cdb, 7))),
         op::MODE_SELECT_10 => Some(u32::from(be16(cdb, 7))),
         op::PR_OUT => Some(be32(cdb, 5)),
         op::EXTENDED_COPY => Some(be32(cdb, 10)),
@@ -279,20 +280,20 @@ impl Lun {
         let opcode = cdb[3];
         let req_sa = be16(cdb, 4);
         let alloc = be32(cdb, 6) as usize;
-        let disk = self.disk.is_some();
+        let kind = self.kind();
         let data = match options {
-            0 => all_commands(disk, rctd),
+            0 => all_commands(kind, rctd),
             1 => {
                 if opcodes::has_service_action(opcode) {
                     return Err(Sense::invalid_cdb(3, None).into());
                 }
-                one_command(find(opcode, None, disk), rctd)
+                one_command(find(opcode, None, kind), rctd)
             }
             2 => {
                 if !opcodes::has_service_action(opcode) {
                     return Err(Sense::invalid_cdb(3, None).into());
                 }
-                one_command(find(opcode, Some(req_sa), disk), rctd)
+                one_command(find(opcode, Some(req_sa), kind), rctd)
             }
             3 => {
                 let sa = if opcodes::has_service_action(opcode) {
@@ -300,7 +301,7 @@ impl Lun {
                 } else {
                     None
                 };
-                one_command(find(opcode, sa, disk), rctd)
+                one_command(find(opcode, sa, kind), rctd)
             }
             _ => return Err(Sense::invalid_cdb(2, Some(2)).into()),
         };
@@ -351,6 +352,9 @@ fn scsi_name(s: &str) -> Vec<u8> {
 fn vpd_block_characteristics() -> Vec<u8> {
     let mut d = vec![0u8; 0x3c];
     d[0..2].copy_from_slice(&1u16.to_be_bytes());
+    // WABEREQ / WACEREQ 01b: reads after a SANITIZE BLOCK / CRYPTO ERASE
+    // complete GOOD (with zeros).
+    d[3] = 0x50;
     d
 }
 
@@ -399,10 +403,10 @@ impl Disk {
     }
 }
 
-fn find(opcode: u8, sa: Option<u16>, disk: bool) -> Option<&'static OpDesc> {
+fn find(opcode: u8, sa: Option<u16>, kind: LunKind) -> Option<&'static OpDesc> {
     COMMANDS
         .iter()
-        .find(|d| d.op == opcode && d.sa.map(u16::from) == sa && (disk || !d.disk_only))
+        .find(|d| d.op == opcode && d.sa.map(u16::from) == sa && d.available(kind))
 }
 
 /// The command timeouts descriptor (SPC-4 6.35.4): no timeouts given.
@@ -412,9 +416,9 @@ fn timeouts_descriptor() -> [u8; 12] {
     t
 }
 
-fn all_commands(disk: bool, rctd: bool) -> Vec<u8> {
+fn all_commands(kind: LunKind, rctd: bool) -> Vec<u8> {
     let mut body = Vec::new();
-    for d in COMMANDS.iter().filter(|d| disk || !d.disk_only) {
+    for d in COMMANDS.iter().filter(|d| d.available(kind)) {
         let mut desc = [0u8; 8];
         desc[0] = d.op;
         if let Some(sa) = d.sa {

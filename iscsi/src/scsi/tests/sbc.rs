@@ -555,3 +555,44 @@ fn sbc3_5_17_read_defect_data_is_an_empty_list() {
     let d = f.ok(&[0xb7, 0x08, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0], &[]);
     assert_eq!(d, vec![0, 0x08, 0, 0, 0, 0, 0, 0]);
 }
+
+fn sanitize(sa: u8, plen: u16) -> Vec<u8> {
+    let l = plen.to_be_bytes();
+    vec![0x48, sa, 0, 0, 0, 0, 0, l[0], l[1], 0]
+}
+
+#[test]
+fn sbc3_5_30_sanitize_overwrite_block_erase_crypto_erase() {
+    let f = Fixture::thin();
+    f.write(0, &block(b'a', 16));
+    f.write(BLOCKS - 16, &block(b'a', 16));
+    // OVERWRITE with a 4-byte pattern, one pass.
+    let p = [0x01, 0, 0, 4, 1, 2, 3, 4];
+    f.ok(&sanitize(0x01, p.len() as u16), &p);
+    let expect: Vec<u8> = [1u8, 2, 3, 4]
+        .iter()
+        .copied()
+        .cycle()
+        .take(16 * BS)
+        .collect();
+    assert!(f.read(BLOCKS - 16, 16) == expect, "whole LUN overwritten");
+    // Two passes with INVERT: the last pass is inverted.
+    let p = [0x82, 0, 0, 1, 0x0f];
+    f.ok(&sanitize(0x01, p.len() as u16), &p);
+    assert!(f.read(0, 1) == block(0xf0, 1));
+    // Parameter list errors.
+    assert_sense(&f.exec(&sanitize(0x01, 4), &p[..4]), 5, 0x24, 0);
+    assert_sense(&f.exec(&sanitize(0x01, 5), &[0, 0, 0, 1, 9]), 5, 0x26, 0);
+    assert_sense(&f.exec(&sanitize(0x01, 5), &[1, 0, 0, 0, 9]), 5, 0x26, 0);
+    // BLOCK ERASE deallocates everything.
+    f.ok(&sanitize(0x02, 0), &[]);
+    assert!(f.read(0, 16) == block(0, 16));
+    assert_sense(&f.exec(&sanitize(0x02, 8), &[0; 8]), 5, 0x24, 0);
+    // CRYPTO ERASE on a thick LUN writes zeros; no BLOCK ERASE there.
+    let t = Fixture::new();
+    t.write(5, &block(b'a', 1));
+    t.ok(&sanitize(0x03, 0), &[]);
+    assert!(t.read(5, 1) == block(0, 1));
+    assert_sense(&t.exec(&sanitize(0x02, 0), &[]), 5, 0x24, 0);
+    t.ok(&sanitize(0x1f, 0), &[]);
+}

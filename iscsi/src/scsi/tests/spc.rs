@@ -209,7 +209,7 @@ fn spc4_6_35_report_supported_opcodes_lists_what_is_implemented() {
     let len = u32::from_be_bytes(d[0..4].try_into().unwrap()) as usize;
     assert_eq!(len + 4, d.len());
     let descs: Vec<&[u8]> = d[4..].chunks(8).collect();
-    for want in [0x28u8, 0x2a, 0x12, 0x89, 0x42, 0x5e, 0x5f] {
+    for want in [0x28u8, 0x2a, 0x12, 0x89, 0x5e, 0x5f, 0x83, 0x48] {
         assert!(
             descs.iter().any(|x| x[0] == want),
             "opcode {want:02x} listed"
@@ -234,6 +234,16 @@ fn spc4_6_35_report_supported_opcodes_lists_what_is_implemented() {
         );
         assert_eq!(one[4], x[0], "usage data starts with the opcode");
     }
+    assert!(
+        !descs.iter().any(|x| x[0] == 0x42),
+        "no UNMAP on a thick LUN"
+    );
+    let thin = Fixture::thin();
+    let d = thin.ok(&rsoc(0, 0, 0, 65536), &[]);
+    assert!(
+        d[4..].chunks(8).any(|x| x[0] == 0x42),
+        "UNMAP on a thin LUN"
+    );
     let none = f.ok(&rsoc(1, 0xe7, 0, 512), &[]);
     assert_eq!(none[1] & 0x07, 1, "not supported");
     let with_timeouts = f.ok(&rsoc(0x80, 0, 0, 65536), &[]);
