@@ -24,7 +24,10 @@ THEIR_C=${THEIR_C:-77}
 IQN=iqn.2026-01.bench:perf
 PIDS=()
 cleanup() {
+    # Debian's tgtd ignores SIGTERM while it has targets: SIGKILL follows.
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.5
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -61,8 +61,17 @@ fn portals(opts: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tgtd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
     if args.debug > 0 && std::env::var_os("RUST_LOG").is_none() {
         std::env::set_var("RUST_LOG", if args.debug > 1 { "trace" } else { "debug" });
     }
