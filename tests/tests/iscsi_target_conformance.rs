@@ -15,9 +15,6 @@ const KNOWN_SCSI_FAILURES: &[&str] = &[
     // After LUN RESET, PRIN fails with the reset's unit attention
     // (BUS DEVICE RESET FUNCTION OCCURRED); Debian's tgt fails it too.
     "Reserve6.LUNReset",
-    // EXTENDED COPY with an identification target descriptor naming this
-    // LUN is refused with INVALID FIELD IN PARAMETER LIST.
-    "ExtendedCopy.ValidTgtDescr",
 ];
 
 /// Counts of one iscsi-test-cu run, each test counted once.
