@@ -14,9 +14,14 @@
 //! node waiting to be fenced; *fence domain* — the nodes that fence and get
 //! fenced; *CPG* — corosync's closed process groups, here [`node`] groups.
 
+pub mod agent;
+pub mod api;
 pub mod config;
+pub mod daemon;
 pub mod ids;
 pub mod node;
 pub mod proto;
 pub mod quorum;
+pub mod report;
 pub mod sim;
+pub mod wire;

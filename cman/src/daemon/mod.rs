@@ -1,0 +1,418 @@
+//! `cmand`: the I/O driver around [`Node`]. One core thread owns the node
+//! and does nothing but feed it events and carry out its actions (so
+//! heartbeats are never stuck behind other work); a UDP receive thread
+//! authenticates packets; a unix-socket server serves local clients; fence
+//! jobs run in their own threads.
+
+mod server;
+
+use crate::agent;
+use crate::api::ApiRequest;
+use crate::config::{ClusterConf, ConfigError};
+use crate::ids::{ClientId, Incarnation, Member, Millis, NodeId};
+use crate::node::{Action, Event, Node, NodeError, Request};
+use crate::wire::{Wire, WireError, MAX_PACKET};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::time::{Duration, Instant};
+
+/// Options of `cmand`.
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    /// cluster.conf path.
+    pub conf_path: PathBuf,
+    /// `-n`: which clusternode this is.
+    pub node_name: Option<String>,
+    /// State directory (socket, pid file, authkey).
+    pub state_dir: PathBuf,
+    /// Key file (default STATE_DIR/authkey, then /etc/cluster/authkey).
+    pub key_file: Option<PathBuf>,
+}
+
+/// Why the daemon cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Bad config.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Node setup.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// Key problems.
+    #[error("authentication key {0}: {1}")]
+    Key(String, String),
+    /// Which node are we?
+    #[error("{0}")]
+    WhoAmI(String),
+    /// Socket or file trouble.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    /// Wire setup.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+/// Inputs of the core thread.
+pub(crate) enum Input {
+    Packet(Member, crate::proto::Msg),
+    Api(ClientId, ApiRequest),
+    NewClient(ClientId, SyncSender<String>),
+    Gone(ClientId),
+    Fence(Member, bool, String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let what = what.into();
+    move |e| DaemonError::Io(what, e)
+}
+
+/// Reads the cluster key.
+pub fn read_key(opts: &DaemonOptions) -> Result<Vec<u8>, DaemonError> {
+    let candidates: Vec<PathBuf> = match &opts.key_file {
+        Some(k) => vec![k.clone()],
+        None => vec![
+            opts.state_dir.join("authkey"),
+            PathBuf::from("/etc/cluster/authkey"),
+        ],
+    };
+    for path in &candidates {
+        if let Ok(bytes) = std::fs::read(path) {
+            if bytes.len() < crate::wire::MIN_KEY_BYTES {
+                return Err(DaemonError::Key(
+                    path.display().to_string(),
+                    "too short".into(),
+                ));
+            }
+            return Ok(bytes);
+        }
+    }
+    let names: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+    Err(DaemonError::Key(names.join(" or "), "not found".into()))
+}
+
+/// Socket address of a node: its name as an IP address, or resolved.
+pub fn node_addr(name: &str, port: u16) -> Option<SocketAddr> {
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, port));
+    }
+    (name, port).to_socket_addrs().ok()?.next()
+}
+
+fn pick_node(conf: &ClusterConf, name: Option<&str>) -> Result<NodeId, DaemonError> {
+    if let Some(n) = name {
+        return conf
+            .node_by_name(n)
+            .map(|n| n.id)
+            .ok_or_else(|| DaemonError::WhoAmI(format!("node {n} is not in cluster.conf")));
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    if let Some(n) = conf.node_by_name(&host) {
+        return Ok(n.id);
+    }
+    for n in &conf.nodes {
+        if let Some(addr) = node_addr(&n.name, 0) {
+            if UdpSocket::bind(addr).is_ok() {
+                return Ok(n.id);
+            }
+        }
+    }
+    Err(DaemonError::WhoAmI(format!(
+        "cannot tell which clusternode this host ({host}) is: use -n"
+    )))
+}
+
+struct Core {
+    node: Node,
+    wire: Wire,
+    sock: UdpSocket,
+    addrs: HashMap<NodeId, SocketAddr>,
+    clients: HashMap<ClientId, SyncSender<String>>,
+    subscribed: std::collections::HashSet<ClientId>,
+    tx: Sender<Input>,
+    start: Instant,
+    opts: DaemonOptions,
+    exit: Option<i32>,
+}
+
+fn peer_addrs(conf: &ClusterConf) -> HashMap<NodeId, SocketAddr> {
+    conf.nodes
+        .iter()
+        .filter_map(|n| Some((n.id, node_addr(&n.name, conf.cman.port)?)))
+        .collect()
+}
+
+/// Runs the daemon until it is evicted (exit code 1) or leaves (0).
+pub fn run(opts: DaemonOptions) -> Result<i32, DaemonError> {
+    std::fs::create_dir_all(&opts.state_dir)
+        .map_err(io_err(opts.state_dir.display().to_string()))?;
+    let text = std::fs::read_to_string(&opts.conf_path)
+        .map_err(io_err(opts.conf_path.display().to_string()))?;
+    let conf = ClusterConf::parse(&text)?;
+    let me_id = pick_node(&conf, opts.node_name.as_deref())?;
+    let key = read_key(&opts)?;
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1);
+    let node = Node::new(me_id, Incarnation(micros), &text)?;
+    let me = node.me();
+    let my_name = conf.node(me_id).map(|n| n.name.clone()).unwrap_or_default();
+    let bind = node_addr(&my_name, conf.cman.port)
+        .ok_or_else(|| DaemonError::WhoAmI(format!("cannot resolve {my_name}")))?;
+    let sock = UdpSocket::bind(bind).map_err(io_err(format!("bind {bind}")))?;
+    let (tx, rx) = mpsc::channel();
+    spawn_receiver(
+        sock.try_clone().map_err(io_err("udp"))?,
+        Wire::new(&key, &conf.name, me)?,
+        tx.clone(),
+    );
+    server::spawn(&opts.state_dir, tx.clone())?;
+    let pid_path = opts.state_dir.join("cmand.pid");
+    std::fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(io_err("pid file"))?;
+    tracing::info!(node = %me, %bind, "cmand started");
+    let mut core = Core {
+        wire: Wire::new(&key, &conf.name, me)?,
+        addrs: peer_addrs(&conf),
+        node,
+        sock,
+        clients: HashMap::new(),
+        subscribed: Default::default(),
+        tx,
+        start: Instant::now(),
+        opts: opts.clone(),
+        exit: None,
+    };
+    raise_priority();
+    let code = core.run(rx);
+    let _ = std::fs::remove_file(&pid_path);
+    let _ = std::fs::remove_file(crate::api::socket_path(&opts.state_dir));
+    Ok(code)
+}
+
+/// Best effort: run the calling thread at real-time priority so heartbeats
+/// go out on time while the CPUs are busy (needs CAP_SYS_NICE).
+fn raise_priority() {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: plain syscall on the calling thread with a valid parameter.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if rc != 0 {
+        // SAFETY: plain syscall; lowering the nice value may fail harmlessly.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) };
+    }
+}
+
+fn spawn_receiver(sock: UdpSocket, mut wire: Wire, tx: Sender<Input>) {
+    std::thread::Builder::new()
+        .name("cmand-udp".into())
+        .spawn(move || {
+            raise_priority();
+            let mut buf = vec![0u8; MAX_PACKET];
+            loop {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                match wire.decode(&buf[..n]) {
+                    Ok((m, msg)) => {
+                        if tx.send(Input::Packet(m, msg)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::debug!(%from, error = %e, "dropped packet"),
+                }
+            }
+        })
+        .expect("spawn udp thread");
+}
+
+impl Core {
+    fn now(&self) -> Millis {
+        Millis(self.start.elapsed().as_millis() as u64 + 1)
+    }
+
+    fn run(&mut self, rx: Receiver<Input>) -> i32 {
+        let tick = Duration::from_millis(self.node.tick_ms());
+        let mut next_tick = Instant::now();
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(input) => self.on_input(input),
+                Err(RecvTimeoutError::Timeout) => {
+                    next_tick = Instant::now() + tick;
+                    self.step(Event::Tick);
+                }
+                Err(RecvTimeoutError::Disconnected) => return 1,
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + tick;
+                self.step(Event::Tick);
+            }
+            if let Some(code) = self.exit {
+                return code;
+            }
+        }
+    }
+
+    fn step(&mut self, ev: Event) {
+        let now = self.now();
+        let actions = self.node.handle(now, ev);
+        for a in actions {
+            self.act(a);
+        }
+    }
+
+    fn on_input(&mut self, input: Input) {
+        match input {
+            Input::Packet(from, msg) => self.step(Event::Packet { from, msg }),
+            Input::NewClient(id, tx) => {
+                self.clients.insert(id, tx);
+            }
+            Input::Gone(id) => {
+                self.clients.remove(&id);
+                self.subscribed.remove(&id);
+                self.step(Event::Client {
+                    client: id,
+                    req: Request::Gone,
+                });
+            }
+            Input::Fence(victim, ok, how) => self.step(Event::FenceResult { victim, ok, how }),
+            Input::Api(id, req) => self.on_api(id, req),
+        }
+    }
+
+    fn send_client(&mut self, id: ClientId, resp: &crate::api::ApiResponse) {
+        let Some(tx) = self.clients.get(&id) else {
+            return;
+        };
+        let line = serde_json::to_string(resp).unwrap_or_default();
+        if tx.try_send(line).is_err() {
+            tracing::warn!(client = id.0, "client too slow, dropping it");
+            self.clients.remove(&id);
+        }
+    }
+
+    fn ok(&mut self, id: ClientId, msg: Option<String>) {
+        let r = crate::api::ApiResponse {
+            ok: true,
+            msg,
+            ..Default::default()
+        };
+        self.send_client(id, &r);
+    }
+
+    fn err(&mut self, id: ClientId, e: String) {
+        let r = crate::api::ApiResponse {
+            error: Some(e),
+            ..Default::default()
+        };
+        self.send_client(id, &r);
+    }
+
+    fn on_api(&mut self, id: ClientId, req: ApiRequest) {
+        let node_req = match req {
+            ApiRequest::Status => {
+                let st = self.node.status(self.now());
+                let r = crate::api::ApiResponse {
+                    ok: true,
+                    status: Some(Box::new(st)),
+                    ..Default::default()
+                };
+                return self.send_client(id, &r);
+            }
+            ApiRequest::GetConfig => {
+                let t = self.node.conf_text().to_string();
+                return self.ok(id, Some(t));
+            }
+            ApiRequest::Subscribe => {
+                self.subscribed.insert(id);
+                return self.ok(id, None);
+            }
+            ApiRequest::Join { group } => Request::Join { group },
+            ApiRequest::Leave { group } => Request::Leave { group },
+            ApiRequest::Send { group, data } => Request::Send { group, data },
+            ApiRequest::Expected { votes } => Request::SetExpected(votes),
+            ApiRequest::ConfigUpdate { text } => Request::ConfigUpdate { text },
+            ApiRequest::LeaveCluster => Request::LeaveCluster,
+            ApiRequest::FenceDomain { join } => Request::FenceDomain(join),
+            ApiRequest::FenceOverride { node, how } => {
+                let conf = self.node.conf();
+                let found = conf
+                    .node_by_name(&node)
+                    .or_else(|| node.parse().ok().and_then(|n| conf.node(NodeId(n))))
+                    .map(|n| n.id);
+                match found {
+                    Some(n) => Request::FenceOverride { node: n, how },
+                    None => return self.err(id, format!("node {node} is not in cluster.conf")),
+                }
+            }
+        };
+        self.step(Event::Client {
+            client: id,
+            req: node_req,
+        });
+    }
+
+    fn act(&mut self, a: Action) {
+        match a {
+            Action::Send { to, msg } => self.send(to, &msg),
+            Action::Group { client, event } => {
+                let r = crate::api::ApiResponse {
+                    event: Some(crate::api::ApiEvent::Group(event)),
+                    ..Default::default()
+                };
+                self.send_client(client, &r);
+            }
+            Action::Notify(ev) => {
+                let r = crate::api::ApiResponse {
+                    event: Some(crate::api::ApiEvent::Cluster(ev)),
+                    ..Default::default()
+                };
+                let subs: Vec<ClientId> = self.subscribed.iter().copied().collect();
+                for c in subs {
+                    self.send_client(c, &r);
+                }
+            }
+            Action::Reply { client, result } => match result {
+                Ok(m) => self.ok(client, Some(m)),
+                Err(e) => self.err(client, e),
+            },
+            Action::RunFence(job) => {
+                let tx = self.tx.clone();
+                std::thread::spawn(move || {
+                    let (ok, how) = agent::run_job(&job, agent::AGENT_TIMEOUT);
+                    let _ = tx.send(Input::Fence(job.victim, ok, how));
+                });
+            }
+            Action::ConfigChanged { text } => self.write_config(&text),
+            Action::Shutdown { reason } => {
+                eprintln!("cmand: {reason}");
+                self.exit = Some(if reason.contains("evicted") { 1 } else { 0 });
+            }
+        }
+    }
+
+    fn send(&mut self, to: NodeId, msg: &crate::proto::Msg) {
+        let Some(addr) = self.addrs.get(&to).copied() else {
+            return;
+        };
+        match self.wire.encode(msg) {
+            Ok(pkt) => {
+                let _ = self.sock.send_to(&pkt, addr);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot send"),
+        }
+    }
+
+    fn write_config(&mut self, text: &str) {
+        self.addrs = peer_addrs(self.node.conf());
+        let path: &Path = &self.opts.conf_path;
+        let tmp = path.with_extension("conf.new");
+        let res = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path));
+        if let Err(e) = res {
+            tracing::error!(error = %e, path = %path.display(), "cannot write cluster.conf");
+        }
+    }
+}

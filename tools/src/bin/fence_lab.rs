@@ -1,0 +1,139 @@
+//! fence_lab: the lab power switch for tests. A node's processes are found
+//! through the `*.pid` files of its state directory (`state_dir=`, or
+//! `lab_dir=` + `/` + port). `off` kills them with SIGKILL and appends a
+//! line to `fence_lab.log` in that directory.
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const METADATA: &str = r#"<?xml version="1.0" ?>
+<resource-agent name="fence_lab" shortdesc="Lab power switch: kills the processes of a node's state directory">
+<parameters>
+  <parameter name="action"><content type="string" default="reboot"/></parameter>
+  <parameter name="port"><content type="string"/></parameter>
+  <parameter name="state_dir"><content type="string"/></parameter>
+  <parameter name="lab_dir"><content type="string"/></parameter>
+</parameters>
+<actions><action name="on"/><action name="off"/><action name="reboot"/><action name="status"/><action name="monitor"/><action name="list"/><action name="metadata"/></actions>
+</resource-agent>"#;
+
+fn node_dir(o: &BTreeMap<String, String>) -> Option<PathBuf> {
+    if let Some(d) = o.get("state_dir") {
+        return Some(PathBuf::from(d));
+    }
+    let port = o.get("port").or_else(|| o.get("nodename"))?;
+    Some(Path::new(o.get("lab_dir")?).join(port))
+}
+
+fn pids(dir: &Path) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+        .filter_map(|e| {
+            std::fs::read_to_string(e.path())
+                .ok()?
+                .trim()
+                .parse::<i32>()
+                .ok()
+        })
+        .filter(|p| *p > 1)
+        .map(Pid::from_raw)
+        .collect()
+}
+
+fn alive(p: Pid) -> bool {
+    if kill(p, None).is_err() {
+        return false;
+    }
+    // A zombie counts as off.
+    std::fs::read_to_string(format!("/proc/{}/stat", p.as_raw()))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+fn off(dir: &Path) -> bool {
+    let targets = pids(dir);
+    for p in &targets {
+        let _ = kill(*p, Signal::SIGKILL);
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while targets.iter().any(|p| alive(*p)) {
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("fence_lab.log"));
+    if let Ok(mut f) = log {
+        let _ = writeln!(
+            f,
+            "off {:?}",
+            targets.iter().map(|p| p.as_raw()).collect::<Vec<_>>()
+        );
+    }
+    true
+}
+
+fn main() -> ExitCode {
+    let mut input = String::new();
+    let _ = std::io::stdin().read_to_string(&mut input);
+    let o = cman::agent::parse_options(&input);
+    let action = o.get("action").map(String::as_str).unwrap_or("reboot");
+    if action == "metadata" {
+        println!("{METADATA}");
+        return ExitCode::SUCCESS;
+    }
+    if action == "list" {
+        if let Some(Ok(entries)) = o.get("lab_dir").map(std::fs::read_dir) {
+            for e in entries.flatten() {
+                println!("{},", e.file_name().to_string_lossy());
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    if action == "monitor" {
+        return ExitCode::SUCCESS;
+    }
+    let Some(dir) = node_dir(&o) else {
+        eprintln!("fence_lab: need state_dir=, or lab_dir= and port=");
+        return ExitCode::from(1);
+    };
+    match action {
+        "off" | "reboot" => {
+            if off(&dir) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        "on" => ExitCode::SUCCESS,
+        "status" => {
+            if pids(&dir).into_iter().any(alive) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+        other => {
+            eprintln!("fence_lab: unknown action {other}");
+            ExitCode::from(1)
+        }
+    }
+}
