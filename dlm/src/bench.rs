@@ -100,8 +100,8 @@ fn local_ops_per_s(ls: &Lockspace, threads: usize) -> u64 {
             let hs: Vec<_> = (0..threads)
                 .map(|t| {
                     let (ls, stop, count) = (ls.clone(), stop.clone(), count.clone());
+                    let name = distinct_shard_name(&ls, t);
                     std::thread::spawn(move || {
-                        let name = format!("thread-{t}");
                         let mut n = 0;
                         while !stop.load(Ordering::Relaxed) {
                             for _ in 0..100 {
@@ -123,6 +123,26 @@ fn local_ops_per_s(ls: &Lockspace, threads: usize) -> u64 {
         })
         .collect();
     median(rounds)
+}
+
+/// A resource name for thread `t` whose shard no other thread's name uses.
+fn distinct_shard_name(ls: &Lockspace, t: usize) -> String {
+    let mut used = Vec::new();
+    let mut i = 0;
+    loop {
+        let name = format!("thread-{i}");
+        let k = ls
+            .inner
+            .shard_of_name(&crate::ResName::new(name.as_bytes()).expect("name"));
+        i += 1;
+        if used.contains(&k) {
+            continue;
+        }
+        if used.len() == t {
+            return name;
+        }
+        used.push(k);
+    }
 }
 
 fn tcp_rtt_ns() -> std::io::Result<u64> {

@@ -447,6 +447,11 @@ impl Node {
 
     /// The master of `name`, starting a lookup if it is unknown.
     fn master_of(&mut self, name: ResName, out: &mut Vec<Action>) -> Master {
+        if let Some(e) = self.rsbs.get(&name) {
+            if e.master != Master::Unknown {
+                return e.master;
+            }
+        }
         let me = self.me;
         let dir = dir_node(&self.members, &name).expect("running node has members");
         let e = self.rsbs.entry(name).or_insert_with(|| RsbEntry {
@@ -454,9 +459,6 @@ impl Node {
             core: None,
             lookup_waiters: Vec::new(),
         });
-        if e.master != Master::Unknown {
-            return e.master;
-        }
         if dir == me {
             let m = *self.dir.entry(name).or_insert(me);
             e.master = Master::Node(m);

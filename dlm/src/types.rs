@@ -38,11 +38,33 @@ impl fmt::Display for LockId {
     }
 }
 
-/// A resource name: 1 to 64 arbitrary bytes, stored inline (no allocation).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// A resource name: 1 to 64 arbitrary bytes, stored inline (no allocation),
+/// with its hash computed once.
+#[derive(Clone, Copy)]
 pub struct ResName {
+    hash: u64,
     len: u8,
     bytes: [u8; NAME_MAX],
+}
+
+impl PartialEq for ResName {
+    fn eq(&self, other: &ResName) -> bool {
+        self.hash == other.hash && self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for ResName {}
+
+impl PartialOrd for ResName {
+    fn partial_cmp(&self, other: &ResName) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ResName {
+    fn cmp(&self, other: &ResName) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
 }
 
 impl ResName {
@@ -53,7 +75,11 @@ impl ResName {
         }
         let mut bytes = [0u8; NAME_MAX];
         bytes[..name.len()].copy_from_slice(name);
+        let hash = name.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
         Some(ResName {
+            hash,
             len: name.len() as u8,
             bytes,
         })
@@ -67,17 +93,13 @@ impl ResName {
     /// A stable 64-bit hash (FNV-1a), the same on every node: it picks the
     /// directory node and the lock table shard.
     pub fn hash64(&self) -> u64 {
-        self.as_bytes()
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            })
+        self.hash
     }
 }
 
 impl std::hash::Hash for ResName {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash64());
+        state.write_u64(self.hash);
     }
 }
 

@@ -119,7 +119,7 @@ impl LsInner {
         }
     }
 
-    fn shard_of_name(&self, name: &ResName) -> usize {
+    pub(crate) fn shard_of_name(&self, name: &ResName) -> usize {
         ((name.hash64() >> 32) % self.shards.len() as u64) as usize
     }
 
