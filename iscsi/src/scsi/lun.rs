@@ -170,6 +170,8 @@ pub(crate) fn respond(r: CmdResult) -> ScsiResponse {
 /// The context of one command for its handler.
 pub(crate) struct Ctx<'a> {
     pub nexus: NexusId,
+    /// The command table entry of this CDB.
+    pub desc: &'static OpDesc,
     pub it: &'a ItNexus,
     pub cdb: &'a [u8],
     pub data: &'a [u8],
@@ -402,6 +404,7 @@ impl Lun {
         }
         let ctx = Ctx {
             nexus,
+            desc,
             it,
             cdb,
             data: cmd.data_out,

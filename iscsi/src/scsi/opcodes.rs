@@ -70,6 +70,19 @@ impl OpDesc {
     pub fn cdb_len(&self) -> usize {
         self.usage.len()
     }
+
+    /// The first CDB byte (and bit) that sets a bit outside the usage
+    /// data, i.e. a reserved field (SPC-4 4.3.2).
+    pub fn reserved_bits(&self, cdb: &[u8]) -> Option<(u16, u8)> {
+        let (i, bad) = cdb
+            .iter()
+            .zip(self.usage)
+            .enumerate()
+            .skip(1)
+            .map(|(i, (b, m))| (i, b & !m))
+            .find(|(_, bad)| *bad != 0)?;
+        Some((i as u16, 7 - bad.leading_zeros() as u8))
+    }
 }
 
 macro_rules! d {
@@ -254,7 +267,7 @@ pub static COMMANDS: &[OpDesc] = &[
         "SANITIZE / OVERWRITE",
         Write,
         Disk,
-        [0x48, 0x9f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
+        [0x48, 0xbf, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
     ),
     d!(
         op::SANITIZE,
@@ -262,7 +275,7 @@ pub static COMMANDS: &[OpDesc] = &[
         "SANITIZE / BLOCK ERASE",
         Write,
         Thin,
-        [0x48, 0x9f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
+        [0x48, 0xbf, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
     ),
     d!(
         op::SANITIZE,
@@ -270,7 +283,7 @@ pub static COMMANDS: &[OpDesc] = &[
         "SANITIZE / CRYPTO ERASE",
         Write,
         Disk,
-        [0x48, 0x9f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
+        [0x48, 0xbf, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
     ),
     d!(
         op::SANITIZE,
@@ -278,7 +291,7 @@ pub static COMMANDS: &[OpDesc] = &[
         "SANITIZE / EXIT FAILURE MODE",
         Write,
         Disk,
-        [0x48, 0x9f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
+        [0x48, 0xbf, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
     ),
     d!(
         op::MODE_SELECT_10,

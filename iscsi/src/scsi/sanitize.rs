@@ -21,6 +21,9 @@ impl Lun {
     /// SANITIZE.
     pub(crate) fn sanitize(&self, c: &Ctx) -> CmdResult {
         let d = self.disk()?;
+        if let Some((byte, bit)) = c.desc.reserved_bits(c.cdb) {
+            return Err(Sense::invalid_cdb(byte, Some(bit)).into());
+        }
         let action = c.cdb[1] & 0x1f;
         let plen = usize::from(be16(c.cdb, 7));
         d.check_writable()?;

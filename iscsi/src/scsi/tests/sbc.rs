@@ -596,3 +596,21 @@ fn sbc3_5_30_sanitize_overwrite_block_erase_crypto_erase() {
     assert_sense(&t.exec(&sanitize(0x02, 0), &[]), 5, 0x24, 0);
     t.ok(&sanitize(0x1f, 0), &[]);
 }
+
+#[test]
+fn sbc3_5_30_sanitize_reserved_cdb_bits_are_invalid() {
+    let f = Fixture::new();
+    let p = [0x01, 0, 0, 1, 0xaa];
+    let mut c = sanitize(0x01, p.len() as u16);
+    c[1] |= 0x40;
+    let r = f.exec(&c, &p);
+    assert_sense(&r, 5, 0x24, 0);
+    assert_eq!(field_pointer(&r), (true, true, 1));
+    for byte in 2..7 {
+        let mut c = sanitize(0x01, p.len() as u16);
+        c[byte] = byte as u8;
+        let r = f.exec(&c, &p);
+        assert_sense(&r, 5, 0x24, 0);
+        assert_eq!(field_pointer(&r).2, byte as u16);
+    }
+}
