@@ -223,23 +223,25 @@ fn hostile_connections_leave_other_sessions_and_the_daemon_working() {
     let hostile: Vec<_> = (0..4u8)
         .map(|k| {
             std::thread::spawn(move || {
+                use std::io::Write;
                 let mut raw = Raw::connect(port);
+                // The target may close first: write errors are expected.
                 match k {
-                    0 => raw.send_bytes(&[0xffu8; 4096]),
-                    1 => raw.send_bytes(&[0x03u8; 30]),
+                    0 => drop(raw.stream.write_all(&[0xffu8; 4096])),
+                    1 => drop(raw.stream.write_all(&[0x03u8; 30])),
                     2 => {
                         let mut b = [0u8; 48];
                         b[0] = 0x43;
                         b[4] = 0xff;
                         b[5..8].copy_from_slice(&[0xff, 0xff, 0xff]);
-                        raw.send_bytes(&b);
+                        drop(raw.stream.write_all(&b));
                     }
                     _ => {
                         raw.login_normal("iqn.2026-01.test:hostile", IQN, &[]);
                         for op in [0x07u8, 0x08, 0x0f, 0x1e, 0x3f] {
                             let mut bhs = Bhs::new(op);
                             bhs.set_immediate(true);
-                            raw.send(&Pdu::new(bhs));
+                            drop(raw.stream.write_all(&Pdu::new(bhs).encode(raw.digests)));
                         }
                     }
                 }
@@ -263,4 +265,32 @@ fn hostile_connections_leave_other_sessions_and_the_daemon_working() {
     fresh.login_normal(INITIATOR, IQN, &[]);
     assert_eq!(fresh.ping(b"fresh"), b"fresh");
     assert_eq!(good.ping(b"good"), b"good");
+}
+
+/// Writes announced but never sent cannot pin unbounded memory: past the
+/// session's budget (256 MiB in collection) a write is answered BUSY.
+#[test]
+fn writes_beyond_the_session_budget_are_busy() {
+    let t = target();
+    let mut raw = logged_in(&t, &[]);
+    let mut cdb = [0u8; 10];
+    cdb[0] = 0x2a;
+    cdb[7..9].copy_from_slice(&0xffffu16.to_be_bytes());
+    let edtl = 60 << 20;
+    let mut last = 0;
+    for _ in 0..5 {
+        let cmd = raw.scsi_cmd(1, &cdb, 0, edtl);
+        last = cmd.bhs.itt();
+        raw.send(&cmd);
+    }
+    loop {
+        let rsp = raw.recv().expect("R2T or response");
+        if rsp.bhs.opcode() == opcode::SCSI_RSP {
+            assert_eq!(rsp.bhs.itt(), last, "only the write over budget ends");
+            assert_eq!(rsp.bhs.u8_at(pdu::scsi_rsp::STATUS), 0x08, "BUSY");
+            break;
+        }
+        assert_eq!(rsp.bhs.opcode(), opcode::R2T);
+    }
+    assert_eq!(raw.ping(b"ok"), b"ok");
 }

@@ -16,6 +16,10 @@ use super::conn::{Connection, Output, Payload, Phase, SessionKind, QUEUE_DEPTH};
 /// The largest write the target collects for one command (bounds memory).
 pub const MAX_WRITE_LEN: u32 = 64 << 20;
 
+/// Write data one session may have in collection at once; a write beyond
+/// it is answered BUSY (bounds memory against a hostile initiator).
+pub const SESSION_WRITE_BUDGET: u64 = 256 << 20;
+
 /// A SCSI command with all its Data-Out, ready to run on any thread.
 #[derive(Debug)]
 pub struct ScsiTask {
@@ -173,6 +177,13 @@ impl Connection {
             let sense = Sense::new(0x05, Asc(0x24, 0x00));
             return self.send_scsi_result(done, sense_response(sense.to_fixed()));
         }
+        if self.pending_write_bytes() + u64::from(out_len) > SESSION_WRITE_BUDGET {
+            let busy = ScsiResponse {
+                status: status::BUSY,
+                ..Default::default()
+            };
+            return self.send_scsi_result(done, busy);
+        }
         let p = &self.params;
         let unsol_end = if p.initial_r2t {
             imm
@@ -197,6 +208,18 @@ impl Connection {
         }
         self.session().tasks.insert(itt, TaskState::Receiving(task));
         self.send_r2ts(itt);
+    }
+
+    /// Bytes of write data the session is collecting.
+    fn pending_write_bytes(&mut self) -> u64 {
+        self.session()
+            .tasks
+            .values()
+            .map(|t| match t {
+                TaskState::Receiving(w) => u64::from(w.edtl),
+                TaskState::Executing(_) => 0,
+            })
+            .sum()
     }
 
     /// Issues R2Ts up to MaxOutstandingR2T for the rest of a write.
