@@ -282,7 +282,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x03),
         "SANITIZE / CRYPTO ERASE",
         Write,
-        Disk,
+        Thin,
         [0x48, 0xbf, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
     ),
     d!(

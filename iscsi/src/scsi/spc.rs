@@ -352,9 +352,9 @@ fn scsi_name(s: &str) -> Vec<u8> {
 fn vpd_block_characteristics(thin: bool) -> Vec<u8> {
     let mut d = vec![0u8; 0x3c];
     d[0..2].copy_from_slice(&1u16.to_be_bytes());
-    // WABEREQ 01b (only where BLOCK ERASE exists), WACEREQ 01b: reads
-    // after a SANITIZE erase complete GOOD, with zeros.
-    d[3] = if thin { 0x50 } else { 0x10 };
+    // WABEREQ / WACEREQ 01b where BLOCK / CRYPTO ERASE exist (thin
+    // LUNs): reads after the erase complete GOOD, with zeros.
+    d[3] = if thin { 0x50 } else { 0 };
     d
 }
 

@@ -588,12 +588,13 @@ fn sbc3_5_30_sanitize_overwrite_block_erase_crypto_erase() {
     f.ok(&sanitize(0x02, 0), &[]);
     assert!(f.read(0, 16) == block(0, 16));
     assert_sense(&f.exec(&sanitize(0x02, 8), &[0; 8]), 5, 0x24, 0);
-    // CRYPTO ERASE on a thick LUN writes zeros; no BLOCK ERASE there.
+    f.write(5, &block(b'a', 1));
+    f.ok(&sanitize(0x03, 0), &[]);
+    assert!(f.read(5, 1) == block(0, 1), "CRYPTO ERASE");
+    // A thick LUN only overwrites (no logical block provisioning).
     let t = Fixture::new();
-    t.write(5, &block(b'a', 1));
-    t.ok(&sanitize(0x03, 0), &[]);
-    assert!(t.read(5, 1) == block(0, 1));
     assert_sense(&t.exec(&sanitize(0x02, 0), &[]), 5, 0x24, 0);
+    assert_sense(&t.exec(&sanitize(0x03, 0), &[]), 5, 0x24, 0);
     t.ok(&sanitize(0x1f, 0), &[]);
 }
 
