@@ -294,3 +294,113 @@ fn writes_beyond_the_session_budget_are_busy() {
     }
     assert_eq!(raw.ping(b"ok"), b"ok");
 }
+
+fn write10_cdb(lba: u32, blocks: u16) -> [u8; 10] {
+    let mut cdb = [0u8; 10];
+    cdb[0] = 0x2a;
+    cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+    cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
+    cdb
+}
+
+fn data_out(itt: u32, ttt: u32, data_sn: u32, offset: usize, data: &[u8], last: bool) -> Pdu {
+    let mut bhs = Bhs::new(opcode::DATA_OUT);
+    bhs.set_flags(if last { flags::FINAL } else { 0 });
+    bhs.set_lun(1);
+    bhs.set_itt(itt);
+    bhs.set_u32_at(pdu::data_out::TTT, ttt);
+    bhs.set_u32_at(pdu::data_out::DATA_SN, data_sn);
+    bhs.set_u32_at(pdu::data_out::BUFFER_OFFSET, offset as u32);
+    let mut p = Pdu::new(bhs);
+    p.data = data.to_vec();
+    p
+}
+
+/// RFC 7143 11.7 / 13.11-13.14: with InitialR2T=No the initiator sends
+/// immediate data and unsolicited Data-Out up to FirstBurstLength; the
+/// target solicits only the rest.
+#[test]
+fn immediate_and_unsolicited_data_then_r2t_for_the_rest() {
+    let t = target();
+    t.adm_ok(&[
+        "--op",
+        "update",
+        "--mode",
+        "target",
+        "--tid",
+        "1",
+        "--name",
+        "InitialR2T",
+        "--value",
+        "No",
+    ]);
+    let mut raw = logged_in(
+        &t,
+        &[
+            ("InitialR2T", "No"),
+            ("ImmediateData", "Yes"),
+            ("FirstBurstLength", "1024"),
+            ("MaxBurstLength", "4096"),
+        ],
+    );
+    let payload: Vec<u8> = (0..3 * 512).map(|i| (i % 241) as u8).collect();
+    let mut cmd = raw.scsi_cmd(1, &write10_cdb(40, 3), 0, payload.len() as u32);
+    cmd.data = payload[..512].to_vec();
+    let itt = cmd.bhs.itt();
+    raw.send(&cmd);
+    raw.send(&data_out(
+        itt,
+        pdu::RESERVED_TAG,
+        0,
+        512,
+        &payload[512..1024],
+        true,
+    ));
+    let r2t = raw.recv().expect("R2T");
+    assert_eq!(r2t.bhs.opcode(), opcode::R2T);
+    assert_eq!(
+        r2t.bhs.u32_at(pdu::r2t::BUFFER_OFFSET),
+        1024,
+        "unsolicited part not solicited again"
+    );
+    assert_eq!(r2t.bhs.u32_at(pdu::r2t::DESIRED_LEN), 512);
+    let ttt = r2t.bhs.u32_at(pdu::r2t::TTT);
+    raw.send(&data_out(itt, ttt, 0, 1024, &payload[1024..], true));
+    let rsp = raw.recv().expect("SCSI Response");
+    assert_eq!(rsp.bhs.opcode(), opcode::SCSI_RSP);
+    assert_eq!(rsp.bhs.u8_at(pdu::scsi_rsp::STATUS), 0);
+    let (data, status) = raw.read10(1, 40, 3);
+    assert_eq!((status, data), (0, payload));
+}
+
+/// RFC 7143 11.5.1: ABORT TASK of a write waiting for Data-Out ends it
+/// without a response; its late data is ignored; the session goes on.
+#[test]
+fn abort_task_of_a_pending_write() {
+    let t = target();
+    let mut raw = logged_in(&t, &[("InitialR2T", "Yes"), ("ImmediateData", "No")]);
+    let cmd = raw.scsi_cmd(1, &write10_cdb(0, 8), 0, 4096);
+    let itt = cmd.bhs.itt();
+    let cmd_sn = cmd.bhs.u32_at(pdu::scsi_cmd::CMD_SN);
+    raw.send(&cmd);
+    let r2t = raw.recv().expect("R2T");
+    assert_eq!(r2t.bhs.opcode(), opcode::R2T);
+    let mut bhs = Bhs::new(opcode::TASK_MGMT_REQ);
+    bhs.set_immediate(true);
+    bhs.set_flags(flags::FINAL | pdu::task_mgmt::ABORT_TASK);
+    bhs.set_lun(1);
+    bhs.set_itt(0x4000);
+    bhs.set_u32_at(pdu::task_mgmt::RTT, itt);
+    bhs.set_u32_at(pdu::task_mgmt::CMD_SN, raw.cmd_sn);
+    bhs.set_u32_at(pdu::task_mgmt::REF_CMD_SN, cmd_sn);
+    raw.send(&Pdu::new(bhs));
+    let rsp = raw.recv().expect("TMF response");
+    assert_eq!(rsp.bhs.opcode(), opcode::TASK_MGMT_RSP);
+    assert_eq!(
+        rsp.bhs.u8_at(pdu::task_mgmt::RESPONSE),
+        pdu::task_mgmt::RSP_COMPLETE
+    );
+    let ttt = r2t.bhs.u32_at(pdu::r2t::TTT);
+    raw.send(&data_out(itt, ttt, 0, 0, &[0u8; 4096], true));
+    assert_eq!(raw.ping(b"after abort"), b"after abort");
+}

@@ -486,10 +486,6 @@ impl Connection {
 
     /// The last login response: creates the session and enters full feature.
     fn finish_login(&mut self, req: &Bhs, csg: u8, data: Vec<u8>) -> Result<(), LoginStatus> {
-        let Phase::Login(l) = std::mem::replace(&mut self.phase, Phase::Closed) else {
-            unreachable!("finish_login outside login phase")
-        };
-        self.phase = Phase::Login(l);
         let registry = self.registry.clone();
         let l = self.login();
         if l.tsih != 0 {
