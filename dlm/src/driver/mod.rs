@@ -183,6 +183,18 @@ impl Dlm {
         Ok(Lockspace { inner: ls })
     }
 
+    /// Leaves lockspace `name`: its locks are dropped here. The membership
+    /// source must then tell the other members (a clean leave needs no
+    /// fencing, so the source reports the node removed and fenced at once).
+    pub fn leave(&self, name: &str) -> Result<(), DlmError> {
+        self.inner
+            .lockspaces
+            .write()
+            .remove(name)
+            .map(|_| ())
+            .ok_or(DlmError::NotMember)
+    }
+
     /// Names of the joined lockspaces.
     pub fn lockspaces(&self) -> Vec<String> {
         let mut v: Vec<String> = self.inner.lockspaces.read().keys().cloned().collect();
