@@ -50,7 +50,7 @@ fn portals(opts: &[String]) -> Result<Vec<String>> {
         for item in opt.split(',') {
             match item.split_once('=') {
                 Some(("portal", addr)) => out.push(addr.to_string()),
-                Some((k, _)) if k == "port" => out.push(format!("0.0.0.0:{}", &item[5..])),
+                Some(("port", port)) => out.push(format!("0.0.0.0:{port}")),
                 _ => bail!("unknown --iscsi option {item:?} (expected portal=ADDR:PORT)"),
             }
         }
