@@ -38,6 +38,11 @@ pub struct LunOptions {
     pub serial: String,
     /// Logical block size in bytes.
     pub block_size: u32,
+    /// Offer SANITIZE (it erases the whole LUN). Off by default: it runs
+    /// to completion at once, which libiscsi's Sanitize.Reset test (it
+    /// expects a SANITIZE still in progress seconds later) reports as a
+    /// failure when run with --allow-sanitize.
+    pub sanitize: bool,
 }
 
 impl Default for LunOptions {
@@ -50,6 +55,7 @@ impl Default for LunOptions {
             product: "VIRTUAL-DISK".to_string(),
             serial: String::new(),
             block_size: 512,
+            sanitize: false,
         }
     }
 }
@@ -263,9 +269,11 @@ impl Lun {
 
     /// Disk or controller, thin or not: which commands it implements.
     pub fn kind(&self) -> LunKind {
+        let opts = self.disk.as_ref().map(|d| &d.opts);
         LunKind {
-            disk: self.disk.is_some(),
-            thin: self.disk.as_ref().is_some_and(|d| d.opts.thin),
+            disk: opts.is_some(),
+            thin: opts.is_some_and(|o| o.thin),
+            sanitize: opts.is_some_and(|o| o.sanitize),
         }
     }
 

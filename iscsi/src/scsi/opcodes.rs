@@ -47,6 +47,10 @@ pub enum Needs {
     Disk,
     /// Thin-provisioned disk LUNs (logical block provisioning).
     Thin,
+    /// Disk LUNs with SANITIZE enabled.
+    Sanitize,
+    /// Thin disk LUNs with SANITIZE enabled.
+    SanitizeThin,
 }
 
 /// What a LUN is, for [`Needs`].
@@ -54,6 +58,7 @@ pub enum Needs {
 pub struct LunKind {
     pub disk: bool,
     pub thin: bool,
+    pub sanitize: bool,
 }
 
 impl OpDesc {
@@ -63,6 +68,8 @@ impl OpDesc {
             Needs::Any => true,
             Needs::Disk => k.disk,
             Needs::Thin => k.disk && k.thin,
+            Needs::Sanitize => k.disk && k.sanitize,
+            Needs::SanitizeThin => k.disk && k.thin && k.sanitize,
         }
     }
 
@@ -266,7 +273,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x01),
         "SANITIZE / OVERWRITE",
         Write,
-        Disk,
+        Sanitize,
         [0x48, 0xbf, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -274,7 +281,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x02),
         "SANITIZE / BLOCK ERASE",
         Write,
-        Thin,
+        SanitizeThin,
         [0x48, 0xbf, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -282,7 +289,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x03),
         "SANITIZE / CRYPTO ERASE",
         Write,
-        Thin,
+        SanitizeThin,
         [0x48, 0xbf, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
     ),
     d!(
@@ -290,7 +297,7 @@ pub static COMMANDS: &[OpDesc] = &[
         Some(0x1f),
         "SANITIZE / EXIT FAILURE MODE",
         Write,
-        Disk,
+        Sanitize,
         [0x48, 0xbf, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07]
     ),
     d!(

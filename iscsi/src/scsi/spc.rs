@@ -201,7 +201,7 @@ impl Lun {
                 .disk()
                 .map_err(|_| Sense::invalid_cdb(2, None))?
                 .vpd_block_limits(),
-            0xb1 => vpd_block_characteristics(self.kind().thin),
+            0xb1 => vpd_block_characteristics(self.kind().thin, self.kind().sanitize),
             _ => self
                 .disk()
                 .map_err(|_| Sense::invalid_cdb(2, None))?
@@ -349,12 +349,12 @@ fn scsi_name(s: &str) -> Vec<u8> {
 }
 
 /// VPD 0xB1 (SBC-3 6.5.2): non-rotating medium.
-fn vpd_block_characteristics(thin: bool) -> Vec<u8> {
+fn vpd_block_characteristics(thin: bool, sanitize: bool) -> Vec<u8> {
     let mut d = vec![0u8; 0x3c];
     d[0..2].copy_from_slice(&1u16.to_be_bytes());
     // WABEREQ / WACEREQ 01b where BLOCK / CRYPTO ERASE exist (thin
-    // LUNs): reads after the erase complete GOOD, with zeros.
-    d[3] = if thin { 0x50 } else { 0 };
+    // LUNs with SANITIZE): reads after the erase complete GOOD, with zeros.
+    d[3] = if thin && sanitize { 0x50 } else { 0 };
     d
 }
 

@@ -563,7 +563,12 @@ fn sanitize(sa: u8, plen: u16) -> Vec<u8> {
 
 #[test]
 fn sbc3_5_30_sanitize_overwrite_block_erase_crypto_erase() {
-    let f = Fixture::thin();
+    // SANITIZE is opt-in.
+    assert_sense(&Fixture::thin().exec(&sanitize(0x02, 0), &[]), 5, 0x20, 0);
+    let f = Fixture::with(|o| {
+        o.thin = true;
+        o.sanitize = true;
+    });
     f.write(0, &block(b'a', 16));
     f.write(BLOCKS - 16, &block(b'a', 16));
     // OVERWRITE with a 4-byte pattern, one pass.
@@ -592,7 +597,7 @@ fn sbc3_5_30_sanitize_overwrite_block_erase_crypto_erase() {
     f.ok(&sanitize(0x03, 0), &[]);
     assert!(f.read(5, 1) == block(0, 1), "CRYPTO ERASE");
     // A thick LUN only overwrites (no logical block provisioning).
-    let t = Fixture::new();
+    let t = Fixture::with(|o| o.sanitize = true);
     assert_sense(&t.exec(&sanitize(0x02, 0), &[]), 5, 0x24, 0);
     assert_sense(&t.exec(&sanitize(0x03, 0), &[]), 5, 0x24, 0);
     t.ok(&sanitize(0x1f, 0), &[]);
@@ -600,7 +605,7 @@ fn sbc3_5_30_sanitize_overwrite_block_erase_crypto_erase() {
 
 #[test]
 fn sbc3_5_30_sanitize_reserved_cdb_bits_are_invalid() {
-    let f = Fixture::new();
+    let f = Fixture::with(|o| o.sanitize = true);
     let p = [0x01, 0, 0, 1, 0xaa];
     let mut c = sanitize(0x01, p.len() as u16);
     c[1] |= 0x40;
