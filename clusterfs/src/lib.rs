@@ -23,6 +23,7 @@ pub mod block;
 pub mod dir;
 pub mod dirbuild;
 pub mod fs;
+pub mod fuse;
 pub mod journal;
 pub mod lock;
 pub mod mkfs;

@@ -73,6 +73,17 @@ impl Target for Core {
     }
     fn rename(&mut self, from: &str, to: &str) -> Result<(), Errno> {
         let (a, an) = self.parent(from)?;
+        // What the VFS checks before calling the filesystem.
+        self.resolve(from)?;
+        let to_parent = to.rsplit_once('/').map_or("", |(p, _)| p);
+        if to.starts_with(&format!("{from}/"))
+            && (to_parent == from || self.resolve(to_parent).is_ok())
+        {
+            return Err(libc::EINVAL);
+        }
+        if from.starts_with(&format!("{to}/")) {
+            return Err(libc::ENOTEMPTY);
+        }
         let (b, bn) = self.parent(to)?;
         self.fs()
             .rename(a, an.as_bytes(), b, bn.as_bytes(), RenameFlags::default())

@@ -8,8 +8,35 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+/// A small seeded PRNG (splitmix64), so this file needs no crates beyond
+/// `libc` wherever it is included.
+pub struct Rng64(u64);
+
+impl Rng64 {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng64(seed ^ 0x5851_f42d_4c95_7f2d)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `r` (which must not be empty).
+    pub fn range(&mut self, r: std::ops::Range<u64>) -> u64 {
+        r.start + self.next_u64() % (r.end - r.start)
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+}
 
 /// An errno.
 pub type Errno = i32;
@@ -205,6 +232,17 @@ impl Target for Model {
     fn rename(&mut self, from: &str, to: &str) -> Result<(), Errno> {
         let (sdir, sname) = self.parent_of(from)?;
         let src = *self.entries(sdir).get(&sname).ok_or(libc::ENOENT)?;
+        // The VFS refuses to move something below itself before it looks
+        // at what the new parent is.
+        if to.starts_with(&format!("{from}/"))
+            && (split(to).0 == from || self.resolve(split(to).0).is_ok())
+        {
+            return Err(libc::EINVAL);
+        }
+        // ... and to replace one of its own ancestors.
+        if from.starts_with(&format!("{to}/")) {
+            return Err(libc::ENOTEMPTY);
+        }
         let (ddir, dname) = self.parent_of(to)?;
         let dst = self.entries(ddir).get(&dname).copied();
         if let Some(d) = dst {
@@ -416,7 +454,7 @@ impl Op {
 
 /// Generates operations from a seed, biased towards paths that exist.
 pub struct Generator {
-    rng: StdRng,
+    rng: Rng64,
     /// Largest file offset used.
     pub max_offset: u64,
 }
@@ -425,7 +463,7 @@ impl Generator {
     /// A generator for `seed`.
     pub fn new(seed: u64) -> Self {
         Generator {
-            rng: StdRng::seed_from_u64(seed),
+            rng: Rng64::new(seed),
             max_offset: 300_000,
         }
     }
@@ -441,7 +479,7 @@ impl Generator {
             "long-name-0123456789",
             "z",
         ];
-        NAMES[self.rng.random_range(0..NAMES.len())].to_string()
+        NAMES[self.rng.range(0..NAMES.len() as u64) as usize].to_string()
     }
 
     fn existing(&mut self, m: &mut Model, kind: Option<Kind>) -> Option<String> {
@@ -453,11 +491,11 @@ impl Generator {
         if all.is_empty() {
             return None;
         }
-        Some(all[self.rng.random_range(0..all.len())].clone())
+        Some(all[self.rng.range(0..all.len() as u64) as usize].clone())
     }
 
     fn new_path(&mut self, m: &mut Model) -> String {
-        let dir = if self.rng.random_bool(0.3) {
+        let dir = if self.rng.chance(0.3) {
             String::new()
         } else {
             self.existing(m, Some(Kind::Dir)).unwrap_or_default()
@@ -471,12 +509,12 @@ impl Generator {
     }
 
     fn data(&mut self) -> Vec<u8> {
-        let len = match self.rng.random_range(0..10) {
-            0..=5 => self.rng.random_range(1..5000),
-            6..=8 => self.rng.random_range(1..70_000),
+        let len = match self.rng.range(0..10) {
+            0..=5 => self.rng.range(1..5000),
+            6..=8 => self.rng.range(1..70_000),
             _ => 0,
         };
-        let seed: u8 = self.rng.random();
+        let seed = self.rng.next_u64() as u8;
         (0..len)
             .map(|i| seed.wrapping_add((i % 251) as u8))
             .collect()
@@ -486,26 +524,23 @@ impl Generator {
     pub fn next(&mut self, m: &mut Model) -> Op {
         let file = self.existing(m, Some(Kind::File));
         let any = self.existing(m, None);
-        match self.rng.random_range(0..100) {
+        match self.rng.range(0..100) {
             0..=17 => Op::Create(self.new_path(m)),
             18..=25 => Op::Mkdir(self.new_path(m)),
             26..=50 if file.is_some() => {
-                let off = if self.rng.random_bool(0.5) {
+                let off = if self.rng.chance(0.5) {
                     0
                 } else {
-                    self.rng.random_range(0..self.max_offset)
+                    self.rng.range(0..self.max_offset)
                 };
                 Op::Write(file.unwrap(), off, self.data())
             }
             51..=60 if file.is_some() => {
-                let size = self.rng.random_range(0..self.max_offset);
-                Op::Truncate(
-                    file.unwrap(),
-                    if self.rng.random_bool(0.3) { 0 } else { size },
-                )
+                let size = self.rng.range(0..self.max_offset);
+                Op::Truncate(file.unwrap(), if self.rng.chance(0.3) { 0 } else { size })
             }
             61..=72 if any.is_some() => {
-                let to = if self.rng.random_bool(0.5) {
+                let to = if self.rng.chance(0.5) {
                     self.existing(m, None).unwrap()
                 } else {
                     self.new_path(m)

@@ -1,0 +1,692 @@
+//! The FUSE adapter: each callback opens one `tracing` span, calls the core
+//! ([`crate::fs::FileSystem`]) under a mutex, and maps errors to errno.
+//!
+//! FUSE's root inode (1) is the volume's root dinode; every other inode
+//! number is a dinode block address.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+use parking_lot::Mutex;
+use tracing::{debug_span, error, info};
+
+use crate::fs::{Attr, FileSystem, Ino, RenameFlags, SetAttr, Timestamp};
+use crate::volume::FsError;
+
+const TTL: Duration = Duration::from_secs(1);
+
+/// The mounted filesystem as FUSE sees it.
+pub struct FuseFs {
+    inner: Arc<Mutex<Option<FileSystem>>>,
+    root: u64,
+}
+
+impl FuseFs {
+    /// Wraps a mounted core. The same handle is shared with the periodic
+    /// committer (see [`FuseFs::shared`]).
+    pub fn new(fs: FileSystem) -> Self {
+        let root = fs.root().0;
+        FuseFs {
+            inner: Arc::new(Mutex::new(Some(fs))),
+            root,
+        }
+    }
+
+    /// The core, shared (for a commit timer).
+    pub fn shared(&self) -> Arc<Mutex<Option<FileSystem>>> {
+        Arc::clone(&self.inner)
+    }
+
+    fn ino(&self, i: INodeNo) -> Ino {
+        if i.0 == 1 {
+            Ino(self.root)
+        } else {
+            Ino(i.0)
+        }
+    }
+
+    fn fuse_ino(&self, i: Ino) -> INodeNo {
+        if i.0 == self.root {
+            INodeNo(1)
+        } else {
+            INodeNo(i.0)
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut FileSystem) -> Result<T, FsError>) -> Result<T, Errno> {
+        let mut g = self.inner.lock();
+        let fs = g.as_mut().ok_or(Errno::EIO)?;
+        f(fs).map_err(|e| {
+            if matches!(
+                e,
+                FsError::Corrupt(_) | FsError::Io(_) | FsError::Journal(_)
+            ) {
+                error!(error = %e, "filesystem error");
+            }
+            Errno::from_i32(e.errno())
+        })
+    }
+
+    fn file_attr(&self, a: &Attr) -> FileAttr {
+        let t = |ts: Timestamp| UNIX_EPOCH + Duration::new(ts.sec, ts.nsec.min(999_999_999));
+        FileAttr {
+            ino: self.fuse_ino(a.ino),
+            size: a.size,
+            blocks: a.blocks * u64::from(a.blksize) / 512,
+            atime: t(a.atime),
+            mtime: t(a.mtime),
+            ctime: t(a.ctime),
+            crtime: t(a.ctime),
+            kind: kind_of(a.mode),
+            perm: (a.mode & 0o7777) as u16,
+            nlink: a.nlink,
+            uid: a.uid,
+            gid: a.gid,
+            rdev: a.rdev,
+            blksize: a.blksize,
+            flags: 0,
+        }
+    }
+
+    fn reply_entry(&self, r: Result<Attr, Errno>, reply: ReplyEntry) {
+        match r {
+            Ok(a) => reply.entry(&TTL, &self.file_attr(&a), Generation(a.generation)),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
+fn kind_of(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn kind_of_dt(dt: u16) -> FileType {
+    use crate::ondisk::dt;
+    match dt {
+        dt::DIR => FileType::Directory,
+        dt::LNK => FileType::Symlink,
+        dt::CHR => FileType::CharDevice,
+        dt::BLK => FileType::BlockDevice,
+        dt::FIFO => FileType::NamedPipe,
+        dt::SOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn timestamp(t: TimeOrNow) -> Timestamp {
+    let st = match t {
+        TimeOrNow::SpecificTime(s) => s,
+        TimeOrNow::Now => SystemTime::now(),
+    };
+    let d = st.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        sec: d.as_secs(),
+        nsec: d.subsec_nanos(),
+    }
+}
+
+impl fuser::Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
+        info!("FUSE session started");
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        let _s = debug_span!("destroy").entered();
+        if let Some(fs) = self.inner.lock().take() {
+            match fs.unmount() {
+                Ok(()) => info!("unmounted cleanly"),
+                Err(e) => {
+                    error!(error = %e, "unmount failed; the journal will be replayed on next mount")
+                }
+            }
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _s = debug_span!("lookup", parent = parent.0, ?name).entered();
+        let p = self.ino(parent);
+        self.reply_entry(self.with(|fs| fs.lookup(p, name.as_bytes())), reply);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _s = debug_span!("getattr", ino = ino.0).entered();
+        let i = self.ino(ino);
+        match self.with(|fs| fs.getattr(i)) {
+            Ok(a) => reply.attr(&TTL, &self.file_attr(&a)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let _s = debug_span!("setattr", ino = ino.0, ?size, ?mode).entered();
+        let i = self.ino(ino);
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(timestamp),
+            mtime: mtime.map(timestamp),
+        };
+        match self.with(|fs| fs.setattr(i, set)) {
+            Ok(a) => reply.attr(&TTL, &self.file_attr(&a)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _s = debug_span!("readlink", ino = ino.0).entered();
+        let i = self.ino(ino);
+        match self.with(|fs| fs.readlink(i)) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let _s = debug_span!("mknod", parent = parent.0, ?name, mode).entered();
+        let p = self.ino(parent);
+        let (uid, gid) = (req.uid(), req.gid());
+        let r =
+            self.with(|fs| fs.mknod(p, name.as_bytes(), mode & !umask, uid, gid, u64::from(rdev)));
+        self.reply_entry(r, reply);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let _s = debug_span!("mkdir", parent = parent.0, ?name).entered();
+        let p = self.ino(parent);
+        let (uid, gid) = (req.uid(), req.gid());
+        self.reply_entry(
+            self.with(|fs| fs.mkdir(p, name.as_bytes(), mode & !umask, uid, gid)),
+            reply,
+        );
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _s = debug_span!("unlink", parent = parent.0, ?name).entered();
+        let p = self.ino(parent);
+        match self.with(|fs| fs.unlink(p, name.as_bytes())) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _s = debug_span!("rmdir", parent = parent.0, ?name).entered();
+        let p = self.ino(parent);
+        match self.with(|fs| fs.rmdir(p, name.as_bytes())) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let _s = debug_span!("symlink", parent = parent.0, ?link_name).entered();
+        let p = self.ino(parent);
+        let (uid, gid) = (req.uid(), req.gid());
+        let t = target.as_os_str().as_bytes().to_vec();
+        self.reply_entry(
+            self.with(|fs| fs.symlink(p, link_name.as_bytes(), &t, uid, gid)),
+            reply,
+        );
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let _s = debug_span!(
+            "rename",
+            parent = parent.0,
+            ?name,
+            newparent = newparent.0,
+            ?newname
+        )
+        .entered();
+        let (p, np) = (self.ino(parent), self.ino(newparent));
+        let f = RenameFlags {
+            noreplace: flags.contains(fuser::RenameFlags::RENAME_NOREPLACE),
+            exchange: flags.contains(fuser::RenameFlags::RENAME_EXCHANGE),
+        };
+        match self.with(|fs| fs.rename(p, name.as_bytes(), np, newname.as_bytes(), f)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let _s = debug_span!("link", ino = ino.0, newparent = newparent.0, ?newname).entered();
+        let (i, np) = (self.ino(ino), self.ino(newparent));
+        self.reply_entry(self.with(|fs| fs.link(i, np, newname.as_bytes())), reply);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _s = debug_span!("open", ino = ino.0).entered();
+        let i = self.ino(ino);
+        match self.with(|fs| fs.open(i)) {
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let _s = debug_span!("read", ino = ino.0, offset, size).entered();
+        let i = self.ino(ino);
+        match self.with(|fs| fs.read(i, offset, size as usize)) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let _s = debug_span!("write", ino = ino.0, offset, len = data.len()).entered();
+        let i = self.ino(ino);
+        match self.with(|fs| fs.write(i, offset, data)) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let _s = debug_span!("release", ino = ino.0).entered();
+        let i = self.ino(ino);
+        match self.with(|fs| fs.release(i)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let _s = debug_span!("fsync", ino = ino.0).entered();
+        match self.with(|fs| fs.sync()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let _s = debug_span!("readdir", ino = ino.0, offset).entered();
+        let i = self.ino(ino);
+        match self.with(|fs| fs.readdir(i, offset, 256)) {
+            Ok(ents) => {
+                for e in ents {
+                    let child = self.fuse_ino(Ino(e.inum.no_addr));
+                    if reply.add(
+                        child,
+                        e.cookie,
+                        kind_of_dt(e.de_type),
+                        OsStr::from_bytes(&e.name),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let _s = debug_span!("fsyncdir", ino = ino.0).entered();
+        match self.with(|fs| fs.sync()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _s = debug_span!("statfs").entered();
+        match self.with(|fs| fs.statfs()) {
+            Ok(s) => reply.statfs(
+                s.blocks,
+                s.bfree,
+                s.bfree,
+                s.files + s.ffree,
+                s.ffree,
+                s.bsize,
+                255,
+                s.bsize,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let _s = debug_span!("create", parent = parent.0, ?name).entered();
+        let p = self.ino(parent);
+        let (uid, gid) = (req.uid(), req.gid());
+        let r = self.with(|fs| {
+            let a = fs.mknod(p, name.as_bytes(), mode & !umask, uid, gid, 0)?;
+            fs.open(a.ino)?;
+            Ok(a)
+        });
+        match r {
+            Ok(a) => reply.created(
+                &TTL,
+                &self.file_attr(&a),
+                Generation(a.generation),
+                FileHandle(0),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    // Extended attributes are not stored yet: say so precisely.
+    fn getxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        let _s = debug_span!("getxattr", ino = ino.0, ?name).entered();
+        reply.error(Errno::from_i32(libc::ENODATA));
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        let _s = debug_span!("listxattr", ino = ino.0).entered();
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let _s = debug_span!("setxattr", ino = ino.0, ?name).entered();
+        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _s = debug_span!("removexattr", ino = ino.0, ?name).entered();
+        reply.error(Errno::from_i32(libc::ENODATA));
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let _s = debug_span!("fallocate", ino = ino.0, offset, length, mode).entered();
+        let i = self.ino(ino);
+        match self.with(|fs| fs.fallocate(i, offset, length, mode)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
+/// Mount options `mount.clusterfs -o` understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOptions {
+    /// `lockproto=`: overrides the superblock's.
+    pub lockproto: Option<String>,
+    /// `commit=` seconds between periodic journal commits.
+    pub commit_secs: u64,
+    /// Options accepted for compatibility but without effect here.
+    pub ignored: Vec<String>,
+}
+
+impl MountOptions {
+    /// Parses a comma-separated `-o` string.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut o = MountOptions {
+            lockproto: None,
+            commit_secs: 5,
+            ignored: Vec::new(),
+        };
+        for opt in s.split(',').filter(|x| !x.is_empty()) {
+            let (k, v) = opt
+                .split_once('=')
+                .map_or((opt, None), |(k, v)| (k, Some(v)));
+            match (k, v) {
+                ("lockproto", Some(v)) => o.lockproto = Some(v.to_string()),
+                ("commit", Some(v)) => {
+                    o.commit_secs = v
+                        .parse()
+                        .map_err(|_| format!("bad commit interval {v:?}"))?;
+                }
+                (
+                    "locktable" | "hostdata" | "errors" | "quota" | "data" | "statfs_quantum"
+                    | "statfs_percent",
+                    Some(_),
+                )
+                | (
+                    "acl" | "noacl" | "localflocks" | "spectator" | "discard" | "nodiscard"
+                    | "barrier" | "nobarrier" | "rgrplvb" | "norgrplvb" | "rw" | "noatime"
+                    | "relatime" | "defaults",
+                    None,
+                ) => o.ignored.push(opt.to_string()),
+                _ => return Err(format!("unknown mount option {opt:?}")),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// Commits the journal every `secs` seconds until the filesystem is gone.
+fn spawn_committer(shared: Arc<Mutex<Option<FileSystem>>>, secs: u64) {
+    if secs == 0 {
+        return;
+    }
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_secs(secs));
+        let mut g = shared.lock();
+        let Some(fs) = g.as_mut() else { return };
+        if let Err(e) = fs.sync() {
+            error!(error = %e, "periodic commit failed");
+        }
+    });
+}
+
+/// Serves `fs` on `mountpoint` until it is unmounted (`fusermount3 -u`)
+/// or the process gets SIGTERM, SIGINT or SIGHUP (which unmount it), then
+/// unmounts the volume cleanly. `mounted` runs once the kernel mount is up.
+/// Call before starting other threads: the signals are blocked process-wide
+/// and taken by one thread with `sigwait`.
+pub fn serve(
+    fs: FileSystem,
+    mountpoint: &Path,
+    fsname: &str,
+    commit_secs: u64,
+    mounted: impl FnOnce(),
+) -> std::io::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut sigs = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        sigs.add(s);
+    }
+    sigs.thread_block().map_err(std::io::Error::from)?;
+    let fuse = FuseFs::new(fs);
+    let shared = fuse.shared();
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName(fsname.to_string()),
+        fuser::MountOption::Subtype("clusterfs".into()),
+        fuser::MountOption::DefaultPermissions,
+    ];
+    let mut session = fuser::Session::new(fuse, mountpoint, &config)?;
+    info!(mountpoint = %mountpoint.display(), "mounted");
+    mounted();
+    spawn_committer(Arc::clone(&shared), commit_secs);
+    let mut unmounter = session.unmount_callable();
+    std::thread::spawn(move || loop {
+        match sigs.wait() {
+            Ok(sig) => {
+                info!(?sig, "unmounting on signal");
+                if let Err(e) = unmounter.unmount() {
+                    error!(error = %e, "unmount failed (busy?)");
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "sigwait failed");
+                return;
+            }
+        }
+    });
+    session.run()?;
+    // The session's end called destroy; make sure the volume is clean.
+    if let Some(fs) = shared.lock().take() {
+        fs.unmount()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,364 @@
+//! mkfs.clusterfs + mount.clusterfs through a real FUSE mount: a seeded
+//! random workload compared with a reference model, SIGKILL crashes with
+//! remount and fsck.gfs2, and a volume made by mkfs.gfs2. Skipped with a
+//! message when /dev/fuse, fusermount3 or the gfs2-utils are missing.
+//! Longer runs: CLUSTERFS_FUSE_SEEDS, CLUSTERFS_FUSE_STEPS.
+
+#[path = "../../clusterfs/tests/common/model.rs"]
+mod model;
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use model::{Errno, Kind, Target};
+
+fn fuse_ok() -> bool {
+    let ok = Path::new("/dev/fuse").exists() && tests::have("fusermount3");
+    if !ok {
+        eprintln!("no /dev/fuse or fusermount3: skipping");
+    }
+    ok
+}
+
+fn is_mounted(mnt: &Path) -> bool {
+    let want = fs::canonicalize(mnt).unwrap_or_else(|_| mnt.to_path_buf());
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.to_str().unwrap()))
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn mkfs(img: &Path, size_mb: u64, bsize: u32) {
+    fs::File::create(img)
+        .unwrap()
+        .set_len(size_mb << 20)
+        .unwrap();
+    let st = Command::new(tests::bin("mkfs_clusterfs"))
+        .args(["-q", "-O", "-p", "lock_nolock", "-b", &bsize.to_string()])
+        .arg(img)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkfs_clusterfs failed");
+}
+
+/// A foreground mount process.
+struct Mount {
+    child: Child,
+    mnt: PathBuf,
+}
+
+impl Mount {
+    fn start(img: &Path, mnt: &Path) -> Mount {
+        let child = Command::new(tests::bin("mount_clusterfs"))
+            .arg(img)
+            .arg(mnt)
+            .args(["-f", "-o", "lockproto=lock_nolock,commit=1"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut m = Mount {
+            child,
+            mnt: mnt.to_path_buf(),
+        };
+        wait_for("the mount", || {
+            if let Ok(Some(st)) = m.child.try_wait() {
+                panic!("mount_clusterfs exited early: {st}");
+            }
+            is_mounted(mnt)
+        });
+        m
+    }
+
+    /// SIGTERM: must unmount cleanly and exit 0.
+    fn stop(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::SIGTERM,
+        )
+        .unwrap();
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "mount_clusterfs exit {st}");
+        assert!(!is_mounted(&self.mnt));
+    }
+
+    /// SIGKILL, then detach the dead mount.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(&self.mnt)
+            .status();
+        wait_for("the dead mount to go", || !is_mounted(&self.mnt));
+    }
+}
+
+impl Drop for Mount {
+    /// A failed test must not leave the mount (and its stdout) behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&self.mnt)
+                .status();
+        }
+    }
+}
+
+fn fsck_clean(img: &Path) {
+    if !tests::have("fsck.gfs2") {
+        eprintln!("fsck.gfs2 not installed: skipping the fsck check");
+        return;
+    }
+    let out = Command::new("fsck.gfs2")
+        .arg("-n")
+        .arg(img)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fsck.gfs2 -n:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The FUSE mount, addressed by path.
+struct Mounted(PathBuf);
+
+fn errno(e: std::io::Error) -> Errno {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+impl Mounted {
+    fn p(&self, path: &str) -> PathBuf {
+        self.0.join(path)
+    }
+}
+
+impl Target for Mounted {
+    fn create(&mut self, path: &str) -> Result<(), Errno> {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(self.p(path))
+            .map(|_| ())
+            .map_err(errno)
+    }
+    fn mkdir(&mut self, path: &str) -> Result<(), Errno> {
+        fs::create_dir(self.p(path)).map_err(errno)
+    }
+    fn write(&mut self, path: &str, off: u64, data: &[u8]) -> Result<(), Errno> {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(self.p(path))
+            .map_err(errno)?;
+        f.write_all_at(data, off).map_err(errno)
+    }
+    fn truncate(&mut self, path: &str, size: u64) -> Result<(), Errno> {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(self.p(path))
+            .map_err(errno)?;
+        f.set_len(size).map_err(errno)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), Errno> {
+        fs::rename(self.p(from), self.p(to)).map_err(errno)
+    }
+    fn link(&mut self, from: &str, to: &str) -> Result<(), Errno> {
+        fs::hard_link(self.p(from), self.p(to)).map_err(errno)
+    }
+    fn unlink(&mut self, path: &str) -> Result<(), Errno> {
+        fs::remove_file(self.p(path)).map_err(errno)
+    }
+    fn rmdir(&mut self, path: &str) -> Result<(), Errno> {
+        fs::remove_dir(self.p(path)).map_err(errno)
+    }
+    fn read_all(&mut self, path: &str) -> Result<Vec<u8>, Errno> {
+        fs::read(self.p(path)).map_err(errno)
+    }
+    fn list(&mut self, path: &str) -> Result<Vec<(String, Kind)>, Errno> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(self.p(path)).map_err(errno)? {
+            let e = e.map_err(errno)?;
+            let kind = if e.file_type().map_err(errno)?.is_dir() {
+                Kind::Dir
+            } else {
+                Kind::File
+            };
+            out.push((e.file_name().into_string().unwrap(), kind));
+        }
+        out.sort();
+        Ok(out)
+    }
+    fn nlink(&mut self, path: &str) -> Result<u32, Errno> {
+        Ok(fs::symlink_metadata(self.p(path)).map_err(errno)?.nlink() as u32)
+    }
+    fn sync(&mut self) -> Result<(), Errno> {
+        fs::File::open(&self.0)
+            .and_then(|f| f.sync_all())
+            .map_err(errno)
+    }
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn clusterfs_fuse_random_workload_matches_model() {
+    if !fuse_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let steps = env("CLUSTERFS_FUSE_STEPS", 150) as usize;
+    for seed in 0..env("CLUSTERFS_FUSE_SEEDS", 2) {
+        let img = dir.path().join(format!("vol{seed}.img"));
+        let mnt = dir.path().join(format!("mnt{seed}"));
+        fs::create_dir(&mnt).unwrap();
+        mkfs(&img, 64, [4096, 1024][seed as usize % 2]);
+        let m = Mount::start(&img, &mnt);
+        let mut target = Mounted(mnt.clone());
+        model::run(1000 + seed, steps, &mut target, &mut |_, _| {});
+        m.stop();
+        fsck_clean(&img);
+        // The data is still there after a remount.
+        let m = Mount::start(&img, &mnt);
+        let mut target = Mounted(mnt.clone());
+        let mut again = model::Model::default();
+        let mut g = model::Generator::new(1000 + seed);
+        for _ in 0..steps {
+            let op = g.next(&mut again);
+            let _ = op.apply(&mut again);
+        }
+        model::compare(&mut again, &mut target).unwrap();
+        m.stop();
+    }
+}
+
+#[test]
+fn clusterfs_fuse_sigkill_keeps_fsynced_files() {
+    if !fuse_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for seed in 0..env("CLUSTERFS_FUSE_CRASH_SEEDS", 3) {
+        let img = dir.path().join(format!("crash{seed}.img"));
+        let mnt = dir.path().join(format!("cmnt{seed}"));
+        fs::create_dir(&mnt).unwrap();
+        mkfs(&img, 64, 4096);
+        let m = Mount::start(&img, &mnt);
+        let mut rng = model::Rng64::new(seed);
+        let mut kept = Vec::new();
+        let mut g = model::Generator::new(seed);
+        let mut shadow = model::Model::default();
+        let mut target = Mounted(mnt.clone());
+        let steps = rng.range(20..120);
+        for step in 0..steps {
+            let op = g.next(&mut shadow);
+            let _ = op.apply(&mut shadow);
+            let _ = op.apply(&mut target);
+            if step % 15 == 3 {
+                let name = format!("keep{step}");
+                let data: Vec<u8> = (0..rng.range(1..50_000))
+                    .map(|_| rng.next_u64() as u8)
+                    .collect();
+                let mut f = fs::File::create(mnt.join(&name)).unwrap();
+                f.write_all(&data).unwrap();
+                f.sync_all().unwrap();
+                kept.push((name, data));
+            }
+        }
+        m.kill();
+        let m = Mount::start(&img, &mnt);
+        for (name, data) in &kept {
+            let got =
+                fs::read(mnt.join(name)).unwrap_or_else(|e| panic!("seed {seed}: {name}: {e}"));
+            assert_eq!(&got, data, "seed {seed}: {name} damaged");
+        }
+        m.stop();
+        fsck_clean(&img);
+    }
+}
+
+#[test]
+fn clusterfs_fuse_background_mount_and_mkfs_gfs2_volume() {
+    if !fuse_ok() {
+        return;
+    }
+    if !tests::have("mkfs.gfs2") {
+        eprintln!("mkfs.gfs2 not installed: skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("gfs2.img");
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    fs::File::create(&img).unwrap().set_len(128 << 20).unwrap();
+    let st = Command::new("mkfs.gfs2")
+        .args(["-O", "-q", "-p", "lock_nolock", "-j", "2"])
+        .arg(&img)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Background mode: returns once mounted.
+    let st = Command::new(tests::bin("mount_clusterfs"))
+        .arg(&img)
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(is_mounted(&mnt));
+    fs::create_dir(mnt.join("d")).unwrap();
+    for i in 0..200 {
+        fs::write(mnt.join(format!("d/f{i}")), vec![i as u8; i * 37]).unwrap();
+    }
+    fs::remove_file(mnt.join("d/f7")).unwrap();
+    assert_eq!(fs::read_dir(mnt.join("d")).unwrap().count(), 199);
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The daemon finishes its clean unmount after the kernel lets go; wait
+    // until the image is released (its process has exited).
+    wait_for("the daemon to exit", || !daemon_running(&img));
+    fsck_clean(&img);
+}
+
+/// True while a mount_clusterfs process has `img` on its command line.
+fn daemon_running(img: &Path) -> bool {
+    let needle = img.as_os_str().to_str().unwrap();
+    fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        fs::read(e.path().join("cmdline"))
+            .map(|c| {
+                let s = String::from_utf8_lossy(&c);
+                s.contains("mount_clusterfs") && s.contains(needle)
+            })
+            .unwrap_or(false)
+    })
+}

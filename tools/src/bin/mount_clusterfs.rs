@@ -1,0 +1,129 @@
+//! `mount.clusterfs DEVICE MOUNTPOINT [-o opts] [-f]`: mount a GFS2-format
+//! volume through FUSE. Goes to the background once the mount is up unless
+//! `-f`; SIGTERM/SIGINT or `fusermount3 -u` unmount it cleanly (journal
+//! committed, UNMOUNT log header written).
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use clusterfs::block::{BlockDevice, FileDevice};
+use clusterfs::fs::FileSystem;
+use clusterfs::fuse::MountOptions;
+use clusterfs::lock::LocalLocks;
+use nix::unistd::{fork, ForkResult};
+use tracing::{info, warn};
+
+/// Mount a clusterfs (GFS2-format) volume with FUSE.
+#[derive(Parser, Debug)]
+#[command(name = "mount.clusterfs", version)]
+struct Args {
+    /// Device or image file holding the volume.
+    device: PathBuf,
+    /// Directory to mount on.
+    mountpoint: PathBuf,
+    /// Mount options: lockproto=lock_nolock, commit=SECONDS, and GFS2's
+    /// other options (accepted, without effect here).
+    #[arg(short = 'o', default_value = "")]
+    options: String,
+    /// Stay in the foreground.
+    #[arg(short = 'f')]
+    foreground: bool,
+}
+
+fn open_volume(args: &Args, opts: &MountOptions) -> Result<FileSystem> {
+    let dev_str = args.device.to_string_lossy();
+    if dev_str.starts_with("iscsi://") {
+        bail!("iscsi:// devices need the in-process initiator, which is not wired in yet; log in with iscsiadm and use the LUN's file");
+    }
+    let dev: Arc<dyn BlockDevice> = Arc::new(
+        FileDevice::open(&args.device).with_context(|| format!("{}", args.device.display()))?,
+    );
+    let mut sb = vec![0u8; clusterfs::ondisk::Superblock::SIZE];
+    dev.read_at(clusterfs::ondisk::SB_BYTE_OFFSET, &mut sb)?;
+    let sb = clusterfs::ondisk::Superblock::decode(&sb).context("not a GFS2 volume")?;
+    let proto = opts.lockproto.clone().unwrap_or(sb.sb_lockproto.clone());
+    match proto.as_str() {
+        "lock_nolock" => {}
+        "lock_dlm" => bail!(
+            "lock_dlm needs the cluster lock manager, which is not wired into mount.clusterfs yet; \
+             mount with -o lockproto=lock_nolock on one node only"
+        ),
+        other => bail!("unknown lock protocol {other:?}"),
+    }
+    for o in &opts.ignored {
+        warn!(option = %o, "mount option accepted but has no effect in this implementation");
+    }
+    let (fs, info) = FileSystem::mount(dev, Arc::new(LocalLocks))?;
+    if info.replayed > 0 || info.reclaimed > 0 {
+        info!(
+            replayed = info.replayed,
+            reclaimed = info.reclaimed,
+            "recovered the journal"
+        );
+    }
+    Ok(fs)
+}
+
+fn run(args: &Args, ready: Option<OwnedFd>) -> Result<()> {
+    let opts = MountOptions::parse(&args.options).map_err(anyhow::Error::msg)?;
+    let fs = open_volume(args, &opts)?;
+    let fsname = args.device.to_string_lossy().into_owned();
+    clusterfs::fuse::serve(fs, &args.mountpoint, &fsname, opts.commit_secs, || {
+        if let Some(fd) = ready {
+            let mut f = std::fs::File::from(fd);
+            let _ = f.write_all(b"0");
+        }
+    })
+    .with_context(|| format!("serving {}", args.mountpoint.display()))
+}
+
+/// Forks; the parent waits until the child reports the mount is up.
+fn background(args: &Args) -> Result<()> {
+    let (rd, wr) = nix::unistd::pipe()?;
+    // SAFETY: no threads exist yet in this process.
+    match unsafe { fork() }? {
+        ForkResult::Parent { .. } => {
+            drop(wr);
+            let mut f = std::fs::File::from(rd);
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf)?;
+            if buf.first() == Some(&b'0') {
+                return Ok(());
+            }
+            std::process::exit(1);
+        }
+        ForkResult::Child => {
+            drop(rd);
+            nix::unistd::setsid()?;
+            let null = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")?;
+            nix::unistd::dup2_stdin(&null)?;
+            nix::unistd::dup2_stdout(&null)?;
+            let res = run(args, Some(wr));
+            if let Err(e) = &res {
+                eprintln!("mount.clusterfs: {e:#}");
+            }
+            std::process::exit(i32::from(res.is_err()));
+        }
+    }
+}
+
+fn main() {
+    tools::init_logging();
+    let args = Args::parse();
+    let res = if args.foreground {
+        run(&args, None)
+    } else {
+        background(&args)
+    };
+    if let Err(e) = res {
+        eprintln!("mount.clusterfs: {e:#}");
+        std::process::exit(1);
+    }
+}
