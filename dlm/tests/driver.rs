@@ -296,3 +296,50 @@ fn lockspaces_are_independent_and_can_be_left() {
     a[1].unlock(id, Flags::empty(), None).unwrap();
     assert_eq!(dlms[0].lockspaces(), vec!["two".to_string()]);
 }
+
+#[test]
+fn garbage_from_the_network_is_dropped_and_service_continues() {
+    use std::io::Write;
+    let dlms = cluster(2, None);
+    let (ls, _ms) = join_all(&dlms, "g");
+    wait_until("running", || ls.iter().all(|l| l.is_running()));
+    let addr = dlms[0].local_addr();
+    // A peer that never says hello properly.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    // A peer that says hello, then sends garbage frames of every shape.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(&0x444c_4d31u32.to_le_bytes()).unwrap();
+    s.write_all(&2u32.to_le_bytes()).unwrap();
+    let mut seed = 12345u64;
+    for len in 0..300u32 {
+        let mut f = Vec::new();
+        for _ in 0..len {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            f.push((seed >> 33) as u8);
+        }
+        if len % 3 == 0 && len > 4 {
+            // Looks like our lockspace "g", shard 0, then noise.
+            f[0] = 1;
+            f[1] = b'g';
+            f[2] = 0;
+            f[3] = 0;
+        }
+        s.write_all(&len.to_le_bytes()).unwrap();
+        s.write_all(&f).unwrap();
+    }
+    // A frame claiming to be huge closes that connection only.
+    s.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    drop(s);
+    std::thread::sleep(Duration::from_millis(50));
+    let id = ls[1]
+        .lock(b"still-works", Mode::Ex, Flags::empty())
+        .unwrap();
+    assert!(matches!(
+        ls[0].lock(b"still-works", Mode::Ex, Flags::NOQUEUE),
+        Err(DlmError::Again)
+    ));
+    ls[1].unlock(id, Flags::empty(), None).unwrap();
+}
