@@ -13,7 +13,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use dlm::node::{Action, Event, Node, Phase};
-use dlm::wire::Envelope;
+use dlm::plock::{Family, Kind, Plock};
+use dlm::wire::{Envelope, PlockOp, PlockReply};
 use dlm::{Flags, LockId, Lvb, Mode, NodeId, ResName, SbFlags, Status};
 
 /// SplitMix64: tiny, stable across crate versions.
@@ -40,6 +41,20 @@ enum Client {
     Idle {
         until: u64,
     },
+    /// Waiting for a plock request (F_SETLK or F_SETLKW).
+    PWaiting {
+        req: u64,
+    },
+    /// Holding bytes start..=end of the plock file.
+    PHolding {
+        start: u64,
+        end: u64,
+        until: u64,
+    },
+    /// Waiting for a plock unlock to be acknowledged.
+    PReleasing {
+        req: u64,
+    },
     Waiting {
         id: LockId,
         since: u64,
@@ -57,6 +72,7 @@ enum Client {
 struct SimNode {
     node: Node,
     clients: Vec<Client>,
+    pending_ranges: HashMap<u64, (u64, u64)>,
 }
 
 struct Sim {
@@ -101,6 +117,7 @@ impl Sim {
                 SimNode {
                     node: Node::with_members(id, 1, &members),
                     clients: vec![Client::Idle { until: 0 }; CLIENTS],
+                    pending_ranges: HashMap::new(),
                 },
             );
         }
@@ -151,8 +168,14 @@ impl Sim {
         for a in actions {
             match a {
                 Action::Send { to, env } => {
-                    if let dlm::wire::Msg::RecMaster { locks, .. } = &env.msg {
-                        self.rebuilt_locks += locks.len() as u64;
+                    match &env.msg {
+                        dlm::wire::Msg::RecMaster { locks, .. } => {
+                            self.rebuilt_locks += locks.len() as u64
+                        }
+                        dlm::wire::Msg::RecPlocks { locks } => {
+                            self.rebuilt_locks += locks.len() as u64
+                        }
+                        _ => {}
                     }
                     self.log(|| format!("{at} -> {to}: {:?}", env));
                     self.send(at, to, env);
@@ -164,9 +187,46 @@ impl Sim {
                     lvb,
                 } => self.on_ast(at, id, status, sbflags, lvb),
                 Action::Bast { id, mode } => self.log(|| format!("{at} bast {id} {mode}")),
-                Action::PlockDone { req, result } => {
-                    self.log(|| format!("{at} plock {req} {result:?}"))
+                Action::PlockDone { req, result } => self.on_plock_done(at, req, result),
+            }
+        }
+    }
+
+    fn on_plock_done(&mut self, at: NodeId, req: u64, result: PlockReply) {
+        self.log(|| format!("{at} plock done {req} {result:?}"));
+        let now = self.now;
+        // Some holds outlast a whole recovery.
+        let hold = if self.rng.chance(20) {
+            200_000 + self.rng.below(200_000)
+        } else {
+            100 + self.rng.below(3000)
+        };
+        let idle = self.rng.below(2000);
+        let Some(sn) = self.nodes.get_mut(&at) else {
+            return;
+        };
+        for c in sn.clients.iter_mut() {
+            match *c {
+                Client::PWaiting { req: r } if r == req => {
+                    *c = match result {
+                        PlockReply::Ok => {
+                            let (start, end) = sn.pending_ranges.remove(&req).expect("range");
+                            Client::PHolding {
+                                start,
+                                end,
+                                until: now + hold,
+                            }
+                        }
+                        _ => {
+                            sn.pending_ranges.remove(&req);
+                            Client::Idle { until: now + idle }
+                        }
+                    };
                 }
+                Client::PReleasing { req: r } if r == req => {
+                    *c = Client::Idle { until: now + idle }
+                }
+                _ => {}
             }
         }
     }
@@ -181,7 +241,11 @@ impl Sim {
     ) {
         self.log(|| format!("{at} ast {id} {status:?} {sbflags:?}"));
         let now = self.now;
-        let hold = 100 + self.rng.below(3000);
+        let hold = if self.rng.chance(10) {
+            200_000 + self.rng.below(200_000)
+        } else {
+            100 + self.rng.below(3000)
+        };
         let idle = self.rng.below(2000);
         let Some(sn) = self.nodes.get_mut(&at) else {
             return;
@@ -222,6 +286,47 @@ impl Sim {
         let traffic = self.now < self.traffic_until;
         let mut out = Vec::new();
         let next = match c {
+            Client::Idle { until } if until <= self.now && traffic && self.rng.chance(25) => {
+                let start = self.rng.below(20);
+                let end = start + self.rng.below(10);
+                let kind = if self.rng.chance(50) {
+                    Kind::Read
+                } else {
+                    Kind::Write
+                };
+                let wait = self.rng.chance(70);
+                let op = PlockOp::Lock {
+                    kind,
+                    start,
+                    end,
+                    wait,
+                };
+                let sn = self.nodes.get_mut(&at).unwrap();
+                let req = sn
+                    .node
+                    .plock(Family::Posix, 1, ci as u64, op, &mut out)
+                    .expect("plock");
+                sn.pending_ranges.insert(req, (start, end));
+                self.log(|| {
+                    format!("{at} c{ci} plock {kind:?} {start}-{end} wait={wait} -> {req}")
+                });
+                Some(Client::PWaiting { req })
+            }
+            Client::PHolding { start, end, until } if until <= self.now => {
+                let sn = self.nodes.get_mut(&at).unwrap();
+                let req = sn
+                    .node
+                    .plock(
+                        Family::Posix,
+                        1,
+                        ci as u64,
+                        PlockOp::Unlock { start, end },
+                        &mut out,
+                    )
+                    .expect("punlock");
+                self.log(|| format!("{at} c{ci} punlock {start}-{end} -> {req}"));
+                Some(Client::PReleasing { req })
+            }
             Client::Idle { until } if until <= self.now && traffic => {
                 let name = self.names[self.rng.below(self.names.len() as u64) as usize];
                 let mode = self.random_mode();
@@ -317,6 +422,7 @@ impl Sim {
                     SimNode {
                         node: Node::new(n, 1, 1),
                         clients: vec![Client::Idle { until: self.now }; CLIENTS],
+                        pending_ranges: HashMap::new(),
                     },
                 );
                 self.gen += 1;
@@ -404,7 +510,28 @@ impl Sim {
                 .all(|n| n.clients.iter().all(|c| matches!(c, Client::Idle { .. })))
     }
 
+    fn check_plocks(&self) {
+        let mut all: Vec<Plock> = Vec::new();
+        for sn in self.nodes.values() {
+            all.extend(sn.node.own_plocks().dump().into_iter().map(|(_, _, p)| p));
+        }
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                let overlap = a.start <= b.end && b.start <= a.end;
+                let conflict = a.owner != b.owner
+                    && overlap
+                    && (a.kind == Kind::Write || b.kind == Kind::Write);
+                assert!(
+                    !conflict,
+                    "t={}: conflicting plocks {a:?} and {b:?}",
+                    self.now
+                );
+            }
+        }
+    }
+
     fn check_safety(&self) {
+        self.check_plocks();
         let mut held: HashMap<ResName, Vec<(NodeId, LockId, Mode)>> = HashMap::new();
         for (nid, sn) in &self.nodes {
             for l in sn.node.locks() {
@@ -440,6 +567,10 @@ impl Sim {
                 );
             }
             assert_eq!(sn.node.locks().count(), 0, "node {nid} still has locks");
+            assert!(
+                sn.node.own_plocks().dump().is_empty(),
+                "node {nid} still has plocks"
+            );
         }
     }
 }
