@@ -15,7 +15,9 @@ use crate::wire::{Wire, WireError, MAX_PACKET};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Options of `cmand`.
@@ -53,6 +55,10 @@ pub enum DaemonError {
     #[error(transparent)]
     Wire(#[from] WireError),
 }
+
+/// Lab fault injection: while this file exists in the state directory the
+/// node neither sends nor accepts packets (its network is "cut").
+pub const DROP_FILE: &str = "drop-traffic";
 
 /// Inputs of the core thread.
 pub(crate) enum Input {
@@ -136,6 +142,7 @@ struct Core {
     start: Instant,
     opts: DaemonOptions,
     exit: Option<i32>,
+    cut: Arc<AtomicBool>,
 }
 
 fn peer_addrs(conf: &ClusterConf) -> HashMap<NodeId, SocketAddr> {
@@ -165,10 +172,13 @@ pub fn run(opts: DaemonOptions) -> Result<i32, DaemonError> {
         .ok_or_else(|| DaemonError::WhoAmI(format!("cannot resolve {my_name}")))?;
     let sock = UdpSocket::bind(bind).map_err(io_err(format!("bind {bind}")))?;
     let (tx, rx) = mpsc::channel();
+    let cut = Arc::new(AtomicBool::new(false));
+    let udp = sock.try_clone().map_err(io_err("udp"))?;
     spawn_receiver(
-        sock.try_clone().map_err(io_err("udp"))?,
+        udp,
         Wire::new(&key, &conf.name, me)?,
         tx.clone(),
+        cut.clone(),
     );
     server::spawn(&opts.state_dir, tx.clone())?;
     let pid_path = opts.state_dir.join("cmand.pid");
@@ -185,6 +195,7 @@ pub fn run(opts: DaemonOptions) -> Result<i32, DaemonError> {
         start: Instant::now(),
         opts: opts.clone(),
         exit: None,
+        cut,
     };
     raise_priority();
     let code = core.run(rx);
@@ -205,7 +216,7 @@ fn raise_priority() {
     }
 }
 
-fn spawn_receiver(sock: UdpSocket, mut wire: Wire, tx: Sender<Input>) {
+fn spawn_receiver(sock: UdpSocket, mut wire: Wire, tx: Sender<Input>, cut: Arc<AtomicBool>) {
     std::thread::Builder::new()
         .name("cmand-udp".into())
         .spawn(move || {
@@ -215,6 +226,9 @@ fn spawn_receiver(sock: UdpSocket, mut wire: Wire, tx: Sender<Input>) {
                 let Ok((n, from)) = sock.recv_from(&mut buf) else {
                     continue;
                 };
+                if cut.load(Ordering::Relaxed) {
+                    continue;
+                }
                 match wire.decode(&buf[..n]) {
                     Ok((m, msg)) => {
                         if tx.send(Input::Packet(m, msg)).is_err() {
@@ -242,18 +256,24 @@ impl Core {
                 Ok(input) => self.on_input(input),
                 Err(RecvTimeoutError::Timeout) => {
                     next_tick = Instant::now() + tick;
-                    self.step(Event::Tick);
+                    self.tick();
                 }
                 Err(RecvTimeoutError::Disconnected) => return 1,
             }
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + tick;
-                self.step(Event::Tick);
+                self.tick();
             }
             if let Some(code) = self.exit {
                 return code;
             }
         }
+    }
+
+    fn tick(&mut self) {
+        let cut = self.opts.state_dir.join(DROP_FILE).exists();
+        self.cut.store(cut, Ordering::Relaxed);
+        self.step(Event::Tick);
     }
 
     fn step(&mut self, ev: Event) {

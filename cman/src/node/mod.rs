@@ -48,6 +48,7 @@ struct Peer {
 #[derive(Clone, Debug, Default)]
 struct View {
     id: ViewId,
+    installed_at: Millis,
     members: Vec<Member>,
     joined_at: BTreeMap<NodeId, Millis>,
 }
@@ -382,7 +383,9 @@ impl Node {
             return;
         }
         if let Msg::Evicted { member } = &msg {
-            if *member == self.me {
+            if *member == self.me && self.leaving.is_some() {
+                self.shutdown("left the cluster".to_string());
+            } else if *member == self.me {
                 self.shutdown(format!("evicted from the cluster by node {}", from.id));
             }
             return;
@@ -611,6 +614,7 @@ impl Node {
                 .unwrap_or_default(),
             inc: self.me.inc.0,
             view: self.view.id,
+            view_age_ms: now.since(self.view.installed_at),
             members: self.view.members.clone(),
             quorum: q,
             nodes: self.node_infos(now),

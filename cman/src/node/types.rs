@@ -228,6 +228,8 @@ pub struct Status {
     pub inc: u64,
     /// Installed view.
     pub view: ViewId,
+    /// Milliseconds since that view was installed.
+    pub view_age_ms: u64,
     /// Its members.
     pub members: Vec<Member>,
     /// Quorum.

@@ -296,6 +296,7 @@ impl Node {
         }
         self.view = View {
             id: c.view,
+            installed_at: now,
             members: c.members.clone(),
             joined_at: c
                 .members

@@ -115,6 +115,20 @@ fn main() -> ExitCode {
         eprintln!("fence_lab: need state_dir=, or lab_dir= and port=");
         return ExitCode::from(1);
     };
+    // fence-agents' `delay`: wait before acting, so that in a fence race the
+    // node whose device has the delay survives.
+    if let Some(secs) = o.get("delay").and_then(|d| d.parse::<u64>().ok()) {
+        if matches!(action, "off" | "reboot") {
+            let parent = nix::unistd::getppid();
+            std::thread::sleep(Duration::from_secs(secs.min(60)));
+            // The fencing node was itself powered off meanwhile: so is its
+            // request to the switch.
+            if nix::unistd::getppid() != parent {
+                eprintln!("fence_lab: the fencing node is gone");
+                return ExitCode::from(1);
+            }
+        }
+    }
     match action {
         "off" | "reboot" => {
             if off(&dir) {

@@ -1,0 +1,494 @@
+//! Real cmand processes on 127.0.1.N: failure detection, agreement, quorum,
+//! fencing (fence_lab), eviction, config push and authentication.
+//!
+//! Every cluster gets its own UDP port and temp dir, so tests run in
+//! parallel. Waits are generous polls; the only timing assertion (view
+//! within token + 1 s of a SIGKILL) uses the daemons' own clocks.
+
+use cman::api::{ApiEvent, ApiRequest, Client};
+use cman::node::{ClusterEvent, Status};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN_MS: u64 = 800;
+
+struct Lab {
+    dir: tempfile::TempDir,
+    conf: PathBuf,
+    key: PathBuf,
+    nodes: Vec<Option<Child>>,
+}
+
+fn free_port() -> u16 {
+    for _ in 0..200 {
+        let seed = std::process::id() as u64 * 7919
+            + Instant::now().elapsed().as_nanos() as u64
+            + std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos() as u64;
+        let port = 20_000 + (seed % 30_000) as u16;
+        let ok = (1..=3).all(|i| std::net::UdpSocket::bind(format!("127.0.1.{i}:{port}")).is_ok());
+        if ok {
+            return port;
+        }
+    }
+    panic!("no free UDP port");
+}
+
+/// `fence` is the device for every node: "lab" (fence_lab) or "noop".
+fn conf_text(
+    n: u32,
+    version: u32,
+    port: u16,
+    lab_dir: &Path,
+    extra_node_attrs: &[(u32, &str)],
+) -> String {
+    let mut nodes = String::new();
+    for i in 1..=n {
+        let extra = extra_node_attrs
+            .iter()
+            .filter(|(id, _)| *id == i)
+            .map(|(_, a)| *a)
+            .collect::<Vec<_>>()
+            .join(" ");
+        nodes.push_str(&format!(
+            "    <clusternode name=\"127.0.1.{i}\" nodeid=\"{i}\" votes=\"1\"><fence><method name=\"1\"><device name=\"lab\" port=\"127.0.1.{i}\" {extra}/></method></fence></clusternode>\n"
+        ));
+    }
+    let two = if n == 2 {
+        " two_node=\"1\" expected_votes=\"1\""
+    } else {
+        ""
+    };
+    format!(
+        "<?xml version=\"1.0\"?>\n<cluster name=\"labcl\" config_version=\"{version}\">\n  <totem token=\"{TOKEN_MS}\"/>\n  <cman port=\"{port}\"{two}/>\n  <fence_daemon post_fail_delay=\"0\" post_join_delay=\"3\"/>\n  <clusternodes>\n{nodes}  </clusternodes>\n  <fencedevices>\n    <fencedevice name=\"lab\" agent=\"fence_lab\" lab_dir=\"{}\"/>\n  </fencedevices>\n</cluster>\n",
+        lab_dir.display()
+    )
+}
+
+impl Lab {
+    fn new(n: u32, extra: &[(u32, &str)]) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let text = conf_text(n, 1, port, dir.path(), extra);
+        let conf = dir.path().join("cluster.conf");
+        std::fs::write(&conf, &text).unwrap();
+        let key = dir.path().join("authkey");
+        std::fs::write(&key, b"lab cluster key 0123456789abcdef").unwrap();
+        let mut lab = Lab {
+            dir,
+            conf,
+            key,
+            nodes: Vec::new(),
+        };
+        for i in 1..=n {
+            std::fs::create_dir_all(lab.state(i)).unwrap();
+            std::fs::write(lab.state(i).join("cluster.conf"), &text).unwrap();
+            lab.nodes.push(None);
+        }
+        lab
+    }
+
+    fn state(&self, i: u32) -> PathBuf {
+        self.dir.path().join(format!("127.0.1.{i}"))
+    }
+
+    fn start_with_key(&mut self, i: u32, key: &Path) {
+        let log = std::fs::File::create(self.state(i).join("cmand.log")).unwrap();
+        let child = Command::new(tests::bin("cmand"))
+            .arg("-f")
+            .arg("-c")
+            .arg(self.state(i).join("cluster.conf"))
+            .arg("-n")
+            .arg(format!("127.0.1.{i}"))
+            .arg("--state-dir")
+            .arg(self.state(i))
+            .arg("--key-file")
+            .arg(key)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.nodes[i as usize - 1] = Some(child);
+    }
+
+    fn start(&mut self, i: u32) {
+        let key = self.key.clone();
+        self.start_with_key(i, &key);
+    }
+
+    fn pid(&self, i: u32) -> Pid {
+        Pid::from_raw(self.nodes[i as usize - 1].as_ref().unwrap().id() as i32)
+    }
+
+    fn status(&self, i: u32) -> Option<Status> {
+        Client::connect(&self.state(i)).ok()?.status().ok()
+    }
+
+    fn client(&self, i: u32) -> Client {
+        let c = Client::connect(&self.state(i)).unwrap();
+        c.set_timeout(Some(Duration::from_secs(30))).unwrap();
+        c
+    }
+
+    /// Polls until `f` holds for node i's status.
+    fn wait_for(&self, i: u32, what: &str, f: impl Fn(&Status) -> bool) -> Status {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.status(i) {
+                if f(&s) {
+                    return s;
+                }
+            }
+            if Instant::now() > end {
+                panic!(
+                    "node {i}: timed out waiting for {what}; last status {:?}\nlog:\n{}",
+                    self.status(i),
+                    self.log(i)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self, i: u32) -> String {
+        std::fs::read_to_string(self.state(i).join("cmand.log")).unwrap_or_default()
+    }
+
+    fn fence_count(&self, i: u32) -> usize {
+        std::fs::read_to_string(self.state(i).join("fence_lab.log"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn wait_exit(&mut self, i: u32) -> Option<i32> {
+        let child = self.nodes[i as usize - 1].as_mut().unwrap();
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("node {i} did not exit");
+    }
+
+    fn members(s: &Status) -> Vec<u32> {
+        s.members.iter().map(|m| m.id.0).collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in self.nodes.iter_mut().flatten() {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGCONT);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn all_up(lab: &Lab, ids: &[u32]) {
+    for &i in ids {
+        lab.wait_for(i, "the full view", |s| {
+            Lab::members(s) == ids && s.quorum.quorate
+        });
+    }
+}
+
+#[test]
+fn three_nodes_sigkill_one() {
+    let mut lab = Lab::new(3, &[]);
+    for i in 1..=3 {
+        lab.start(i);
+    }
+    all_up(&lab, &[1, 2, 3]);
+    let mut events = lab.client(1);
+    events.request(&ApiRequest::Subscribe).unwrap();
+    let before = lab.status(1).unwrap().view;
+
+    let killed_at = Instant::now();
+    kill(lab.pid(3), Signal::SIGKILL).unwrap();
+    let s1 = lab.wait_for(1, "view without node 3", |s| Lab::members(s) == [1, 2]);
+    let s2 = lab.wait_for(2, "view without node 3", |s| Lab::members(s) == [1, 2]);
+    assert_eq!(s1.view, s2.view, "survivors agree on the view");
+    assert!(s1.view > before);
+    // When the view was installed, by the daemon's clock.
+    let installed = killed_at
+        .elapsed()
+        .saturating_sub(Duration::from_millis(s1.view_age_ms));
+    assert!(
+        installed <= Duration::from_millis(TOKEN_MS + 1000),
+        "new view {installed:?} after the kill"
+    );
+    let q = &s1.quorum;
+    assert_eq!(
+        (q.expected_votes, q.total_votes, q.quorum, q.quorate),
+        (3, 2, 2, true)
+    );
+
+    // Recovery (the NodeFenced event) comes after the view change and after
+    // the lab switch acted; exactly one fence.
+    let mut saw_view = false;
+    loop {
+        match events.next_event().unwrap() {
+            ApiEvent::Cluster(ClusterEvent::View { members, .. }) if members.len() == 2 => {
+                saw_view = true
+            }
+            ApiEvent::Cluster(ClusterEvent::NodeFenced { victim, how }) => {
+                assert_eq!(victim.id.0, 3);
+                assert!(saw_view, "recovery before the view change");
+                assert_eq!(lab.fence_count(3), 1, "fenced before recovery");
+                assert!(how.contains("fence_lab"), "{how}");
+                break;
+            }
+            _ => {}
+        }
+    }
+    let s = lab.wait_for(2, "no victims", |s| s.victims.is_empty());
+    assert!(s.nodes[2].last_fenced.is_some());
+    std::thread::sleep(Duration::from_millis(2 * TOKEN_MS));
+    assert_eq!(lab.fence_count(3), 1, "fenced exactly once");
+
+    // A clean restart rejoins with a new incarnation.
+    lab.start(3);
+    all_up(&lab, &[1, 2, 3]);
+    assert_eq!(lab.fence_count(3), 1);
+}
+
+#[test]
+fn sigstop_longer_than_token_is_fenced_and_stays_out() {
+    // The lab switch for node 3 is disconnected (state_dir points nowhere),
+    // so the stopped process survives the fencing and must take itself out.
+    let mut lab = Lab::new(3, &[(3, "state_dir=\"/nonexistent/lab\"")]);
+    for i in 1..=3 {
+        lab.start(i);
+    }
+    all_up(&lab, &[1, 2, 3]);
+    kill(lab.pid(3), Signal::SIGSTOP).unwrap();
+    lab.wait_for(1, "node 3 out", |s| Lab::members(s) == [1, 2]);
+    lab.wait_for(1, "node 3 fenced", |s| {
+        s.victims.is_empty() && s.nodes[2].last_fenced.is_some()
+    });
+    kill(lab.pid(3), Signal::SIGCONT).unwrap();
+    assert_eq!(lab.wait_exit(3), Some(1), "evicted node exits");
+    assert!(lab.log(3).contains("evicted"), "{}", lab.log(3));
+    let s = lab.status(2).unwrap();
+    assert_eq!(Lab::members(&s), [1, 2]);
+}
+
+#[test]
+fn two_node_cluster_survivor_stays_quorate() {
+    let mut lab = Lab::new(2, &[]);
+    lab.start(1);
+    // wait_for_all (implied by two_node): alone, node 1 is not quorate.
+    std::thread::sleep(Duration::from_millis(2 * TOKEN_MS));
+    assert!(!lab.status(1).unwrap().quorum.quorate);
+    lab.start(2);
+    all_up(&lab, &[1, 2]);
+    kill(lab.pid(2), Signal::SIGKILL).unwrap();
+    let s = lab.wait_for(1, "alone and quorate", |s| {
+        Lab::members(s) == [1] && s.quorum.quorate
+    });
+    assert_eq!(s.quorum.quorum, 1);
+    lab.wait_for(1, "node 2 fenced", |s| {
+        s.victims.is_empty() && s.nodes[1].last_fenced.is_some()
+    });
+    assert_eq!(lab.fence_count(2), 1);
+}
+
+#[test]
+fn two_node_split_exactly_one_side_survives() {
+    // fence-agents `delay` on node 1's device: the fence race ends with node 1.
+    let mut lab = Lab::new(2, &[(1, "delay=\"3\"")]);
+    lab.start(1);
+    lab.start(2);
+    all_up(&lab, &[1, 2]);
+    std::fs::write(lab.state(2).join(cman::daemon::DROP_FILE), b"").unwrap();
+    assert_eq!(
+        lab.wait_exit(2),
+        None,
+        "node 2 is killed by the fence switch"
+    );
+    lab.wait_for(1, "node 1 alone", |s| {
+        Lab::members(s) == [1] && s.quorum.quorate
+    });
+    lab.wait_for(1, "node 2 fenced", |s| s.victims.is_empty());
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        lab.nodes[0].as_mut().unwrap().try_wait().unwrap().is_none(),
+        "node 1 survives"
+    );
+    assert_eq!(lab.fence_count(1), 0);
+    assert_eq!(lab.fence_count(2), 1);
+}
+
+fn run_tool(tool: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(tests::bin(tool))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn config_push_refusals_and_wrong_key() {
+    let mut lab = Lab::new(3, &[]);
+    lab.start(1);
+    lab.start(2);
+    all_up(&lab, &[1, 2]);
+    let base = lab.dir.path().to_path_buf();
+    let sd = |i: u32| base.join(format!("127.0.1.{i}")).display().to_string();
+
+    // A node with the wrong key never joins.
+    let bad_key = lab.dir.path().join("badkey");
+    std::fs::write(&bad_key, b"some other key 0123456789abcdef").unwrap();
+    lab.start_with_key(3, &bad_key);
+    lab.wait_for(3, "node 3 running", |_| true);
+    std::thread::sleep(Duration::from_millis(3 * TOKEN_MS));
+    assert_eq!(Lab::members(&lab.status(1).unwrap()), [1, 2]);
+    assert!(!lab.status(3).unwrap().members.iter().any(|m| m.id.0 == 1));
+    lab.nodes[2].as_mut().unwrap().kill().unwrap();
+    lab.wait_exit(3);
+    lab.start(3);
+    all_up(&lab, &[1, 2, 3]);
+
+    // Version 2 is pushed to every node and written to each file.
+    let text = std::fs::read_to_string(&lab.conf).unwrap();
+    let v2 = lab.dir.path().join("v2.conf");
+    std::fs::write(
+        &v2,
+        text.replace("config_version=\"1\"", "config_version=\"2\""),
+    )
+    .unwrap();
+    let (ok, out) = run_tool(
+        "ccs_tool",
+        &["--state-dir", &sd(2), "update", v2.to_str().unwrap()],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("updated from version 1 to 2"), "{out}");
+    for i in 1..=3 {
+        lab.wait_for(i, "config version 2", |s| s.config_version == 2);
+        let f = std::fs::read_to_string(lab.state(i).join("cluster.conf")).unwrap();
+        assert!(f.contains("config_version=\"2\""));
+    }
+    // Not higher: refused.
+    let (ok, out) = run_tool(
+        "ccs_tool",
+        &["--state-dir", &sd(1), "update", lab.conf.to_str().unwrap()],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("config_version 1 is not higher than the current 2"),
+        "{out}"
+    );
+    // A bad file: refused with its line.
+    let bad = lab.dir.path().join("bad.conf");
+    std::fs::write(
+        &bad,
+        text.replace("config_version=\"1\"", "config_version=\"3\"")
+            .replace(
+                "<device name=\"lab\" port=\"127.0.1.2\"",
+                "<device name=\"nope\" port=\"127.0.1.2\"",
+            ),
+    )
+    .unwrap();
+    let (ok, out) = run_tool(
+        "ccs_tool",
+        &["--state-dir", &sd(1), "update", bad.to_str().unwrap()],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("line 8: fence device nope is not defined"),
+        "{out}"
+    );
+    // cman_tool version -r N.
+    let v3 = lab.dir.path().join("v3.conf");
+    std::fs::write(
+        &v3,
+        text.replace("config_version=\"1\"", "config_version=\"3\""),
+    )
+    .unwrap();
+    let (ok, out) = run_tool(
+        "cman_tool",
+        &[
+            "--state-dir",
+            &sd(3),
+            "version",
+            "-r",
+            "3",
+            "-c",
+            v3.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    for i in 1..=3 {
+        lab.wait_for(i, "config version 3", |s| s.config_version == 3);
+    }
+    let (ok, out) = run_tool("cman_tool", &["--state-dir", &sd(3), "version"]);
+    assert!(ok && out.contains("config 3"), "{out}");
+}
+
+#[test]
+fn tools_output_and_clean_leave() {
+    let mut lab = Lab::new(3, &[]);
+    for i in 1..=3 {
+        lab.start(i);
+    }
+    all_up(&lab, &[1, 2, 3]);
+    let base = lab.dir.path().to_path_buf();
+    let sd = |i: u32| base.join(format!("127.0.1.{i}")).display().to_string();
+    let (ok, out) = run_tool("cman_tool", &["--state-dir", &sd(1), "status"]);
+    assert!(ok, "{out}");
+    for line in [
+        "Cluster Name: labcl",
+        "Nodes: 3",
+        "Expected votes: 3",
+        "Quorum: 2\n",
+        "Node ID: 1",
+    ] {
+        assert!(out.contains(line), "{line:?} in {out}");
+    }
+    let (ok, out) = run_tool("cman_tool", &["--state-dir", &sd(2), "nodes"]);
+    assert!(ok);
+    assert_eq!(
+        out.lines().filter(|l| l.contains("   M ")).count(),
+        3,
+        "{out}"
+    );
+    let (ok, out) = run_tool("fence_tool", &["--state-dir", &sd(3), "ls"]);
+    assert!(ok && out.contains("members       1 2 3"), "{out}");
+    let (ok, out) = run_tool("cman_tool", &["--state-dir", &sd(1), "status", "--json"]);
+    assert!(ok && out.contains("\"cluster_name\": \"labcl\""), "{out}");
+    // expected -e: lower expected votes cluster-wide.
+    let (ok, out) = run_tool("cman_tool", &["--state-dir", &sd(1), "expected", "-e", "7"]);
+    assert!(ok, "{out}");
+    lab.wait_for(3, "expected 7", |s| {
+        s.quorum.expected_votes == 7 && !s.quorum.quorate
+    });
+    run_tool("cman_tool", &["--state-dir", &sd(1), "expected", "-e", "3"]);
+    lab.wait_for(3, "expected 3", |s| {
+        s.quorum.expected_votes == 3 && s.quorum.quorate
+    });
+    // A clean leave is not a failure: no fencing.
+    let (ok, out) = run_tool("cman_tool", &["--state-dir", &sd(3), "leave"]);
+    assert!(ok, "{out}");
+    assert_eq!(lab.wait_exit(3), Some(0));
+    lab.wait_for(1, "node 3 gone", |s| Lab::members(s) == [1, 2]);
+    std::thread::sleep(Duration::from_millis(2 * TOKEN_MS));
+    let s = lab.status(1).unwrap();
+    assert!(s.victims.is_empty());
+    assert_eq!(lab.fence_count(3), 0);
+}
