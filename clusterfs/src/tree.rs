@@ -100,7 +100,8 @@ impl Volume {
     }
 
     fn alloc_indirect(&mut self, di: &Dinode) -> Result<u64> {
-        let blk = self.alloc(di.di_num.no_addr, BlockState::Used)?;
+        let goal = di.di_goal_data.max(di.di_num.no_addr);
+        let blk = self.alloc(goal, BlockState::Used)?;
         MetaHeader::new(MetaType::In).encode(self.meta_new(blk));
         Ok(blk)
     }

@@ -511,11 +511,10 @@ impl Volume {
         }
         self.locks
             .acquire(Glock::Rgrp(rg.ri_addr), GlockMode::Exclusive)?;
-        let found = self.find_free(&rg, from)?.or(if from > rg.ri_data0 {
-            self.find_free(&rg, rg.ri_data0)?
-        } else {
-            None
-        });
+        let mut found = self.find_free(&rg, from)?;
+        if found.is_none() && from > rg.ri_data0 {
+            found = self.find_free(&rg, rg.ri_data0)?;
+        }
         let res = match found {
             Some(blk) => {
                 self.set_bits(blk, state)?;
