@@ -465,6 +465,13 @@ impl Sim {
                 Action::Send { to, msg } => self.send(me, to, msg),
                 Action::Notify(ev) => self.on_notify(me, ev),
                 Action::RunFence(job) => {
+                    let quorate = self.slots[&me.id]
+                        .node
+                        .as_ref()
+                        .is_some_and(|n| n.quorate());
+                    if !quorate {
+                        self.violation = Some(format!("{me} fences {} without quorum", job.victim));
+                    }
                     let ok = !self.rng.chance(self.cfg.fence_fail);
                     let at = self.now.plus(self.rng.range(20, 400));
                     self.log(format!("n{me} runs fence of {} (ok={ok})", job.victim));

@@ -46,6 +46,7 @@ fn conf_text(
     port: u16,
     lab_dir: &Path,
     extra_node_attrs: &[(u32, &str)],
+    token_ms: Option<u64>,
 ) -> String {
     let mut nodes = String::new();
     for i in 1..=n {
@@ -59,22 +60,30 @@ fn conf_text(
             "    <clusternode name=\"127.0.1.{i}\" nodeid=\"{i}\" votes=\"1\"><fence><method name=\"1\"><device name=\"lab\" port=\"127.0.1.{i}\" {extra}/></method></fence></clusternode>\n"
         ));
     }
+    let totem = token_ms
+        .map(|t| format!("<totem token=\"{t}\"/>"))
+        .unwrap_or_default();
     let two = if n == 2 {
         " two_node=\"1\" expected_votes=\"1\""
     } else {
         ""
     };
     format!(
-        "<?xml version=\"1.0\"?>\n<cluster name=\"labcl\" config_version=\"{version}\">\n  <totem token=\"{TOKEN_MS}\"/>\n  <cman port=\"{port}\"{two}/>\n  <fence_daemon post_fail_delay=\"0\" post_join_delay=\"3\"/>\n  <clusternodes>\n{nodes}  </clusternodes>\n  <fencedevices>\n    <fencedevice name=\"lab\" agent=\"fence_lab\" lab_dir=\"{}\"/>\n  </fencedevices>\n</cluster>\n",
+        "<?xml version=\"1.0\"?>\n<cluster name=\"labcl\" config_version=\"{version}\">\n  {totem}\n  <cman port=\"{port}\"{two}/>\n  <fence_daemon post_fail_delay=\"0\" post_join_delay=\"3\"/>\n  <clusternodes>\n{nodes}  </clusternodes>\n  <fencedevices>\n    <fencedevice name=\"lab\" agent=\"fence_lab\" lab_dir=\"{}\"/>\n  </fencedevices>\n</cluster>\n",
         lab_dir.display()
     )
 }
 
 impl Lab {
     fn new(n: u32, extra: &[(u32, &str)]) -> Lab {
+        Lab::with_token(n, extra, Some(TOKEN_MS))
+    }
+
+    /// A lab whose cluster.conf sets `<totem token>` (None: the default).
+    fn with_token(n: u32, extra: &[(u32, &str)], token_ms: Option<u64>) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let text = conf_text(n, 1, port, dir.path(), extra);
+        let text = conf_text(n, 1, port, dir.path(), extra, token_ms);
         let conf = dir.path().join("cluster.conf");
         std::fs::write(&conf, &text).unwrap();
         let key = dir.path().join("authkey");
@@ -491,4 +500,104 @@ fn tools_output_and_clean_leave() {
     let s = lab.status(1).unwrap();
     assert!(s.victims.is_empty());
     assert_eq!(lab.fence_count(3), 0);
+}
+
+/// Benchmark (ignored): with the default token, both cores kept busy by
+/// spinning processes, an idle 3-node cluster runs for CMAN_BENCH_SECS
+/// (default 120) counting false evictions, then CMAN_BENCH_KILLS (default 5)
+/// SIGKILLs measure the time to the survivors' new view.
+/// `cargo test -p tests --test cman_cluster -- --ignored --nocapture bench`
+#[test]
+#[ignore]
+fn bench_detection_and_false_evictions() {
+    let secs: u64 = std::env::var("CMAN_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    let kills: u32 = std::env::var("CMAN_BENCH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let mut lab = Lab::with_token(3, &[], None);
+    for i in 1..=3 {
+        lab.start(i);
+    }
+    all_up(&lab, &[1, 2, 3]);
+    let token = lab.status(1).unwrap().token_ms;
+    let policy = std::fs::read_to_string(format!("/proc/{}/stat", lab.pid(1)))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.split_whitespace().nth(38).unwrap_or("?").to_string())
+        })
+        .unwrap_or_default();
+    let ncpu = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let mut burners: Vec<Child> = (0..ncpu)
+        .map(|_| {
+            Command::new("sh")
+                .arg("-c")
+                .arg("while :; do :; done")
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let start_view = lab.status(1).unwrap().view;
+    let mut false_evictions = 0;
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut last = start_view;
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(200));
+        if let Some(s) = lab.status(1) {
+            if s.view != last {
+                last = s.view;
+                if Lab::members(&s) != [1, 2, 3] {
+                    false_evictions += 1;
+                    println!(
+                        "false eviction: view {:?} members {:?}",
+                        s.view,
+                        Lab::members(&s)
+                    );
+                }
+            }
+        }
+    }
+    let views_during_load = last.seq - start_view.seq;
+    let mut times = Vec::new();
+    for k in 0..kills {
+        all_up(&lab, &[1, 2, 3]);
+        let victim = 3 - (k % 2);
+        let survivor = 1;
+        let killed = Instant::now();
+        kill(lab.pid(victim), Signal::SIGKILL).unwrap();
+        let s = lab.wait_for(survivor, "view after kill", |s| {
+            !Lab::members(s).contains(&victim)
+        });
+        let t = killed
+            .elapsed()
+            .saturating_sub(Duration::from_millis(s.view_age_ms));
+        times.push(t.as_millis() as u64);
+        let _ = lab.wait_exit(victim);
+        lab.wait_for(survivor, "fenced", |s| s.victims.is_empty());
+        lab.start(victim);
+    }
+    for b in burners.iter_mut() {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+    times.sort();
+    println!(
+        "cman bench: token {token} ms (default), cmand sched policy {policy}, {ncpu} spinning processes"
+    );
+    println!(
+        "  idle 3-node cluster under load for {secs} s: {false_evictions} false evictions, {views_during_load} view changes"
+    );
+    println!(
+        "  SIGKILL -> survivors' new view over {kills} kills: min {} ms, median {} ms, max {} ms",
+        times.first().unwrap_or(&0),
+        times.get(times.len() / 2).unwrap_or(&0),
+        times.last().unwrap_or(&0)
+    );
 }
