@@ -775,6 +775,49 @@ impl FileSystem {
         self.vol.commit()
     }
 
+    /// The value of extended attribute `name` (with its namespace prefix).
+    pub fn getxattr(&mut self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
+        self.dinode(ino)?;
+        self.vol.xattr_get(ino.0, name)
+    }
+
+    /// Names of the extended attributes of `ino`.
+    pub fn listxattr(&mut self, ino: Ino) -> Result<Vec<Vec<u8>>> {
+        self.dinode(ino)?;
+        self.vol.xattr_list(ino.0)
+    }
+
+    /// Sets an extended attribute; `flags` as setxattr(2) (XATTR_CREATE 1,
+    /// XATTR_REPLACE 2).
+    pub fn setxattr(&mut self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+        self.vol.check_writable()?;
+        let mode = match flags {
+            0 => crate::xattr::SetMode::Any,
+            1 => crate::xattr::SetMode::Create,
+            2 => crate::xattr::SetMode::Replace,
+            _ => return Err(FsError::Invalid("xattr flags")),
+        };
+        self.locked(&[ino], |fs| {
+            fs.dinode(ino)?;
+            fs.vol.xattr_set(ino.0, name, value, mode)?;
+            let mut di = fs.vol.dinode(ino.0)?;
+            Self::touch(&mut di, false, true);
+            fs.vol.put_dinode(&di)
+        })
+    }
+
+    /// Removes an extended attribute.
+    pub fn removexattr(&mut self, ino: Ino, name: &[u8]) -> Result<()> {
+        self.vol.check_writable()?;
+        self.locked(&[ino], |fs| {
+            fs.dinode(ino)?;
+            fs.vol.xattr_remove(ino.0, name)?;
+            let mut di = fs.vol.dinode(ino.0)?;
+            Self::touch(&mut di, false, true);
+            fs.vol.put_dinode(&di)
+        })
+    }
+
     /// Notes an open file handle.
     pub fn open(&mut self, ino: Ino) -> Result<()> {
         self.dinode(ino)?;

@@ -514,25 +514,43 @@ impl fuser::Filesystem for FuseFs {
         }
     }
 
-    // Extended attributes are not stored yet: say so precisely.
     fn getxattr(
         &self,
         _req: &Request,
         ino: INodeNo,
         name: &OsStr,
-        _size: u32,
+        size: u32,
         reply: fuser::ReplyXattr,
     ) {
         let _s = debug_span!("getxattr", ino = ino.0, ?name).entered();
-        reply.error(Errno::from_i32(libc::ENODATA));
+        let i = self.ino(ino);
+        match self.with(|fs| fs.getxattr(i, name.as_bytes())) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::from_i32(libc::ERANGE)),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
         let _s = debug_span!("listxattr", ino = ino.0).entered();
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
+        let i = self.ino(ino);
+        match self.with(|fs| fs.listxattr(i)) {
+            Ok(names) => {
+                let mut buf = Vec::new();
+                for n in names {
+                    buf.extend_from_slice(&n);
+                    buf.push(0);
+                }
+                if size == 0 {
+                    reply.size(buf.len() as u32);
+                } else if buf.len() > size as usize {
+                    reply.error(Errno::from_i32(libc::ERANGE));
+                } else {
+                    reply.data(&buf);
+                }
+            }
+            Err(e) => reply.error(e),
         }
     }
 
@@ -541,18 +559,26 @@ impl fuser::Filesystem for FuseFs {
         _req: &Request,
         ino: INodeNo,
         name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let _s = debug_span!("setxattr", ino = ino.0, ?name).entered();
-        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        let _s = debug_span!("setxattr", ino = ino.0, ?name, len = value.len()).entered();
+        let i = self.ino(ino);
+        match self.with(|fs| fs.setxattr(i, name.as_bytes(), value, flags)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _s = debug_span!("removexattr", ino = ino.0, ?name).entered();
-        reply.error(Errno::from_i32(libc::ENODATA));
+        let i = self.ino(ino);
+        match self.with(|fs| fs.removexattr(i, name.as_bytes())) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn fallocate(

@@ -30,3 +30,4 @@ pub mod mkfs;
 pub mod ondisk;
 pub mod tree;
 pub mod volume;
+pub mod xattr;

@@ -158,3 +158,77 @@ fn big_directory_grows_exhash_and_shrinks() {
     assert!(fs.lookup(d.ino, b"file-000002").is_err());
     fs.unmount().unwrap();
 }
+
+#[test]
+fn xattrs_round_trip_and_stay_fsck_clean() {
+    for bsize in [512u32, 4096] {
+        let img = image(64, bsize);
+        let mut fs = mount(img.path());
+        let root = fs.root();
+        let free0 = fs.statfs().unwrap().bfree;
+        let f = fs.mknod(root, b"f", 0o644, 0, 0, 0).unwrap();
+        fs.setxattr(f.ino, b"user.a", b"1", 0).unwrap();
+        fs.setxattr(f.ino, b"trusted.t", &[7u8; 40], 0).unwrap();
+        fs.setxattr(f.ino, b"security.selinux", b"ctx", 0).unwrap();
+        fs.setxattr(f.ino, b"system.posix_acl_access", &[2u8; 28], 0)
+            .unwrap();
+        assert_eq!(
+            fs.setxattr(f.ino, b"user.a", b"x", 1).unwrap_err().errno(),
+            libc::EEXIST
+        );
+        assert_eq!(
+            fs.setxattr(f.ino, b"user.none", b"x", 2)
+                .unwrap_err()
+                .errno(),
+            libc::ENODATA
+        );
+        assert_eq!(
+            fs.setxattr(f.ino, b"bogus.x", b"x", 0).unwrap_err().errno(),
+            libc::EOPNOTSUPP
+        );
+        fs.setxattr(f.ino, b"user.a", b"replaced value", 2).unwrap();
+        assert_eq!(fs.getxattr(f.ino, b"user.a").unwrap(), b"replaced value");
+        fs.removexattr(f.ino, b"trusted.t").unwrap();
+        assert_eq!(
+            fs.getxattr(f.ino, b"trusted.t").unwrap_err().errno(),
+            libc::ENODATA
+        );
+        let mut names = fs.listxattr(f.ino).unwrap();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                b"security.selinux".to_vec(),
+                b"system.posix_acl_access".to_vec(),
+                b"user.a".to_vec()
+            ]
+        );
+        // Fill the EA block: the block's limit is reported, not a panic.
+        let mut n = 0;
+        while fs
+            .setxattr(f.ino, format!("user.k{n}").as_bytes(), &[n as u8; 50], 0)
+            .is_ok()
+        {
+            n += 1;
+        }
+        assert!(n > 2);
+        let d = fs.mkdir(root, b"d", 0o755, 0, 0).unwrap();
+        fs.setxattr(d.ino, b"user.dir", b"yes", 0).unwrap();
+        fs.unmount().unwrap();
+        assert_fsck_clean(img.path());
+
+        let mut fs = mount(img.path());
+        let root = fs.root();
+        let f = fs.lookup(root, b"f").unwrap();
+        assert_eq!(fs.getxattr(f.ino, b"user.k1").unwrap(), vec![1u8; 50]);
+        assert_eq!(
+            fs.getxattr(f.ino, b"system.posix_acl_access").unwrap(),
+            vec![2u8; 28]
+        );
+        fs.unlink(root, b"f").unwrap();
+        fs.rmdir(root, b"d").unwrap();
+        assert_eq!(fs.statfs().unwrap().bfree, free0);
+        fs.unmount().unwrap();
+        assert_fsck_clean(img.path());
+    }
+}

@@ -337,6 +337,28 @@ fn clusterfs_fuse_background_mount_and_mkfs_gfs2_volume() {
         fs::write(mnt.join(format!("d/f{i}")), vec![i as u8; i * 37]).unwrap();
     }
     fs::remove_file(mnt.join("d/f7")).unwrap();
+    // Extended attributes through the kernel.
+    let path = std::ffi::CString::new(mnt.join("d/f1").to_str().unwrap()).unwrap();
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            c"user.color".as_ptr(),
+            b"blue".as_ptr().cast(),
+            4,
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
+    let mut buf = [0u8; 16];
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"user.color".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert_eq!(&buf[..n as usize], b"blue");
     assert_eq!(fs::read_dir(mnt.join("d")).unwrap().count(), 199);
     let st = Command::new("fusermount3")
         .arg("-u")
