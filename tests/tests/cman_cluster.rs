@@ -601,3 +601,118 @@ fn bench_detection_and_false_evictions() {
         times.last().unwrap_or(&0)
     );
 }
+
+fn next_group_event(c: &mut Client) -> cman::node::GroupEvent {
+    loop {
+        if let ApiEvent::Group(g) = c.next_event().unwrap() {
+            return g;
+        }
+    }
+}
+
+#[test]
+fn groups_agreed_order_and_failure_confchg() {
+    use cman::node::GroupEvent;
+    let mut lab = Lab::new(3, &[]);
+    for i in 1..=3 {
+        lab.start(i);
+    }
+    all_up(&lab, &[1, 2, 3]);
+    let mut clients: Vec<Client> = (1..=3).map(|i| lab.client(i)).collect();
+    for c in clients.iter_mut() {
+        c.request(&ApiRequest::Join { group: "g".into() }).unwrap();
+    }
+    // Every client sees the group grow to three members.
+    for c in clients.iter_mut() {
+        loop {
+            if let GroupEvent::Confchg { members, .. } = next_group_event(c) {
+                if members.len() == 3 {
+                    break;
+                }
+            }
+        }
+    }
+    // Concurrent senders on three nodes: everybody gets the same order.
+    for round in 0..20 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            let data = format!("n{}-{round}", i + 1);
+            c.request(&ApiRequest::Send {
+                group: "g".into(),
+                data,
+            })
+            .unwrap();
+        }
+    }
+    let mut orders = Vec::new();
+    for c in clients.iter_mut() {
+        let mut got = Vec::new();
+        while got.len() < 60 {
+            if let GroupEvent::Message { data, .. } = next_group_event(c) {
+                got.push(data);
+            }
+        }
+        orders.push(got);
+    }
+    assert_eq!(orders[0], orders[1]);
+    assert_eq!(orders[0], orders[2]);
+    // Per-sender FIFO.
+    let mine: Vec<&String> = orders[0].iter().filter(|d| d.starts_with("n2-")).collect();
+    let expected: Vec<String> = (0..20).map(|r| format!("n2-{r}")).collect();
+    assert_eq!(mine, expected.iter().collect::<Vec<_>>());
+    // Node 3 dies: the others see its member leave as a node failure.
+    kill(lab.pid(3), Signal::SIGKILL).unwrap();
+    for c in clients.iter_mut().take(2) {
+        loop {
+            if let GroupEvent::Confchg {
+                members, failed, ..
+            } = next_group_event(c)
+            {
+                if members.len() == 2 {
+                    assert_eq!(failed.iter().map(|n| n.0).collect::<Vec<_>>(), [3]);
+                    break;
+                }
+            }
+        }
+    }
+    // A client that disconnects leaves its groups.
+    drop(clients.remove(1));
+    loop {
+        if let GroupEvent::Confchg { members, left, .. } = next_group_event(&mut clients[0]) {
+            if members.len() == 1 {
+                assert_eq!(left.len(), 1);
+                assert_eq!(left[0].0 .0, 2);
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn cman_tool_join_starts_the_daemon() {
+    let lab = Lab::new(2, &[]);
+    let sd = lab.state(1).display().to_string();
+    let conf = lab.state(1).join("cluster.conf").display().to_string();
+    let key = lab.key.display().to_string();
+    let (ok, out) = run_tool(
+        "cman_tool",
+        &[
+            "--state-dir",
+            &sd,
+            "join",
+            "-c",
+            &conf,
+            "-n",
+            "127.0.1.1",
+            "-k",
+            &key,
+        ],
+    );
+    assert!(ok, "{out}");
+    let s = lab.wait_for(1, "a running daemon", |_| true);
+    assert_eq!(s.node_name, "127.0.1.1");
+    let (ok, out) = run_tool("cman_tool", &["--state-dir", &sd, "join", "-c", &conf]);
+    assert!(!ok && out.contains("already active"), "{out}");
+    let (ok, out) = run_tool("cman_tool", &["--state-dir", &sd, "leave"]);
+    assert!(ok, "{out}");
+    assert!(Client::connect(&lab.state(1)).is_err());
+}
