@@ -716,3 +716,42 @@ fn cman_tool_join_starts_the_daemon() {
     assert!(ok, "{out}");
     assert!(Client::connect(&lab.state(1)).is_err());
 }
+
+#[test]
+fn garbage_on_the_socket_and_the_network_is_refused_cleanly() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut lab = Lab::new(2, &[]);
+    lab.start(1);
+    lab.start(2);
+    all_up(&lab, &[1, 2]);
+    let sock = cman::api::socket_path(&lab.state(1));
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"not json\n{\"op\":\"nope\"}\n").unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    for _ in 0..2 {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.contains("bad request"), "{line}");
+    }
+    let huge = vec![b'x'; 2 << 20];
+    let _ = s.write_all(&huge);
+    drop(s);
+    // Forged, truncated and random UDP packets at node 1's port.
+    let port = std::fs::read_to_string(&lab.conf)
+        .unwrap()
+        .split("port=\"")
+        .nth(1)
+        .and_then(|p| p.split('"').next())
+        .unwrap()
+        .parse::<u16>()
+        .unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.1.3:0").unwrap();
+    for pkt in [&b""[..], b"CMN1", &[0xAAu8; 1500][..], &[0u8; 60_000][..]] {
+        udp.send_to(pkt, ("127.0.1.1", port)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(TOKEN_MS));
+    let st = lab.status(1).expect("daemon still serves");
+    assert_eq!(Lab::members(&st), [1, 2]);
+    assert!(st.quorum.quorate);
+}
