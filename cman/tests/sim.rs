@@ -23,7 +23,7 @@ fn simulation_seeds() {
     let n: u64 = std::env::var("CMAN_SIM_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(300);
     let mut total = cman::sim::SimStats::default();
     for seed in 0..n {
         match run_seed(seed) {
