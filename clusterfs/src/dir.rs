@@ -300,6 +300,11 @@ impl Volume {
     /// Splits the leaf serving `slot` into two of one more depth.
     fn split_leaf(&mut self, di: &mut Dinode, leaf: u64, slot: usize) -> Result<()> {
         let mut lf = self.leaf(leaf)?;
+        if lf.lf_depth > di.di_depth {
+            return Err(FsError::Corrupt(format!(
+                "leaf {leaf} deeper than its directory"
+            )));
+        }
         let span = 1usize << (di.di_depth - lf.lf_depth);
         let start = slot / span * span;
         let half = span / 2;

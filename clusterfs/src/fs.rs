@@ -434,6 +434,9 @@ impl FileSystem {
         if di.di_mode & libc::S_IFMT != libc::S_IFLNK {
             return Err(FsError::Invalid("not a symlink"));
         }
+        if di.di_size > self.vol.geo.stuffed_max() {
+            return Err(FsError::Corrupt(format!("symlink {} too long", ino.0)));
+        }
         self.vol.read_file(ino.0, 0, di.di_size as usize)
     }
 

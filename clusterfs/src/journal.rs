@@ -204,6 +204,15 @@ impl Journal {
     /// Finds the head and, when the journal is dirty, replays it, flushes
     /// and marks it clean. Returns the number of blocks replayed.
     pub fn recover(&mut self, dev: &dyn BlockDevice) -> Result<usize> {
+        let dev_blocks = dev.size() / self.bsize as u64;
+        let outside = |b: &u64| *b >= dev_blocks;
+        if let Some(lbn) = self.map.iter().position(outside) {
+            return Err(JournalError::Corrupt {
+                jid: self.jid,
+                lbn: lbn as u32,
+                why: "block outside the device".into(),
+            });
+        }
         let mut all = Vec::with_capacity(self.map.len());
         for lbn in 0..self.len() {
             all.push(self.read(dev, lbn)?);
@@ -214,6 +223,13 @@ impl Journal {
                 .map(|(i, b)| (i as u32, b.as_slice())),
         )
         .ok_or(JournalError::NoHead(self.jid))?;
+        if head.lh_blkno >= self.len() || head.lh_tail >= self.len() {
+            return Err(JournalError::Corrupt {
+                jid: self.jid,
+                lbn: head.lh_blkno,
+                why: "log header points outside the journal".into(),
+            });
+        }
         self.seq = head.lh_sequence;
         self.next = (head.lh_blkno + 1) % self.len();
         if head.lh_flags & log_head::UNMOUNT != 0 {
@@ -224,6 +240,13 @@ impl Journal {
         let plan = replay_plan(self.jid, self.len(), &head, |lbn| {
             Ok(all[lbn as usize].clone())
         })?;
+        if let Some(b) = plan.keys().find(|b| outside(b)) {
+            return Err(JournalError::Corrupt {
+                jid: self.jid,
+                lbn: head.lh_blkno,
+                why: format!("log names block {b} outside the device"),
+            });
+        }
         info!(
             jid = self.jid,
             blocks = plan.len(),

@@ -75,6 +75,9 @@ impl Volume {
     pub fn file_block_map(&mut self, addr: u64) -> Result<Vec<u64>> {
         let di = self.dinode(addr)?;
         let n = di.di_size.div_ceil(self.geo.bsize as u64);
+        if n > self.device().size() / self.geo.bsize as u64 {
+            return Err(corrupt(addr, "size larger than the device"));
+        }
         let mut out = Vec::with_capacity(n as usize);
         for lbn in 0..n {
             out.push(
@@ -204,6 +207,9 @@ impl Volume {
             return Ok(Vec::new());
         }
         let end = (off + len as u64).min(di.di_size);
+        if end - off > self.device().size() {
+            return Err(corrupt(addr, "size larger than the device"));
+        }
         if di.di_height == 0 {
             if end > self.geo.stuffed_max() {
                 return Err(corrupt(addr, "stuffed size too large"));

@@ -337,8 +337,18 @@ impl Volume {
         self.dirty.remove(&blk);
     }
 
+    fn check_block(&self, blk: u64) -> Result<()> {
+        if blk >= self.dev.size() / self.geo.bsize as u64 {
+            return Err(FsError::Corrupt(format!(
+                "block {blk} is past the end of the device"
+            )));
+        }
+        Ok(())
+    }
+
     /// Reads a data block directly from the device.
     pub fn read_data_block(&mut self, blk: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_block(blk)?;
         if let Some(b) = self.cache.get(&blk) {
             buf.copy_from_slice(b);
             return Ok(());
@@ -349,6 +359,7 @@ impl Volume {
     /// Writes a data block directly to the device.
     pub fn write_data_block(&mut self, blk: u64, buf: &[u8]) -> Result<()> {
         self.check_writable()?;
+        self.check_block(blk)?;
         self.cache.remove(&blk);
         Ok(self.dev.write_at(blk * self.geo.bsize as u64, buf)?)
     }

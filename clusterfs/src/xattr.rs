@@ -68,6 +68,16 @@ impl Volume {
                 .map_err(|e| FsError::Corrupt(format!("EA block {blk}: {e}")))?;
             let last = h.ea_flags & GFS2_EAFLAG_LAST != 0;
             let rec = h.ea_rec_len as usize;
+            let inline = if h.ea_num_ptrs == 0 {
+                h.ea_data_len as usize
+            } else {
+                0
+            };
+            if h.ea_type != eatype::UNUSED && ea_size(usize::from(h.ea_name_len), inline) > rec {
+                return Err(FsError::Corrupt(format!(
+                    "EA block {blk}: record overruns its length"
+                )));
+            }
             out.push(Rec { off, h });
             if last {
                 return Ok(out);
@@ -218,7 +228,7 @@ impl Volume {
                 (r.off, rec, last)
             } else {
                 let used = ea_size(usize::from(r.h.ea_name_len), r.h.ea_data_len as usize);
-                if rec - used < need {
+                if rec.saturating_sub(used) < need || r.h.ea_num_ptrs != 0 {
                     continue;
                 }
                 let mut h = r.h;
