@@ -16,6 +16,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod ids;

@@ -3,6 +3,7 @@
 //! switch for fencing. Invariants are checked after every step; a failure
 //! carries its seed and replays exactly.
 
+use crate::clock::{Clock, ManualClock};
 use crate::ids::ClientId;
 use crate::ids::{Incarnation, Member, Millis, NodeId, ViewId};
 use crate::node::{Action, ClusterEvent, Event, FenceJob, GroupEvent, Node, Request};
@@ -164,6 +165,7 @@ pub struct Sim {
     cfg: SimConfig,
     conf: String,
     rng: Rng,
+    clock: ManualClock,
     now: Millis,
     slots: BTreeMap<NodeId, Slot>,
     queue: BinaryHeap<std::cmp::Reverse<(Millis, u64)>>,
@@ -192,6 +194,7 @@ impl Sim {
             rng: Rng::new(seed),
             cfg,
             conf,
+            clock: ManualClock::default(),
             now: Millis(0),
             slots: BTreeMap::new(),
             queue: BinaryHeap::new(),
@@ -297,7 +300,8 @@ impl Sim {
             } else {
                 end
             });
-            self.now = t.max(self.now);
+            self.clock.set(t);
+            self.now = self.clock.now();
             if next_fault <= self.now && next_fault < fault_end {
                 self.inject_fault(fault_end);
                 next_fault = self.now.plus(self.rng.range(300, 2500));

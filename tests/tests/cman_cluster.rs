@@ -448,6 +448,21 @@ fn config_push_refusals_and_wrong_key() {
     }
     let (ok, out) = run_tool("cman_tool", &["--state-dir", &sd(3), "version"]);
     assert!(ok && out.contains("config 3"), "{out}");
+
+    // A node that comes back with an older file gets the current one.
+    lab.nodes[2].as_mut().unwrap().kill().unwrap();
+    lab.wait_exit(3);
+    lab.wait_for(1, "node 3 gone and fenced", |s| {
+        Lab::members(s) == [1, 2] && s.victims.is_empty()
+    });
+    std::fs::write(lab.state(3).join("cluster.conf"), &text).unwrap();
+    lab.start(3);
+    lab.wait_for(3, "config version 3 on the old node", |s| {
+        s.config_version == 3
+    });
+    let f = std::fs::read_to_string(lab.state(3).join("cluster.conf")).unwrap();
+    assert!(f.contains("config_version=\"3\""));
+    all_up(&lab, &[1, 2, 3]);
 }
 
 #[test]

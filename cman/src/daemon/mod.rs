@@ -8,6 +8,7 @@ mod server;
 
 use crate::agent;
 use crate::api::ApiRequest;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{ClusterConf, ConfigError};
 use crate::ids::{ClientId, Incarnation, Member, Millis, NodeId};
 use crate::node::{Action, Event, Node, NodeError, Request};
@@ -139,7 +140,7 @@ struct Core {
     clients: HashMap<ClientId, SyncSender<String>>,
     subscribed: std::collections::HashSet<ClientId>,
     tx: Sender<Input>,
-    start: Instant,
+    clock: SystemClock,
     opts: DaemonOptions,
     exit: Option<i32>,
     cut: Arc<AtomicBool>,
@@ -192,7 +193,7 @@ pub fn run(opts: DaemonOptions) -> Result<i32, DaemonError> {
         clients: HashMap::new(),
         subscribed: Default::default(),
         tx,
-        start: Instant::now(),
+        clock: SystemClock::new(),
         opts: opts.clone(),
         exit: None,
         cut,
@@ -244,7 +245,7 @@ fn spawn_receiver(sock: UdpSocket, mut wire: Wire, tx: Sender<Input>, cut: Arc<A
 
 impl Core {
     fn now(&self) -> Millis {
-        Millis(self.start.elapsed().as_millis() as u64 + 1)
+        self.clock.now()
     }
 
     fn run(&mut self, rx: Receiver<Input>) -> i32 {
