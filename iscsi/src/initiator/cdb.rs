@@ -105,6 +105,27 @@ pub fn inquiry(page: Option<u8>, alloc_len: u16) -> Vec<u8> {
     c
 }
 
+/// REPORT LUNS (SPC-4 6.33), all LUNs.
+pub fn report_luns(alloc_len: u32) -> Vec<u8> {
+    let mut c = vec![0u8; 12];
+    c[0] = 0xa0;
+    c[6..10].copy_from_slice(&alloc_len.to_be_bytes());
+    c
+}
+
+/// Parses REPORT LUNS data into LUN numbers.
+pub fn parse_report_luns(data: &[u8]) -> Vec<u64> {
+    if data.len() < 8 {
+        return Vec::new();
+    }
+    let len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
+    let body = &data[8..data.len().min(8 + len)];
+    body.chunks_exact(8)
+        .map(|c| crate::pdu::decode_lun(u64::from_be_bytes(c.try_into().unwrap())))
+        .filter(|l| *l < 1 << 63)
+        .collect()
+}
+
 /// READ CAPACITY (16) (SERVICE ACTION IN 0x9e / 0x10).
 pub fn read_capacity16() -> Vec<u8> {
     let mut c = vec![0u8; 16];

@@ -9,6 +9,7 @@
 //! TASK SET FULL are retried a few times; any other failing status is an
 //! [`InitiatorError::Scsi`] with its sense data.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -35,6 +36,36 @@ pub fn default_initiator_name() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
     format!("iqn.2026-11.rs.rhcs:{host}")
+}
+
+/// The disk LUNs of a target (REPORT LUNS, then INQUIRY: peripheral
+/// device type 0, direct access, with a connected qualifier).
+pub fn report_disk_luns(conn: &Connection) -> Result<Vec<u64>> {
+    let run = |lun: u64, cdb: Vec<u8>, in_len: u32| -> Result<Vec<u8>> {
+        for _ in 0..RETRIES {
+            let r = conn.execute(ScsiRequest {
+                lun,
+                cdb: cdb.clone(),
+                data_out: Vec::new(),
+                in_len,
+            })?;
+            if let Some(d) = check(r, 0)? {
+                return Ok(d);
+            }
+        }
+        Err(InitiatorError::Protocol(
+            "unit attention does not clear".into(),
+        ))
+    };
+    let luns = cdb::parse_report_luns(&run(0, cdb::report_luns(16384), 16384)?);
+    let mut disks = Vec::new();
+    for lun in luns {
+        let inq = run(lun, cdb::inquiry(None, 96), 96)?;
+        if inq.first() == Some(&0x00) {
+            disks.push(lun);
+        }
+    }
+    Ok(disks)
 }
 
 /// Options of [`Lun::open_with`].
@@ -66,7 +97,7 @@ impl Default for LunOptions {
 /// A logical unit reached over iSCSI. Send + Sync; many threads may issue
 /// I/O at once.
 pub struct Lun {
-    conn: Connection,
+    conn: Arc<Connection>,
     url: IscsiUrl,
     lun: u64,
     block_size: u32,
@@ -93,6 +124,11 @@ impl Lun {
 
     /// Wraps a logged-in session: checks readiness and reads the capacity.
     pub fn attach(conn: Connection, url: IscsiUrl) -> Result<Lun> {
+        Lun::attach_shared(Arc::new(conn), url)
+    }
+
+    /// As [`Lun::attach`], for several LUNs sharing one session.
+    pub fn attach_shared(conn: Arc<Connection>, url: IscsiUrl) -> Result<Lun> {
         let mut lun = Lun {
             conn,
             lun: url.lun,
@@ -384,9 +420,12 @@ impl Lun {
             .ok_or_else(|| InitiatorError::Protocol("short READ RESERVATION data".into()))
     }
 
-    /// Logs out.
+    /// Logs out (the session ends when its last LUN is closed or dropped).
     pub fn close(self) -> Result<()> {
-        self.conn.logout()
+        match Arc::try_unwrap(self.conn) {
+            Ok(conn) => conn.logout(),
+            Err(_) => Ok(()),
+        }
     }
 }
 

@@ -13,11 +13,13 @@
 //! - [`driver`]: a thread-per-direction driver over a `TcpStream`, with many
 //!   commands in flight and relogin after a dropped connection.
 //! - [`lun`]: [`Lun`], a LUN as a byte-addressed block device.
+//! - [`lunfs`]: a FUSE mount showing each LUN as a regular file (iscsiadm --login).
 
 pub mod cdb;
 pub mod driver;
 pub mod login;
 pub mod lun;
+pub mod lunfs;
 pub mod session;
 pub mod url;
 
