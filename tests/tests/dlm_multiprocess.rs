@@ -92,93 +92,114 @@ fn spawn(id: u32, ports: &[u16], dir: &Path, iters: u32) -> TestNode {
     }
 }
 
-fn read_log(dir: &Path, id: u32) -> Vec<u64> {
-    std::fs::read_to_string(dir.join(format!("log.{id}")))
+fn read_log(dir: &Path, prefix: &str, id: u32) -> Vec<u64> {
+    std::fs::read_to_string(dir.join(format!("{prefix}.{id}")))
         .unwrap_or_default()
         .lines()
         .map(|l| l.parse().unwrap())
         .collect()
 }
 
+/// Checks the logs of one counter: no value read twice (no two holders at
+/// once); every increment logged except perhaps the killed node's last.
+fn check_counter(dir: &Path, prefix: &str, counter: &str, iters: u32, victim: u32) {
+    let logs: Vec<(u32, Vec<u64>)> = (1..=3).map(|id| (id, read_log(dir, prefix, id))).collect();
+    for (id, log) in &logs {
+        if *id == victim {
+            assert!(log.len() >= 20, "{prefix}: victim made little progress");
+        } else {
+            assert_eq!(log.len(), iters as usize, "{prefix}: node {id} incomplete");
+        }
+    }
+    let final_value: u64 = std::fs::read_to_string(dir.join(counter))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for (id, log) in &logs {
+        for v in log {
+            assert!(
+                seen.insert(*v),
+                "{counter}: value {v} read twice (node {id}): two holders"
+            );
+        }
+    }
+    let missing: Vec<u64> = (0..final_value).filter(|v| !seen.contains(v)).collect();
+    assert!(
+        missing.len() <= 1,
+        "{counter}: lost increments: {missing:?}"
+    );
+    assert!(seen.iter().all(|v| *v < final_value));
+}
+
+/// Node 1 (lowest id: the plock master, and master of the resources it
+/// used first) is killed mid-traffic.
 #[test]
 fn three_processes_one_killed_mid_traffic() {
     let dir = tempfile::tempdir().unwrap();
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let iters = 300;
-    // Node 3 would run far longer than the others: it is always killed mid-traffic.
+    let victim = 1;
+    // The victim would run far longer than the others: it is always killed
+    // mid-traffic.
     let mut nodes: Vec<TestNode> = (1..=3)
         .map(|id| {
             spawn(
                 id,
                 &ports,
                 dir.path(),
-                if id == 3 { 1_000_000 } else { iters },
+                if id == victim { 1_000_000 } else { iters },
             )
         })
         .collect();
     for n in &nodes {
         n.expect_line("running", Duration::from_secs(60));
     }
-    // Let node 3 do some work, then kill it without warning.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while read_log(dir.path(), 3).len() < 20 {
-        assert!(Instant::now() < deadline, "node 3 made no progress");
+    while read_log(dir.path(), "log", victim).len() < 20
+        || read_log(dir.path(), "plog", victim).len() < 20
+    {
+        assert!(Instant::now() < deadline, "node {victim} made no progress");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let victim = nodes.pop().unwrap();
+    let v = nodes.remove(victim as usize - 1);
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(victim.child.id() as i32),
+        nix::unistd::Pid::from_raw(v.child.id() as i32),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    drop(victim);
+    drop(v);
     for n in nodes.iter_mut() {
-        n.tell("remove 3");
+        n.tell(&format!("remove {victim}"));
     }
     std::thread::sleep(Duration::from_millis(50));
     for n in nodes.iter_mut() {
-        n.tell("fence 3");
+        n.tell(&format!("fence {victim}"));
     }
     for n in &nodes {
         n.expect_line("done", Duration::from_secs(120));
     }
     // dlm_tool reads the survivors' state through their control sockets.
-    let out = Command::new(tests::bin("dlm_tool"))
-        .arg("--ctl-dir")
-        .arg(dir.path().join("ctl"))
-        .arg("ls")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success());
+    let tool = |args: &[&str]| {
+        let out = Command::new(tests::bin("dlm_tool"))
+            .arg("--ctl-dir")
+            .arg(dir.path().join("ctl"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "dlm_tool {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = tool(&["ls"]);
     assert_eq!(text.matches("name          mp").count(), 2, "{text}");
-    assert!(text.contains("members       1 2"), "{text}");
+    assert!(text.contains("members       2 3"), "{text}");
+    let text = tool(&["plocks", "mp"]);
+    assert!(text.contains("plock master 2"), "{text}");
+    tool(&["lockdump", "mp"]);
     for n in nodes.iter_mut() {
         n.tell("quit");
     }
-
-    let logs: Vec<Vec<u64>> = (1..=3).map(|id| read_log(dir.path(), id)).collect();
-    assert_eq!(logs[0].len(), iters as usize);
-    assert_eq!(logs[1].len(), iters as usize);
-    assert!(logs[2].len() >= 20);
-    let final_value: u64 = std::fs::read_to_string(dir.path().join("counter"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let mut seen = std::collections::BTreeSet::new();
-    for (i, log) in logs.iter().enumerate() {
-        for v in log {
-            assert!(
-                seen.insert(*v),
-                "value {v} read twice (node {}): two EX holders",
-                i + 1
-            );
-        }
-    }
-    // Every increment is logged, except possibly the last one of the
-    // killed node (killed between writing the counter and logging).
-    let missing: Vec<u64> = (0..final_value).filter(|v| !seen.contains(v)).collect();
-    assert!(missing.len() <= 1, "lost increments: {missing:?}");
-    assert!(seen.iter().all(|v| *v < final_value));
+    check_counter(dir.path(), "log", "counter", iters, victim);
+    check_counter(dir.path(), "plog", "pcounter", iters, victim);
 }

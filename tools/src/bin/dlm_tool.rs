@@ -50,8 +50,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Test helper: join a lockspace and increment a shared counter file
-    /// under an EX lock.
+    /// Test helper: join a lockspace and increment two shared counter files,
+    /// one under an EX lock, one under a POSIX lock.
     #[command(hide = true)]
     Testnode(TestNode),
 }
@@ -132,11 +132,11 @@ fn bench(json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Reads the counter, writes counter+1 (atomically, by rename), then logs
-/// the old value: a duplicate old value in the logs means two nodes held
-/// the EX lock at once.
-fn increment(dir: &Path, me: u32, log: &mut std::fs::File) -> Result<u64> {
-    let path = dir.join("counter");
+/// Reads counter file `name`, writes counter+1 (atomically, by rename),
+/// then logs the old value: a duplicate old value in the logs means two
+/// nodes held the lock at once.
+fn increment(dir: &Path, name: &str, me: u32, log: &mut std::fs::File) -> Result<u64> {
+    let path = dir.join(name);
     let mut s = String::new();
     if let Ok(mut f) = std::fs::File::open(&path) {
         f.read_to_string(&mut s)?;
@@ -146,7 +146,7 @@ fn increment(dir: &Path, me: u32, log: &mut std::fs::File) -> Result<u64> {
     } else {
         s.trim().parse().context("counter file")?
     };
-    let tmp = dir.join(format!("counter.tmp.{me}"));
+    let tmp = dir.join(format!("{name}.tmp.{me}"));
     std::fs::write(&tmp, format!("{}\n", v + 1))?;
     std::fs::rename(&tmp, &path)?;
     writeln!(log, "{v}")?;
@@ -183,13 +183,22 @@ fn testnode(t: TestNode, ctl_dir: PathBuf) -> Result<()> {
         std::thread::sleep(Duration::from_millis(5));
     }
     println!("running");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(t.dir.join(format!("log.{}", t.id)))?;
+    let open_log = |name: String| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(t.dir.join(name))
+    };
+    let mut log = open_log(format!("log.{}", t.id))?;
+    let mut plog = open_log(format!("plog.{}", t.id))?;
+    let pid = u64::from(std::process::id());
     for i in 0..t.iters {
+        // A second counter under a cluster-wide POSIX lock on byte 0 of file 1.
+        ls.plock(1, pid, dlm::plock::Kind::Write, 0, 0, true)?;
+        increment(&t.dir, "pcounter", t.id, &mut plog)?;
+        ls.punlock(1, pid, 0, 0)?;
         let id = ls.lock(b"counter", Mode::Ex, Flags::empty())?;
-        increment(&t.dir, t.id, &mut log)?;
+        increment(&t.dir, "counter", t.id, &mut log)?;
         // Some PR traffic on other resources too.
         let other = format!("r{}", i % 7);
         let p = ls.lock(other.as_bytes(), Mode::Pr, Flags::empty())?;
