@@ -18,6 +18,9 @@ use crate::rsb::{MasterLkb, Rsb, RsbError, RsbEvent};
 use crate::types::{FastMap, Flags, LockId, LockKey, Lvb, NodeId, ResName, SbFlags, Status};
 use crate::wire::{Envelope, Msg};
 
+/// Messages kept while recovering (or from a newer generation) at most.
+pub const MAX_BUFFERED: usize = 1 << 20;
+
 /// Errors returned to local callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
@@ -612,6 +615,10 @@ impl Node {
             return;
         }
         if env.gen > self.gen || (self.phase != Phase::Running && !is_recovery(&env.msg)) {
+            if self.rec.buffered.len() >= MAX_BUFFERED {
+                tracing::error!(%from, gen = env.gen, "recovery buffer full, message dropped");
+                return;
+            }
             self.rec.buffered.push((from, env));
             return;
         }
