@@ -356,9 +356,11 @@ impl Lun {
         }
     }
 
-    /// LUN reset / target reset: release SPC-2 reservations and PREVENT,
-    /// and report `asc` to every nexus.
-    pub fn reset(&self, _by: Option<&ItNexus>, asc: Asc) {
+    /// LUN reset / target reset: release SPC-2 reservations, PREVENT and
+    /// mode parameters, and report `asc` to every nexus but the one that
+    /// asked for the reset (it knows; libiscsi's reset tests expect its
+    /// next command to succeed).
+    pub fn reset(&self, by: Option<NexusId>, asc: Asc) {
         {
             let mut pr = self.pr.write();
             pr.spc2_holder = None;
@@ -368,7 +370,7 @@ impl Lun {
             d.prevent.lock().clear();
             d.set_mode(ModeState::default());
         }
-        self.unit_attention_others(None, asc);
+        self.unit_attention_others(by, asc);
     }
 
     /// Run one command (SAM-5 order of checks).

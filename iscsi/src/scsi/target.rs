@@ -227,7 +227,6 @@ impl ScsiTarget {
     /// is never a queued task to abort here: ABORT TASK answers "no such
     /// task" (the transport answers "complete" for tasks it still holds).
     pub fn task_mgmt(&self, nexus: NexusId, tmf: TaskMgmt) -> u8 {
-        let it = self.nexuses.read().get(&nexus).cloned();
         match tmf {
             TaskMgmt::AbortTask { lun, .. } => match self.lun(lun) {
                 Some(_) => tmf_response::NO_TASK,
@@ -241,14 +240,14 @@ impl ScsiTarget {
             }
             TaskMgmt::LunReset { lun } => match self.lun(lun) {
                 Some(l) => {
-                    l.reset(it.as_deref(), Asc::BUS_DEVICE_RESET);
+                    l.reset(Some(nexus), Asc::BUS_DEVICE_RESET);
                     tmf_response::COMPLETE
                 }
                 None => tmf_response::NO_LUN,
             },
             TaskMgmt::TargetWarmReset | TaskMgmt::TargetColdReset => {
                 for l in self.luns.read().values() {
-                    l.reset(it.as_deref(), Asc::POWER_ON_RESET);
+                    l.reset(Some(nexus), Asc::POWER_ON_RESET);
                 }
                 tmf_response::COMPLETE
             }
