@@ -343,3 +343,39 @@ fn garbage_from_the_network_is_dropped_and_service_continues() {
     ));
     ls[1].unlock(id, Flags::empty(), None).unwrap();
 }
+
+#[test]
+fn blocking_convert_can_be_cancelled_or_force_unlocked_from_another_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlms = cluster(1, Some(dir.path()));
+    let (ls, _ms) = join_all(&dlms, "c");
+    wait_until("running", || ls[0].is_running());
+    let l = ls[0].clone();
+    let ctl = dlms[0].ctl_path().unwrap().to_path_buf();
+    let a = l.lock(b"r", Mode::Pr, Flags::empty()).unwrap();
+    let b = l.lock(b"r", Mode::Pr, Flags::empty()).unwrap();
+    // a: PR -> EX waits for b; cancelled from here.
+    let l2 = l.clone();
+    let t = std::thread::spawn(move || l2.convert(a, Mode::Ex, Flags::empty(), None));
+    wait_until("conversion queued", || l.cancel(a).is_ok());
+    assert!(matches!(t.join().unwrap(), Err(DlmError::Canceled)));
+    // a still holds PR: an EX NOQUEUE fails.
+    assert!(matches!(
+        l.lock(b"r", Mode::Ex, Flags::NOQUEUE),
+        Err(DlmError::Again)
+    ));
+    // Again, this time force-unlocked: both callers return.
+    let l2 = l.clone();
+    let t = std::thread::spawn(move || l2.convert(a, Mode::Ex, Flags::empty(), None));
+    let converting = format!("id {a} gr PR rq EX");
+    wait_until("conversion queued", || {
+        dlm::driver::ctl::query(&ctl, "lockdump c")
+            .unwrap()
+            .contains(&converting)
+    });
+    l.unlock(a, Flags::FORCEUNLOCK, None).unwrap();
+    assert!(matches!(t.join().unwrap(), Err(DlmError::Canceled)));
+    l.unlock(b, Flags::empty(), None).unwrap();
+    let c = l.lock(b"r", Mode::Ex, Flags::NOQUEUE).unwrap();
+    l.unlock(c, Flags::empty(), None).unwrap();
+}

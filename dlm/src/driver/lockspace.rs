@@ -66,7 +66,9 @@ impl Waiter {
 struct LockCb {
     ast: Option<AstFn>,
     bast: Option<BastFn>,
-    waiter: Option<Arc<Waiter>>,
+    /// Blocking callers waiting for this lock's next completion (a lock
+    /// call and a FORCEUNLOCK from another thread may both wait).
+    waiters: Vec<Arc<Waiter>>,
 }
 
 pub(crate) struct Shard {
@@ -176,8 +178,10 @@ impl LsInner {
                     let Some(cb) = sh.cbs.get_mut(&id) else {
                         continue;
                     };
-                    if let Some(w) = cb.waiter.take() {
-                        w.complete(c);
+                    if !cb.waiters.is_empty() {
+                        for w in cb.waiters.drain(..) {
+                            w.complete(c);
+                        }
                     } else if let Some(ast) = &cb.ast {
                         deferred.push(Deferred::Ast(ast.clone(), c));
                     }
@@ -266,7 +270,12 @@ impl LsInner {
                     lvb,
                 } = sh.out[0]
                 {
-                    if aid == id && sh.cbs.get(&id).is_none_or(|c| c.ast.is_none()) {
+                    if aid == id
+                        && sh
+                            .cbs
+                            .get(&id)
+                            .is_none_or(|c| c.ast.is_none() && c.waiters.is_empty())
+                    {
                         sh.out.clear();
                         if sh.node.lock_info(id).is_none() {
                             sh.cbs.remove(&id);
@@ -281,7 +290,7 @@ impl LsInner {
                 }
             }
             let w = Arc::new(Waiter::default());
-            sh.cbs.entry(id).or_default().waiter = Some(w.clone());
+            sh.cbs.entry(id).or_default().waiters.push(w.clone());
             self.run_actions(k, sh, &mut deferred);
             w
         };
@@ -320,6 +329,10 @@ impl Lockspace {
         let c = self
             .inner
             .blocking(k, |n, out| n.lock(name, mode, flags, lvb, out))?;
+        if c.status == Status::Unlocked {
+            // Force-unlocked by another thread before it was granted.
+            return Err(DlmError::Canceled);
+        }
         Ok((c.id, c))
     }
 
@@ -334,8 +347,14 @@ impl Lockspace {
         lvb: Option<Lvb>,
     ) -> Result<Completion, DlmError> {
         let k = self.inner.shard_of_id(id);
-        self.inner
-            .blocking(k, |n, out| n.convert(id, mode, flags, lvb, out).map(|_| id))
+        let c = self
+            .inner
+            .blocking(k, |n, out| n.convert(id, mode, flags, lvb, out).map(|_| id))?;
+        if c.status == Status::Unlocked {
+            // Force-unlocked by another thread while converting.
+            return Err(DlmError::Canceled);
+        }
+        Ok(c)
     }
 
     /// Unlocks `id`, waiting for the master to confirm. With VALBLK, `lvb` is
@@ -371,7 +390,7 @@ impl Lockspace {
                 LockCb {
                     ast: Some(ast),
                     bast,
-                    waiter: None,
+                    waiters: Vec::new(),
                 },
             );
             Ok(id)
