@@ -608,12 +608,23 @@ impl Volume {
         let mut found = Vec::new();
         for i in 0..self.rgs.len() {
             let rg = self.rgs[i];
-            for blk in rg.ri_data0..rg.ri_data0 + u64::from(rg.ri_data) {
-                let (bblk, off, shift) = self.bit_location(&rg, blk);
+            let end = rg.ri_data0 + u64::from(rg.ri_data);
+            let mut blk = rg.ri_data0;
+            while blk < end {
+                let (bblk, off, _) = self.bit_location(&rg, blk);
                 let byte = self.meta(bblk)?[off];
-                if BlockState::from_bits(byte >> shift) == BlockState::Unlinked {
-                    found.push(blk);
+                // Only the high bit of a pair set and the low one clear is
+                // "unlinked" (binary 10); skip bytes without one.
+                if byte & 0xaa & !(byte << 1) == 0 {
+                    blk += 4;
+                    continue;
                 }
+                for k in 0..4u64.min(end - blk) {
+                    if BlockState::from_bits(byte >> (2 * k)) == BlockState::Unlinked {
+                        found.push(blk + k);
+                    }
+                }
+                blk += 4;
             }
         }
         for &blk in &found {
