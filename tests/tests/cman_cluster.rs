@@ -770,3 +770,74 @@ fn garbage_on_the_socket_and_the_network_is_refused_cleanly() {
     assert_eq!(Lab::members(&st), [1, 2]);
     assert!(st.quorum.quorate);
 }
+
+impl Lab {
+    /// Rewrites every node's cluster.conf (before the nodes start).
+    fn edit_conf(&self, f: impl Fn(&str) -> String) {
+        let text = f(&std::fs::read_to_string(&self.conf).unwrap());
+        std::fs::write(&self.conf, &text).unwrap();
+        for i in 1..=self.nodes.len() as u32 {
+            std::fs::write(self.state(i).join("cluster.conf"), &text).unwrap();
+        }
+    }
+}
+
+#[test]
+fn fence_manual_waits_for_fence_ack_manual() {
+    let mut lab = Lab::new(3, &[]);
+    let fencer_dir = lab.state(1).display().to_string();
+    lab.edit_conf(|t| {
+        t.replace(
+            "<device name=\"lab\" port=\"127.0.1.3\" ",
+            "<device name=\"manual\" ",
+        )
+        .replace(
+            "</fencedevices>",
+            &format!("  <fencedevice name=\"manual\" agent=\"fence_manual\" state_dir=\"{fencer_dir}\"/>\n  </fencedevices>"),
+        )
+    });
+    for i in 1..=3 {
+        lab.start(i);
+    }
+    all_up(&lab, &[1, 2, 3]);
+    kill(lab.pid(3), Signal::SIGKILL).unwrap();
+    lab.wait_for(1, "node 3 a victim", |s| {
+        s.victims.iter().any(|v| v.id.0 == 3)
+    });
+    std::thread::sleep(Duration::from_millis(2 * TOKEN_MS));
+    let s = lab.status(2).unwrap();
+    assert_eq!(
+        s.victims.len(),
+        1,
+        "no recovery before the operator acknowledges"
+    );
+    let (ok, out) = run_tool(
+        "fence_ack_manual",
+        &["--state-dir", &fencer_dir, "127.0.1.3"],
+    );
+    assert!(ok, "{out}");
+    for i in 1..=2 {
+        let s = lab.wait_for(i, "victim acknowledged", |s| s.victims.is_empty());
+        assert!(s.nodes[2].last_fenced.is_some());
+    }
+}
+
+#[test]
+fn fence_node_by_hand_counts_as_the_fencing() {
+    let mut lab = Lab::new(3, &[]);
+    for i in 1..=3 {
+        lab.start(i);
+    }
+    all_up(&lab, &[1, 2, 3]);
+    let sd = lab.state(2).display().to_string();
+    let (ok, out) = run_tool("fence_node", &["--state-dir", &sd, "127.0.1.3"]);
+    assert!(ok && out.contains("fence 127.0.1.3 success"), "{out}");
+    lab.wait_exit(3);
+    lab.wait_for(1, "node 3 gone, nothing pending", |s| {
+        Lab::members(s) == [1, 2] && s.victims.is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(2 * TOKEN_MS));
+    assert_eq!(lab.fence_count(3), 1, "not fenced a second time");
+    let (ok, out) = run_tool("fence_node", &["--state-dir", &sd, "nosuchnode"]);
+    assert!(!ok && out.contains("not in cluster.conf"), "{out}");
+}
