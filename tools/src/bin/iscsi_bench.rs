@@ -77,7 +77,7 @@ fn phase(
     time: Duration,
 ) -> Result<(u64, u64, Duration)> {
     let bs = u64::from(lun.block_size());
-    if size as u64 % bs != 0 || lun.size_bytes() < size as u64 {
+    if !(size as u64).is_multiple_of(bs) || lun.size_bytes() < size as u64 {
         bail!("I/O size {size} does not fit the LUN");
     }
     let slots = lun.size_bytes() / size as u64;
