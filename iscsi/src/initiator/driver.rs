@@ -351,7 +351,11 @@ impl Connection {
             }
         }
         if let Some(h) = self.reader.lock().take() {
-            let _ = h.join();
+            // Dropped from a completion callback on the reader itself: it
+            // exits on its own once it sees `closed`.
+            if h.thread().id() != thread::current().id() {
+                let _ = h.join();
+            }
         }
     }
 

@@ -217,3 +217,35 @@ fn malformed_reject_and_unknown_opcode_are_errors_not_panics() {
     b.set_itt(999);
     assert!(s.receive(Pdu::new(b)).is_ok(), "unknown ITT is ignored");
 }
+
+proptest::proptest! {
+    /// Hostile target PDUs (any opcode, flags, tags, offsets, lengths) give
+    /// errors or are ignored; the core never panics and its bookkeeping stays
+    /// bounded by what was submitted.
+    #[test]
+    fn hostile_target_pdus_never_panic(
+        pdus in proptest::collection::vec(
+            (0u8..64, proptest::prelude::any::<[u8; 48]>(), proptest::collection::vec(0u8..=255, 0..300)),
+            1..40,
+        )
+    ) {
+        let p = Negotiated { max_xmit_data_segment_length: 512, ..Negotiated::default() };
+        let mut s: Session<u32> = Session::new(&outcome(p, 100));
+        for i in 0..4 {
+            let req = ScsiRequest { lun: 0, cdb: vec![0x88; 16], data_out: vec![1; 700], in_len: 512 };
+            s.submit_scsi(req, i).unwrap();
+        }
+        for (op, raw, data) in pdus {
+            let mut bhs = Bhs(raw);
+            bhs.0[0] = op;
+            // Aim some tags at live tasks.
+            if raw[0] & 1 == 1 {
+                bhs.set_itt(u32::from(raw[1] % 6));
+            }
+            let _ = s.receive(Pdu { bhs, ahs: vec![], data });
+            while s.poll_transmit().is_some() {}
+            while s.poll_event().is_some() {}
+        }
+        proptest::prop_assert!(s.outstanding() <= 4);
+    }
+}
