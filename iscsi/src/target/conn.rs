@@ -338,7 +338,8 @@ impl Connection {
         }
     }
 
-    fn run_early_commands(&mut self) {
+    /// Runs the held commands that are now next in CmdSN order.
+    pub(super) fn run_early_commands(&mut self) {
         loop {
             let Phase::FullFeature(s) = &mut self.phase else {
                 return;

@@ -451,6 +451,7 @@ impl Connection {
             tmf::CLEAR_ACA => tmf::RSP_NOT_SUPPORTED,
             _ => tmf::RSP_REJECTED,
         };
+        self.run_early_commands();
         let mut out = Bhs::new(opcode::TASK_MGMT_RSP);
         out.set_flags(flags::FINAL);
         out.set_u8_at(tmf::RESPONSE, response);
@@ -484,8 +485,17 @@ impl Connection {
                 scsi.task_mgmt(nexus, TaskMgmt::AbortTask { lun, tag: rtt });
                 tmf::RSP_COMPLETE
             }
-            // Already completed (RFC 7143 11.5.1 b) or never received (c).
-            None if pdu::sn_lt(ref_cmd_sn, exp) => tmf::RSP_COMPLETE,
+            // Received and already completed: the task does not exist.
+            None if pdu::sn_lt(ref_cmd_sn, exp) => tmf::RSP_NO_TASK,
+            // Not received yet (RFC 7143 11.5.1 b): the CmdSN counts as
+            // received. A NOP-Out without ITT takes its place (a no-op
+            // that lets ExpCmdSN pass it) and the function is complete.
+            None if !pdu::sn_lt(s.max_cmd_sn, ref_cmd_sn) => {
+                let mut nop = Bhs::new(opcode::NOP_OUT);
+                nop.set_itt(RESERVED_TAG);
+                s.early.insert(ref_cmd_sn, Pdu::new(nop));
+                tmf::RSP_COMPLETE
+            }
             None => tmf::RSP_NO_TASK,
         }
     }

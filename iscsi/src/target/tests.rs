@@ -223,3 +223,45 @@ proptest! {
         prop_assert!(f.conn.is_closed());
     }
 }
+
+fn abort_task(itt: u32, rtt: u32, ref_cmd_sn: u32) -> Pdu {
+    let mut bhs = Bhs::new(opcode::TASK_MGMT_REQ);
+    bhs.set_immediate(true);
+    bhs.set_flags(flags::FINAL | pdu::task_mgmt::ABORT_TASK);
+    bhs.set_lun(1);
+    bhs.set_itt(itt);
+    bhs.set_u32_at(pdu::task_mgmt::RTT, rtt);
+    bhs.set_u32_at(pdu::task_mgmt::REF_CMD_SN, ref_cmd_sn);
+    Pdu::new(bhs)
+}
+
+/// RFC 7143 11.5.1: a completed task "does not exist"; a task whose CmdSN
+/// has not arrived counts as received, the function is complete and the
+/// CmdSN window moves past it.
+#[test]
+fn rfc7143_11_5_1_abort_task_of_completed_and_unreceived_tasks() {
+    let mut f = fixture();
+    log_in(&mut f, "262144");
+    f.conn.receive(Ok(read10(10, 1, 0, 1)));
+    pump(&mut f.conn);
+    f.conn.receive(Ok(abort_task(50, 1, 10)));
+    let sent = pump(&mut f.conn);
+    assert_eq!(
+        sent[0].bhs.u8_at(pdu::task_mgmt::RESPONSE),
+        pdu::task_mgmt::RSP_NO_TASK
+    );
+    f.conn.receive(Ok(abort_task(51, 2, 11)));
+    let sent = pump(&mut f.conn);
+    assert_eq!(
+        sent[0].bhs.u8_at(pdu::task_mgmt::RESPONSE),
+        pdu::task_mgmt::RSP_COMPLETE
+    );
+    assert_eq!(
+        sent[0].bhs.u32_at(28),
+        12,
+        "ExpCmdSN moved past the aborted CmdSN"
+    );
+    f.conn.receive(Ok(read10(12, 3, 0, 1)));
+    let sent = pump(&mut f.conn);
+    assert_eq!(sent.last().unwrap().bhs.itt(), 3, "the next command runs");
+}
