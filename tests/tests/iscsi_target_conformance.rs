@@ -9,13 +9,9 @@ use util::{have_libiscsi, run, Tgtd};
 
 const IQN: &str = "iqn.2026-01.test.rhcs:conformance";
 
-/// Failures the SCSI emulation still has open (owned by iscsi::scsi):
-/// remove an entry as soon as it passes.
-const KNOWN_SCSI_FAILURES: &[&str] = &[
-    // After LUN RESET, PRIN fails with the reset's unit attention
-    // (BUS DEVICE RESET FUNCTION OCCURRED); Debian's tgt fails it too.
-    "Reserve6.LUNReset",
-];
+/// Failures the SCSI emulation still has open (owned by iscsi::scsi),
+/// tolerated by name until fixed; empty now: every test must pass.
+const KNOWN_SCSI_FAILURES: &[&str] = &[];
 
 /// Counts of one iscsi-test-cu run, each test counted once.
 #[derive(Debug, Default)]
