@@ -7,6 +7,8 @@
 #[path = "../../clusterfs/tests/common/model.rs"]
 mod model;
 
+use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -218,6 +220,67 @@ impl Target for Mounted {
             .and_then(|f| f.sync_all())
             .map_err(errno)
     }
+    fn setxattr(&mut self, path: &str, name: &str, value: &[u8]) -> Result<(), Errno> {
+        let (p, n) = (cpath(&self.p(path)), CString::new(name).unwrap());
+        let rc = unsafe {
+            libc::lsetxattr(
+                p.as_ptr(),
+                n.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(last_errno())
+        }
+    }
+    fn removexattr(&mut self, path: &str, name: &str) -> Result<(), Errno> {
+        let (p, n) = (cpath(&self.p(path)), CString::new(name).unwrap());
+        let rc = unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(last_errno())
+        }
+    }
+    fn xattrs(&mut self, path: &str) -> Result<BTreeMap<String, Vec<u8>>, Errno> {
+        let p = cpath(&self.p(path));
+        let mut names = vec![0u8; 4096];
+        let n = unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        if n < 0 {
+            return Err(last_errno());
+        }
+        let mut out = BTreeMap::new();
+        for name in names[..n as usize]
+            .split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+        {
+            let cname = CString::new(name).unwrap();
+            let mut v = vec![0u8; 65536];
+            let len = unsafe {
+                libc::lgetxattr(p.as_ptr(), cname.as_ptr(), v.as_mut_ptr().cast(), v.len())
+            };
+            if len < 0 {
+                return Err(last_errno());
+            }
+            v.truncate(len as usize);
+            out.insert(String::from_utf8(name.to_vec()).unwrap(), v);
+        }
+        Ok(out)
+    }
+}
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
+}
+
+fn last_errno() -> Errno {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 fn env(name: &str, default: u64) -> u64 {

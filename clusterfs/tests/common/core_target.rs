@@ -145,4 +145,28 @@ impl Target for Core {
     fn sync(&mut self) -> Result<(), Errno> {
         self.fs().sync().map_err(|e| e.errno())
     }
+
+    fn setxattr(&mut self, path: &str, name: &str, value: &[u8]) -> Result<(), Errno> {
+        let ino = self.resolve(path)?;
+        self.fs()
+            .setxattr(ino, name.as_bytes(), value, 0)
+            .map_err(|e| e.errno())
+    }
+
+    fn removexattr(&mut self, path: &str, name: &str) -> Result<(), Errno> {
+        let ino = self.resolve(path)?;
+        self.fs()
+            .removexattr(ino, name.as_bytes())
+            .map_err(|e| e.errno())
+    }
+
+    fn xattrs(&mut self, path: &str) -> Result<std::collections::BTreeMap<String, Vec<u8>>, Errno> {
+        let ino = self.resolve(path)?;
+        let mut out = std::collections::BTreeMap::new();
+        for n in self.fs().listxattr(ino).map_err(|e| e.errno())? {
+            let v = self.fs().getxattr(ino, &n).map_err(|e| e.errno())?;
+            out.insert(String::from_utf8(n).unwrap(), v);
+        }
+        Ok(out)
+    }
 }

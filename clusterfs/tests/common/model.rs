@@ -77,6 +77,12 @@ pub trait Target {
     fn nlink(&mut self, path: &str) -> Result<u32, Errno>;
     /// Makes everything durable.
     fn sync(&mut self) -> Result<(), Errno>;
+    /// Sets an extended attribute (create or replace).
+    fn setxattr(&mut self, path: &str, name: &str, value: &[u8]) -> Result<(), Errno>;
+    /// Removes an extended attribute.
+    fn removexattr(&mut self, path: &str, name: &str) -> Result<(), Errno>;
+    /// Every extended attribute with its value.
+    fn xattrs(&mut self, path: &str) -> Result<BTreeMap<String, Vec<u8>>, Errno>;
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +96,7 @@ enum Node {
 pub struct Model {
     nodes: HashMap<u64, Node>,
     next: u64,
+    xattrs: HashMap<u64, BTreeMap<String, Vec<u8>>>,
 }
 
 const ROOT: u64 = 0;
@@ -103,7 +110,11 @@ impl Default for Model {
                 entries: BTreeMap::new(),
             },
         );
-        Model { nodes, next: 1 }
+        Model {
+            nodes,
+            next: 1,
+            xattrs: HashMap::new(),
+        }
     }
 }
 
@@ -351,6 +362,30 @@ impl Target for Model {
     fn sync(&mut self) -> Result<(), Errno> {
         Ok(())
     }
+
+    fn setxattr(&mut self, path: &str, name: &str, value: &[u8]) -> Result<(), Errno> {
+        let id = self.resolve(path)?;
+        self.xattrs
+            .entry(id)
+            .or_default()
+            .insert(name.to_string(), value.to_vec());
+        Ok(())
+    }
+
+    fn removexattr(&mut self, path: &str, name: &str) -> Result<(), Errno> {
+        let id = self.resolve(path)?;
+        self.xattrs
+            .entry(id)
+            .or_default()
+            .remove(name)
+            .map(|_| ())
+            .ok_or(libc::ENODATA)
+    }
+
+    fn xattrs(&mut self, path: &str) -> Result<BTreeMap<String, Vec<u8>>, Errno> {
+        let id = self.resolve(path)?;
+        Ok(self.xattrs.get(&id).cloned().unwrap_or_default())
+    }
 }
 
 /// Every path in the model, directories first (parents before children).
@@ -388,6 +423,13 @@ pub fn compare(m: &mut Model, t: &mut dyn Target) -> Result<(), String> {
             } else {
                 format!("{d}/{name}")
             };
+            let (wx, gx) = (
+                m.xattrs(&p).unwrap(),
+                t.xattrs(&p).map_err(|e| format!("xattrs {p}: {e}"))?,
+            );
+            if wx != gx {
+                return Err(format!("{p}: xattrs model {wx:?} target {gx:?}"));
+            }
             let (wn, gn) = (
                 m.nlink(&p).unwrap(),
                 t.nlink(&p).map_err(|e| format!("nlink {p}: {e}"))?,
@@ -434,6 +476,10 @@ pub enum Op {
     Unlink(String),
     /// rmdir
     Rmdir(String),
+    /// setxattr
+    SetXattr(String, String, Vec<u8>),
+    /// removexattr
+    RemoveXattr(String, String),
 }
 
 impl Op {
@@ -448,6 +494,8 @@ impl Op {
             Op::Link(a, b) => t.link(a, b),
             Op::Unlink(p) => t.unlink(p),
             Op::Rmdir(p) => t.rmdir(p),
+            Op::SetXattr(p, n, v) => t.setxattr(p, n, v),
+            Op::RemoveXattr(p, n) => t.removexattr(p, n),
         }
     }
 }
@@ -524,7 +572,15 @@ impl Generator {
     pub fn next(&mut self, m: &mut Model) -> Op {
         let file = self.existing(m, Some(Kind::File));
         let any = self.existing(m, None);
-        match self.rng.range(0..100) {
+        const XNAMES: [&str; 3] = ["user.a", "user.bb", "trusted.t"];
+        let xname = XNAMES[self.rng.range(0..3) as usize].to_string();
+        match self.rng.range(0..110) {
+            100..=105 if any.is_some() => {
+                let len = self.rng.range(0..100) as usize;
+                let v: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7)).collect();
+                Op::SetXattr(any.unwrap(), xname, v)
+            }
+            106..=109 if any.is_some() => Op::RemoveXattr(any.unwrap(), xname),
             0..=17 => Op::Create(self.new_path(m)),
             18..=25 => Op::Mkdir(self.new_path(m)),
             26..=50 if file.is_some() => {
