@@ -383,7 +383,6 @@ impl Node {
             push_ast(out, id, Status::Unlocked, SbFlags::default(), None);
             return Ok(());
         }
-        let lkb = self.lkbs.get_mut(&id).expect("present");
         lkb.op = Op::Unlock;
         lkb.flags = flags;
         lkb.cancel = false;
@@ -436,6 +435,21 @@ impl Node {
             return;
         }
         let name = self.lkbs[&id].name;
+        // Fast path: a resource already mastered here (one lookup of the
+        // resource, no message).
+        if let Some(e) = self.rsbs.get_mut(&name) {
+            if e.master == Master::Node(self.me) {
+                if let Some(rsb) = e.core.as_mut() {
+                    let mut events = std::mem::take(&mut self.events);
+                    Self::do_local_on(self.me, &mut self.lkbs, rsb, id, &mut events);
+                    for ev in events.drain(..) {
+                        self.deliver(name, ev, out);
+                    }
+                    self.events = events;
+                    return;
+                }
+            }
+        }
         match self.master_of(name, out) {
             Master::Node(m) if m == self.me => self.do_local(id, out),
             Master::Node(m) => self.send_op(id, m, out),
@@ -551,37 +565,46 @@ impl Node {
     /// Runs the pending operation of local lock `id` on the local master
     /// copy: the fast path, no message is built.
     fn do_local(&mut self, id: LockId, out: &mut Vec<Action>) {
-        let me = self.me;
-        let lkb = self.lkbs.get_mut(&id).expect("lkb");
-        lkb.sent = true;
-        let (name, op, rq, flags, cancel) = (lkb.name, lkb.op, lkb.rqmode, lkb.flags, lkb.cancel);
-        let lvb = lkb.has_lvb.then_some(lkb.lvb);
-        let key = LockKey { node: me, id };
+        let name = self.lkbs[&id].name;
         let mut events = std::mem::take(&mut self.events);
         let Some(rsb) = self.rsbs.get_mut(&name).and_then(|e| e.core.as_mut()) else {
             tracing::error!(%name, "local master copy missing");
             self.events = events;
             return;
         };
-        let res = match op {
-            Op::Request => rsb.request(
-                MasterLkb::new(key, rq.expect("rq"), flags, lvb),
-                &mut events,
-            ),
-            Op::Convert => rsb.convert(key, rq.expect("rq"), flags, lvb, &mut events),
-            Op::Unlock => rsb.unlock(key, flags, lvb, &mut events),
-            Op::None => Ok(()),
-        };
-        if let Err(e) = res {
-            tracing::warn!(%name, %id, error = %e, "local lock operation refused");
-        }
-        if cancel && matches!(op, Op::Request | Op::Convert) {
-            let _ = rsb.cancel(key, &mut events);
-        }
+        Self::do_local_on(self.me, &mut self.lkbs, rsb, id, &mut events);
         for ev in events.drain(..) {
             self.deliver(name, ev, out);
         }
         self.events = events;
+    }
+
+    /// The rsb work of [`Node::do_local`] on master copy `rsb`; callbacks
+    /// go to `events`.
+    fn do_local_on(
+        me: NodeId,
+        lkbs: &mut FastMap<LockId, Lkb>,
+        rsb: &mut Rsb,
+        id: LockId,
+        events: &mut Vec<RsbEvent>,
+    ) {
+        let lkb = lkbs.get_mut(&id).expect("lkb");
+        lkb.sent = true;
+        let (op, rq, flags, cancel) = (lkb.op, lkb.rqmode, lkb.flags, lkb.cancel);
+        let lvb = lkb.has_lvb.then_some(lkb.lvb);
+        let key = LockKey { node: me, id };
+        let res = match op {
+            Op::Request => rsb.request(MasterLkb::new(key, rq.expect("rq"), flags, lvb), events),
+            Op::Convert => rsb.convert(key, rq.expect("rq"), flags, lvb, events),
+            Op::Unlock => rsb.unlock(key, flags, lvb, events),
+            Op::None => Ok(()),
+        };
+        if let Err(e) = res {
+            tracing::warn!(name = %lkb.name, %id, error = %e, "local lock operation refused");
+        }
+        if cancel && matches!(op, Op::Request | Op::Convert) {
+            let _ = rsb.cancel(key, events);
+        }
     }
 
     /// A master-side callback for a lock held on this node.

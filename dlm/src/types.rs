@@ -48,9 +48,24 @@ pub struct ResName {
 }
 
 impl PartialEq for ResName {
+    #[inline]
     fn eq(&self, other: &ResName) -> bool {
-        self.hash == other.hash && self.as_bytes() == other.as_bytes()
+        // Bytes past `len` are always zero (see `new`), so comparing the
+        // 8-byte words that cover `len` is exact; inline, no `memcmp` call
+        // on every map probe.
+        self.hash == other.hash
+            && self.len == other.len
+            && self.bytes[..usize::from(self.len).div_ceil(8) * 8]
+                .chunks_exact(8)
+                .zip(other.bytes.chunks_exact(8))
+                .all(|(a, b)| word(a) == word(b))
     }
+}
+
+/// An 8-byte chunk as a word (for [`ResName`]'s equality).
+#[inline]
+fn word(b: &[u8]) -> u64 {
+    u64::from_ne_bytes(b.try_into().expect("8-byte chunk"))
 }
 
 impl Eq for ResName {}

@@ -270,14 +270,18 @@ impl LsInner {
                     lvb,
                 } = sh.out[0]
                 {
+                    // No callbacks registered at all (the usual case for the
+                    // blocking API): skip both map lookups.
+                    let no_cbs = sh.cbs.is_empty();
                     if aid == id
-                        && sh
-                            .cbs
-                            .get(&id)
-                            .is_none_or(|c| c.ast.is_none() && c.waiters.is_empty())
+                        && (no_cbs
+                            || sh
+                                .cbs
+                                .get(&id)
+                                .is_none_or(|c| c.ast.is_none() && c.waiters.is_empty()))
                     {
                         sh.out.clear();
-                        if sh.node.lock_info(id).is_none() {
+                        if !no_cbs && sh.node.lock_info(id).is_none() {
                             sh.cbs.remove(&id);
                         }
                         return status_result(Completion {
