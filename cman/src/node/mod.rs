@@ -94,6 +94,8 @@ pub struct Node {
     peers: BTreeMap<NodeId, Peer>,
     dead: BTreeMap<NodeId, Incarnation>,
     view: View,
+    /// Members of the last quorate view and whether each was in the fence domain.
+    last_quorate: Vec<(Member, bool)>,
     max_seq: u64,
     promised: ViewId,
     proposal: Option<Proposal>,
@@ -147,6 +149,7 @@ impl Node {
             peers: BTreeMap::new(),
             dead: BTreeMap::new(),
             view: View::default(),
+            last_quorate: Vec::new(),
             max_seq: 0,
             promised: ViewId::default(),
             proposal: None,

@@ -155,17 +155,19 @@ impl Node {
             .iter()
             .map(|(id, inc)| Member { id: *id, inc: *inc })
             .collect();
+        // Measured against the last quorate view this node was in: members
+        // lost while the cluster had no quorum are still owed a fencing
+        // when quorum comes back.
         let missing = self
-            .view
-            .members
+            .last_quorate
             .iter()
-            .filter(|m| !members.contains(m))
-            .map(|old| {
+            .filter(|(m, _)| !members.contains(m))
+            .map(|(old, domain)| {
                 let left = self
                     .peers
                     .get(&old.id)
                     .is_some_and(|p| p.leaving && p.inc == old.inc);
-                (*old, !left && self.in_domain(old.id))
+                (*old, !left && *domain)
             })
             .collect();
         Ack {
@@ -333,6 +335,14 @@ impl Node {
             .iter()
             .all(|n| self.view.members.iter().any(|m| m.id == n.id));
         self.quorum.view_installed(now, votes, all);
+        if self.quorum.status().quorate {
+            self.last_quorate = self
+                .view
+                .members
+                .iter()
+                .map(|m| (*m, self.in_domain(m.id)))
+                .collect();
+        }
         tracing::info!(node = %self.me, view = %self.view.id, members = ?self.view.members, quorate = self.quorate(), "view installed");
         self.out.push(Action::Notify(ClusterEvent::View {
             view: self.view.id,
