@@ -10,9 +10,16 @@
 //!
 //! Inside, the layers are: [`sense`] (sense data), `backing` (pread/pwrite
 //! on a file or block device), `pr` (the persistent reservation state
-//! machine, pure), `opcodes` (the command table: CDB sizes, reservation
-//! access class, REPORT SUPPORTED OPERATION CODES data), and the command
-//! handlers (`spc`, `mode`, `sbc`, `prcmd`) called from `lun`.
+//! machine, pure), `ua` (unit attention queues), `opcodes` (the command
+//! table: CDB sizes, reservation access class, which LUNs implement it,
+//! REPORT SUPPORTED OPERATION CODES data), and the command handlers
+//! (`spc`, `mode`, `sbc`, `prcmd`, `xcopy`, `sanitize`) that `lun` calls
+//! after the SAM-5 checks (unit attention, opcode, reservation).
+//!
+//! Concurrency: `execute` takes no global lock. READ/WRITE do one atomic
+//! load for pending unit attentions, one for "any reservation", and
+//! pread/pwrite; writers hold the LUN's write gate shared, COMPARE AND
+//! WRITE / ORWRITE / WRITE ATOMIC hold it exclusive.
 
 mod backing;
 mod cdb;

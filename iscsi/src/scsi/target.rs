@@ -254,9 +254,9 @@ impl ScsiTarget {
         }
     }
 
-    /// The number of Data-Out bytes a CDB implies, when this target knows
-    /// it without the LUN's state (WRITE-type commands assume 512-byte
-    /// blocks only if `block_size` is unknown: use [`Self::data_out_expected_for`]).
+    /// The number of Data-Out bytes a CDB implies, assuming 512-byte
+    /// blocks (`None` for a CDB too short for its opcode). Use
+    /// [`Self::data_out_expected_for`] to get the LUN's block size.
     pub fn data_out_expected(&self, cdb: &[u8]) -> Option<u32> {
         spc::data_out_len(cdb, 512)
     }
