@@ -317,6 +317,26 @@ impl Lun {
         }
     }
 
+    /// Re-read the backing store size; whether the capacity changed.
+    pub fn refresh_size(&self) -> Result<bool, ScsiError> {
+        let Some(d) = &self.disk else {
+            return Ok(false);
+        };
+        let size_bytes = d.backing.size().map_err(|source| ScsiError::Backing {
+            path: d.backing.path().to_path_buf(),
+            source,
+        })?;
+        let blocks = size_bytes >> d.block_shift;
+        if blocks == 0 {
+            return Err(ScsiError::BadSize {
+                path: d.backing.path().to_path_buf(),
+                size_bytes,
+                block_size: d.block_size,
+            });
+        }
+        Ok(d.blocks.swap(blocks, Ordering::AcqRel) != blocks)
+    }
+
     /// Queue a unit attention for one nexus.
     pub fn unit_attention(&self, nexus: NexusId, asc: Asc) {
         self.ua.add(nexus, asc);

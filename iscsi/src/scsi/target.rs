@@ -131,6 +131,18 @@ impl ScsiTarget {
         }
     }
 
+    /// Re-read the size of a LUN's backing store (after it was grown or
+    /// shrunk); when the capacity changed, every nexus gets CAPACITY DATA
+    /// HAS CHANGED. Returns the new size in bytes.
+    pub fn refresh_lun_size(&self, lun: u64) -> Result<u64, ScsiError> {
+        let l = self.lun(lun).ok_or(ScsiError::NoSuchLun(lun))?;
+        let changed = l.refresh_size()?;
+        if changed {
+            l.unit_attention_others(None, Asc::CAPACITY_DATA_CHANGED);
+        }
+        Ok(l.info().size_bytes)
+    }
+
     /// A description of every LUN, in LUN order.
     pub fn luns(&self) -> Vec<LunInfo> {
         self.luns.read().values().map(|l| l.info()).collect()

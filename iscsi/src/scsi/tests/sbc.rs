@@ -620,3 +620,33 @@ fn sbc3_5_30_sanitize_reserved_cdb_bits_are_invalid() {
         assert_eq!(field_pointer(&r).2, byte as u16);
     }
 }
+
+#[test]
+fn sbc3_4_capacity_change_is_reported_to_every_nexus() {
+    let f = Fixture::new();
+    let other = f.login("other");
+    assert_eq!(f.target.refresh_lun_size(LUN).unwrap(), BLOCKS * BS as u64);
+    assert_eq!(f.exec(&tur(), &[]).status, status::GOOD, "unchanged: no UA");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f.path)
+        .unwrap()
+        .set_len(2 * BLOCKS * BS as u64)
+        .unwrap();
+    assert_eq!(
+        f.target.refresh_lun_size(LUN).unwrap(),
+        2 * BLOCKS * BS as u64
+    );
+    assert_sense(&f.exec(&tur(), &[]), 6, 0x2a, 0x09);
+    assert_sense(&f.exec_on(other, LUN, &tur(), &[]), 6, 0x2a, 0x09);
+    let d = f.ok(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]);
+    assert_eq!(
+        u32::from_be_bytes(d[0..4].try_into().unwrap()),
+        2 * BLOCKS as u32 - 1
+    );
+    f.write(2 * BLOCKS - 1, &block(7, 1));
+    assert!(matches!(
+        f.target.refresh_lun_size(9),
+        Err(crate::scsi::ScsiError::NoSuchLun(9))
+    ));
+}
