@@ -181,7 +181,13 @@ impl FileSystem {
         for &a in &sorted {
             locks.acquire(Glock::Inode(a), GlockMode::Exclusive)?;
         }
+        self.vol.begin_op();
         let res = f(self);
+        if res.is_err() {
+            self.vol.abort_op();
+        } else {
+            self.vol.end_op();
+        }
         for &a in sorted.iter().rev() {
             locks.release(Glock::Inode(a));
         }

@@ -121,6 +121,13 @@ impl FsError {
 /// Result alias of the core.
 pub type Result<T> = std::result::Result<T, FsError>;
 
+/// What an operation changed, to undo it on failure.
+#[derive(Debug, Default)]
+struct Undo {
+    blocks: HashMap<u64, (Option<Vec<u8>>, bool)>,
+    freed: Vec<u64>,
+}
+
 /// Clean metadata blocks kept cached before the cache is dropped.
 const CACHE_LIMIT: usize = 32 * 1024;
 
@@ -135,6 +142,10 @@ pub struct Volume {
     dirty: BTreeSet<u64>,
     /// Blocks freed since the last commit: not reused until it is on disk.
     freed: HashSet<u64>,
+    /// While an operation runs: each block's state before it first changed
+    /// (cached contents, was dirty) and the blocks it freed, so a failed
+    /// operation can be undone as a whole.
+    undo: Option<Undo>,
     rgs: Vec<Rindex>,
     rg_cursor: usize,
     journal: Option<Journal>,
@@ -180,6 +191,7 @@ impl Volume {
             cache: HashMap::new(),
             dirty: BTreeSet::new(),
             freed: HashSet::new(),
+            undo: None,
             rgs: Vec::new(),
             rg_cursor: 0,
             journal: None,
@@ -314,16 +326,60 @@ impl Volume {
         Ok(&self.cache[&blk])
     }
 
+    fn remember(&mut self, blk: u64) {
+        let Some(u) = self.undo.as_mut() else { return };
+        if let std::collections::hash_map::Entry::Vacant(e) = u.blocks.entry(blk) {
+            e.insert((self.cache.get(&blk).cloned(), self.dirty.contains(&blk)));
+        }
+    }
+
+    /// Starts an operation whose metadata changes are undone by
+    /// [`Volume::abort_op`] if it fails.
+    pub fn begin_op(&mut self) {
+        self.undo = Some(Undo::default());
+    }
+
+    /// Keeps the operation's changes in the running transaction.
+    pub fn end_op(&mut self) {
+        self.undo = None;
+    }
+
+    /// Undoes every metadata change since [`Volume::begin_op`] (data blocks
+    /// written meanwhile are in blocks that become free again).
+    pub fn abort_op(&mut self) {
+        let Some(u) = self.undo.take() else { return };
+        for (blk, (content, was_dirty)) in u.blocks {
+            match content {
+                Some(c) => {
+                    self.cache.insert(blk, c);
+                }
+                None => {
+                    self.cache.remove(&blk);
+                }
+            }
+            if was_dirty {
+                self.dirty.insert(blk);
+            } else {
+                self.dirty.remove(&blk);
+            }
+        }
+        for blk in u.freed {
+            self.freed.remove(&blk);
+        }
+    }
+
     /// A metadata block to change in this transaction.
     pub fn meta_mut(&mut self, blk: u64) -> Result<&mut [u8]> {
         self.check_writable()?;
         self.load(blk)?;
+        self.remember(blk);
         self.dirty.insert(blk);
         Ok(self.cache.get_mut(&blk).expect("loaded"))
     }
 
     /// A fresh zeroed metadata block in this transaction.
     pub fn meta_new(&mut self, blk: u64) -> &mut [u8] {
+        self.remember(blk);
         self.dirty.insert(blk);
         let bs = self.bsize();
         let b = self.cache.entry(blk).or_default();
@@ -333,6 +389,7 @@ impl Volume {
     }
 
     fn forget_block(&mut self, blk: u64) {
+        self.remember(blk);
         self.cache.remove(&blk);
         self.dirty.remove(&blk);
     }
@@ -405,6 +462,10 @@ impl Volume {
         }
         self.dirty.clear();
         self.freed.clear();
+        // What is committed can no longer be undone.
+        if self.undo.is_some() {
+            self.undo = Some(Undo::default());
+        }
         if self.cache.len() > CACHE_LIMIT {
             self.cache.clear();
         }
@@ -578,6 +639,9 @@ impl Volume {
         self.adjust(i, 1, dd)?;
         self.forget_block(blk);
         self.freed.insert(blk);
+        if let Some(u) = self.undo.as_mut() {
+            u.freed.push(blk);
+        }
         Ok(())
     }
 

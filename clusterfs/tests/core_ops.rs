@@ -268,3 +268,60 @@ fn unlinked_open_files_live_until_release_or_remount() {
     fs.unmount().unwrap();
     assert_fsck_clean(img.path());
 }
+
+#[test]
+fn full_volume_fails_cleanly_and_recovers_space() {
+    let img = image(48, 1024);
+    let mut fs = mount(img.path());
+    let root = fs.root();
+    let free0 = fs.statfs().unwrap().bfree;
+    let d = fs.mkdir(root, b"fill", 0o755, 0, 0).unwrap();
+    let chunk = vec![0xabu8; 256 << 10];
+    let mut i = 0;
+    let err = loop {
+        let f = match fs.mknod(d.ino, format!("f{i}").as_bytes(), 0o644, 0, 0, 0) {
+            Ok(f) => f,
+            Err(e) => break e,
+        };
+        if let Err(e) = fs.write(f.ino, 0, &chunk) {
+            break e;
+        }
+        i += 1;
+    };
+    assert_eq!(err.errno(), libc::ENOSPC);
+    // Small things fail the same way once nothing is left.
+    let mut names = 0;
+    while fs
+        .mknod(d.ino, format!("tiny{names}").as_bytes(), 0o644, 0, 0, 0)
+        .is_ok()
+    {
+        names += 1;
+    }
+    assert!(fs.statfs().unwrap().bfree < 8);
+    fs.unmount().unwrap();
+    assert_fsck_clean(img.path());
+
+    let mut fs = mount(img.path());
+    let d = fs.lookup(fs.root(), b"fill").unwrap();
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let batch = fs.readdir(d.ino, after, 100).unwrap();
+        let Some(last) = batch.last() else { break };
+        after = last.cookie;
+        all.extend(
+            batch
+                .into_iter()
+                .map(|e| e.name)
+                .filter(|n| n != b"." && n != b".."),
+        );
+    }
+    assert!(all.len() >= i);
+    for n in all {
+        fs.unlink(d.ino, &n).unwrap();
+    }
+    fs.rmdir(fs.root(), b"fill").unwrap();
+    assert_eq!(fs.statfs().unwrap().bfree, free0);
+    fs.unmount().unwrap();
+    assert_fsck_clean(img.path());
+}
