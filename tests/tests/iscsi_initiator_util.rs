@@ -78,6 +78,8 @@ impl Tgtd {
             lun_file,
         };
         if !t.wait_ready() {
+            let log = std::fs::read_to_string(t.dir.path().join("tgtd.log")).unwrap_or_default();
+            eprintln!("tgtd on port {port} not ready; its log:\n{log}");
             return None;
         }
         t.tgtadm(&["--mode", "target", "--op", "new", "--tid", "1", "-T", IQN]);
