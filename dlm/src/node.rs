@@ -434,22 +434,33 @@ impl Node {
         if self.phase != Phase::Running {
             return;
         }
-        let name = self.lkbs[&id].name;
+        let me = self.me;
         // Fast path: a resource already mastered here (one lookup of the
-        // resource, no message).
-        if let Some(e) = self.rsbs.get_mut(&name) {
-            if e.master == Master::Node(self.me) {
+        // resource, no message, the name is not copied).
+        if let Some(e) = self.rsbs.get_mut(&self.lkbs[&id].name) {
+            if e.master == Master::Node(me) {
                 if let Some(rsb) = e.core.as_mut() {
                     let mut events = std::mem::take(&mut self.events);
-                    Self::do_local_on(self.me, &mut self.lkbs, rsb, id, &mut events);
-                    for ev in events.drain(..) {
-                        self.deliver(name, ev, out);
+                    Self::do_local_on(me, &mut self.lkbs, rsb, id, &mut events);
+                    // Callbacks to peers need the name; take it while the
+                    // lock still exists (a completion may remove it).
+                    let name = events
+                        .iter()
+                        .any(|ev| event_key(ev).node != me)
+                        .then(|| self.lkbs[&id].name);
+                    for &ev in &events {
+                        match name {
+                            Some(name) => self.deliver(name, ev, out),
+                            None => self.holder_event(ev, out),
+                        }
                     }
+                    events.clear();
                     self.events = events;
                     return;
                 }
             }
         }
+        let name = self.lkbs[&id].name;
         match self.master_of(name, out) {
             Master::Node(m) if m == self.me => self.do_local(id, out),
             Master::Node(m) => self.send_op(id, m, out),
@@ -934,6 +945,13 @@ pub(crate) fn push_ast(
         sbflags,
         lvb,
     });
+}
+
+/// The lock a master-side callback is for.
+fn event_key(ev: &RsbEvent) -> LockKey {
+    match ev {
+        RsbEvent::Cast { key, .. } | RsbEvent::Demoted { key } | RsbEvent::Bast { key, .. } => *key,
+    }
 }
 
 /// The directory node of `name` among sorted `members`.

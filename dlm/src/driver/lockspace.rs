@@ -139,11 +139,22 @@ impl LsInner {
     }
 
     pub(crate) fn shard_of_name(&self, name: &ResName) -> usize {
-        ((name.hash64() >> 32) % self.shards.len() as u64) as usize
+        self.shard_index(name.hash64() >> 32)
     }
 
     fn shard_of_id(&self, id: LockId) -> usize {
-        (id.0 % self.shards.len() as u32) as usize
+        self.shard_index(u64::from(id.0))
+    }
+
+    /// `x % shards`, with a mask instead of a division (tens of cycles) for
+    /// the usual power-of-two shard count. Equal results: `x < 2^32`.
+    fn shard_index(&self, x: u64) -> usize {
+        let n = self.shards.len() as u64;
+        if n.is_power_of_two() {
+            (x & (n - 1)) as usize
+        } else {
+            (x % n) as usize
+        }
     }
 
     fn frame(&self, shard: usize, env: &Envelope) -> Vec<u8> {
