@@ -63,7 +63,17 @@ impl Tgtd {
         let port = free_port();
         let control = free_control();
         let log = std::fs::File::create(dir.path().join("tgtd.log")).unwrap();
-        let child = Command::new("tgtd")
+        let mut cmd = Command::new("tgtd");
+        // If this test process dies (a CI timeout), tgtd dies with it
+        // instead of lingering on its port.
+        // SAFETY: prctl is async-signal-safe and touches no Rust state.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
             .args(["-f", "-C", &control.to_string(), "--iscsi"])
             .arg(format!("portal=127.0.0.1:{port}"))
             .stdout(Stdio::null())
