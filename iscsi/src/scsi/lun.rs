@@ -377,10 +377,10 @@ impl Lun {
     }
 
     /// LUN reset / target reset: release SPC-2 reservations, PREVENT and
-    /// mode parameters, and report `asc` to every nexus but the one that
-    /// asked for the reset (it knows; libiscsi's reset tests expect its
-    /// next command to succeed).
-    pub fn reset(&self, by: Option<NexusId>, asc: Asc) {
+    /// mode parameters, and report `asc` to every I_T nexus, the one that
+    /// asked for the reset included (SAM-5; libiscsi's MultipathIO.Reset
+    /// checks every path).
+    pub fn reset(&self, asc: Asc) {
         {
             let mut pr = self.pr.write();
             pr.spc2_holder = None;
@@ -390,7 +390,7 @@ impl Lun {
             d.prevent.lock().clear();
             d.set_mode(ModeState::default());
         }
-        self.unit_attention_others(by, asc);
+        self.unit_attention_others(None, asc);
     }
 
     /// Run one command (SAM-5 order of checks).

@@ -239,6 +239,7 @@ impl ScsiTarget {
     /// is never a queued task to abort here: ABORT TASK answers "no such
     /// task" (the transport answers "complete" for tasks it still holds).
     pub fn task_mgmt(&self, nexus: NexusId, tmf: TaskMgmt) -> u8 {
+        tracing::debug!(target_name = %self.info.name, nexus = nexus.0, ?tmf, "task management");
         match tmf {
             TaskMgmt::AbortTask { lun, .. } => match self.lun(lun) {
                 Some(_) => tmf_response::NO_TASK,
@@ -252,14 +253,14 @@ impl ScsiTarget {
             }
             TaskMgmt::LunReset { lun } => match self.lun(lun) {
                 Some(l) => {
-                    l.reset(Some(nexus), Asc::BUS_DEVICE_RESET);
+                    l.reset(Asc::BUS_DEVICE_RESET);
                     tmf_response::COMPLETE
                 }
                 None => tmf_response::NO_LUN,
             },
             TaskMgmt::TargetWarmReset | TaskMgmt::TargetColdReset => {
                 for l in self.luns.read().values() {
-                    l.reset(Some(nexus), Asc::POWER_ON_RESET);
+                    l.reset(Asc::POWER_ON_RESET);
                 }
                 tmf_response::COMPLETE
             }
