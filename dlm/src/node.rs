@@ -436,18 +436,40 @@ impl Node {
         }
         let me = self.me;
         // Fast path: a resource already mastered here (one lookup of the
-        // resource, no message, the name is not copied).
-        if let Some(e) = self.rsbs.get_mut(&self.lkbs[&id].name) {
+        // lock and one of the resource, no message, the name not copied).
+        let lkb = self.lkbs.get_mut(&id).expect("lkb");
+        if let Some(e) = self.rsbs.get_mut(&lkb.name) {
             if e.master == Master::Node(me) {
                 if let Some(rsb) = e.core.as_mut() {
                     let mut events = std::mem::take(&mut self.events);
-                    Self::do_local_on(me, &mut self.lkbs, rsb, id, &mut events);
+                    Self::do_local_on(me, lkb, rsb, id, &mut events);
+                    // The usual outcome, one completion of this very lock:
+                    // apply it to the lock in hand.
+                    if let [RsbEvent::Cast {
+                        key,
+                        status,
+                        sbflags,
+                        lvb,
+                    }] = events[..]
+                    {
+                        if key == (LockKey { node: me, id }) {
+                            events.clear();
+                            self.events = events;
+                            if let Some((remove, sbflags)) = apply_cast(lkb, status, sbflags, lvb) {
+                                if remove {
+                                    self.lkbs.remove(&id);
+                                }
+                                push_ast(out, id, status, sbflags, lvb.map(|(v, _)| v));
+                            }
+                            return;
+                        }
+                    }
                     // Callbacks to peers need the name; take it while the
                     // lock still exists (a completion may remove it).
                     let name = events
                         .iter()
                         .any(|ev| event_key(ev).node != me)
-                        .then(|| self.lkbs[&id].name);
+                        .then_some(lkb.name);
                     for &ev in &events {
                         match name {
                             Some(name) => self.deliver(name, ev, out),
@@ -576,14 +598,15 @@ impl Node {
     /// Runs the pending operation of local lock `id` on the local master
     /// copy: the fast path, no message is built.
     fn do_local(&mut self, id: LockId, out: &mut Vec<Action>) {
-        let name = self.lkbs[&id].name;
+        let lkb = self.lkbs.get_mut(&id).expect("lkb");
+        let name = lkb.name;
         let mut events = std::mem::take(&mut self.events);
         let Some(rsb) = self.rsbs.get_mut(&name).and_then(|e| e.core.as_mut()) else {
             tracing::error!(%name, "local master copy missing");
             self.events = events;
             return;
         };
-        Self::do_local_on(self.me, &mut self.lkbs, rsb, id, &mut events);
+        Self::do_local_on(self.me, lkb, rsb, id, &mut events);
         for ev in events.drain(..) {
             self.deliver(name, ev, out);
         }
@@ -594,12 +617,11 @@ impl Node {
     /// go to `events`.
     fn do_local_on(
         me: NodeId,
-        lkbs: &mut FastMap<LockId, Lkb>,
+        lkb: &mut Lkb,
         rsb: &mut Rsb,
         id: LockId,
         events: &mut Vec<RsbEvent>,
     ) {
-        let lkb = lkbs.get_mut(&id).expect("lkb");
         lkb.sent = true;
         let (op, rq, flags, cancel) = (lkb.op, lkb.rqmode, lkb.flags, lkb.cancel);
         let lvb = lkb.has_lvb.then_some(lkb.lvb);
@@ -799,7 +821,7 @@ impl Node {
         &mut self,
         id: LockId,
         status: Status,
-        mut sbflags: SbFlags,
+        sbflags: SbFlags,
         lvb: Option<(Lvb, u32)>,
         out: &mut Vec<Action>,
     ) {
@@ -807,56 +829,12 @@ impl Node {
             tracing::debug!(%id, "cast for unknown lock");
             return;
         };
-        lkb.cancel = false;
-        if lkb.op == Op::Unlock && status != Status::Unlocked {
-            // A FORCEUNLOCK overtook this completion: only track the mode.
-            if let Status::Granted(m) = status {
-                lkb.grmode = Some(m);
+        if let Some((remove, sbflags)) = apply_cast(lkb, status, sbflags, lvb) {
+            if remove {
+                self.lkbs.remove(&id);
             }
-            lkb.rqmode = None;
-            return;
+            push_ast(out, id, status, sbflags, lvb.map(|(v, _)| v));
         }
-        let mut remove = false;
-        match status {
-            Status::Granted(m) => {
-                // A conversion down from PW/EX wrote our value block: the
-                // master's sequence moved one past the one we read.
-                let wrote = lkb.op == Op::Convert
-                    && lkb.grmode >= Some(Mode::Pw)
-                    && lkb.has_lvb
-                    && lkb.flags.contains(Flags::VALBLK)
-                    && !lkb.flags.contains(Flags::IVVALBLK)
-                    && lvb.is_none();
-                if wrote {
-                    lkb.lvbseq = lkb.lvbseq.wrapping_add(1);
-                }
-                lkb.grmode = Some(m);
-                lkb.rqmode = None;
-                lkb.op = Op::None;
-                if lkb.demoted {
-                    sbflags |= SbFlags::DEMOTED;
-                    lkb.demoted = false;
-                }
-                if let Some((v, seq)) = lvb {
-                    lkb.lvb = v;
-                    lkb.lvbseq = seq;
-                    lkb.has_lvb = true;
-                }
-            }
-            Status::Unlocked => remove = true,
-            Status::Again | Status::Deadlock | Status::Canceled => {
-                if lkb.grmode.is_none() {
-                    remove = true;
-                } else {
-                    lkb.op = Op::None;
-                    lkb.rqmode = None;
-                }
-            }
-        }
-        if remove {
-            self.lkbs.remove(&id);
-        }
-        push_ast(out, id, status, sbflags, lvb.map(|(v, _)| v));
     }
 
     fn receive_demoted(&mut self, id: LockId) {
@@ -945,6 +923,64 @@ pub(crate) fn push_ast(
         sbflags,
         lvb,
     });
+}
+
+/// Applies a completion to the holder's copy of the lock. Returns `None`
+/// when no completion is reported (a FORCEUNLOCK overtook it), else whether
+/// the lock is gone and the status flags to report.
+fn apply_cast(
+    lkb: &mut Lkb,
+    status: Status,
+    mut sbflags: SbFlags,
+    lvb: Option<(Lvb, u32)>,
+) -> Option<(bool, SbFlags)> {
+    lkb.cancel = false;
+    if lkb.op == Op::Unlock && status != Status::Unlocked {
+        // A FORCEUNLOCK overtook this completion: only track the mode.
+        if let Status::Granted(m) = status {
+            lkb.grmode = Some(m);
+        }
+        lkb.rqmode = None;
+        return None;
+    }
+    let mut remove = false;
+    match status {
+        Status::Granted(m) => {
+            // A conversion down from PW/EX wrote our value block: the
+            // master's sequence moved one past the one we read.
+            let wrote = lkb.op == Op::Convert
+                && lkb.grmode >= Some(Mode::Pw)
+                && lkb.has_lvb
+                && lkb.flags.contains(Flags::VALBLK)
+                && !lkb.flags.contains(Flags::IVVALBLK)
+                && lvb.is_none();
+            if wrote {
+                lkb.lvbseq = lkb.lvbseq.wrapping_add(1);
+            }
+            lkb.grmode = Some(m);
+            lkb.rqmode = None;
+            lkb.op = Op::None;
+            if lkb.demoted {
+                sbflags |= SbFlags::DEMOTED;
+                lkb.demoted = false;
+            }
+            if let Some((v, seq)) = lvb {
+                lkb.lvb = v;
+                lkb.lvbseq = seq;
+                lkb.has_lvb = true;
+            }
+        }
+        Status::Unlocked => remove = true,
+        Status::Again | Status::Deadlock | Status::Canceled => {
+            if lkb.grmode.is_none() {
+                remove = true;
+            } else {
+                lkb.op = Op::None;
+                lkb.rqmode = None;
+            }
+        }
+    }
+    Some((remove, sbflags))
 }
 
 /// The lock a master-side callback is for.
