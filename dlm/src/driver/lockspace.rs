@@ -89,9 +89,22 @@ enum Deferred {
     Bast(BastFn, LockId, Mode),
 }
 
+/// A value alone on its cache lines (128 bytes: adjacent-line prefetch),
+/// so threads working in different shards do not share a line (false
+/// sharing of one shard's mutex with its neighbour's fields).
+#[repr(align(128))]
+pub(crate) struct CacheLine<T>(T);
+
+impl<T> std::ops::Deref for CacheLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 pub(crate) struct LsInner {
     pub(crate) name: String,
-    pub(crate) shards: Box<[Mutex<Shard>]>,
+    pub(crate) shards: Box<[CacheLine<Mutex<Shard>>]>,
     transport: Arc<Transport>,
 }
 
@@ -123,12 +136,12 @@ impl LsInner {
     pub(crate) fn new(name: &str, me: NodeId, shards: u32, transport: Arc<Transport>) -> LsInner {
         let shards = (0..shards)
             .map(|k| {
-                Mutex::new(Shard {
+                CacheLine(Mutex::new(Shard {
                     node: Node::new(me, k + shards, shards),
                     out: Vec::new(),
                     cbs: Default::default(),
                     plock_waiters: Default::default(),
-                })
+                }))
             })
             .collect();
         LsInner {
