@@ -85,6 +85,38 @@ impl Backing {
         Ok(())
     }
 
+    /// Reads `len` bytes at `offset` into a new buffer, like [`Self::read_at`]
+    /// but without zero-filling the buffer first: on large reads the
+    /// zero-fill costs as much as a fifth of the read path's CPU.
+    pub fn read_vec(&self, len: usize, offset: u64) -> io::Result<Vec<u8>> {
+        let mut buf: Vec<u8> = Vec::with_capacity(len);
+        while buf.len() < len {
+            let done = buf.len();
+            let spare = &mut buf.spare_capacity_mut()[..len - done];
+            // SAFETY: pread writes at most `spare.len()` bytes into memory
+            // this Vec owns; the length grows only by what was written.
+            let n = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    (offset + done as u64) as libc::off_t,
+                )
+            };
+            match n {
+                0 => buf.resize(len, 0),
+                n if n > 0 => unsafe { buf.set_len(done + n as usize) },
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(buf)
+    }
+
     /// Write all of `buf` at `offset`; `fua` writes through O_DSYNC.
     pub fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
         let f = if fua { &self.dsync } else { &self.file };
@@ -176,5 +208,26 @@ fn lseek(fd: i32, offset: u64, whence: i32) -> io::Result<Option<u64>> {
     match err.raw_os_error() {
         Some(libc::ENXIO) => Ok(None),
         _ => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_vec_matches_read_at_and_zero_fills_past_eof() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lun");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let b = Backing::open(&path, true).unwrap();
+        assert_eq!(b.read_vec(4096, 1000).unwrap(), &data[1000..5096]);
+        let tail = b.read_vec(4096, 8000).unwrap();
+        assert_eq!(&tail[..2000], &data[8000..]);
+        assert!(tail[2000..].iter().all(|&x| x == 0));
+        let mut via_read_at = vec![0xffu8; 4096];
+        b.read_at(&mut via_read_at, 8000).unwrap();
+        assert_eq!(tail, via_read_at);
     }
 }

@@ -78,11 +78,9 @@ impl Disk {
     }
 
     fn read_blocks(&self, lba: u64, blocks: u64) -> Result<Vec<u8>, Sense> {
-        let mut buf = vec![0u8; self.bytes(blocks) as usize];
         self.backing
-            .read_at(&mut buf, self.offset(lba))
-            .map_err(read_error)?;
-        Ok(buf)
+            .read_vec(self.bytes(blocks) as usize, self.offset(lba))
+            .map_err(read_error)
     }
 
     /// The Data-Out bytes for `blocks` blocks, or INVALID FIELD IN CDB
