@@ -19,6 +19,7 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod dlm_membership;
 pub mod ids;
 pub mod node;
 pub mod proto;

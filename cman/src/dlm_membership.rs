@@ -1,0 +1,373 @@
+//! The dlm's membership source on cmand's process groups.
+//!
+//! A [`CmanMembership`] joins the group `dlm:ls:NAME` through a node's
+//! `cmand` and turns what it hears into [`dlm::membership::MembershipEvent`]s:
+//! every group membership change (confchg) becomes a `View`; a node that
+//! failed is reported `Fenced` only when cmand says `NodeFenced` for it (a
+//! failed node shows up in the confchg before it is fenced, and its locks
+//! must not be recovered before); a node whose processes left cleanly is
+//! reported `Fenced` right after the view that removes it.
+//!
+//! Node ids: a cmand node id is the dlm node id. The dlm's peer addresses
+//! come from cluster.conf node names that are IP addresses
+//! ([`CmanMembership::peer_addrs`]).
+//!
+//! Generations must be the same at every node for the same view (the dlm
+//! drops messages of older generations). A generation is the cluster view
+//! sequence (global) in the high 32 bits and the number of group entries in
+//! the low bits: a failure always comes with a new cluster view, and joins
+//! within one view only grow the group. Known limit: a clean leave inside
+//! one cluster view lowers the entry count, so it is reported with the
+//! same sequence and a lower count; [`Translator`] then keeps its
+//! generation strictly increasing locally by refusing to go down (the
+//! view is withheld until the next cluster view).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dlm::membership::{Listener, Membership, MembershipEvent};
+use parking_lot::{Condvar, Mutex};
+
+use crate::api::{ApiError, ApiEvent, ApiRequest, Client};
+use crate::ids::{ClientId, NodeId};
+use crate::node::{ClusterEvent, GroupEvent};
+
+/// Errors of the cman membership source.
+#[derive(Debug, thiserror::Error)]
+pub enum DlmMembershipError {
+    /// Talking to cmand failed.
+    #[error("cmand: {0}")]
+    Api(#[from] ApiError),
+    /// The group did not report this process as a member in time.
+    #[error("joining group {0}: no membership from cmand within {1:?}")]
+    Timeout(String, Duration),
+}
+
+/// The group a lockspace's members join.
+pub fn group_name(lockspace: &str) -> String {
+    format!("dlm:ls:{lockspace}")
+}
+
+/// The sans-IO part: cman events in, dlm membership events out.
+#[derive(Debug, Default)]
+pub struct Translator {
+    gen: u64,
+    members: BTreeSet<NodeId>,
+    /// Failed nodes whose fencing is awaited.
+    pending: BTreeSet<NodeId>,
+    /// Nodes cmand reported fenced before their confchg arrived.
+    fenced_early: BTreeSet<NodeId>,
+    started: bool,
+}
+
+fn dlm_id(n: NodeId) -> dlm::NodeId {
+    dlm::NodeId(n.0)
+}
+
+impl Translator {
+    /// Current view (generation, sorted members), once a confchg arrived.
+    pub fn view(&self) -> Option<(u64, Vec<dlm::NodeId>)> {
+        self.started
+            .then(|| (self.gen, self.members.iter().map(|n| dlm_id(*n)).collect()))
+    }
+
+    /// Nodes failed and not yet fenced.
+    pub fn awaiting_fence(&self) -> Vec<dlm::NodeId> {
+        self.pending.iter().map(|n| dlm_id(*n)).collect()
+    }
+
+    /// A group confchg seen while cluster view `view_seq` is installed.
+    pub fn confchg(
+        &mut self,
+        view_seq: u64,
+        members: &[(NodeId, ClientId)],
+        failed: &[NodeId],
+    ) -> Vec<MembershipEvent> {
+        let gen = (view_seq << 32) | members.len() as u64;
+        let now: BTreeSet<NodeId> = members.iter().map(|(n, _)| *n).collect();
+        if self.started && now == self.members {
+            return Vec::new();
+        }
+        if self.started && gen <= self.gen {
+            tracing::warn!(
+                gen,
+                last = self.gen,
+                "group change without a higher generation; withheld"
+            );
+            return Vec::new();
+        }
+        let gone: Vec<NodeId> = self.members.difference(&now).copied().collect();
+        self.gen = gen;
+        self.members = now;
+        self.started = true;
+        for n in &self.members {
+            self.pending.remove(n);
+            self.fenced_early.remove(n);
+        }
+        let mut out = vec![MembershipEvent::View {
+            gen,
+            members: self.members.iter().map(|n| dlm_id(*n)).collect(),
+        }];
+        for n in gone {
+            if failed.contains(&n) && !self.fenced_early.remove(&n) {
+                self.pending.insert(n);
+            } else {
+                out.push(MembershipEvent::Fenced(dlm_id(n)));
+            }
+        }
+        out
+    }
+
+    /// cmand reports node `n` fenced.
+    pub fn fenced(&mut self, n: NodeId) -> Vec<MembershipEvent> {
+        if self.pending.remove(&n) {
+            return vec![MembershipEvent::Fenced(dlm_id(n))];
+        }
+        if !self.members.contains(&n) {
+            self.fenced_early.insert(n);
+        }
+        Vec::new()
+    }
+}
+
+struct Shared {
+    tr: Translator,
+    listeners: Vec<Listener>,
+    closed: bool,
+}
+
+/// A [`Membership`] fed by a node's cmand (see the module docs).
+pub struct CmanMembership {
+    state: Mutex<Shared>,
+    cond: Condvar,
+    /// This node's cmand node id.
+    pub node: NodeId,
+    peers: HashMap<NodeId, IpAddr>,
+}
+
+impl CmanMembership {
+    /// Joins group `group` through the cmand of `state_dir` and waits (up to
+    /// `timeout`) for the first membership; events are then read by a
+    /// background thread for as long as cmand keeps the connection.
+    pub fn join(
+        state_dir: &Path,
+        group: &str,
+        timeout: Duration,
+    ) -> Result<Arc<CmanMembership>, DlmMembershipError> {
+        let mut client = Client::connect(state_dir)?;
+        client.request(&ApiRequest::Subscribe)?;
+        let status = client.status()?;
+        let peers = status
+            .nodes
+            .iter()
+            .filter_map(|n| n.name.parse::<IpAddr>().ok().map(|ip| (n.id, ip)))
+            .collect();
+        client.request(&ApiRequest::Join {
+            group: group.to_string(),
+        })?;
+        let m = Arc::new(CmanMembership {
+            state: Mutex::new(Shared {
+                tr: Translator::default(),
+                listeners: Vec::new(),
+                closed: false,
+            }),
+            cond: Condvar::new(),
+            node: status.node_id,
+            peers,
+        });
+        let m2 = m.clone();
+        let group = group.to_string();
+        let g2 = group.clone();
+        std::thread::Builder::new()
+            .name("dlm-cman".into())
+            .spawn(move || m2.run(client, &g2))
+            .map_err(|e| ApiError::Io("thread".into(), e))?;
+        let deadline = Instant::now() + timeout;
+        let mut s = m.state.lock();
+        while s.tr.view().is_none() && !s.closed {
+            if m.cond.wait_until(&mut s, deadline).timed_out() {
+                return Err(DlmMembershipError::Timeout(group, timeout));
+            }
+        }
+        if s.closed {
+            return Err(ApiError::Closed.into());
+        }
+        drop(s);
+        Ok(m)
+    }
+
+    /// The dlm address of every configured node named by an IP address, at
+    /// `port`.
+    pub fn peer_addrs(&self, port: u16) -> HashMap<dlm::NodeId, SocketAddr> {
+        self.peers
+            .iter()
+            .map(|(n, ip)| (dlm_id(*n), SocketAddr::new(*ip, port)))
+            .collect()
+    }
+
+    /// This node's id for the dlm.
+    pub fn dlm_node(&self) -> dlm::NodeId {
+        dlm_id(self.node)
+    }
+
+    /// Current view, if any.
+    pub fn view(&self) -> Option<(u64, Vec<dlm::NodeId>)> {
+        self.state.lock().tr.view()
+    }
+
+    fn run(&self, mut client: Client, group: &str) {
+        let mut view_seq = 0;
+        loop {
+            let ev = match client.next_event() {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::error!(error = %e, "dlm membership: lost cmand");
+                    break;
+                }
+            };
+            let out = match ev {
+                ApiEvent::Group(GroupEvent::Confchg {
+                    group: g,
+                    members,
+                    failed,
+                    ..
+                }) if g == group => {
+                    // The confchg is emitted before the view notification of
+                    // the same commit: ask for the installed view.
+                    match client.status() {
+                        Ok(s) => view_seq = view_seq.max(s.view.seq),
+                        Err(e) => {
+                            tracing::error!(error = %e, "dlm membership: status");
+                            break;
+                        }
+                    }
+                    self.state.lock().tr.confchg(view_seq, &members, &failed)
+                }
+                ApiEvent::Cluster(ClusterEvent::View { view, .. }) => {
+                    view_seq = view_seq.max(view.seq);
+                    Vec::new()
+                }
+                ApiEvent::Cluster(ClusterEvent::NodeFenced { victim, .. }) => {
+                    self.state.lock().tr.fenced(victim.id)
+                }
+                _ => Vec::new(),
+            };
+            self.publish(out);
+        }
+        self.state.lock().closed = true;
+        self.cond.notify_all();
+    }
+
+    fn publish(&self, events: Vec<MembershipEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let listeners = self.state.lock().listeners.clone();
+        self.cond.notify_all();
+        for ev in events {
+            tracing::info!(?ev, "dlm membership event");
+            for l in &listeners {
+                l(ev.clone());
+            }
+        }
+    }
+}
+
+impl Membership for CmanMembership {
+    fn subscribe(&self, listener: Listener) {
+        let mut s = self.state.lock();
+        if let Some((gen, members)) = s.tr.view() {
+            listener(MembershipEvent::View { gen, members });
+        }
+        s.listeners.push(listener);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(ids: &[u32]) -> Vec<(NodeId, ClientId)> {
+        ids.iter().map(|i| (NodeId(*i), ClientId(1))).collect()
+    }
+
+    fn view(gen: u64, ids: &[u32]) -> MembershipEvent {
+        MembershipEvent::View {
+            gen,
+            members: ids.iter().map(|i| dlm::NodeId(*i)).collect(),
+        }
+    }
+
+    #[test]
+    fn failed_node_is_fenced_only_after_node_fenced() {
+        let mut t = Translator::default();
+        assert_eq!(t.view(), None);
+        assert_eq!(t.confchg(5, &m(&[1]), &[]), vec![view(5 << 32 | 1, &[1])]);
+        assert_eq!(
+            t.confchg(5, &m(&[1, 2, 3]), &[]),
+            vec![view(5 << 32 | 3, &[1, 2, 3])]
+        );
+        // Node 3 fails: the view comes at once, Fenced waits.
+        assert_eq!(
+            t.confchg(6, &m(&[1, 2]), &[NodeId(3)]),
+            vec![view(6 << 32 | 2, &[1, 2])]
+        );
+        assert_eq!(t.awaiting_fence(), vec![dlm::NodeId(3)]);
+        // Fencing of another node changes nothing.
+        assert_eq!(t.fenced(NodeId(7)), vec![]);
+        assert_eq!(
+            t.fenced(NodeId(3)),
+            vec![MembershipEvent::Fenced(dlm::NodeId(3))]
+        );
+        assert_eq!(t.fenced(NodeId(3)), vec![]);
+        assert!(t.awaiting_fence().is_empty());
+    }
+
+    #[test]
+    fn clean_leave_is_removal_plus_immediate_fenced() {
+        let mut t = Translator::default();
+        t.confchg(2, &m(&[1, 2]), &[]);
+        assert_eq!(
+            t.confchg(3, &m(&[1]), &[]),
+            vec![
+                view(3 << 32 | 1, &[1]),
+                MembershipEvent::Fenced(dlm::NodeId(2))
+            ]
+        );
+        // A node that rejoins clears nothing it should not.
+        assert_eq!(
+            t.confchg(3, &m(&[1, 2]), &[]),
+            vec![view(3 << 32 | 2, &[1, 2])]
+        );
+    }
+
+    #[test]
+    fn fence_reported_before_the_confchg_is_not_lost() {
+        let mut t = Translator::default();
+        t.confchg(2, &m(&[1, 2]), &[]);
+        assert_eq!(t.fenced(NodeId(3)), vec![]);
+        t.confchg(2, &m(&[1, 2, 3]), &[]);
+        // Node 2 fenced while still a member: nothing until it fails.
+        assert_eq!(t.fenced(NodeId(2)), vec![]);
+        assert_eq!(
+            t.confchg(4, &m(&[1, 3]), &[NodeId(2)]),
+            vec![view(4 << 32 | 2, &[1, 3])]
+        );
+        assert_eq!(
+            t.fenced(NodeId(2)),
+            vec![MembershipEvent::Fenced(dlm::NodeId(2))]
+        );
+    }
+
+    #[test]
+    fn generation_never_goes_down_and_same_members_are_no_view() {
+        let mut t = Translator::default();
+        t.confchg(3, &m(&[1, 2, 3]), &[]);
+        assert_eq!(t.confchg(3, &m(&[1, 2]), &[]), vec![]);
+        assert_eq!(t.confchg(3, &m(&[1, 2, 3]), &[]), vec![]);
+        assert_eq!(t.view().unwrap().0, 3 << 32 | 3);
+    }
+}
