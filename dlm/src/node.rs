@@ -190,6 +190,19 @@ pub enum Phase {
     Out,
 }
 
+/// What [`Node::local_fast`] did.
+enum Local {
+    /// The resource is not mastered here (or unknown): take the slow path.
+    NotHere,
+    /// Done and completed; `remove`: the lock is gone.
+    Done {
+        /// Drop the lock from the table.
+        remove: bool,
+    },
+    /// Done; `events` holds callbacks to deliver.
+    Events,
+}
+
 /// One node's lockspace state machine.
 pub struct Node {
     pub(crate) me: NodeId,
@@ -308,9 +321,10 @@ impl Node {
         }
         let id = LockId(self.next_id);
         self.next_id = self.next_id.wrapping_add(self.id_stride);
-        self.lkbs.insert(
-            id,
-            Lkb {
+        let lkb = self
+            .lkbs
+            .entry(id)
+            .insert_entry(Lkb {
                 id,
                 name,
                 grmode: None,
@@ -323,9 +337,14 @@ impl Node {
                 cancel: false,
                 sent: false,
                 demoted: false,
-            },
-        );
-        self.issue(id, out);
+            })
+            .into_mut();
+        if self.phase == Phase::Running {
+            let r = Self::local_fast(self.me, lkb, id, &mut self.rsbs, &mut self.events, out);
+            if !self.after_local(id, r, out) {
+                self.issue_slow(id, out);
+            }
+        }
         Ok(id)
     }
 
@@ -390,7 +409,12 @@ impl Node {
             lkb.lvb = v;
             lkb.has_lvb = true;
         }
-        self.issue(id, out);
+        if self.phase == Phase::Running {
+            let r = Self::local_fast(self.me, lkb, id, &mut self.rsbs, &mut self.events, out);
+            if !self.after_local(id, r, out) {
+                self.issue_slow(id, out);
+            }
+        }
         Ok(())
     }
 
@@ -434,54 +458,93 @@ impl Node {
         if self.phase != Phase::Running {
             return;
         }
-        let me = self.me;
-        // Fast path: a resource already mastered here (one lookup of the
-        // lock and one of the resource, no message, the name not copied).
         let lkb = self.lkbs.get_mut(&id).expect("lkb");
-        if let Some(e) = self.rsbs.get_mut(&lkb.name) {
-            if e.master == Master::Node(me) {
-                if let Some(rsb) = e.core.as_mut() {
-                    let mut events = std::mem::take(&mut self.events);
-                    Self::do_local_on(me, lkb, rsb, id, &mut events);
-                    // The usual outcome, one completion of this very lock:
-                    // apply it to the lock in hand.
-                    if let [RsbEvent::Cast {
-                        key,
-                        status,
-                        sbflags,
-                        lvb,
-                    }] = events[..]
-                    {
-                        if key == (LockKey { node: me, id }) {
-                            events.clear();
-                            self.events = events;
-                            if let Some((remove, sbflags)) = apply_cast(lkb, status, sbflags, lvb) {
-                                if remove {
-                                    self.lkbs.remove(&id);
-                                }
-                                push_ast(out, id, status, sbflags, lvb.map(|(v, _)| v));
-                            }
-                            return;
-                        }
-                    }
-                    // Callbacks to peers need the name; take it while the
-                    // lock still exists (a completion may remove it).
-                    let name = events
-                        .iter()
-                        .any(|ev| event_key(ev).node != me)
-                        .then_some(lkb.name);
-                    for &ev in &events {
-                        match name {
-                            Some(name) => self.deliver(name, ev, out),
-                            None => self.holder_event(ev, out),
-                        }
-                    }
-                    events.clear();
-                    self.events = events;
-                    return;
+        let r = Self::local_fast(self.me, lkb, id, &mut self.rsbs, &mut self.events, out);
+        if !self.after_local(id, r, out) {
+            self.issue_slow(id, out);
+        }
+    }
+
+    /// Fast path for a resource already mastered here, on the lock in hand
+    /// (no lock-table lookup, one of the resource, no message, the name
+    /// not copied). Callbacks other than the lock's own single completion
+    /// are left in `events` ([`Local::Events`]).
+    fn local_fast(
+        me: NodeId,
+        lkb: &mut Lkb,
+        id: LockId,
+        rsbs: &mut FastMap<ResName, RsbEntry>,
+        events: &mut Vec<RsbEvent>,
+        out: &mut Vec<Action>,
+    ) -> Local {
+        let Some(e) = rsbs.get_mut(&lkb.name) else {
+            return Local::NotHere;
+        };
+        if e.master != Master::Node(me) {
+            return Local::NotHere;
+        }
+        let Some(rsb) = e.core.as_mut() else {
+            return Local::NotHere;
+        };
+        Self::do_local_on(me, lkb, rsb, id, events);
+        // The usual outcome, one completion of this very lock: apply it to
+        // the lock in hand.
+        if let [RsbEvent::Cast {
+            key,
+            status,
+            sbflags,
+            lvb,
+        }] = events[..]
+        {
+            if key == (LockKey { node: me, id }) {
+                events.clear();
+                let mut remove = false;
+                if let Some((gone, sbflags)) = apply_cast(lkb, status, sbflags, lvb) {
+                    remove = gone;
+                    push_ast(out, id, status, sbflags, lvb.map(|(v, _)| v));
                 }
+                return Local::Done { remove };
             }
         }
+        Local::Events
+    }
+
+    /// Finishes [`Node::local_fast`]: drops a finished lock, delivers the
+    /// callbacks left in `events`. False when the slow path must run.
+    fn after_local(&mut self, id: LockId, r: Local, out: &mut Vec<Action>) -> bool {
+        match r {
+            Local::NotHere => false,
+            Local::Done { remove } => {
+                if remove {
+                    self.lkbs.remove(&id);
+                }
+                true
+            }
+            Local::Events => {
+                let me = self.me;
+                let events = std::mem::take(&mut self.events);
+                // Callbacks to peers need the name; take it while the lock
+                // still exists (a completion may remove it).
+                let name = events
+                    .iter()
+                    .any(|ev| event_key(ev).node != me)
+                    .then(|| self.lkbs[&id].name);
+                for &ev in &events {
+                    match name {
+                        Some(name) => self.deliver(name, ev, out),
+                        None => self.holder_event(ev, out),
+                    }
+                }
+                let mut events = events;
+                events.clear();
+                self.events = events;
+                true
+            }
+        }
+    }
+
+    /// [`Node::issue`] for a resource not (known to be) mastered here.
+    fn issue_slow(&mut self, id: LockId, out: &mut Vec<Action>) {
         let name = self.lkbs[&id].name;
         match self.master_of(name, out) {
             Master::Node(m) if m == self.me => self.do_local(id, out),
