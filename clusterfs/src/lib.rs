@@ -20,6 +20,7 @@
 //!   `per_node`, `inum`, `statfs`, `rindex`, `quota`).
 
 pub mod block;
+pub mod block_iscsi;
 pub mod dir;
 pub mod dirbuild;
 pub mod fs;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use clusterfs::block::{BlockDevice, FileDevice};
+use clusterfs::block_iscsi::open_device;
 use clusterfs::mkfs::{
     mkfs, uuid_string, LockProto, MkfsOptions, MkfsReport, Phase, DEFAULT_RG_MB,
 };
@@ -184,8 +184,8 @@ fn run(args: Args) -> Result<()> {
         time: None,
     };
     clusterfs::mkfs::check_locktable(opts.lockproto, &opts.locktable)?;
-    let dev =
-        FileDevice::open(&args.device).with_context(|| format!("{}", args.device.display()))?;
+    let dev = open_device(&args.device.to_string_lossy())
+        .with_context(|| format!("{}", args.device.display()))?;
     if dev.size() == 0 {
         bail!("Device '{}' is too small", args.device.display());
     }
@@ -203,7 +203,7 @@ fn run(args: Args) -> Result<()> {
         bar: None,
         phase: None,
     };
-    let report = mkfs(&dev, &opts, &mut |p, d, t| progress.update(p, d, t))?;
+    let report = mkfs(dev.as_ref(), &opts, &mut |p, d, t| progress.update(p, d, t))?;
     progress.finish();
     if !args.quiet {
         println!("Writing superblock and syncing: Done");

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use clusterfs::block::{BlockDevice, FileDevice};
+use clusterfs::block::BlockDevice;
+use clusterfs::block_iscsi::open_device;
 use clusterfs::fs::FileSystem;
 use clusterfs::fuse::MountOptions;
 use clusterfs::lock::LocalLocks;
@@ -36,12 +37,8 @@ struct Args {
 
 fn open_volume(args: &Args, opts: &MountOptions) -> Result<FileSystem> {
     let dev_str = args.device.to_string_lossy();
-    if dev_str.starts_with("iscsi://") {
-        bail!("iscsi:// devices need the in-process initiator, which is not wired in yet; log in with iscsiadm and use the LUN's file");
-    }
-    let dev: Arc<dyn BlockDevice> = Arc::new(
-        FileDevice::open(&args.device).with_context(|| format!("{}", args.device.display()))?,
-    );
+    let dev: Arc<dyn BlockDevice> =
+        open_device(&dev_str).with_context(|| format!("{}", args.device.display()))?;
     let mut sb = vec![0u8; clusterfs::ondisk::Superblock::SIZE];
     dev.read_at(clusterfs::ondisk::SB_BYTE_OFFSET, &mut sb)?;
     let sb = clusterfs::ondisk::Superblock::decode(&sb).context("not a GFS2 volume")?;
