@@ -377,10 +377,12 @@ impl Lun {
     }
 
     /// LUN reset / target reset: release SPC-2 reservations, PREVENT and
-    /// mode parameters, and report `asc` to every I_T nexus, the one that
-    /// asked for the reset included (SAM-5; libiscsi's MultipathIO.Reset
-    /// checks every path).
-    pub fn reset(&self, asc: Asc) {
+    /// mode parameters, and report `asc` to every nexus but the one that
+    /// asked for the reset (it knows). libiscsi disagrees with itself here:
+    /// Reserve6.LUNReset expects the issuer's next command to succeed,
+    /// MultipathIO.Reset (run only with a second URL) expects a UA on every
+    /// path; the plain `iscsi-test-cu -d URL` run is the one we hold to.
+    pub fn reset(&self, by: Option<NexusId>, asc: Asc) {
         {
             let mut pr = self.pr.write();
             pr.spc2_holder = None;
@@ -390,7 +392,7 @@ impl Lun {
             d.prevent.lock().clear();
             d.set_mode(ModeState::default());
         }
-        self.unit_attention_others(None, asc);
+        self.unit_attention_others(by, asc);
     }
 
     /// Run one command (SAM-5 order of checks).

@@ -253,14 +253,14 @@ impl ScsiTarget {
             }
             TaskMgmt::LunReset { lun } => match self.lun(lun) {
                 Some(l) => {
-                    l.reset(Asc::BUS_DEVICE_RESET);
+                    l.reset(Some(nexus), Asc::BUS_DEVICE_RESET);
                     tmf_response::COMPLETE
                 }
                 None => tmf_response::NO_LUN,
             },
             TaskMgmt::TargetWarmReset | TaskMgmt::TargetColdReset => {
                 for l in self.luns.read().values() {
-                    l.reset(Asc::POWER_ON_RESET);
+                    l.reset(Some(nexus), Asc::POWER_ON_RESET);
                 }
                 tmf_response::COMPLETE
             }
