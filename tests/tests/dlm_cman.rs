@@ -1,0 +1,325 @@
+//! The dlm on cmand membership (`cman::dlm_membership`): three cmand nodes
+//! on 127.0.1.1–3, each with a `dlm_cman_node` process incrementing one
+//! counter file under an EX lock. Node 3 (cmand and dlm process) is
+//! SIGKILLed mid-traffic; its fence device waits 3 s (fence_lab `delay`),
+//! so there is a window between the failure view and the fencing. Checked:
+//! the survivors make no increment inside that window (recovery waits for
+//! the fencing), no counter value is read twice (no double grant), at most
+//! the victim's last increment is unlogged, and each survivor makes 20
+//! more increments after the fencing (no hang), then stops on a `stop` file.
+
+use cman::api::Client;
+use cman::node::Status;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn free_port(udp: bool) -> u16 {
+    for k in 0..500u64 {
+        let seed = std::process::id() as u64 * 7919
+            + SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos() as u64
+            + k * 104_729;
+        let port = 20_000 + (seed % 30_000) as u16;
+        let ok = (1..=3).all(|i| {
+            let a = format!("127.0.1.{i}:{port}");
+            if udp {
+                std::net::UdpSocket::bind(a).is_ok()
+            } else {
+                std::net::TcpListener::bind(a).is_ok()
+            }
+        });
+        if ok {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Option<mpsc::Receiver<String>>,
+}
+
+impl Proc {
+    fn expect_line(&self, want: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let lines = self.lines.as_ref().unwrap();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(l) if l.trim() == want => return,
+                Ok(_) => continue,
+                Err(e) => panic!("waiting for {want:?}: {e}"),
+            }
+        }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Lab {
+    dir: tempfile::TempDir,
+    key: PathBuf,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port(true);
+        let mut nodes = String::new();
+        for i in 1..=3 {
+            let delay = if i == 3 { "delay=\"3\"" } else { "" };
+            nodes.push_str(&format!(
+                "    <clusternode name=\"127.0.1.{i}\" nodeid=\"{i}\" votes=\"1\"><fence><method name=\"1\"><device name=\"lab\" port=\"127.0.1.{i}\" {delay}/></method></fence></clusternode>\n"
+            ));
+        }
+        let text = format!(
+            "<?xml version=\"1.0\"?>\n<cluster name=\"dlmcl\" config_version=\"1\">\n  <totem token=\"800\"/>\n  <cman port=\"{port}\"/>\n  <fence_daemon post_fail_delay=\"0\" post_join_delay=\"3\"/>\n  <clusternodes>\n{nodes}  </clusternodes>\n  <fencedevices>\n    <fencedevice name=\"lab\" agent=\"fence_lab\" lab_dir=\"{}\"/>\n  </fencedevices>\n</cluster>\n",
+            dir.path().display()
+        );
+        let key = dir.path().join("authkey");
+        std::fs::write(&key, b"lab cluster key 0123456789abcdef").unwrap();
+        let lab = Lab { dir, key };
+        for i in 1..=3 {
+            std::fs::create_dir_all(lab.state(i)).unwrap();
+            std::fs::write(lab.state(i).join("cluster.conf"), &text).unwrap();
+        }
+        lab
+    }
+
+    fn state(&self, i: u32) -> PathBuf {
+        self.dir.path().join(format!("127.0.1.{i}"))
+    }
+
+    fn cmand(&self, i: u32) -> Proc {
+        let log = std::fs::File::create(self.state(i).join("cmand.log")).unwrap();
+        let child = Command::new(tests::bin("cmand"))
+            .arg("-f")
+            .arg("-c")
+            .arg(self.state(i).join("cluster.conf"))
+            .arg("-n")
+            .arg(format!("127.0.1.{i}"))
+            .arg("--state-dir")
+            .arg(self.state(i))
+            .arg("--key-file")
+            .arg(&self.key)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Proc {
+            child,
+            stdin: None,
+            lines: None,
+        }
+    }
+
+    fn dlm_node(&self, i: u32, port: u16, iters: u64) -> Proc {
+        let log = std::fs::File::create(self.state(i).join("dlm.log")).unwrap();
+        let mut child = Command::new(tests::bin("dlm_cman_node"))
+            .arg("--state-dir")
+            .arg(self.state(i))
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--ls")
+            .arg("cm")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--iters")
+            .arg(iters.to_string())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            stdin,
+            lines: Some(rx),
+        }
+    }
+
+    fn dlm_log(&self, i: u32) -> String {
+        let s = std::fs::read_to_string(self.state(i).join("dlm.log")).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    fn status(&self, i: u32) -> Option<Status> {
+        Client::connect(&self.state(i)).ok()?.status().ok()
+    }
+
+    fn wait_for(&self, i: u32, what: &str, f: impl Fn(&Status) -> bool) -> Status {
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.status(i) {
+                if f(&s) {
+                    return s;
+                }
+            }
+            assert!(
+                Instant::now() < end,
+                "node {i}: timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// (value, wall-clock ms) per increment of node `id`.
+    fn log(&self, id: u32) -> Vec<(u64, u128)> {
+        std::fs::read_to_string(self.dir.path().join(format!("log.{id}")))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+/// Wall-clock ms of node 3's fencing per status `s`.
+fn fenced_at_estimate(s: &Status) -> u128 {
+    let ago = s.nodes[2]
+        .last_fenced
+        .as_ref()
+        .map(|(ms, _)| *ms)
+        .unwrap_or(0);
+    wall_ms() - u128::from(ago)
+}
+
+fn wall_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+#[test]
+fn sigkilled_node_recovered_only_after_fencing() {
+    let lab = Lab::new();
+    let mut cmands: Vec<Proc> = (1..=3).map(|i| lab.cmand(i)).collect();
+    for i in 1..=3 {
+        lab.wait_for(i, "the full quorate view", |s| {
+            s.members.len() == 3 && s.quorum.quorate
+        });
+    }
+    let port = free_port(false);
+    // Everyone runs until the test creates the `stop` file.
+    let iters = 1_000_000;
+    let victim = 3;
+    let mut dlms: Vec<Proc> = (1..=3).map(|i| lab.dlm_node(i, port, iters)).collect();
+    for d in &dlms {
+        d.expect_line("running", Duration::from_secs(60));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lab.log(victim).len() < 20 {
+        assert!(Instant::now() < deadline, "node {victim} made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let v_dlm = dlms.remove(victim as usize - 1);
+    let v_cmand = cmands.remove(victim as usize - 1);
+    kill(v_cmand.pid(), Signal::SIGKILL).unwrap();
+    kill(v_dlm.pid(), Signal::SIGKILL).unwrap();
+    drop(v_dlm);
+    drop(v_cmand);
+
+    // When the failure view was installed and when node 3 was fenced, on
+    // the survivors' wall clock.
+    let s = lab.wait_for(1, "node 3 fenced", |s| {
+        s.victims.is_empty() && s.nodes[2].last_fenced.is_some() && s.members.len() == 2
+    });
+    // Survivors go on after the fencing (no hang): 20 more increments each.
+    let fenced_est = fenced_at_estimate(&s);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for id in 1..=2 {
+        while lab.log(id).iter().filter(|(_, t)| *t >= fenced_est).count() < 20 {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} hangs after the fencing; its dlm log:\n{}",
+                lab.dlm_log(id)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    std::fs::write(lab.dir.path().join("stop"), b"").unwrap();
+    for d in &dlms {
+        d.expect_line("done", Duration::from_secs(120));
+    }
+    let s = lab.status(1).unwrap();
+    let now = wall_ms();
+    let view_at = now - u128::from(s.view_age_ms);
+    let (fenced_ago, how) = s.nodes[2].last_fenced.clone().unwrap();
+    assert!(how.contains("fence_lab"), "{how}");
+    let fenced_at = now - u128::from(fenced_ago);
+    assert!(
+        fenced_at > view_at + 2_000,
+        "fence_lab delay did not open a window: view {view_at} fenced {fenced_at}"
+    );
+    // Survivors stopped between the failure view and the fencing.
+    for id in 1..=2 {
+        let inside: Vec<_> = lab
+            .log(id)
+            .into_iter()
+            .filter(|(_, t)| *t > view_at + 500 && *t < fenced_at)
+            .collect();
+        assert!(
+            inside.is_empty(),
+            "node {id} took the lock after the failure and before the fencing: {inside:?} (view {view_at}, fenced {fenced_at})"
+        );
+    }
+    // No value read twice; no increment lost but the victim's last.
+    let final_value: u64 = std::fs::read_to_string(lab.dir.path().join("counter"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for id in 1..=3 {
+        let log = lab.log(id);
+        for (v, _) in log {
+            assert!(
+                seen.insert(v),
+                "value {v} read twice (node {id}): two holders"
+            );
+        }
+    }
+    let missing: Vec<u64> = (0..final_value).filter(|v| !seen.contains(v)).collect();
+    assert!(missing.len() <= 1, "lost increments: {missing:?}");
+    assert!(seen.iter().all(|v| *v < final_value));
+    for d in dlms.iter_mut() {
+        drop(d.stdin.take());
+    }
+}
