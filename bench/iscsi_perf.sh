@@ -12,8 +12,10 @@ set -euo pipefail
 SECS=${1:-8}
 MB=${2:-256}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
-[ -x "$BIN/tgtd" ] || BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+# The release build when there is one (cargo build --release -p tools --bin tgtd --bin tgtadm).
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+[ -x "$BIN/tgtd" ] || BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
+echo "our tgtd: $BIN/tgtd"
 for p in "$BIN/tgtd" "$BIN/tgtadm" /usr/sbin/tgtd iscsi-perf; do
     command -v "$p" >/dev/null || { echo "missing $p" >&2; exit 2; }
 done
