@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn lsnode_of_the_seed() {
-        let c = ClusterConf::parse(include_str!("../../../shared/seed/cluster.conf")).unwrap();
+        let c = ClusterConf::parse(include_str!("../testdata/seed-cluster.conf")).unwrap();
         let out = lsnode(&c);
         assert!(out.contains("Cluster name: httpd_cluster, config_version: 2"));
         assert!(

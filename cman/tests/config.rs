@@ -3,7 +3,7 @@
 use cman::config::{add_node, create, del_node, ClusterConf, NewNode};
 use cman::ids::NodeId;
 
-const SEED: &str = include_str!("../../../shared/seed/cluster.conf");
+const SEED: &str = include_str!("../testdata/seed-cluster.conf");
 
 #[test]
 fn seed_file_loads_verbatim() {
