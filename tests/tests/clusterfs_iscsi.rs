@@ -6,18 +6,17 @@
 
 #[path = "../../clusterfs/tests/common/model.rs"]
 mod model;
+#[path = "support/mounted.rs"]
+mod mounted;
 
-use std::collections::BTreeMap;
-use std::ffi::CString;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use model::{Errno, Kind, Target};
+use mounted::Mounted;
 
 const IQN: &str = "iqn.2026-11.org.clusterfs:iscsi-test";
 /// Generous: the CI machine is small and shared.
@@ -206,144 +205,6 @@ impl Drop for Mount {
 }
 
 /// The FUSE mount, addressed by path.
-struct Mounted(PathBuf);
-
-fn errno(e: std::io::Error) -> Errno {
-    e.raw_os_error().unwrap_or(libc::EIO)
-}
-
-fn last_errno() -> Errno {
-    errno(std::io::Error::last_os_error())
-}
-
-fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
-}
-
-impl Mounted {
-    fn p(&self, path: &str) -> PathBuf {
-        self.0.join(path)
-    }
-
-    fn open_w(&self, path: &str) -> Result<fs::File, Errno> {
-        OpenOptions::new()
-            .write(true)
-            .open(self.p(path))
-            .map_err(errno)
-    }
-}
-
-impl Target for Mounted {
-    fn create(&mut self, path: &str) -> Result<(), Errno> {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(self.p(path))
-            .map(|_| ())
-            .map_err(errno)
-    }
-    fn mkdir(&mut self, path: &str) -> Result<(), Errno> {
-        fs::create_dir(self.p(path)).map_err(errno)
-    }
-    fn write(&mut self, path: &str, off: u64, data: &[u8]) -> Result<(), Errno> {
-        self.open_w(path)?.write_all_at(data, off).map_err(errno)
-    }
-    fn truncate(&mut self, path: &str, size: u64) -> Result<(), Errno> {
-        self.open_w(path)?.set_len(size).map_err(errno)
-    }
-    fn rename(&mut self, from: &str, to: &str) -> Result<(), Errno> {
-        fs::rename(self.p(from), self.p(to)).map_err(errno)
-    }
-    fn link(&mut self, from: &str, to: &str) -> Result<(), Errno> {
-        fs::hard_link(self.p(from), self.p(to)).map_err(errno)
-    }
-    fn unlink(&mut self, path: &str) -> Result<(), Errno> {
-        fs::remove_file(self.p(path)).map_err(errno)
-    }
-    fn rmdir(&mut self, path: &str) -> Result<(), Errno> {
-        fs::remove_dir(self.p(path)).map_err(errno)
-    }
-    fn read_all(&mut self, path: &str) -> Result<Vec<u8>, Errno> {
-        fs::read(self.p(path)).map_err(errno)
-    }
-    fn list(&mut self, path: &str) -> Result<Vec<(String, Kind)>, Errno> {
-        let mut out = Vec::new();
-        for e in fs::read_dir(self.p(path)).map_err(errno)? {
-            let e = e.map_err(errno)?;
-            let kind = if e.file_type().map_err(errno)?.is_dir() {
-                Kind::Dir
-            } else {
-                Kind::File
-            };
-            out.push((e.file_name().into_string().unwrap(), kind));
-        }
-        out.sort();
-        Ok(out)
-    }
-    fn nlink(&mut self, path: &str) -> Result<u32, Errno> {
-        Ok(fs::symlink_metadata(self.p(path)).map_err(errno)?.nlink() as u32)
-    }
-    fn sync(&mut self) -> Result<(), Errno> {
-        fs::File::open(&self.0)
-            .and_then(|f| f.sync_all())
-            .map_err(errno)
-    }
-    fn setxattr(&mut self, path: &str, name: &str, value: &[u8]) -> Result<(), Errno> {
-        let (p, n) = (cpath(&self.p(path)), CString::new(name).unwrap());
-        // SAFETY: valid C strings and a buffer of the given length.
-        let rc = unsafe {
-            libc::lsetxattr(
-                p.as_ptr(),
-                n.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(last_errno())
-        }
-    }
-    fn removexattr(&mut self, path: &str, name: &str) -> Result<(), Errno> {
-        let (p, n) = (cpath(&self.p(path)), CString::new(name).unwrap());
-        // SAFETY: valid C strings.
-        if unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) } == 0 {
-            Ok(())
-        } else {
-            Err(last_errno())
-        }
-    }
-    fn xattrs(&mut self, path: &str) -> Result<BTreeMap<String, Vec<u8>>, Errno> {
-        let p = cpath(&self.p(path));
-        let mut names = vec![0u8; 4096];
-        // SAFETY: the buffer is valid for its length.
-        let n = unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-        if n < 0 {
-            return Err(last_errno());
-        }
-        let mut out = BTreeMap::new();
-        for name in names[..n as usize]
-            .split(|&b| b == 0)
-            .filter(|s| !s.is_empty())
-        {
-            let cname = CString::new(name).unwrap();
-            let mut v = vec![0u8; 65536];
-            // SAFETY: valid C strings; the buffer is valid for its length.
-            let len = unsafe {
-                libc::lgetxattr(p.as_ptr(), cname.as_ptr(), v.as_mut_ptr().cast(), v.len())
-            };
-            if len < 0 {
-                return Err(last_errno());
-            }
-            v.truncate(len as usize);
-            out.insert(String::from_utf8(name.to_vec()).unwrap(), v);
-        }
-        Ok(out)
-    }
-}
-
 fn prerequisites_ok() -> bool {
     for (ok, what) in [
         (Path::new("/dev/fuse").exists(), "/dev/fuse"),
