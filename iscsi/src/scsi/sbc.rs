@@ -83,6 +83,15 @@ impl Disk {
             .map_err(read_error)
     }
 
+    /// The checks every writing command makes, in SBC-3's order (write
+    /// protection, LBA range, transfer length), then its Data-Out bytes.
+    fn write_data<'a>(&self, c: &Ctx<'a>, lba: u64, blocks: u32) -> Result<&'a [u8], Sense> {
+        self.check_writable()?;
+        self.check_range(lba, u64::from(blocks))?;
+        self.check_transfer_len(c.cdb, blocks)?;
+        self.data_for(c, u64::from(blocks))
+    }
+
     /// The Data-Out bytes for `blocks` blocks, or INVALID FIELD IN CDB
     /// when the initiator sent fewer.
     fn data_for<'a>(&self, c: &Ctx<'a>, blocks: u64) -> Result<&'a [u8], Sense> {
@@ -146,10 +155,7 @@ impl Lun {
         let d = self.disk()?;
         check_protect(c.cdb)?;
         let rw = Rw::parse(c.cdb);
-        d.check_writable()?;
-        d.check_range(rw.lba, u64::from(rw.blocks))?;
-        d.check_transfer_len(c.cdb, rw.blocks)?;
-        let data = d.data_for(c, u64::from(rw.blocks))?;
+        let data = d.write_data(c, rw.lba, rw.blocks)?;
         if data.is_empty() {
             return Ok(Vec::new());
         }
@@ -203,10 +209,7 @@ impl Lun {
         if bytchk > 1 {
             return Err(Sense::invalid_cdb(1, Some(2)).into());
         }
-        d.check_writable()?;
-        d.check_range(rw.lba, u64::from(rw.blocks))?;
-        d.check_transfer_len(c.cdb, rw.blocks)?;
-        let data = d.data_for(c, u64::from(rw.blocks))?;
+        let data = d.write_data(c, rw.lba, rw.blocks)?;
         if data.is_empty() {
             return Ok(Vec::new());
         }
@@ -226,10 +229,7 @@ impl Lun {
         let d = self.disk()?;
         check_protect(c.cdb)?;
         let rw = Rw::parse(c.cdb);
-        d.check_writable()?;
-        d.check_range(rw.lba, u64::from(rw.blocks))?;
-        d.check_transfer_len(c.cdb, rw.blocks)?;
-        let data = d.data_for(c, u64::from(rw.blocks))?;
+        let data = d.write_data(c, rw.lba, rw.blocks)?;
         if data.is_empty() {
             return Ok(Vec::new());
         }
@@ -252,10 +252,7 @@ impl Lun {
         if be16(c.cdb, 10) != 0 {
             return Err(Sense::invalid_cdb(10, None).into()); // no atomic boundaries
         }
-        d.check_writable()?;
-        d.check_range(lba, u64::from(blocks))?;
-        d.check_transfer_len(c.cdb, blocks)?;
-        let data = d.data_for(c, u64::from(blocks))?;
+        let data = d.write_data(c, lba, blocks)?;
         if data.is_empty() {
             return Ok(Vec::new());
         }
