@@ -29,6 +29,7 @@ pub mod journal;
 pub mod lock;
 pub mod mkfs;
 pub mod ondisk;
+pub mod replay;
 pub mod tree;
 pub mod volume;
 pub mod xattr;
