@@ -33,3 +33,4 @@ pub mod replay;
 pub mod tree;
 pub mod volume;
 pub mod xattr;
+pub mod xattr_ed;
