@@ -407,6 +407,8 @@ impl FileSystem {
         }
         Self::touch(&mut pdi, true, true);
         self.vol.put_dinode(&pdi)?;
+        self.vol.acl_inherit(parent.0, di.di_num.no_addr)?;
+        let di = self.vol.dinode(di.di_num.no_addr)?;
         debug!(parent = parent.0, ino = di.di_num.no_addr, "created");
         Ok(self.attr_of(&di))
     }
@@ -737,6 +739,10 @@ impl FileSystem {
             }
             Self::touch(&mut di, false, true);
             fs.vol.put_dinode(&di)?;
+            if let Some(m) = set.mode {
+                fs.vol.acl_chmod(ino.0, m)?;
+                di = fs.vol.dinode(ino.0)?;
+            }
             Ok(fs.attr_of(&di))
         })
     }
@@ -808,11 +814,22 @@ impl FileSystem {
         };
         self.locked(&[ino], |fs| {
             fs.dinode(ino)?;
-            fs.vol.xattr_set(ino.0, name, value, mode)?;
+            if name == crate::acl::ACCESS || name == crate::acl::DEFAULT {
+                fs.vol.acl_set(ino.0, name, value, mode)?;
+            } else {
+                fs.vol.xattr_set(ino.0, name, value, mode)?;
+            }
             let mut di = fs.vol.dinode(ino.0)?;
             Self::touch(&mut di, false, true);
             fs.vol.put_dinode(&di)
         })
+    }
+
+    /// True when directory `dir` has a default ACL (new entries in it then
+    /// take their permissions from it instead of the umask).
+    pub fn has_default_acl(&mut self, dir: Ino) -> Result<bool> {
+        self.dir(dir)?;
+        self.vol.has_default_acl(dir.0)
     }
 
     /// Removes an extended attribute.

@@ -19,6 +19,7 @@
 //! * **master directory**: the hidden tree of system files (`jindex`,
 //!   `per_node`, `inum`, `statfs`, `rindex`, `quota`).
 
+pub mod acl;
 pub mod block;
 pub mod block_iscsi;
 pub mod dir;

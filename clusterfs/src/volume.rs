@@ -64,6 +64,9 @@ pub enum FsError {
     /// Operation not permitted.
     #[error("operation not permitted")]
     NotPermitted,
+    /// Permission denied.
+    #[error("permission denied")]
+    PermissionDenied,
     /// The volume is read-only or withdrawn.
     #[error("read-only or withdrawn volume")]
     ReadOnly,
@@ -110,6 +113,7 @@ impl FsError {
             FsError::Range => libc::ERANGE,
             FsError::TooManyLinks => libc::EMLINK,
             FsError::NotPermitted => libc::EPERM,
+            FsError::PermissionDenied => libc::EACCES,
             FsError::ReadOnly => libc::EROFS,
             FsError::Io(_) | FsError::Corrupt(_) | FsError::Journal(_) | FsError::Lock(_) => {
                 libc::EIO
