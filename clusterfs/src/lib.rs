@@ -24,6 +24,7 @@ pub mod block;
 pub mod block_iscsi;
 pub mod dir;
 pub mod dirbuild;
+pub mod falloc;
 pub mod fs;
 pub mod fuse;
 pub mod journal;
