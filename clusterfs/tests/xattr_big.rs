@@ -202,3 +202,103 @@ fn enospc_half_way_through_a_large_value_changes_nothing() {
     assert_eq!(fs.getxattr(f.ino, b"user.keep").unwrap(), value(3000, 5));
     fs.unmount().unwrap();
 }
+
+/// Attributes laid out the way another writer may leave them (not by our
+/// xattr code): `di_eattr` → indirect block → two EA blocks; the second
+/// starts with an unused record, then a stuffed one, then an unstuffed one
+/// whose 5-byte name puts its pointers at the next 8-byte boundary and
+/// whose ED blocks are listed out of allocation order. fsck.gfs2 accepts
+/// the layout; we read, remove and free it.
+#[test]
+fn reads_and_frees_attributes_laid_out_by_others() {
+    use clusterfs::ondisk::{dif, eatype, put64, BlockState, EaHeader, MetaHeader, MetaType};
+    const LAST: u8 = 1;
+    let bsize = 1024usize;
+    let jb = bsize - 24;
+    let img = image(64, bsize as u32);
+    let mut fs = mount(img.path());
+    let root = fs.root();
+    let f = fs.mknod(root, b"f", 0o644, 0, 0, 0).unwrap();
+    let free0 = bfree(&mut fs);
+    let blob = value(jb * 2 + jb / 2, 42);
+    {
+        let v = fs.volume();
+        let ino = f.ino.0;
+        let mut alloc = || v.alloc(ino, BlockState::Used).unwrap();
+        let (ind, ea1, ea2) = (alloc(), alloc(), alloc());
+        let eds = [alloc(), alloc(), alloc()];
+        let order = [eds[2], eds[0], eds[1]];
+        let v = fs.volume();
+        let b = v.meta_new(ind);
+        MetaHeader::new(MetaType::In).encode(b);
+        put64(b, 24, ea1);
+        put64(b, 32, ea2);
+        let b = v.meta_new(ea1);
+        MetaHeader::new(MetaType::Ea).encode(b);
+        let h = |rec: usize, data: usize, name: usize, t: u8, flags: u8, ptrs: u8| EaHeader {
+            ea_rec_len: rec as u32,
+            ea_data_len: data as u32,
+            ea_name_len: name as u8,
+            ea_type: t,
+            ea_flags: flags,
+            ea_num_ptrs: ptrs,
+        };
+        h(bsize - 24, 3, 1, eatype::USR, LAST, 0).encode_at(b, 24);
+        b[40..44].copy_from_slice(b"axyz");
+        let b = v.meta_new(ea2);
+        MetaHeader::new(MetaType::Ea).encode(b);
+        h(32, 0, 0, eatype::UNUSED, 0, 0).encode_at(b, 24);
+        h(24, 2, 1, eatype::TRUSTED, 0, 0).encode_at(b, 56);
+        b[72..75].copy_from_slice(b"kv1");
+        h(bsize - 80, blob.len(), 5, eatype::USR, LAST, 3).encode_at(b, 80);
+        b[96..101].copy_from_slice(b"blob5");
+        for (i, &p) in order.iter().enumerate() {
+            put64(b, 104 + 8 * i, p);
+        }
+        for (i, &p) in order.iter().enumerate() {
+            let b = v.meta_new(p);
+            MetaHeader::new(MetaType::Ed).encode(b);
+            let chunk = &blob[i * jb..((i + 1) * jb).min(blob.len())];
+            b[24..24 + chunk.len()].copy_from_slice(chunk);
+        }
+        let mut di = v.dinode(ino).unwrap();
+        di.di_eattr = ind;
+        di.di_flags |= dif::EA_INDIRECT;
+        di.di_blocks += 6;
+        v.put_dinode(&di).unwrap();
+    }
+    fs.unmount().unwrap();
+    assert_fsck_clean(img.path());
+
+    let mut fs = mount(img.path());
+    let f = fs.lookup(fs.root(), b"f").unwrap();
+    let mut names = fs.listxattr(f.ino).unwrap();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            b"trusted.k".to_vec(),
+            b"user.a".to_vec(),
+            b"user.blob5".to_vec()
+        ]
+    );
+    assert_eq!(fs.getxattr(f.ino, b"user.a").unwrap(), b"xyz");
+    assert_eq!(fs.getxattr(f.ino, b"trusted.k").unwrap(), b"v1");
+    assert_eq!(fs.getxattr(f.ino, b"user.blob5").unwrap(), blob);
+    let before = bfree(&mut fs);
+    fs.removexattr(f.ino, b"user.blob5").unwrap();
+    assert_eq!(bfree(&mut fs) - before, 3);
+    // The freed record's space takes a new value.
+    fs.setxattr(f.ino, b"user.new", &value(400, 1), 0).unwrap();
+    fs.unmount().unwrap();
+    assert_fsck_clean(img.path());
+    let mut fs = mount(img.path());
+    let root = fs.root();
+    let f = fs.lookup(root, b"f").unwrap();
+    assert_eq!(fs.getxattr(f.ino, b"user.new").unwrap(), value(400, 1));
+    fs.unlink(root, b"f").unwrap();
+    fs.sync().unwrap();
+    assert_eq!(bfree(&mut fs), free0 + 1);
+    fs.unmount().unwrap();
+    assert_fsck_clean(img.path());
+}
