@@ -405,6 +405,39 @@ mod tests {
     }
 
     #[test]
+    fn journaled_data_is_unescaped_and_not_checked_as_metadata() {
+        let (mut j, mut head) = journal(20, 0, &[(vec![(100, 1)], vec![])]);
+        // Append a JDATA descriptor with two blocks after the commit: one
+        // whose leading magic was escaped (zeroed) in the log, one plain.
+        let at = head.lh_blkno + 1;
+        let mut ld = vec![0u8; BS];
+        LogDescriptor {
+            ld_type: log_desc::JDATA,
+            ld_length: 3,
+            ld_data1: 2,
+            ld_data2: 0,
+        }
+        .encode(&mut ld, 0);
+        put64(&mut ld, LogDescriptor::SIZE, 300);
+        put64(&mut ld, LogDescriptor::SIZE + 8, 1);
+        put64(&mut ld, LogDescriptor::SIZE + 16, 301);
+        put64(&mut ld, LogDescriptor::SIZE + 24, 0);
+        let mut escaped = meta(5);
+        escaped[..4].fill(0);
+        j[at as usize] = ld;
+        j[at as usize + 1] = escaped;
+        j[at as usize + 2] = vec![0xab; BS];
+        head.lh_sequence += 1;
+        head.lh_blkno = at + 3;
+        head.encode_block(&mut j[(at + 3) as usize]);
+        let p = plan(&j, &head).unwrap();
+        assert_eq!(p.blocks[&300], meta(5));
+        assert_eq!(p.blocks[&301], vec![0xab; BS]);
+        assert_eq!(p.blocks[&100], meta(1));
+        assert_eq!(p.found, 3);
+    }
+
+    #[test]
     fn malformed_logs_are_errors() {
         let (mut j, head) = journal(20, 0, &[(vec![(100, 1)], vec![])]);
         let mut bad = head;
