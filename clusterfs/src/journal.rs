@@ -159,16 +159,17 @@ impl Journal {
                 why: "block outside the device".into(),
             });
         }
-        let mut all = Vec::with_capacity(self.map.len());
+        // One block at a time: journals can be large; only headers stay.
+        let mut head: Option<LogHeader> = None;
         for lbn in 0..self.len() {
-            all.push(self.read(dev, lbn)?);
+            let b = self.read(dev, lbn)?;
+            if let Some(lh) = find_head(std::iter::once((lbn, b.as_slice()))) {
+                if head.is_none_or(|h| lh.lh_sequence > h.lh_sequence) {
+                    head = Some(lh);
+                }
+            }
         }
-        let head = find_head(
-            all.iter()
-                .enumerate()
-                .map(|(i, b)| (i as u32, b.as_slice())),
-        )
-        .ok_or(JournalError::NoHead(self.jid))?;
+        let head = head.ok_or(JournalError::NoHead(self.jid))?;
         if head.lh_blkno >= self.len() || head.lh_tail >= self.len() {
             return Err(JournalError::Corrupt {
                 jid: self.jid,
@@ -183,9 +184,7 @@ impl Journal {
             self.clean = true;
             return Ok(0);
         }
-        let plan = replay_plan(self.jid, self.len(), &head, |lbn| {
-            Ok(all[lbn as usize].clone())
-        })?;
+        let plan = replay_plan(self.jid, self.len(), &head, |lbn| self.read(dev, lbn))?;
         info!(
             jid = self.jid,
             tail = head.lh_tail,

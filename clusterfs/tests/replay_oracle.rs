@@ -8,7 +8,9 @@
 //!
 //! The logged blocks are the volume's own dinodes with new timestamps, so
 //! whichever copy wins the volume stays consistent, and the timestamps
-//! show which copy was replayed. Seeds: `CLUSTERFS_REPLAY_SEEDS` (default 4).
+//! show which copy was replayed. Odd seeds put the log in journal1 of a
+//! two-journal volume (mount recovers every journal, as the first mounter
+//! does). Seeds: `CLUSTERFS_REPLAY_SEEDS` (default 4).
 
 mod common;
 
@@ -31,8 +33,38 @@ use common::{assert_fsck_clean, have, image, mount};
 const BS: usize = 1024;
 const ATIME: usize = 72;
 
-/// Journal 0's dinode and block map, and the dinodes of the test's files.
-fn layout(img: &Path) -> (u64, Vec<u64>, Vec<u64>) {
+/// A volume with two journals (mount recovers every journal, as the first
+/// mounter does).
+fn two_journal_image() -> tempfile::NamedTempFile {
+    use clusterfs::mkfs::{mkfs, LockProto, MkfsOptions};
+    let f = tempfile::NamedTempFile::new().unwrap();
+    f.as_file().set_len(64 << 20).unwrap();
+    let dev = FileDevice::open(f.path()).unwrap();
+    let opts = MkfsOptions {
+        lockproto: LockProto::LockNolock,
+        bsize: BS as u32,
+        rg_mb: 32,
+        journals: 2,
+        journal_mb: Some(8),
+        ..Default::default()
+    };
+    mkfs(&dev, &opts, &mut |_, _, _| {}).unwrap();
+    f
+}
+
+/// What a test log needs to know about the volume.
+struct Layout {
+    /// Journal `jid`'s dinode and block map.
+    jinode: u64,
+    map: Vec<u64>,
+    /// The blocks of every journal (left out of the comparison: each
+    /// recovery writes its own headers).
+    all_journals: std::collections::HashSet<u64>,
+    /// The dinodes the log rewrites.
+    files: Vec<u64>,
+}
+
+fn layout(img: &Path, jid: u32) -> Layout {
     let mut fs = mount(img);
     let root = fs.root();
     let d = fs.mkdir(root, b"d", 0o755, 0, 0).unwrap();
@@ -46,15 +78,29 @@ fn layout(img: &Path) -> (u64, Vec<u64>, Vec<u64>) {
     let v = fs.volume();
     let master = v.sb.sb_master_dir.no_addr;
     let jindex = v.dir_lookup(master, b"jindex").unwrap().unwrap().0.no_addr;
-    let j0 = v
-        .dir_lookup(jindex, b"journal0")
-        .unwrap()
-        .unwrap()
-        .0
-        .no_addr;
-    let map = v.file_block_map(j0).unwrap();
+    let mut all_journals = std::collections::HashSet::new();
+    let mut ours = None;
+    for k in 0.. {
+        let Some((inum, _)) = v
+            .dir_lookup(jindex, format!("journal{k}").as_bytes())
+            .unwrap()
+        else {
+            break;
+        };
+        let map = v.file_block_map(inum.no_addr).unwrap();
+        all_journals.extend(map.iter().copied());
+        if k == jid {
+            ours = Some((inum.no_addr, map));
+        }
+    }
     fs.unmount().unwrap();
-    (j0, map, files)
+    let (jinode, map) = ours.expect("the journal exists");
+    Layout {
+        jinode,
+        map,
+        all_journals,
+        files,
+    }
 }
 
 /// One commit of the test log: dinode copies with new atimes, revokes,
@@ -98,6 +144,7 @@ fn random_commits(rng: &mut StdRng, files: &[u64]) -> Vec<Commit> {
 /// and the copy "last one wins" would replay (to show revokes matter).
 fn write_log(
     img: &mut [u8],
+    jid: u32,
     jinode: u64,
     map: &[u64],
     tail: u32,
@@ -124,20 +171,21 @@ fn write_log(
         let rv = if c.revokes.is_empty() {
             Vec::new()
         } else {
-            build_revoke(BS, 0, &c.revokes)
+            build_revoke(BS, jid, &c.revokes)
         };
         let start = tail + log.len() as u32;
         let len = (rv.len() + commit_len(BS, blocks.len())) as u32;
         let header = LogHeader {
             lh_sequence: 100 + u64::from(n) + k as u64,
             lh_flags: log_head::FLUSH_NORMAL,
+            jid,
             lh_tail: tail,
             lh_blkno: (start + len - 1) % n,
             lh_jinode: jinode,
             lh_addr: map[((start + len - 1) % n) as usize],
             ..Default::default()
         };
-        let mut body = build_commit(BS, 0, &blocks, &header);
+        let mut body = build_commit(BS, jid, &blocks, &header);
         let lh = body.pop().unwrap();
         let at_copies = if c.revokes_first { rv.len() } else { 0 };
         let at_revokes = if c.revokes_first { 0 } else { body.len() };
@@ -162,6 +210,7 @@ fn write_log(
         let mut b = vec![0u8; BS];
         LogHeader {
             lh_sequence: 100 + u64::from(lbn),
+            jid,
             lh_flags: log_head::UNMOUNT,
             lh_blkno: lbn,
             lh_jinode: jinode,
@@ -208,14 +257,25 @@ fn fsck_replay(path: &Path) -> String {
 }
 
 fn run_seed(seed: u64) -> bool {
-    let img = image(64, BS as u32);
-    let (jinode, map, files) = layout(img.path());
+    // Even seeds: journal0 of a one-journal volume; odd: journal1 of two.
+    let jid = (seed % 2) as u32;
+    let img = if jid == 0 {
+        image(64, BS as u32)
+    } else {
+        two_journal_image()
+    };
+    let Layout {
+        jinode,
+        map,
+        all_journals,
+        files,
+    } = layout(img.path(), jid);
     let mut rng = StdRng::seed_from_u64(seed);
     let commits = random_commits(&mut rng, &files);
     let n = map.len() as u32;
     let tail = n - rng.random_range(3..20);
     let mut bytes = std::fs::read(img.path()).unwrap();
-    let (expect, naive) = write_log(&mut bytes, jinode, &map, tail, &commits);
+    let (expect, naive) = write_log(&mut bytes, jid, jinode, &map, tail, &commits);
 
     let ours = tempfile::NamedTempFile::new().unwrap();
     let theirs = tempfile::NamedTempFile::new().unwrap();
@@ -234,9 +294,8 @@ fn run_seed(seed: u64) -> bool {
 
     let a = std::fs::read(ours.path()).unwrap();
     let b = std::fs::read(theirs.path()).unwrap();
-    let journal: std::collections::HashSet<u64> = map.iter().copied().collect();
     for blk in 0..(a.len() / BS) as u64 {
-        if journal.contains(&blk) {
+        if all_journals.contains(&blk) {
             continue;
         }
         let r = blk as usize * BS..(blk as usize + 1) * BS;
