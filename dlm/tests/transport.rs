@@ -474,3 +474,32 @@ fn garbage_frames_after_a_valid_hello_are_dropped_and_locks_still_work() {
     ));
     ls[1].unlock(id, Flags::empty(), None).unwrap();
 }
+
+#[test]
+fn a_peer_that_never_acknowledges_costs_bounded_memory() {
+    use dlm::driver::transport::QUEUE_LIMIT;
+    // A "peer" that answers the hello, then neither reads nor acknowledges.
+    let l = TcpListener::bind(any_port()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let (held_tx, held_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut hello = [0u8; 16];
+        s.read_exact(&mut hello).unwrap();
+        let mut reply = Vec::new();
+        reply.extend_from_slice(&hello[..4]);
+        reply.extend_from_slice(&77u64.to_le_bytes());
+        reply.extend_from_slice(&0u64.to_le_bytes());
+        s.write_all(&reply).unwrap();
+        held_tx.send(s).unwrap();
+    });
+    let (_ia, ha) = recorder();
+    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), ha).unwrap();
+    a.add_peer(NodeId(2), addr);
+    let _conn = held_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    for v in 0..(QUEUE_LIMIT as u64 + 1000) {
+        a.send(NodeId(2), frame(v));
+    }
+    assert_eq!(a.pending(NodeId(2)), QUEUE_LIMIT);
+    assert_eq!(a.sent(NodeId(2)).frames, QUEUE_LIMIT as u64);
+}

@@ -302,6 +302,8 @@ struct PeerState {
     sent: SentStats,
     /// Partly read acknowledgement of the current connection.
     acks: AckReader,
+    /// Frames refused because the queue was full.
+    dropped: u64,
 }
 
 /// What [`Transport::sent`] reports for one peer.
@@ -498,6 +500,7 @@ impl Transport {
                 queue: SendQueue::new(),
                 sent: SentStats::default(),
                 acks: AckReader::default(),
+                dropped: 0,
             }),
             wake: eventfd().map_err(TransportError::EventFd)?,
             connected: AtomicBool::new(false),
@@ -541,8 +544,12 @@ impl Transport {
         let idle = !st.queue.has_unsent();
         let len = frame.len() as u64;
         if !st.queue.push(frame) {
-            tracing::error!(%to, waiting = st.queue.len(),
-                "send queue full (peer not acknowledging): frame DROPPED");
+            st.dropped += 1;
+            // Loud, but not one line per frame: the 1st, 2nd, 4th, 8th...
+            if st.dropped.is_power_of_two() {
+                tracing::error!(%to, waiting = st.queue.len(), dropped = st.dropped,
+                    "send queue full (peer not acknowledging): frames DROPPED");
+            }
             return;
         }
         st.sent.frames += 1;
