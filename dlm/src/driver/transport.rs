@@ -33,8 +33,13 @@
 //!
 //! The fast path: the caller's thread writes a frame directly when the
 //! socket takes it, and the reader thread hands each frame to the handler
-//! itself; the writer thread only wakes for acknowledgements, full sockets
-//! and reconnections.
+//! itself; the writer thread only wakes for full sockets, reconnections
+//! and a periodic read of acknowledgements ([`ACK_READ_INTERVAL`]).
+//!
+//! The handler runs on the connection's reader thread while that peer's
+//! receive state is locked (so a newer connection of the same peer cannot
+//! overtake a frame being delivered): it must not block waiting for
+//! another frame from the same peer, as kernel DLM callbacks must not.
 //!
 //! Wire format, connector → acceptor: hello `magic u32 | node u32 |
 //! incarnation u64`, then frames `len u32 | seq u64 | payload` (`len`
