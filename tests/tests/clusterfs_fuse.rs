@@ -616,3 +616,49 @@ fn clusterfs_fuse_big_xattr_punch_hole_and_exchange() {
     m.stop();
     fsck_clean(&img);
 }
+
+/// SIGTERM while a file is held open: the daemon retries the busy unmount,
+/// then detaches lazily; the volume is unmounted cleanly (exit 0, journal
+/// clean, fsck clean) once the last descriptor closes.
+#[test]
+fn clusterfs_fuse_sigterm_on_busy_mount_detaches_lazily() {
+    if !fuse_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("vol.img");
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    mkfs(&img, 64, 4096);
+    let mut m = Mount::start(&img, &mnt);
+    let mut held = fs::File::create(mnt.join("held")).unwrap();
+    held.write_all(b"still open").unwrap();
+    let pid = nix::unistd::Pid::from_raw(m.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).unwrap();
+    wait_for("the lazy detach", || !is_mounted(&mnt));
+    assert!(
+        m.child.try_wait().unwrap().is_none(),
+        "the daemon serves the open file until it closes"
+    );
+    held.write_all(b", and written").unwrap();
+    drop(held);
+    let start = Instant::now();
+    let st = loop {
+        if let Some(st) = m.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "daemon did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(st.success(), "mount_clusterfs exit {st}");
+    fsck_clean(&img);
+    let m = Mount::start(&img, &mnt);
+    assert_eq!(
+        fs::read(mnt.join("held")).unwrap(),
+        b"still open, and written"
+    );
+    m.stop();
+}
