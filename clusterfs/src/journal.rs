@@ -100,6 +100,16 @@ fn now() -> (u64, u32) {
     (d.as_secs(), d.subsec_nanos())
 }
 
+/// What [`Journal::replay`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    /// Blocks written in place.
+    pub blocks: usize,
+    /// The head of a journal that was dirty (and is replayed but not yet
+    /// marked clean); `None` when it was clean.
+    pub head: Option<LogHeader>,
+}
+
 /// One node's journal on a device.
 #[derive(Debug)]
 pub struct Journal {
@@ -150,6 +160,24 @@ impl Journal {
     /// Finds the head and, when the journal is dirty, replays it, flushes
     /// and marks it clean. Returns the number of blocks replayed.
     pub fn recover(&mut self, dev: &dyn BlockDevice) -> Result<usize> {
+        let r = self.replay(dev)?;
+        if r.head.is_some() {
+            self.finish_recovery(dev)?;
+        }
+        Ok(r.blocks)
+    }
+
+    /// Marks a replayed journal clean: an UNMOUNT|RECOVERY header after
+    /// its head (the kernel's `clean_journal`).
+    pub fn finish_recovery(&mut self, dev: &dyn BlockDevice) -> Result<()> {
+        self.write_header(dev, log_head::UNMOUNT | log_head::RECOVERY)
+    }
+
+    /// Finds the head and, when the journal is dirty, replays the log in
+    /// place and flushes, leaving it to [`Journal::finish_recovery`] to
+    /// mark the journal clean (after the caller has folded the head's
+    /// statfs deltas in, as the kernel's `recover_local_statfs` does).
+    pub fn replay(&mut self, dev: &dyn BlockDevice) -> Result<Replayed> {
         let dev_blocks = dev.size() / self.bsize as u64;
         let outside = |b: &u64| *b >= dev_blocks;
         if let Some(lbn) = self.map.iter().position(outside) {
@@ -182,7 +210,7 @@ impl Journal {
         if head.lh_flags & log_head::UNMOUNT != 0 {
             debug!(jid = self.jid, seq = head.lh_sequence, "journal clean");
             self.clean = true;
-            return Ok(0);
+            return Ok(Replayed::default());
         }
         let plan = replay_plan(self.jid, self.len(), &head, |lbn| self.read(dev, lbn))?;
         info!(
@@ -212,8 +240,10 @@ impl Journal {
             dev.write_at(blk * self.bsize as u64, data)?;
         }
         dev.flush()?;
-        self.write_header(dev, log_head::UNMOUNT | log_head::RECOVERY)?;
-        Ok(plan.len())
+        Ok(Replayed {
+            blocks: plan.len(),
+            head: Some(head),
+        })
     }
 
     fn header(&self, flags: u32, tail: u32, blkno: u32) -> LogHeader {

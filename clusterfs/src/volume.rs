@@ -18,8 +18,8 @@ use crate::dirbuild::DirLayoutError;
 use crate::journal::{Journal, JournalError};
 use crate::lock::{Glock, GlockMode, LockError, LockManager};
 use crate::ondisk::{
-    bitmap_position, log_head, BlockState, Dinode, Geometry, Inum, OndiskError, Rgrp, Rindex,
-    StatfsChange, Superblock,
+    bitmap_position, log_head, BlockState, Dinode, Geometry, Inum, LogHeader, OndiskError, Rgrp,
+    Rindex, StatfsChange, Superblock,
 };
 
 /// Errors of the filesystem core. [`FsError::errno`] maps them for FUSE.
@@ -241,17 +241,68 @@ impl Volume {
             let mut j = Journal::new(jid, inum.no_addr, self.bsize(), map);
             self.locks
                 .acquire(Glock::Journal(jid), GlockMode::Exclusive)?;
-            let n = j.recover(self.dev.as_ref());
+            let r = j.replay(self.dev.as_ref());
             // Replay wrote under the cache.
             self.cache.clear();
+            let r = r?;
+            replayed += r.blocks;
+            // A dirty journal's statfs deltas are folded in and committed
+            // (through journal0, recovered first) before it is marked
+            // clean: the kernel's recover_local_statfs, then clean_journal.
             if jid == 0 {
                 self.journal = Some(j);
-            } else {
+                if let Some(head) = r.head {
+                    self.recover_local_statfs(master, jid, &head)?;
+                    self.commit()?;
+                    let dev = Arc::clone(&self.dev);
+                    let j0 = self.journal.as_mut().expect("journal0 set");
+                    j0.finish_recovery(dev.as_ref())?;
+                }
+            } else if let Some(head) = r.head {
+                self.recover_local_statfs(master, jid, &head)?;
+                self.commit()?;
+                j.finish_recovery(self.dev.as_ref())?;
+            }
+            if jid != 0 {
                 self.locks.release(Glock::Journal(jid));
             }
-            replayed += n?;
         }
         Ok(replayed)
+    }
+
+    /// Adds a recovered head's `lh_local_*` deltas to the master statfs
+    /// file and zeroes that journal's `per_node/statfs_change{jid}`.
+    fn recover_local_statfs(&mut self, master: u64, jid: u32, head: &LogHeader) -> Result<()> {
+        let at = Dinode::SIZE;
+        if head.lh_local_total != 0 || head.lh_local_free != 0 || head.lh_local_dinodes != 0 {
+            let statfs = self.lookup_system(master, "statfs")?;
+            let b = self.meta_mut(statfs)?;
+            let mut sc = StatfsChange::decode(&b[at..])?;
+            sc.sc_total += head.lh_local_total;
+            sc.sc_free += head.lh_local_free;
+            sc.sc_dinodes += head.lh_local_dinodes;
+            sc.encode(&mut b[at..]);
+            info!(
+                jid,
+                total = head.lh_local_total,
+                free = head.lh_local_free,
+                dinodes = head.lh_local_dinodes,
+                "folded the recovered journal's statfs changes into the master statfs"
+            );
+        }
+        let per_node = self.lookup_system(master, "per_node")?;
+        let name = format!("statfs_change{jid}");
+        if let Some((inum, _)) = self.dir_lookup(per_node, name.as_bytes())? {
+            if self.dinode(inum.no_addr)?.di_height != 0 {
+                warn!(jid, "statfs_change file is not stuffed; left as it is");
+                return Ok(());
+            }
+            let local = self.meta(inum.no_addr)?;
+            if local[at..at + StatfsChange::SIZE].iter().any(|&x| x != 0) {
+                self.meta_mut(inum.no_addr)?[at..at + StatfsChange::SIZE].fill(0);
+            }
+        }
+        Ok(())
     }
 
     fn lookup_system(&mut self, dir: u64, name: &str) -> Result<u64> {

@@ -23,7 +23,7 @@ use clusterfs::block::FileDevice;
 use clusterfs::fs::FileSystem;
 use clusterfs::journal::{build_commit, commit_len};
 use clusterfs::lock::LocalLocks;
-use clusterfs::ondisk::{be64, log_head, put64, LogHeader};
+use clusterfs::ondisk::{be64, log_head, put64, Dinode, LogHeader};
 use clusterfs::replay::build_revoke;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -62,6 +62,9 @@ struct Layout {
     all_journals: std::collections::HashSet<u64>,
     /// The dinodes the log rewrites.
     files: Vec<u64>,
+    /// The master statfs file and this journal's statfs_change file.
+    statfs: u64,
+    statfs_change: u64,
 }
 
 fn layout(img: &Path, jid: u32) -> Layout {
@@ -93,6 +96,19 @@ fn layout(img: &Path, jid: u32) -> Layout {
             ours = Some((inum.no_addr, map));
         }
     }
+    let statfs = v.dir_lookup(master, b"statfs").unwrap().unwrap().0.no_addr;
+    let per_node = v
+        .dir_lookup(master, b"per_node")
+        .unwrap()
+        .unwrap()
+        .0
+        .no_addr;
+    let statfs_change = v
+        .dir_lookup(per_node, format!("statfs_change{jid}").as_bytes())
+        .unwrap()
+        .unwrap()
+        .0
+        .no_addr;
     fs.unmount().unwrap();
     let (jinode, map) = ours.expect("the journal exists");
     Layout {
@@ -100,6 +116,8 @@ fn layout(img: &Path, jid: u32) -> Layout {
         map,
         all_journals,
         files,
+        statfs,
+        statfs_change,
     }
 }
 
@@ -142,6 +160,7 @@ fn random_commits(rng: &mut StdRng, files: &[u64]) -> Vec<Commit> {
 /// the journal holds older UNMOUNT headers), and marks every logged
 /// dinode's in-place atime. Returns the copy GFS2 must replay per block,
 /// and the copy "last one wins" would replay (to show revokes matter).
+#[allow(clippy::too_many_arguments)]
 fn write_log(
     img: &mut [u8],
     jid: u32,
@@ -149,6 +168,7 @@ fn write_log(
     map: &[u64],
     tail: u32,
     commits: &[Commit],
+    local_free: i64,
 ) -> (HashMap<u64, u64>, HashMap<u64, u64>) {
     let n = map.len() as u32;
     let block = |img: &mut [u8], blk: u64| -> Vec<u8> {
@@ -183,6 +203,7 @@ fn write_log(
             lh_blkno: (start + len - 1) % n,
             lh_jinode: jinode,
             lh_addr: map[((start + len - 1) % n) as usize],
+            lh_local_free: local_free,
             ..Default::default()
         };
         let mut body = build_commit(BS, jid, &blocks, &header);
@@ -269,13 +290,27 @@ fn run_seed(seed: u64) -> bool {
         map,
         all_journals,
         files,
+        statfs,
+        statfs_change,
     } = layout(img.path(), jid);
     let mut rng = StdRng::seed_from_u64(seed);
     let commits = random_commits(&mut rng, &files);
     let n = map.len() as u32;
     let tail = n - rng.random_range(3..20);
     let mut bytes = std::fs::read(img.path()).unwrap();
-    let (expect, naive) = write_log(&mut bytes, jid, jinode, &map, tail, &commits);
+    // Some seeds leave free-block counts the crashed node had not yet
+    // folded into the master statfs: in its statfs_change file and in
+    // every log header (lh_local_free), the master short by as much.
+    let local_free = if seed % 3 == 0 { 0 } else { 3 + seed as i64 };
+    let free_at = |blk: u64| blk as usize * BS + Dinode::SIZE + 8;
+    let master_free = be64(&bytes, free_at(statfs)) as i64;
+    put64(
+        &mut bytes,
+        free_at(statfs),
+        (master_free - local_free) as u64,
+    );
+    put64(&mut bytes, free_at(statfs_change), local_free as u64);
+    let (expect, naive) = write_log(&mut bytes, jid, jinode, &map, tail, &commits, local_free);
 
     let ours = tempfile::NamedTempFile::new().unwrap();
     let theirs = tempfile::NamedTempFile::new().unwrap();
@@ -294,8 +329,14 @@ fn run_seed(seed: u64) -> bool {
 
     let a = std::fs::read(ours.path()).unwrap();
     let b = std::fs::read(theirs.path()).unwrap();
+    // recover_local_statfs: the master is whole again, the local file zero.
+    assert_eq!(be64(&a, free_at(statfs)) as i64, master_free, "seed {seed}");
+    assert_eq!(be64(&a, free_at(statfs_change)), 0, "seed {seed}");
+    // fsck.gfs2 recomputes the master from the rgrps (the same figure, so
+    // the block comparison below covers it) but leaves statfs_change files
+    // alone, where the kernel zeroes them.
     for blk in 0..(a.len() / BS) as u64 {
-        if all_journals.contains(&blk) {
+        if all_journals.contains(&blk) || blk == statfs_change {
             continue;
         }
         let r = blk as usize * BS..(blk as usize + 1) * BS;
