@@ -301,7 +301,11 @@ fn run_seed(seed: u64) -> bool {
     // Some seeds leave free-block counts the crashed node had not yet
     // folded into the master statfs: in its statfs_change file and in
     // every log header (lh_local_free), the master short by as much.
-    let local_free = if seed % 3 == 0 { 0 } else { 3 + seed as i64 };
+    let local_free = if seed.is_multiple_of(3) {
+        0
+    } else {
+        3 + seed as i64
+    };
     let free_at = |blk: u64| blk as usize * BS + Dinode::SIZE + 8;
     let master_free = be64(&bytes, free_at(statfs)) as i64;
     put64(
