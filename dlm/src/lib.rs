@@ -19,6 +19,7 @@
 
 pub mod bench;
 pub mod driver;
+mod lkb_table;
 pub mod membership;
 pub mod mode;
 pub mod node;

@@ -144,7 +144,7 @@ impl Node {
             e.master = Master::Unknown;
             e.lookup_waiters.clear();
         }
-        let mut ids: Vec<LockId> = self.lkbs.keys().copied().collect();
+        let mut ids: Vec<LockId> = self.lkbs.keys().collect();
         ids.sort();
         for id in ids {
             self.stop_lkb(id, out);
@@ -152,7 +152,7 @@ impl Node {
     }
 
     fn stop_lkb(&mut self, id: LockId, out: &mut Vec<Action>) {
-        let lkb = self.lkbs.get_mut(&id).expect("lkb");
+        let lkb = self.lkbs.get_mut(id).expect("lkb");
         lkb.sent = false;
         let Some(gr) = lkb.grmode else { return };
         let write = lkb.has_lvb && lkb.flags.contains(Flags::VALBLK) && gr >= Mode::Pw;
@@ -165,7 +165,7 @@ impl Node {
         match lkb.op {
             Op::Unlock => {
                 let name = lkb.name;
-                self.lkbs.remove(&id);
+                self.lkbs.discard(id);
                 if write {
                     self.add_write(name, contribution);
                 }
@@ -188,7 +188,7 @@ impl Node {
                 lkb.cancel = false;
                 let name = lkb.name;
                 if write {
-                    self.lkbs.get_mut(&id).expect("lkb").lvbseq = contribution.seq;
+                    self.lkbs.get_mut(id).expect("lkb").lvbseq = contribution.seq;
                     self.add_write(name, contribution);
                 }
                 push_ast(out, id, Status::Granted(rq), SbFlags::default(), None);
@@ -235,7 +235,7 @@ impl Node {
                 *cur = Some(c);
             }
         };
-        let mut ids: Vec<&LockId> = self.lkbs.keys().collect();
+        let mut ids: Vec<LockId> = self.lkbs.keys().collect();
         ids.sort();
         for id in ids {
             let lkb = &self.lkbs[id];
@@ -420,13 +420,13 @@ impl Node {
         tracing::info!(node = %self.me, gen = self.gen, "recovery done, lockspace running");
         let mut ids: Vec<LockId> = self
             .lkbs
-            .iter()
-            .filter(|(_, l)| l.op != Op::None)
-            .map(|(id, _)| *id)
+            .values()
+            .filter(|l| l.op != Op::None)
+            .map(|l| l.id)
             .collect();
         ids.sort();
         for id in ids {
-            if self.lkbs.contains_key(&id) {
+            if self.lkbs.contains_key(id) {
                 self.issue(id, out);
             }
         }

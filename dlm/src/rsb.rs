@@ -285,7 +285,21 @@ impl Rsb {
     }
 
     /// Grants `lkb` (not on any queue): LVB transfer, queue move, cast.
-    fn grant_lock(&mut self, mut lkb: MasterLkb, out: &mut Out) {
+    fn grant_lock(&mut self, lkb: MasterLkb, out: &mut Out) {
+        let key = lkb.key;
+        let rq = lkb.rqmode.expect("granting a request");
+        let (sbflags, lvb) = self.grant_quiet(lkb);
+        out.push(RsbEvent::Cast {
+            key,
+            status: Status::Granted(rq),
+            sbflags,
+            lvb,
+        });
+    }
+
+    /// [`Rsb::grant_lock`] returning the completion's status flags and
+    /// value block instead of pushing the cast.
+    pub(crate) fn grant_quiet(&mut self, mut lkb: MasterLkb) -> (SbFlags, Option<(Lvb, u32)>) {
         let rq = lkb.rqmode.expect("granting a request");
         let mut lvb_out = None;
         match Mode::lvb_op(lkb.grmode, rq) {
@@ -304,14 +318,8 @@ impl Rsb {
         lkb.rqmode = None;
         lkb.highbast = None;
         let sbflags = std::mem::take(&mut lkb.sbflags);
-        let key = lkb.key;
         self.grant.push(lkb);
-        out.push(RsbEvent::Cast {
-            key,
-            status: Status::Granted(rq),
-            sbflags,
-            lvb: lvb_out,
-        });
+        (sbflags, lvb_out)
     }
 
     fn write_lvb(&mut self, lkb: &MasterLkb) {
@@ -379,6 +387,58 @@ impl Rsb {
             }
         }
         Ok(())
+    }
+
+    /// The common case of [`Rsb::request`] for a lock new to this
+    /// resource, without the event list: when nothing converts or waits
+    /// and the granted locks allow `lkb`, grants it and returns its
+    /// completion's status flags and value block. `None` (and nothing
+    /// changed) when any other rule could apply: take `request` then.
+    /// The caller vouches that `lkb.key` is on no queue here.
+    pub fn request_now(&mut self, lkb: MasterLkb) -> Option<(SbFlags, Option<(Lvb, u32)>)> {
+        let rq = lkb.rqmode?;
+        if lkb.grmode.is_some()
+            || lkb.flags.contains(Flags::EXPEDITE)
+            || lkb.flags.contains(Flags::NOORDER)
+            || !self.grantable_now(rq)
+        {
+            return None;
+        }
+        debug_assert!(self.find(lkb.key).is_none());
+        Some(self.grant_quiet(lkb))
+    }
+
+    /// True when a new request for `rq` (without EXPEDITE or NOORDER)
+    /// would be granted at once: nothing converts or waits, and every
+    /// granted mode is compatible.
+    #[inline]
+    pub fn grantable_now(&self, rq: Mode) -> bool {
+        self.convert.is_empty()
+            && self.wait.is_empty()
+            && self
+                .grant
+                .iter()
+                .all(|g| g.grmode.is_none_or(|m| m.compatible(rq)))
+    }
+
+    /// The common case of [`Rsb::unlock`]: a granted lock released while
+    /// nothing converts or waits, so nothing else can be granted and no
+    /// blocking callback is due. Returns false (and changes nothing) when
+    /// that is not the case: take `unlock` then.
+    pub fn unlock_now(&mut self, key: LockKey, flags: Flags, lvb: Option<Lvb>) -> bool {
+        if !self.convert.is_empty() || !self.wait.is_empty() {
+            return false;
+        }
+        let Some(i) = self.grant.iter().position(|l| l.key == key) else {
+            return false;
+        };
+        let mut lkb = self.grant.remove(i);
+        if lkb.grmode >= Some(Mode::Pw) {
+            lkb.flags = flags;
+            lkb.lvb = lvb;
+            self.write_lvb(&lkb);
+        }
+        true
     }
 
     /// Processes a conversion of a granted lock (`do_convert` + effects).

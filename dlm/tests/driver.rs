@@ -379,3 +379,72 @@ fn blocking_convert_can_be_cancelled_or_force_unlocked_from_another_thread() {
     let c = l.lock(b"r", Mode::Ex, Flags::NOQUEUE).unwrap();
     l.unlock(c, Flags::empty(), None).unwrap();
 }
+
+#[test]
+fn local_fast_paths_keep_callbacks_and_blocking_semantics() {
+    let dlms = cluster(1, None);
+    let (ls, _ms) = join_all(&dlms, "fast");
+    let ls = &ls[0];
+    wait_until("running", || ls.is_running());
+    // A lock taken with callbacks and later released through the blocking
+    // call (which reports the unlock itself).
+    let (ast_tx, ast_rx) = mpsc::channel::<Completion>();
+    let ast_tx = std::sync::Mutex::new(ast_tx);
+    let (bast_tx, bast_rx) = mpsc::channel();
+    let bast_tx = std::sync::Mutex::new(bast_tx);
+    let a = ls
+        .lock_async(
+            b"r",
+            Mode::Pr,
+            Flags::empty(),
+            None,
+            Arc::new(move |c| ast_tx.lock().unwrap().send(c).unwrap()),
+            Some(Arc::new(move |_, m| {
+                bast_tx.lock().unwrap().send(m).unwrap()
+            })),
+        )
+        .unwrap();
+    assert_eq!(
+        ast_rx.recv_timeout(Duration::from_secs(30)).unwrap().status,
+        Status::Granted(Mode::Pr)
+    );
+    // Compatible blocking locks go the fast way and do not disturb it.
+    let b = ls.lock(b"r", Mode::Pr, Flags::empty()).unwrap();
+    ls.unlock(b, Flags::empty(), None).unwrap();
+    assert!(bast_rx.try_recv().is_err(), "no one was blocked");
+    // An incompatible NOQUEUE request fails, and NOQUEUEBAST tells the holder.
+    assert!(matches!(
+        ls.lock(b"r", Mode::Ex, Flags::NOQUEUE | Flags::NOQUEUEBAST),
+        Err(DlmError::Again)
+    ));
+    assert_eq!(
+        bast_rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+        Mode::Ex
+    );
+    ls.unlock(a, Flags::empty(), None).unwrap();
+    // The gone lock's callbacks are released (no leak, no late call).
+    assert!(matches!(
+        ast_rx.recv_timeout(Duration::from_secs(30)),
+        Err(mpsc::RecvTimeoutError::Disconnected)
+    ));
+    // A blocked EX waits for the PR holder and is granted on its release.
+    let pr = ls.lock(b"r", Mode::Pr, Flags::empty()).unwrap();
+    let ls2 = ls.clone();
+    let t = std::thread::spawn(move || ls2.lock(b"r", Mode::Ex, Flags::empty()).unwrap());
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!t.is_finished(), "EX granted while PR held");
+    ls.unlock(pr, Flags::empty(), None).unwrap();
+    let ex = t.join().unwrap();
+    // The value block written from EX is read by the next VALBLK lock.
+    ls.unlock(ex, Flags::VALBLK, Some(Lvb([7; 32]))).unwrap();
+    let (c, comp) = ls.lock_lvb(b"r", Mode::Pr, Flags::VALBLK, None).unwrap();
+    assert_eq!(comp.lvb, Some(Lvb([7; 32])), "unlock from EX wrote nothing");
+    ls.unlock(c, Flags::empty(), None).unwrap();
+    // Stale ids: an unlocked id is gone even after its slot is reused.
+    let d = ls.lock(b"r", Mode::Ex, Flags::empty()).unwrap();
+    assert!(matches!(
+        ls.unlock(c, Flags::empty(), None),
+        Err(DlmError::NoLock)
+    ));
+    ls.unlock(d, Flags::empty(), None).unwrap();
+}

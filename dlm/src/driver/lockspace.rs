@@ -15,7 +15,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::driver::transport::Transport;
 use crate::driver::DlmError;
 use crate::membership::MembershipEvent;
-use crate::node::{Action, Node, NodeError};
+use crate::node::{Action, Immediate, Node, NodeError};
 use crate::plock::{Family, Kind, Plock};
 use crate::types::{Flags, LockId, Lvb, NodeId, ResName, SbFlags, Status};
 use crate::wire::{Envelope, PlockOp, PlockReply};
@@ -120,6 +120,8 @@ fn node_err(e: NodeError) -> DlmError {
         NodeError::Busy => DlmError::Busy,
         NodeError::Invalid => DlmError::Invalid,
         NodeError::NotMember => DlmError::NotMember,
+        // Out of lock slots: "resource temporarily unavailable".
+        NodeError::TooMany => DlmError::Again,
     }
 }
 
@@ -273,49 +275,53 @@ impl LsInner {
         }
     }
 
-    /// Starts an operation; if its completion is not already in the output,
-    /// registers a waiter (blocking form) and waits for it.
+    /// Starts an operation; unless it completed at once, registers a
+    /// waiter (blocking form) and waits for its completion.
     fn blocking(
         &self,
         k: usize,
-        start: impl FnOnce(&mut Node, &mut Vec<Action>) -> Result<LockId, NodeError>,
+        start: impl FnOnce(
+            &mut Node,
+            &mut Vec<Action>,
+        ) -> Result<(LockId, Option<Immediate>), NodeError>,
     ) -> Result<Completion, DlmError> {
         let mut deferred = Vec::new();
         let waiter = {
             let mut g = self.shards[k].lock();
             let sh = &mut *g;
-            let id = start(&mut sh.node, &mut sh.out).map_err(node_err)?;
-            // Fast path: completed at once, nothing else to do.
-            if sh.out.len() == 1 {
-                if let Action::Ast {
-                    id: aid,
-                    status,
-                    sbflags,
-                    lvb,
-                } = sh.out[0]
+            let (id, now) = start(&mut sh.node, &mut sh.out).map_err(node_err)?;
+            match now {
+                // Fast path: completed at once and nobody else wants to
+                // hear of it (no callbacks registered at all is the usual
+                // case for the blocking API: no map lookup then).
+                Some(c)
+                    if sh.cbs.is_empty()
+                        || sh
+                            .cbs
+                            .get(&id)
+                            .is_none_or(|cb| cb.ast.is_none() && cb.waiters.is_empty()) =>
                 {
-                    // No callbacks registered at all (the usual case for the
-                    // blocking API): skip both map lookups.
-                    let no_cbs = sh.cbs.is_empty();
-                    if aid == id
-                        && (no_cbs
-                            || sh
-                                .cbs
-                                .get(&id)
-                                .is_none_or(|c| c.ast.is_none() && c.waiters.is_empty()))
-                    {
-                        sh.out.clear();
-                        if !no_cbs && sh.node.lock_info(id).is_none() {
-                            sh.cbs.remove(&id);
-                        }
-                        return status_result(Completion {
-                            id,
-                            status,
-                            sbflags,
-                            lvb,
-                        });
+                    if !sh.cbs.is_empty() && sh.node.lock_info(id).is_none() {
+                        sh.cbs.remove(&id);
                     }
+                    if !sh.out.is_empty() {
+                        self.run_actions(k, sh, &mut deferred);
+                    }
+                    drop(g);
+                    if !deferred.is_empty() {
+                        Self::run_deferred(deferred);
+                    }
+                    return status_result(completion(id, c));
                 }
+                // Someone else waits too, or an ast is registered: deliver
+                // it as the slow path does.
+                Some(c) => sh.out.push(Action::Ast {
+                    id,
+                    status: c.status,
+                    sbflags: c.sbflags,
+                    lvb: c.lvb,
+                }),
+                None => {}
             }
             let w = Arc::new(Waiter::default());
             sh.cbs.entry(id).or_default().waiters.push(w.clone());
@@ -324,6 +330,15 @@ impl LsInner {
         };
         Self::run_deferred(deferred);
         status_result(waiter.wait())
+    }
+}
+
+fn completion(id: LockId, c: Immediate) -> Completion {
+    Completion {
+        id,
+        status: c.status,
+        sbflags: c.sbflags,
+        lvb: c.lvb,
     }
 }
 
@@ -341,6 +356,18 @@ impl Lockspace {
     /// Fails with [`DlmError::Again`] for a NOQUEUE request that cannot be
     /// granted at once.
     pub fn lock(&self, name: &[u8], mode: Mode, flags: Flags) -> Result<LockId, DlmError> {
+        let res = res_name(name)?;
+        let k = self.inner.shard_of_name(&res);
+        {
+            let mut g = self.inner.shards[k].lock();
+            if let Some(id) = g.node.try_lock_here(&res, mode, flags) {
+                if !g.cbs.is_empty() {
+                    // A callback left for an id this one reuses: not ours.
+                    g.cbs.remove(&id);
+                }
+                return Ok(id);
+            }
+        }
         self.lock_lvb(name, mode, flags, None).map(|(id, _)| id)
     }
 
@@ -356,7 +383,7 @@ impl Lockspace {
         let k = self.inner.shard_of_name(&name);
         let c = self
             .inner
-            .blocking(k, |n, out| n.lock(name, mode, flags, lvb, out))?;
+            .blocking(k, |n, out| n.lock_now(name, mode, flags, lvb, out))?;
         if c.status == Status::Unlocked {
             // Force-unlocked by another thread before it was granted.
             return Err(DlmError::Canceled);
@@ -375,9 +402,9 @@ impl Lockspace {
         lvb: Option<Lvb>,
     ) -> Result<Completion, DlmError> {
         let k = self.inner.shard_of_id(id);
-        let c = self
-            .inner
-            .blocking(k, |n, out| n.convert(id, mode, flags, lvb, out).map(|_| id))?;
+        let c = self.inner.blocking(k, |n, out| {
+            n.convert_now(id, mode, flags, lvb, out).map(|c| (id, c))
+        })?;
         if c.status == Status::Unlocked {
             // Force-unlocked by another thread while converting.
             return Err(DlmError::Canceled);
@@ -389,8 +416,19 @@ impl Lockspace {
     /// written back when releasing PW/EX.
     pub fn unlock(&self, id: LockId, flags: Flags, lvb: Option<Lvb>) -> Result<(), DlmError> {
         let k = self.inner.shard_of_id(id);
+        {
+            let mut g = self.inner.shards[k].lock();
+            // A lock with callbacks hears of its unlock: not this path.
+            if (g.cbs.is_empty() || !g.cbs.contains_key(&id))
+                && g.node.try_unlock_here(id, flags, lvb)
+            {
+                return Ok(());
+            }
+        }
         self.inner
-            .blocking(k, |n, out| n.unlock(id, flags, lvb, out).map(|_| id))
+            .blocking(k, |n, out| {
+                n.unlock_now(id, flags, lvb, out).map(|c| (id, c))
+            })
             .map(|_| ())
     }
 
