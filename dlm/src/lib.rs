@@ -23,6 +23,7 @@ mod lkb_table;
 pub mod membership;
 pub mod mode;
 pub mod node;
+mod node_free;
 mod node_plock;
 pub mod plock;
 mod recovery;

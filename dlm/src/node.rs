@@ -119,6 +119,11 @@ pub struct RsbEntry {
     pub core: Option<Rsb>,
     /// Local locks waiting for a lookup reply.
     pub lookup_waiters: Vec<LockId>,
+    /// Lock messages from peers that reached this node without a master
+    /// copy, held until the directory says who masters the resource.
+    pub held: Vec<(NodeId, Msg)>,
+    /// Found unused by the last [`Node::sweep`]; the next one frees it.
+    pub idle: bool,
 }
 
 /// What the node asks its driver to do.
@@ -724,11 +729,10 @@ impl Node {
         }
         let me = self.me;
         let dir = dir_node(&self.members, &name).expect("running node has members");
-        let e = self.rsbs.entry(name).or_insert_with(|| RsbEntry {
-            master: Master::Unknown,
-            core: None,
-            lookup_waiters: Vec::new(),
-        });
+        let e = self
+            .rsbs
+            .entry(name)
+            .or_insert_with(|| RsbEntry::new(Master::Unknown));
         if dir == me {
             let m = *self.dir.entry(name).or_insert(me);
             e.master = Master::Node(m);
@@ -906,6 +910,15 @@ impl Node {
     }
 
     pub(crate) fn receive_lock_msg(&mut self, from: NodeId, msg: Msg, out: &mut Vec<Action>) {
+        if let Msg::Request { name, .. }
+        | Msg::Convert { name, .. }
+        | Msg::Unlock { name, .. }
+        | Msg::Cancel { name, .. } = msg
+        {
+            if !self.has_core(&name) {
+                return self.no_master_copy(from, msg, out);
+            }
+        }
         match msg {
             Msg::Request {
                 name,
@@ -914,14 +927,6 @@ impl Node {
                 flags,
                 lvb,
             } => {
-                // The sender was told by the directory that we master `name`;
-                // its request may overtake that news on the way to us.
-                let me = self.me;
-                let e = self.new_entry(name);
-                if e.core.is_none() && from != me {
-                    e.core = Some(Rsb::new());
-                    e.master = Master::Node(me);
-                }
                 self.master_do(from, name, out, |rsb, key, ev| {
                     rsb.request(MasterLkb::new(key(lkid), mode, flags, lvb), ev)
                 });
@@ -971,6 +976,8 @@ impl Node {
             } => self.receive_plock_req(from, req, fam, file, owner, op, out),
             Msg::PlockReply { req, result } => self.receive_plock_reply(req, result, out),
             Msg::LookupReply { name, master } => self.receive_lookup_reply(name, master, out),
+            Msg::NotMaster { name, lkid } => self.receive_not_master(from, name, lkid, out),
+            Msg::Remove { name } => self.receive_remove(from, name),
             other => tracing::error!(?other, "recovery message routed as lock message"),
         }
     }
@@ -1071,11 +1078,10 @@ impl Node {
         }
         let master = *self.dir.entry(name).or_insert(from);
         if master == self.me {
-            let e = self.rsbs.entry(name).or_insert_with(|| RsbEntry {
-                master: Master::Node(self.me),
-                core: None,
-                lookup_waiters: Vec::new(),
-            });
+            let e = self
+                .rsbs
+                .entry(name)
+                .or_insert_with(|| RsbEntry::new(Master::Node(self.me)));
             e.master = Master::Node(self.me);
             e.core.get_or_insert_with(Rsb::new);
         }
@@ -1102,6 +1108,7 @@ impl Node {
             e.core.get_or_insert_with(Rsb::new);
         }
         let waiters = std::mem::take(&mut e.lookup_waiters);
+        self.release_held(name, out);
         for id in waiters {
             if self.lkbs.contains_key(id) {
                 self.issue(id, out);
@@ -1110,11 +1117,9 @@ impl Node {
     }
 
     pub(crate) fn new_entry(&mut self, name: ResName) -> &mut RsbEntry {
-        self.rsbs.entry(name).or_insert_with(|| RsbEntry {
-            master: Master::Unknown,
-            core: None,
-            lookup_waiters: Vec::new(),
-        })
+        self.rsbs
+            .entry(name)
+            .or_insert_with(|| RsbEntry::new(Master::Unknown))
     }
 }
 

@@ -143,6 +143,7 @@ impl Node {
             e.core = None;
             e.master = Master::Unknown;
             e.lookup_waiters.clear();
+            e.held.clear();
         }
         let mut ids: Vec<LockId> = self.lkbs.keys().collect();
         ids.sort();

@@ -57,29 +57,104 @@ fn locks_across_three_nodes_exclude_each_other() {
     wait_until("recovery of the initial view", || {
         ls.iter().all(|l| l.is_running())
     });
+    assert_eq!(hammer(&ls, 3, 200, None), 600);
+}
+
+/// Every lockspace's thread takes EX on `names` resources in turn, `rounds`
+/// times, checking that no two hold the same resource at once; `sweeper`,
+/// if given, runs beside them until they finish. Returns the number of
+/// critical sections.
+fn hammer(
+    ls: &[Lockspace],
+    names: usize,
+    rounds: usize,
+    sweeper: Option<&(dyn Fn() + Sync)>,
+) -> u64 {
     let counter = Arc::new(AtomicU64::new(0));
-    let inside = Arc::new(AtomicU64::new(0));
+    let inside: Arc<Vec<AtomicU64>> = Arc::new((0..names).map(|_| AtomicU64::new(0)).collect());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let threads: Vec<_> = ls
         .iter()
         .cloned()
         .map(|l| {
             let (counter, inside) = (counter.clone(), inside.clone());
             std::thread::spawn(move || {
-                for i in 0..200 {
-                    let name = format!("res{}", i % 3);
+                for i in 0..rounds {
+                    let r = i % names;
+                    let name = format!("res{r}");
                     let id = l.lock(name.as_bytes(), Mode::Ex, Flags::empty()).unwrap();
-                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two EX holders");
+                    assert_eq!(
+                        inside[r].fetch_add(1, Ordering::SeqCst),
+                        0,
+                        "two EX holders"
+                    );
                     counter.fetch_add(1, Ordering::SeqCst);
-                    inside.fetch_sub(1, Ordering::SeqCst);
+                    inside[r].fetch_sub(1, Ordering::SeqCst);
                     l.unlock(id, Flags::empty(), None).unwrap();
                 }
             })
         })
         .collect();
-    for t in threads {
-        t.join().unwrap();
+    std::thread::scope(|s| {
+        if let Some(f) = sweeper {
+            let done = done.clone();
+            s.spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    f();
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            });
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        done.store(true, Ordering::SeqCst);
+    });
+    counter.load(Ordering::SeqCst)
+}
+
+#[test]
+fn unused_resources_are_freed_everywhere_and_locks_still_exclude() {
+    let dlms = cluster(3, None);
+    let (ls, _ms) = join_all(&dlms, "free");
+    wait_until("running", || ls.iter().all(|l| l.is_running()));
+    // Node 1 locks 300 names, mastered and looked up all over the cluster.
+    for i in 0..300 {
+        let id = ls[0]
+            .lock(format!("n{i}").as_bytes(), Mode::Pr, Flags::empty())
+            .unwrap();
+        ls[0].unlock(id, Flags::empty(), None).unwrap();
     }
-    assert_eq!(counter.load(Ordering::SeqCst), 600);
+    let held = ls[1].lock(b"kept", Mode::Ex, Flags::empty()).unwrap();
+    assert!(ls[0].resource_count() >= 300);
+    // Two sweeps everywhere: everything without a lock goes, at masters
+    // and in caches; the held lock's resource stays.
+    for _ in 0..2 {
+        for l in &ls {
+            l.sweep_now();
+        }
+    }
+    wait_until("frees to settle", || {
+        ls.iter().map(|l| l.resource_count()).sum::<usize>() <= 2
+    });
+    assert!(
+        ls[1].resource_count() >= 1,
+        "the held lock's resource was freed"
+    );
+    // The held lock still excludes others after its neighbours were freed.
+    assert!(matches!(
+        ls[2].lock(b"kept", Mode::Pr, Flags::NOQUEUE),
+        Err(DlmError::Again)
+    ));
+    ls[1].unlock(held, Flags::empty(), None).unwrap();
+    // Locks on freed names work again, from any node, and still exclude,
+    // with sweeps racing the traffic.
+    let sweep_all = || {
+        for l in &ls {
+            l.sweep_now();
+        }
+    };
+    assert_eq!(hammer(&ls, 4, 300, Some(&sweep_all)), 900);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Deterministic simulation of a lockspace: several nodes, a seeded clock
 //! and network (random delay, reordering across links, loss repaired by
 //! retransmission), crashes with fencing, restarts that re-join, and
-//! clients that lock, convert, cancel and unlock at random.
+//! clients that lock, convert, cancel and unlock at random, and frequent
+//! sweeps that free unused resources (racing lookups and requests).
 //!
 //! Checked after every step: no two incompatible locks are relied on at
 //! once (holders' effective modes). Checked at the end (network healed,
@@ -91,6 +92,8 @@ struct Sim {
     steps: u64,
     crashes: u32,
     rebuilt_locks: u64,
+    removes: u64,
+    refused: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -104,6 +107,8 @@ enum Control {
 const CLIENTS: usize = 3;
 const LOSS_PERCENT: u64 = 5;
 const RTO_US: u64 = 20_000;
+/// Chance per node per clock tick (100 us) of a resource sweep.
+const SWEEP_PERCENT: u64 = 10;
 
 impl Sim {
     fn new(seed: u64, trace: bool) -> Sim {
@@ -138,6 +143,8 @@ impl Sim {
             steps: 0,
             crashes: 0,
             rebuilt_locks: 0,
+            removes: 0,
+            refused: 0,
         };
         let crashes = sim.rng.below(3);
         for _ in 0..crashes {
@@ -175,6 +182,8 @@ impl Sim {
                         dlm::wire::Msg::RecPlocks { locks } => {
                             self.rebuilt_locks += locks.len() as u64
                         }
+                        dlm::wire::Msg::Remove { .. } => self.removes += 1,
+                        dlm::wire::Msg::NotMaster { .. } => self.refused += 1,
                         _ => {}
                     }
                     self.log(|| format!("{at} -> {to}: {:?}", env));
@@ -492,6 +501,13 @@ impl Sim {
                         self.client_step(id, ci);
                     }
                 }
+                // Free unused resources far more often than a real node
+                // (every 10 s), so frees race with lookups and requests.
+                if self.nodes.contains_key(&id) && self.rng.chance(SWEEP_PERCENT) {
+                    let mut out = Vec::new();
+                    self.nodes.get_mut(&id).unwrap().node.sweep(&mut out);
+                    self.apply(id, out);
+                }
             }
             if !client_due {
                 return false;
@@ -575,7 +591,21 @@ impl Sim {
     }
 }
 
-fn run_seed(seed: u64, trace: bool) -> (u64, u32, u64) {
+/// What one run did.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Stats {
+    steps: u64,
+    crashes: u64,
+    /// Locks sent to new masters by recovery.
+    rebuilt: u64,
+    /// Master copies freed (`Remove` sent to a directory node).
+    removes: u64,
+    /// Requests that reached a node without the master copy and were sent
+    /// back to look the master up again (`NotMaster`).
+    refused: u64,
+}
+
+fn run_seed(seed: u64, trace: bool) -> Stats {
     let mut sim = Sim::new(seed, trace);
     let mut steps = 0u64;
     while sim.step() {
@@ -583,17 +613,26 @@ fn run_seed(seed: u64, trace: bool) -> (u64, u32, u64) {
         assert!(steps < 5_000_000, "seed {seed}: no progress");
     }
     sim.check_liveness();
-    (sim.steps, sim.crashes, sim.rebuilt_locks)
+    Stats {
+        steps: sim.steps,
+        crashes: u64::from(sim.crashes),
+        rebuilt: sim.rebuilt_locks,
+        removes: sim.removes,
+        refused: sim.refused,
+    }
 }
 
-/// Runs the seeds; returns (crashes, locks rebuilt by recovery) in total.
-fn run_seeds(seeds: impl Iterator<Item = u64>) -> (u64, u64) {
-    let (mut crashes, mut rebuilt) = (0, 0);
+/// Runs the seeds; returns the totals.
+fn run_seeds(seeds: impl Iterator<Item = u64>) -> Stats {
+    let mut total = Stats::default();
     for seed in seeds {
         match std::panic::catch_unwind(|| run_seed(seed, false)) {
-            Ok((_, c, r)) => {
-                crashes += u64::from(c);
-                rebuilt += r;
+            Ok(s) => {
+                total.steps += s.steps;
+                total.crashes += s.crashes;
+                total.rebuilt += s.rebuilt;
+                total.removes += s.removes;
+                total.refused += s.refused;
             }
             Err(e) => {
                 eprintln!("simulation failed for seed {seed}; replay with DLM_SIM_SEED={seed} cargo test -p dlm --test sim replay -- --nocapture");
@@ -601,16 +640,19 @@ fn run_seeds(seeds: impl Iterator<Item = u64>) -> (u64, u64) {
             }
         }
     }
-    eprintln!("{crashes} crashes, {rebuilt} locks rebuilt by recovery");
-    (crashes, rebuilt)
+    eprintln!("{total:?}");
+    total
 }
 
 #[test]
 fn sim_fixed_sample() {
-    let (crashes, rebuilt) = run_seeds(0..200);
-    // The sample must really exercise recovery with locks held.
-    assert!(crashes > 50, "{crashes}");
-    assert!(rebuilt > 50, "{rebuilt}");
+    let s = run_seeds(0..200);
+    // The sample must really exercise recovery with locks held, and
+    // freeing racing with requests.
+    assert!(s.crashes > 50, "{s:?}");
+    assert!(s.rebuilt > 50, "{s:?}");
+    assert!(s.removes > 100, "{s:?}");
+    assert!(s.refused > 5, "{s:?}");
 }
 
 #[test]
@@ -634,7 +676,7 @@ fn replay() {
         .ok()
         .and_then(|s| s.parse().ok())
     {
-        let (steps, crashes, rebuilt) = run_seed(seed, true);
-        eprintln!("seed {seed}: {steps} steps, {crashes} crashes, {rebuilt} locks rebuilt, ok");
+        let s = run_seed(seed, true);
+        eprintln!("seed {seed}: {s:?}, ok");
     }
 }

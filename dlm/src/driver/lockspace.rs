@@ -9,6 +9,7 @@
 //! entirely on the caller's thread: no network, no thread hop.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -73,6 +74,8 @@ struct LockCb {
 
 pub(crate) struct Shard {
     pub(crate) node: Node,
+    /// When unused resources were last swept ([`Node::sweep`]).
+    last_sweep: Instant,
     out: Vec<Action>,
     cbs: crate::types::FastMap<LockId, LockCb>,
     plock_waiters: crate::types::FastMap<u64, Arc<PlockWaiter>>,
@@ -140,6 +143,7 @@ impl LsInner {
             .map(|k| {
                 CacheLine(Mutex::new(Shard {
                     node: Node::new(me, k + shards, shards),
+                    last_sweep: Instant::now(),
                     out: Vec::new(),
                     cbs: Default::default(),
                     plock_waiters: Default::default(),
@@ -240,11 +244,13 @@ impl LsInner {
     }
 
     /// Runs `f` on shard `k`, executes its actions, runs callbacks.
+    /// Sweeps the shard's unused resources when it is time.
     fn with_shard<R>(&self, k: usize, f: impl FnOnce(&mut Shard) -> R) -> R {
         let mut deferred = Vec::new();
         let r = {
             let mut g = self.shards[k].lock();
             let r = f(&mut g);
+            Self::sweep_if_due(&mut g, SWEEP_EVERY);
             if !g.out.is_empty() {
                 self.run_actions(k, &mut g, &mut deferred);
             }
@@ -254,6 +260,14 @@ impl LsInner {
             Self::run_deferred(deferred);
         }
         r
+    }
+
+    /// Sweeps shard `sh` if its last sweep is more than `every` ago.
+    fn sweep_if_due(sh: &mut Shard, every: Duration) {
+        if sh.last_sweep.elapsed() >= every {
+            sh.node.sweep(&mut sh.out);
+            sh.last_sweep = Instant::now();
+        }
     }
 
     pub(crate) fn receive(&self, from: NodeId, shard: usize, env: Envelope) {
@@ -325,6 +339,7 @@ impl LsInner {
             }
             let w = Arc::new(Waiter::default());
             sh.cbs.entry(id).or_default().waiters.push(w.clone());
+            Self::sweep_if_due(sh, SWEEP_EVERY);
             self.run_actions(k, sh, &mut deferred);
             w
         };
@@ -332,6 +347,10 @@ impl LsInner {
         status_result(waiter.wait())
     }
 }
+
+/// How often a shard's unused resources are swept; a resource is freed
+/// after one to two of these without locks (the kernel's `toss_secs` is 10).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 fn completion(id: LockId, c: Immediate) -> Completion {
     Completion {
@@ -495,6 +514,25 @@ impl Lockspace {
         let k = self.inner.shard_of_id(id);
         self.inner
             .with_shard(k, |sh| sh.node.cancel(id, &mut sh.out).map_err(node_err))
+    }
+
+    /// Sweeps unused resources now (normally done every few seconds in
+    /// passing): run twice, it frees every resource without locks.
+    pub fn sweep_now(&self) {
+        for k in 0..self.inner.shards.len() {
+            self.inner
+                .with_shard(k, |sh| LsInner::sweep_if_due(sh, Duration::ZERO));
+        }
+    }
+
+    /// Number of resources this node keeps (master copies and cached
+    /// entries), over all shards.
+    pub fn resource_count(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.lock().node.resources().count())
+            .sum()
     }
 
     /// Sets or replaces the blocking callback of `id`.
