@@ -6,7 +6,7 @@
 //! (cast) and blocking (bast) callbacks to an output vector.
 
 use crate::mode::{LvbOp, Mode};
-use crate::types::{Flags, LockKey, Lvb, SbFlags, Status};
+use crate::types::{Flags, LockId, LockKey, Lvb, NodeId, SbFlags, Status};
 
 /// A lock as the master sees it (the kernel's master copy of an lkb).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +27,9 @@ pub struct MasterLkb {
     pub sbflags: SbFlags,
     /// The holder wants blocking callbacks.
     pub wants_bast: bool,
+    /// For an orphan (key node [`NodeId::ORPHANS`]): the dead node that
+    /// held it, the only one that may adopt it.
+    pub orphan_of: Option<NodeId>,
 }
 
 impl MasterLkb {
@@ -41,6 +44,23 @@ impl MasterLkb {
             lvb,
             sbflags: SbFlags::default(),
             wants_bast: true,
+            orphan_of: None,
+        }
+    }
+
+    /// An orphan: the granted PERSISTENT lock of dead node `owner`, kept
+    /// under key `(ORPHANS, n)`; `n` tells a resource's orphans apart.
+    pub fn orphan(owner: NodeId, n: u32, mode: Mode, flags: Flags) -> MasterLkb {
+        let key = LockKey {
+            node: NodeId::ORPHANS,
+            id: LockId(n),
+        };
+        MasterLkb {
+            grmode: Some(mode),
+            rqmode: None,
+            wants_bast: false,
+            orphan_of: Some(owner),
+            ..MasterLkb::new(key, mode, flags, None)
         }
     }
 }
@@ -373,6 +393,10 @@ impl Rsb {
         if lkb.flags.contains(Flags::EXPEDITE) && rq != Mode::Nl {
             return Err(RsbError::Invalid);
         }
+        if lkb.flags.contains(Flags::ORPHAN) {
+            self.adopt(lkb, out);
+            return Ok(());
+        }
         let (ok, _) = self.can_be_granted(&mut lkb, true);
         if ok {
             self.grant_lock(lkb, out);
@@ -389,6 +413,44 @@ impl Rsb {
         Ok(())
     }
 
+    /// An ORPHAN request: the requester's node takes over its own orphan
+    /// held in the requested mode, which stays granted in place (as the
+    /// kernel's `dlm_user_adopt_orphan`); the value block is read with
+    /// VALBLK. Without such an orphan the request fails with EAGAIN (the
+    /// kernel also answers ENOENT when the node has no orphan at all).
+    fn adopt(&mut self, lkb: MasterLkb, out: &mut Out) {
+        let rq = lkb.rqmode.expect("request has a mode");
+        let owner = lkb.key.node;
+        let Some(o) = self
+            .grant
+            .iter_mut()
+            .find(|g| g.orphan_of == Some(owner) && g.grmode == Some(rq))
+        else {
+            Self::cast(out, lkb.key, Status::Again);
+            return;
+        };
+        o.key = lkb.key;
+        o.orphan_of = None;
+        o.wants_bast = true;
+        o.highbast = None;
+        o.flags = lkb.flags;
+        let lvb = lkb
+            .flags
+            .contains(Flags::VALBLK)
+            .then(|| (self.lvb.unwrap_or_default(), self.lvbseq));
+        let sbflags = if self.valnotvalid {
+            SbFlags::VALNOTVALID
+        } else {
+            SbFlags::default()
+        };
+        out.push(RsbEvent::Cast {
+            key: lkb.key,
+            status: Status::Granted(rq),
+            sbflags,
+            lvb,
+        });
+    }
+
     /// The common case of [`Rsb::request`] for a lock new to this
     /// resource, without the event list: when nothing converts or waits
     /// and the granted locks allow `lkb`, grants it and returns its
@@ -400,6 +462,7 @@ impl Rsb {
         if lkb.grmode.is_some()
             || lkb.flags.contains(Flags::EXPEDITE)
             || lkb.flags.contains(Flags::NOORDER)
+            || lkb.flags.contains(Flags::ORPHAN)
             || !self.grantable_now(rq)
         {
             return None;

@@ -26,6 +26,12 @@ pub struct LockKey {
     pub id: LockId,
 }
 
+impl NodeId {
+    /// The owner a master gives the orphans it keeps (PERSISTENT locks of
+    /// dead nodes). Never a member: cluster node ids start at 1.
+    pub const ORPHANS: NodeId = NodeId(0);
+}
+
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
