@@ -2,7 +2,10 @@
 //! and network (random delay, reordering across links, loss repaired by
 //! retransmission), crashes with fencing, restarts that re-join, and
 //! clients that lock, convert, cancel and unlock at random, and frequent
-//! sweeps that free unused resources (racing lookups and requests).
+//! sweeps that free unused resources (racing lookups and requests). Some
+//! locks are PERSISTENT: a crashed node's become orphans at their masters,
+//! and the node, restarted, adopts them (ORPHAN) from a record that
+//! survived its crash, as a user process would from a file.
 //!
 //! Checked after every step: no two incompatible locks are relied on at
 //! once (holders' effective modes). Checked at the end (network healed,
@@ -94,6 +97,12 @@ struct Sim {
     rebuilt_locks: u64,
     removes: u64,
     refused: u64,
+    /// Per node, the PERSISTENT locks it held or asked for when it last
+    /// crashed and has not adopted back yet (survives the crash).
+    records: HashMap<NodeId, Vec<(ResName, Mode)>>,
+    /// Live locks asked for with PERSISTENT (their flags change on unlock).
+    persistent: std::collections::HashSet<(NodeId, LockId)>,
+    adopted: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -145,6 +154,9 @@ impl Sim {
             rebuilt_locks: 0,
             removes: 0,
             refused: 0,
+            records: HashMap::new(),
+            persistent: Default::default(),
+            adopted: 0,
         };
         let crashes = sim.rng.below(3);
         for _ in 0..crashes {
@@ -249,6 +261,9 @@ impl Sim {
         _lvb: Option<Lvb>,
     ) {
         self.log(|| format!("{at} ast {id} {status:?} {sbflags:?}"));
+        if self.nodes.get(&at).is_some_and(|sn| sn.node.lock_info(id).is_none()) {
+            self.persistent.remove(&(at, id));
+        }
         let now = self.now;
         let hold = if self.rng.chance(10) {
             200_000 + self.rng.below(200_000)
@@ -262,6 +277,11 @@ impl Sim {
         for c in sn.clients.iter_mut() {
             match *c {
                 Client::Waiting { id: w, convert, .. } if w == id => {
+                    if status != Status::Again
+                        && sn.node.lock_info(id).is_some_and(|l| l.flags.contains(Flags::ORPHAN))
+                    {
+                        self.adopted += 1;
+                    }
                     *c = match status {
                         Status::Granted(_) => Client::Holding {
                             id,
@@ -336,6 +356,23 @@ impl Sim {
                 self.log(|| format!("{at} c{ci} punlock {start}-{end} -> {req}"));
                 Some(Client::PReleasing { req })
             }
+            Client::Idle { until }
+                if until <= self.now
+                    && self.records.get(&at).is_some_and(|r| !r.is_empty()) =>
+            {
+                // Take back what this node held before it crashed.
+                let (name, mode) = self.records.get_mut(&at).unwrap().pop().unwrap();
+                let flags = Flags::VALBLK | Flags::PERSISTENT | Flags::ORPHAN;
+                let n = &mut self.nodes.get_mut(&at).unwrap().node;
+                let id = n.lock(name, mode, flags, None, &mut out).expect("adopt");
+                self.persistent.insert((at, id));
+                self.log(|| format!("{at} c{ci} adopt {name} {mode} -> {id}"));
+                Some(Client::Waiting {
+                    id,
+                    since: self.now,
+                    convert: false,
+                })
+            }
             Client::Idle { until } if until <= self.now && traffic => {
                 let name = self.names[self.rng.below(self.names.len() as u64) as usize];
                 let mode = self.random_mode();
@@ -343,9 +380,15 @@ impl Sim {
                 if self.rng.chance(15) {
                     flags = flags | Flags::NOQUEUE;
                 }
+                if self.rng.chance(30) {
+                    flags = flags | Flags::PERSISTENT;
+                }
                 let n = &mut self.nodes.get_mut(&at).unwrap().node;
                 match n.lock(name, mode, flags, None, &mut out) {
                     Ok(id) => {
+                        if flags.contains(Flags::PERSISTENT) {
+                            self.persistent.insert((at, id));
+                        }
                         self.log(|| format!("{at} c{ci} lock {name} {mode} -> {id}"));
                         Some(Client::Waiting {
                             id,
@@ -356,14 +399,28 @@ impl Sim {
                     Err(e) => panic!("lock refused: {e}"),
                 }
             }
-            Client::Waiting { id, since, .. } if self.now > since + 5_000 && self.rng.chance(2) => {
+            // Adoptions are not cancelled: the record would lose them.
+            Client::Waiting { id, since, .. }
+                if self.now > since + 5_000
+                    && self.rng.chance(2)
+                    && !self.nodes[&at]
+                        .node
+                        .lock_info(id)
+                        .is_some_and(|l| l.flags.contains(Flags::ORPHAN)) =>
+            {
                 let n = &mut self.nodes.get_mut(&at).unwrap().node;
                 let _ = n.cancel(id, &mut out);
                 self.log(|| format!("{at} c{ci} cancel {id}"));
                 None
             }
             Client::Holding { id, until } if until <= self.now => {
-                let convert = traffic && self.rng.chance(30);
+                // Persistent locks are not converted (a conversion
+                // without PERSISTENT would drop it, as in the kernel).
+                let persistent = self.nodes[&at]
+                    .node
+                    .lock_info(id)
+                    .is_some_and(|l| l.flags.contains(Flags::PERSISTENT));
+                let convert = traffic && !persistent && self.rng.chance(30);
                 let mode = self.random_mode();
                 let flags = if self.rng.chance(30) {
                     Flags::VALBLK | Flags::CONVDEADLK
@@ -402,7 +459,19 @@ impl Sim {
                     return;
                 }
                 self.crashes += 1;
-                self.nodes.remove(&n);
+                let gone = self.nodes.remove(&n).unwrap();
+                // What a user process would have written down: every
+                // persistent lock held or asked for (a grant may be on
+                // its way), with the mode it was granted or asked in.
+                let record = self.records.entry(n).or_default();
+                for l in gone.node.locks() {
+                    if self.persistent.remove(&(n, l.id)) {
+                        if let Some(m) = l.grmode.or(l.rqmode) {
+                            record.push((l.name, m));
+                        }
+                    }
+                }
+                self.persistent.retain(|(node, _)| *node != n);
                 self.links.retain(|(a, b), _| *a != n && *b != n);
                 let detect = self.now + 1_000 + self.rng.below(50_000);
                 self.control.push((detect, Control::Detect(n)));
@@ -417,7 +486,9 @@ impl Sim {
             }
             Control::Fence(n) => {
                 self.broadcast(Event::Fenced(n));
-                if self.rng.chance(60) {
+                // A node with orphans to adopt always comes back.
+                let orphans = self.records.get(&n).is_some_and(|r| !r.is_empty());
+                if orphans || self.rng.chance(60) {
                     let at = self.now + self.rng.below(300_000);
                     self.control.push((at, Control::Restart(n)));
                 }
@@ -518,7 +589,8 @@ impl Sim {
     }
 
     fn quiescent(&self) -> bool {
-        self.control.is_empty()
+        self.records.values().all(|r| r.is_empty())
+            && self.control.is_empty()
             && self.links.values().all(|q| q.is_empty())
             && self
                 .nodes
@@ -556,6 +628,17 @@ impl Sim {
                 }
             }
         }
+        for sn in self.nodes.values() {
+            for (name, e) in sn.node.resources() {
+                let Some(core) = &e.core else { continue };
+                for l in core.queue(dlm::rsb::Queue::Grant) {
+                    if l.orphan_of.is_some() {
+                        let m = l.grmode.expect("orphans are granted");
+                        held.entry(*name).or_default().push((l.key.node, l.key.id, m));
+                    }
+                }
+            }
+        }
         for (name, locks) in held {
             for (i, a) in locks.iter().enumerate() {
                 for b in &locks[i + 1..] {
@@ -583,6 +666,15 @@ impl Sim {
                 );
             }
             assert_eq!(sn.node.locks().count(), 0, "node {nid} still has locks");
+            for (name, e) in sn.node.resources() {
+                let orphans = e.core.as_ref().map_or(0, |c| {
+                    c.queue(dlm::rsb::Queue::Grant)
+                        .iter()
+                        .filter(|l| l.orphan_of.is_some())
+                        .count()
+                });
+                assert_eq!(orphans, 0, "node {nid} keeps orphans of {name} nobody adopted");
+            }
             assert!(
                 sn.node.own_plocks().dump().is_empty(),
                 "node {nid} still has plocks"
@@ -603,6 +695,8 @@ struct Stats {
     /// Requests that reached a node without the master copy and were sent
     /// back to look the master up again (`NotMaster`).
     refused: u64,
+    /// Orphans adopted by their restarted node.
+    adopted: u64,
 }
 
 fn run_seed(seed: u64, trace: bool) -> Stats {
@@ -619,6 +713,7 @@ fn run_seed(seed: u64, trace: bool) -> Stats {
         rebuilt: sim.rebuilt_locks,
         removes: sim.removes,
         refused: sim.refused,
+        adopted: sim.adopted,
     }
 }
 
@@ -633,6 +728,7 @@ fn run_seeds(seeds: impl Iterator<Item = u64>) -> Stats {
                 total.rebuilt += s.rebuilt;
                 total.removes += s.removes;
                 total.refused += s.refused;
+                total.adopted += s.adopted;
             }
             Err(e) => {
                 eprintln!("simulation failed for seed {seed}; replay with DLM_SIM_SEED={seed} cargo test -p dlm --test sim replay -- --nocapture");
@@ -653,6 +749,7 @@ fn sim_fixed_sample() {
     assert!(s.rebuilt > 50, "{s:?}");
     assert!(s.removes > 100, "{s:?}");
     assert!(s.refused > 5, "{s:?}");
+    assert!(s.adopted > 10, "{s:?}");
 }
 
 #[test]
