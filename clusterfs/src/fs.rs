@@ -12,6 +12,7 @@ use tracing::debug;
 
 use crate::block::BlockDevice;
 use crate::dirbuild::{pack_dirents, DirEntryIn};
+use crate::falloc::Falloc;
 use crate::lock::{Glock, GlockMode, LockManager};
 use crate::ondisk::{dif, dt_from_mode, BlockState, Dinode, Inum, GFS2_FNAMESIZE, GFS2_FORMAT_DE};
 use crate::volume::{FsError, MountInfo, Result, Volume};
@@ -407,6 +408,8 @@ impl FileSystem {
         }
         Self::touch(&mut pdi, true, true);
         self.vol.put_dinode(&pdi)?;
+        self.vol.acl_inherit(parent.0, di.di_num.no_addr)?;
+        let di = self.vol.dinode(di.di_num.no_addr)?;
         debug!(parent = parent.0, ino = di.di_num.no_addr, "created");
         Ok(self.attr_of(&di))
     }
@@ -567,8 +570,8 @@ impl FileSystem {
     ) -> Result<()> {
         check_name(name)?;
         check_name(newname)?;
-        if flags.exchange {
-            return Err(FsError::NotSupported);
+        if flags.exchange && flags.noreplace {
+            return Err(FsError::Invalid("RENAME_EXCHANGE with RENAME_NOREPLACE"));
         }
         self.vol.check_writable()?;
         let (src, _) = self
@@ -579,6 +582,12 @@ impl FileSystem {
         let mut lock = vec![parent, newparent, Ino(src.no_addr)];
         if let Some((d, _)) = dst {
             lock.push(Ino(d.no_addr));
+        }
+        if flags.exchange {
+            let (dst, _) = dst.ok_or(FsError::NotFound)?;
+            return self.locked(&lock, |fs| {
+                fs.do_exchange(parent, name, newparent, newname, src, dst)
+            });
         }
         self.locked(&lock, |fs| {
             fs.do_rename(
@@ -591,6 +600,64 @@ impl FileSystem {
                 flags,
             )
         })
+    }
+
+    /// RENAME_EXCHANGE: `parent/name` and `newparent/newname` swap inodes;
+    /// directories moved between parents get their `..` and the parents'
+    /// link counts fixed.
+    fn do_exchange(
+        &mut self,
+        parent: Ino,
+        name: &[u8],
+        newparent: Ino,
+        newname: &[u8],
+        src: Inum,
+        dst: Inum,
+    ) -> Result<()> {
+        if src == dst {
+            return Ok(());
+        }
+        let sdi = self.vol.dinode(src.no_addr)?;
+        let ddi = self.vol.dinode(dst.no_addr)?;
+        let moved = parent != newparent;
+        if moved
+            && ((sdi.is_dir() && self.is_ancestor(Ino(src.no_addr), newparent)?)
+                || (ddi.is_dir() && self.is_ancestor(Ino(dst.no_addr), parent)?))
+        {
+            return Err(FsError::Invalid("exchange a directory into itself"));
+        }
+        let pdi = self.dir(parent)?;
+        self.vol.dir_set(&pdi, name, dst, de_type(ddi.di_mode))?;
+        let npdi = self.dir(newparent)?;
+        self.vol
+            .dir_set(&npdi, newname, src, de_type(sdi.di_mode))?;
+        if moved {
+            if sdi.is_dir() {
+                self.vol
+                    .dir_set(&sdi, b"..", npdi.di_num, crate::ondisk::dt::DIR)?;
+            }
+            if ddi.is_dir() {
+                self.vol
+                    .dir_set(&ddi, b"..", pdi.di_num, crate::ondisk::dt::DIR)?;
+            }
+        }
+        // The old parent loses the moved-out directory and gains the
+        // moved-in one; the new parent the other way round.
+        let delta = i64::from(ddi.is_dir()) - i64::from(sdi.is_dir());
+        for (dir, d) in [(parent, delta), (newparent, -delta)] {
+            let mut di = self.dir(dir)?;
+            if moved {
+                di.di_nlink = (i64::from(di.di_nlink) + d) as u32;
+            }
+            Self::touch(&mut di, true, true);
+            self.vol.put_dinode(&di)?;
+        }
+        for ino in [src.no_addr, dst.no_addr] {
+            let mut di = self.vol.dinode(ino)?;
+            Self::touch(&mut di, false, true);
+            self.vol.put_dinode(&di)?;
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -737,26 +804,48 @@ impl FileSystem {
             }
             Self::touch(&mut di, false, true);
             fs.vol.put_dinode(&di)?;
+            if let Some(m) = set.mode {
+                fs.vol.acl_chmod(ino.0, m)?;
+                di = fs.vol.dinode(ino.0)?;
+            }
             Ok(fs.attr_of(&di))
         })
     }
 
-    /// Preallocates `[off, off+len)` (mode 0 only: the size grows).
+    /// fallocate(2): mode 0 / `FALLOC_FL_KEEP_SIZE` preallocate,
+    /// `PUNCH_HOLE|KEEP_SIZE` frees blocks (reads give zeros),
+    /// `ZERO_RANGE` (with or without KEEP_SIZE) zeroes; any other mode is
+    /// EOPNOTSUPP.
     pub fn fallocate(&mut self, ino: Ino, off: u64, len: u64, mode: i32) -> Result<()> {
-        if mode != 0 {
-            return Err(FsError::NotSupported);
-        }
+        let op = Falloc::from_mode(mode).ok_or(FsError::NotSupported)?;
         if len == 0 {
             return Err(FsError::Invalid("zero length"));
+        }
+        if off.checked_add(len).is_none_or(|end| end > i64::MAX as u64) {
+            return Err(FsError::Invalid("range past the largest file"));
         }
         self.vol.check_writable()?;
         self.locked(&[ino], |fs| {
             let mut di = fs.dinode(ino)?;
-            if !matches!(di.di_mode & libc::S_IFMT, libc::S_IFREG) {
-                return Err(FsError::Invalid("not a regular file"));
+            match di.di_mode & libc::S_IFMT {
+                libc::S_IFREG => {}
+                libc::S_IFDIR => return Err(FsError::IsDir),
+                _ => return Err(FsError::Invalid("not a regular file")),
             }
-            fs.vol.allocate_range(&mut di, off, len)?;
-            Self::touch(&mut di, false, true);
+            match op {
+                Falloc::Allocate { keep_size } => {
+                    fs.vol.allocate_range(&mut di, off, len, keep_size)?;
+                    Self::touch(&mut di, !keep_size, true);
+                }
+                Falloc::PunchHole => {
+                    fs.vol.punch_hole(&mut di, off, len)?;
+                    Self::touch(&mut di, true, true);
+                }
+                Falloc::ZeroRange { keep_size } => {
+                    fs.vol.zero_range(&mut di, off, len, keep_size)?;
+                    Self::touch(&mut di, true, true);
+                }
+            }
             fs.vol.put_dinode(&di)
         })
     }
@@ -808,11 +897,22 @@ impl FileSystem {
         };
         self.locked(&[ino], |fs| {
             fs.dinode(ino)?;
-            fs.vol.xattr_set(ino.0, name, value, mode)?;
+            if name == crate::acl::ACCESS || name == crate::acl::DEFAULT {
+                fs.vol.acl_set(ino.0, name, value, mode)?;
+            } else {
+                fs.vol.xattr_set(ino.0, name, value, mode)?;
+            }
             let mut di = fs.vol.dinode(ino.0)?;
             Self::touch(&mut di, false, true);
             fs.vol.put_dinode(&di)
         })
+    }
+
+    /// True when directory `dir` has a default ACL (new entries in it then
+    /// take their permissions from it instead of the umask).
+    pub fn has_default_acl(&mut self, dir: Ino) -> Result<bool> {
+        self.dir(dir)?;
+        self.vol.has_default_acl(dir.0)
     }
 
     /// Removes an extended attribute.

@@ -10,13 +10,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use fuser::InitFlags;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, KernelConfig,
     LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
-use tracing::{debug_span, error, info};
+use tracing::{debug_span, error, info, warn};
 
 use crate::fs::{Attr, FileSystem, Ino, RenameFlags, SetAttr, Timestamp};
 use crate::volume::FsError;
@@ -27,6 +28,7 @@ const TTL: Duration = Duration::from_secs(1);
 pub struct FuseFs {
     inner: Arc<Mutex<Option<FileSystem>>>,
     root: u64,
+    acl: bool,
 }
 
 impl FuseFs {
@@ -37,7 +39,14 @@ impl FuseFs {
         FuseFs {
             inner: Arc::new(Mutex::new(Some(fs))),
             root,
+            acl: true,
         }
+    }
+
+    /// Whether to ask the kernel for POSIX ACL enforcement (on by default).
+    pub fn with_acl(mut self, acl: bool) -> Self {
+        self.acl = acl;
+        self
     }
 
     /// The core, shared (for a commit timer).
@@ -104,6 +113,16 @@ impl FuseFs {
     }
 }
 
+/// The mode a new inode asks for: the umask applies unless the parent has
+/// a default ACL, which masks the mode instead (in the core).
+fn create_mode(fs: &mut FileSystem, parent: Ino, mode: u32, umask: u32) -> Result<u32, FsError> {
+    if fs.has_default_acl(parent)? {
+        Ok(mode)
+    } else {
+        Ok(mode & !umask)
+    }
+}
+
 fn kind_of(mode: u32) -> FileType {
     match mode & libc::S_IFMT {
         libc::S_IFDIR => FileType::Directory,
@@ -142,8 +161,21 @@ fn timestamp(t: TimeOrNow) -> Timestamp {
 }
 
 impl fuser::Filesystem for FuseFs {
-    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
-        info!("FUSE session started");
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // POSIX ACLs: the kernel caches them (read through getxattr) and
+        // enforces them; DONT_MASK leaves the umask to us, since a default
+        // ACL replaces it (see `create_mode`).
+        if self.acl {
+            let want = InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK;
+            if let Err(missing) = config.add_capabilities(want) {
+                warn!(
+                    ?missing,
+                    "kernel lacks POSIX ACL support; ACLs not enforced"
+                );
+                self.acl = false;
+            }
+        }
+        info!(acl = self.acl, "FUSE session started");
         Ok(())
     }
 
@@ -230,8 +262,10 @@ impl fuser::Filesystem for FuseFs {
         let _s = debug_span!("mknod", parent = parent.0, ?name, mode).entered();
         let p = self.ino(parent);
         let (uid, gid) = (req.uid(), req.gid());
-        let r =
-            self.with(|fs| fs.mknod(p, name.as_bytes(), mode & !umask, uid, gid, u64::from(rdev)));
+        let r = self.with(|fs| {
+            let m = create_mode(fs, p, mode, umask)?;
+            fs.mknod(p, name.as_bytes(), m, uid, gid, u64::from(rdev))
+        });
         self.reply_entry(r, reply);
     }
 
@@ -247,10 +281,11 @@ impl fuser::Filesystem for FuseFs {
         let _s = debug_span!("mkdir", parent = parent.0, ?name).entered();
         let p = self.ino(parent);
         let (uid, gid) = (req.uid(), req.gid());
-        self.reply_entry(
-            self.with(|fs| fs.mkdir(p, name.as_bytes(), mode & !umask, uid, gid)),
-            reply,
-        );
+        let r = self.with(|fs| {
+            let m = create_mode(fs, p, mode, umask)?;
+            fs.mkdir(p, name.as_bytes(), m, uid, gid)
+        });
+        self.reply_entry(r, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -498,7 +533,8 @@ impl fuser::Filesystem for FuseFs {
         let p = self.ino(parent);
         let (uid, gid) = (req.uid(), req.gid());
         let r = self.with(|fs| {
-            let a = fs.mknod(p, name.as_bytes(), mode & !umask, uid, gid, 0)?;
+            let m = create_mode(fs, p, mode, umask)?;
+            let a = fs.mknod(p, name.as_bytes(), m, uid, gid, 0)?;
             fs.open(a.ino)?;
             Ok(a)
         });
@@ -607,6 +643,11 @@ pub struct MountOptions {
     pub lockproto: Option<String>,
     /// `commit=` seconds between periodic journal commits.
     pub commit_secs: u64,
+    /// POSIX ACLs enforced (`acl`, the default here; `noacl` turns it off).
+    pub acl: bool,
+    /// `allow_other`: other users may use the mount (needed for ACLs and
+    /// permissions to matter to anyone but the mounting user).
+    pub allow_other: bool,
     /// Options accepted for compatibility but without effect here.
     pub ignored: Vec<String>,
 }
@@ -617,6 +658,8 @@ impl MountOptions {
         let mut o = MountOptions {
             lockproto: None,
             commit_secs: 5,
+            acl: true,
+            allow_other: false,
             ignored: Vec::new(),
         };
         for opt in s.split(',').filter(|x| !x.is_empty()) {
@@ -625,6 +668,9 @@ impl MountOptions {
                 .map_or((opt, None), |(k, v)| (k, Some(v)));
             match (k, v) {
                 ("lockproto", Some(v)) => o.lockproto = Some(v.to_string()),
+                ("acl", None) => o.acl = true,
+                ("noacl", None) => o.acl = false,
+                ("allow_other", None) => o.allow_other = true,
                 ("commit", Some(v)) => {
                     o.commit_secs = v
                         .parse()
@@ -636,9 +682,8 @@ impl MountOptions {
                     Some(_),
                 )
                 | (
-                    "acl" | "noacl" | "localflocks" | "spectator" | "discard" | "nodiscard"
-                    | "barrier" | "nobarrier" | "rgrplvb" | "norgrplvb" | "rw" | "noatime"
-                    | "relatime" | "defaults",
+                    "localflocks" | "spectator" | "discard" | "nodiscard" | "barrier" | "nobarrier"
+                    | "rgrplvb" | "norgrplvb" | "rw" | "noatime" | "relatime" | "defaults",
                     None,
                 ) => o.ignored.push(opt.to_string()),
                 _ => return Err(format!("unknown mount option {opt:?}")),
@@ -672,7 +717,7 @@ pub fn serve(
     fs: FileSystem,
     mountpoint: &Path,
     fsname: &str,
-    commit_secs: u64,
+    opts: &MountOptions,
     mounted: impl FnOnce(),
 ) -> std::io::Result<()> {
     use nix::sys::signal::{SigSet, Signal};
@@ -681,7 +726,7 @@ pub fn serve(
         sigs.add(s);
     }
     sigs.thread_block().map_err(std::io::Error::from)?;
-    let fuse = FuseFs::new(fs);
+    let fuse = FuseFs::new(fs).with_acl(opts.acl);
     let shared = fuse.shared();
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -689,10 +734,13 @@ pub fn serve(
         fuser::MountOption::Subtype("clusterfs".into()),
         fuser::MountOption::DefaultPermissions,
     ];
+    if opts.allow_other {
+        config.acl = fuser::SessionACL::All;
+    }
     let mut session = fuser::Session::new(fuse, mountpoint, &config)?;
     info!(mountpoint = %mountpoint.display(), "mounted");
     mounted();
-    spawn_committer(Arc::clone(&shared), commit_secs);
+    spawn_committer(Arc::clone(&shared), opts.commit_secs);
     let mut unmounter = session.unmount_callable();
     std::thread::spawn(move || loop {
         match sigs.wait() {

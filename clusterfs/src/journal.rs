@@ -5,9 +5,12 @@
 //! whose `lh_tail` is the commit's first block, written after a flush so a
 //! torn commit never has a valid header. Only after the device is flushed
 //! again are the blocks written in place; the next commit starts after
-//! that is flushed too, so the newest commit is the only one recovery ever
-//! needs to replay (its tail is its own start). A clean unmount writes a
+//! that is flushed too, so the newest commit is the only one our own log
+//! ever needs replayed (its tail is its own start). A clean unmount writes a
 //! header with `GFS2_LOG_HEAD_UNMOUNT`.
+//!
+//! Recovery ([`crate::replay`]) reads logs written by others too: every
+//! commit from the head's tail to the head, revokes honoured, wrapping.
 //!
 //! The log building and head finding are plain functions over byte blocks;
 //! the [`Journal`] driver does the device I/O.
@@ -17,9 +20,8 @@ use std::collections::BTreeMap;
 use tracing::{debug, info};
 
 use crate::block::{BlockDevice, BlockError};
-use crate::ondisk::{
-    be64, log_desc, log_head, put64, LogDescriptor, LogHeader, MetaHeader, MetaType,
-};
+use crate::ondisk::{log_desc, log_head, put64, LogDescriptor, LogHeader};
+pub use crate::replay::{find_head, replay_plan, ReplayPlan};
 
 /// Errors of the journal.
 #[derive(Debug, thiserror::Error)]
@@ -91,62 +93,6 @@ pub fn build_commit(
     out
 }
 
-/// The newest valid log header among `(lbn, block)` pairs, if any.
-pub fn find_head<'a>(blocks: impl Iterator<Item = (u32, &'a [u8])>) -> Option<LogHeader> {
-    blocks
-        .filter_map(|(_, b)| LogHeader::decode(b).ok())
-        .max_by_key(|lh| lh.lh_sequence)
-}
-
-/// The blocks to write in place to replay the log from `head.lh_tail` to
-/// `head.lh_blkno`, read through `read(lbn)`. Later copies of a block win.
-pub fn replay_plan(
-    jid: u32,
-    nblocks: u32,
-    head: &LogHeader,
-    mut read: impl FnMut(u32) -> Result<Vec<u8>>,
-) -> Result<BTreeMap<u64, Vec<u8>>> {
-    let corrupt = |lbn: u32, why: &str| JournalError::Corrupt {
-        jid,
-        lbn,
-        why: why.to_string(),
-    };
-    let mut out = BTreeMap::new();
-    let mut lbn = head.lh_tail;
-    let mut steps = 0u32;
-    while lbn != head.lh_blkno {
-        steps += 1;
-        if steps > nblocks {
-            return Err(corrupt(lbn, "log does not reach its head"));
-        }
-        let b = read(lbn)?;
-        let Ok(mh) = MetaHeader::decode(&b) else {
-            return Err(corrupt(lbn, "block without a metadata header"));
-        };
-        if mh.mh_type == MetaType::Lh as u32 {
-            lbn = (lbn + 1) % nblocks;
-            continue;
-        }
-        let ld = LogDescriptor::decode(&b).map_err(|e| corrupt(lbn, &e.to_string()))?;
-        let count = ld.ld_data1 as usize;
-        if ld.ld_type != log_desc::METADATA {
-            // Revokes and journaled data are never written by us; skip them.
-            lbn = (lbn + ld.ld_length.max(1)) % nblocks;
-            continue;
-        }
-        if count > descriptor_capacity(b.len()) || ld.ld_length as usize != count + 1 {
-            return Err(corrupt(lbn, "bad descriptor length"));
-        }
-        for i in 0..count {
-            let target = be64(&b, LogDescriptor::SIZE + 8 * i);
-            let copy_lbn = (lbn + 1 + i as u32) % nblocks;
-            out.insert(target, read(copy_lbn)?);
-        }
-        lbn = (lbn + 1 + count as u32) % nblocks;
-    }
-    Ok(out)
-}
-
 fn now() -> (u64, u32) {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -213,16 +159,17 @@ impl Journal {
                 why: "block outside the device".into(),
             });
         }
-        let mut all = Vec::with_capacity(self.map.len());
+        // One block at a time: journals can be large; only headers stay.
+        let mut head: Option<LogHeader> = None;
         for lbn in 0..self.len() {
-            all.push(self.read(dev, lbn)?);
+            let b = self.read(dev, lbn)?;
+            if let Some(lh) = find_head(std::iter::once((lbn, b.as_slice()))) {
+                if head.is_none_or(|h| lh.lh_sequence > h.lh_sequence) {
+                    head = Some(lh);
+                }
+            }
         }
-        let head = find_head(
-            all.iter()
-                .enumerate()
-                .map(|(i, b)| (i as u32, b.as_slice())),
-        )
-        .ok_or(JournalError::NoHead(self.jid))?;
+        let head = head.ok_or(JournalError::NoHead(self.jid))?;
         if head.lh_blkno >= self.len() || head.lh_tail >= self.len() {
             return Err(JournalError::Corrupt {
                 jid: self.jid,
@@ -237,9 +184,18 @@ impl Journal {
             self.clean = true;
             return Ok(0);
         }
-        let plan = replay_plan(self.jid, self.len(), &head, |lbn| {
-            Ok(all[lbn as usize].clone())
-        })?;
+        let plan = replay_plan(self.jid, self.len(), &head, |lbn| self.read(dev, lbn))?;
+        info!(
+            jid = self.jid,
+            tail = head.lh_tail,
+            head = head.lh_blkno,
+            commits = plan.headers + 1,
+            found = plan.found,
+            revoked = plan.revoked,
+            revokes = plan.revokes,
+            "journal log scanned"
+        );
+        let plan = plan.blocks;
         if let Some(b) = plan.keys().find(|b| outside(b)) {
             return Err(JournalError::Corrupt {
                 jid: self.jid,
@@ -347,6 +303,7 @@ impl Journal {
 mod tests {
     use super::*;
     use crate::block::MemDevice;
+    use crate::ondisk::{MetaHeader, MetaType};
 
     fn block(fill: u8) -> Vec<u8> {
         let mut b = vec![fill; 512];

@@ -19,16 +19,20 @@
 //! * **master directory**: the hidden tree of system files (`jindex`,
 //!   `per_node`, `inum`, `statfs`, `rindex`, `quota`).
 
+pub mod acl;
 pub mod block;
 pub mod block_iscsi;
 pub mod dir;
 pub mod dirbuild;
+pub mod falloc;
 pub mod fs;
 pub mod fuse;
 pub mod journal;
 pub mod lock;
 pub mod mkfs;
 pub mod ondisk;
+pub mod replay;
 pub mod tree;
 pub mod volume;
 pub mod xattr;
+pub mod xattr_ed;

@@ -275,8 +275,15 @@ impl Volume {
     }
 
     /// Allocates zeroed blocks for `[off, off+len)` without changing data
-    /// that is already there; grows the size to cover the range.
-    pub fn allocate_range(&mut self, di: &mut Dinode, off: u64, len: u64) -> Result<()> {
+    /// that is already there; grows the size to cover the range unless
+    /// `keep_size` (`FALLOC_FL_KEEP_SIZE`: the blocks may lie past the end).
+    pub fn allocate_range(
+        &mut self,
+        di: &mut Dinode,
+        off: u64,
+        len: u64,
+        keep_size: bool,
+    ) -> Result<()> {
         let bs = self.bsize() as u64;
         let end = off + len;
         if di.di_height == 0 {
@@ -293,7 +300,9 @@ impl Volume {
                 self.maybe_commit()?;
             }
         }
-        di.di_size = di.di_size.max(end);
+        if !keep_size {
+            di.di_size = di.di_size.max(end);
+        }
         Ok(())
     }
 
@@ -324,6 +333,8 @@ impl Volume {
             self.put_dinode(di)?;
             self.maybe_commit()?;
         }
+        // Blocks preallocated past the old size (FALLOC_FL_KEEP_SIZE).
+        self.free_from(di, keep)?;
         if !size.is_multiple_of(bs) {
             if let Some(blk) = self.bmap(di, size / bs)? {
                 let mut buf = vec![0u8; bs as usize];
@@ -348,12 +359,30 @@ impl Volume {
     fn free_from(&mut self, di: &mut Dinode, from: u64) -> Result<()> {
         let h = di.di_height;
         let addr = di.di_num.no_addr;
-        let freed = self.free_level(addr, addr, 1, h, 0, from)?;
+        let freed = self.free_level(addr, addr, 1, h, 0, from..u64::MAX)?;
         di.di_blocks -= freed.1;
         Ok(())
     }
 
-    /// Returns (subtree now empty, blocks freed).
+    /// Frees the data blocks of file blocks `range` (and indirect blocks
+    /// left empty), keeping the height: a hole.
+    pub(crate) fn free_range(
+        &mut self,
+        di: &mut Dinode,
+        range: std::ops::Range<u64>,
+    ) -> Result<()> {
+        let h = di.di_height;
+        if h == 0 {
+            return Ok(());
+        }
+        let addr = di.di_num.no_addr;
+        let freed = self.free_level(addr, addr, 1, h, 0, range)?;
+        di.di_blocks -= freed.1;
+        Ok(())
+    }
+
+    /// Frees file blocks in `range` below `blk`; returns (subtree now
+    /// empty, blocks freed).
     fn free_level(
         &mut self,
         ino: u64,
@@ -361,7 +390,7 @@ impl Volume {
         level: u16,
         h: u16,
         base: u64,
-        from: u64,
+        range: std::ops::Range<u64>,
     ) -> Result<(bool, u64)> {
         let (off, nptrs) = self.slots(level);
         let span = self.geo.inptrs.pow(u32::from(h - level));
@@ -376,7 +405,7 @@ impl Volume {
                 continue;
             }
             let lo = base + i as u64 * span;
-            if lo + span <= from {
+            if lo.saturating_add(span) <= range.start || lo >= range.end {
                 empty = false;
                 continue;
             }
@@ -384,7 +413,7 @@ impl Volume {
                 true
             } else {
                 self.check_indirect(ino, p)?;
-                let (child_empty, n) = self.free_level(ino, p, level + 1, h, lo, from)?;
+                let (child_empty, n) = self.free_level(ino, p, level + 1, h, lo, range.clone())?;
                 freed += n;
                 child_empty
             };
@@ -409,7 +438,7 @@ impl Volume {
         }
         if di.di_height > 0 {
             let h = di.di_height;
-            self.free_level(addr, addr, 1, h, 0, 0)?;
+            self.free_level(addr, addr, 1, h, 0, 0..u64::MAX)?;
         }
         if di.di_eattr != 0 {
             self.free_xattr_blocks(&di)?;

@@ -64,6 +64,9 @@ pub enum FsError {
     /// Operation not permitted.
     #[error("operation not permitted")]
     NotPermitted,
+    /// Permission denied.
+    #[error("permission denied")]
+    PermissionDenied,
     /// The volume is read-only or withdrawn.
     #[error("read-only or withdrawn volume")]
     ReadOnly,
@@ -110,6 +113,7 @@ impl FsError {
             FsError::Range => libc::ERANGE,
             FsError::TooManyLinks => libc::EMLINK,
             FsError::NotPermitted => libc::EPERM,
+            FsError::PermissionDenied => libc::EACCES,
             FsError::ReadOnly => libc::EROFS,
             FsError::Io(_) | FsError::Corrupt(_) | FsError::Journal(_) | FsError::Lock(_) => {
                 libc::EIO
@@ -201,14 +205,7 @@ impl Volume {
             withdrawn: None,
         };
         let master = v.sb.sb_master_dir.no_addr;
-        let jindex = v.lookup_system(master, "jindex")?;
-        let j0 = v.lookup_system(jindex, "journal0")?;
-        let map = v.file_block_map(j0)?;
-        let mut journal = Journal::new(0, j0, geo.bsize as usize, map);
-        v.locks.acquire(Glock::Journal(0), GlockMode::Exclusive)?;
-        let replayed = journal.recover(v.dev.as_ref())?;
-        v.cache.clear();
-        v.journal = Some(journal);
+        let replayed = v.recover_journals(master)?;
         v.statfs_addr = v.lookup_system(master, "statfs")?;
         v.inum_addr = v.lookup_system(master, "inum")?;
         let rindex = v.lookup_system(master, "rindex")?;
@@ -223,6 +220,38 @@ impl Volume {
                 reclaimed,
             },
         ))
+    }
+
+    /// Recovers every journal (as the first mounter does), keeping
+    /// journal0, whose glock stays held, as ours. Returns blocks replayed.
+    fn recover_journals(&mut self, master: u64) -> Result<usize> {
+        /// More journals than `mkfs.gfs2 -j` allows means a corrupt jindex.
+        const MAX_JOURNALS: u32 = 1024;
+        let jindex = self.lookup_system(master, "jindex")?;
+        let mut replayed = 0;
+        for jid in 0..MAX_JOURNALS {
+            let name = format!("journal{jid}");
+            let Some((inum, _)) = self.dir_lookup(jindex, name.as_bytes())? else {
+                if jid == 0 {
+                    return Err(FsError::Corrupt("system file journal0 missing".into()));
+                }
+                break;
+            };
+            let map = self.file_block_map(inum.no_addr)?;
+            let mut j = Journal::new(jid, inum.no_addr, self.bsize(), map);
+            self.locks
+                .acquire(Glock::Journal(jid), GlockMode::Exclusive)?;
+            let n = j.recover(self.dev.as_ref());
+            // Replay wrote under the cache.
+            self.cache.clear();
+            if jid == 0 {
+                self.journal = Some(j);
+            } else {
+                self.locks.release(Glock::Journal(jid));
+            }
+            replayed += n?;
+        }
+        Ok(replayed)
     }
 
     fn lookup_system(&mut self, dir: u64, name: &str) -> Result<u64> {

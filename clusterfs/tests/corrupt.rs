@@ -13,7 +13,10 @@ use clusterfs::mkfs::{mkfs, LockProto, MkfsOptions};
 use clusterfs::ondisk::GFS2_MAGIC;
 use common::model::Rng64;
 
-fn populated(bsize: u32) -> Vec<u8> {
+/// A populated volume; `dirty` leaves its journal unreplayed (the last
+/// commits' descriptors and copies are then damaged too, and mount's
+/// recovery must cope).
+fn populated(bsize: u32, dirty: bool) -> Vec<u8> {
     let dev = Arc::new(MemDevice::new(32 << 20));
     let opts = MkfsOptions {
         lockproto: LockProto::LockNolock,
@@ -35,8 +38,26 @@ fn populated(bsize: u32) -> Vec<u8> {
     let f = fs.mknod(root, b"large", 0o644, 0, 0, 0).unwrap();
     fs.write(f.ino, 0, &vec![3u8; 3 << 20]).unwrap();
     fs.setxattr(f.ino, b"user.x", b"value", 0).unwrap();
+    // Values in ED blocks and enough attributes for an indirect EA block.
+    fs.setxattr(f.ino, b"user.big", &vec![7u8; 9000], 0)
+        .unwrap();
+    for i in 0..40 {
+        fs.setxattr(f.ino, format!("trusted.t{i}").as_bytes(), &[i as u8; 90], 0)
+            .unwrap();
+    }
     fs.symlink(root, b"ln", b"big/entry-1", 0, 0).unwrap();
-    fs.unmount().unwrap();
+    if dirty {
+        fs.sync().unwrap();
+        for i in 0..20 {
+            let _ = fs.unlink(big.ino, format!("entry-{i}").as_bytes());
+        }
+        fs.setxattr(f.ino, b"user.late", &vec![9u8; 3000], 0)
+            .unwrap();
+        fs.sync().unwrap();
+        drop(fs);
+    } else {
+        fs.unmount().unwrap();
+    }
     dev.snapshot()
 }
 
@@ -57,7 +78,9 @@ fn walk(fs: &mut FileSystem, dir: Ino, budget: &mut usize) {
             let Ok(a) = fs.lookup(dir, &e.name) else {
                 continue;
             };
-            let _ = fs.listxattr(a.ino);
+            for name in fs.listxattr(a.ino).unwrap_or_default() {
+                let _ = fs.getxattr(a.ino, &name);
+            }
             match a.mode & libc::S_IFMT {
                 libc::S_IFDIR => walk(fs, a.ino, budget),
                 libc::S_IFLNK => drop(fs.readlink(a.ino)),
@@ -73,8 +96,9 @@ fn corrupt_metadata_never_panics() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    for (k, bsize) in [1024u32, 4096].into_iter().enumerate() {
-        let clean = populated(bsize);
+    let cases = [(1024u32, false), (4096, false), (1024, true), (4096, true)];
+    for (k, (bsize, dirty)) in cases.into_iter().enumerate() {
+        let clean = populated(bsize, dirty);
         let bs = bsize as usize;
         let meta: Vec<usize> = (0..clean.len() / bs)
             .filter(|&b| clean[b * bs..b * bs + 4] == GFS2_MAGIC.to_be_bytes())
@@ -99,6 +123,10 @@ fn corrupt_metadata_never_panics() {
             if let Ok(a) = fs.mknod(root, b"new-file", 0o644, 0, 0, 0) {
                 let _ = fs.write(a.ino, 0, &[1u8; 10_000]);
                 let _ = fs.setxattr(a.ino, b"user.y", b"z", 0);
+            }
+            if let Ok(l) = fs.lookup(root, b"large") {
+                let _ = fs.removexattr(l.ino, b"user.big");
+                let _ = fs.setxattr(l.ino, b"user.new", &[5u8; 5000], 0);
             }
             let _ = fs.unlink(root, b"large");
             let _ = fs.rename(root, b"big", root, b"big2", Default::default());

@@ -11,6 +11,7 @@ mod mounted;
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,10 +66,14 @@ struct Mount {
 
 impl Mount {
     fn start(img: &Path, mnt: &Path) -> Mount {
+        Self::start_with(img, mnt, "lockproto=lock_nolock,commit=1")
+    }
+
+    fn start_with(img: &Path, mnt: &Path, opts: &str) -> Mount {
         let child = Command::new(tests::bin("mount_clusterfs"))
             .arg(img)
             .arg(mnt)
-            .args(["-f", "-o", "lockproto=lock_nolock,commit=1"])
+            .args(["-f", "-o", opts])
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
@@ -307,4 +312,218 @@ fn daemon_running(img: &Path) -> bool {
             })
             .unwrap_or(false)
     })
+}
+
+/// An ACL in the kernel's xattr form: (tag, perm, id) entries.
+fn acl_xattr(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        // The kernel writes ACL_UNDEFINED_ID for entries without an id.
+        let id = if matches!(tag, USER | GROUP) {
+            id
+        } else {
+            u32::MAX
+        };
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+const USER_OBJ: u16 = 1;
+const USER: u16 = 2;
+const GROUP_OBJ: u16 = 4;
+const GROUP: u16 = 8;
+const MASK: u16 = 0x10;
+const OTHER: u16 = 0x20;
+const NOBODY: u32 = 65534;
+
+/// Runs `sh -c script` as uid/gid 65534 with no supplementary groups.
+fn as_nobody(script: &str) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .unwrap()
+}
+
+fn set_acl(path: &Path, name: &str, value: &[u8]) {
+    xattr_set(path, name, value).unwrap_or_else(|e| panic!("{name} on {path:?}: errno {e}"));
+}
+
+fn xattr_set(path: &Path, name: &str, value: &[u8]) -> Result<(), i32> {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C strings and a buffer of the given length.
+    let rc = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn clusterfs_fuse_posix_acls_grant_and_deny_what_modes_would_not() {
+    use std::os::unix::fs::PermissionsExt;
+    if !fuse_ok() {
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() || !tests::have("setpriv") {
+        eprintln!("needs root and setpriv to act as another user: skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let img = dir.path().join("vol.img");
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    mkfs(&img, 64, 4096);
+    let m = Mount::start_with(&img, &mnt, "lockproto=lock_nolock,commit=1,allow_other");
+    fs::set_permissions(&mnt, fs::Permissions::from_mode(0o755)).unwrap();
+
+    // Grant: mode 0600 alone keeps nobody out; a named-user entry lets it read.
+    let secret = mnt.join("secret");
+    fs::write(&secret, b"s3cret").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let cat = format!("cat {}", secret.display());
+    assert!(
+        !as_nobody(&cat).status.success(),
+        "mode 0600 must deny nobody"
+    );
+    set_acl(
+        &secret,
+        "system.posix_acl_access",
+        &acl_xattr(&[
+            (USER_OBJ, 6, 0),
+            (USER, 4, NOBODY),
+            (GROUP_OBJ, 0, 0),
+            (MASK, 4, 0),
+            (OTHER, 0, 0),
+        ]),
+    );
+    assert_eq!(mode_of(&secret), 0o640, "the mask shows as the group bits");
+    let out = as_nobody(&cat);
+    assert!(
+        out.status.success(),
+        "ACL must grant: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"s3cret");
+    // chmod moves the mask: the named entry no longer takes effect.
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(
+        !as_nobody(&cat).status.success(),
+        "mask 0 after chmod 600 must deny"
+    );
+
+    // Deny: others may read by mode, but nobody's own entry says no.
+    let open = mnt.join("open");
+    fs::write(&open, b"public").unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o644)).unwrap();
+    let cat_open = format!("cat {}", open.display());
+    assert!(as_nobody(&cat_open).status.success());
+    set_acl(
+        &open,
+        "system.posix_acl_access",
+        &acl_xattr(&[
+            (USER_OBJ, 6, 0),
+            (USER, 0, NOBODY),
+            (GROUP_OBJ, 4, 0),
+            (MASK, 4, 0),
+            (OTHER, 4, 0),
+        ]),
+    );
+    assert!(
+        !as_nobody(&cat_open).status.success(),
+        "named entry --- must deny"
+    );
+
+    // Inheritance: a default ACL lets nobody create (umask ignored) and
+    // write files root creates there, though other has only r.
+    let shared = mnt.join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
+    let rwx_for_nobody = acl_xattr(&[
+        (USER_OBJ, 7, 0),
+        (USER, 7, NOBODY),
+        (GROUP_OBJ, 5, 0),
+        (MASK, 7, 0),
+        (OTHER, 5, 0),
+    ]);
+    set_acl(&shared, "system.posix_acl_access", &rwx_for_nobody);
+    set_acl(&shared, "system.posix_acl_default", &rwx_for_nobody);
+    let new = shared.join("new");
+    let out = as_nobody(&format!("umask 077; echo hi > {}", new.display()));
+    assert!(
+        out.status.success(),
+        "create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::metadata(&new).unwrap().uid(), NOBODY);
+    assert_eq!(
+        mode_of(&new),
+        0o664,
+        "default ACL, not umask 077, shapes the mode"
+    );
+    let rootfile = shared.join("rootfile");
+    fs::write(&rootfile, b"x").unwrap();
+    assert_eq!(mode_of(&rootfile) & 0o007, 0o004, "other: read only");
+    let out = as_nobody(&format!("echo more >> {}", rootfile.display()));
+    assert!(
+        out.status.success(),
+        "inherited ACL must grant write: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(&rootfile).unwrap(), b"xmore\n");
+    let sub = shared.join("sub");
+    fs::create_dir(&sub).unwrap();
+    let mut v = vec![0u8; 256];
+    let p = std::ffi::CString::new(sub.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new("system.posix_acl_default").unwrap();
+    // SAFETY: valid C strings; the buffer is valid for its length.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+    assert!(len > 0, "subdirectory inherits the default ACL");
+    v.truncate(len as usize);
+    assert_eq!(v, rwx_for_nobody);
+
+    if tests::have("getfacl") && tests::have("setfacl") {
+        let st = Command::new("setfacl")
+            .args(["-m", "u:65534:rw"])
+            .arg(&rootfile)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = Command::new("getfacl")
+            .arg("-n")
+            .arg(&rootfile)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("user:65534:rw-"), "{text}");
+    } else {
+        eprintln!("getfacl/setfacl not installed: skipping the acl tools round trip");
+    }
+    m.stop();
+    fsck_clean(&img);
 }

@@ -3,7 +3,7 @@
 
 use clusterfs::fs::{FileSystem, Ino, RenameFlags, SetAttr};
 
-use super::model::{Errno, Kind, Target};
+use super::model::{Errno, Kind, Target, RENAME_EXCHANGE, RENAME_NOREPLACE};
 
 /// The core, addressed by path.
 pub struct Core {
@@ -157,6 +157,50 @@ impl Target for Core {
         let ino = self.resolve(path)?;
         self.fs()
             .removexattr(ino, name.as_bytes())
+            .map_err(|e| e.errno())
+    }
+
+    fn fallocate(&mut self, path: &str, mode: i32, off: u64, len: u64) -> Result<(), Errno> {
+        let ino = self.resolve(path)?;
+        self.fs()
+            .fallocate(ino, off, len, mode)
+            .map_err(|e| e.errno())
+    }
+
+    fn rename2(&mut self, from: &str, to: &str, flags: u32) -> Result<(), Errno> {
+        if flags == 0 {
+            return self.rename(from, to);
+        }
+        if flags == RENAME_NOREPLACE | RENAME_EXCHANGE {
+            return Err(libc::EINVAL);
+        }
+        // What the VFS checks before calling the filesystem.
+        let (a, an) = self.parent(from)?;
+        self.resolve(from)?;
+        let (b, bn) = self.parent(to)?;
+        let exists = self.resolve(to).is_ok();
+        if flags == RENAME_NOREPLACE && exists {
+            return Err(libc::EEXIST);
+        }
+        if flags == RENAME_EXCHANGE && !exists {
+            return Err(libc::ENOENT);
+        }
+        if to.starts_with(&format!("{from}/")) {
+            return Err(libc::EINVAL);
+        }
+        if from.starts_with(&format!("{to}/")) {
+            return Err(if flags == RENAME_EXCHANGE {
+                libc::EINVAL
+            } else {
+                libc::ENOTEMPTY
+            });
+        }
+        let f = RenameFlags {
+            noreplace: flags == RENAME_NOREPLACE,
+            exchange: flags == RENAME_EXCHANGE,
+        };
+        self.fs()
+            .rename(a, an.as_bytes(), b, bn.as_bytes(), f)
             .map_err(|e| e.errno())
     }
 

@@ -83,7 +83,24 @@ pub trait Target {
     fn removexattr(&mut self, path: &str, name: &str) -> Result<(), Errno>;
     /// Every extended attribute with its value.
     fn xattrs(&mut self, path: &str) -> Result<BTreeMap<String, Vec<u8>>, Errno>;
+    /// fallocate(2) on a regular file.
+    fn fallocate(&mut self, path: &str, mode: i32, off: u64, len: u64) -> Result<(), Errno>;
+    /// renameat2(2) with [`RENAME_NOREPLACE`] or [`RENAME_EXCHANGE`].
+    fn rename2(&mut self, from: &str, to: &str, flags: u32) -> Result<(), Errno>;
 }
+
+/// renameat2 flag: fail with EEXIST if the target exists.
+pub const RENAME_NOREPLACE: u32 = 1;
+/// renameat2 flag: swap the two entries.
+pub const RENAME_EXCHANGE: u32 = 2;
+/// fallocate modes (linux/falloc.h).
+pub const FALLOC_KEEP_SIZE: i32 = 0x01;
+/// Punch a hole (only with KEEP_SIZE).
+pub const FALLOC_PUNCH_HOLE: i32 = 0x02;
+/// Collapse a range (unsupported here).
+pub const FALLOC_COLLAPSE_RANGE: i32 = 0x08;
+/// Zero a range.
+pub const FALLOC_ZERO_RANGE: i32 = 0x10;
 
 #[derive(Debug, Clone)]
 enum Node {
@@ -386,6 +403,61 @@ impl Target for Model {
         let id = self.resolve(path)?;
         Ok(self.xattrs.get(&id).cloned().unwrap_or_default())
     }
+
+    fn fallocate(&mut self, path: &str, mode: i32, off: u64, len: u64) -> Result<(), Errno> {
+        if len == 0 {
+            return Err(libc::EINVAL);
+        }
+        let keep = mode & FALLOC_KEEP_SIZE != 0;
+        let (zero, grow) = match mode & !FALLOC_KEEP_SIZE {
+            0 => (false, !keep),
+            FALLOC_PUNCH_HOLE if keep => (true, false),
+            FALLOC_ZERO_RANGE => (true, !keep),
+            _ => return Err(libc::EOPNOTSUPP),
+        };
+        let f = self.file_mut(path)?;
+        let end = (off + len) as usize;
+        if zero {
+            let hi = end.min(f.len());
+            if (off as usize) < hi {
+                f[off as usize..hi].fill(0);
+            }
+        }
+        if grow && f.len() < end {
+            f.resize(end, 0);
+        }
+        Ok(())
+    }
+
+    fn rename2(&mut self, from: &str, to: &str, flags: u32) -> Result<(), Errno> {
+        if flags == RENAME_NOREPLACE | RENAME_EXCHANGE {
+            return Err(libc::EINVAL);
+        }
+        if flags == 0 {
+            return self.rename(from, to);
+        }
+        let (sdir, sname) = self.parent_of(from)?;
+        let src = *self.entries(sdir).get(&sname).ok_or(libc::ENOENT)?;
+        let (ddir, dname) = self.parent_of(to)?;
+        let dst = self.entries(ddir).get(&dname).copied();
+        if flags == RENAME_NOREPLACE {
+            if dst.is_some() {
+                return Err(libc::EEXIST);
+            }
+            return self.rename(from, to);
+        }
+        let d = dst.ok_or(libc::ENOENT)?;
+        // The VFS: neither may be an ancestor of the other.
+        if to.starts_with(&format!("{from}/")) || from.starts_with(&format!("{to}/")) {
+            return Err(libc::EINVAL);
+        }
+        if d == src {
+            return Ok(());
+        }
+        self.entries(sdir).insert(sname, d);
+        self.entries(ddir).insert(dname, src);
+        Ok(())
+    }
 }
 
 /// Every path in the model, directories first (parents before children).
@@ -480,6 +552,10 @@ pub enum Op {
     SetXattr(String, String, Vec<u8>),
     /// removexattr
     RemoveXattr(String, String),
+    /// fallocate: path, mode, offset, length
+    Fallocate(String, i32, u64, u64),
+    /// renameat2 with flags
+    Rename2(String, String, u32),
 }
 
 impl Op {
@@ -496,6 +572,8 @@ impl Op {
             Op::Rmdir(p) => t.rmdir(p),
             Op::SetXattr(p, n, v) => t.setxattr(p, n, v),
             Op::RemoveXattr(p, n) => t.removexattr(p, n),
+            Op::Fallocate(p, m, o, l) => t.fallocate(p, *m, *o, *l),
+            Op::Rename2(a, b, f) => t.rename2(a, b, *f),
         }
     }
 }
@@ -574,9 +652,42 @@ impl Generator {
         let any = self.existing(m, None);
         const XNAMES: [&str; 3] = ["user.a", "user.bb", "trusted.t"];
         let xname = XNAMES[self.rng.range(0..3) as usize].to_string();
-        match self.rng.range(0..110) {
+        match self.rng.range(0..122) {
+            110..=115 if file.is_some() => {
+                const MODES: [i32; 7] = [
+                    0,
+                    FALLOC_KEEP_SIZE,
+                    FALLOC_PUNCH_HOLE | FALLOC_KEEP_SIZE,
+                    FALLOC_PUNCH_HOLE | FALLOC_KEEP_SIZE,
+                    FALLOC_ZERO_RANGE,
+                    FALLOC_ZERO_RANGE | FALLOC_KEEP_SIZE,
+                    FALLOC_COLLAPSE_RANGE,
+                ];
+                let mode = MODES[self.rng.range(0..MODES.len() as u64) as usize];
+                let off = self.rng.range(0..self.max_offset);
+                let len = self.rng.range(1..100_000);
+                Op::Fallocate(file.unwrap(), mode, off, len)
+            }
+            116..=121 if any.is_some() => {
+                let to = if self.rng.chance(0.7) {
+                    self.existing(m, None).unwrap()
+                } else {
+                    self.new_path(m)
+                };
+                let flags = if self.rng.chance(0.5) {
+                    RENAME_EXCHANGE
+                } else {
+                    RENAME_NOREPLACE
+                };
+                Op::Rename2(any.unwrap(), to, flags)
+            }
             100..=105 if any.is_some() => {
-                let len = self.rng.range(0..100) as usize;
+                // Now and then a value that needs ED blocks.
+                let len = if self.rng.chance(0.15) {
+                    self.rng.range(100..20_000)
+                } else {
+                    self.rng.range(0..100)
+                } as usize;
                 let v: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7)).collect();
                 Op::SetXattr(any.unwrap(), xname, v)
             }

@@ -202,6 +202,14 @@ impl Dlm {
         v
     }
 
+    /// Fault injection for tests: breaks every TCP connection of this
+    /// process, as a network failure would. Nothing is lost: the transport
+    /// reconnects and resends what the peers did not acknowledge.
+    #[doc(hidden)]
+    pub fn break_connections(&self) {
+        self.transport.break_connections();
+    }
+
     /// Stops the network threads.
     pub fn shutdown(&self) {
         self.transport.shutdown();

@@ -120,6 +120,35 @@ impl Target for Mounted {
             Err(last_errno())
         }
     }
+    fn fallocate(&mut self, path: &str, mode: i32, off: u64, len: u64) -> Result<(), Errno> {
+        use std::os::fd::AsRawFd;
+        let f = self.open_w(path)?;
+        // SAFETY: a valid open descriptor.
+        let rc = unsafe { libc::fallocate(f.as_raw_fd(), mode, off as i64, len as i64) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(last_errno())
+        }
+    }
+    fn rename2(&mut self, from: &str, to: &str, flags: u32) -> Result<(), Errno> {
+        let (a, b) = (cpath(&self.p(from)), cpath(&self.p(to)));
+        // SAFETY: valid C strings.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                a.as_ptr(),
+                libc::AT_FDCWD,
+                b.as_ptr(),
+                flags,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(last_errno())
+        }
+    }
     fn xattrs(&mut self, path: &str) -> Result<BTreeMap<String, Vec<u8>>, Errno> {
         let p = cpath(&self.p(path));
         let mut names = vec![0u8; 4096];

@@ -26,8 +26,9 @@ struct Args {
     device: PathBuf,
     /// Directory to mount on.
     mountpoint: PathBuf,
-    /// Mount options: lockproto=lock_nolock, commit=SECONDS, and GFS2's
-    /// other options (accepted, without effect here).
+    /// Mount options: lockproto=lock_nolock, commit=SECONDS, acl|noacl
+    /// (POSIX ACLs enforced, default acl), allow_other, and GFS2's other
+    /// options (accepted, without effect here).
     #[arg(short = 'o', default_value = "")]
     options: String,
     /// Stay in the foreground.
@@ -69,7 +70,7 @@ fn run(args: &Args, ready: Option<OwnedFd>) -> Result<()> {
     let opts = MountOptions::parse(&args.options).map_err(anyhow::Error::msg)?;
     let fs = open_volume(args, &opts)?;
     let fsname = args.device.to_string_lossy().into_owned();
-    clusterfs::fuse::serve(fs, &args.mountpoint, &fsname, opts.commit_secs, || {
+    clusterfs::fuse::serve(fs, &args.mountpoint, &fsname, &opts, || {
         if let Some(fd) = ready {
             let mut f = std::fs::File::from(fd);
             let _ = f.write_all(b"0");

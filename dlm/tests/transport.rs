@@ -1,0 +1,428 @@
+//! The transport's reliable delivery on loopback: TCP connections between
+//! live peers are broken under traffic (by the transport's fault hook and by
+//! an in-between proxy that loses the bytes it holds), and every frame must
+//! still arrive exactly once and in order; a restarted peer must get no
+//! frame meant for its previous process; and three `Dlm`s keep excluding
+//! each other, with no request left hanging, while their connections are
+//! cut again and again.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dlm::driver::transport::{frame_finish, frame_start, FrameHandler, Transport};
+use dlm::{Dlm, DlmConfig, Flags, Lockspace, Mode, NodeId, StaticMembership};
+
+/// Frames received, per sender, as the u64 each carries.
+type Inbox = Arc<Mutex<HashMap<NodeId, Vec<u64>>>>;
+
+fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn recorder() -> (Inbox, FrameHandler) {
+    let inbox: Inbox = Default::default();
+    let i2 = inbox.clone();
+    let h: FrameHandler = Arc::new(move |from, payload: &[u8]| {
+        let v = u64::from_le_bytes(payload.try_into().expect("8-byte payload"));
+        i2.lock().unwrap().entry(from).or_default().push(v);
+    });
+    (inbox, h)
+}
+
+fn frame(v: u64) -> Vec<u8> {
+    let mut f = frame_start(8);
+    f.extend_from_slice(&v.to_le_bytes());
+    frame_finish(&mut f);
+    f
+}
+
+fn received(inbox: &Inbox, from: u32) -> Vec<u64> {
+    inbox
+        .lock()
+        .unwrap()
+        .get(&NodeId(from))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Waits (up to 60 s: the machine may be loaded) until `f` holds.
+fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(60), "timed out: {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn assert_exactly_once_in_order(got: &[u64], want: std::ops::Range<u64>) {
+    let want: Vec<u64> = want.collect();
+    if got != want.as_slice() {
+        let first_bad = got.iter().zip(&want).position(|(a, b)| a != b);
+        panic!(
+            "got {} frames, want {}; first difference at {:?}",
+            got.len(),
+            want.len(),
+            first_bad
+        );
+    }
+}
+
+/// Two transports sending to each other while `cut` breaks connections.
+fn exchange_under_cuts(
+    a: &Transport,
+    b: &Transport,
+    inbox_a: &Inbox,
+    inbox_b: &Inbox,
+    n: u64,
+    cut: impl Fn(u32) + Send + Sync,
+) {
+    let done = AtomicBool::new(false);
+    thread::scope(|s| {
+        s.spawn(|| {
+            let mut k = 0;
+            while !done.load(Ordering::Relaxed) {
+                cut(k);
+                k += 1;
+                thread::sleep(Duration::from_millis(3 + u64::from(k % 7)));
+            }
+        });
+        let send = move |t: &Transport, to: u32| {
+            for v in 0..n {
+                t.send(NodeId(to), frame(v));
+                if v % 64 == 0 {
+                    // Let the cuts land in the middle of the traffic.
+                    thread::sleep(Duration::from_micros(200));
+                }
+            }
+        };
+        let ha = s.spawn(move || send(a, 2));
+        let hb = s.spawn(move || send(b, 1));
+        ha.join().unwrap();
+        hb.join().unwrap();
+        thread::sleep(Duration::from_millis(50));
+        done.store(true, Ordering::Relaxed);
+    });
+    wait_until("every frame delivered", || {
+        received(inbox_b, 1).len() as u64 >= n && received(inbox_a, 2).len() as u64 >= n
+    });
+    // Extra frames (duplicates) would show up now too.
+    thread::sleep(Duration::from_millis(100));
+    assert_exactly_once_in_order(&received(inbox_b, 1), 0..n);
+    assert_exactly_once_in_order(&received(inbox_a, 2), 0..n);
+    wait_until("every frame acknowledged", || {
+        a.pending(NodeId(2)) == 0 && b.pending(NodeId(1)) == 0
+    });
+}
+
+fn pair() -> (Transport, Transport, Inbox, Inbox) {
+    let (ia, ha) = recorder();
+    let (ib, hb) = recorder();
+    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), ha).unwrap();
+    let b = Transport::start(NodeId(2), any_port(), &HashMap::new(), hb).unwrap();
+    a.add_peer(NodeId(2), b.local_addr());
+    b.add_peer(NodeId(1), a.local_addr());
+    (a, b, ia, ib)
+}
+
+#[test]
+fn frames_arrive_exactly_once_in_order_across_broken_connections() {
+    let (a, b, ia, ib) = pair();
+    exchange_under_cuts(&a, &b, &ia, &ib, 20_000, |k| {
+        if k % 2 == 0 {
+            a.break_connections()
+        } else {
+            b.break_connections()
+        }
+    });
+}
+
+/// A TCP proxy on loopback that forwards to `target` and, when cut, drops
+/// its connections together with the bytes it holds in flight.
+struct Proxy {
+    addr: SocketAddr,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    cuts: AtomicU64,
+}
+
+impl Proxy {
+    fn start(target: SocketAddr) -> Proxy {
+        let l = TcpListener::bind(any_port()).unwrap();
+        let addr = l.local_addr().unwrap();
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Default::default();
+        let c2 = conns.clone();
+        thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { continue };
+                let Ok(t) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let _ = (c.set_nodelay(true), t.set_nodelay(true));
+                let mut reg = c2.lock().unwrap();
+                reg.push(c.try_clone().unwrap());
+                reg.push(t.try_clone().unwrap());
+                drop(reg);
+                Self::pump(c.try_clone().unwrap(), t.try_clone().unwrap());
+                Self::pump(t, c);
+            }
+        });
+        Proxy {
+            addr,
+            conns,
+            cuts: AtomicU64::new(0),
+        }
+    }
+
+    fn pump(mut from: TcpStream, mut to: TcpStream) {
+        thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 || to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = from.shutdown(Shutdown::Both);
+            let _ = to.shutdown(Shutdown::Both);
+        });
+    }
+
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        self.cuts.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn frames_survive_a_proxy_that_loses_bytes_in_flight() {
+    let (ia, ha) = recorder();
+    let (ib, hb) = recorder();
+    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), ha).unwrap();
+    let b = Transport::start(NodeId(2), any_port(), &HashMap::new(), hb).unwrap();
+    // Both directions go through proxies.
+    let to_b = Proxy::start(b.local_addr());
+    let to_a = Proxy::start(a.local_addr());
+    a.add_peer(NodeId(2), to_b.addr);
+    b.add_peer(NodeId(1), to_a.addr);
+    exchange_under_cuts(&a, &b, &ia, &ib, 20_000, |k| {
+        if k % 2 == 0 {
+            to_b.cut()
+        } else {
+            to_a.cut()
+        }
+    });
+    assert!(
+        to_b.cuts.load(Ordering::Relaxed) > 2,
+        "the test cut nothing"
+    );
+}
+
+/// Binds a transport to `addr`, retrying while the previous process's
+/// listener is still closing.
+fn start_at(id: u32, addr: SocketAddr, h: FrameHandler) -> Transport {
+    let t = Instant::now();
+    loop {
+        match Transport::start(NodeId(id), addr, &HashMap::new(), h.clone()) {
+            Ok(tr) => return tr,
+            Err(_) if t.elapsed() < Duration::from_secs(30) => {
+                thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot rebind {addr}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_restarted_receiver_gets_no_frame_meant_for_its_previous_process() {
+    let (ia, ha) = recorder();
+    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), ha).unwrap();
+    // B1 stalls on frame 50, so frames 51.. are written to it but never
+    // delivered (nor acknowledged) when it dies.
+    let (ib1, _) = recorder();
+    let stall = Arc::new(Mutex::new(()));
+    let held = stall.lock().unwrap();
+    let reached = Arc::new(AtomicBool::new(false));
+    let h1: FrameHandler = {
+        let (ib1, stall, reached) = (ib1.clone(), stall.clone(), reached.clone());
+        Arc::new(move |from, p: &[u8]| {
+            let v = u64::from_le_bytes(p.try_into().unwrap());
+            ib1.lock().unwrap().entry(from).or_default().push(v);
+            if v == 50 {
+                reached.store(true, Ordering::SeqCst);
+                drop(stall.lock().unwrap());
+            }
+        })
+    };
+    let b1 = Transport::start(NodeId(2), any_port(), &HashMap::new(), h1).unwrap();
+    let b_addr = b1.local_addr();
+    a.add_peer(NodeId(2), b_addr);
+    for v in 1..=100 {
+        a.send(NodeId(2), frame(v));
+    }
+    wait_until("B1 stalled on frame 50", || reached.load(Ordering::SeqCst));
+    // Every frame is written by now: A wrote the queue on connecting and
+    // each later frame directly in `send`.
+    b1.shutdown();
+    drop(held);
+    drop(b1);
+    let (ib2, h2) = recorder();
+    let b2 = start_at(2, b_addr, h2);
+    b2.add_peer(NodeId(1), a.local_addr());
+    for v in 101..=110 {
+        a.send(NodeId(2), frame(v));
+    }
+    wait_until("B2 got the new frames", || received(&ib2, 1).len() >= 10);
+    // And B2 -> A works as well.
+    b2.send(NodeId(1), frame(7));
+    wait_until("A got B2's frame", || received(&ia, 2) == vec![7]);
+    thread::sleep(Duration::from_millis(100));
+    assert_exactly_once_in_order(&received(&ib2, 1), 101..111);
+    assert!(received(&ib1, 1).len() >= 50);
+    wait_until("A's queue empty", || a.pending(NodeId(2)) == 0);
+}
+
+#[test]
+fn a_restarted_sender_starts_a_new_stream() {
+    let (ib, hb) = recorder();
+    let b = Transport::start(NodeId(2), any_port(), &HashMap::new(), hb).unwrap();
+    let (_, ha1) = recorder();
+    let a1 = Transport::start(NodeId(1), any_port(), &HashMap::new(), ha1).unwrap();
+    a1.add_peer(NodeId(2), b.local_addr());
+    for v in 0..50 {
+        a1.send(NodeId(2), frame(v));
+    }
+    wait_until("B got A1's frames", || received(&ib, 1).len() == 50);
+    drop(a1);
+    // The new process numbers its frames from 1 again: they are not
+    // duplicates of A1's.
+    let (_, ha2) = recorder();
+    let a2 = Transport::start(NodeId(1), any_port(), &HashMap::new(), ha2).unwrap();
+    a2.add_peer(NodeId(2), b.local_addr());
+    for v in 1000..1050 {
+        a2.send(NodeId(2), frame(v));
+    }
+    wait_until("B got A2's frames", || received(&ib, 1).len() >= 100);
+    thread::sleep(Duration::from_millis(100));
+    let got = received(&ib, 1);
+    assert_exactly_once_in_order(&got[..50], 0..50);
+    assert_exactly_once_in_order(&got[50..], 1000..1050);
+}
+
+#[test]
+fn garbage_on_the_port_is_refused_and_the_transport_keeps_serving() {
+    let (_ia, ha) = recorder();
+    let (ib, hb) = recorder();
+    let b = Transport::start(NodeId(2), any_port(), &HashMap::new(), hb).unwrap();
+    for junk in [
+        &b"GET / HTTP/1.0\r\n\r\n"[..],
+        &[0u8; 3][..],
+        &[0xffu8; 64][..],
+    ] {
+        let mut s = TcpStream::connect(b.local_addr()).unwrap();
+        let _ = s.write_all(junk);
+    }
+    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), ha).unwrap();
+    a.add_peer(NodeId(2), b.local_addr());
+    a.send(NodeId(2), frame(42));
+    wait_until("the real frame", || received(&ib, 1) == vec![42]);
+}
+
+// ---------------------------------------------------------------------------
+// End to end: three DLM nodes, connections cut repeatedly mid-traffic.
+// ---------------------------------------------------------------------------
+
+fn cluster(n: u32) -> (Vec<Dlm>, Vec<Lockspace>) {
+    let dlms: Vec<Dlm> = (1..=n)
+        .map(|i| {
+            let mut cfg = DlmConfig::new(NodeId(i), any_port(), HashMap::new());
+            cfg.shards = 4;
+            Dlm::start(cfg).unwrap()
+        })
+        .collect();
+    for a in &dlms {
+        for b in &dlms {
+            a.add_peer(b.node(), b.local_addr());
+        }
+    }
+    let ids: Vec<NodeId> = dlms.iter().map(|d| d.node()).collect();
+    let ls: Vec<Lockspace> = dlms
+        .iter()
+        .map(|d| d.join("cut", StaticMembership::new(&ids).as_ref()).unwrap())
+        .collect();
+    wait_until("initial recovery", || ls.iter().all(|l| l.is_running()));
+    (dlms, ls)
+}
+
+#[test]
+fn dlm_locks_stay_exclusive_and_complete_while_connections_break() {
+    const ITERS: u64 = 150;
+    const THREADS_PER_NODE: usize = 2;
+    let (dlms, ls) = cluster(3);
+    let holder = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    let stop_cuts = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut workers = Vec::new();
+    for (n, l) in ls.iter().enumerate() {
+        for t in 0..THREADS_PER_NODE {
+            let (l, holder, counter, done) =
+                (l.clone(), holder.clone(), counter.clone(), done_tx.clone());
+            workers.push(thread::spawn(move || {
+                for i in 0..ITERS {
+                    let id = l.lock(b"counter", Mode::Ex, Flags::empty()).unwrap();
+                    assert!(
+                        !holder.swap(true, Ordering::SeqCst),
+                        "double grant of the EX lock"
+                    );
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    // Traffic on other resources (remote and local masters).
+                    let other = format!("r{}-{}", (n + t) % 5, i % 3);
+                    let p = l.lock(other.as_bytes(), Mode::Pr, Flags::empty()).unwrap();
+                    l.unlock(p, Flags::empty(), None).unwrap();
+                    holder.store(false, Ordering::SeqCst);
+                    l.unlock(id, Flags::empty(), None).unwrap();
+                }
+                done.send(()).unwrap();
+            }));
+        }
+    }
+    drop(done_tx);
+    let cutter = {
+        let stop = stop_cuts.clone();
+        let dlms: Vec<&Dlm> = dlms.iter().collect();
+        thread::scope(|s| {
+            let h = s.spawn(|| {
+                let mut k = 0usize;
+                let mut cuts = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(4 + (k % 5) as u64 * 3));
+                    dlms[k % dlms.len()].break_connections();
+                    cuts += 1;
+                    k += 1;
+                }
+                cuts
+            });
+            for _ in 0..ls.len() * THREADS_PER_NODE {
+                // A lock request that hangs shows up here.
+                done_rx
+                    .recv_timeout(Duration::from_secs(120))
+                    .expect("a worker hung: a lock request never completed");
+            }
+            stop.store(true, Ordering::Relaxed);
+            h.join().unwrap()
+        })
+    };
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(
+        counter.load(Ordering::SeqCst),
+        ITERS * (ls.len() * THREADS_PER_NODE) as u64
+    );
+    assert!(cutter > 3, "the test cut connections only {cutter} times");
+}
