@@ -196,6 +196,7 @@ mod tests {
             has_lvb: false,
             cancel: false,
             sent: false,
+            master: None,
             demoted: false,
         }
     }

@@ -80,6 +80,11 @@ pub struct Lkb {
     pub cancel: bool,
     /// The pending operation was sent to the master (this generation).
     pub sent: bool,
+    /// The node this lock's request went to, which then masters it (the
+    /// resource's cached master may have moved on for newer requests);
+    /// conversions, unlocks and cancels go there. `None` before the
+    /// request is sent and after a recovery.
+    pub master: Option<NodeId>,
     /// Demoted to NL by CONVDEADLK; reported with the next grant.
     pub demoted: bool,
 }
@@ -355,6 +360,7 @@ impl Node {
                 has_lvb: lvb.is_some(),
                 cancel: false,
                 sent: false,
+                master: None,
                 demoted: false,
             })
             .ok_or(NodeError::TooMany)?;
@@ -396,6 +402,7 @@ impl Node {
             has_lvb: false,
             cancel: false,
             sent: true,
+            master: Some(self.me),
             demoted: false,
         })?;
         let key = LockKey { node: self.me, id };
@@ -547,9 +554,20 @@ impl Node {
             return Ok(());
         }
         lkb.cancel = true;
-        let name = lkb.name;
+        let (name, master) = (lkb.name, lkb.master);
         if self.phase == Phase::Running {
-            self.send_to_master(name, Msg::Cancel { name, lkid: id }, out);
+            match master {
+                Some(m) if m == self.me => self.receive_cancel(m, name, id, out),
+                Some(m) => out.push(Action::Send {
+                    to: m,
+                    env: Envelope {
+                        gen: self.gen,
+                        msg: Msg::Cancel { name, lkid: id },
+                    },
+                }),
+                // Sent means sent somewhere; recovery re-sends it all.
+                None => {}
+            }
         }
         Ok(())
     }
@@ -591,6 +609,9 @@ impl Node {
         rsbs: &mut FastMap<ResName, RsbEntry>,
         events: &mut Vec<RsbEvent>,
     ) -> Local {
+        if lkb.master.is_some_and(|m| m != me) {
+            return Local::NotHere;
+        }
         let Some(e) = rsbs.get_mut(&lkb.name) else {
             return Local::NotHere;
         };
@@ -646,6 +667,7 @@ impl Node {
             Op::Convert | Op::None => return None,
         };
         lkb.sent = true;
+        lkb.master = Some(me);
         Some(Self::finished(lkb, status, sbflags, lvb))
     }
 
@@ -707,7 +729,16 @@ impl Node {
 
     /// [`Node::issue`] for a resource not (known to be) mastered here.
     fn issue_slow(&mut self, id: LockId, out: &mut Vec<Action>) {
-        let name = self.lkbs[id].name;
+        let lkb = &self.lkbs[id];
+        let name = lkb.name;
+        // A granted lock's operations go where it was granted.
+        if let Some(m) = lkb.master.filter(|_| lkb.op != Op::Request) {
+            return if m == self.me {
+                self.do_local(id, out)
+            } else {
+                self.send_op(id, m, out)
+            };
+        }
         match self.master_of(name, out) {
             Master::Node(m) if m == self.me => self.do_local(id, out),
             Master::Node(m) => self.send_op(id, m, out),
@@ -786,6 +817,7 @@ impl Node {
             return;
         }
         lkb.sent = true;
+        lkb.master = Some(master);
         let (name, cancel) = (lkb.name, lkb.cancel);
         let msg = self.op_msg(&self.lkbs[id]);
         let gen = self.gen;
@@ -801,21 +833,6 @@ impl Node {
                     msg: Msg::Cancel { name, lkid: id },
                 },
             });
-        }
-    }
-
-    fn send_to_master(&mut self, name: ResName, msg: Msg, out: &mut Vec<Action>) {
-        match self.rsbs.get(&name).map(|e| e.master) {
-            Some(Master::Node(m)) if m == self.me => {
-                if let Msg::Cancel { lkid, .. } = msg {
-                    self.receive_cancel(self.me, name, lkid, out);
-                }
-            }
-            Some(Master::Node(m)) => out.push(Action::Send {
-                to: m,
-                env: Envelope { gen: self.gen, msg },
-            }),
-            _ => {}
         }
     }
 
@@ -847,6 +864,7 @@ impl Node {
         events: &mut Vec<RsbEvent>,
     ) {
         lkb.sent = true;
+        lkb.master = Some(me);
         let (op, rq, flags, cancel) = (lkb.op, lkb.rqmode, lkb.flags, lkb.cancel);
         let lvb = lkb.has_lvb.then_some(lkb.lvb);
         let key = LockKey { node: me, id };
@@ -886,6 +904,16 @@ impl Node {
 
     /// Handles a message from `from`.
     pub fn receive(&mut self, from: NodeId, env: Envelope, out: &mut Vec<Action>) {
+        if let Msg::PurgeOrphans { owner } = env.msg {
+            // Not tied to a generation (see `purge_orphans`).
+            if self.phase == Phase::Running {
+                self.receive_purge(owner, out);
+            } else if self.rec.buffered.len() < MAX_BUFFERED {
+                let gen = self.gen;
+                self.rec.buffered.push((from, Envelope { gen, ..env }));
+            }
+            return;
+        }
         if !self.members.contains(&from) && env.gen <= self.gen {
             tracing::debug!(%from, "dropping message from non-member");
             return;
@@ -978,6 +1006,7 @@ impl Node {
             Msg::LookupReply { name, master } => self.receive_lookup_reply(name, master, out),
             Msg::NotMaster { name, lkid } => self.receive_not_master(from, name, lkid, out),
             Msg::Remove { name } => self.receive_remove(from, name),
+            Msg::PurgeOrphans { owner } => self.receive_purge(owner, out),
             other => tracing::error!(?other, "recovery message routed as lock message"),
         }
     }
@@ -1012,7 +1041,7 @@ impl Node {
     }
 
     /// Routes a master-side callback to the local holder or to a peer.
-    fn deliver(&mut self, name: ResName, ev: RsbEvent, out: &mut Vec<Action>) {
+    pub(crate) fn deliver(&mut self, name: ResName, ev: RsbEvent, out: &mut Vec<Action>) {
         let (RsbEvent::Cast { key, .. } | RsbEvent::Demoted { key } | RsbEvent::Bast { key, .. }) =
             ev;
         if key.node == self.me {

@@ -194,12 +194,54 @@ impl Node {
             return;
         }
         lkb.sent = false;
+        lkb.master = None;
         if let Some(e) = self.rsbs.get_mut(&name) {
             if e.master == Master::Node(from) {
                 e.master = Master::Unknown;
             }
         }
         self.issue(lkid, out);
+    }
+
+    /// Drops the orphans of dead node `owner` everywhere (the kernel's
+    /// `dlm_ls_purge`): here, and by a message to every other member.
+    /// Orphans are the locks nobody adopted; the usual caller is `owner`
+    /// itself, restarted, after adopting what it wants back, or an
+    /// administrator once `owner` is gone for good. A purge is not tied to
+    /// a membership generation: one that meets a recovery is applied when
+    /// the lockspace runs again.
+    pub fn purge_orphans(&mut self, owner: NodeId, out: &mut Vec<Action>) {
+        let me = self.me;
+        for to in self.members.clone() {
+            let env = Envelope {
+                gen: self.gen,
+                msg: Msg::PurgeOrphans { owner },
+            };
+            if to == me {
+                self.receive(me, env, out);
+            } else {
+                out.push(Action::Send { to, env });
+            }
+        }
+    }
+
+    /// Drops the orphans of `owner` from the master copies kept here.
+    pub(crate) fn receive_purge(&mut self, owner: NodeId, out: &mut Vec<Action>) {
+        let names: Vec<ResName> = self
+            .rsbs
+            .iter()
+            .filter(|(_, e)| e.core.is_some())
+            .map(|(n, _)| *n)
+            .collect();
+        let mut events = Vec::new();
+        for name in names {
+            let rsb = self.rsbs.get_mut(&name).and_then(|e| e.core.as_mut());
+            if rsb.is_some_and(|r| r.purge_orphans(owner, &mut events)) {
+                for ev in events.drain(..) {
+                    self.deliver(name, ev, out);
+                }
+            }
+        }
     }
 
     /// A master freed its copy of `name`: forget that it masters it.

@@ -155,6 +155,7 @@ impl Node {
     fn stop_lkb(&mut self, id: LockId, out: &mut Vec<Action>) {
         let lkb = self.lkbs.get_mut(id).expect("lkb");
         lkb.sent = false;
+        lkb.master = None;
         let Some(gr) = lkb.grmode else { return };
         let write = lkb.has_lvb && lkb.flags.contains(Flags::VALBLK) && gr >= Mode::Pw;
         let contribution = RecLvb {

@@ -451,6 +451,18 @@ impl Rsb {
         });
     }
 
+    /// Drops the orphans of `owner` and grants what they blocked. Returns
+    /// whether there were any.
+    pub fn purge_orphans(&mut self, owner: NodeId, out: &mut Out) -> bool {
+        let before = self.grant.len();
+        self.grant.retain(|g| g.orphan_of != Some(owner));
+        if self.grant.len() == before {
+            return false;
+        }
+        self.grant_pending_locks(out);
+        true
+    }
+
     /// The common case of [`Rsb::request`] for a lock new to this
     /// resource, without the event list: when nothing converts or waits
     /// and the granted locks allow `lkb`, grants it and returns its

@@ -92,6 +92,8 @@ pub enum Msg {
     NotMaster { name: ResName, lkid: LockId },
     /// Master → directory node: I freed my unused master copy of `name`.
     Remove { name: ResName },
+    /// Any node → every node: drop the orphans of dead node `owner`.
+    PurgeOrphans { owner: NodeId },
     /// Recovery, every node → directory node: my locks on `name`.
     RecLocks {
         name: ResName,
@@ -448,6 +450,10 @@ fn encode_msg(w: &mut Writer<'_>, msg: &Msg) {
             w.u8(19);
             w.name(name);
         }
+        Msg::PurgeOrphans { owner } => {
+            w.u8(20);
+            w.u32(owner.0);
+        }
         Msg::Cast {
             name,
             lkid,
@@ -616,6 +622,9 @@ fn decode_msg(r: &mut Reader<'_>) -> Result<Msg, WireError> {
             lkid: LockId(r.u32()?),
         },
         19 => Msg::Remove { name: r.name()? },
+        20 => Msg::PurgeOrphans {
+            owner: NodeId(r.u32()?),
+        },
         5 => {
             let name = r.name()?;
             let lkid = LockId(r.u32()?);
@@ -803,6 +812,7 @@ mod tests {
                 lkid: LockId(9),
             },
             Msg::Remove { name },
+            Msg::PurgeOrphans { owner: NodeId(7) },
             Msg::RecLocks {
                 name,
                 was_master: true,

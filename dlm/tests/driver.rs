@@ -381,11 +381,16 @@ fn garbage_from_the_network_is_dropped_and_service_continues() {
     let addr = dlms[0].local_addr();
     // A peer that never says hello properly.
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-    // A peer that says hello, then sends garbage frames of every shape.
+    let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    // A peer (an unknown node id) that says hello properly, then sends
+    // numbered frames whose payloads are garbage of every shape. Writes may
+    // fail once the node has had enough and closed the connection.
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(&0x444c_4d31u32.to_le_bytes()).unwrap();
-    s.write_all(&2u32.to_le_bytes()).unwrap();
+    let mut hello = Vec::new();
+    hello.extend_from_slice(&0x444c_4d32u32.to_le_bytes());
+    hello.extend_from_slice(&99u32.to_le_bytes());
+    hello.extend_from_slice(&7u64.to_le_bytes());
+    let _ = s.write_all(&hello);
     let mut seed = 12345u64;
     for len in 0..300u32 {
         let mut f = Vec::new();
@@ -402,11 +407,12 @@ fn garbage_from_the_network_is_dropped_and_service_continues() {
             f[2] = 0;
             f[3] = 0;
         }
-        s.write_all(&len.to_le_bytes()).unwrap();
-        s.write_all(&f).unwrap();
+        let _ = s.write_all(&(len + 8).to_le_bytes());
+        let _ = s.write_all(&u64::from(len + 1).to_le_bytes());
+        let _ = s.write_all(&f);
     }
     // A frame claiming to be huge closes that connection only.
-    s.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    let _ = s.write_all(&u32::MAX.to_le_bytes());
     drop(s);
     std::thread::sleep(Duration::from_millis(50));
     let id = ls[1]

@@ -103,6 +103,12 @@ struct Sim {
     /// Live locks asked for with PERSISTENT (their flags change on unlock).
     persistent: std::collections::HashSet<(NodeId, LockId)>,
     adopted: u64,
+    /// Nodes whose orphans must go: purged (again every 20 ms) once their
+    /// restarted incarnation adopted what it recorded, or at once for a
+    /// node that stays dead, until none is left anywhere.
+    purge: std::collections::BTreeSet<NodeId>,
+    last_purge: u64,
+    purges: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -157,6 +163,9 @@ impl Sim {
             records: HashMap::new(),
             persistent: Default::default(),
             adopted: 0,
+            purge: Default::default(),
+            last_purge: 0,
+            purges: 0,
         };
         let crashes = sim.rng.below(3);
         for _ in 0..crashes {
@@ -488,6 +497,7 @@ impl Sim {
                 self.broadcast(Event::Fenced(n));
                 // A node with orphans to adopt always comes back.
                 let orphans = self.records.get(&n).is_some_and(|r| !r.is_empty());
+                self.purge.insert(n);
                 if orphans || self.rng.chance(60) {
                     let at = self.now + self.rng.below(300_000);
                     self.control.push((at, Control::Restart(n)));
@@ -572,6 +582,9 @@ impl Sim {
                         self.client_step(id, ci);
                     }
                 }
+                if self.nodes.contains_key(&id) {
+                    self.purge_step(id);
+                }
                 // Free unused resources far more often than a real node
                 // (every 10 s), so frees race with lookups and requests.
                 if self.nodes.contains_key(&id) && self.rng.chance(SWEEP_PERCENT) {
@@ -588,8 +601,62 @@ impl Sim {
         !(self.now > self.traffic_until && self.quiescent())
     }
 
+    /// Whether `owner`'s orphans may be purged now: it is dead, or alive
+    /// with nothing left to adopt.
+    fn adoption_done(&self, owner: NodeId) -> bool {
+        if self.records.get(&owner).is_some_and(|r| !r.is_empty()) {
+            return false;
+        }
+        let Some(sn) = self.nodes.get(&owner) else {
+            return !self.control.iter().any(|(_, c)| matches!(c, Control::Restart(n) if *n == owner));
+        };
+        !sn.clients.iter().any(|c| match c {
+            Client::Waiting { id, .. } => sn
+                .node
+                .lock_info(*id)
+                .is_some_and(|l| l.flags.contains(Flags::ORPHAN)),
+            _ => false,
+        })
+    }
+
+    fn orphans_of(&self, owner: NodeId) -> usize {
+        self.nodes
+            .values()
+            .flat_map(|sn| sn.node.resources())
+            .filter_map(|(_, e)| e.core.as_ref())
+            .flat_map(|c| c.queue(dlm::rsb::Queue::Grant))
+            .filter(|l| l.orphan_of == Some(owner))
+            .count()
+    }
+
+    /// Node `at` purges the orphans of the owners due, as a restarted
+    /// node (its own) or an administrator (a node gone for good) would.
+    fn purge_step(&mut self, at: NodeId) {
+        if self.now < self.last_purge + 20_000 || self.nodes[&at].node.phase() != Phase::Running {
+            return;
+        }
+        let settled = self.links.values().all(|q| q.is_empty())
+            && self.nodes.values().all(|n| n.node.phase() == Phase::Running);
+        for owner in self.purge.clone() {
+            if !self.adoption_done(owner) {
+                continue;
+            }
+            if settled && self.orphans_of(owner) == 0 {
+                self.purge.remove(&owner);
+                continue;
+            }
+            let mut out = Vec::new();
+            self.nodes.get_mut(&at).unwrap().node.purge_orphans(owner, &mut out);
+            self.log(|| format!("{at} purge orphans of {owner}"));
+            self.purges += 1;
+            self.apply(at, out);
+        }
+        self.last_purge = self.now;
+    }
+
     fn quiescent(&self) -> bool {
-        self.records.values().all(|r| r.is_empty())
+        self.purge.is_empty()
+            && self.records.values().all(|r| r.is_empty())
             && self.control.is_empty()
             && self.links.values().all(|q| q.is_empty())
             && self
@@ -697,6 +764,8 @@ struct Stats {
     refused: u64,
     /// Orphans adopted by their restarted node.
     adopted: u64,
+    /// Orphan purges sent.
+    purges: u64,
 }
 
 fn run_seed(seed: u64, trace: bool) -> Stats {
@@ -714,6 +783,7 @@ fn run_seed(seed: u64, trace: bool) -> Stats {
         removes: sim.removes,
         refused: sim.refused,
         adopted: sim.adopted,
+        purges: sim.purges,
     }
 }
 
@@ -729,6 +799,7 @@ fn run_seeds(seeds: impl Iterator<Item = u64>) -> Stats {
                 total.removes += s.removes;
                 total.refused += s.refused;
                 total.adopted += s.adopted;
+                total.purges += s.purges;
             }
             Err(e) => {
                 eprintln!("simulation failed for seed {seed}; replay with DLM_SIM_SEED={seed} cargo test -p dlm --test sim replay -- --nocapture");
