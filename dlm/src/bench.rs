@@ -1,15 +1,38 @@
 //! Measurements printed by `dlm_tool bench`: the cost of a local lock
-//! against a plain mutex, of a remote lock against the TCP round trip, lock
-//! ping-pong between two nodes, and local throughput with 1, 2 and 4 threads.
-//! Every figure is a median over repeated batches.
+//! against a plain mutex, of a remote lock against the TCP round trip
+//! between the same two processes, lock ping-pong between two processes,
+//! and local throughput with 1, 2 and 4 threads. Every figure is a median
+//! over repeated batches.
+//!
+//! The remote figures come from two processes on loopback: [`run`] starts
+//! a peer program (the caller's own executable with a hidden subcommand
+//! that calls [`peer_main`]) and talks to it over its stdin/stdout:
+//!
+//! | parent → peer | peer → parent |
+//! |---|---|
+//! | (start) | `ready DLM_ADDR ECHO_ADDR` |
+//! | `join ID ADDR`: add node ID at ADDR, join lockspace `bench` | `ok` |
+//! | `master NAME`: lock + unlock NAME once (becomes its master) | `ok` |
+//! | `pingpong NAME`: start bouncing NAME (callbacks) | `ok` |
+//! | `count`: grants so far | `N` |
+//! | `stop` | `ok` |
+//! | `quit` or end of input | (exits) |
+//!
+//! The peer also runs a TCP echo server; `tcp_rtt_ns` is a request and
+//! response of the size of a DLM request frame between the same two
+//! processes, measured in batches alternating with the remote-lock batches
+//! so that machine noise hits both alike.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::types::Status;
 use crate::{Dlm, DlmConfig, DlmError, Flags, Lockspace, Mode, NodeId, StaticMembership};
 
 /// The figures `dlm_tool bench` reports.
@@ -19,11 +42,19 @@ pub struct BenchReport {
     pub mutex_ns: u64,
     /// Lock + unlock of a resource mastered here.
     pub local_ns: u64,
-    /// Lock + unlock of a resource mastered by another process' node.
+    /// Lock + unlock of a resource mastered by another process.
     pub remote_ns: u64,
-    /// Round trip of a small message over loopback TCP.
+    /// Request/response of `request_bytes` over loopback TCP between the
+    /// same two processes.
     pub tcp_rtt_ns: u64,
-    /// EX lock hand-overs per second between two nodes.
+    /// The same round trip when, as in the DLM, a reader thread receives
+    /// the response and wakes the waiting caller through a condvar: the
+    /// cost of that thread hop is `tcp_rtt_hop_ns - tcp_rtt_ns`.
+    pub tcp_rtt_hop_ns: u64,
+    /// Bytes of a DLM request frame on the wire (what `tcp_rtt_ns` sends).
+    pub request_bytes: u64,
+    /// EX grants per second of one lock bounced between two processes by
+    /// blocking callbacks (both processes together).
     pub pingpong_per_s: u64,
     /// Local lock + unlock pairs per second, 1 thread.
     pub local_ops_per_s_1: u64,
@@ -33,6 +64,35 @@ pub struct BenchReport {
     pub local_ops_per_s_4: u64,
 }
 
+/// Benchmark errors.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The lock manager failed.
+    #[error(transparent)]
+    Dlm(#[from] DlmError),
+    /// A socket, pipe or process failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer process misbehaved.
+    #[error("bench peer: {0}")]
+    Peer(String),
+}
+
+/// How to start the peer process: a program whose arguments make it call
+/// [`peer_main`].
+#[derive(Clone, Debug)]
+pub struct PeerCommand {
+    /// The program (usually `std::env::current_exe()`).
+    pub program: PathBuf,
+    /// Its arguments (e.g. a hidden `bench-peer` subcommand).
+    pub args: Vec<String>,
+}
+
+const LS_NAME: &str = "bench";
+const PARENT: NodeId = NodeId(1);
+const PEER: NodeId = NodeId(2);
+const WAIT_RUNNING: Duration = Duration::from_secs(30);
+
 fn median(mut v: Vec<u64>) -> u64 {
     v.sort_unstable();
     v[v.len() / 2]
@@ -40,16 +100,17 @@ fn median(mut v: Vec<u64>) -> u64 {
 
 /// Median per-iteration time of `f` over `rounds` batches of `batch`.
 fn per_op_ns(rounds: usize, batch: u64, mut f: impl FnMut()) -> u64 {
-    let v = (0..rounds)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..batch {
-                f();
-            }
-            t.elapsed().as_nanos() as u64 / batch
-        })
-        .collect();
+    let v = (0..rounds).map(|_| time_batch(batch, &mut f)).collect();
     median(v)
+}
+
+/// Time per iteration of one batch of `batch` calls of `f`.
+fn time_batch(batch: u64, f: &mut impl FnMut()) -> u64 {
+    let t = Instant::now();
+    for _ in 0..batch {
+        f();
+    }
+    t.elapsed().as_nanos() as u64 / batch
 }
 
 fn mutex_ns() -> u64 {
@@ -57,39 +118,42 @@ fn mutex_ns() -> u64 {
     per_op_ns(51, 10_000, || *std::hint::black_box(&m).lock() += 1)
 }
 
-fn start_cluster(n: u32) -> Result<(Vec<Dlm>, Vec<Lockspace>), DlmError> {
-    let dlms: Vec<Dlm> = (1..=n)
-        .map(|i| {
-            Dlm::start(DlmConfig::new(
-                NodeId(i),
-                "127.0.0.1:0".parse().expect("addr"),
-                HashMap::new(),
-            ))
-        })
-        .collect::<Result<_, _>>()?;
-    for a in &dlms {
-        for b in &dlms {
-            a.add_peer(b.node(), b.local_addr());
-        }
-    }
-    let ids: Vec<NodeId> = dlms.iter().map(|d| d.node()).collect();
-    let ls: Vec<Lockspace> = dlms
-        .iter()
-        .map(|d| d.join("bench", StaticMembership::new(&ids).as_ref()))
-        .collect::<Result<_, _>>()?;
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn wait_running(ls: &Lockspace) -> Result<(), DlmError> {
     let t = Instant::now();
-    while !ls.iter().all(|l| l.is_running()) {
-        if t.elapsed() > Duration::from_secs(30) {
+    while !ls.is_running() {
+        if t.elapsed() > WAIT_RUNNING {
             return Err(DlmError::NotMember);
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    Ok((dlms, ls))
+    Ok(())
 }
 
 fn lock_unlock(ls: &Lockspace, name: &[u8]) {
     let id = ls.lock(name, Mode::Ex, Flags::empty()).expect("lock");
     ls.unlock(id, Flags::empty(), None).expect("unlock");
+}
+
+// ---------------------------------------------------------------------------
+// Local figures: one node in this process.
+// ---------------------------------------------------------------------------
+
+fn local_figures(r: &mut BenchReport) -> Result<(), DlmError> {
+    let dlm = Dlm::start(DlmConfig::new(PARENT, loopback(), HashMap::new()))?;
+    let ls = dlm.join(LS_NAME, StaticMembership::new(&[PARENT]).as_ref())?;
+    wait_running(&ls)?;
+    for _ in 0..1000 {
+        lock_unlock(&ls, b"local");
+    }
+    r.local_ns = per_op_ns(51, 5_000, || lock_unlock(&ls, b"local"));
+    r.local_ops_per_s_1 = local_ops_per_s(&ls, 1);
+    r.local_ops_per_s_2 = local_ops_per_s(&ls, 2);
+    r.local_ops_per_s_4 = local_ops_per_s(&ls, 4);
+    Ok(())
 }
 
 fn local_ops_per_s(ls: &Lockspace, threads: usize) -> u64 {
@@ -145,122 +209,396 @@ fn distinct_shard_name(ls: &Lockspace, t: usize) -> String {
     }
 }
 
-fn tcp_rtt_ns() -> std::io::Result<u64> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    let addr = l.local_addr()?;
-    let echo = std::thread::spawn(move || -> std::io::Result<()> {
-        let (mut s, _) = l.accept()?;
-        s.set_nodelay(true)?;
-        let mut b = [0u8; 64];
-        while s.read_exact(&mut b).is_ok() {
-            s.write_all(&b)?;
-        }
-        Ok(())
-    });
-    let mut c = TcpStream::connect(addr)?;
-    c.set_nodelay(true)?;
-    let mut b = [0u8; 64];
-    let v = per_op_ns(51, 200, || {
-        c.write_all(&b).expect("write");
-        c.read_exact(&mut b).expect("read");
-    });
-    drop(c);
-    let _ = echo.join();
-    Ok(v)
+// ---------------------------------------------------------------------------
+// Ping-pong by blocking callbacks (both processes run this).
+// ---------------------------------------------------------------------------
+
+/// One lock bounced by callbacks: held at NL, converted up to EX; a
+/// blocking callback converts it down to NL, whose completion converts it
+/// up again, so the lock goes back and forth between the processes.
+struct PingPong {
+    ls: Lockspace,
+    grants: AtomicU64,
+    stop: AtomicBool,
 }
 
-/// Like ping_pong.c: with `nodes + 1` resources in a ring, every node holds
-/// one and takes the next before releasing it, so each node chases the
-/// other and every grant is a hand-over. Returns grants per second, all
-/// nodes together.
-fn pingpong_per_s(ls: &[Lockspace]) -> u64 {
-    let ring = ls.len() + 1;
-    let rounds: Vec<u64> = (0..3)
-        .map(|_| {
-            let stop = Arc::new(AtomicBool::new(false));
-            let count = Arc::new(AtomicU64::new(0));
-            let start = Arc::new(std::sync::Barrier::new(ls.len() + 1));
-            let hs: Vec<_> = ls
-                .iter()
-                .cloned()
-                .enumerate()
-                .map(|(n, l)| {
-                    let (stop, count) = (stop.clone(), count.clone());
-                    let start = start.clone();
-                    std::thread::spawn(move || {
-                        let name = |i: usize| format!("pingpong-{}", i % ring).into_bytes();
-                        let mut i = n;
-                        let mut held = l.lock(&name(i), Mode::Ex, Flags::empty()).expect("lock");
-                        // Everyone holds one resource before anyone chases.
-                        start.wait();
-                        let mut local = 0;
-                        while !stop.load(Ordering::Relaxed) {
-                            let next = l
-                                .lock(&name(i + 1), Mode::Ex, Flags::empty())
-                                .expect("lock");
-                            l.unlock(held, Flags::empty(), None).expect("unlock");
-                            held = next;
-                            i += 1;
-                            local += 1;
-                        }
-                        l.unlock(held, Flags::empty(), None).expect("unlock");
-                        count.fetch_add(local, Ordering::Relaxed);
-                    })
-                })
-                .collect();
-            start.wait();
-            let t = Instant::now();
-            std::thread::sleep(Duration::from_millis(500));
-            stop.store(true, Ordering::Relaxed);
-            let elapsed = t.elapsed();
-            for h in hs {
-                h.join().expect("bench thread");
+impl PingPong {
+    fn start(ls: &Lockspace, name: &[u8]) -> Result<Arc<PingPong>, DlmError> {
+        let pp = Arc::new(PingPong {
+            ls: ls.clone(),
+            grants: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let (a, b) = (Arc::downgrade(&pp), Arc::downgrade(&pp));
+        ls.lock_async(
+            name,
+            Mode::Nl,
+            Flags::empty(),
+            None,
+            Arc::new(move |c: crate::Completion| {
+                if let Some(pp) = a.upgrade() {
+                    pp.completed(c);
+                }
+            }),
+            Some(Arc::new(move |id, _mode| {
+                if let Some(pp) = b.upgrade() {
+                    // Busy when a conversion is already on its way.
+                    let _ = pp.ls.convert_async(id, Mode::Nl, Flags::empty(), None);
+                }
+            })),
+        )?;
+        Ok(pp)
+    }
+
+    fn completed(&self, c: crate::Completion) {
+        match c.status {
+            Status::Granted(Mode::Ex) => {
+                self.grants.fetch_add(1, Ordering::Relaxed);
             }
-            (count.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()) as u64
-        })
-        .collect();
-    median(rounds)
+            Status::Granted(_) if !self.stop.load(Ordering::Relaxed) => {
+                let _ = self.ls.convert_async(c.id, Mode::Ex, Flags::empty(), None);
+            }
+            _ => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The peer process.
+// ---------------------------------------------------------------------------
+
+/// The peer side of [`run`]: node 2 of a two-node lockspace plus a TCP echo
+/// server, driven by commands on stdin (see the module docs). Returns when
+/// stdin closes or says `quit`.
+pub fn peer_main() -> Result<(), BenchError> {
+    let dlm = Dlm::start(DlmConfig::new(PEER, loopback(), HashMap::new()))?;
+    let echo = TcpListener::bind(loopback())?;
+    let echo_addr = echo.local_addr()?;
+    std::thread::spawn(move || echo_server(echo));
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready {} {}", dlm.local_addr(), echo_addr)?;
+    out.flush()?;
+    let mut ls: Option<Lockspace> = None;
+    let mut pp: Option<Arc<PingPong>> = None;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let reply = match (w.as_slice(), &ls) {
+            (["join", id, addr], _) => {
+                let id = NodeId(id.parse().map_err(|_| peer_err(&line))?);
+                dlm.add_peer(id, addr.parse().map_err(|_| peer_err(&line))?);
+                let l = dlm.join(LS_NAME, StaticMembership::new(&[id, PEER]).as_ref())?;
+                wait_running(&l)?;
+                ls = Some(l);
+                "ok".to_string()
+            }
+            (["master", name], Some(l)) => {
+                lock_unlock(l, name.as_bytes());
+                "ok".to_string()
+            }
+            (["pingpong", name], Some(l)) => {
+                pp = Some(PingPong::start(l, name.as_bytes())?);
+                "ok".to_string()
+            }
+            (["count"], _) => pp
+                .as_ref()
+                .map_or(0, |p| p.grants.load(Ordering::Relaxed))
+                .to_string(),
+            (["stop"], _) => {
+                if let Some(p) = &pp {
+                    p.stop.store(true, Ordering::Relaxed);
+                }
+                "ok".to_string()
+            }
+            (["quit"], _) => break,
+            _ => return Err(peer_err(&line)),
+        };
+        writeln!(out, "{reply}")?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+fn peer_err(line: &str) -> BenchError {
+    BenchError::Peer(format!("bad command {line:?}"))
+}
+
+/// Echoes fixed-size messages: the client first sends the size (u32 LE).
+fn echo_server(l: TcpListener) {
+    for c in l.incoming() {
+        let Ok(mut s) = c else { continue };
+        std::thread::spawn(move || -> std::io::Result<()> {
+            s.set_nodelay(true)?;
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len)?;
+            let mut b = vec![0u8; u32::from_le_bytes(len).clamp(1, 1 << 16) as usize];
+            while s.read_exact(&mut b).is_ok() {
+                s.write_all(&b)?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The parent's handle on the peer process; kills it if dropped early.
+struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    fn spawn(cmd: &PeerCommand) -> Result<(Peer, SocketAddr, SocketAddr), BenchError> {
+        let mut child = Command::new(&cmd.program)
+            .args(&cmd.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut p = Peer {
+            child,
+            stdin,
+            stdout,
+        };
+        let ready = p.read_line()?;
+        let w: Vec<&str> = ready.split_whitespace().collect();
+        let addr = |s: &str| {
+            s.parse()
+                .map_err(|_| BenchError::Peer(format!("bad ready line {ready:?}")))
+        };
+        match w.as_slice() {
+            ["ready", dlm, echo] => {
+                let (dlm, echo) = (addr(dlm)?, addr(echo)?);
+                Ok((p, dlm, echo))
+            }
+            _ => Err(BenchError::Peer(format!("expected ready, got {ready:?}"))),
+        }
+    }
+
+    fn read_line(&mut self) -> Result<String, BenchError> {
+        let mut s = String::new();
+        if self.stdout.read_line(&mut s)? == 0 {
+            return Err(BenchError::Peer("exited".into()));
+        }
+        Ok(s.trim().to_string())
+    }
+
+    /// Sends a command and returns the reply line.
+    fn ask(&mut self, cmd: &str) -> Result<String, BenchError> {
+        writeln!(self.stdin, "{cmd}")?;
+        self.stdin.flush()?;
+        self.read_line()
+    }
+
+    fn ask_ok(&mut self, cmd: &str) -> Result<(), BenchError> {
+        match self.ask(cmd)?.as_str() {
+            "ok" => Ok(()),
+            other => Err(BenchError::Peer(format!("{cmd}: {other:?}"))),
+        }
+    }
+
+    fn count(&mut self) -> Result<u64, BenchError> {
+        let r = self.ask("count")?;
+        r.parse()
+            .map_err(|_| BenchError::Peer(format!("bad count {r:?}")))
+    }
+
+    fn quit(mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.stdin.flush();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Drop kills it.
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// A resource name whose directory node is `dir` in a cluster of `n`.
-fn name_with_dir(n: u32, dir: u32) -> Vec<u8> {
+fn name_with_dir(n: u32, dir: u32, prefix: &str) -> String {
     let members: Vec<NodeId> = (1..=n).map(NodeId).collect();
     (0..)
-        .map(|i| format!("remote-{i}").into_bytes())
+        .map(|i| format!("{prefix}-{i}"))
         .find(|v| {
-            crate::node::dir_node(&members, &crate::ResName::new(v).expect("name"))
+            crate::node::dir_node(&members, &crate::ResName::new(v.as_bytes()).expect("name"))
                 == Some(NodeId(dir))
         })
         .expect("some name hashes to every node")
 }
 
-/// Runs every measurement (a few seconds).
-pub fn run() -> Result<BenchReport, DlmError> {
+/// A TCP client of the peer's echo server.
+struct Echo {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Echo {
+    fn connect(addr: SocketAddr, size: usize) -> std::io::Result<Echo> {
+        let mut s = TcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        s.write_all(&(size as u32).to_le_bytes())?;
+        Ok(Echo {
+            s,
+            buf: vec![0x5a; size],
+        })
+    }
+
+    fn round_trip(&mut self) {
+        self.s.write_all(&self.buf).expect("echo write");
+        self.s.read_exact(&mut self.buf).expect("echo read");
+    }
+}
+
+/// An echo client whose responses are read by a separate thread that
+/// wakes the caller through a condvar, like the DLM's socket reader thread
+/// waking a blocked `lock` caller.
+struct HopEcho {
+    s: TcpStream,
+    buf: Vec<u8>,
+    done: Arc<(parking_lot::Mutex<bool>, parking_lot::Condvar)>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HopEcho {
+    fn connect(addr: SocketAddr, size: usize) -> std::io::Result<HopEcho> {
+        let mut s = TcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        s.write_all(&(size as u32).to_le_bytes())?;
+        let done = Arc::new((parking_lot::Mutex::new(false), parking_lot::Condvar::new()));
+        let (mut rs, d2) = (s.try_clone()?, done.clone());
+        let reader = std::thread::spawn(move || {
+            let mut b = vec![0u8; size];
+            while rs.read_exact(&mut b).is_ok() {
+                *d2.0.lock() = true;
+                d2.1.notify_one();
+            }
+        });
+        Ok(HopEcho {
+            s,
+            buf: vec![0x5a; size],
+            done,
+            reader: Some(reader),
+        })
+    }
+
+    fn round_trip(&mut self) {
+        self.s.write_all(&self.buf).expect("echo write");
+        let mut d = self.done.0.lock();
+        while !*d {
+            self.done.1.wait(&mut d);
+        }
+        *d = false;
+    }
+}
+
+impl Drop for HopEcho {
+    fn drop(&mut self) {
+        let _ = self.s.shutdown(std::net::Shutdown::Both);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+/// remote_ns, tcp_rtt_ns and tcp_rtt_hop_ns, in alternating batches.
+fn remote_figures(
+    dlm: &Dlm,
+    ls: &Lockspace,
+    peer: &mut Peer,
+    echo_addr: SocketAddr,
+    r: &mut BenchReport,
+) -> Result<(), BenchError> {
+    // Directory node 2 and first used there: mastered by the peer.
+    let name = name_with_dir(2, PEER.0, "remote");
+    peer.ask_ok(&format!("master {name}"))?;
+    for _ in 0..200 {
+        lock_unlock(ls, name.as_bytes());
+    }
+    // The size of the frames a lock + unlock sends to the master.
+    let before = dlm.transport().sent(PEER);
+    for _ in 0..100 {
+        lock_unlock(ls, name.as_bytes());
+    }
+    let after = dlm.transport().sent(PEER);
+    let frames = after.frames - before.frames;
+    if frames == 0 {
+        return Err(BenchError::Peer("remote locks sent no frame".into()));
+    }
+    r.request_bytes = (after.bytes - before.bytes) / frames;
+    let size = r.request_bytes as usize;
+    let (mut echo, mut hop) = (
+        Echo::connect(echo_addr, size)?,
+        HopEcho::connect(echo_addr, size)?,
+    );
+    for _ in 0..500 {
+        echo.round_trip();
+        hop.round_trip();
+    }
+    let (mut remote, mut rtt, mut rtt_hop) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..101 {
+        remote.push(time_batch(50, &mut || lock_unlock(ls, name.as_bytes())));
+        rtt.push(time_batch(100, &mut || echo.round_trip()));
+        rtt_hop.push(time_batch(100, &mut || hop.round_trip()));
+    }
+    r.remote_ns = median(remote);
+    r.tcp_rtt_ns = median(rtt);
+    r.tcp_rtt_hop_ns = median(rtt_hop);
+    Ok(())
+}
+
+/// Grants per second of one lock bounced between the two processes.
+fn pingpong_figure(ls: &Lockspace, peer: &mut Peer) -> Result<u64, BenchError> {
+    let name = name_with_dir(2, PARENT.0, "pingpong");
+    peer.ask_ok(&format!("pingpong {name}"))?;
+    let pp = PingPong::start(ls, name.as_bytes())?;
+    std::thread::sleep(Duration::from_millis(100));
+    let mut rates = Vec::new();
+    for _ in 0..5 {
+        let (t0, p0, c0) = (
+            Instant::now(),
+            pp.grants.load(Ordering::Relaxed),
+            peer.count()?,
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let (p1, c1) = (pp.grants.load(Ordering::Relaxed), peer.count()?);
+        let grants = (p1 - p0) + (c1 - c0);
+        rates.push((grants as f64 / t0.elapsed().as_secs_f64()) as u64);
+    }
+    pp.stop.store(true, Ordering::Relaxed);
+    peer.ask_ok("stop")?;
+    Ok(median(rates))
+}
+
+/// Runs every measurement (a few seconds): the local ones in this process,
+/// the remote ones against a peer process started with `peer`.
+pub fn run(peer: &PeerCommand) -> Result<BenchReport, BenchError> {
     let mut r = BenchReport {
         mutex_ns: mutex_ns(),
         ..Default::default()
     };
-    {
-        let (_d, ls) = start_cluster(1)?;
-        for _ in 0..1000 {
-            lock_unlock(&ls[0], b"local");
-        }
-        r.local_ns = per_op_ns(51, 5_000, || lock_unlock(&ls[0], b"local"));
-        r.local_ops_per_s_1 = local_ops_per_s(&ls[0], 1);
-        r.local_ops_per_s_2 = local_ops_per_s(&ls[0], 2);
-        r.local_ops_per_s_4 = local_ops_per_s(&ls[0], 4);
-    }
-    r.tcp_rtt_ns = tcp_rtt_ns().map_err(DlmError::Ctl)?;
-    {
-        let (_d, ls) = start_cluster(2)?;
-        // Node 2 is directory node and first user, hence master.
-        let name = name_with_dir(2, 2);
-        lock_unlock(&ls[1], &name);
-        for _ in 0..200 {
-            lock_unlock(&ls[0], &name);
-        }
-        r.remote_ns = per_op_ns(51, 100, || lock_unlock(&ls[0], &name));
-        r.pingpong_per_s = pingpong_per_s(&ls);
-    }
+    local_figures(&mut r)?;
+    let dlm = Dlm::start(DlmConfig::new(PARENT, loopback(), HashMap::new()))?;
+    let (mut p, peer_addr, echo_addr) = Peer::spawn(peer)?;
+    dlm.add_peer(PEER, peer_addr);
+    let ls = dlm.join(LS_NAME, StaticMembership::new(&[PARENT, PEER]).as_ref())?;
+    p.ask_ok(&format!("join {} {}", PARENT.0, dlm.local_addr()))?;
+    wait_running(&ls)?;
+    remote_figures(&dlm, &ls, &mut p, echo_addr, &mut r)?;
+    r.pingpong_per_s = pingpong_figure(&ls, &mut p)?;
+    p.quit();
     Ok(r)
 }

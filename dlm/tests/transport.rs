@@ -426,3 +426,80 @@ fn dlm_locks_stay_exclusive_and_complete_while_connections_break() {
     );
     assert!(cutter > 3, "the test cut connections only {cutter} times");
 }
+
+#[test]
+fn garbage_frames_after_a_valid_hello_are_dropped_and_locks_still_work() {
+    let (dlms, ls) = cluster(2);
+    // A client speaking the transport protocol (hello, numbered frames) as
+    // node 9, which is in no lockspace, with garbage payloads.
+    let mut s = TcpStream::connect(dlms[0].local_addr()).unwrap();
+    let mut hello = Vec::new();
+    hello.extend_from_slice(&0x444c_4d32u32.to_le_bytes());
+    hello.extend_from_slice(&9u32.to_le_bytes());
+    hello.extend_from_slice(&0x1234_5678u64.to_le_bytes());
+    s.write_all(&hello).unwrap();
+    let mut reply = [0u8; 20];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[..4], &0x444c_4d32u32.to_le_bytes());
+    assert_eq!(&reply[12..], &0u64.to_le_bytes(), "nothing delivered yet");
+    let mut seed = 12345u64;
+    for seq in 1..300u64 {
+        let len = (seq % 150) as usize;
+        let mut f: Vec<u8> = (0..len)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 33) as u8
+            })
+            .collect();
+        if len > 8 && seq % 3 == 0 {
+            // Looks like lockspace "cut", shard 0, then noise.
+            f[..6].copy_from_slice(&[3, b'c', b'u', b't', 0, 0]);
+        }
+        s.write_all(&(8 + len as u32).to_le_bytes()).unwrap();
+        s.write_all(&seq.to_le_bytes()).unwrap();
+        s.write_all(&f).unwrap();
+    }
+    // A frame claiming to be huge closes that connection only.
+    let _ = s.write_all(&u32::MAX.to_le_bytes());
+    drop(s);
+    thread::sleep(Duration::from_millis(50));
+    let id = ls[1]
+        .lock(b"still-works", Mode::Ex, Flags::empty())
+        .unwrap();
+    assert!(matches!(
+        ls[0].lock(b"still-works", Mode::Ex, Flags::NOQUEUE),
+        Err(dlm::DlmError::Again)
+    ));
+    ls[1].unlock(id, Flags::empty(), None).unwrap();
+}
+
+#[test]
+fn a_peer_that_never_acknowledges_costs_bounded_memory() {
+    use dlm::driver::transport::QUEUE_LIMIT;
+    // A "peer" that answers the hello, then neither reads nor acknowledges.
+    let l = TcpListener::bind(any_port()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let (held_tx, held_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut hello = [0u8; 16];
+        s.read_exact(&mut hello).unwrap();
+        let mut reply = Vec::new();
+        reply.extend_from_slice(&hello[..4]);
+        reply.extend_from_slice(&77u64.to_le_bytes());
+        reply.extend_from_slice(&0u64.to_le_bytes());
+        s.write_all(&reply).unwrap();
+        held_tx.send(s).unwrap();
+    });
+    let (_ia, ha) = recorder();
+    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), ha).unwrap();
+    a.add_peer(NodeId(2), addr);
+    let _conn = held_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    for v in 0..(QUEUE_LIMIT as u64 + 1000) {
+        a.send(NodeId(2), frame(v));
+    }
+    assert_eq!(a.pending(NodeId(2)), QUEUE_LIMIT);
+    assert_eq!(a.sent(NodeId(2)).frames, QUEUE_LIMIT as u64);
+}

@@ -202,6 +202,11 @@ impl Dlm {
         v
     }
 
+    /// The transport (for measurements inside the crate).
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
     /// Fault injection for tests: breaks every TCP connection of this
     /// process, as a network failure would. Nothing is lost: the transport
     /// reconnects and resends what the peers did not acknowledge.

@@ -15,7 +15,8 @@
 //! - **Lazy acknowledgements.** The receiver acknowledges the highest number
 //!   delivered (8 bytes) every [`ACK_EVERY`] frames, or after [`ACK_DELAY`]
 //!   of quiet, never once per frame: the fast path does not pay a syscall
-//!   for it. The sender's writer thread reads them and frees the frames.
+//!   for it. The sender reads them when it is awake anyway (they do not
+//!   wake its writer thread) and frees the frames.
 //! - **Reconnection.** When a connection breaks the writer thread
 //!   reconnects; in the hello exchange the receiver says which number it
 //!   has delivered last, and the sender resends everything after it, in
@@ -32,8 +33,13 @@
 //!
 //! The fast path: the caller's thread writes a frame directly when the
 //! socket takes it, and the reader thread hands each frame to the handler
-//! itself; the writer thread only wakes for acknowledgements, full sockets
-//! and reconnections.
+//! itself; the writer thread only wakes for full sockets, reconnections
+//! and a periodic read of acknowledgements ([`ACK_READ_INTERVAL`]).
+//!
+//! The handler runs on the connection's reader thread while that peer's
+//! receive state is locked (so a newer connection of the same peer cannot
+//! overtake a frame being delivered): it must not block waiting for
+//! another frame from the same peer, as kernel DLM callbacks must not.
 //!
 //! Wire format, connector → acceptor: hello `magic u32 | node u32 |
 //! incarnation u64`, then frames `len u32 | seq u64 | payload` (`len`
@@ -67,9 +73,16 @@ pub const QUEUE_BYTES_LIMIT: usize = 64 << 20;
 pub const ACK_EVERY: u64 = 32;
 /// ... or after this long without a new frame.
 pub const ACK_DELAY: Duration = Duration::from_millis(20);
+/// The writer thread reads acknowledgements at least this often...
+pub const ACK_READ_INTERVAL: Duration = Duration::from_millis(100);
+/// ... and `send` reads them whenever this many frames wait.
+pub const ACK_READ_EVERY: usize = 1024;
 /// Bytes before the payload in a frame built by [`frame_start`].
 const HEADER: usize = 12;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+const CLOSED_BY_PEER: &str = "closed by peer";
+/// Bytes read and dropped from a client that failed the hello.
+const DISCARD_LIMIT: usize = 1 << 20;
 
 /// Called for every frame received: (sender, payload).
 pub type FrameHandler = Arc<dyn Fn(NodeId, &[u8]) + Send + Sync>;
@@ -290,6 +303,21 @@ struct PeerState {
     /// The connection (non-blocking) once established and greeted.
     stream: Option<Arc<TcpStream>>,
     queue: SendQueue,
+    /// Frames and bytes (headers included) accepted by `send`.
+    sent: SentStats,
+    /// Partly read acknowledgement of the current connection.
+    acks: AckReader,
+    /// Frames refused because the queue was full.
+    dropped: u64,
+}
+
+/// What [`Transport::sent`] reports for one peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SentStats {
+    /// Frames accepted for sending.
+    pub frames: u64,
+    /// Their bytes on the wire, headers included.
+    pub bytes: u64,
 }
 
 struct PeerQueue {
@@ -334,8 +362,15 @@ impl PeerQueue {
     /// until the writer drops it, so it cannot be reused under its poll.
     fn failed(&self, st: &mut PeerState, s: &TcpStream, why: &str) -> Flush {
         if st.stream.is_some() {
-            tracing::warn!(to = %self.id, addr = %self.addr, why, pending = st.queue.len(),
-                "connection to peer lost; unacknowledged frames will be resent");
+            // A clean close is what a peer that exits or restarts does (its
+            // death is the membership's business): not worth a warning.
+            if why == CLOSED_BY_PEER {
+                tracing::info!(to = %self.id, addr = %self.addr, pending = st.queue.len(),
+                    "connection closed by peer; unacknowledged frames will be resent");
+            } else {
+                tracing::warn!(to = %self.id, addr = %self.addr, why, pending = st.queue.len(),
+                    "connection to peer lost; unacknowledged frames will be resent");
+            }
         }
         let _ = s.shutdown(Shutdown::Both);
         st.stream = None;
@@ -468,6 +503,9 @@ impl Transport {
             state: Mutex::new(PeerState {
                 stream: None,
                 queue: SendQueue::new(),
+                sent: SentStats::default(),
+                acks: AckReader::default(),
+                dropped: 0,
             }),
             wake: eventfd().map_err(TransportError::EventFd)?,
             connected: AtomicBool::new(false),
@@ -509,10 +547,23 @@ impl Transport {
         };
         let mut st = pq.state.lock();
         let idle = !st.queue.has_unsent();
+        let len = frame.len() as u64;
         if !st.queue.push(frame) {
-            tracing::error!(%to, waiting = st.queue.len(),
-                "send queue full (peer not acknowledging): frame DROPPED");
+            st.dropped += 1;
+            // Loud, but not one line per frame: the 1st, 2nd, 4th, 8th...
+            if st.dropped.is_power_of_two() {
+                tracing::error!(%to, waiting = st.queue.len(), dropped = st.dropped,
+                    "send queue full (peer not acknowledging): frames DROPPED");
+            }
             return;
+        }
+        st.sent.frames += 1;
+        st.sent.bytes += len;
+        if st.queue.len() % ACK_READ_EVERY == 0 {
+            if let Some(s) = st.stream.clone() {
+                // Errors surface at the write below or in the writer thread.
+                let _ = read_acks(&mut st, &s);
+            }
         }
         // With bytes already unsent the writer thread is on it.
         if idle && st.stream.is_some() {
@@ -536,6 +587,14 @@ impl Transport {
             .read()
             .get(&to)
             .map_or(0, |p| p.state.lock().queue.len())
+    }
+
+    /// Frames and bytes sent to `to` so far (for measurements).
+    pub fn sent(&self, to: NodeId) -> SentStats {
+        self.peers
+            .read()
+            .get(&to)
+            .map_or(SentStats::default(), |p| p.state.lock().sent)
     }
 
     /// Fault injection for tests: shuts down every TCP connection of this
@@ -615,6 +674,7 @@ fn writer_loop(me: NodeId, inc: u64, pq: &PeerQueue, stop: &AtomicBool) {
             }
             tracing::debug!(to = %pq.id, resend = st.queue.len(), "connected");
             st.stream = Some(s.clone());
+            st.acks = AckReader::default();
             pq.connected.store(true, Ordering::Relaxed);
             pq.flush(&mut st);
         }
@@ -655,10 +715,16 @@ fn connect(me: NodeId, inc: u64, addr: SocketAddr) -> std::io::Result<(TcpStream
     Ok((s, reply))
 }
 
-/// Until the connection fails or the transport stops: reads
-/// acknowledgements, and writes what the socket could not take at once.
+/// Until the connection fails or the transport stops: writes what the
+/// socket could not take at once, and reads acknowledgements.
+///
+/// Acknowledgements only free memory, so their arrival does not wake this
+/// thread (that would cost a wake-up every [`ACK_EVERY`] frames on the
+/// lock path): they are read whenever the thread wakes anyway, at least
+/// every [`ACK_READ_INTERVAL`], and by `send` every [`ACK_READ_EVERY`]
+/// queued frames. A peer closing or resetting the connection still wakes
+/// it (POLLRDHUP, POLLHUP, POLLERR).
 fn serve_connection(pq: &PeerQueue, s: &Arc<TcpStream>, stop: &AtomicBool) {
-    let mut acks = AckReader::default();
     loop {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -673,36 +739,39 @@ fn serve_connection(pq: &PeerQueue, s: &Arc<TcpStream>, stop: &AtomicBool) {
         let mut fds = [
             pollfd(
                 s.as_raw_fd(),
-                libc::POLLIN | if want_out { libc::POLLOUT } else { 0 },
+                libc::POLLRDHUP | if want_out { libc::POLLOUT } else { 0 },
             ),
             pollfd(pq.wake.as_raw_fd(), libc::POLLIN),
         ];
         // SAFETY: two valid pollfds; both descriptors stay open (we hold
         // the stream and the queue).
-        unsafe { libc::poll(fds.as_mut_ptr(), 2, 200) };
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, ACK_READ_INTERVAL.as_millis() as i32) };
         if fds[1].revents != 0 {
             pq.clear_wake();
         }
-        if fds[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-            match acks.read(s) {
-                Ok(Some(seq)) => {
-                    pq.state.lock().queue.ack(seq);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    let mut st = pq.state.lock();
-                    pq.failed(&mut st, s, &e.to_string());
-                    return;
-                }
-            }
-        }
         let mut st = pq.state.lock();
+        if !matches!(&st.stream, Some(c) if Arc::ptr_eq(c, s)) {
+            return;
+        }
+        if let Err(e) = read_acks(&mut st, s) {
+            pq.failed(&mut st, s, &e.to_string());
+            return;
+        }
         if st.queue.has_unsent() {
             if let Flush::Failed = pq.flush(&mut st) {
                 return;
             }
         }
     }
+}
+
+/// Reads the acknowledgements waiting on `s` (non-blocking) and frees the
+/// frames they cover.
+fn read_acks(st: &mut PeerState, s: &TcpStream) -> std::io::Result<()> {
+    if let Some(seq) = st.acks.read(s)? {
+        st.queue.ack(seq);
+    }
+    Ok(())
 }
 
 fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
@@ -728,7 +797,7 @@ impl AckReader {
         let mut best = None;
         loop {
             let n = match (&*s).read(&mut buf) {
-                Ok(0) => return Err(std::io::Error::other("closed by peer")),
+                Ok(0) => return Err(std::io::Error::other(CLOSED_BY_PEER)),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(best),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -817,8 +886,35 @@ fn greet(
     Ok((from, pr, epoch))
 }
 
+/// Reads and drops what a client that is not a DLM peer sends (up to
+/// [`DISCARD_LIMIT`] bytes or until it is quiet for [`HELLO_TIMEOUT`]),
+/// then closes: it gets a clean end of stream instead of a reset in the
+/// middle of its writes.
+fn discard(s: &mut TcpStream) {
+    let _ = s.set_read_timeout(Some(HELLO_TIMEOUT));
+    let mut buf = [0u8; 4096];
+    let mut total = 0;
+    while total < DISCARD_LIMIT {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+    }
+    let _ = s.shutdown(Shutdown::Both);
+}
+
 fn reader(mut s: TcpStream, inbound: &Inbound) -> std::io::Result<()> {
-    let (from, pr, epoch) = greet(&mut s, inbound)?;
+    let (from, pr, epoch) = match greet(&mut s, inbound) {
+        Ok(g) => g,
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::Other {
+                tracing::warn!(peer = ?s.peer_addr().ok(), error = %e,
+                    "not a DLM peer: input dropped, connection closed");
+                discard(&mut s);
+            }
+            return Err(e);
+        }
+    };
     let mut rx = FrameReader::new(from, pr, epoch);
     let mut timer_on = false;
     loop {

@@ -3,7 +3,8 @@
 //!
 //! `ls`, `lockdump LS` and `plocks LS` ask every process's control socket
 //! (in `--ctl-dir`, default `$DLM_CTL_DIR` or `/tmp/dlm-ctl`). `bench`
-//! runs the measurements of `dlm::bench`. `testnode` (hidden) is a small
+//! runs the measurements of `dlm::bench`, starting this program again as
+//! its peer process (hidden `bench-peer`). `testnode` (hidden) is a small
 //! lock-using process for the multi-process tests.
 
 use std::collections::HashMap;
@@ -50,6 +51,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The second process of `bench` (started by it; commands on stdin).
+    #[command(hide = true)]
+    BenchPeer,
     /// Test helper: join a lockspace and increment two shared counter files,
     /// one under an EX lock, one under a POSIX lock.
     #[command(hide = true)]
@@ -116,7 +120,13 @@ fn query_all(dir: &Path, cmd: &str) -> Result<()> {
 }
 
 fn bench(json: bool) -> Result<()> {
-    let r = dlm::bench::run().context("benchmark")?;
+    // The remote figures come from a second process: this program again,
+    // with the hidden `bench-peer` subcommand.
+    let peer = dlm::bench::PeerCommand {
+        program: std::env::current_exe().context("current_exe")?,
+        args: vec!["bench-peer".into()],
+    };
+    let r = dlm::bench::run(&peer).context("benchmark")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -124,6 +134,8 @@ fn bench(json: bool) -> Result<()> {
         println!("local_ns            {}", r.local_ns);
         println!("remote_ns           {}", r.remote_ns);
         println!("tcp_rtt_ns          {}", r.tcp_rtt_ns);
+        println!("tcp_rtt_hop_ns      {}", r.tcp_rtt_hop_ns);
+        println!("request_bytes       {}", r.request_bytes);
         println!("pingpong_per_s      {}", r.pingpong_per_s);
         println!("local_ops_per_s_1   {}", r.local_ops_per_s_1);
         println!("local_ops_per_s_2   {}", r.local_ops_per_s_2);
@@ -223,6 +235,7 @@ fn main() -> Result<()> {
         Cmd::Lockdump { ls } => query_all(&ctl_dir, &format!("lockdump {ls}")),
         Cmd::Plocks { ls } => query_all(&ctl_dir, &format!("plocks {ls}")),
         Cmd::Bench { json } => bench(json),
+        Cmd::BenchPeer => dlm::bench::peer_main().context("bench peer"),
         Cmd::Testnode(t) => {
             if t.iters == 0 {
                 bail!("--iters must be positive");
