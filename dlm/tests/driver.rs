@@ -529,3 +529,48 @@ fn local_fast_paths_keep_callbacks_and_blocking_semantics() {
     ));
     ls.unlock(d, Flags::empty(), None).unwrap();
 }
+
+#[test]
+fn orphans_of_a_dead_node_block_until_purged() {
+    let dlms = cluster(3, None);
+    let (ls, ms) = join_all(&dlms, "orph");
+    wait_until("running", || ls.iter().all(|l| l.is_running()));
+    // Node 1 masters both resources (first user); node 3 holds them EX,
+    // one of them PERSISTENT, then dies.
+    for r in [&b"kept"[..], b"plain"] {
+        let id = ls[0].lock(r, Mode::Nl, Flags::empty()).unwrap();
+        ls[0].unlock(id, Flags::empty(), None).unwrap();
+    }
+    let nl = ls[0].lock(b"kept", Mode::Nl, Flags::empty()).unwrap();
+    let nl2 = ls[0].lock(b"plain", Mode::Nl, Flags::empty()).unwrap();
+    ls[2].lock(b"kept", Mode::Ex, Flags::PERSISTENT).unwrap();
+    ls[2].lock(b"plain", Mode::Ex, Flags::empty()).unwrap();
+    dlms[2].shutdown();
+    for m in &ms[..2] {
+        m.remove(NodeId(3));
+        m.fence(NodeId(3));
+    }
+    wait_until("recovery", || ls[..2].iter().all(|l| l.is_running()));
+    // The plain lock died with its node; the persistent one stays.
+    let p = ls[1].lock(b"plain", Mode::Ex, Flags::NOQUEUE).unwrap();
+    ls[1].unlock(p, Flags::empty(), None).unwrap();
+    assert!(matches!(
+        ls[1].lock(b"kept", Mode::Pr, Flags::NOQUEUE),
+        Err(DlmError::Again)
+    ));
+    // Purged from a survivor (an administrator's act): the waiter gets in.
+    let (tx, rx) = mpsc::channel();
+    let l2 = ls[1].clone();
+    std::thread::spawn(move || tx.send(l2.lock(b"kept", Mode::Ex, Flags::empty()).unwrap()));
+    assert!(
+        rx.recv_timeout(Duration::from_millis(100)).is_err(),
+        "granted past the orphan"
+    );
+    ls[0].purge_orphans(NodeId(3));
+    let ex = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("granted once the orphan is purged");
+    ls[1].unlock(ex, Flags::empty(), None).unwrap();
+    ls[0].unlock(nl, Flags::empty(), None).unwrap();
+    ls[0].unlock(nl2, Flags::empty(), None).unwrap();
+}

@@ -270,7 +270,11 @@ impl Sim {
         _lvb: Option<Lvb>,
     ) {
         self.log(|| format!("{at} ast {id} {status:?} {sbflags:?}"));
-        if self.nodes.get(&at).is_some_and(|sn| sn.node.lock_info(id).is_none()) {
+        if self
+            .nodes
+            .get(&at)
+            .is_some_and(|sn| sn.node.lock_info(id).is_none())
+        {
             self.persistent.remove(&(at, id));
         }
         let now = self.now;
@@ -287,7 +291,10 @@ impl Sim {
             match *c {
                 Client::Waiting { id: w, convert, .. } if w == id => {
                     if status != Status::Again
-                        && sn.node.lock_info(id).is_some_and(|l| l.flags.contains(Flags::ORPHAN))
+                        && sn
+                            .node
+                            .lock_info(id)
+                            .is_some_and(|l| l.flags.contains(Flags::ORPHAN))
                     {
                         self.adopted += 1;
                     }
@@ -366,8 +373,7 @@ impl Sim {
                 Some(Client::PReleasing { req })
             }
             Client::Idle { until }
-                if until <= self.now
-                    && self.records.get(&at).is_some_and(|r| !r.is_empty()) =>
+                if until <= self.now && self.records.get(&at).is_some_and(|r| !r.is_empty()) =>
             {
                 // Take back what this node held before it crashed.
                 let (name, mode) = self.records.get_mut(&at).unwrap().pop().unwrap();
@@ -608,7 +614,10 @@ impl Sim {
             return false;
         }
         let Some(sn) = self.nodes.get(&owner) else {
-            return !self.control.iter().any(|(_, c)| matches!(c, Control::Restart(n) if *n == owner));
+            return !self
+                .control
+                .iter()
+                .any(|(_, c)| matches!(c, Control::Restart(n) if *n == owner));
         };
         !sn.clients.iter().any(|c| match c {
             Client::Waiting { id, .. } => sn
@@ -636,7 +645,10 @@ impl Sim {
             return;
         }
         let settled = self.links.values().all(|q| q.is_empty())
-            && self.nodes.values().all(|n| n.node.phase() == Phase::Running);
+            && self
+                .nodes
+                .values()
+                .all(|n| n.node.phase() == Phase::Running);
         for owner in self.purge.clone() {
             if !self.adoption_done(owner) {
                 continue;
@@ -646,7 +658,11 @@ impl Sim {
                 continue;
             }
             let mut out = Vec::new();
-            self.nodes.get_mut(&at).unwrap().node.purge_orphans(owner, &mut out);
+            self.nodes
+                .get_mut(&at)
+                .unwrap()
+                .node
+                .purge_orphans(owner, &mut out);
             self.log(|| format!("{at} purge orphans of {owner}"));
             self.purges += 1;
             self.apply(at, out);
@@ -701,7 +717,9 @@ impl Sim {
                 for l in core.queue(dlm::rsb::Queue::Grant) {
                     if l.orphan_of.is_some() {
                         let m = l.grmode.expect("orphans are granted");
-                        held.entry(*name).or_default().push((l.key.node, l.key.id, m));
+                        held.entry(*name)
+                            .or_default()
+                            .push((l.key.node, l.key.id, m));
                     }
                 }
             }
@@ -740,7 +758,10 @@ impl Sim {
                         .filter(|l| l.orphan_of.is_some())
                         .count()
                 });
-                assert_eq!(orphans, 0, "node {nid} keeps orphans of {name} nobody adopted");
+                assert_eq!(
+                    orphans, 0,
+                    "node {nid} keeps orphans of {name} nobody adopted"
+                );
             }
             assert!(
                 sn.node.own_plocks().dump().is_empty(),
