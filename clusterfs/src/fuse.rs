@@ -693,6 +693,61 @@ impl MountOptions {
     }
 }
 
+/// How long a signal-initiated unmount retries while the mount is busy
+/// before it detaches lazily (the session then ends when the last user
+/// lets go, like `umount -l`).
+const BUSY_RETRY: Duration = Duration::from_secs(5);
+
+/// Unmounts the kernel side at `mp`: umount2(2) when we may, else
+/// `fusermount3 -u`; busy mounts are retried, then detached lazily. The
+/// FUSE session ends once the kernel lets go.
+fn unmount_kernel(mp: &Path) {
+    let start = std::time::Instant::now();
+    loop {
+        let lazy = start.elapsed() >= BUSY_RETRY;
+        match try_unmount(mp, lazy) {
+            Ok(()) => return,
+            Err(nix::errno::Errno::EBUSY) if !lazy => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => {
+                error!(error = %e, lazy, "unmount failed");
+                return;
+            }
+        }
+    }
+}
+
+fn try_unmount(mp: &Path, lazy: bool) -> nix::Result<()> {
+    use nix::mount::{umount2, MntFlags};
+    let flags = if lazy {
+        MntFlags::MNT_DETACH
+    } else {
+        MntFlags::empty()
+    };
+    match umount2(mp, flags) {
+        Err(nix::errno::Errno::EPERM) => {
+            // Not privileged: the setuid helper unmounts user mounts.
+            let mut cmd = std::process::Command::new("fusermount3");
+            cmd.arg("-u");
+            if lazy {
+                cmd.arg("-z");
+            }
+            let out = cmd
+                .arg(mp)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|_| nix::errno::Errno::ENOENT)?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(nix::errno::Errno::EBUSY)
+            }
+        }
+        r => r,
+    }
+}
+
 /// Commits the journal every `secs` seconds until the filesystem is gone.
 fn spawn_committer(shared: Arc<Mutex<Option<FileSystem>>>, secs: u64) {
     if secs == 0 {
@@ -737,18 +792,16 @@ pub fn serve(
     if opts.allow_other {
         config.acl = fuser::SessionACL::All;
     }
-    let mut session = fuser::Session::new(fuse, mountpoint, &config)?;
+    let session = fuser::Session::new(fuse, mountpoint, &config)?;
     info!(mountpoint = %mountpoint.display(), "mounted");
     mounted();
     spawn_committer(Arc::clone(&shared), opts.commit_secs);
-    let mut unmounter = session.unmount_callable();
+    let mp = mountpoint.to_path_buf();
     std::thread::spawn(move || loop {
         match sigs.wait() {
             Ok(sig) => {
                 info!(?sig, "unmounting on signal");
-                if let Err(e) = unmounter.unmount() {
-                    error!(error = %e, "unmount failed (busy?)");
-                }
+                unmount_kernel(&mp);
             }
             Err(e) => {
                 error!(error = %e, "sigwait failed");

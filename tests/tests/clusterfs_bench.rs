@@ -155,10 +155,15 @@ fn clusterfs_vs_bindfs() {
     assert!(st.unwrap().success());
     let ours_mnt = work.path().join("ours");
     fs::create_dir(&ours_mnt).unwrap();
+    // CLUSTERFS_BENCH_OPTS adds mount options (e.g. noacl).
+    let opts = match std::env::var("CLUSTERFS_BENCH_OPTS") {
+        Ok(extra) if !extra.is_empty() => format!("lockproto=lock_nolock,{extra}"),
+        _ => "lockproto=lock_nolock".to_string(),
+    };
     let mut ours = Command::new(tests::bin("mount_clusterfs"))
         .arg(&img)
         .arg(&ours_mnt)
-        .args(["-f", "-o", "lockproto=lock_nolock"])
+        .args(["-f", "-o", &opts])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
