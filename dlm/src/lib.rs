@@ -19,9 +19,11 @@
 
 pub mod bench;
 pub mod driver;
+mod lkb_table;
 pub mod membership;
 pub mod mode;
 pub mod node;
+mod node_free;
 mod node_plock;
 pub mod plock;
 mod recovery;

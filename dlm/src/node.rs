@@ -13,6 +13,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::lkb_table::LockTable;
 use crate::mode::Mode;
 use crate::rsb::{MasterLkb, Rsb, RsbError, RsbEvent};
 use crate::types::{FastMap, Flags, LockId, LockKey, Lvb, NodeId, ResName, SbFlags, Status};
@@ -36,6 +37,9 @@ pub enum NodeError {
     /// This node is not a member of the lockspace.
     #[error("not a lockspace member")]
     NotMember,
+    /// The lock table is full (the kernel's ENOMEM).
+    #[error("too many locks")]
+    TooMany,
 }
 
 /// The operation a process copy is waiting on.
@@ -76,6 +80,11 @@ pub struct Lkb {
     pub cancel: bool,
     /// The pending operation was sent to the master (this generation).
     pub sent: bool,
+    /// The node this lock's request went to, which then masters it (the
+    /// resource's cached master may have moved on for newer requests);
+    /// conversions, unlocks and cancels go there. `None` before the
+    /// request is sent and after a recovery.
+    pub master: Option<NodeId>,
     /// Demoted to NL by CONVDEADLK; reported with the next grant.
     pub demoted: bool,
 }
@@ -115,6 +124,11 @@ pub struct RsbEntry {
     pub core: Option<Rsb>,
     /// Local locks waiting for a lookup reply.
     pub lookup_waiters: Vec<LockId>,
+    /// Lock messages from peers that reached this node without a master
+    /// copy, held until the directory says who masters the resource.
+    pub held: Vec<(NodeId, Msg)>,
+    /// Found unused by the last [`Node::sweep`]; the next one frees it.
+    pub idle: bool,
 }
 
 /// What the node asks its driver to do.
@@ -194,10 +208,12 @@ pub enum Phase {
 enum Local {
     /// The resource is not mastered here (or unknown): take the slow path.
     NotHere,
-    /// Done and completed; `remove`: the lock is gone.
+    /// Done; `remove`: the lock is gone.
     Done {
         /// Drop the lock from the table.
         remove: bool,
+        /// The lock's completion (none when a FORCEUNLOCK overtook it).
+        now: Option<Immediate>,
     },
     /// Done; `events` holds callbacks to deliver.
     Events,
@@ -211,9 +227,7 @@ pub struct Node {
     pub(crate) phase: Phase,
     pub(crate) rsbs: FastMap<ResName, RsbEntry>,
     pub(crate) dir: FastMap<ResName, NodeId>,
-    pub(crate) lkbs: FastMap<LockId, Lkb>,
-    next_id: u32,
-    id_stride: u32,
+    pub(crate) lkbs: LockTable,
     pub(crate) rec: crate::recovery::RecState,
     pub(crate) plocks: crate::node_plock::PlockState,
     events: Vec<RsbEvent>,
@@ -232,9 +246,7 @@ impl Node {
             phase: Phase::Out,
             rsbs: FastMap::default(),
             dir: FastMap::default(),
-            lkbs: FastMap::default(),
-            next_id: first_id,
-            id_stride,
+            lkbs: LockTable::new(first_id, id_stride),
             rec: Default::default(),
             plocks: Default::default(),
             events: Vec::new(),
@@ -281,7 +293,7 @@ impl Node {
 
     /// One local lock.
     pub fn lock_info(&self, id: LockId) -> Option<&Lkb> {
-        self.lkbs.get(&id)
+        self.lkbs.get(id)
     }
 
     /// Resources this node knows of.
@@ -315,16 +327,28 @@ impl Node {
         lvb: Option<Lvb>,
         out: &mut Vec<Action>,
     ) -> Result<LockId, NodeError> {
+        let (id, now) = self.lock_now(name, mode, flags, lvb, out)?;
+        push_immediate(out, id, now);
+        Ok(id)
+    }
+
+    /// [`Node::lock`], except that a completion that happens at once is
+    /// returned instead of pushed to `out` (the blocking API's fast path).
+    pub fn lock_now(
+        &mut self,
+        name: ResName,
+        mode: Mode,
+        flags: Flags,
+        lvb: Option<Lvb>,
+        out: &mut Vec<Action>,
+    ) -> Result<(LockId, Option<Immediate>), NodeError> {
         check_lock_flags(mode, flags)?;
         if self.phase == Phase::Out {
             return Err(NodeError::NotMember);
         }
-        let id = LockId(self.next_id);
-        self.next_id = self.next_id.wrapping_add(self.id_stride);
-        let lkb = self
+        let (id, lkb) = self
             .lkbs
-            .entry(id)
-            .insert_entry(Lkb {
+            .insert_with(|id| Lkb {
                 id,
                 name,
                 grmode: None,
@@ -336,16 +360,87 @@ impl Node {
                 has_lvb: lvb.is_some(),
                 cancel: false,
                 sent: false,
+                master: None,
                 demoted: false,
             })
-            .into_mut();
-        if self.phase == Phase::Running {
-            let r = Self::local_fast(self.me, lkb, id, &mut self.rsbs, &mut self.events, out);
-            if !self.after_local(id, r, out) {
-                self.issue_slow(id, out);
-            }
+            .ok_or(NodeError::TooMany)?;
+        if self.phase != Phase::Running {
+            return Ok((id, None));
         }
-        Ok(id)
+        let r = Self::local_fast(self.me, lkb, id, &mut self.rsbs, &mut self.events);
+        Ok((id, self.after_local(id, r, out)))
+    }
+
+    /// The blocking API's fast path for a new lock: when `name` is
+    /// mastered here and `mode` can be granted at once without any rule
+    /// beyond compatibility (nothing converts or waits, no value block,
+    /// no flag that changes the grant), grants it and returns its id.
+    /// `None`, with nothing changed, in every other case: call
+    /// [`Node::lock`] then. The state left is exactly what `lock` leaves.
+    pub fn try_lock_here(&mut self, name: &ResName, mode: Mode, flags: Flags) -> Option<LockId> {
+        const PLAIN: u32 = Flags::NOQUEUE.0 | Flags::NOQUEUEBAST.0 | Flags::PERSISTENT.0;
+        if flags.0 & !PLAIN != 0 || self.phase != Phase::Running {
+            return None;
+        }
+        let e = self.rsbs.get_mut(name)?;
+        if e.master != Master::Node(self.me) {
+            return None;
+        }
+        let rsb = e.core.as_mut()?;
+        if !rsb.grantable_now(mode) {
+            return None;
+        }
+        let (id, _) = self.lkbs.insert_with(|id| Lkb {
+            id,
+            name: *name,
+            grmode: Some(mode),
+            rqmode: None,
+            op: Op::None,
+            flags,
+            lvb: Lvb::default(),
+            lvbseq: 0,
+            has_lvb: false,
+            cancel: false,
+            sent: true,
+            master: Some(self.me),
+            demoted: false,
+        })?;
+        let key = LockKey { node: self.me, id };
+        rsb.grant_quiet(MasterLkb::new(key, mode, flags, None));
+        Some(id)
+    }
+
+    /// The blocking API's fast path for an unlock: when lock `id` is
+    /// granted and idle, its resource mastered here and nothing converts or
+    /// waits on it, releases it (writing `lvb` back from PW/EX with
+    /// VALBLK) and returns true. False, with nothing changed, otherwise:
+    /// call [`Node::unlock`] then.
+    pub fn try_unlock_here(&mut self, id: LockId, flags: Flags, lvb: Option<Lvb>) -> bool {
+        const PLAIN: u32 = Flags::VALBLK.0 | Flags::IVVALBLK.0;
+        if flags.0 & !PLAIN != 0 || self.phase != Phase::Running {
+            return false;
+        }
+        let Some(lkb) = self.lkbs.get_mut(id) else {
+            return false;
+        };
+        if lkb.op != Op::None || lkb.grmode.is_none() || lkb.cancel {
+            return false;
+        }
+        let Some(e) = self.rsbs.get_mut(&lkb.name) else {
+            return false;
+        };
+        if e.master != Master::Node(self.me) {
+            return false;
+        }
+        let Some(rsb) = e.core.as_mut() else {
+            return false;
+        };
+        let lvb = lvb.or(lkb.has_lvb.then_some(lkb.lvb));
+        if !rsb.unlock_now(LockKey { node: self.me, id }, flags, lvb) {
+            return false;
+        }
+        self.lkbs.discard(id);
+        true
     }
 
     /// Converts granted lock `id` to `mode`. `lvb` is written back when
@@ -358,7 +453,21 @@ impl Node {
         lvb: Option<Lvb>,
         out: &mut Vec<Action>,
     ) -> Result<(), NodeError> {
-        let lkb = self.lkbs.get_mut(&id).ok_or(NodeError::NoLock)?;
+        let now = self.convert_now(id, mode, flags, lvb, out)?;
+        push_immediate(out, id, now);
+        Ok(())
+    }
+
+    /// [`Node::convert`], returning a completion that happens at once.
+    pub fn convert_now(
+        &mut self,
+        id: LockId,
+        mode: Mode,
+        flags: Flags,
+        lvb: Option<Lvb>,
+        out: &mut Vec<Action>,
+    ) -> Result<Option<Immediate>, NodeError> {
+        let lkb = self.lkbs.get_mut(id).ok_or(NodeError::NoLock)?;
         let Some(gr) = lkb.grmode else {
             return Err(NodeError::Busy);
         };
@@ -379,8 +488,7 @@ impl Node {
             lkb.lvb = v;
             lkb.has_lvb = true;
         }
-        self.issue(id, out);
-        Ok(())
+        Ok(self.issue_now(id, out))
     }
 
     /// Unlocks `id`. Without FORCEUNLOCK the lock must be granted and idle.
@@ -391,7 +499,20 @@ impl Node {
         lvb: Option<Lvb>,
         out: &mut Vec<Action>,
     ) -> Result<(), NodeError> {
-        let lkb = self.lkbs.get_mut(&id).ok_or(NodeError::NoLock)?;
+        let now = self.unlock_now(id, flags, lvb, out)?;
+        push_immediate(out, id, now);
+        Ok(())
+    }
+
+    /// [`Node::unlock`], returning a completion that happens at once.
+    pub fn unlock_now(
+        &mut self,
+        id: LockId,
+        flags: Flags,
+        lvb: Option<Lvb>,
+        out: &mut Vec<Action>,
+    ) -> Result<Option<Immediate>, NodeError> {
+        let lkb = self.lkbs.get_mut(id).ok_or(NodeError::NoLock)?;
         let force = flags.contains(Flags::FORCEUNLOCK);
         if lkb.op == Op::Unlock || (lkb.op != Op::None || lkb.grmode.is_none()) && !force {
             return Err(NodeError::Busy);
@@ -399,8 +520,7 @@ impl Node {
         if lkb.op == Op::Request && !lkb.sent {
             // Never reached a master: unlock locally.
             self.drop_unsent(id);
-            push_ast(out, id, Status::Unlocked, SbFlags::default(), None);
-            return Ok(());
+            return Ok(Some(Immediate::of(Status::Unlocked)));
         }
         lkb.op = Op::Unlock;
         lkb.flags = flags;
@@ -409,19 +529,17 @@ impl Node {
             lkb.lvb = v;
             lkb.has_lvb = true;
         }
-        if self.phase == Phase::Running {
-            let r = Self::local_fast(self.me, lkb, id, &mut self.rsbs, &mut self.events, out);
-            if !self.after_local(id, r, out) {
-                self.issue_slow(id, out);
-            }
+        if self.phase != Phase::Running {
+            return Ok(None);
         }
-        Ok(())
+        let r = Self::local_fast(self.me, lkb, id, &mut self.rsbs, &mut self.events);
+        Ok(self.after_local(id, r, out))
     }
 
     /// Cancels the pending request or conversion of `id`; completion comes
     /// as an ast with [`Status::Canceled`] (or the grant, if it won the race).
     pub fn cancel(&mut self, id: LockId, out: &mut Vec<Action>) -> Result<(), NodeError> {
-        let lkb = self.lkbs.get_mut(&id).ok_or(NodeError::NoLock)?;
+        let lkb = self.lkbs.get_mut(id).ok_or(NodeError::NoLock)?;
         if !matches!(lkb.op, Op::Request | Op::Convert) || lkb.cancel {
             return Err(NodeError::Busy);
         }
@@ -436,15 +554,26 @@ impl Node {
             return Ok(());
         }
         lkb.cancel = true;
-        let name = lkb.name;
+        let (name, master) = (lkb.name, lkb.master);
         if self.phase == Phase::Running {
-            self.send_to_master(name, Msg::Cancel { name, lkid: id }, out);
+            match master {
+                Some(m) if m == self.me => self.receive_cancel(m, name, id, out),
+                Some(m) => out.push(Action::Send {
+                    to: m,
+                    env: Envelope {
+                        gen: self.gen,
+                        msg: Msg::Cancel { name, lkid: id },
+                    },
+                }),
+                // Sent means sent somewhere; recovery re-sends it all.
+                None => {}
+            }
         }
         Ok(())
     }
 
     fn drop_unsent(&mut self, id: LockId) {
-        if let Some(lkb) = self.lkbs.remove(&id) {
+        if let Some(lkb) = self.lkbs.remove(id) {
             if let Some(e) = self.rsbs.get_mut(&lkb.name) {
                 e.lookup_waiters.retain(|w| *w != id);
             }
@@ -455,14 +584,18 @@ impl Node {
 
     /// Sends the pending operation of `id` to its master (or runs it here).
     pub(crate) fn issue(&mut self, id: LockId, out: &mut Vec<Action>) {
+        let now = self.issue_now(id, out);
+        push_immediate(out, id, now);
+    }
+
+    /// [`Node::issue`], returning a completion that happens at once.
+    fn issue_now(&mut self, id: LockId, out: &mut Vec<Action>) -> Option<Immediate> {
         if self.phase != Phase::Running {
-            return;
+            return None;
         }
-        let lkb = self.lkbs.get_mut(&id).expect("lkb");
-        let r = Self::local_fast(self.me, lkb, id, &mut self.rsbs, &mut self.events, out);
-        if !self.after_local(id, r, out) {
-            self.issue_slow(id, out);
-        }
+        let lkb = self.lkbs.get_mut(id).expect("lkb");
+        let r = Self::local_fast(self.me, lkb, id, &mut self.rsbs, &mut self.events);
+        self.after_local(id, r, out)
     }
 
     /// Fast path for a resource already mastered here, on the lock in hand
@@ -475,8 +608,10 @@ impl Node {
         id: LockId,
         rsbs: &mut FastMap<ResName, RsbEntry>,
         events: &mut Vec<RsbEvent>,
-        out: &mut Vec<Action>,
     ) -> Local {
+        if lkb.master.is_some_and(|m| m != me) {
+            return Local::NotHere;
+        }
         let Some(e) = rsbs.get_mut(&lkb.name) else {
             return Local::NotHere;
         };
@@ -486,6 +621,9 @@ impl Node {
         let Some(rsb) = e.core.as_mut() else {
             return Local::NotHere;
         };
+        if let Some(r) = Self::quick_local(me, lkb, rsb, id) {
+            return r;
+        }
         Self::do_local_on(me, lkb, rsb, id, events);
         // The usual outcome, one completion of this very lock: apply it to
         // the lock in hand.
@@ -498,27 +636,73 @@ impl Node {
         {
             if key == (LockKey { node: me, id }) {
                 events.clear();
-                let mut remove = false;
-                if let Some((gone, sbflags)) = apply_cast(lkb, status, sbflags, lvb) {
-                    remove = gone;
-                    push_ast(out, id, status, sbflags, lvb.map(|(v, _)| v));
-                }
-                return Local::Done { remove };
+                return Self::finished(lkb, status, sbflags, lvb);
             }
         }
         Local::Events
     }
 
-    /// Finishes [`Node::local_fast`]: drops a finished lock, delivers the
-    /// callbacks left in `events`. False when the slow path must run.
-    fn after_local(&mut self, id: LockId, r: Local, out: &mut Vec<Action>) -> bool {
-        match r {
-            Local::NotHere => false,
-            Local::Done { remove } => {
-                if remove {
-                    self.lkbs.remove(&id);
+    /// The commonest local operations without the rsb's event list: a new
+    /// request granted at once, an unlock with nobody waiting. `None` when
+    /// neither applies (nothing changed).
+    fn quick_local(me: NodeId, lkb: &mut Lkb, rsb: &mut Rsb, id: LockId) -> Option<Local> {
+        if lkb.cancel {
+            return None;
+        }
+        let key = LockKey { node: me, id };
+        let (status, sbflags, lvb) = match lkb.op {
+            Op::Request => {
+                let rq = lkb.rqmode.expect("rq");
+                let lvb = lkb.has_lvb.then_some(lkb.lvb);
+                let (sbflags, lvb) = rsb.request_now(MasterLkb::new(key, rq, lkb.flags, lvb))?;
+                (Status::Granted(rq), sbflags, lvb)
+            }
+            Op::Unlock => {
+                let lvb = lkb.has_lvb.then_some(lkb.lvb);
+                if !rsb.unlock_now(key, lkb.flags, lvb) {
+                    return None;
                 }
-                true
+                (Status::Unlocked, SbFlags::default(), None)
+            }
+            Op::Convert | Op::None => return None,
+        };
+        lkb.sent = true;
+        lkb.master = Some(me);
+        Some(Self::finished(lkb, status, sbflags, lvb))
+    }
+
+    /// Applies the lock's own completion to the lock in hand.
+    fn finished(lkb: &mut Lkb, status: Status, sbflags: SbFlags, lvb: Option<(Lvb, u32)>) -> Local {
+        match apply_cast(lkb, status, sbflags, lvb) {
+            Some((remove, sbflags)) => Local::Done {
+                remove,
+                now: Some(Immediate {
+                    status,
+                    sbflags,
+                    lvb: lvb.map(|(v, _)| v),
+                }),
+            },
+            None => Local::Done {
+                remove: false,
+                now: None,
+            },
+        }
+    }
+
+    /// Finishes [`Node::local_fast`]: drops a finished lock, delivers the
+    /// callbacks left in `events`, or takes the slow path. Returns the
+    /// lock's own completion when that was all that happened.
+    fn after_local(&mut self, id: LockId, r: Local, out: &mut Vec<Action>) -> Option<Immediate> {
+        match r {
+            Local::NotHere => {
+                self.issue_slow(id, out);
+                None
+            }
+            Local::Done { remove, now } => {
+                if remove {
+                    self.lkbs.discard(id);
+                }
+                now
             }
             Local::Events => {
                 let me = self.me;
@@ -528,7 +712,7 @@ impl Node {
                 let name = events
                     .iter()
                     .any(|ev| event_key(ev).node != me)
-                    .then(|| self.lkbs[&id].name);
+                    .then(|| self.lkbs[id].name);
                 for &ev in &events {
                     match name {
                         Some(name) => self.deliver(name, ev, out),
@@ -538,14 +722,23 @@ impl Node {
                 let mut events = events;
                 events.clear();
                 self.events = events;
-                true
+                None
             }
         }
     }
 
     /// [`Node::issue`] for a resource not (known to be) mastered here.
     fn issue_slow(&mut self, id: LockId, out: &mut Vec<Action>) {
-        let name = self.lkbs[&id].name;
+        let lkb = &self.lkbs[id];
+        let name = lkb.name;
+        // A granted lock's operations go where it was granted.
+        if let Some(m) = lkb.master.filter(|_| lkb.op != Op::Request) {
+            return if m == self.me {
+                self.do_local(id, out)
+            } else {
+                self.send_op(id, m, out)
+            };
+        }
         match self.master_of(name, out) {
             Master::Node(m) if m == self.me => self.do_local(id, out),
             Master::Node(m) => self.send_op(id, m, out),
@@ -567,11 +760,10 @@ impl Node {
         }
         let me = self.me;
         let dir = dir_node(&self.members, &name).expect("running node has members");
-        let e = self.rsbs.entry(name).or_insert_with(|| RsbEntry {
-            master: Master::Unknown,
-            core: None,
-            lookup_waiters: Vec::new(),
-        });
+        let e = self
+            .rsbs
+            .entry(name)
+            .or_insert_with(|| RsbEntry::new(Master::Unknown));
         if dir == me {
             let m = *self.dir.entry(name).or_insert(me);
             e.master = Master::Node(m);
@@ -620,13 +812,14 @@ impl Node {
     }
 
     fn send_op(&mut self, id: LockId, master: NodeId, out: &mut Vec<Action>) {
-        let lkb = self.lkbs.get_mut(&id).expect("lkb");
+        let lkb = self.lkbs.get_mut(id).expect("lkb");
         if lkb.op == Op::None {
             return;
         }
         lkb.sent = true;
+        lkb.master = Some(master);
         let (name, cancel) = (lkb.name, lkb.cancel);
-        let msg = self.op_msg(&self.lkbs[&id]);
+        let msg = self.op_msg(&self.lkbs[id]);
         let gen = self.gen;
         out.push(Action::Send {
             to: master,
@@ -643,25 +836,10 @@ impl Node {
         }
     }
 
-    fn send_to_master(&mut self, name: ResName, msg: Msg, out: &mut Vec<Action>) {
-        match self.rsbs.get(&name).map(|e| e.master) {
-            Some(Master::Node(m)) if m == self.me => {
-                if let Msg::Cancel { lkid, .. } = msg {
-                    self.receive_cancel(self.me, name, lkid, out);
-                }
-            }
-            Some(Master::Node(m)) => out.push(Action::Send {
-                to: m,
-                env: Envelope { gen: self.gen, msg },
-            }),
-            _ => {}
-        }
-    }
-
     /// Runs the pending operation of local lock `id` on the local master
     /// copy: the fast path, no message is built.
     fn do_local(&mut self, id: LockId, out: &mut Vec<Action>) {
-        let lkb = self.lkbs.get_mut(&id).expect("lkb");
+        let lkb = self.lkbs.get_mut(id).expect("lkb");
         let name = lkb.name;
         let mut events = std::mem::take(&mut self.events);
         let Some(rsb) = self.rsbs.get_mut(&name).and_then(|e| e.core.as_mut()) else {
@@ -686,6 +864,7 @@ impl Node {
         events: &mut Vec<RsbEvent>,
     ) {
         lkb.sent = true;
+        lkb.master = Some(me);
         let (op, rq, flags, cancel) = (lkb.op, lkb.rqmode, lkb.flags, lkb.cancel);
         let lvb = lkb.has_lvb.then_some(lkb.lvb);
         let key = LockKey { node: me, id };
@@ -714,7 +893,7 @@ impl Node {
             } => self.receive_cast(key.id, status, sbflags, lvb, out),
             RsbEvent::Demoted { key } => self.receive_demoted(key.id),
             RsbEvent::Bast { key, mode } => {
-                if self.lkbs.contains_key(&key.id) {
+                if self.lkbs.contains_key(key.id) {
                     out.push(Action::Bast { id: key.id, mode });
                 }
             }
@@ -725,6 +904,16 @@ impl Node {
 
     /// Handles a message from `from`.
     pub fn receive(&mut self, from: NodeId, env: Envelope, out: &mut Vec<Action>) {
+        if let Msg::PurgeOrphans { owner } = env.msg {
+            // Not tied to a generation (see `purge_orphans`).
+            if self.phase == Phase::Running {
+                self.receive_purge(owner, out);
+            } else if self.rec.buffered.len() < MAX_BUFFERED {
+                let gen = self.gen;
+                self.rec.buffered.push((from, Envelope { gen, ..env }));
+            }
+            return;
+        }
         if !self.members.contains(&from) && env.gen <= self.gen {
             tracing::debug!(%from, "dropping message from non-member");
             return;
@@ -749,6 +938,15 @@ impl Node {
     }
 
     pub(crate) fn receive_lock_msg(&mut self, from: NodeId, msg: Msg, out: &mut Vec<Action>) {
+        if let Msg::Request { name, .. }
+        | Msg::Convert { name, .. }
+        | Msg::Unlock { name, .. }
+        | Msg::Cancel { name, .. } = msg
+        {
+            if !self.has_core(&name) {
+                return self.no_master_copy(from, msg, out);
+            }
+        }
         match msg {
             Msg::Request {
                 name,
@@ -757,14 +955,6 @@ impl Node {
                 flags,
                 lvb,
             } => {
-                // The sender was told by the directory that we master `name`;
-                // its request may overtake that news on the way to us.
-                let me = self.me;
-                let e = self.new_entry(name);
-                if e.core.is_none() && from != me {
-                    e.core = Some(Rsb::new());
-                    e.master = Master::Node(me);
-                }
                 self.master_do(from, name, out, |rsb, key, ev| {
                     rsb.request(MasterLkb::new(key(lkid), mode, flags, lvb), ev)
                 });
@@ -800,7 +990,7 @@ impl Node {
             } => self.receive_cast(lkid, status, sbflags, lvb, out),
             Msg::Demoted { lkid, .. } => self.receive_demoted(lkid),
             Msg::Bast { lkid, mode, .. } => {
-                if self.lkbs.contains_key(&lkid) {
+                if self.lkbs.contains_key(lkid) {
                     out.push(Action::Bast { id: lkid, mode });
                 }
             }
@@ -814,6 +1004,9 @@ impl Node {
             } => self.receive_plock_req(from, req, fam, file, owner, op, out),
             Msg::PlockReply { req, result } => self.receive_plock_reply(req, result, out),
             Msg::LookupReply { name, master } => self.receive_lookup_reply(name, master, out),
+            Msg::NotMaster { name, lkid } => self.receive_not_master(from, name, lkid, out),
+            Msg::Remove { name } => self.receive_remove(from, name),
+            Msg::PurgeOrphans { owner } => self.receive_purge(owner, out),
             other => tracing::error!(?other, "recovery message routed as lock message"),
         }
     }
@@ -848,7 +1041,7 @@ impl Node {
     }
 
     /// Routes a master-side callback to the local holder or to a peer.
-    fn deliver(&mut self, name: ResName, ev: RsbEvent, out: &mut Vec<Action>) {
+    pub(crate) fn deliver(&mut self, name: ResName, ev: RsbEvent, out: &mut Vec<Action>) {
         let (RsbEvent::Cast { key, .. } | RsbEvent::Demoted { key } | RsbEvent::Bast { key, .. }) =
             ev;
         if key.node == self.me {
@@ -888,20 +1081,20 @@ impl Node {
         lvb: Option<(Lvb, u32)>,
         out: &mut Vec<Action>,
     ) {
-        let Some(lkb) = self.lkbs.get_mut(&id) else {
+        let Some(lkb) = self.lkbs.get_mut(id) else {
             tracing::debug!(%id, "cast for unknown lock");
             return;
         };
         if let Some((remove, sbflags)) = apply_cast(lkb, status, sbflags, lvb) {
             if remove {
-                self.lkbs.remove(&id);
+                self.lkbs.discard(id);
             }
             push_ast(out, id, status, sbflags, lvb.map(|(v, _)| v));
         }
     }
 
     fn receive_demoted(&mut self, id: LockId) {
-        if let Some(lkb) = self.lkbs.get_mut(&id) {
+        if let Some(lkb) = self.lkbs.get_mut(id) {
             lkb.grmode = Some(Mode::Nl);
             lkb.demoted = true;
         }
@@ -914,11 +1107,10 @@ impl Node {
         }
         let master = *self.dir.entry(name).or_insert(from);
         if master == self.me {
-            let e = self.rsbs.entry(name).or_insert_with(|| RsbEntry {
-                master: Master::Node(self.me),
-                core: None,
-                lookup_waiters: Vec::new(),
-            });
+            let e = self
+                .rsbs
+                .entry(name)
+                .or_insert_with(|| RsbEntry::new(Master::Node(self.me)));
             e.master = Master::Node(self.me);
             e.core.get_or_insert_with(Rsb::new);
         }
@@ -945,19 +1137,18 @@ impl Node {
             e.core.get_or_insert_with(Rsb::new);
         }
         let waiters = std::mem::take(&mut e.lookup_waiters);
+        self.release_held(name, out);
         for id in waiters {
-            if self.lkbs.contains_key(&id) {
+            if self.lkbs.contains_key(id) {
                 self.issue(id, out);
             }
         }
     }
 
     pub(crate) fn new_entry(&mut self, name: ResName) -> &mut RsbEntry {
-        self.rsbs.entry(name).or_insert_with(|| RsbEntry {
-            master: Master::Unknown,
-            core: None,
-            lookup_waiters: Vec::new(),
-        })
+        self.rsbs
+            .entry(name)
+            .or_insert_with(|| RsbEntry::new(Master::Unknown))
     }
 }
 
@@ -971,6 +1162,34 @@ fn is_recovery(msg: &Msg) -> bool {
             | Msg::RecDone2
             | Msg::RecPlocks { .. }
     )
+}
+
+/// A completion that happened during the call that caused it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Immediate {
+    /// Outcome.
+    pub status: Status,
+    /// Status flags.
+    pub sbflags: SbFlags,
+    /// Value block read on grant (VALBLK).
+    pub lvb: Option<Lvb>,
+}
+
+impl Immediate {
+    fn of(status: Status) -> Immediate {
+        Immediate {
+            status,
+            sbflags: SbFlags::default(),
+            lvb: None,
+        }
+    }
+}
+
+/// Pushes an immediate completion as the [`Action::Ast`] it stands for.
+fn push_immediate(out: &mut Vec<Action>, id: LockId, now: Option<Immediate>) {
+    if let Some(c) = now {
+        push_ast(out, id, c.status, c.sbflags, c.lvb);
+    }
 }
 
 pub(crate) fn push_ast(

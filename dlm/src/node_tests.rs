@@ -224,7 +224,64 @@ fn persistent_lock_of_dead_node_stays_as_orphan() {
     assert!(core
         .queue(crate::rsb::Queue::Grant)
         .iter()
-        .any(|l| l.key.node == NodeId(3)));
+        .any(|l| l.orphan_of == Some(NodeId(3))));
+}
+
+#[test]
+fn orphan_survives_rejoin_and_is_adopted_by_its_node_only_in_its_mode() {
+    let m = ids(3);
+    let mut nodes: Vec<Node> = m.iter().map(|&i| Node::with_members(i, 1, &m)).collect();
+    let r = find_name_with_dir(&m, NodeId(1));
+    lock(&mut nodes, 0, r, Mode::Nl, Flags::empty(), None); // node 1 masters r
+    let (old, _) = lock(&mut nodes, 2, r, Mode::Pw, Flags::PERSISTENT, None);
+    let survivors = [NodeId(1), NodeId(2)];
+    view(&mut nodes, 2, &survivors);
+    fence(&mut nodes, NodeId(3), &survivors);
+    let (w, seen) = lock(&mut nodes, 1, r, Mode::Ex, Flags::empty(), None);
+    assert_eq!(
+        granted(&seen, NodeId(2), w),
+        None,
+        "orphan PW must block EX"
+    );
+    // Node 3 restarts and rejoins: a second recovery keeps the orphan.
+    nodes[2] = Node::new(NodeId(3), 1, 1);
+    let seen = view(&mut nodes, 3, &m);
+    assert_eq!(granted(&seen, NodeId(2), w), None, "orphan lost in rejoin");
+    let orphans = |nodes: &[Node]| {
+        nodes[0].rsbs[&r]
+            .core
+            .as_ref()
+            .unwrap()
+            .queue(crate::rsb::Queue::Grant)
+            .iter()
+            .filter(|l| l.orphan_of == Some(NodeId(3)))
+            .count()
+    };
+    assert_eq!(orphans(&nodes), 1);
+    assert!(nodes.iter().all(|n| n.phase() == Phase::Running));
+    // Adoption in another mode fails and leaves the orphan; the request
+    // carries the id the dead incarnation's lock had (ids start over) and
+    // is not confused with it.
+    let (bad, seen) = lock(&mut nodes, 2, r, Mode::Ex, Flags::ORPHAN, None);
+    assert_eq!(bad, old, "the test wants a reused id");
+    assert!(seen.iter().any(|(n, a)| *n == NodeId(3)
+        && matches!(a, Action::Ast { id, status: Status::Again, .. } if *id == bad)));
+    assert_eq!(orphans(&nodes), 1);
+    // Adoption in the orphan's mode succeeds.
+    let (adopted, seen) = lock(&mut nodes, 2, r, Mode::Pw, Flags::ORPHAN, None);
+    assert!(granted(&seen, NodeId(3), adopted).is_some(), "{seen:?}");
+    assert_eq!(orphans(&nodes), 0);
+    // A second adoption finds no orphan left: EAGAIN.
+    let (again, seen) = lock(&mut nodes, 2, r, Mode::Pw, Flags::ORPHAN, None);
+    assert!(seen.iter().any(|(n, a)| *n == NodeId(3)
+        && matches!(a, Action::Ast { id, status: Status::Again, .. } if *id == again)));
+    // Releasing the adopted lock lets the waiting EX in.
+    let mut out = Vec::new();
+    nodes[2]
+        .unlock(adopted, Flags::empty(), None, &mut out)
+        .unwrap();
+    let seen = pump(&mut nodes, tag(NodeId(3), out));
+    assert!(granted(&seen, NodeId(2), w).is_some(), "{seen:?}");
 }
 
 #[test]

@@ -36,7 +36,7 @@ pub(crate) struct Snap {
     lvb: Option<Lvb>,
     seq: u32,
     valid: bool,
-    remote_locks: Vec<(LockKey, Mode, Flags)>,
+    remote_locks: Vec<(LockKey, Mode, Flags, Option<NodeId>)>,
 }
 
 /// Reports gathered by a directory node for one resource.
@@ -119,7 +119,7 @@ impl Node {
                 .into_iter()
                 .flat_map(|q| core.queue(q))
                 .filter(|l| l.key.node != self.me)
-                .map(|l| (l.key, l.grmode.expect("granted"), l.flags))
+                .map(|l| (l.key, l.grmode.expect("granted"), l.flags, l.orphan_of))
                 .collect();
             snap.insert(
                 *name,
@@ -143,8 +143,9 @@ impl Node {
             e.core = None;
             e.master = Master::Unknown;
             e.lookup_waiters.clear();
+            e.held.clear();
         }
-        let mut ids: Vec<LockId> = self.lkbs.keys().copied().collect();
+        let mut ids: Vec<LockId> = self.lkbs.keys().collect();
         ids.sort();
         for id in ids {
             self.stop_lkb(id, out);
@@ -152,8 +153,9 @@ impl Node {
     }
 
     fn stop_lkb(&mut self, id: LockId, out: &mut Vec<Action>) {
-        let lkb = self.lkbs.get_mut(&id).expect("lkb");
+        let lkb = self.lkbs.get_mut(id).expect("lkb");
         lkb.sent = false;
+        lkb.master = None;
         let Some(gr) = lkb.grmode else { return };
         let write = lkb.has_lvb && lkb.flags.contains(Flags::VALBLK) && gr >= Mode::Pw;
         let contribution = RecLvb {
@@ -165,7 +167,7 @@ impl Node {
         match lkb.op {
             Op::Unlock => {
                 let name = lkb.name;
-                self.lkbs.remove(&id);
+                self.lkbs.discard(id);
                 if write {
                     self.add_write(name, contribution);
                 }
@@ -188,7 +190,7 @@ impl Node {
                 lkb.cancel = false;
                 let name = lkb.name;
                 if write {
-                    self.lkbs.get_mut(&id).expect("lkb").lvbseq = contribution.seq;
+                    self.lkbs.get_mut(id).expect("lkb").lvbseq = contribution.seq;
                     self.add_write(name, contribution);
                 }
                 push_ast(out, id, Status::Granted(rq), SbFlags::default(), None);
@@ -235,7 +237,7 @@ impl Node {
                 *cur = Some(c);
             }
         };
-        let mut ids: Vec<&LockId> = self.lkbs.keys().collect();
+        let mut ids: Vec<LockId> = self.lkbs.keys().collect();
         ids.sort();
         for id in ids {
             let lkb = &self.lkbs[id];
@@ -262,11 +264,12 @@ impl Node {
         }
         if let Some(snap) = &self.rec.snapshot {
             for (name, s) in snap {
-                let dead = |k: &LockKey| !self.members.contains(&k.node);
+                let dead =
+                    |k: &LockKey| k.node != NodeId::ORPHANS && !self.members.contains(&k.node);
                 let strong_died = s
                     .remote_locks
                     .iter()
-                    .any(|(k, m, _)| dead(k) && *m >= Mode::Pw);
+                    .any(|(k, m, _, _)| dead(k) && *m >= Mode::Pw);
                 let e = r.entry(*name).or_default();
                 e.0 = true;
                 let c = RecLvb {
@@ -282,15 +285,19 @@ impl Node {
                     x.from_master = true;
                     x.valid = c.valid;
                 }
-                for (k, m, f) in &s.remote_locks {
-                    if dead(k) && f.contains(Flags::PERSISTENT) {
-                        e.2.push(RecLock {
-                            node: k.node,
-                            lkid: k.id,
-                            mode: *m,
-                            flags: *f,
-                        });
-                    }
+                // Orphans, old and new, travel as (ORPHANS, owner).
+                for (k, m, f, o) in &s.remote_locks {
+                    let owner = match o {
+                        Some(owner) => *owner,
+                        None if dead(k) && f.contains(Flags::PERSISTENT) => k.node,
+                        None => continue,
+                    };
+                    e.2.push(RecLock {
+                        node: NodeId::ORPHANS,
+                        lkid: LockId(owner.0),
+                        mode: *m,
+                        flags: *f,
+                    });
                 }
             }
         }
@@ -383,18 +390,22 @@ impl Node {
         if let Some(l) = lvb {
             rsb.set_lvb(Some(l.value), l.seq, l.valid);
         }
+        let mut orphans = 0;
         for l in locks {
-            let mut m = MasterLkb::new(
-                LockKey {
+            let m = if l.node == NodeId::ORPHANS {
+                orphans += 1;
+                MasterLkb::orphan(NodeId(l.lkid.0), orphans, l.mode, l.flags)
+            } else {
+                let key = LockKey {
                     node: l.node,
                     id: l.lkid,
-                },
-                l.mode,
-                l.flags,
-                None,
-            );
-            m.grmode = Some(l.mode);
-            m.rqmode = None;
+                };
+                MasterLkb {
+                    grmode: Some(l.mode),
+                    rqmode: None,
+                    ..MasterLkb::new(key, l.mode, l.flags, None)
+                }
+            };
             if rsb
                 .queue(Queue::Grant)
                 .iter()
@@ -420,13 +431,13 @@ impl Node {
         tracing::info!(node = %self.me, gen = self.gen, "recovery done, lockspace running");
         let mut ids: Vec<LockId> = self
             .lkbs
-            .iter()
-            .filter(|(_, l)| l.op != Op::None)
-            .map(|(id, _)| *id)
+            .values()
+            .filter(|l| l.op != Op::None)
+            .map(|l| l.id)
             .collect();
         ids.sort();
         for id in ids {
-            if self.lkbs.contains_key(&id) {
+            if self.lkbs.contains_key(id) {
                 self.issue(id, out);
             }
         }

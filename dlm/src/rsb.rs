@@ -6,7 +6,7 @@
 //! (cast) and blocking (bast) callbacks to an output vector.
 
 use crate::mode::{LvbOp, Mode};
-use crate::types::{Flags, LockKey, Lvb, SbFlags, Status};
+use crate::types::{Flags, LockId, LockKey, Lvb, NodeId, SbFlags, Status};
 
 /// A lock as the master sees it (the kernel's master copy of an lkb).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +27,9 @@ pub struct MasterLkb {
     pub sbflags: SbFlags,
     /// The holder wants blocking callbacks.
     pub wants_bast: bool,
+    /// For an orphan (key node [`NodeId::ORPHANS`]): the dead node that
+    /// held it, the only one that may adopt it.
+    pub orphan_of: Option<NodeId>,
 }
 
 impl MasterLkb {
@@ -41,6 +44,23 @@ impl MasterLkb {
             lvb,
             sbflags: SbFlags::default(),
             wants_bast: true,
+            orphan_of: None,
+        }
+    }
+
+    /// An orphan: the granted PERSISTENT lock of dead node `owner`, kept
+    /// under key `(ORPHANS, n)`; `n` tells a resource's orphans apart.
+    pub fn orphan(owner: NodeId, n: u32, mode: Mode, flags: Flags) -> MasterLkb {
+        let key = LockKey {
+            node: NodeId::ORPHANS,
+            id: LockId(n),
+        };
+        MasterLkb {
+            grmode: Some(mode),
+            rqmode: None,
+            wants_bast: false,
+            orphan_of: Some(owner),
+            ..MasterLkb::new(key, mode, flags, None)
         }
     }
 }
@@ -285,7 +305,21 @@ impl Rsb {
     }
 
     /// Grants `lkb` (not on any queue): LVB transfer, queue move, cast.
-    fn grant_lock(&mut self, mut lkb: MasterLkb, out: &mut Out) {
+    fn grant_lock(&mut self, lkb: MasterLkb, out: &mut Out) {
+        let key = lkb.key;
+        let rq = lkb.rqmode.expect("granting a request");
+        let (sbflags, lvb) = self.grant_quiet(lkb);
+        out.push(RsbEvent::Cast {
+            key,
+            status: Status::Granted(rq),
+            sbflags,
+            lvb,
+        });
+    }
+
+    /// [`Rsb::grant_lock`] returning the completion's status flags and
+    /// value block instead of pushing the cast.
+    pub(crate) fn grant_quiet(&mut self, mut lkb: MasterLkb) -> (SbFlags, Option<(Lvb, u32)>) {
         let rq = lkb.rqmode.expect("granting a request");
         let mut lvb_out = None;
         match Mode::lvb_op(lkb.grmode, rq) {
@@ -304,14 +338,8 @@ impl Rsb {
         lkb.rqmode = None;
         lkb.highbast = None;
         let sbflags = std::mem::take(&mut lkb.sbflags);
-        let key = lkb.key;
         self.grant.push(lkb);
-        out.push(RsbEvent::Cast {
-            key,
-            status: Status::Granted(rq),
-            sbflags,
-            lvb: lvb_out,
-        });
+        (sbflags, lvb_out)
     }
 
     fn write_lvb(&mut self, lkb: &MasterLkb) {
@@ -365,6 +393,10 @@ impl Rsb {
         if lkb.flags.contains(Flags::EXPEDITE) && rq != Mode::Nl {
             return Err(RsbError::Invalid);
         }
+        if lkb.flags.contains(Flags::ORPHAN) {
+            self.adopt(lkb, out);
+            return Ok(());
+        }
         let (ok, _) = self.can_be_granted(&mut lkb, true);
         if ok {
             self.grant_lock(lkb, out);
@@ -379,6 +411,109 @@ impl Rsb {
             }
         }
         Ok(())
+    }
+
+    /// An ORPHAN request: the requester's node takes over its own orphan
+    /// held in the requested mode, which stays granted in place (as the
+    /// kernel's `dlm_user_adopt_orphan`); the value block is read with
+    /// VALBLK. Without such an orphan the request fails with EAGAIN (the
+    /// kernel also answers ENOENT when the node has no orphan at all).
+    fn adopt(&mut self, lkb: MasterLkb, out: &mut Out) {
+        let rq = lkb.rqmode.expect("request has a mode");
+        let owner = lkb.key.node;
+        let Some(o) = self
+            .grant
+            .iter_mut()
+            .find(|g| g.orphan_of == Some(owner) && g.grmode == Some(rq))
+        else {
+            Self::cast(out, lkb.key, Status::Again);
+            return;
+        };
+        o.key = lkb.key;
+        o.orphan_of = None;
+        o.wants_bast = true;
+        o.highbast = None;
+        o.flags = lkb.flags;
+        let lvb = lkb
+            .flags
+            .contains(Flags::VALBLK)
+            .then(|| (self.lvb.unwrap_or_default(), self.lvbseq));
+        let sbflags = if self.valnotvalid {
+            SbFlags::VALNOTVALID
+        } else {
+            SbFlags::default()
+        };
+        out.push(RsbEvent::Cast {
+            key: lkb.key,
+            status: Status::Granted(rq),
+            sbflags,
+            lvb,
+        });
+    }
+
+    /// Drops the orphans of `owner` and grants what they blocked. Returns
+    /// whether there were any.
+    pub fn purge_orphans(&mut self, owner: NodeId, out: &mut Out) -> bool {
+        let before = self.grant.len();
+        self.grant.retain(|g| g.orphan_of != Some(owner));
+        if self.grant.len() == before {
+            return false;
+        }
+        self.grant_pending_locks(out);
+        true
+    }
+
+    /// The common case of [`Rsb::request`] for a lock new to this
+    /// resource, without the event list: when nothing converts or waits
+    /// and the granted locks allow `lkb`, grants it and returns its
+    /// completion's status flags and value block. `None` (and nothing
+    /// changed) when any other rule could apply: take `request` then.
+    /// The caller vouches that `lkb.key` is on no queue here.
+    pub fn request_now(&mut self, lkb: MasterLkb) -> Option<(SbFlags, Option<(Lvb, u32)>)> {
+        let rq = lkb.rqmode?;
+        if lkb.grmode.is_some()
+            || lkb.flags.contains(Flags::EXPEDITE)
+            || lkb.flags.contains(Flags::NOORDER)
+            || lkb.flags.contains(Flags::ORPHAN)
+            || !self.grantable_now(rq)
+        {
+            return None;
+        }
+        debug_assert!(self.find(lkb.key).is_none());
+        Some(self.grant_quiet(lkb))
+    }
+
+    /// True when a new request for `rq` (without EXPEDITE or NOORDER)
+    /// would be granted at once: nothing converts or waits, and every
+    /// granted mode is compatible.
+    #[inline]
+    pub fn grantable_now(&self, rq: Mode) -> bool {
+        self.convert.is_empty()
+            && self.wait.is_empty()
+            && self
+                .grant
+                .iter()
+                .all(|g| g.grmode.is_none_or(|m| m.compatible(rq)))
+    }
+
+    /// The common case of [`Rsb::unlock`]: a granted lock released while
+    /// nothing converts or waits, so nothing else can be granted and no
+    /// blocking callback is due. Returns false (and changes nothing) when
+    /// that is not the case: take `unlock` then.
+    pub fn unlock_now(&mut self, key: LockKey, flags: Flags, lvb: Option<Lvb>) -> bool {
+        if !self.convert.is_empty() || !self.wait.is_empty() {
+            return false;
+        }
+        let Some(i) = self.grant.iter().position(|l| l.key == key) else {
+            return false;
+        };
+        let mut lkb = self.grant.remove(i);
+        if lkb.grmode >= Some(Mode::Pw) {
+            lkb.flags = flags;
+            lkb.lvb = lvb;
+            self.write_lvb(&lkb);
+        }
+        true
     }
 
     /// Processes a conversion of a granted lock (`do_convert` + effects).

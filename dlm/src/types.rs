@@ -26,6 +26,12 @@ pub struct LockKey {
     pub id: LockId,
 }
 
+impl NodeId {
+    /// The owner a master gives the orphans it keeps (PERSISTENT locks of
+    /// dead nodes). Never a member: cluster node ids start at 1.
+    pub const ORPHANS: NodeId = NodeId(0);
+}
+
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
@@ -84,15 +90,29 @@ impl Ord for ResName {
 
 impl ResName {
     /// A name from bytes; `None` when empty or longer than [`NAME_MAX`].
+    #[inline]
     pub fn new(name: &[u8]) -> Option<ResName> {
         if name.is_empty() || name.len() > NAME_MAX {
             return None;
         }
         let mut bytes = [0u8; NAME_MAX];
-        bytes[..name.len()].copy_from_slice(name);
-        let hash = name.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+        // Word by word: one multiply per 8 bytes in the hash's dependency
+        // chain (a byte-wise hash costs one per byte, ~30 ns for a GFS2
+        // glock name), and no `memcpy` call for a short name.
+        let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ name.len() as u64;
+        for (dst, src) in bytes.chunks_exact_mut(8).zip(name.chunks(8)) {
+            let mut w = [0u8; 8];
+            w[..src.len()].copy_from_slice(src);
+            dst.copy_from_slice(&w);
+            hash = (hash ^ u64::from_le_bytes(w)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            hash ^= hash >> 32;
+        }
+        // MurmurHash3's fmix64: every output bit depends on every input bit.
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        hash ^= hash >> 33;
         Some(ResName {
             hash,
             len: name.len() as u8,
@@ -105,8 +125,9 @@ impl ResName {
         &self.bytes[..usize::from(self.len)]
     }
 
-    /// A stable 64-bit hash (FNV-1a), the same on every node: it picks the
-    /// directory node and the lock table shard.
+    /// A stable 64-bit hash of the name (over its zero-padded 8-byte
+    /// words), the same on every node: it picks the directory node and the
+    /// lock table shard.
     pub fn hash64(&self) -> u64 {
         self.hash
     }
@@ -119,7 +140,7 @@ impl std::hash::Hash for ResName {
 }
 
 /// A hasher for keys that are already well mixed or small integers (lock
-/// ids, [`ResName`] which hashes itself with FNV-1a): one multiply instead
+/// ids, [`ResName`] which hashes itself once): one multiply instead
 /// of SipHash on the lock path. Not for keys chosen by an attacker.
 #[derive(Clone, Copy, Default)]
 pub struct FastHasher(u64);
@@ -306,9 +327,28 @@ mod tests {
     }
 
     #[test]
-    fn hash_is_stable() {
-        // FNV-1a of "a" is a published constant.
-        assert_eq!(ResName::new(b"a").unwrap().hash64(), 0xaf63_dc4c_8601_ec8c);
+    fn hash_spreads_names_and_sees_length() {
+        // Same padded bytes, different lengths: different names and hashes.
+        let (a, a0) = (ResName::new(b"a").unwrap(), ResName::new(b"a\0").unwrap());
+        assert_ne!(a, a0);
+        assert_ne!(a.hash64(), a0.hash64());
+        // GFS2-like glock names over 16 shards and 3 directory nodes: every
+        // bucket gets its share within a wide margin.
+        let mut shards = [0u32; 16];
+        let mut dirs = [0u32; 3];
+        for i in 0..16_000u32 {
+            let n = ResName::new(format!("       2{i:16x}").as_bytes()).unwrap();
+            shards[((n.hash64() >> 32) & 15) as usize] += 1;
+            dirs[(n.hash64() % 3) as usize] += 1;
+        }
+        assert!(
+            shards.iter().all(|&c| (700..1300).contains(&c)),
+            "{shards:?}"
+        );
+        assert!(
+            dirs.iter().all(|&c| (4_500..6_200).contains(&c)),
+            "{dirs:?}"
+        );
     }
 
     #[test]

@@ -87,6 +87,13 @@ pub enum Msg {
     Lookup { name: ResName },
     /// Directory node → asker.
     LookupReply { name: ResName, master: NodeId },
+    /// A node without the master copy → holder: `name` is not mastered
+    /// here (any more); look it up again and resend request `lkid`.
+    NotMaster { name: ResName, lkid: LockId },
+    /// Master → directory node: I freed my unused master copy of `name`.
+    Remove { name: ResName },
+    /// Any node → every node: drop the orphans of dead node `owner`.
+    PurgeOrphans { owner: NodeId },
     /// Recovery, every node → directory node: my locks on `name`.
     RecLocks {
         name: ResName,
@@ -428,14 +435,24 @@ fn encode_msg(w: &mut Writer<'_>, msg: &Msg) {
             w.u32(flags.0);
             w.lvb(lvb);
         }
-        Msg::Cancel { name, lkid } | Msg::Demoted { name, lkid } => {
-            w.u8(if matches!(msg, Msg::Cancel { .. }) {
-                4
-            } else {
-                6
+        Msg::Cancel { name, lkid }
+        | Msg::Demoted { name, lkid }
+        | Msg::NotMaster { name, lkid } => {
+            w.u8(match msg {
+                Msg::Cancel { .. } => 4,
+                Msg::Demoted { .. } => 6,
+                _ => 18,
             });
             w.name(name);
             w.u32(lkid.0);
+        }
+        Msg::Remove { name } => {
+            w.u8(19);
+            w.name(name);
+        }
+        Msg::PurgeOrphans { owner } => {
+            w.u8(20);
+            w.u32(owner.0);
         }
         Msg::Cast {
             name,
@@ -599,6 +616,14 @@ fn decode_msg(r: &mut Reader<'_>) -> Result<Msg, WireError> {
         6 => Msg::Demoted {
             name: r.name()?,
             lkid: LockId(r.u32()?),
+        },
+        18 => Msg::NotMaster {
+            name: r.name()?,
+            lkid: LockId(r.u32()?),
+        },
+        19 => Msg::Remove { name: r.name()? },
+        20 => Msg::PurgeOrphans {
+            owner: NodeId(r.u32()?),
         },
         5 => {
             let name = r.name()?;
@@ -782,6 +807,12 @@ mod tests {
                 name,
                 master: NodeId(3),
             },
+            Msg::NotMaster {
+                name,
+                lkid: LockId(9),
+            },
+            Msg::Remove { name },
+            Msg::PurgeOrphans { owner: NodeId(7) },
             Msg::RecLocks {
                 name,
                 was_master: true,

@@ -57,29 +57,104 @@ fn locks_across_three_nodes_exclude_each_other() {
     wait_until("recovery of the initial view", || {
         ls.iter().all(|l| l.is_running())
     });
+    assert_eq!(hammer(&ls, 3, 200, None), 600);
+}
+
+/// Every lockspace's thread takes EX on `names` resources in turn, `rounds`
+/// times, checking that no two hold the same resource at once; `sweeper`,
+/// if given, runs beside them until they finish. Returns the number of
+/// critical sections.
+fn hammer(
+    ls: &[Lockspace],
+    names: usize,
+    rounds: usize,
+    sweeper: Option<&(dyn Fn() + Sync)>,
+) -> u64 {
     let counter = Arc::new(AtomicU64::new(0));
-    let inside = Arc::new(AtomicU64::new(0));
+    let inside: Arc<Vec<AtomicU64>> = Arc::new((0..names).map(|_| AtomicU64::new(0)).collect());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let threads: Vec<_> = ls
         .iter()
         .cloned()
         .map(|l| {
             let (counter, inside) = (counter.clone(), inside.clone());
             std::thread::spawn(move || {
-                for i in 0..200 {
-                    let name = format!("res{}", i % 3);
+                for i in 0..rounds {
+                    let r = i % names;
+                    let name = format!("res{r}");
                     let id = l.lock(name.as_bytes(), Mode::Ex, Flags::empty()).unwrap();
-                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two EX holders");
+                    assert_eq!(
+                        inside[r].fetch_add(1, Ordering::SeqCst),
+                        0,
+                        "two EX holders"
+                    );
                     counter.fetch_add(1, Ordering::SeqCst);
-                    inside.fetch_sub(1, Ordering::SeqCst);
+                    inside[r].fetch_sub(1, Ordering::SeqCst);
                     l.unlock(id, Flags::empty(), None).unwrap();
                 }
             })
         })
         .collect();
-    for t in threads {
-        t.join().unwrap();
+    std::thread::scope(|s| {
+        if let Some(f) = sweeper {
+            let done = done.clone();
+            s.spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    f();
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            });
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        done.store(true, Ordering::SeqCst);
+    });
+    counter.load(Ordering::SeqCst)
+}
+
+#[test]
+fn unused_resources_are_freed_everywhere_and_locks_still_exclude() {
+    let dlms = cluster(3, None);
+    let (ls, _ms) = join_all(&dlms, "free");
+    wait_until("running", || ls.iter().all(|l| l.is_running()));
+    // Node 1 locks 300 names, mastered and looked up all over the cluster.
+    for i in 0..300 {
+        let id = ls[0]
+            .lock(format!("n{i}").as_bytes(), Mode::Pr, Flags::empty())
+            .unwrap();
+        ls[0].unlock(id, Flags::empty(), None).unwrap();
     }
-    assert_eq!(counter.load(Ordering::SeqCst), 600);
+    let held = ls[1].lock(b"kept", Mode::Ex, Flags::empty()).unwrap();
+    assert!(ls[0].resource_count() >= 300);
+    // Two sweeps everywhere: everything without a lock goes, at masters
+    // and in caches; the held lock's resource stays.
+    for _ in 0..2 {
+        for l in &ls {
+            l.sweep_now();
+        }
+    }
+    wait_until("frees to settle", || {
+        ls.iter().map(|l| l.resource_count()).sum::<usize>() <= 2
+    });
+    assert!(
+        ls[1].resource_count() >= 1,
+        "the held lock's resource was freed"
+    );
+    // The held lock still excludes others after its neighbours were freed.
+    assert!(matches!(
+        ls[2].lock(b"kept", Mode::Pr, Flags::NOQUEUE),
+        Err(DlmError::Again)
+    ));
+    ls[1].unlock(held, Flags::empty(), None).unwrap();
+    // Locks on freed names work again, from any node, and still exclude,
+    // with sweeps racing the traffic.
+    let sweep_all = || {
+        for l in &ls {
+            l.sweep_now();
+        }
+    };
+    assert_eq!(hammer(&ls, 4, 300, Some(&sweep_all)), 900);
 }
 
 #[test]
@@ -306,11 +381,16 @@ fn garbage_from_the_network_is_dropped_and_service_continues() {
     let addr = dlms[0].local_addr();
     // A peer that never says hello properly.
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-    // A peer that says hello, then sends garbage frames of every shape.
+    let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    // A peer (an unknown node id) that says hello properly, then sends
+    // numbered frames whose payloads are garbage of every shape. Writes may
+    // fail once the node has had enough and closed the connection.
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(&0x444c_4d31u32.to_le_bytes()).unwrap();
-    s.write_all(&2u32.to_le_bytes()).unwrap();
+    let mut hello = Vec::new();
+    hello.extend_from_slice(&0x444c_4d32u32.to_le_bytes());
+    hello.extend_from_slice(&99u32.to_le_bytes());
+    hello.extend_from_slice(&7u64.to_le_bytes());
+    let _ = s.write_all(&hello);
     let mut seed = 12345u64;
     for len in 0..300u32 {
         let mut f = Vec::new();
@@ -327,11 +407,12 @@ fn garbage_from_the_network_is_dropped_and_service_continues() {
             f[2] = 0;
             f[3] = 0;
         }
-        s.write_all(&len.to_le_bytes()).unwrap();
-        s.write_all(&f).unwrap();
+        let _ = s.write_all(&(len + 8).to_le_bytes());
+        let _ = s.write_all(&u64::from(len + 1).to_le_bytes());
+        let _ = s.write_all(&f);
     }
     // A frame claiming to be huge closes that connection only.
-    s.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    let _ = s.write_all(&u32::MAX.to_le_bytes());
     drop(s);
     std::thread::sleep(Duration::from_millis(50));
     let id = ls[1]
@@ -378,4 +459,118 @@ fn blocking_convert_can_be_cancelled_or_force_unlocked_from_another_thread() {
     l.unlock(b, Flags::empty(), None).unwrap();
     let c = l.lock(b"r", Mode::Ex, Flags::NOQUEUE).unwrap();
     l.unlock(c, Flags::empty(), None).unwrap();
+}
+
+#[test]
+fn local_fast_paths_keep_callbacks_and_blocking_semantics() {
+    let dlms = cluster(1, None);
+    let (ls, _ms) = join_all(&dlms, "fast");
+    let ls = &ls[0];
+    wait_until("running", || ls.is_running());
+    // A lock taken with callbacks and later released through the blocking
+    // call (which reports the unlock itself).
+    let (ast_tx, ast_rx) = mpsc::channel::<Completion>();
+    let ast_tx = std::sync::Mutex::new(ast_tx);
+    let (bast_tx, bast_rx) = mpsc::channel();
+    let bast_tx = std::sync::Mutex::new(bast_tx);
+    let a = ls
+        .lock_async(
+            b"r",
+            Mode::Pr,
+            Flags::empty(),
+            None,
+            Arc::new(move |c| ast_tx.lock().unwrap().send(c).unwrap()),
+            Some(Arc::new(move |_, m| {
+                bast_tx.lock().unwrap().send(m).unwrap()
+            })),
+        )
+        .unwrap();
+    assert_eq!(
+        ast_rx.recv_timeout(Duration::from_secs(30)).unwrap().status,
+        Status::Granted(Mode::Pr)
+    );
+    // Compatible blocking locks go the fast way and do not disturb it.
+    let b = ls.lock(b"r", Mode::Pr, Flags::empty()).unwrap();
+    ls.unlock(b, Flags::empty(), None).unwrap();
+    assert!(bast_rx.try_recv().is_err(), "no one was blocked");
+    // An incompatible NOQUEUE request fails, and NOQUEUEBAST tells the holder.
+    assert!(matches!(
+        ls.lock(b"r", Mode::Ex, Flags::NOQUEUE | Flags::NOQUEUEBAST),
+        Err(DlmError::Again)
+    ));
+    assert_eq!(
+        bast_rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+        Mode::Ex
+    );
+    ls.unlock(a, Flags::empty(), None).unwrap();
+    // The gone lock's callbacks are released (no leak, no late call).
+    assert!(matches!(
+        ast_rx.recv_timeout(Duration::from_secs(30)),
+        Err(mpsc::RecvTimeoutError::Disconnected)
+    ));
+    // A blocked EX waits for the PR holder and is granted on its release.
+    let pr = ls.lock(b"r", Mode::Pr, Flags::empty()).unwrap();
+    let ls2 = ls.clone();
+    let t = std::thread::spawn(move || ls2.lock(b"r", Mode::Ex, Flags::empty()).unwrap());
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!t.is_finished(), "EX granted while PR held");
+    ls.unlock(pr, Flags::empty(), None).unwrap();
+    let ex = t.join().unwrap();
+    // The value block written from EX is read by the next VALBLK lock.
+    ls.unlock(ex, Flags::VALBLK, Some(Lvb([7; 32]))).unwrap();
+    let (c, comp) = ls.lock_lvb(b"r", Mode::Pr, Flags::VALBLK, None).unwrap();
+    assert_eq!(comp.lvb, Some(Lvb([7; 32])), "unlock from EX wrote nothing");
+    ls.unlock(c, Flags::empty(), None).unwrap();
+    // Stale ids: an unlocked id is gone even after its slot is reused.
+    let d = ls.lock(b"r", Mode::Ex, Flags::empty()).unwrap();
+    assert!(matches!(
+        ls.unlock(c, Flags::empty(), None),
+        Err(DlmError::NoLock)
+    ));
+    ls.unlock(d, Flags::empty(), None).unwrap();
+}
+
+#[test]
+fn orphans_of_a_dead_node_block_until_purged() {
+    let dlms = cluster(3, None);
+    let (ls, ms) = join_all(&dlms, "orph");
+    wait_until("running", || ls.iter().all(|l| l.is_running()));
+    // Node 1 masters both resources (first user); node 3 holds them EX,
+    // one of them PERSISTENT, then dies.
+    for r in [&b"kept"[..], b"plain"] {
+        let id = ls[0].lock(r, Mode::Nl, Flags::empty()).unwrap();
+        ls[0].unlock(id, Flags::empty(), None).unwrap();
+    }
+    let nl = ls[0].lock(b"kept", Mode::Nl, Flags::empty()).unwrap();
+    let nl2 = ls[0].lock(b"plain", Mode::Nl, Flags::empty()).unwrap();
+    ls[2].lock(b"kept", Mode::Ex, Flags::PERSISTENT).unwrap();
+    ls[2].lock(b"plain", Mode::Ex, Flags::empty()).unwrap();
+    dlms[2].shutdown();
+    for m in &ms[..2] {
+        m.remove(NodeId(3));
+        m.fence(NodeId(3));
+    }
+    wait_until("recovery", || ls[..2].iter().all(|l| l.is_running()));
+    // The plain lock died with its node; the persistent one stays.
+    let p = ls[1].lock(b"plain", Mode::Ex, Flags::NOQUEUE).unwrap();
+    ls[1].unlock(p, Flags::empty(), None).unwrap();
+    assert!(matches!(
+        ls[1].lock(b"kept", Mode::Pr, Flags::NOQUEUE),
+        Err(DlmError::Again)
+    ));
+    // Purged from a survivor (an administrator's act): the waiter gets in.
+    let (tx, rx) = mpsc::channel();
+    let l2 = ls[1].clone();
+    std::thread::spawn(move || tx.send(l2.lock(b"kept", Mode::Ex, Flags::empty()).unwrap()));
+    assert!(
+        rx.recv_timeout(Duration::from_millis(100)).is_err(),
+        "granted past the orphan"
+    );
+    ls[0].purge_orphans(NodeId(3));
+    let ex = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("granted once the orphan is purged");
+    ls[1].unlock(ex, Flags::empty(), None).unwrap();
+    ls[0].unlock(nl, Flags::empty(), None).unwrap();
+    ls[0].unlock(nl2, Flags::empty(), None).unwrap();
 }

@@ -1,7 +1,11 @@
 //! Deterministic simulation of a lockspace: several nodes, a seeded clock
 //! and network (random delay, reordering across links, loss repaired by
 //! retransmission), crashes with fencing, restarts that re-join, and
-//! clients that lock, convert, cancel and unlock at random.
+//! clients that lock, convert, cancel and unlock at random, and frequent
+//! sweeps that free unused resources (racing lookups and requests). Some
+//! locks are PERSISTENT: a crashed node's become orphans at their masters,
+//! and the node, restarted, adopts them (ORPHAN) from a record that
+//! survived its crash, as a user process would from a file.
 //!
 //! Checked after every step: no two incompatible locks are relied on at
 //! once (holders' effective modes). Checked at the end (network healed,
@@ -91,6 +95,20 @@ struct Sim {
     steps: u64,
     crashes: u32,
     rebuilt_locks: u64,
+    removes: u64,
+    refused: u64,
+    /// Per node, the PERSISTENT locks it held or asked for when it last
+    /// crashed and has not adopted back yet (survives the crash).
+    records: HashMap<NodeId, Vec<(ResName, Mode)>>,
+    /// Live locks asked for with PERSISTENT (their flags change on unlock).
+    persistent: std::collections::HashSet<(NodeId, LockId)>,
+    adopted: u64,
+    /// Nodes whose orphans must go: purged (again every 20 ms) once their
+    /// restarted incarnation adopted what it recorded, or at once for a
+    /// node that stays dead, until none is left anywhere.
+    purge: std::collections::BTreeSet<NodeId>,
+    last_purge: u64,
+    purges: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -104,6 +122,8 @@ enum Control {
 const CLIENTS: usize = 3;
 const LOSS_PERCENT: u64 = 5;
 const RTO_US: u64 = 20_000;
+/// Chance per node per clock tick (100 us) of a resource sweep.
+const SWEEP_PERCENT: u64 = 10;
 
 impl Sim {
     fn new(seed: u64, trace: bool) -> Sim {
@@ -138,6 +158,14 @@ impl Sim {
             steps: 0,
             crashes: 0,
             rebuilt_locks: 0,
+            removes: 0,
+            refused: 0,
+            records: HashMap::new(),
+            persistent: Default::default(),
+            adopted: 0,
+            purge: Default::default(),
+            last_purge: 0,
+            purges: 0,
         };
         let crashes = sim.rng.below(3);
         for _ in 0..crashes {
@@ -175,6 +203,8 @@ impl Sim {
                         dlm::wire::Msg::RecPlocks { locks } => {
                             self.rebuilt_locks += locks.len() as u64
                         }
+                        dlm::wire::Msg::Remove { .. } => self.removes += 1,
+                        dlm::wire::Msg::NotMaster { .. } => self.refused += 1,
                         _ => {}
                     }
                     self.log(|| format!("{at} -> {to}: {:?}", env));
@@ -240,6 +270,13 @@ impl Sim {
         _lvb: Option<Lvb>,
     ) {
         self.log(|| format!("{at} ast {id} {status:?} {sbflags:?}"));
+        if self
+            .nodes
+            .get(&at)
+            .is_some_and(|sn| sn.node.lock_info(id).is_none())
+        {
+            self.persistent.remove(&(at, id));
+        }
         let now = self.now;
         let hold = if self.rng.chance(10) {
             200_000 + self.rng.below(200_000)
@@ -253,6 +290,14 @@ impl Sim {
         for c in sn.clients.iter_mut() {
             match *c {
                 Client::Waiting { id: w, convert, .. } if w == id => {
+                    if status != Status::Again
+                        && sn
+                            .node
+                            .lock_info(id)
+                            .is_some_and(|l| l.flags.contains(Flags::ORPHAN))
+                    {
+                        self.adopted += 1;
+                    }
                     *c = match status {
                         Status::Granted(_) => Client::Holding {
                             id,
@@ -327,6 +372,22 @@ impl Sim {
                 self.log(|| format!("{at} c{ci} punlock {start}-{end} -> {req}"));
                 Some(Client::PReleasing { req })
             }
+            Client::Idle { until }
+                if until <= self.now && self.records.get(&at).is_some_and(|r| !r.is_empty()) =>
+            {
+                // Take back what this node held before it crashed.
+                let (name, mode) = self.records.get_mut(&at).unwrap().pop().unwrap();
+                let flags = Flags::VALBLK | Flags::PERSISTENT | Flags::ORPHAN;
+                let n = &mut self.nodes.get_mut(&at).unwrap().node;
+                let id = n.lock(name, mode, flags, None, &mut out).expect("adopt");
+                self.persistent.insert((at, id));
+                self.log(|| format!("{at} c{ci} adopt {name} {mode} -> {id}"));
+                Some(Client::Waiting {
+                    id,
+                    since: self.now,
+                    convert: false,
+                })
+            }
             Client::Idle { until } if until <= self.now && traffic => {
                 let name = self.names[self.rng.below(self.names.len() as u64) as usize];
                 let mode = self.random_mode();
@@ -334,9 +395,15 @@ impl Sim {
                 if self.rng.chance(15) {
                     flags = flags | Flags::NOQUEUE;
                 }
+                if self.rng.chance(30) {
+                    flags = flags | Flags::PERSISTENT;
+                }
                 let n = &mut self.nodes.get_mut(&at).unwrap().node;
                 match n.lock(name, mode, flags, None, &mut out) {
                     Ok(id) => {
+                        if flags.contains(Flags::PERSISTENT) {
+                            self.persistent.insert((at, id));
+                        }
                         self.log(|| format!("{at} c{ci} lock {name} {mode} -> {id}"));
                         Some(Client::Waiting {
                             id,
@@ -347,14 +414,28 @@ impl Sim {
                     Err(e) => panic!("lock refused: {e}"),
                 }
             }
-            Client::Waiting { id, since, .. } if self.now > since + 5_000 && self.rng.chance(2) => {
+            // Adoptions are not cancelled: the record would lose them.
+            Client::Waiting { id, since, .. }
+                if self.now > since + 5_000
+                    && self.rng.chance(2)
+                    && !self.nodes[&at]
+                        .node
+                        .lock_info(id)
+                        .is_some_and(|l| l.flags.contains(Flags::ORPHAN)) =>
+            {
                 let n = &mut self.nodes.get_mut(&at).unwrap().node;
                 let _ = n.cancel(id, &mut out);
                 self.log(|| format!("{at} c{ci} cancel {id}"));
                 None
             }
             Client::Holding { id, until } if until <= self.now => {
-                let convert = traffic && self.rng.chance(30);
+                // Persistent locks are not converted (a conversion
+                // without PERSISTENT would drop it, as in the kernel).
+                let persistent = self.nodes[&at]
+                    .node
+                    .lock_info(id)
+                    .is_some_and(|l| l.flags.contains(Flags::PERSISTENT));
+                let convert = traffic && !persistent && self.rng.chance(30);
                 let mode = self.random_mode();
                 let flags = if self.rng.chance(30) {
                     Flags::VALBLK | Flags::CONVDEADLK
@@ -393,7 +474,19 @@ impl Sim {
                     return;
                 }
                 self.crashes += 1;
-                self.nodes.remove(&n);
+                let gone = self.nodes.remove(&n).unwrap();
+                // What a user process would have written down: every
+                // persistent lock held or asked for (a grant may be on
+                // its way), with the mode it was granted or asked in.
+                let record = self.records.entry(n).or_default();
+                for l in gone.node.locks() {
+                    if self.persistent.remove(&(n, l.id)) {
+                        if let Some(m) = l.grmode.or(l.rqmode) {
+                            record.push((l.name, m));
+                        }
+                    }
+                }
+                self.persistent.retain(|(node, _)| *node != n);
                 self.links.retain(|(a, b), _| *a != n && *b != n);
                 let detect = self.now + 1_000 + self.rng.below(50_000);
                 self.control.push((detect, Control::Detect(n)));
@@ -408,7 +501,10 @@ impl Sim {
             }
             Control::Fence(n) => {
                 self.broadcast(Event::Fenced(n));
-                if self.rng.chance(60) {
+                // A node with orphans to adopt always comes back.
+                let orphans = self.records.get(&n).is_some_and(|r| !r.is_empty());
+                self.purge.insert(n);
+                if orphans || self.rng.chance(60) {
                     let at = self.now + self.rng.below(300_000);
                     self.control.push((at, Control::Restart(n)));
                 }
@@ -492,6 +588,16 @@ impl Sim {
                         self.client_step(id, ci);
                     }
                 }
+                if self.nodes.contains_key(&id) {
+                    self.purge_step(id);
+                }
+                // Free unused resources far more often than a real node
+                // (every 10 s), so frees race with lookups and requests.
+                if self.nodes.contains_key(&id) && self.rng.chance(SWEEP_PERCENT) {
+                    let mut out = Vec::new();
+                    self.nodes.get_mut(&id).unwrap().node.sweep(&mut out);
+                    self.apply(id, out);
+                }
             }
             if !client_due {
                 return false;
@@ -501,8 +607,73 @@ impl Sim {
         !(self.now > self.traffic_until && self.quiescent())
     }
 
+    /// Whether `owner`'s orphans may be purged now: it is dead, or alive
+    /// with nothing left to adopt.
+    fn adoption_done(&self, owner: NodeId) -> bool {
+        if self.records.get(&owner).is_some_and(|r| !r.is_empty()) {
+            return false;
+        }
+        let Some(sn) = self.nodes.get(&owner) else {
+            return !self
+                .control
+                .iter()
+                .any(|(_, c)| matches!(c, Control::Restart(n) if *n == owner));
+        };
+        !sn.clients.iter().any(|c| match c {
+            Client::Waiting { id, .. } => sn
+                .node
+                .lock_info(*id)
+                .is_some_and(|l| l.flags.contains(Flags::ORPHAN)),
+            _ => false,
+        })
+    }
+
+    fn orphans_of(&self, owner: NodeId) -> usize {
+        self.nodes
+            .values()
+            .flat_map(|sn| sn.node.resources())
+            .filter_map(|(_, e)| e.core.as_ref())
+            .flat_map(|c| c.queue(dlm::rsb::Queue::Grant))
+            .filter(|l| l.orphan_of == Some(owner))
+            .count()
+    }
+
+    /// Node `at` purges the orphans of the owners due, as a restarted
+    /// node (its own) or an administrator (a node gone for good) would.
+    fn purge_step(&mut self, at: NodeId) {
+        if self.now < self.last_purge + 20_000 || self.nodes[&at].node.phase() != Phase::Running {
+            return;
+        }
+        let settled = self.links.values().all(|q| q.is_empty())
+            && self
+                .nodes
+                .values()
+                .all(|n| n.node.phase() == Phase::Running);
+        for owner in self.purge.clone() {
+            if !self.adoption_done(owner) {
+                continue;
+            }
+            if settled && self.orphans_of(owner) == 0 {
+                self.purge.remove(&owner);
+                continue;
+            }
+            let mut out = Vec::new();
+            self.nodes
+                .get_mut(&at)
+                .unwrap()
+                .node
+                .purge_orphans(owner, &mut out);
+            self.log(|| format!("{at} purge orphans of {owner}"));
+            self.purges += 1;
+            self.apply(at, out);
+        }
+        self.last_purge = self.now;
+    }
+
     fn quiescent(&self) -> bool {
-        self.control.is_empty()
+        self.purge.is_empty()
+            && self.records.values().all(|r| r.is_empty())
+            && self.control.is_empty()
             && self.links.values().all(|q| q.is_empty())
             && self
                 .nodes
@@ -540,6 +711,19 @@ impl Sim {
                 }
             }
         }
+        for sn in self.nodes.values() {
+            for (name, e) in sn.node.resources() {
+                let Some(core) = &e.core else { continue };
+                for l in core.queue(dlm::rsb::Queue::Grant) {
+                    if l.orphan_of.is_some() {
+                        let m = l.grmode.expect("orphans are granted");
+                        held.entry(*name)
+                            .or_default()
+                            .push((l.key.node, l.key.id, m));
+                    }
+                }
+            }
+        }
         for (name, locks) in held {
             for (i, a) in locks.iter().enumerate() {
                 for b in &locks[i + 1..] {
@@ -567,6 +751,18 @@ impl Sim {
                 );
             }
             assert_eq!(sn.node.locks().count(), 0, "node {nid} still has locks");
+            for (name, e) in sn.node.resources() {
+                let orphans = e.core.as_ref().map_or(0, |c| {
+                    c.queue(dlm::rsb::Queue::Grant)
+                        .iter()
+                        .filter(|l| l.orphan_of.is_some())
+                        .count()
+                });
+                assert_eq!(
+                    orphans, 0,
+                    "node {nid} keeps orphans of {name} nobody adopted"
+                );
+            }
             assert!(
                 sn.node.own_plocks().dump().is_empty(),
                 "node {nid} still has plocks"
@@ -575,7 +771,25 @@ impl Sim {
     }
 }
 
-fn run_seed(seed: u64, trace: bool) -> (u64, u32, u64) {
+/// What one run did.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Stats {
+    steps: u64,
+    crashes: u64,
+    /// Locks sent to new masters by recovery.
+    rebuilt: u64,
+    /// Master copies freed (`Remove` sent to a directory node).
+    removes: u64,
+    /// Requests that reached a node without the master copy and were sent
+    /// back to look the master up again (`NotMaster`).
+    refused: u64,
+    /// Orphans adopted by their restarted node.
+    adopted: u64,
+    /// Orphan purges sent.
+    purges: u64,
+}
+
+fn run_seed(seed: u64, trace: bool) -> Stats {
     let mut sim = Sim::new(seed, trace);
     let mut steps = 0u64;
     while sim.step() {
@@ -583,17 +797,30 @@ fn run_seed(seed: u64, trace: bool) -> (u64, u32, u64) {
         assert!(steps < 5_000_000, "seed {seed}: no progress");
     }
     sim.check_liveness();
-    (sim.steps, sim.crashes, sim.rebuilt_locks)
+    Stats {
+        steps: sim.steps,
+        crashes: u64::from(sim.crashes),
+        rebuilt: sim.rebuilt_locks,
+        removes: sim.removes,
+        refused: sim.refused,
+        adopted: sim.adopted,
+        purges: sim.purges,
+    }
 }
 
-/// Runs the seeds; returns (crashes, locks rebuilt by recovery) in total.
-fn run_seeds(seeds: impl Iterator<Item = u64>) -> (u64, u64) {
-    let (mut crashes, mut rebuilt) = (0, 0);
+/// Runs the seeds; returns the totals.
+fn run_seeds(seeds: impl Iterator<Item = u64>) -> Stats {
+    let mut total = Stats::default();
     for seed in seeds {
         match std::panic::catch_unwind(|| run_seed(seed, false)) {
-            Ok((_, c, r)) => {
-                crashes += u64::from(c);
-                rebuilt += r;
+            Ok(s) => {
+                total.steps += s.steps;
+                total.crashes += s.crashes;
+                total.rebuilt += s.rebuilt;
+                total.removes += s.removes;
+                total.refused += s.refused;
+                total.adopted += s.adopted;
+                total.purges += s.purges;
             }
             Err(e) => {
                 eprintln!("simulation failed for seed {seed}; replay with DLM_SIM_SEED={seed} cargo test -p dlm --test sim replay -- --nocapture");
@@ -601,16 +828,20 @@ fn run_seeds(seeds: impl Iterator<Item = u64>) -> (u64, u64) {
             }
         }
     }
-    eprintln!("{crashes} crashes, {rebuilt} locks rebuilt by recovery");
-    (crashes, rebuilt)
+    eprintln!("{total:?}");
+    total
 }
 
 #[test]
 fn sim_fixed_sample() {
-    let (crashes, rebuilt) = run_seeds(0..200);
-    // The sample must really exercise recovery with locks held.
-    assert!(crashes > 50, "{crashes}");
-    assert!(rebuilt > 50, "{rebuilt}");
+    let s = run_seeds(0..200);
+    // The sample must really exercise recovery with locks held, and
+    // freeing racing with requests.
+    assert!(s.crashes > 50, "{s:?}");
+    assert!(s.rebuilt > 50, "{s:?}");
+    assert!(s.removes > 100, "{s:?}");
+    assert!(s.refused > 5, "{s:?}");
+    assert!(s.adopted > 10, "{s:?}");
 }
 
 #[test]
@@ -634,7 +865,7 @@ fn replay() {
         .ok()
         .and_then(|s| s.parse().ok())
     {
-        let (steps, crashes, rebuilt) = run_seed(seed, true);
-        eprintln!("seed {seed}: {steps} steps, {crashes} crashes, {rebuilt} locks rebuilt, ok");
+        let s = run_seed(seed, true);
+        eprintln!("seed {seed}: {s:?}, ok");
     }
 }

@@ -270,6 +270,9 @@ fn a_restarted_receiver_gets_no_frame_meant_for_its_previous_process() {
     b1.shutdown();
     drop(held);
     drop(b1);
+    // Frames A writes before it notices B1 is gone count as B1's and are
+    // dropped when B2 answers (by design); these must be B2's.
+    wait_until("A noticed B1 is gone", || !a.connected(NodeId(2)));
     let (ib2, h2) = recorder();
     let b2 = start_at(2, b_addr, h2);
     b2.add_peer(NodeId(1), a.local_addr());
