@@ -773,14 +773,16 @@ impl Node {
             return e.master;
         }
         e.master = Master::LookingUp;
-        out.push(Action::Send {
-            to: dir,
-            env: Envelope {
-                gen: self.gen,
-                msg: Msg::Lookup { name },
-            },
-        });
+        self.send(dir, Msg::Lookup { name }, out);
         Master::LookingUp
+    }
+
+    /// Sends `msg` to `to` in the current generation.
+    pub(crate) fn send(&self, to: NodeId, msg: Msg, out: &mut Vec<Action>) {
+        out.push(Action::Send {
+            to,
+            env: Envelope { gen: self.gen, msg },
+        });
     }
 
     fn op_msg(&self, lkb: &Lkb) -> Msg {

@@ -86,13 +86,7 @@ impl Node {
                     self.dir.remove(&name);
                 }
             } else {
-                out.push(Action::Send {
-                    to: dir,
-                    env: Envelope {
-                        gen: self.gen,
-                        msg: Msg::Remove { name },
-                    },
-                });
+                self.send(dir, Msg::Remove { name }, out);
             }
         }
     }
@@ -134,13 +128,7 @@ impl Node {
             _ => {
                 e.held.push((from, msg));
                 e.master = Master::LookingUp;
-                out.push(Action::Send {
-                    to: dir,
-                    env: Envelope {
-                        gen: self.gen,
-                        msg: Msg::Lookup { name },
-                    },
-                });
+                self.send(dir, Msg::Lookup { name }, out);
             }
         }
     }
@@ -150,13 +138,7 @@ impl Node {
     /// whose request was refused the same way, so they are dropped.
     fn refuse(&mut self, from: NodeId, msg: Msg, out: &mut Vec<Action>) {
         match msg {
-            Msg::Request { name, lkid, .. } => out.push(Action::Send {
-                to: from,
-                env: Envelope {
-                    gen: self.gen,
-                    msg: Msg::NotMaster { name, lkid },
-                },
-            }),
+            Msg::Request { name, lkid, .. } => self.send(from, Msg::NotMaster { name, lkid }, out),
             other => {
                 tracing::debug!(%from, ?other, "lock message for a resource not mastered here")
             }
