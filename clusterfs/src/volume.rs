@@ -493,6 +493,24 @@ impl Volume {
         Ok(self.dev.read_at(blk * self.geo.bsize as u64, buf)?)
     }
 
+    /// Reads `buf.len() / bsize` consecutive data blocks from `blk` in one
+    /// device read (blocks held in the cache are taken from there).
+    pub fn read_data_blocks(&mut self, blk: u64, buf: &mut [u8]) -> Result<()> {
+        let bs = self.geo.bsize as usize;
+        let n = (buf.len() / bs) as u64;
+        debug_assert_eq!(buf.len() % bs, 0);
+        for b in blk..blk + n {
+            self.check_block(b)?;
+        }
+        if (blk..blk + n).any(|b| self.cache.contains_key(&b)) {
+            for (i, chunk) in buf.chunks_exact_mut(bs).enumerate() {
+                self.read_data_block(blk + i as u64, chunk)?;
+            }
+            return Ok(());
+        }
+        Ok(self.dev.read_at(blk * bs as u64, buf)?)
+    }
+
     /// Writes a data block directly to the device.
     pub fn write_data_block(&mut self, blk: u64, buf: &[u8]) -> Result<()> {
         self.check_writable()?;
