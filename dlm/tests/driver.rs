@@ -267,6 +267,8 @@ fn control_socket_dumps_locks() {
     let path = dlms[0].ctl_path().unwrap();
     let out = dlm::driver::ctl::query(path, "ls").unwrap();
     assert!(out.contains("name          dump"), "{out}");
+    assert!(out.contains("locks         1\n"), "{out}");
+    assert!(out.contains("resources     1 (1 mastered here)"), "{out}");
     let out = dlm::driver::ctl::query(path, "lockdump dump").unwrap();
     assert!(out.contains(&format!("id {id} gr PW rq IV")), "{out}");
     assert!(out.contains("\"visible\""), "{out}");
@@ -532,7 +534,8 @@ fn local_fast_paths_keep_callbacks_and_blocking_semantics() {
 
 #[test]
 fn orphans_of_a_dead_node_block_until_purged() {
-    let dlms = cluster(3, None);
+    let dir = tempfile::tempdir().unwrap();
+    let dlms = cluster(3, Some(dir.path()));
     let (ls, ms) = join_all(&dlms, "orph");
     wait_until("running", || ls.iter().all(|l| l.is_running()));
     // Node 1 masters both resources (first user); node 3 holds them EX,
@@ -566,10 +569,17 @@ fn orphans_of_a_dead_node_block_until_purged() {
         rx.recv_timeout(Duration::from_millis(100)).is_err(),
         "granted past the orphan"
     );
+    let dump = |d: &Dlm| dlm::driver::ctl::query(d.ctl_path().unwrap(), "lockdump orph").unwrap();
+    assert!(
+        dump(&dlms[0]).contains("EX rq IV orphan of node 3"),
+        "{}",
+        dump(&dlms[0])
+    );
     ls[0].purge_orphans(NodeId(3));
     let ex = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("granted once the orphan is purged");
+    assert!(!dump(&dlms[0]).contains("orphan"), "{}", dump(&dlms[0]));
     ls[1].unlock(ex, Flags::empty(), None).unwrap();
     ls[0].unlock(nl, Flags::empty(), None).unwrap();
     ls[0].unlock(nl2, Flags::empty(), None).unwrap();

@@ -100,6 +100,19 @@ fn ls(dlm: &DlmInner) -> String {
         let _ = writeln!(s, "generation    {}", n.generation());
         let _ = writeln!(s, "state         {:?}", n.phase());
         let _ = writeln!(s, "members       {}", members.join(" "));
+        drop(sh);
+        // Counted shard by shard (each under its own lock, briefly).
+        let (mut locks, mut resources, mut mastered) = (0, 0, 0);
+        for shard in ls.shards.iter() {
+            let sh = shard.lock();
+            locks += sh.node.locks().count();
+            for (_, e) in sh.node.resources() {
+                resources += 1;
+                mastered += usize::from(e.core.is_some());
+            }
+        }
+        let _ = writeln!(s, "locks         {locks}");
+        let _ = writeln!(s, "resources     {resources} ({mastered} mastered here)");
         let _ = writeln!(s, "shards        {}\n", ls.shards.len());
     }
     s
@@ -118,14 +131,20 @@ fn lockdump(ls: &LsInner) -> String {
         let mut locks: Vec<_> = n.locks().collect();
         locks.sort_by_key(|l| l.id);
         for l in locks {
-            let master = match n
-                .resources()
-                .find(|(name, _)| **name == l.name)
-                .map(|(_, e)| e.master)
-            {
-                Some(Master::Node(m)) if m == n.id() => 0,
-                Some(Master::Node(m)) => m.0,
-                _ => u32::MAX,
+            // Where this lock lives; before its request is sent, the
+            // resource's master as far as known (0: here, as dlm_tool says).
+            let known = l.master.or_else(|| {
+                n.resources()
+                    .find(|(name, _)| **name == l.name)
+                    .and_then(|(_, e)| match e.master {
+                        Master::Node(m) => Some(m),
+                        _ => None,
+                    })
+            });
+            let master = match known {
+                Some(m) if m == n.id() => 0,
+                Some(m) => m.0,
+                None => u32::MAX,
             };
             let rq = if l.op == Op::None { None } else { l.rqmode };
             let _ = writeln!(
@@ -153,13 +172,16 @@ fn lockdump(ls: &LsInner) -> String {
                 (Queue::Wait, "Waiting"),
             ] {
                 for l in core.queue(q) {
+                    let owner = match l.orphan_of {
+                        Some(dead) => format!("orphan of node {dead}"),
+                        None => format!("node {}", l.key.node),
+                    };
                     let _ = writeln!(
                         s,
-                        "  {title:<10} {} gr {} rq {} node {}",
+                        "  {title:<10} {} gr {} rq {} {owner}",
                         l.key.id,
                         mode_name(l.grmode),
                         mode_name(l.rqmode),
-                        l.key.node
                     );
                 }
             }
