@@ -575,7 +575,16 @@ fn orphans_of_a_dead_node_block_until_purged() {
         "{}",
         dump(&dlms[0])
     );
-    ls[0].purge_orphans(NodeId(3));
+    // Through the control socket, as `dlm_tool purge orph 3` does (the
+    // API call is `Lockspace::purge_orphans`).
+    let ctl = |cmd: &str| dlm::driver::ctl::query(dlms[0].ctl_path().unwrap(), cmd).unwrap();
+    assert!(ctl("purge orph 0").starts_with("error: bad node id"));
+    assert!(ctl("purge nope 3").starts_with("error: no lockspace"));
+    assert!(ctl("purge orph").starts_with("error: usage"));
+    assert_eq!(
+        ctl("purge orph 3"),
+        "purging the orphans of node 3 in orph\n"
+    );
     let ex = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("granted once the orphan is purged");

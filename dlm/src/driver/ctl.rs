@@ -56,20 +56,32 @@ impl Drop for CtlServer {
     }
 }
 
+const USAGE: &str = "error: usage: ls | lockdump LS | plocks LS | purge LS NODEID\n";
+
 fn serve(mut c: UnixStream, dlm: &DlmInner) -> std::io::Result<()> {
     let mut line = String::new();
     BufReader::new(c.try_clone()?).read_line(&mut line)?;
-    let mut words = line.split_whitespace();
-    let reply = match (words.next(), words.next()) {
-        (Some("ls"), None) => ls(dlm),
-        (Some(cmd @ ("lockdump" | "plocks")), Some(name)) => {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let reply = match words[..] {
+        ["ls"] => ls(dlm),
+        [cmd @ ("lockdump" | "plocks" | "purge"), name, ref rest @ ..] => {
             match dlm.lockspaces.read().get(name).cloned() {
-                Some(ls) if cmd == "lockdump" => lockdump(&ls),
-                Some(ls) => plocks(&ls),
                 None => format!("error: no lockspace {name}\n"),
+                Some(ls) => match (cmd, rest) {
+                    ("lockdump", []) => lockdump(&ls),
+                    ("plocks", []) => plocks(&ls),
+                    ("purge", [node]) => match node.parse::<u32>() {
+                        Ok(n) if n > 0 => {
+                            ls.purge_orphans(NodeId(n));
+                            format!("purging the orphans of node {n} in {name}\n")
+                        }
+                        _ => format!("error: bad node id {node}\n"),
+                    },
+                    _ => USAGE.to_string(),
+                },
             }
         }
-        _ => "error: usage: ls | lockdump LS | plocks LS\n".to_string(),
+        _ => USAGE.to_string(),
     };
     c.write_all(reply.as_bytes())
 }

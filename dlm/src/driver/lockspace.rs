@@ -319,6 +319,13 @@ impl LsInner {
         }
     }
 
+    /// See [`Lockspace::purge_orphans`].
+    pub(crate) fn purge_orphans(&self, node: NodeId) {
+        for k in 0..self.shards.len() {
+            self.with_shard(k, |sh| sh.node.purge_orphans(node, &mut sh.out));
+        }
+    }
+
     pub(crate) fn receive(&self, from: NodeId, shard: usize, env: Envelope) {
         if shard >= self.shards.len() {
             tracing::warn!(%from, shard, "frame for a shard that does not exist");
@@ -590,10 +597,7 @@ impl Lockspace {
     /// administrator does for a node gone for good (the kernel's
     /// `dlm_ls_purge`).
     pub fn purge_orphans(&self, node: NodeId) {
-        for k in 0..self.inner.shards.len() {
-            self.inner
-                .with_shard(k, |sh| sh.node.purge_orphans(node, &mut sh.out));
-        }
+        self.inner.purge_orphans(node);
     }
 
     /// Sets or replaces the blocking callback of `id`.

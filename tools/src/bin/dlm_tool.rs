@@ -45,6 +45,14 @@ enum Cmd {
         /// Lockspace name.
         ls: String,
     },
+    /// Drop the orphans (PERSISTENT locks nobody adopted) of dead node
+    /// NODEID in lockspace LS, on every member (the kernel's dlm_ls_purge).
+    Purge {
+        /// Lockspace name.
+        ls: String,
+        /// The dead node whose orphans go.
+        nodeid: u32,
+    },
     /// Measure lock costs (a few seconds).
     Bench {
         /// Print JSON instead of text.
@@ -234,6 +242,18 @@ fn main() -> Result<()> {
         Cmd::Ls => query_all(&ctl_dir, "ls"),
         Cmd::Lockdump { ls } => query_all(&ctl_dir, &format!("lockdump {ls}")),
         Cmd::Plocks { ls } => query_all(&ctl_dir, &format!("plocks {ls}")),
+        Cmd::Purge { ls, nodeid } => {
+            if nodeid == 0 {
+                bail!("NODEID must be a cluster node id (1 or more)");
+            }
+            if sockets(&ctl_dir)?.is_empty() {
+                bail!(
+                    "no DLM process has a control socket in {}",
+                    ctl_dir.display()
+                );
+            }
+            query_all(&ctl_dir, &format!("purge {ls} {nodeid}"))
+        }
         Cmd::Bench { json } => bench(json),
         Cmd::BenchPeer => dlm::bench::peer_main().context("bench peer"),
         Cmd::Testnode(t) => {
