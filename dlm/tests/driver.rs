@@ -593,3 +593,68 @@ fn orphans_of_a_dead_node_block_until_purged() {
     ls[0].unlock(nl, Flags::empty(), None).unwrap();
     ls[0].unlock(nl2, Flags::empty(), None).unwrap();
 }
+
+#[test]
+fn async_posix_locks_complete_by_callback_and_can_be_cancelled() {
+    use dlm::plock::Kind;
+    let dlms = cluster(2, None);
+    let (ls, _ms) = join_all(&dlms, "pa");
+    wait_until("running", || ls.iter().all(|l| l.is_running()));
+    // Node 1's process 7 write-locks bytes 0..=9 of file 1.
+    ls[0].plock(1, 7, Kind::Write, 0, 9, true).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let call = |tx: mpsc::Sender<Result<(), DlmError>>| -> dlm::PlockFn {
+        let tx = std::sync::Mutex::new(tx);
+        Box::new(move |r| tx.lock().unwrap().send(r).unwrap())
+    };
+    // Without waiting: EAGAIN through the callback.
+    ls[1]
+        .plock_async(1, 8, Kind::Read, 5, 5, false, call(tx.clone()))
+        .unwrap();
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+        Err(DlmError::Again)
+    ));
+    // A waiting request returns at once; cancelled (a signal), its
+    // callback says so and it never holds the bytes.
+    let req = ls[1]
+        .plock_async(1, 8, Kind::Read, 5, 5, true, call(tx.clone()))
+        .unwrap();
+    assert!(
+        rx.recv_timeout(Duration::from_millis(100)).is_err(),
+        "granted past a writer"
+    );
+    ls[1].plock_cancel(req).unwrap();
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+        Err(DlmError::Canceled)
+    ));
+    assert!(matches!(
+        ls[1].plock_cancel(req),
+        Err(DlmError::NoLock | DlmError::Busy)
+    ));
+    // Waiting again: granted by callback when the writer unlocks.
+    ls[1]
+        .plock_async(1, 8, Kind::Read, 5, 5, true, call(tx.clone()))
+        .unwrap();
+    assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+    ls[0].punlock(1, 7, 0, 9).unwrap();
+    rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap();
+    assert_eq!(
+        ls[0]
+            .pget(1, 7, Kind::Write, 0, 9)
+            .unwrap()
+            .map(|p| p.start),
+        Some(5),
+        "node 2's read lock is held"
+    );
+    // flock too.
+    ls[1]
+        .flock_async(2, 1, Kind::Write, false, call(tx))
+        .unwrap();
+    rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap();
+    assert!(matches!(
+        ls[0].flock(2, 2, Kind::Read, false),
+        Err(DlmError::Again)
+    ));
+}

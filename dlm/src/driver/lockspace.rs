@@ -119,13 +119,54 @@ pub(crate) struct Shard {
     last_sweep: Instant,
     out: Vec<Action>,
     cbs: crate::types::FastMap<LockId, LockCb>,
-    plock_waiters: crate::types::FastMap<u64, Arc<PlockWaiter>>,
+    plock_waiters: crate::types::FastMap<u64, PlockWait>,
 }
 
 #[derive(Default)]
 struct PlockWaiter {
     done: Mutex<Option<PlockReply>>,
     cv: Condvar,
+}
+
+/// Who hears of a plock request's result.
+enum PlockWait {
+    /// A blocked caller.
+    Blocking(Arc<PlockWaiter>),
+    /// A callback ([`Lockspace::plock_async`]).
+    Callback(Box<dyn FnOnce(PlockReply) + Send>),
+}
+
+/// Result callback of an async POSIX lock or flock request.
+pub type PlockFn = Box<dyn FnOnce(Result<(), DlmError>) + Send>;
+
+/// A POSIX lock or flock request started by [`Lockspace::plock_async`] or
+/// [`Lockspace::flock_async`], to cancel with [`Lockspace::plock_cancel`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PlockReq(pub u64);
+
+/// A POSIX lock or flock request.
+fn lock_op(kind: Kind, start: u64, end: u64, wait: bool) -> PlockOp {
+    PlockOp::Lock {
+        kind,
+        start,
+        end,
+        wait,
+    }
+}
+
+/// `done`, fed the caller's view of a lock request's result.
+fn callback(done: PlockFn) -> PlockWait {
+    PlockWait::Callback(Box::new(move |r| done(lock_result(r))))
+}
+
+/// A lock request's result as the caller sees it.
+fn lock_result(r: PlockReply) -> Result<(), DlmError> {
+    match r {
+        PlockReply::Ok => Ok(()),
+        PlockReply::Conflict(_) => Err(DlmError::Again),
+        PlockReply::Deadlock => Err(DlmError::Deadlock),
+        PlockReply::Canceled => Err(DlmError::Canceled),
+    }
 }
 
 enum Deferred {
@@ -135,6 +176,7 @@ enum Deferred {
     /// under it, it would at once contend with the thread that woke it).
     Wake(Arc<Waiter>, Completion),
     PlockWake(Arc<PlockWaiter>, PlockReply),
+    PlockCall(Box<dyn FnOnce(PlockReply) + Send>, PlockReply),
 }
 
 /// A value alone on its cache lines (128 bytes: adjacent-line prefetch),
@@ -264,11 +306,11 @@ impl LsInner {
                         sh.cbs.remove(&id);
                     }
                 }
-                Action::PlockDone { req, result } => {
-                    if let Some(w) = sh.plock_waiters.remove(&req) {
-                        deferred.push(Deferred::PlockWake(w, result));
-                    }
-                }
+                Action::PlockDone { req, result } => match sh.plock_waiters.remove(&req) {
+                    Some(PlockWait::Blocking(w)) => deferred.push(Deferred::PlockWake(w, result)),
+                    Some(PlockWait::Callback(f)) => deferred.push(Deferred::PlockCall(f, result)),
+                    None => {}
+                },
                 Action::Bast { id, mode } => {
                     if let Some(b) = sh.cbs.get(&id).and_then(|cb| cb.bast.clone()) {
                         deferred.push(Deferred::Bast(b, id, mode));
@@ -288,6 +330,7 @@ impl LsInner {
                     *w.done.lock() = Some(r);
                     w.cv.notify_all();
                 }
+                Deferred::PlockCall(f, r) => f(r),
             }
         }
     }
@@ -612,8 +655,33 @@ impl Lockspace {
         })
     }
 
-    /// Runs a plock operation on shard 0 (which carries the lockspace's
-    /// plocks) and waits for its result.
+    /// Starts a plock operation on shard 0 (which carries the lockspace's
+    /// plocks); `wait` hears of its result.
+    fn plock_start(
+        &self,
+        fam: Family,
+        file: u64,
+        owner: u64,
+        op: PlockOp,
+        wait: PlockWait,
+    ) -> Result<PlockReq, DlmError> {
+        let mut deferred = Vec::new();
+        let req = {
+            let mut g = self.inner.shards[0].lock();
+            let sh = &mut *g;
+            let req = sh
+                .node
+                .plock(fam, file, owner, op, &mut sh.out)
+                .map_err(node_err)?;
+            sh.plock_waiters.insert(req, wait);
+            self.inner.run_actions(0, sh, &mut deferred);
+            req
+        };
+        LsInner::run_deferred(deferred);
+        Ok(PlockReq(req))
+    }
+
+    /// Runs a plock operation and waits for its result.
     fn plock_op(
         &self,
         fam: Family,
@@ -621,20 +689,8 @@ impl Lockspace {
         owner: u64,
         op: PlockOp,
     ) -> Result<PlockReply, DlmError> {
-        let mut deferred = Vec::new();
-        let w = {
-            let mut g = self.inner.shards[0].lock();
-            let sh = &mut *g;
-            let req = sh
-                .node
-                .plock(fam, file, owner, op, &mut sh.out)
-                .map_err(node_err)?;
-            let w = Arc::new(PlockWaiter::default());
-            sh.plock_waiters.insert(req, w.clone());
-            self.inner.run_actions(0, sh, &mut deferred);
-            w
-        };
-        LsInner::run_deferred(deferred);
+        let w = Arc::new(PlockWaiter::default());
+        self.plock_start(fam, file, owner, op, PlockWait::Blocking(w.clone()))?;
         let mut done = w.done.lock();
         while done.is_none() {
             w.cv.wait(&mut done);
@@ -654,22 +710,48 @@ impl Lockspace {
         end: u64,
         wait: bool,
     ) -> Result<(), DlmError> {
-        match self.plock_op(
-            Family::Posix,
-            file,
-            owner,
-            PlockOp::Lock {
-                kind,
-                start,
-                end,
-                wait,
-            },
-        )? {
-            PlockReply::Ok => Ok(()),
-            PlockReply::Conflict(_) => Err(DlmError::Again),
-            PlockReply::Deadlock => Err(DlmError::Deadlock),
-            PlockReply::Canceled => Err(DlmError::Canceled),
-        }
+        self.plock_op(Family::Posix, file, owner, lock_op(kind, start, end, wait))
+            .and_then(lock_result)
+    }
+
+    /// [`Lockspace::plock`] without waiting: `done` gets the result (on
+    /// the thread that learns it). A waiting request can be withdrawn
+    /// with [`Lockspace::plock_cancel`] (a signal interrupting F_SETLKW).
+    #[allow(clippy::too_many_arguments)]
+    pub fn plock_async(
+        &self,
+        file: u64,
+        owner: u64,
+        kind: Kind,
+        start: u64,
+        end: u64,
+        wait: bool,
+        done: PlockFn,
+    ) -> Result<PlockReq, DlmError> {
+        let op = lock_op(kind, start, end, wait);
+        self.plock_start(Family::Posix, file, owner, op, callback(done))
+    }
+
+    /// [`Lockspace::flock`] without waiting: `done` gets the result.
+    pub fn flock_async(
+        &self,
+        file: u64,
+        owner: u64,
+        kind: Kind,
+        wait: bool,
+        done: PlockFn,
+    ) -> Result<PlockReq, DlmError> {
+        let op = lock_op(kind, 0, u64::MAX, wait);
+        self.plock_start(Family::Flock, file, owner, op, callback(done))
+    }
+
+    /// Withdraws a waiting request of [`Lockspace::plock_async`] or
+    /// [`Lockspace::flock_async`]: its callback gets
+    /// [`DlmError::Canceled`], unless the lock was granted first.
+    pub fn plock_cancel(&self, req: PlockReq) -> Result<(), DlmError> {
+        self.inner.with_shard(0, |sh| {
+            sh.node.plock_cancel(req.0, &mut sh.out).map_err(node_err)
+        })
     }
 
     /// fcntl F_UNLCK of bytes `start..=end`.
@@ -706,22 +788,8 @@ impl Lockspace {
 
     /// flock LOCK_SH/LOCK_EX (`wait` false: LOCK_NB) of `file` for open file `owner`.
     pub fn flock(&self, file: u64, owner: u64, kind: Kind, wait: bool) -> Result<(), DlmError> {
-        match self.plock_op(
-            Family::Flock,
-            file,
-            owner,
-            PlockOp::Lock {
-                kind,
-                start: 0,
-                end: u64::MAX,
-                wait,
-            },
-        )? {
-            PlockReply::Ok => Ok(()),
-            PlockReply::Conflict(_) => Err(DlmError::Again),
-            PlockReply::Deadlock => Err(DlmError::Deadlock),
-            PlockReply::Canceled => Err(DlmError::Canceled),
-        }
+        self.plock_op(Family::Flock, file, owner, lock_op(kind, 0, u64::MAX, wait))
+            .and_then(lock_result)
     }
 
     /// flock LOCK_UN.
