@@ -242,12 +242,26 @@ mod tests {
         }
         assert_eq!(t.len(), 2500);
         assert!(ids[2500..].iter().all(|id| t.contains_key(*id)));
-        // Churn one slot through every generation: ids stay in range.
-        for _ in 0..10_000 {
+        // Churn one slot through its generations: a reused slot gets a new
+        // id every time until the generations wrap, and the old id of the
+        // slot names nothing meanwhile.
+        let mut seen = std::collections::HashSet::new();
+        let mut prev: Option<LockId> = None;
+        for _ in 0..(t.gen_mask + 1) {
             let (id, _) = t.insert_with(lkb).expect("room");
-            assert!(id.0 >= 1);
+            assert!(
+                seen.insert(id),
+                "id {id} reused before the generations wrapped"
+            );
+            if let Some(p) = prev {
+                assert!(t.get(p).is_none());
+            }
             assert!(t.remove(id).is_some());
+            prev = Some(id);
         }
+        // Then they wrap: the next id of that slot is one seen before.
+        let (id, _) = t.insert_with(lkb).expect("room");
+        assert!(seen.contains(&id));
     }
 
     #[test]

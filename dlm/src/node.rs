@@ -131,6 +131,19 @@ pub struct RsbEntry {
     pub idle: bool,
 }
 
+impl RsbEntry {
+    /// A fresh entry.
+    pub(crate) fn new(master: Master) -> RsbEntry {
+        RsbEntry {
+            master,
+            core: None,
+            lookup_waiters: Vec::new(),
+            held: Vec::new(),
+            idle: false,
+        }
+    }
+}
+
 /// What the node asks its driver to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -558,13 +571,7 @@ impl Node {
         if self.phase == Phase::Running {
             match master {
                 Some(m) if m == self.me => self.receive_cancel(m, name, id, out),
-                Some(m) => out.push(Action::Send {
-                    to: m,
-                    env: Envelope {
-                        gen: self.gen,
-                        msg: Msg::Cancel { name, lkid: id },
-                    },
-                }),
+                Some(m) => self.send(m, Msg::Cancel { name, lkid: id }, out),
                 // Sent means sent somewhere; recovery re-sends it all.
                 None => {}
             }
@@ -822,19 +829,9 @@ impl Node {
         lkb.master = Some(master);
         let (name, cancel) = (lkb.name, lkb.cancel);
         let msg = self.op_msg(&self.lkbs[id]);
-        let gen = self.gen;
-        out.push(Action::Send {
-            to: master,
-            env: Envelope { gen, msg },
-        });
+        self.send(master, msg, out);
         if cancel {
-            out.push(Action::Send {
-                to: master,
-                env: Envelope {
-                    gen,
-                    msg: Msg::Cancel { name, lkid: id },
-                },
-            });
+            self.send(master, Msg::Cancel { name, lkid: id }, out);
         }
     }
 
@@ -1008,7 +1005,6 @@ impl Node {
             Msg::LookupReply { name, master } => self.receive_lookup_reply(name, master, out),
             Msg::NotMaster { name, lkid } => self.receive_not_master(from, name, lkid, out),
             Msg::Remove { name } => self.receive_remove(from, name),
-            Msg::PurgeOrphans { owner } => self.receive_purge(owner, out),
             other => tracing::error!(?other, "recovery message routed as lock message"),
         }
     }

@@ -25,17 +25,6 @@ use crate::types::{FastBuild, LockId, NodeId, ResName};
 use crate::wire::{Envelope, Msg};
 
 impl RsbEntry {
-    /// A fresh entry.
-    pub(crate) fn new(master: Master) -> RsbEntry {
-        RsbEntry {
-            master,
-            core: None,
-            lookup_waiters: Vec::new(),
-            held: Vec::new(),
-            idle: false,
-        }
-    }
-
     /// Nothing depends on this entry (besides locks, checked by the caller).
     fn unused(&self) -> bool {
         self.lookup_waiters.is_empty()

@@ -41,12 +41,23 @@ pub type AstFn = Arc<dyn Fn(Completion) + Send + Sync>;
 /// Blocking callback (bast): the lock and the mode that waits.
 pub type BastFn = Arc<dyn Fn(LockId, Mode) + Send + Sync>;
 
-#[derive(Default)]
-struct Waiter {
-    done: Mutex<Option<Completion>>,
+/// A blocked caller waiting for one result (a lock completion, a plock
+/// reply).
+struct Waiter<T> {
+    done: Mutex<Option<T>>,
     /// Set with `done`: lets a spinning waiter check without the mutex.
     ready: AtomicBool,
     cv: Condvar,
+}
+
+impl<T> Default for Waiter<T> {
+    fn default() -> Waiter<T> {
+        Waiter {
+            done: Mutex::new(None),
+            ready: AtomicBool::new(false),
+            cv: Condvar::new(),
+        }
+    }
 }
 
 /// Longest spin of a blocked caller before it sleeps.
@@ -57,15 +68,14 @@ const SPIN: Duration = Duration::from_micros(60);
 static SPIN_SCORE: AtomicU32 = AtomicU32::new(4);
 static SPIN_PROBE: AtomicU32 = AtomicU32::new(0);
 
-impl Waiter {
-    fn complete(&self, c: Completion) {
+impl<T> Waiter<T> {
+    fn complete(&self, c: T) {
         *self.done.lock() = Some(c);
         self.ready.store(true, Ordering::Release);
         self.cv.notify_all();
     }
 
-    fn wait(&self) -> Completion {
-        self.spin();
+    fn wait(&self) -> T {
         let mut done = self.done.lock();
         while done.is_none() {
             self.cv.wait(&mut done);
@@ -110,7 +120,7 @@ struct LockCb {
     bast: Option<BastFn>,
     /// Blocking callers waiting for this lock's next completion (a lock
     /// call and a FORCEUNLOCK from another thread may both wait).
-    waiters: Vec<Arc<Waiter>>,
+    waiters: Vec<Arc<Waiter<Completion>>>,
 }
 
 pub(crate) struct Shard {
@@ -122,16 +132,10 @@ pub(crate) struct Shard {
     plock_waiters: crate::types::FastMap<u64, PlockWait>,
 }
 
-#[derive(Default)]
-struct PlockWaiter {
-    done: Mutex<Option<PlockReply>>,
-    cv: Condvar,
-}
-
 /// Who hears of a plock request's result.
 enum PlockWait {
     /// A blocked caller.
-    Blocking(Arc<PlockWaiter>),
+    Blocking(Arc<Waiter<PlockReply>>),
     /// A callback ([`Lockspace::plock_async`]).
     Callback(Box<dyn FnOnce(PlockReply) + Send>),
 }
@@ -174,8 +178,8 @@ enum Deferred {
     Bast(BastFn, LockId, Mode),
     /// A blocked caller, woken after the shard lock is released (woken
     /// under it, it would at once contend with the thread that woke it).
-    Wake(Arc<Waiter>, Completion),
-    PlockWake(Arc<PlockWaiter>, PlockReply),
+    Wake(Arc<Waiter<Completion>>, Completion),
+    PlockWake(Arc<Waiter<PlockReply>>, PlockReply),
     PlockCall(Box<dyn FnOnce(PlockReply) + Send>, PlockReply),
 }
 
@@ -326,10 +330,7 @@ impl LsInner {
                 Deferred::Ast(f, c) => f(c),
                 Deferred::Bast(f, id, m) => f(id, m),
                 Deferred::Wake(w, c) => w.complete(c),
-                Deferred::PlockWake(w, r) => {
-                    *w.done.lock() = Some(r);
-                    w.cv.notify_all();
-                }
+                Deferred::PlockWake(w, r) => w.complete(r),
                 Deferred::PlockCall(f, r) => f(r),
             }
         }
@@ -443,6 +444,7 @@ impl LsInner {
             w
         };
         Self::run_deferred(deferred);
+        waiter.spin();
         status_result(waiter.wait())
     }
 }
@@ -474,19 +476,18 @@ impl Lockspace {
     /// Fails with [`DlmError::Again`] for a NOQUEUE request that cannot be
     /// granted at once.
     pub fn lock(&self, name: &[u8], mode: Mode, flags: Flags) -> Result<LockId, DlmError> {
-        let res = res_name(name)?;
-        let k = self.inner.shard_of_name(&res);
+        let name = res_name(name)?;
+        let k = self.inner.shard_of_name(&name);
+        // Ids carry a generation and a gone lock's callbacks go with it,
+        // so a new id has none registered.
+        if let Some(id) = self.inner.shards[k]
+            .lock()
+            .node
+            .try_lock_here(&name, mode, flags)
         {
-            let mut g = self.inner.shards[k].lock();
-            if let Some(id) = g.node.try_lock_here(&res, mode, flags) {
-                if !g.cbs.is_empty() {
-                    // A callback left for an id this one reuses: not ours.
-                    g.cbs.remove(&id);
-                }
-                return Ok(id);
-            }
+            return Ok(id);
         }
-        self.lock_lvb(name, mode, flags, None).map(|(id, _)| id)
+        self.lock_in(k, name, mode, flags, None).map(|(id, _)| id)
     }
 
     /// Like [`Lockspace::lock`]; with VALBLK, returns the value block.
@@ -498,7 +499,18 @@ impl Lockspace {
         lvb: Option<Lvb>,
     ) -> Result<(LockId, Completion), DlmError> {
         let name = res_name(name)?;
-        let k = self.inner.shard_of_name(&name);
+        self.lock_in(self.inner.shard_of_name(&name), name, mode, flags, lvb)
+    }
+
+    /// [`Lockspace::lock_lvb`] on shard `k` of `name`.
+    fn lock_in(
+        &self,
+        k: usize,
+        name: ResName,
+        mode: Mode,
+        flags: Flags,
+        lvb: Option<Lvb>,
+    ) -> Result<(LockId, Completion), DlmError> {
         let c = self
             .inner
             .blocking(k, |n, out| n.lock_now(name, mode, flags, lvb, out))?;
@@ -689,13 +701,9 @@ impl Lockspace {
         owner: u64,
         op: PlockOp,
     ) -> Result<PlockReply, DlmError> {
-        let w = Arc::new(PlockWaiter::default());
+        let w = Arc::new(Waiter::default());
         self.plock_start(fam, file, owner, op, PlockWait::Blocking(w.clone()))?;
-        let mut done = w.done.lock();
-        while done.is_none() {
-            w.cv.wait(&mut done);
-        }
-        Ok(done.take().expect("done"))
+        Ok(w.wait())
     }
 
     /// fcntl F_SETLK (`wait` false: [`DlmError::Again`] on conflict) or
