@@ -105,11 +105,26 @@ impl FuseFs {
         }
     }
 
+    fn reply_attr(&self, r: Result<Attr, Errno>, reply: ReplyAttr) {
+        match r {
+            Ok(a) => reply.attr(&TTL, &self.file_attr(&a)),
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn reply_entry(&self, r: Result<Attr, Errno>, reply: ReplyEntry) {
         match r {
             Ok(a) => reply.entry(&TTL, &self.file_attr(&a), Generation(a.generation)),
             Err(e) => reply.error(e),
         }
+    }
+}
+
+/// Answers an operation that returns nothing.
+fn reply_empty(r: Result<(), Errno>, reply: ReplyEmpty) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
     }
 }
 
@@ -200,10 +215,7 @@ impl fuser::Filesystem for FuseFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _s = debug_span!("getattr", ino = ino.0).entered();
         let i = self.ino(ino);
-        match self.with(|fs| fs.getattr(i)) {
-            Ok(a) => reply.attr(&TTL, &self.file_attr(&a)),
-            Err(e) => reply.error(e),
-        }
+        self.reply_attr(self.with(|fs| fs.getattr(i)), reply)
     }
 
     fn setattr(
@@ -234,10 +246,7 @@ impl fuser::Filesystem for FuseFs {
             atime: atime.map(timestamp),
             mtime: mtime.map(timestamp),
         };
-        match self.with(|fs| fs.setattr(i, set)) {
-            Ok(a) => reply.attr(&TTL, &self.file_attr(&a)),
-            Err(e) => reply.error(e),
-        }
+        self.reply_attr(self.with(|fs| fs.setattr(i, set)), reply)
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -291,19 +300,13 @@ impl fuser::Filesystem for FuseFs {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _s = debug_span!("unlink", parent = parent.0, ?name).entered();
         let p = self.ino(parent);
-        match self.with(|fs| fs.unlink(p, name.as_bytes())) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(self.with(|fs| fs.unlink(p, name.as_bytes())), reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _s = debug_span!("rmdir", parent = parent.0, ?name).entered();
         let p = self.ino(parent);
-        match self.with(|fs| fs.rmdir(p, name.as_bytes())) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(self.with(|fs| fs.rmdir(p, name.as_bytes())), reply);
     }
 
     fn symlink(
@@ -347,10 +350,10 @@ impl fuser::Filesystem for FuseFs {
             noreplace: flags.contains(fuser::RenameFlags::RENAME_NOREPLACE),
             exchange: flags.contains(fuser::RenameFlags::RENAME_EXCHANGE),
         };
-        match self.with(|fs| fs.rename(p, name.as_bytes(), np, newname.as_bytes(), f)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(
+            self.with(|fs| fs.rename(p, name.as_bytes(), np, newname.as_bytes(), f)),
+            reply,
+        );
     }
 
     fn link(
@@ -437,10 +440,7 @@ impl fuser::Filesystem for FuseFs {
     ) {
         let _s = debug_span!("release", ino = ino.0).entered();
         let i = self.ino(ino);
-        match self.with(|fs| fs.release(i)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(self.with(|fs| fs.release(i)), reply);
     }
 
     fn fsync(
@@ -452,10 +452,7 @@ impl fuser::Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let _s = debug_span!("fsync", ino = ino.0).entered();
-        match self.with(|fs| fs.sync()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(self.with(|fs| fs.sync()), reply);
     }
 
     fn readdir(
@@ -496,10 +493,7 @@ impl fuser::Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let _s = debug_span!("fsyncdir", ino = ino.0).entered();
-        match self.with(|fs| fs.sync()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(self.with(|fs| fs.sync()), reply);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -602,19 +596,16 @@ impl fuser::Filesystem for FuseFs {
     ) {
         let _s = debug_span!("setxattr", ino = ino.0, ?name, len = value.len()).entered();
         let i = self.ino(ino);
-        match self.with(|fs| fs.setxattr(i, name.as_bytes(), value, flags)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(
+            self.with(|fs| fs.setxattr(i, name.as_bytes(), value, flags)),
+            reply,
+        );
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _s = debug_span!("removexattr", ino = ino.0, ?name).entered();
         let i = self.ino(ino);
-        match self.with(|fs| fs.removexattr(i, name.as_bytes())) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(self.with(|fs| fs.removexattr(i, name.as_bytes())), reply);
     }
 
     fn fallocate(
@@ -629,10 +620,7 @@ impl fuser::Filesystem for FuseFs {
     ) {
         let _s = debug_span!("fallocate", ino = ino.0, offset, length, mode).entered();
         let i = self.ino(ino);
-        match self.with(|fs| fs.fallocate(i, offset, length, mode)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(self.with(|fs| fs.fallocate(i, offset, length, mode)), reply);
     }
 }
 

@@ -59,6 +59,17 @@ fn mkfs(img: &Path, size_mb: u64, bsize: u32) {
 }
 
 /// A foreground mount process.
+/// A fresh 64 MiB volume (4 KiB blocks) and an empty mount point in a
+/// temporary directory (kept alive by the returned guard).
+fn scratch_volume() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("vol.img");
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    mkfs(&img, 64, 4096);
+    (dir, img, mnt)
+}
+
 struct Mount {
     child: Child,
     mnt: PathBuf,
@@ -415,12 +426,8 @@ fn clusterfs_fuse_posix_acls_grant_and_deny_what_modes_would_not() {
         eprintln!("needs root and setpriv to act as another user: skipping");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, img, mnt) = scratch_volume();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let img = dir.path().join("vol.img");
-    let mnt = dir.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    mkfs(&img, 64, 4096);
     let m = Mount::start_with(&img, &mnt, "lockproto=lock_nolock,commit=1,allow_other");
     fs::set_permissions(&mnt, fs::Permissions::from_mode(0o755)).unwrap();
 
@@ -559,11 +566,7 @@ fn clusterfs_fuse_big_xattr_punch_hole_and_exchange() {
     if !fuse_ok() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("vol.img");
-    let mnt = dir.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    mkfs(&img, 64, 4096);
+    let (_dir, img, mnt) = scratch_volume();
     let m = Mount::start(&img, &mnt);
     let mut t = Mounted(mnt.clone());
     use model::Target;
@@ -625,11 +628,7 @@ fn clusterfs_fuse_sigterm_on_busy_mount_detaches_lazily() {
     if !fuse_ok() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("vol.img");
-    let mnt = dir.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    mkfs(&img, 64, 4096);
+    let (_dir, img, mnt) = scratch_volume();
     let mut m = Mount::start(&img, &mnt);
     let mut held = fs::File::create(mnt.join("held")).unwrap();
     held.write_all(b"still open").unwrap();
