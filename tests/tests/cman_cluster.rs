@@ -10,7 +10,7 @@ use cman::node::{ClusterEvent, Status};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const TOKEN_MS: u64 = 800;
@@ -107,23 +107,7 @@ impl Lab {
     }
 
     fn start_with_key(&mut self, i: u32, key: &Path) {
-        let log = std::fs::File::create(self.state(i).join("cmand.log")).unwrap();
-        let child = Command::new(tests::bin("cmand"))
-            .arg("-f")
-            .arg("-c")
-            .arg(self.state(i).join("cluster.conf"))
-            .arg("-n")
-            .arg(format!("127.0.1.{i}"))
-            .arg("--state-dir")
-            .arg(self.state(i))
-            .arg("--key-file")
-            .arg(key)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = tests::spawn_cmand(&self.state(i), i, key);
         self.nodes[i as usize - 1] = Some(child);
     }
 

@@ -110,23 +110,7 @@ impl Lab {
     }
 
     fn cmand(&self, i: u32) -> Proc {
-        let log = std::fs::File::create(self.state(i).join("cmand.log")).unwrap();
-        let child = Command::new(tests::bin("cmand"))
-            .arg("-f")
-            .arg("-c")
-            .arg(self.state(i).join("cluster.conf"))
-            .arg("-n")
-            .arg(format!("127.0.1.{i}"))
-            .arg("--state-dir")
-            .arg(self.state(i))
-            .arg("--key-file")
-            .arg(&self.key)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = tests::spawn_cmand(&self.state(i), i, &self.key);
         Proc {
             child,
             stdin: None,
