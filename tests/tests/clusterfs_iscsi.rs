@@ -4,18 +4,19 @@
 //! `fsck.gfs2 -n`. Skipped with a message when /dev/fuse, fusermount3 or
 //! fsck.gfs2 are missing. More steps: CLUSTERFS_ISCSI_STEPS.
 
+#[path = "iscsi_target_util.rs"]
+mod iscsi_target_util;
 #[path = "../../clusterfs/tests/common/model.rs"]
 mod model;
 #[path = "support/mounted.rs"]
 mod mounted;
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use iscsi_target_util::Tgtd;
 use mounted::Mounted;
 
 const IQN: &str = "iqn.2026-11.org.clusterfs:iscsi-test";
@@ -35,109 +36,6 @@ fn reap(child: &mut Child) {
     if let Ok(None) = child.try_wait() {
         let _ = child.kill();
         let _ = child.wait();
-    }
-}
-
-/// Our tgtd on 127.0.0.1 and a free port with its own control directory;
-/// killed on drop.
-struct Tgtd {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Tgtd {
-    fn start() -> Tgtd {
-        for _ in 0..10 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("bind port 0")
-                .port();
-            let dir = tempfile::tempdir().expect("tempdir");
-            let mut cmd = Command::new(tests::bin("tgtd"));
-            // SAFETY: prctl is async-signal-safe and touches no Rust state.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let mut child = cmd
-                .args(["-f", "-C", "0", "--iscsi"])
-                .arg(format!("portal=127.0.0.1:{port}"))
-                .arg("--control-dir")
-                .arg(dir.path())
-                .arg("--state-dir")
-                .arg(dir.path().join("state"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn tgtd");
-            let sock = dir.path().join("socket.0");
-            let deadline = Instant::now() + TIMEOUT;
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                if sock.exists() && TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Tgtd { child, port, dir };
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            reap(&mut child);
-        }
-        panic!("tgtd did not start");
-    }
-
-    fn adm(&self, args: &[&str]) {
-        let out = Command::new(tests::bin("tgtadm"))
-            .arg("--control-dir")
-            .arg(self.dir.path())
-            .args(["-C", "0", "--lld", "iscsi"])
-            .args(args)
-            .output()
-            .expect("run tgtadm");
-        assert!(
-            out.status.success(),
-            "tgtadm {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Target 1 named [`IQN`] with LUN 1 on a new sparse file `file` of
-    /// `mb` MiB.
-    fn export(&self, file: &Path, mb: u64) {
-        fs::File::create(file)
-            .and_then(|f| f.set_len(mb << 20))
-            .expect("backing file");
-        self.adm(&["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN]);
-        self.adm(&[
-            "--op",
-            "new",
-            "--mode",
-            "logicalunit",
-            "--tid",
-            "1",
-            "--lun",
-            "1",
-            "-b",
-            file.to_str().unwrap(),
-        ]);
-        self.adm(&[
-            "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
-        ]);
-    }
-
-    fn url(&self) -> String {
-        format!("iscsi://127.0.0.1:{}/{IQN}/1", self.port)
-    }
-
-    /// Kills the daemon (by PID) and waits for it.
-    fn stop(mut self) {
-        reap(&mut self.child);
-    }
-}
-
-impl Drop for Tgtd {
-    fn drop(&mut self) {
-        reap(&mut self.child);
     }
 }
 
@@ -243,10 +141,10 @@ fn clusterfs_on_iscsi_lun_passes_the_exerciser_and_fsck() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let dir = tempfile::tempdir().unwrap();
-    let backing = dir.path().join("lun1.img");
-    let tgtd = Tgtd::start();
-    tgtd.export(&backing, 256);
-    let url = tgtd.url();
+    let mut tgtd = Tgtd::start();
+    let backing = tgtd.backing_file("lun1.img", 256);
+    tgtd.export(1, IQN, &backing);
+    let url = tgtd.url(IQN, 1);
 
     let st = Command::new(tests::bin("mkfs_clusterfs"))
         .args(["-q", "-O", "-p", "lock_nolock", "-t", "test:fs", "-j", "1"])

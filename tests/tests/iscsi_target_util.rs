@@ -89,6 +89,12 @@ impl Tgtd {
     /// on a new file, open to every address.
     pub fn tutorial_target(&self, tid: u32, iqn: &str) -> PathBuf {
         let file = self.backing_file(&format!("lun{tid}.img"), 64);
+        self.export(tid, iqn, &file);
+        file
+    }
+
+    /// Target `tid` named `iqn` with LUN 1 on `file`, open to every address.
+    pub fn export(&self, tid: u32, iqn: &str, file: &Path) {
         let tid_s = tid.to_string();
         self.adm_ok(&[
             "--op", "new", "--mode", "target", "--tid", &tid_s, "-T", iqn,
@@ -108,7 +114,13 @@ impl Tgtd {
         self.adm_ok(&[
             "--op", "bind", "--mode", "target", "--tid", &tid_s, "-I", "ALL",
         ]);
-        file
+    }
+
+    /// Stops the daemon (by PID); its directory and backing files stay
+    /// until the value is dropped.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// True while the daemon process runs.
@@ -124,8 +136,7 @@ impl Tgtd {
 
 impl Drop for Tgtd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
