@@ -658,3 +658,72 @@ fn async_posix_locks_complete_by_callback_and_can_be_cancelled() {
         Err(DlmError::Again)
     ));
 }
+
+/// While a thread waits in a blocking call for a remote master's answer it
+/// reads that master's connection itself; the completion and blocking
+/// callbacks of other locks arriving on it must still run on the
+/// transport's threads, never inside the blocked call (where they could
+/// meet the caller's own locks).
+#[test]
+fn callbacks_never_run_inside_a_blocked_callers_call() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+    let dlms = cluster(2, None);
+    let (ls, _ms) = join_all(&dlms, "cbthread");
+    wait_until("recovery of the initial view", || {
+        ls.iter().all(|l| l.is_running())
+    });
+    // Node 2 masters both resources (it uses them first).
+    for name in [&b"blocking"[..], b"bounce"] {
+        let id = ls[1].lock(name, Mode::Ex, Flags::empty()).unwrap();
+        ls[1].unlock(id, Flags::empty(), None).unwrap();
+    }
+    // "bounce" goes back and forth between the nodes by callbacks: NL
+    // granted -> convert up to EX; blocking callback -> convert down to NL.
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Arc<Mutex<Vec<std::thread::ThreadId>>> = Default::default();
+    for (i, l) in ls.iter().enumerate() {
+        let (l2, l3, stop2, threads2) = (l.clone(), l.clone(), stop.clone(), threads.clone());
+        let threads3 = threads.clone();
+        l.lock_async(
+            b"bounce",
+            Mode::Nl,
+            Flags::empty(),
+            None,
+            Arc::new(move |c: Completion| {
+                if i == 0 {
+                    threads2.lock().unwrap().push(std::thread::current().id());
+                }
+                if c.status == Status::Granted(Mode::Nl) && !stop2.load(Ordering::SeqCst) {
+                    let _ = l2.convert_async(c.id, Mode::Ex, Flags::empty(), None);
+                }
+            }),
+            Some(Arc::new(move |id, _mode| {
+                if i == 0 {
+                    threads3.lock().unwrap().push(std::thread::current().id());
+                }
+                let _ = l3.convert_async(id, Mode::Nl, Flags::empty(), None);
+            })),
+        )
+        .unwrap();
+    }
+    // Meanwhile this thread takes and drops a lock mastered by node 2,
+    // waiting each time on the connection the bounce's messages come on.
+    let me = std::thread::current().id();
+    let mut ran = 0;
+    for _ in 0..2000 {
+        let id = ls[0].lock(b"blocking", Mode::Ex, Flags::empty()).unwrap();
+        ls[0].unlock(id, Flags::empty(), None).unwrap();
+        ran = threads.lock().unwrap().len();
+    }
+    stop.store(true, Ordering::SeqCst);
+    let seen = threads.lock().unwrap().clone();
+    assert!(
+        ran >= 20,
+        "only {ran} callbacks ran during the blocking calls"
+    );
+    assert!(
+        seen.iter().all(|t| *t != me),
+        "a callback ran inside a blocking call"
+    );
+}

@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dlm::driver::transport::{frame_finish, frame_start, FrameHandler, Transport};
+use dlm::driver::transport::{frame_finish, frame_start, FrameHandler, InConn, Transport};
 use dlm::{Dlm, DlmConfig, Flags, Lockspace, Mode, NodeId, StaticMembership};
 
 /// Frames received, per sender, as the u64 each carries.
@@ -333,6 +333,116 @@ fn garbage_on_the_port_is_refused_and_the_transport_keeps_serving() {
     a.add_peer(NodeId(2), b.local_addr());
     a.send(NodeId(2), frame(42));
     wait_until("the real frame", || received(&ib, 1) == vec![42]);
+}
+
+// ---------------------------------------------------------------------------
+// A caller leading an inbound connection reads its answer itself.
+// ---------------------------------------------------------------------------
+
+/// Frames received with the thread that delivered each.
+type Deliveries = Arc<Mutex<Vec<(u64, thread::ThreadId)>>>;
+
+/// Records each frame and its thread, then kicks the leader of `led` (as
+/// a completed lock does), so that a frame delivered by another thread
+/// still ends the leader's wait and shows up in the checks.
+fn thread_recorder(led: Arc<OnceLock<Arc<InConn>>>) -> (Deliveries, FrameHandler) {
+    let got: Deliveries = Default::default();
+    let g2 = got.clone();
+    let h: FrameHandler = Arc::new(move |_from, payload: &[u8]| {
+        let v = u64::from_le_bytes(payload.try_into().expect("8-byte payload"));
+        g2.lock().unwrap().push((v, thread::current().id()));
+        if let Some(c) = led.get() {
+            c.kick();
+        }
+    });
+    (got, h)
+}
+
+fn delivered_by(got: &Deliveries, v: u64) -> Option<thread::ThreadId> {
+    got.lock().unwrap().iter().find(|d| d.0 == v).map(|d| d.1)
+}
+
+/// A (node 1) records what B (node 2) sends it; B's connection to A is up.
+fn leading_pair() -> (Transport, Transport, Deliveries, Arc<InConn>) {
+    let led = Arc::new(OnceLock::new());
+    let (got, ha) = thread_recorder(led.clone());
+    let (_, hb) = recorder();
+    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), ha).unwrap();
+    let b = Transport::start(NodeId(2), any_port(), &HashMap::new(), hb).unwrap();
+    a.add_peer(NodeId(2), b.local_addr());
+    b.add_peer(NodeId(1), a.local_addr());
+    b.send(NodeId(1), frame(0));
+    wait_until("first frame", || delivered_by(&got, 0).is_some());
+    let conn = a.inbound_conn(NodeId(2)).expect("B's connection to A");
+    let _ = led.set(conn.clone());
+    (a, b, got, conn)
+}
+
+#[test]
+fn a_leading_caller_delivers_its_answer_itself_and_the_reader_takes_over_after() {
+    let (_a, b, got, conn) = leading_pair();
+    let me = thread::current().id();
+    let reader = delivered_by(&got, 0).unwrap();
+    assert_ne!(reader, me, "no lead yet: the reader thread delivers");
+    for round in 1..=20u64 {
+        let lead = conn.lead().expect("nobody else leads");
+        assert!(conn.lead().is_none(), "one leader at a time");
+        b.send(NodeId(1), frame(round));
+        let sleeping = AtomicBool::new(false);
+        lead.wait(&sleeping, || delivered_by(&got, round).is_some());
+        drop(lead);
+        assert_eq!(
+            delivered_by(&got, round),
+            Some(me),
+            "round {round}: the answer was delivered by another thread"
+        );
+    }
+    // No lead now: what B sends later still arrives, by the reader thread
+    // once the connection is no longer parked.
+    b.send(NodeId(1), frame(100));
+    wait_until("a frame sent after the leads", || {
+        delivered_by(&got, 100).is_some()
+    });
+    assert_ne!(delivered_by(&got, 100), Some(me));
+    let values: Vec<u64> = got.lock().unwrap().iter().map(|d| d.0).collect();
+    let mut want: Vec<u64> = (0..=20).collect();
+    want.push(100);
+    assert_eq!(values, want, "every frame exactly once, in order");
+}
+
+#[test]
+fn a_leader_is_woken_by_a_kick_and_by_a_broken_connection() {
+    let (a, b, got, conn) = leading_pair();
+    // Its answer came another way: whoever completes it kicks the leader.
+    let lead = conn.lead().unwrap();
+    let (done, sleeping) = (AtomicBool::new(false), AtomicBool::new(false));
+    thread::scope(|s| {
+        s.spawn(|| {
+            wait_until("the leader sleeps", || sleeping.load(Ordering::SeqCst));
+            done.store(true, Ordering::SeqCst);
+            if sleeping.load(Ordering::SeqCst) {
+                conn.kick();
+            }
+        });
+        lead.wait(&sleeping, || done.load(Ordering::SeqCst));
+    });
+    drop(lead);
+    // The connection breaks under a leader waiting for something that will
+    // never come on it: the leader returns (the caller then waits as usual).
+    let lead = conn.lead().unwrap();
+    let sleeping = AtomicBool::new(false);
+    thread::scope(|s| {
+        s.spawn(|| {
+            wait_until("the leader sleeps", || sleeping.load(Ordering::SeqCst));
+            a.break_connections();
+        });
+        lead.wait(&sleeping, || false);
+    });
+    drop(lead);
+    assert!(conn.lead().is_none(), "a broken connection cannot be led");
+    // B reconnects and its frames still arrive, on the new connection.
+    b.send(NodeId(1), frame(7));
+    wait_until("frame after the break", || delivered_by(&got, 7).is_some());
 }
 
 // ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::driver::transport::Transport;
+use crate::driver::transport::{run_callback, InConn, Lead, Transport};
 use crate::driver::DlmError;
 use crate::membership::MembershipEvent;
 use crate::node::{Action, Immediate, Node, NodeError};
@@ -45,9 +45,14 @@ pub type BastFn = Arc<dyn Fn(LockId, Mode) + Send + Sync>;
 /// reply).
 struct Waiter<T> {
     done: Mutex<Option<T>>,
-    /// Set with `done`: lets a spinning waiter check without the mutex.
+    /// Set with `done`: lets a spinning or leading waiter check without
+    /// the mutex.
     ready: AtomicBool,
     cv: Condvar,
+    /// The connection the caller reads while it waits ([`Lead`]), and
+    /// whether it sleeps there (then completing it must kick it).
+    lead: Mutex<Option<Arc<InConn>>>,
+    sleeping: AtomicBool,
 }
 
 impl<T> Default for Waiter<T> {
@@ -56,6 +61,8 @@ impl<T> Default for Waiter<T> {
             done: Mutex::new(None),
             ready: AtomicBool::new(false),
             cv: Condvar::new(),
+            lead: Mutex::new(None),
+            sleeping: AtomicBool::new(false),
         }
     }
 }
@@ -71,8 +78,29 @@ static SPIN_PROBE: AtomicU32 = AtomicU32::new(0);
 impl<T> Waiter<T> {
     fn complete(&self, c: T) {
         *self.done.lock() = Some(c);
-        self.ready.store(true, Ordering::Release);
+        self.ready.store(true, Ordering::SeqCst);
         self.cv.notify_all();
+        if self.sleeping.load(Ordering::SeqCst) {
+            if let Some(conn) = &*self.lead.lock() {
+                conn.kick();
+            }
+        }
+    }
+
+    /// Waits as the reader of the connection the answer comes on (see
+    /// [`Lead`]), or, without one, as [`Waiter::spin`] says; then until
+    /// completed.
+    fn wait_leading(&self, lead: Option<Lead>) -> T {
+        match lead {
+            Some(lead) => {
+                *self.lead.lock() = Some(lead.conn().clone());
+                lead.wait(&self.sleeping, || self.ready.load(Ordering::SeqCst));
+                drop(lead);
+                *self.lead.lock() = None;
+            }
+            None => self.spin(),
+        }
+        self.wait()
     }
 
     fn wait(&self) -> T {
@@ -327,11 +355,11 @@ impl LsInner {
     fn run_deferred(deferred: Vec<Deferred>) {
         for d in deferred {
             match d {
-                Deferred::Ast(f, c) => f(c),
-                Deferred::Bast(f, id, m) => f(id, m),
+                Deferred::Ast(f, c) => run_callback(move || f(c)),
+                Deferred::Bast(f, id, m) => run_callback(move || f(id, m)),
                 Deferred::Wake(w, c) => w.complete(c),
                 Deferred::PlockWake(w, r) => w.complete(r),
-                Deferred::PlockCall(f, r) => f(r),
+                Deferred::PlockCall(f, r) => run_callback(move || f(r)),
             }
         }
     }
@@ -439,14 +467,27 @@ impl LsInner {
             }
             let w = Arc::new(Waiter::default());
             sh.cbs.entry(id).or_default().waiters.push(w.clone());
+            // Before the request goes out, so its answer cannot wake the
+            // connection's reader thread instead of this caller.
+            let lead = answer_from(&sh.node, id)
+                .and_then(|n| self.transport.inbound_conn(n))
+                .and_then(|c| c.lead());
             Self::sweep_if_due(sh, SWEEP_EVERY);
             self.run_actions(k, sh, &mut deferred);
-            w
+            (w, lead)
         };
         Self::run_deferred(deferred);
-        waiter.spin();
-        status_result(waiter.wait())
+        status_result(waiter.0.wait_leading(waiter.1))
     }
+}
+
+/// The node whose message will complete lock `id`'s pending operation, if
+/// not this one: the master it was sent to, else the directory node asked
+/// for the master.
+fn answer_from(node: &Node, id: LockId) -> Option<NodeId> {
+    let l = node.lock_info(id)?;
+    let from = l.master.or_else(|| node.dir_node(&l.name))?;
+    (from != node.id()).then_some(from)
 }
 
 /// How often a shard's unused resources are swept; a resource is freed

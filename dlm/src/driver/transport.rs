@@ -13,8 +13,8 @@
 //!   only if it is the next one, drops duplicates and closes the connection
 //!   on a gap ([`RecvSeq`]).
 //! - **Lazy acknowledgements.** The receiver acknowledges the highest number
-//!   delivered (8 bytes) every [`ACK_EVERY`] frames, or after [`ACK_DELAY`]
-//!   of quiet, never once per frame: the fast path does not pay a syscall
+//!   delivered (8 bytes) every [`ACK_EVERY`] frames, or [`ACK_DELAY`] after
+//!   the first frame it owes an acknowledgement for, never once per frame: the fast path does not pay a syscall
 //!   for it. The sender reads them when it is awake anyway (they do not
 //!   wake its writer thread) and frees the frames.
 //! - **Reconnection.** When a connection breaks the writer thread
@@ -32,14 +32,19 @@
 //!   dropped with an error log.
 //!
 //! The fast path: the caller's thread writes a frame directly when the
-//! socket takes it, and the reader thread hands each frame to the handler
-//! itself; the writer thread only wakes for full sockets, reconnections
-//! and a periodic read of acknowledgements ([`ACK_READ_INTERVAL`]).
+//! socket takes it; the reader thread hands each frame to the handler
+//! itself, or a caller waiting for an answer from that peer reads the
+//! connection itself (it *leads* it, see [`InConn::lead`] and the
+//! `inbound` module), so a round trip costs no thread hand-over; the
+//! writer thread only wakes for full sockets, reconnections and a periodic
+//! read of acknowledgements ([`ACK_READ_INTERVAL`]).
 //!
-//! The handler runs on the connection's reader thread while that peer's
-//! receive state is locked (so a newer connection of the same peer cannot
-//! overtake a frame being delivered): it must not block waiting for
+//! The handler runs on the thread reading the connection while that
+//! peer's receive state is locked (so a newer connection of the same peer
+//! cannot overtake a frame being delivered): it must not block waiting for
 //! another frame from the same peer, as kernel DLM callbacks must not.
+//! User callbacks it produces go through [`run_callback`], which keeps
+//! them off a leading caller's thread.
 //!
 //! Wire format, connector → acceptor: hello `magic u32 | node u32 |
 //! incarnation u64`, then frames `len u32 | seq u64 | payload` (`len`
@@ -59,6 +64,11 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use crate::types::NodeId;
+
+mod inbound;
+
+use inbound::{accept_loop, Inbound};
+pub use inbound::{run_callback, InConn, Lead};
 
 const HELLO_MAGIC: u32 = 0x444c_4d32; // "DLM2": hello with incarnation and seq
 /// Largest frame accepted from the network.
@@ -403,30 +413,6 @@ fn eventfd() -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-// ---------------------------------------------------------------------------
-// Receiving side: per-peer stream state shared by the reader threads.
-// ---------------------------------------------------------------------------
-
-#[derive(Default)]
-struct PeerRecv {
-    seq: RecvSeq,
-    /// Bumped by every accepted hello: an older reader of this peer stops.
-    epoch: u64,
-    /// The current inbound connection (a clone, to shut it down).
-    current: Option<TcpStream>,
-}
-
-struct Inbound {
-    me: NodeId,
-    inc: u64,
-    handler: FrameHandler,
-    stop: AtomicBool,
-    peers: Mutex<HashMap<NodeId, Arc<Mutex<PeerRecv>>>>,
-    /// Every open inbound connection, for shutdown.
-    conns: Mutex<HashMap<u64, TcpStream>>,
-    next_conn: AtomicU64,
-}
-
 /// The process's connections to its peers.
 pub struct Transport {
     me: NodeId,
@@ -462,6 +448,7 @@ impl Transport {
             handler,
             stop: AtomicBool::new(false),
             peers: Mutex::new(HashMap::new()),
+            current: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
         });
@@ -517,6 +504,12 @@ impl Transport {
             .expect("spawn");
         peers.insert(id, pq);
         Ok(())
+    }
+
+    /// The current connection from `from`, for a caller that will read
+    /// its answer itself ([`InConn::lead`]).
+    pub fn inbound_conn(&self, from: NodeId) -> Option<Arc<InConn>> {
+        self.inbound.conn(from)
     }
 
     /// This node.
@@ -813,252 +806,6 @@ impl AckReader {
                 }
             }
         }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Accepting side: one reader thread per inbound connection.
-// ---------------------------------------------------------------------------
-
-fn accept_loop(listener: TcpListener, inbound: Arc<Inbound>) {
-    for conn in listener.incoming() {
-        if inbound.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(s) = conn else { continue };
-        let _ = s.set_nodelay(true);
-        let Ok(clone) = s.try_clone() else { continue };
-        let key = inbound.next_conn.fetch_add(1, Ordering::Relaxed);
-        inbound.conns.lock().insert(key, clone);
-        let inbound2 = inbound.clone();
-        let spawned = thread::Builder::new()
-            .name("dlm-recv".into())
-            .spawn(move || {
-                if let Err(e) = reader(s, &inbound2) {
-                    tracing::debug!(error = %e, "inbound connection closed");
-                }
-                inbound2.conns.lock().remove(&key);
-            });
-        if spawned.is_err() {
-            inbound.conns.lock().remove(&key);
-        }
-    }
-}
-
-/// Reads the hello, answers it, and takes over as the peer's current
-/// inbound connection. Returns the peer, its stream state and our epoch.
-fn greet(
-    s: &mut TcpStream,
-    inbound: &Inbound,
-) -> std::io::Result<(NodeId, Arc<Mutex<PeerRecv>>, u64)> {
-    s.set_read_timeout(Some(HELLO_TIMEOUT))?;
-    let mut h = [0u8; 16];
-    s.read_exact(&mut h)?;
-    if u32::from_le_bytes(h[..4].try_into().expect("4")) != HELLO_MAGIC {
-        return Err(std::io::Error::other("bad hello"));
-    }
-    let from = NodeId(u32::from_le_bytes(h[4..8].try_into().expect("4")));
-    let inc = u64::from_le_bytes(h[8..].try_into().expect("8"));
-    if from == inbound.me {
-        return Err(std::io::Error::other("hello from our own node id"));
-    }
-    let pr = inbound.peers.lock().entry(from).or_default().clone();
-    let mut p = pr.lock();
-    if p.seq.inc != 0 && p.seq.inc != inc {
-        tracing::info!(%from, "peer restarted (new incarnation): new stream");
-    }
-    let delivered = p.seq.hello(inc);
-    let mut r = [0u8; 20];
-    r[..4].copy_from_slice(&HELLO_MAGIC.to_le_bytes());
-    r[4..12].copy_from_slice(&inbound.inc.to_le_bytes());
-    r[12..].copy_from_slice(&delivered.to_le_bytes());
-    s.write_all(&r)?;
-    if let Some(old) = p.current.take() {
-        // The peer reconnected: the old connection is dead to it.
-        let _ = old.shutdown(Shutdown::Both);
-    }
-    p.current = s.try_clone().ok();
-    p.epoch += 1;
-    let epoch = p.epoch;
-    drop(p);
-    s.set_read_timeout(None)?;
-    s.set_write_timeout(Some(Duration::from_secs(1)))?;
-    Ok((from, pr, epoch))
-}
-
-/// Reads and drops what a client that is not a DLM peer sends (up to
-/// [`DISCARD_LIMIT`] bytes or until it is quiet for [`HELLO_TIMEOUT`]),
-/// then closes: it gets a clean end of stream instead of a reset in the
-/// middle of its writes.
-fn discard(s: &mut TcpStream) {
-    let _ = s.set_read_timeout(Some(HELLO_TIMEOUT));
-    let mut buf = [0u8; 4096];
-    let mut total = 0;
-    while total < DISCARD_LIMIT {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => total += n,
-        }
-    }
-    let _ = s.shutdown(Shutdown::Both);
-}
-
-fn reader(mut s: TcpStream, inbound: &Inbound) -> std::io::Result<()> {
-    let (from, pr, epoch) = match greet(&mut s, inbound) {
-        Ok(g) => g,
-        Err(e) => {
-            if e.kind() == std::io::ErrorKind::Other {
-                tracing::warn!(peer = ?s.peer_addr().ok(), error = %e,
-                    "not a DLM peer: input dropped, connection closed");
-                discard(&mut s);
-            }
-            return Err(e);
-        }
-    };
-    let mut rx = FrameReader::new(from, pr, epoch);
-    let mut timer_on = false;
-    loop {
-        match rx.fill(&mut s) {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                // Quiet for ACK_DELAY: acknowledge what is owed, or stop the
-                // timer when nothing is.
-                if rx.owed() > 0 {
-                    rx.send_ack(&mut s)?;
-                } else {
-                    s.set_read_timeout(None)?;
-                    timer_on = false;
-                }
-                continue;
-            }
-            Err(e) => return Err(e),
-        }
-        rx.deliver(&inbound.handler)?;
-        if rx.owed() >= ACK_EVERY {
-            rx.send_ack(&mut s)?;
-        }
-        if rx.owed() > 0 && !timer_on {
-            s.set_read_timeout(Some(ACK_DELAY))?;
-            timer_on = true;
-        }
-    }
-}
-
-/// Splits an inbound byte stream into frames and delivers them in order,
-/// exactly once, under the peer's receive lock.
-struct FrameReader {
-    from: NodeId,
-    pr: Arc<Mutex<PeerRecv>>,
-    epoch: u64,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    /// Last sequence number acknowledged on this connection.
-    acked: u64,
-    /// Last sequence number delivered by this reader.
-    last: u64,
-}
-
-impl FrameReader {
-    fn new(from: NodeId, pr: Arc<Mutex<PeerRecv>>, epoch: u64) -> FrameReader {
-        let last = pr.lock().seq.last;
-        FrameReader {
-            from,
-            pr,
-            epoch,
-            buf: vec![0; 64 * 1024],
-            start: 0,
-            end: 0,
-            acked: last,
-            last,
-        }
-    }
-
-    /// Reads more bytes (one `read`).
-    fn fill(&mut self, s: &mut TcpStream) -> std::io::Result<()> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        let need = self.next_len().map_or(4, |l| 4 + l);
-        if self.start + need > self.buf.len() {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            if need > self.buf.len() {
-                self.buf.resize(need, 0);
-            }
-        }
-        let n = s.read(&mut self.buf[self.end..])?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "closed by peer",
-            ));
-        }
-        self.end += n;
-        Ok(())
-    }
-
-    /// Length (after the prefix) of the frame at `start`, once known.
-    fn next_len(&self) -> Option<usize> {
-        let b = self.buf.get(self.start..self.start + 4)?;
-        if self.end < self.start + 4 {
-            return None;
-        }
-        Some(u32::from_le_bytes(b.try_into().expect("4")) as usize)
-    }
-
-    /// Delivers every complete frame in the buffer.
-    fn deliver(&mut self, handler: &FrameHandler) -> std::io::Result<()> {
-        while let Some(len) = self.next_len() {
-            if !(8..=MAX_FRAME).contains(&len) {
-                return Err(std::io::Error::other("bad frame length"));
-            }
-            if self.end - self.start < 4 + len {
-                break;
-            }
-            let body = self.start + 4;
-            let seq = u64::from_le_bytes(self.buf[body..body + 8].try_into().expect("8"));
-            {
-                let mut p = self.pr.lock();
-                if p.epoch != self.epoch {
-                    return Err(std::io::Error::other("superseded by a newer connection"));
-                }
-                match p.seq.receive(seq) {
-                    Verdict::Deliver => {
-                        self.last = seq;
-                        // Delivered under the lock: a newer connection of
-                        // the same peer cannot overtake this frame.
-                        handler(self.from, &self.buf[body + 8..body + len]);
-                    }
-                    Verdict::Duplicate => {}
-                    Verdict::Gap => {
-                        tracing::error!(from = %self.from, seq, last = p.seq.last,
-                            "frames missing in the stream: closing the connection");
-                        return Err(std::io::Error::other("sequence gap"));
-                    }
-                }
-            }
-            self.start = body + len;
-        }
-        Ok(())
-    }
-
-    /// Frames delivered but not yet acknowledged on this connection.
-    fn owed(&self) -> u64 {
-        self.last.saturating_sub(self.acked)
-    }
-
-    fn send_ack(&mut self, s: &mut TcpStream) -> std::io::Result<()> {
-        s.write_all(&self.last.to_le_bytes())?;
-        self.acked = self.last;
-        Ok(())
     }
 }
 
