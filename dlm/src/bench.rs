@@ -20,8 +20,8 @@
 //!
 //! The peer also runs a TCP echo server; `tcp_rtt_ns` is a request and
 //! response of the size of a DLM request frame between the same two
-//! processes, measured in batches alternating with the remote-lock batches
-//! so that machine noise hits both alike.
+//! processes, measured in batches taking turns with the remote-lock
+//! batches, in rotating order, so that machine noise hits both alike.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -47,9 +47,10 @@ pub struct BenchReport {
     /// Request/response of `request_bytes` over loopback TCP between the
     /// same two processes.
     pub tcp_rtt_ns: u64,
-    /// The same round trip when, as in the DLM, a reader thread receives
-    /// the response and wakes the waiting caller through a condvar: the
-    /// cost of that thread hop is `tcp_rtt_hop_ns - tcp_rtt_ns`.
+    /// The same round trip when a reader thread receives the response and
+    /// wakes the waiting caller through a condvar (as the DLM did before
+    /// blocked callers read their own answers): the cost of that thread
+    /// hop is `tcp_rtt_hop_ns - tcp_rtt_ns`.
     pub tcp_rtt_hop_ns: u64,
     /// Bytes of a DLM request frame on the wire (what `tcp_rtt_ns` sends).
     pub request_bytes: u64,
@@ -464,8 +465,8 @@ impl Echo {
 }
 
 /// An echo client whose responses are read by a separate thread that
-/// wakes the caller through a condvar, like the DLM's socket reader thread
-/// waking a blocked `lock` caller.
+/// wakes the caller through a condvar, as the DLM's socket reader thread
+/// woke a blocked `lock` caller before callers read their own answers.
 struct HopEcho {
     s: TcpStream,
     buf: Vec<u8>,
@@ -514,7 +515,7 @@ impl Drop for HopEcho {
     }
 }
 
-/// remote_ns, tcp_rtt_ns and tcp_rtt_hop_ns, in alternating batches.
+/// remote_ns, tcp_rtt_ns and tcp_rtt_hop_ns, in batches taking turns.
 fn remote_figures(
     dlm: &Dlm,
     ls: &Lockspace,
@@ -549,10 +550,16 @@ fn remote_figures(
         hop.round_trip();
     }
     let (mut remote, mut rtt, mut rtt_hop) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..101 {
-        remote.push(time_batch(50, &mut || lock_unlock(ls, name.as_bytes())));
-        rtt.push(time_batch(100, &mut || echo.round_trip()));
-        rtt_hop.push(time_batch(100, &mut || hop.round_trip()));
+    for round in 0..101 {
+        // Each kind comes first, second and third in turn: a batch can
+        // find the CPUs warm or dozing depending on what ran before it.
+        for k in 0..3 {
+            match (round + k) % 3 {
+                0 => remote.push(time_batch(50, &mut || lock_unlock(ls, name.as_bytes()))),
+                1 => rtt.push(time_batch(100, &mut || echo.round_trip())),
+                _ => rtt_hop.push(time_batch(100, &mut || hop.round_trip())),
+            }
+        }
     }
     r.remote_ns = median(remote);
     r.tcp_rtt_ns = median(rtt);
