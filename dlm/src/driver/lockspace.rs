@@ -717,9 +717,10 @@ impl Lockspace {
         owner: u64,
         op: PlockOp,
         wait: PlockWait,
-    ) -> Result<PlockReq, DlmError> {
+    ) -> Result<(PlockReq, Option<Lead>), DlmError> {
         let mut deferred = Vec::new();
-        let req = {
+        let blocking = matches!(wait, PlockWait::Blocking(_));
+        let (req, lead) = {
             let mut g = self.inner.shards[0].lock();
             let sh = &mut *g;
             let req = sh
@@ -727,11 +728,19 @@ impl Lockspace {
                 .plock(fam, file, owner, op, &mut sh.out)
                 .map_err(node_err)?;
             sh.plock_waiters.insert(req, wait);
+            // A blocked caller reads the plock master's answer itself (see
+            // `LsInner::blocking`).
+            let lead = sh
+                .node
+                .plock_master()
+                .filter(|m| blocking && *m != sh.node.id())
+                .and_then(|m| self.inner.transport.inbound_conn(m))
+                .and_then(|c| c.lead());
             self.inner.run_actions(0, sh, &mut deferred);
-            req
+            (req, lead)
         };
         LsInner::run_deferred(deferred);
-        Ok(PlockReq(req))
+        Ok((PlockReq(req), lead))
     }
 
     /// Runs a plock operation and waits for its result.
@@ -743,8 +752,12 @@ impl Lockspace {
         op: PlockOp,
     ) -> Result<PlockReply, DlmError> {
         let w = Arc::new(Waiter::default());
-        self.plock_start(fam, file, owner, op, PlockWait::Blocking(w.clone()))?;
-        Ok(w.wait())
+        let (_, lead) = self.plock_start(fam, file, owner, op, PlockWait::Blocking(w.clone()))?;
+        Ok(match lead {
+            Some(lead) => w.wait_leading(Some(lead)),
+            // No spin: a plock wait may last as long as a conflicting lock.
+            None => w.wait(),
+        })
     }
 
     /// fcntl F_SETLK (`wait` false: [`DlmError::Again`] on conflict) or
@@ -779,6 +792,7 @@ impl Lockspace {
     ) -> Result<PlockReq, DlmError> {
         let op = lock_op(kind, start, end, wait);
         self.plock_start(Family::Posix, file, owner, op, callback(done))
+            .map(|(req, _)| req)
     }
 
     /// [`Lockspace::flock`] without waiting: `done` gets the result.
@@ -792,6 +806,7 @@ impl Lockspace {
     ) -> Result<PlockReq, DlmError> {
         let op = lock_op(kind, 0, u64::MAX, wait);
         self.plock_start(Family::Flock, file, owner, op, callback(done))
+            .map(|(req, _)| req)
     }
 
     /// Withdraws a waiting request of [`Lockspace::plock_async`] or
