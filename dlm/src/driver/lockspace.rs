@@ -8,12 +8,13 @@
 //! resources rarely meet, and a lock on a resource mastered here runs
 //! entirely on the caller's thread: no network, no thread hop.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::driver::spin;
 use crate::driver::transport::{run_callback, InConn, Lead, Transport};
 use crate::driver::DlmError;
 use crate::membership::MembershipEvent;
@@ -67,13 +68,9 @@ impl<T> Default for Waiter<T> {
     }
 }
 
-/// Longest spin of a blocked caller before it sleeps.
+/// Longest poll of a blocked caller without a connection to read before
+/// it sleeps (see `driver::spin`).
 const SPIN: Duration = Duration::from_micros(60);
-/// Whether spinning paid off lately (answers arrived within [`SPIN`]):
-/// raised by each spin that sees the answer, halved by each that does
-/// not. At zero callers sleep at once, except every 64th, which probes.
-static SPIN_SCORE: AtomicU32 = AtomicU32::new(4);
-static SPIN_PROBE: AtomicU32 = AtomicU32::new(0);
 
 impl<T> Waiter<T> {
     fn complete(&self, c: T) {
@@ -88,18 +85,18 @@ impl<T> Waiter<T> {
     }
 
     /// Waits as the reader of the connection the answer comes on (see
-    /// [`Lead`]), or, without one, as [`Waiter::spin`] says; then until
-    /// completed.
-    fn wait_leading(&self, lead: Option<Lead>) -> T {
-        match lead {
-            Some(lead) => {
-                *self.lead.lock() = Some(lead.conn().clone());
-                lead.wait(&self.sleeping, || self.ready.load(Ordering::SeqCst));
-                drop(lead);
-                *self.lead.lock() = None;
-            }
-            None => self.spin(),
-        }
+    /// [`Lead`]) until completed.
+    fn wait_leading(&self, lead: Lead) -> T {
+        *self.lead.lock() = Some(lead.conn().clone());
+        lead.wait(&self.sleeping, || self.ready.load(Ordering::SeqCst));
+        drop(lead);
+        *self.lead.lock() = None;
+        self.wait()
+    }
+
+    /// Waits until completed, polling a little first when that pays.
+    fn spin_wait(&self) -> T {
+        spin::poll_first(SPIN, || self.ready.load(Ordering::Acquire));
         self.wait()
     }
 
@@ -109,36 +106,6 @@ impl<T> Waiter<T> {
             self.cv.wait(&mut done);
         }
         done.take().expect("completed")
-    }
-
-    /// Spins a short while for the answer when that has been paying off:
-    /// on an idle machine a sleeping caller pays a wake-up of a dozing
-    /// core (tens of microseconds) on top of the round trip; on a busy one
-    /// answers come late, spins fail, and callers stop spinning (a spinner
-    /// there takes the CPU the reader threads need).
-    fn spin(&self) {
-        let score = SPIN_SCORE.load(Ordering::Relaxed);
-        if score == 0
-            && !SPIN_PROBE
-                .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(64)
-        {
-            return;
-        }
-        let start = Instant::now();
-        loop {
-            for _ in 0..64 {
-                if self.ready.load(Ordering::Acquire) {
-                    SPIN_SCORE.store((score + 1).min(8), Ordering::Relaxed);
-                    return;
-                }
-                std::hint::spin_loop();
-            }
-            if start.elapsed() >= SPIN {
-                SPIN_SCORE.store(score / 2, Ordering::Relaxed);
-                return;
-            }
-        }
     }
 }
 
@@ -428,7 +395,7 @@ impl LsInner {
         ) -> Result<(LockId, Option<Immediate>), NodeError>,
     ) -> Result<Completion, DlmError> {
         let mut deferred = Vec::new();
-        let waiter = {
+        let (w, lead) = {
             let mut g = self.shards[k].lock();
             let sh = &mut *g;
             let (id, now) = start(&mut sh.node, &mut sh.out).map_err(node_err)?;
@@ -469,15 +436,16 @@ impl LsInner {
             sh.cbs.entry(id).or_default().waiters.push(w.clone());
             // Before the request goes out, so its answer cannot wake the
             // connection's reader thread instead of this caller.
-            let lead = answer_from(&sh.node, id)
-                .and_then(|n| self.transport.inbound_conn(n))
-                .and_then(|c| c.lead());
+            let lead = answer_from(&sh.node, id).and_then(|n| self.transport.lead(n));
             Self::sweep_if_due(sh, SWEEP_EVERY);
             self.run_actions(k, sh, &mut deferred);
             (w, lead)
         };
         Self::run_deferred(deferred);
-        status_result(waiter.0.wait_leading(waiter.1))
+        status_result(match lead {
+            Some(lead) => w.wait_leading(lead),
+            None => w.spin_wait(),
+        })
     }
 }
 
@@ -734,8 +702,7 @@ impl Lockspace {
                 .node
                 .plock_master()
                 .filter(|m| blocking && *m != sh.node.id())
-                .and_then(|m| self.inner.transport.inbound_conn(m))
-                .and_then(|c| c.lead());
+                .and_then(|m| self.inner.transport.lead(m));
             self.inner.run_actions(0, sh, &mut deferred);
             (req, lead)
         };
@@ -754,7 +721,7 @@ impl Lockspace {
         let w = Arc::new(Waiter::default());
         let (_, lead) = self.plock_start(fam, file, owner, op, PlockWait::Blocking(w.clone()))?;
         Ok(match lead {
-            Some(lead) => w.wait_leading(Some(lead)),
+            Some(lead) => w.wait_leading(lead),
             // No spin: a plock wait may last as long as a conflicting lock.
             None => w.wait(),
         })

@@ -3,6 +3,7 @@
 
 pub mod ctl;
 pub mod lockspace;
+mod spin;
 pub mod transport;
 
 use std::collections::HashMap;

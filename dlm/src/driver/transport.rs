@@ -512,6 +512,12 @@ impl Transport {
         self.inbound.conn(from)
     }
 
+    /// Leads the current connection from `from` ([`InConn::lead`]), if it
+    /// is up and nobody else leads it.
+    pub fn lead(&self, from: NodeId) -> Option<Lead> {
+        self.inbound.conn(from)?.lead()
+    }
+
     /// This node.
     pub fn me(&self) -> NodeId {
         self.me

@@ -44,7 +44,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -52,6 +52,7 @@ use super::{
     eventfd, FrameHandler, RecvSeq, Verdict, ACK_DELAY, ACK_EVERY, DISCARD_LIMIT, HELLO_MAGIC,
     HELLO_TIMEOUT, MAX_FRAME,
 };
+use crate::driver::spin;
 use crate::types::NodeId;
 
 /// The receiving half of one peer's stream, shared by its connections.
@@ -416,21 +417,13 @@ impl InConn {
         }
     }
 
-    /// Polls the socket without sleeping until `done()` (true) or
-    /// `deadline` or a failure (false).
-    fn poll_until(self: &Arc<Self>, deadline: Instant, done: &impl Fn() -> bool) -> bool {
-        loop {
-            if done() {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            match self.lead_ep.wait(Some(Duration::ZERO)) {
-                Ok(r) if r.sock && self.drain(true).is_err() => return false,
-                Ok(_) => std::hint::spin_loop(),
-                Err(_) => return false,
-            }
+    /// A leader's poll: delivers what has arrived; true when its wait is
+    /// over (`done()`) or the connection failed.
+    fn poll_once(self: &Arc<Self>, done: &impl Fn() -> bool) -> bool {
+        match self.lead_ep.wait(Some(Duration::ZERO)) {
+            Ok(r) if r.sock && self.drain(true).is_err() => true,
+            Ok(_) => done(),
+            Err(_) => true,
         }
     }
 
@@ -487,70 +480,9 @@ impl InConn {
     }
 }
 
-/// How long a leader polls its socket before it sleeps, when polling pays.
+/// How long a leader polls its socket before it sleeps, when polling pays
+/// (see `driver::spin`).
 const LEAD_SPIN: Duration = Duration::from_micros(30);
-
-/// Whether a leader polls before it sleeps, per thread. On an idle machine
-/// a sleeping thread pays the wake-up of a dozing CPU (tens of
-/// microseconds on this VM) and polling halves a remote lock's time; on a
-/// busy one the poller takes the CPU the answering threads need and makes
-/// it slower. A thread that is often preempted (the kernel's count of its
-/// involuntary context switches, read every [`SPIN_CHECK`] waits) is on a
-/// busy machine and does not poll; nor does one whose polls keep ending
-/// without the answer (a slow network), except every 64th wait, to see.
-#[derive(Clone, Copy)]
-struct SpinState {
-    waits: u64,
-    preempted: i64,
-    busy: bool,
-    /// Raised by each poll that saw the answer, halved by each that did not.
-    score: u32,
-}
-
-const SPIN_CHECK: u64 = 32;
-
-thread_local! {
-    static SPIN: std::cell::Cell<SpinState> = const {
-        std::cell::Cell::new(SpinState { waits: 0, preempted: 0, busy: true, score: 4 })
-    };
-}
-
-/// This thread's involuntary context switches so far.
-fn preemptions() -> i64 {
-    // SAFETY: getrusage fills the zeroed struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer to a rusage.
-    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
-    ru.ru_nivcsw
-}
-
-fn spin_first() -> bool {
-    SPIN.with(|c| {
-        let mut st = c.get();
-        st.waits += 1;
-        if st.waits % SPIN_CHECK == 0 {
-            let now = preemptions();
-            // More than one preemption in 8 waits.
-            st.busy = (now - st.preempted) * 8 > SPIN_CHECK as i64;
-            st.preempted = now;
-        }
-        let spin = !st.busy && (st.score > 0 || st.waits % 64 == 0);
-        c.set(st);
-        spin
-    })
-}
-
-fn spin_result(answered: bool) {
-    SPIN.with(|c| {
-        let mut st = c.get();
-        st.score = if answered {
-            (st.score + 1).min(8)
-        } else {
-            st.score / 2
-        };
-        c.set(st);
-    })
-}
 
 /// A caller leading a connection (see [`InConn::lead`]).
 pub struct Lead {
@@ -568,12 +500,8 @@ impl Lead {
     /// whoever makes `done()` true must then call [`InConn::kick`].
     pub fn wait(&self, sleeping: &AtomicBool, done: impl Fn() -> bool) {
         let c = &self.conn;
-        if spin_first() {
-            let answered = c.poll_until(Instant::now() + LEAD_SPIN, &done);
-            spin_result(answered);
-            if answered {
-                return;
-            }
+        if spin::poll_first(LEAD_SPIN, || done() || c.poll_once(&done)) {
+            return;
         }
         loop {
             sleeping.store(true, Ordering::SeqCst);
