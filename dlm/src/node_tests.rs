@@ -204,31 +204,10 @@ fn dead_ex_holder_waits_for_fencing_then_lvb_is_invalid() {
     assert!(nodes[..2].iter().all(|n| n.phase() == Phase::Running));
 }
 
-#[test]
-fn persistent_lock_of_dead_node_stays_as_orphan() {
-    let m = ids(3);
-    let mut nodes: Vec<Node> = m.iter().map(|&i| Node::with_members(i, 1, &m)).collect();
-    let r = find_name_with_dir(&m, NodeId(1));
-    lock(&mut nodes, 0, r, Mode::Nl, Flags::empty(), None);
-    lock(&mut nodes, 2, r, Mode::Pw, Flags::PERSISTENT, None);
-    let survivors = [NodeId(1), NodeId(2)];
-    view(&mut nodes, 2, &survivors);
-    fence(&mut nodes, NodeId(3), &survivors);
-    let (w, seen) = lock(&mut nodes, 1, r, Mode::Ex, Flags::empty(), None);
-    assert_eq!(
-        granted(&seen, NodeId(2), w),
-        None,
-        "orphan PW must still block EX"
-    );
-    let core = nodes[0].rsbs[&r].core.as_ref().unwrap();
-    assert!(core
-        .queue(crate::rsb::Queue::Grant)
-        .iter()
-        .any(|l| l.orphan_of == Some(NodeId(3))));
-}
-
-#[test]
-fn orphan_survives_rejoin_and_is_adopted_by_its_node_only_in_its_mode() {
+/// Three nodes: node 3 holds a PERSISTENT PW on `r` (mastered by node 1)
+/// and dies; once it is fenced, node 2 asks for EX, which the orphan must
+/// block. Returns the nodes, `r`, node 3's lock id and node 2's request.
+fn orphaned_pw_blocking_ex() -> (Vec<Node>, ResName, LockId, LockId) {
     let m = ids(3);
     let mut nodes: Vec<Node> = m.iter().map(|&i| Node::with_members(i, 1, &m)).collect();
     let r = find_name_with_dir(&m, NodeId(1));
@@ -243,21 +222,36 @@ fn orphan_survives_rejoin_and_is_adopted_by_its_node_only_in_its_mode() {
         None,
         "orphan PW must block EX"
     );
+    (nodes, r, old, w)
+}
+
+/// Orphans of node 3 in the master copy (on node 1) of `r`.
+fn orphans(nodes: &[Node], r: &ResName) -> usize {
+    nodes[0].rsbs[r]
+        .core
+        .as_ref()
+        .unwrap()
+        .queue(crate::rsb::Queue::Grant)
+        .iter()
+        .filter(|l| l.orphan_of == Some(NodeId(3)))
+        .count()
+}
+
+#[test]
+fn persistent_lock_of_dead_node_stays_as_orphan() {
+    let (nodes, r, _, _) = orphaned_pw_blocking_ex();
+    assert_eq!(orphans(&nodes, &r), 1);
+}
+
+#[test]
+fn orphan_survives_rejoin_and_is_adopted_by_its_node_only_in_its_mode() {
+    let (mut nodes, r, old, w) = orphaned_pw_blocking_ex();
+    let m = ids(3);
     // Node 3 restarts and rejoins: a second recovery keeps the orphan.
     nodes[2] = Node::new(NodeId(3), 1, 1);
     let seen = view(&mut nodes, 3, &m);
     assert_eq!(granted(&seen, NodeId(2), w), None, "orphan lost in rejoin");
-    let orphans = |nodes: &[Node]| {
-        nodes[0].rsbs[&r]
-            .core
-            .as_ref()
-            .unwrap()
-            .queue(crate::rsb::Queue::Grant)
-            .iter()
-            .filter(|l| l.orphan_of == Some(NodeId(3)))
-            .count()
-    };
-    assert_eq!(orphans(&nodes), 1);
+    assert_eq!(orphans(&nodes, &r), 1);
     assert!(nodes.iter().all(|n| n.phase() == Phase::Running));
     // Adoption in another mode fails and leaves the orphan; the request
     // carries the id the dead incarnation's lock had (ids start over) and
@@ -266,11 +260,11 @@ fn orphan_survives_rejoin_and_is_adopted_by_its_node_only_in_its_mode() {
     assert_eq!(bad, old, "the test wants a reused id");
     assert!(seen.iter().any(|(n, a)| *n == NodeId(3)
         && matches!(a, Action::Ast { id, status: Status::Again, .. } if *id == bad)));
-    assert_eq!(orphans(&nodes), 1);
+    assert_eq!(orphans(&nodes, &r), 1);
     // Adoption in the orphan's mode succeeds.
     let (adopted, seen) = lock(&mut nodes, 2, r, Mode::Pw, Flags::ORPHAN, None);
     assert!(granted(&seen, NodeId(3), adopted).is_some(), "{seen:?}");
-    assert_eq!(orphans(&nodes), 0);
+    assert_eq!(orphans(&nodes, &r), 0);
     // A second adoption finds no orphan left: EAGAIN.
     let (again, seen) = lock(&mut nodes, 2, r, Mode::Pw, Flags::ORPHAN, None);
     assert!(seen.iter().any(|(n, a)| *n == NodeId(3)

@@ -410,35 +410,52 @@ fn a_leading_caller_delivers_its_answer_itself_and_the_reader_takes_over_after()
     assert_eq!(values, want, "every frame exactly once, in order");
 }
 
+/// Leads `conn` until `done()`, while another thread runs `wake` once the
+/// leader sleeps; `wake` must end the wait. A leader still asleep 30 s
+/// later is freed by a kick and fails the test (instead of hanging it).
+fn assert_wake_ends_lead(conn: &Arc<InConn>, done: impl Fn() -> bool, wake: impl FnOnce() + Send) {
+    let lead = conn.lead().expect("nobody else leads");
+    let (sleeping, returned, rescued) = (
+        AtomicBool::new(false),
+        AtomicBool::new(false),
+        AtomicBool::new(false),
+    );
+    thread::scope(|s| {
+        s.spawn(|| {
+            wait_until("the leader sleeps", || sleeping.load(Ordering::SeqCst));
+            wake();
+            let t = Instant::now();
+            while !returned.load(Ordering::SeqCst) {
+                if t.elapsed() > Duration::from_secs(30) {
+                    rescued.store(true, Ordering::SeqCst);
+                    conn.kick();
+                    return;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+        });
+        lead.wait(&sleeping, || done() || rescued.load(Ordering::SeqCst));
+        returned.store(true, Ordering::SeqCst);
+    });
+    assert!(!rescued.load(Ordering::SeqCst), "the leader was not woken");
+}
+
 #[test]
 fn a_leader_is_woken_by_a_kick_and_by_a_broken_connection() {
     let (a, b, got, conn) = leading_pair();
     // Its answer came another way: whoever completes it kicks the leader.
-    let lead = conn.lead().unwrap();
-    let (done, sleeping) = (AtomicBool::new(false), AtomicBool::new(false));
-    thread::scope(|s| {
-        s.spawn(|| {
-            wait_until("the leader sleeps", || sleeping.load(Ordering::SeqCst));
+    let done = AtomicBool::new(false);
+    assert_wake_ends_lead(
+        &conn,
+        || done.load(Ordering::SeqCst),
+        || {
             done.store(true, Ordering::SeqCst);
-            if sleeping.load(Ordering::SeqCst) {
-                conn.kick();
-            }
-        });
-        lead.wait(&sleeping, || done.load(Ordering::SeqCst));
-    });
-    drop(lead);
+            conn.kick();
+        },
+    );
     // The connection breaks under a leader waiting for something that will
     // never come on it: the leader returns (the caller then waits as usual).
-    let lead = conn.lead().unwrap();
-    let sleeping = AtomicBool::new(false);
-    thread::scope(|s| {
-        s.spawn(|| {
-            wait_until("the leader sleeps", || sleeping.load(Ordering::SeqCst));
-            a.break_connections();
-        });
-        lead.wait(&sleeping, || false);
-    });
-    drop(lead);
+    assert_wake_ends_lead(&conn, || false, || a.break_connections());
     assert!(conn.lead().is_none(), "a broken connection cannot be led");
     // B reconnects and its frames still arrive, on the new connection.
     b.send(NodeId(1), frame(7));
