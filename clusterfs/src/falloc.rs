@@ -51,7 +51,13 @@ impl Falloc {
 
 impl Volume {
     /// Zeroes bytes `[lo, hi)` of file block `lbn` if it is allocated.
-    fn zero_in_block(&mut self, di: &Dinode, lbn: u64, lo: usize, hi: usize) -> Result<()> {
+    pub(crate) fn zero_in_block(
+        &mut self,
+        di: &Dinode,
+        lbn: u64,
+        lo: usize,
+        hi: usize,
+    ) -> Result<()> {
         if lo >= hi {
             return Ok(());
         }
@@ -127,29 +133,7 @@ impl Volume {
             }
             return Ok(());
         }
-        if di.di_height == 0 {
-            self.unstuff(di)?;
-        }
-        let bs = self.bsize() as u64;
-        let zero = vec![0u8; bs as usize];
-        for lbn in off / bs..end.div_ceil(bs) {
-            let (blk, fresh) = self.bmap_alloc(di, lbn)?;
-            let lo = off.max(lbn * bs) - lbn * bs;
-            let hi = end.min((lbn + 1) * bs) - lbn * bs;
-            if fresh || (lo == 0 && hi == bs) {
-                self.write_data_block(blk, &zero)?;
-            } else {
-                self.zero_in_block(di, lbn, lo as usize, hi as usize)?;
-            }
-            if self.dirty_blocks() > 256 {
-                self.put_dinode(di)?;
-                self.maybe_commit()?;
-            }
-        }
-        if !keep_size {
-            di.di_size = di.di_size.max(end);
-        }
-        Ok(())
+        self.fill_range(di, off, end, keep_size, true)
     }
 }
 

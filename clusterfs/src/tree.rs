@@ -294,16 +294,34 @@ impl Volume {
         len: u64,
         keep_size: bool,
     ) -> Result<()> {
+        self.fill_range(di, off, off + len, keep_size, false)
+    }
+
+    /// Allocates the blocks of `[off, end)` (unstuffing first), zeroing
+    /// the new ones and, with `zero_old`, the range's part of the ones
+    /// already there; grows the size to `end` unless `keep_size`. Commits
+    /// between chunks on large ranges.
+    pub(crate) fn fill_range(
+        &mut self,
+        di: &mut Dinode,
+        off: u64,
+        end: u64,
+        keep_size: bool,
+        zero_old: bool,
+    ) -> Result<()> {
         let bs = self.bsize() as u64;
-        let end = off + len;
         if di.di_height == 0 {
             self.unstuff(di)?;
         }
         let zero = vec![0u8; bs as usize];
         for lbn in off / bs..end.div_ceil(bs) {
             let (blk, fresh) = self.bmap_alloc(di, lbn)?;
-            if fresh {
+            let lo = off.max(lbn * bs) - lbn * bs;
+            let hi = end.min((lbn + 1) * bs) - lbn * bs;
+            if fresh || (zero_old && lo == 0 && hi == bs) {
                 self.write_data_block(blk, &zero)?;
+            } else if zero_old {
+                self.zero_in_block(di, lbn, lo as usize, hi as usize)?;
             }
             if self.dirty_blocks() > 256 {
                 self.put_dinode(di)?;

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{have, image, mount};
 
 #[test]
@@ -27,17 +25,7 @@ fn fsck_gfs2_replays_our_journal() {
     fs.sync().unwrap();
     drop(fs); // no unmount: the journal's head is a FLUSH header, not UNMOUNT
 
-    let out = Command::new("fsck.gfs2")
-        .arg("-y")
-        .arg(img.path())
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.code().unwrap_or(8) <= 1,
-        "fsck.gfs2 -y failed:\n{text}"
-    );
+    let text = common::fsck_repair(img.path());
     // gfs2-utils' recovery must accept every descriptor and copy we wrote.
     let line = text
         .lines()

@@ -16,7 +16,6 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use clusterfs::block::FileDevice;
@@ -28,7 +27,7 @@ use clusterfs::replay::build_revoke;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use common::{assert_fsck_clean, have, image, mount};
+use common::{assert_fsck_clean, fsck_repair, have, image, mount};
 
 const BS: usize = 1024;
 const ATIME: usize = 72;
@@ -262,21 +261,6 @@ fn write_log(
     (gfs2, naive)
 }
 
-fn fsck_replay(path: &Path) -> String {
-    let out = Command::new("fsck.gfs2")
-        .arg("-y")
-        .arg(path)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.code().unwrap_or(8) <= 1,
-        "fsck.gfs2 -y failed:\n{text}"
-    );
-    text
-}
-
 fn run_seed(seed: u64) -> bool {
     // Even seeds: journal0 of a one-journal volume; odd: journal1 of two.
     let jid = (seed % 2) as u32;
@@ -325,7 +309,7 @@ fn run_seed(seed: u64) -> bool {
     let (fs, info) = FileSystem::mount(dev, Arc::new(LocalLocks)).unwrap();
     assert_eq!(info.replayed, expect.len(), "seed {seed}");
     fs.unmount().unwrap();
-    let text = fsck_replay(theirs.path());
+    let text = fsck_repair(theirs.path());
     assert!(
         text.contains("Replayed"),
         "seed {seed}: fsck did not replay:\n{text}"

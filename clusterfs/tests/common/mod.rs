@@ -20,10 +20,10 @@ pub fn have(prog: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Runs `fsck.gfs2 -n`; (clean, output).
-pub fn fsck(path: &Path) -> (bool, String) {
+/// Runs `fsck.gfs2 FLAG path`: (exit code, stdout and stderr).
+fn run_fsck(flag: &str, path: &Path) -> (Option<i32>, String) {
     let out = Command::new("fsck.gfs2")
-        .arg("-n")
+        .arg(flag)
         .arg(path)
         .output()
         .expect("run fsck.gfs2");
@@ -32,7 +32,21 @@ pub fn fsck(path: &Path) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    (out.status.success(), text)
+    (out.status.code(), text)
+}
+
+/// Runs `fsck.gfs2 -n`; (clean, output).
+pub fn fsck(path: &Path) -> (bool, String) {
+    let (code, text) = run_fsck("-n", path);
+    (code == Some(0), text)
+}
+
+/// Runs `fsck.gfs2 -y` (which replays the journals) and returns its
+/// output; fails unless it exits 0 or 1 (errors corrected).
+pub fn fsck_repair(path: &Path) -> String {
+    let (code, text) = run_fsck("-y", path);
+    assert!(code.unwrap_or(8) <= 1, "fsck.gfs2 -y failed:\n{text}");
+    text
 }
 
 /// Asserts fsck.gfs2 -n finds nothing (skips when it is not installed).
