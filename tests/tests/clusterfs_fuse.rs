@@ -292,27 +292,9 @@ fn clusterfs_fuse_background_mount_and_mkfs_gfs2_volume() {
     }
     fs::remove_file(mnt.join("d/f7")).unwrap();
     // Extended attributes through the kernel.
-    let path = std::ffi::CString::new(mnt.join("d/f1").to_str().unwrap()).unwrap();
-    let rc = unsafe {
-        libc::setxattr(
-            path.as_ptr(),
-            c"user.color".as_ptr(),
-            b"blue".as_ptr().cast(),
-            4,
-            0,
-        )
-    };
-    assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
-    let mut buf = [0u8; 16];
-    let n = unsafe {
-        libc::getxattr(
-            path.as_ptr(),
-            c"user.color".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    assert_eq!(&buf[..n as usize], b"blue");
+    let f1 = mnt.join("d/f1");
+    mounted::set_xattr(&f1, "user.color", b"blue").expect("setxattr");
+    assert_eq!(mounted::get_xattr(&f1, "user.color").unwrap(), b"blue");
     assert_eq!(fs::read_dir(mnt.join("d")).unwrap().count(), 199);
     // Other tests running in parallel fork children, which hold copies of
     // this test's descriptors until they exec: the mount can be busy for a
@@ -388,27 +370,8 @@ fn as_nobody(script: &str) -> std::process::Output {
 }
 
 fn set_acl(path: &Path, name: &str, value: &[u8]) {
-    xattr_set(path, name, value).unwrap_or_else(|e| panic!("{name} on {path:?}: errno {e}"));
-}
-
-fn xattr_set(path: &Path, name: &str, value: &[u8]) -> Result<(), i32> {
-    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    // SAFETY: valid C strings and a buffer of the given length.
-    let rc = unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-    }
+    mounted::set_xattr(path, name, value)
+        .unwrap_or_else(|e| panic!("{name} on {path:?}: errno {e}"));
 }
 
 fn mode_of(path: &Path) -> u32 {
@@ -527,13 +490,8 @@ fn clusterfs_fuse_posix_acls_grant_and_deny_what_modes_would_not() {
     assert_eq!(fs::read(&rootfile).unwrap(), b"xmore\n");
     let sub = shared.join("sub");
     fs::create_dir(&sub).unwrap();
-    let mut v = vec![0u8; 256];
-    let p = std::ffi::CString::new(sub.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new("system.posix_acl_default").unwrap();
-    // SAFETY: valid C strings; the buffer is valid for its length.
-    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
-    assert!(len > 0, "subdirectory inherits the default ACL");
-    v.truncate(len as usize);
+    let v = mounted::get_xattr(&sub, "system.posix_acl_default")
+        .expect("subdirectory inherits the default ACL");
     assert_eq!(v, rwx_for_nobody);
 
     if tests::have("getfacl") && tests::have("setfacl") {

@@ -25,6 +25,39 @@ fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
 }
 
+/// Sets extended attribute `name` of `p` (not following a last symlink).
+pub fn set_xattr(p: &Path, name: &str, value: &[u8]) -> Result<(), Errno> {
+    let (p, n) = (cpath(p), CString::new(name).unwrap());
+    // SAFETY: valid C strings and a buffer of the given length.
+    let rc = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(last_errno())
+    }
+}
+
+/// Extended attribute `name` of `p` (not following a last symlink).
+pub fn get_xattr(p: &Path, name: &str) -> Result<Vec<u8>, Errno> {
+    let (p, n) = (cpath(p), CString::new(name).unwrap());
+    let mut v = vec![0u8; 65536];
+    // SAFETY: valid C strings; the buffer is valid for its length.
+    let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+    if len < 0 {
+        return Err(last_errno());
+    }
+    v.truncate(len as usize);
+    Ok(v)
+}
+
 impl Mounted {
     pub fn p(&self, path: &str) -> PathBuf {
         self.0.join(path)
@@ -94,22 +127,7 @@ impl Target for Mounted {
             .map_err(errno)
     }
     fn setxattr(&mut self, path: &str, name: &str, value: &[u8]) -> Result<(), Errno> {
-        let (p, n) = (cpath(&self.p(path)), CString::new(name).unwrap());
-        // SAFETY: valid C strings and a buffer of the given length.
-        let rc = unsafe {
-            libc::lsetxattr(
-                p.as_ptr(),
-                n.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(last_errno())
-        }
+        set_xattr(&self.p(path), name, value)
     }
     fn removexattr(&mut self, path: &str, name: &str) -> Result<(), Errno> {
         let (p, n) = (cpath(&self.p(path)), CString::new(name).unwrap());
@@ -162,17 +180,9 @@ impl Target for Mounted {
             .split(|&b| b == 0)
             .filter(|s| !s.is_empty())
         {
-            let cname = CString::new(name).unwrap();
-            let mut v = vec![0u8; 65536];
-            // SAFETY: valid C strings; the buffer is valid for its length.
-            let len = unsafe {
-                libc::lgetxattr(p.as_ptr(), cname.as_ptr(), v.as_mut_ptr().cast(), v.len())
-            };
-            if len < 0 {
-                return Err(last_errno());
-            }
-            v.truncate(len as usize);
-            out.insert(String::from_utf8(name.to_vec()).unwrap(), v);
+            let name = String::from_utf8(name.to_vec()).unwrap();
+            let v = get_xattr(&self.p(path), &name)?;
+            out.insert(name, v);
         }
         Ok(out)
     }
