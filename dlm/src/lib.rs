@@ -31,7 +31,7 @@ pub mod rsb;
 pub mod types;
 pub mod wire;
 
-pub use driver::lockspace::{AstFn, BastFn, Completion, Lockspace, PlockFn, PlockReq};
+pub use driver::lockspace::{AstFn, BastFn, Completion, Lockspace, PlockFn, PlockReq, RecoverOps};
 pub use driver::{Dlm, DlmConfig, DlmError};
 pub use membership::{Membership, MembershipEvent, StaticMembership};
 pub use mode::Mode;

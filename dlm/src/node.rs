@@ -172,6 +172,27 @@ pub enum Action {
         /// The waiting mode.
         mode: Mode,
     },
+    /// Recovery started: lock requests wait until it is done (the kernel's
+    /// `recover_prep` lockspace op).
+    RecoverPrep,
+    /// `node`, which held `slot`, left the lockspace; with a cluster
+    /// filesystem its journal (`slot - 1`) needs checking (`recover_slot`).
+    /// Emitted after the node is fenced.
+    RecoverSlot {
+        /// The departed node.
+        node: NodeId,
+        /// The slot it held.
+        slot: u32,
+    },
+    /// Recovery of generation `gen` is done and the lockspace runs again;
+    /// `slots` is every member's slot, the same at every member
+    /// (`recover_done`).
+    RecoverDone {
+        /// Generation.
+        gen: u64,
+        /// (member, slot), by node id.
+        slots: Vec<(NodeId, u32)>,
+    },
     /// A plock request finished.
     PlockDone {
         /// The id [`Node::plock`] returned.
@@ -243,6 +264,9 @@ pub struct Node {
     pub(crate) lkbs: LockTable,
     pub(crate) rec: crate::recovery::RecState,
     pub(crate) plocks: crate::node_plock::PlockState,
+    /// Every member's slot, as agreed at the last recovery (slots start at
+    /// 1; a member keeps its slot for as long as it stays a member).
+    pub(crate) slots: std::collections::BTreeMap<NodeId, u32>,
     events: Vec<RsbEvent>,
 }
 
@@ -262,6 +286,7 @@ impl Node {
             lkbs: LockTable::new(first_id, id_stride),
             rec: Default::default(),
             plocks: Default::default(),
+            slots: Default::default(),
             events: Vec::new(),
         }
     }
@@ -297,6 +322,16 @@ impl Node {
     /// Current members, sorted.
     pub fn members(&self) -> &[NodeId] {
         &self.members
+    }
+
+    /// This node's slot (0 until the first recovery assigned one).
+    pub fn slot(&self) -> u32 {
+        self.slots.get(&self.me).copied().unwrap_or(0)
+    }
+
+    /// Every member's slot, as agreed at the last recovery.
+    pub fn slots(&self) -> Vec<(NodeId, u32)> {
+        self.slots.iter().map(|(n, s)| (*n, *s)).collect()
     }
 
     /// Local locks (process copies).
@@ -1154,7 +1189,7 @@ fn is_recovery(msg: &Msg) -> bool {
     matches!(
         msg,
         Msg::RecLocks { .. }
-            | Msg::RecDone1
+            | Msg::RecDone1 { .. }
             | Msg::RecMaster { .. }
             | Msg::RecSetMaster { .. }
             | Msg::RecDone2

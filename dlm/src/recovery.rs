@@ -57,6 +57,8 @@ pub(crate) struct RecState {
     snapshot: Option<HashMap<ResName, Snap>>,
     pending_writes: BTreeMap<ResName, RecLvb>,
     done1: BTreeSet<NodeId>,
+    /// The slot each member had before this recovery (from `RecDone1`).
+    claims: BTreeMap<NodeId, u32>,
     done2: BTreeSet<NodeId>,
     gathered: BTreeMap<ResName, Gathered>,
 }
@@ -89,8 +91,10 @@ impl Node {
             return;
         }
         self.stop(out);
+        out.push(Action::RecoverPrep);
         self.phase = Phase::WaitFence;
         self.rec.done1.clear();
+        self.rec.claims.clear();
         self.rec.done2.clear();
         self.rec.gathered.clear();
         self.try_gather(out);
@@ -226,7 +230,8 @@ impl Node {
         let report = self.plock_report();
         let pm = self.plock_master().expect("members");
         self.send_rec(pm, report, out);
-        self.broadcast(Msg::RecDone1, out);
+        let slot = self.slot();
+        self.broadcast(Msg::RecDone1 { slot }, out);
     }
 
     #[allow(clippy::type_complexity)]
@@ -339,8 +344,9 @@ impl Node {
                 g.locks.extend(locks);
             }
             Msg::RecPlocks { locks } => self.plocks.reports.extend(locks),
-            Msg::RecDone1 => {
+            Msg::RecDone1 { slot } => {
                 self.rec.done1.insert(from);
+                self.rec.claims.insert(from, slot);
                 self.maybe_assign(out);
             }
             Msg::RecMaster { name, lvb, locks } => self.rebuild_master(name, lvb, locks),
@@ -360,6 +366,7 @@ impl Node {
             return;
         }
         self.plock_rebuild();
+        self.assign_slots(out);
         let gathered = std::mem::take(&mut self.rec.gathered);
         for (name, g) in gathered {
             let master = match g.old_master {
@@ -442,7 +449,52 @@ impl Node {
             }
         }
         self.plock_resume(out);
+        out.push(Action::RecoverDone {
+            gen: self.gen,
+            slots: self.slots(),
+        });
         self.replay_buffered(out);
+    }
+
+    /// Slots, as the kernel's `dlm_slots_assign`: a member keeps the slot
+    /// it had; members without one get the lowest free slots, by node id.
+    /// Every member computes this from the same `RecDone1` claims, so all
+    /// agree. A slot whose process is gone (the member left, or came back
+    /// as a new process that claims nothing) is reported (`RecoverSlot`).
+    fn assign_slots(&mut self, out: &mut Vec<Action>) {
+        let claims = std::mem::take(&mut self.rec.claims);
+        let mut slots = BTreeMap::new();
+        let mut used = BTreeSet::new();
+        for m in &self.members {
+            let claim = claims.get(m).copied().unwrap_or(0);
+            if claim == 0 {
+                continue;
+            }
+            if used.insert(claim) {
+                slots.insert(*m, claim);
+            } else {
+                // Two views that grew apart (a healed partition).
+                tracing::error!(node = %m, slot = claim, "slot claimed twice: reassigned");
+            }
+        }
+        let mut next = 1;
+        for m in &self.members {
+            if slots.contains_key(m) {
+                continue;
+            }
+            while used.contains(&next) {
+                next += 1;
+            }
+            used.insert(next);
+            slots.insert(*m, next);
+        }
+        let old = std::mem::replace(&mut self.slots, slots);
+        for (node, slot) in old {
+            // Gone, or back as a new process that does not know its slot.
+            if claims.get(&node) != Some(&slot) {
+                out.push(Action::RecoverSlot { node, slot });
+            }
+        }
     }
 
     fn replay_buffered(&mut self, out: &mut Vec<Action>) {

@@ -101,8 +101,9 @@ pub enum Msg {
         lvb: Option<RecLvb>,
         locks: Vec<RecLock>,
     },
-    /// Recovery barrier 1: all my RecLocks are sent.
-    RecDone1,
+    /// Recovery barrier 1: all my RecLocks are sent. `slot` is the slot
+    /// the sender had before this recovery (0: none yet).
+    RecDone1 { slot: u32 },
     /// Recovery, directory node → new master: rebuild `name` from these.
     RecMaster {
         name: ResName,
@@ -502,7 +503,10 @@ fn encode_msg(w: &mut Writer<'_>, msg: &Msg) {
             w.rec_lvb(lvb);
             w.locks(locks);
         }
-        Msg::RecDone1 => w.u8(11),
+        Msg::RecDone1 { slot } => {
+            w.u8(11);
+            w.u32(*slot);
+        }
         Msg::RecMaster { name, lvb, locks } => {
             w.u8(12);
             w.name(name);
@@ -669,7 +673,7 @@ fn decode_msg(r: &mut Reader<'_>) -> Result<Msg, WireError> {
                 locks: r.locks()?,
             }
         }
-        11 => Msg::RecDone1,
+        11 => Msg::RecDone1 { slot: r.u32()? },
         12 => Msg::RecMaster {
             name: r.name()?,
             lvb: r.rec_lvb()?,
@@ -819,7 +823,7 @@ mod tests {
                 lvb: rl,
                 locks: locks.clone(),
             },
-            Msg::RecDone1,
+            Msg::RecDone1 { slot: 3 },
             Msg::RecMaster {
                 name,
                 lvb: None,

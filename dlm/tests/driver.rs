@@ -388,10 +388,7 @@ fn garbage_from_the_network_is_dropped_and_service_continues() {
     // numbered frames whose payloads are garbage of every shape. Writes may
     // fail once the node has had enough and closed the connection.
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let mut hello = Vec::new();
-    hello.extend_from_slice(&0x444c_4d32u32.to_le_bytes());
-    hello.extend_from_slice(&99u32.to_le_bytes());
-    hello.extend_from_slice(&7u64.to_le_bytes());
+    let hello = dlm::driver::transport::encode_hello(NodeId(99), 7, dlms[0].node());
     let _ = s.write_all(&hello);
     let mut seed = 12345u64;
     for len in 0..300u32 {
@@ -726,4 +723,71 @@ fn callbacks_never_run_inside_a_blocked_callers_call() {
         seen.iter().all(|t| *t != me),
         "a callback ran inside a blocking call"
     );
+}
+
+/// Records what a lockspace tells its user of recovery.
+#[derive(Default)]
+struct RecoverLog(std::sync::Mutex<Vec<String>>);
+
+impl dlm::RecoverOps for RecoverLog {
+    fn recover_prep(&self) {
+        self.0.lock().unwrap().push("prep".into());
+    }
+    fn recover_slot(&self, node: NodeId, slot: u32) {
+        self.0.lock().unwrap().push(format!("slot {node} {slot}"));
+    }
+    fn recover_done(&self, _gen: u64, slots: &[(NodeId, u32)], ours: u32) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("done {slots:?} ours {ours}"));
+    }
+}
+
+impl RecoverLog {
+    fn has(&self, line: &str) -> bool {
+        self.0.lock().unwrap().iter().any(|l| l == line)
+    }
+}
+
+#[test]
+fn slots_are_agreed_kept_and_a_fenced_nodes_slot_is_reported() {
+    let dlms = cluster(3, None);
+    let ids: Vec<NodeId> = dlms.iter().map(|d| d.node()).collect();
+    let ms: Vec<_> = dlms.iter().map(|_| StaticMembership::new(&ids)).collect();
+    let logs: Vec<Arc<RecoverLog>> = dlms.iter().map(|_| Arc::default()).collect();
+    let ls: Vec<Lockspace> = (0..3)
+        .map(|i| {
+            dlms[i]
+                .join_with_ops("slots", ms[i].as_ref(), logs[i].clone())
+                .unwrap()
+        })
+        .collect();
+    wait_until("first recovery", || ls.iter().all(|l| l.is_running()));
+    // Nobody had a slot: they go by node id.
+    let first = "done [(NodeId(1), 1), (NodeId(2), 2), (NodeId(3), 3)] ours";
+    for (i, log) in logs.iter().enumerate() {
+        wait_until("recover_done", || log.has(&format!("{first} {}", i + 1)));
+        assert_eq!(ls[i].slot(), i as u32 + 1);
+    }
+    // Node 2 fails: the survivors are told of its slot only once it is
+    // fenced, and keep their own slots.
+    for m in &ms[..1] {
+        m.remove(NodeId(2));
+    }
+    ms[2].remove(NodeId(2));
+    wait_until("prep", || logs[0].has("prep") && logs[2].has("prep"));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!logs[0].has("slot 2 2"), "slot reported before fencing");
+    ms[0].fence(NodeId(2));
+    ms[2].fence(NodeId(2));
+    for log in [&logs[0], &logs[2]] {
+        wait_until("recover_slot", || log.has("slot 2 2"));
+    }
+    let survivors = "done [(NodeId(1), 1), (NodeId(3), 3)] ours";
+    wait_until("recover_done", || logs[0].has(&format!("{survivors} 1")));
+    wait_until("recover_done", || logs[2].has(&format!("{survivors} 3")));
+    // Locking goes on among the survivors.
+    let id = ls[0].lock(b"after", Mode::Ex, Flags::empty()).unwrap();
+    ls[0].unlock(id, Flags::empty(), None).unwrap();
 }

@@ -77,6 +77,8 @@ struct SimNode {
     node: Node,
     clients: Vec<Client>,
     pending_ranges: HashMap<u64, (u64, u64)>,
+    /// The slot this incarnation was given by its last recovery (0: none).
+    slot: u32,
 }
 
 struct Sim {
@@ -109,6 +111,13 @@ struct Sim {
     purge: std::collections::BTreeSet<NodeId>,
     last_purge: u64,
     purges: u64,
+    /// The slots each recovered generation agreed, as its first member
+    /// reported them.
+    slot_views: HashMap<u64, Vec<(NodeId, u32)>>,
+    /// Slots reported gone (`RecoverSlot`).
+    slots_freed: u64,
+    /// Crashed nodes not fenced yet.
+    unfenced: std::collections::BTreeSet<NodeId>,
 }
 
 #[derive(Clone, Debug)]
@@ -138,6 +147,7 @@ impl Sim {
                     node: Node::with_members(id, 1, &members),
                     clients: vec![Client::Idle { until: 0 }; CLIENTS],
                     pending_ranges: HashMap::new(),
+                    slot: 0,
                 },
             );
         }
@@ -166,6 +176,9 @@ impl Sim {
             purge: Default::default(),
             last_purge: 0,
             purges: 0,
+            slot_views: HashMap::new(),
+            slots_freed: 0,
+            unfenced: Default::default(),
         };
         let crashes = sim.rng.below(3);
         for _ in 0..crashes {
@@ -218,8 +231,48 @@ impl Sim {
                 } => self.on_ast(at, id, status, sbflags, lvb),
                 Action::Bast { id, mode } => self.log(|| format!("{at} bast {id} {mode}")),
                 Action::PlockDone { req, result } => self.on_plock_done(at, req, result),
+                Action::RecoverPrep => {}
+                Action::RecoverSlot { node, slot } => self.on_recover_slot(at, node, slot),
+                Action::RecoverDone { gen, slots } => self.on_recover_done(at, gen, slots),
             }
         }
+    }
+
+    /// A slot is reported gone only when the process that held it is:
+    /// crashed (and fenced, as recovery waits for that) or restarted.
+    fn on_recover_slot(&mut self, at: NodeId, node: NodeId, slot: u32) {
+        self.log(|| format!("{at} recover_slot {node} slot {slot}"));
+        assert_ne!(at, node, "a node recovers its own slot");
+        assert!(
+            !self.unfenced.contains(&node),
+            "slot {slot} of {node} reported gone before {node} was fenced"
+        );
+        assert!(
+            self.nodes.get(&node).is_none_or(|sn| sn.slot != slot),
+            "slot {slot} of live node {node} reported gone"
+        );
+        self.slots_freed += 1;
+    }
+
+    /// Every member of a generation agrees on its slots; slots are
+    /// distinct; an incarnation keeps its slot for as long as it lives.
+    fn on_recover_done(&mut self, at: NodeId, gen: u64, slots: Vec<(NodeId, u32)>) {
+        self.log(|| format!("{at} recover_done gen {gen} slots {slots:?}"));
+        let mut seen: Vec<u32> = slots.iter().map(|(_, s)| *s).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), slots.len(), "slot given twice: {slots:?}");
+        assert!(!seen.contains(&0), "member without a slot: {slots:?}");
+        let agreed = self.slot_views.entry(gen).or_insert_with(|| slots.clone());
+        assert_eq!(*agreed, slots, "members of gen {gen} disagree on slots");
+        let sn = self.nodes.get_mut(&at).expect("live node");
+        let mine = slots.iter().find(|(n, _)| *n == at).expect("in own view").1;
+        assert!(
+            sn.slot == 0 || sn.slot == mine,
+            "node {at} moved from slot {} to {mine}",
+            sn.slot
+        );
+        sn.slot = mine;
     }
 
     fn on_plock_done(&mut self, at: NodeId, req: u64, result: PlockReply) {
@@ -474,6 +527,7 @@ impl Sim {
                     return;
                 }
                 self.crashes += 1;
+                self.unfenced.insert(n);
                 let gone = self.nodes.remove(&n).unwrap();
                 // What a user process would have written down: every
                 // persistent lock held or asked for (a grant may be on
@@ -500,6 +554,7 @@ impl Sim {
                 self.control.push((fence, Control::Fence(n)));
             }
             Control::Fence(n) => {
+                self.unfenced.remove(&n);
                 self.broadcast(Event::Fenced(n));
                 // A node with orphans to adopt always comes back.
                 let orphans = self.records.get(&n).is_some_and(|r| !r.is_empty());
@@ -519,6 +574,7 @@ impl Sim {
                         node: Node::new(n, 1, 1),
                         clients: vec![Client::Idle { until: self.now }; CLIENTS],
                         pending_ranges: HashMap::new(),
+                        slot: 0,
                     },
                 );
                 self.gen += 1;
@@ -787,6 +843,8 @@ struct Stats {
     adopted: u64,
     /// Orphan purges sent.
     purges: u64,
+    /// Slots of gone processes reported to the lockspace user.
+    slots_freed: u64,
 }
 
 fn run_seed(seed: u64, trace: bool) -> Stats {
@@ -805,6 +863,7 @@ fn run_seed(seed: u64, trace: bool) -> Stats {
         refused: sim.refused,
         adopted: sim.adopted,
         purges: sim.purges,
+        slots_freed: sim.slots_freed,
     }
 }
 
@@ -821,6 +880,7 @@ fn run_seeds(seeds: impl Iterator<Item = u64>) -> Stats {
                 total.refused += s.refused;
                 total.adopted += s.adopted;
                 total.purges += s.purges;
+                total.slots_freed += s.slots_freed;
             }
             Err(e) => {
                 eprintln!("simulation failed for seed {seed}; replay with DLM_SIM_SEED={seed} cargo test -p dlm --test sim replay -- --nocapture");
@@ -842,6 +902,7 @@ fn sim_fixed_sample() {
     assert!(s.removes > 100, "{s:?}");
     assert!(s.refused > 5, "{s:?}");
     assert!(s.adopted > 10, "{s:?}");
+    assert!(s.slots_freed > 50, "{s:?}");
 }
 
 #[test]

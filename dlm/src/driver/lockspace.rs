@@ -176,6 +176,33 @@ enum Deferred {
     Wake(Arc<Waiter<Completion>>, Completion),
     PlockWake(Arc<Waiter<PlockReply>>, PlockReply),
     PlockCall(Box<dyn FnOnce(PlockReply) + Send>, PlockReply),
+    Recover(Arc<dyn RecoverOps>, RecoverEvent),
+}
+
+/// What the lockspace tells its [`RecoverOps`].
+#[derive(Clone, Debug)]
+enum RecoverEvent {
+    Prep,
+    Slot(NodeId, u32),
+    Done(u64, Vec<(NodeId, u32)>, u32),
+}
+
+/// The kernel's `dlm_lockspace_ops`: how a lockspace user (a cluster
+/// filesystem) hears of recovery. Called from the lockspace's own threads
+/// in this order for each recovery: `recover_prep`, then `recover_slot`
+/// for each slot whose process is gone (only after that node is fenced),
+/// then `recover_done`. They must not block on locks of this lockspace.
+pub trait RecoverOps: Send + Sync {
+    /// The lockspace stopped for recovery: lock requests now wait.
+    fn recover_prep(&self) {}
+    /// `node`, which held `slot`, is gone (left, or failed and fenced).
+    fn recover_slot(&self, node: NodeId, slot: u32) {
+        let _ = (node, slot);
+    }
+    /// Recovery of generation `gen` is done: every member's slot, and ours.
+    fn recover_done(&self, gen: u64, slots: &[(NodeId, u32)], our_slot: u32) {
+        let _ = (gen, slots, our_slot);
+    }
 }
 
 /// A value alone on its cache lines (128 bytes: adjacent-line prefetch),
@@ -195,6 +222,8 @@ pub(crate) struct LsInner {
     pub(crate) name: String,
     pub(crate) shards: Box<[CacheLine<Mutex<Shard>>]>,
     transport: Arc<Transport>,
+    /// Told of recovery (by shard 0, which agrees the slots).
+    ops: Option<Arc<dyn RecoverOps>>,
 }
 
 /// A joined lockspace. Cheap to clone.
@@ -224,7 +253,13 @@ fn status_result(c: Completion) -> Result<Completion, DlmError> {
 }
 
 impl LsInner {
-    pub(crate) fn new(name: &str, me: NodeId, shards: u32, transport: Arc<Transport>) -> LsInner {
+    pub(crate) fn new(
+        name: &str,
+        me: NodeId,
+        shards: u32,
+        transport: Arc<Transport>,
+        ops: Option<Arc<dyn RecoverOps>>,
+    ) -> LsInner {
         let shards = (0..shards)
             .map(|k| {
                 CacheLine(Mutex::new(Shard {
@@ -240,6 +275,7 @@ impl LsInner {
             name: name.to_string(),
             shards,
             transport,
+            ops,
         }
     }
 
@@ -315,7 +351,23 @@ impl LsInner {
                         deferred.push(Deferred::Bast(b, id, mode));
                     }
                 }
+                Action::RecoverPrep => self.recover_event(k, RecoverEvent::Prep, deferred),
+                Action::RecoverSlot { node, slot } => {
+                    self.recover_event(k, RecoverEvent::Slot(node, slot), deferred)
+                }
+                Action::RecoverDone { gen, slots } => {
+                    let ours = sh.node.slot();
+                    self.recover_event(k, RecoverEvent::Done(gen, slots, ours), deferred)
+                }
             }
+        }
+    }
+
+    /// Queues a recovery event for the ops, from shard 0 only (every shard
+    /// recovers; shard 0's slots are the lockspace's).
+    fn recover_event(&self, k: usize, ev: RecoverEvent, deferred: &mut Vec<Deferred>) {
+        if let (0, Some(ops)) = (k, &self.ops) {
+            deferred.push(Deferred::Recover(ops.clone(), ev));
         }
     }
 
@@ -327,6 +379,11 @@ impl LsInner {
                 Deferred::Wake(w, c) => w.complete(c),
                 Deferred::PlockWake(w, r) => w.complete(r),
                 Deferred::PlockCall(f, r) => run_callback(move || f(r)),
+                Deferred::Recover(ops, ev) => run_callback(move || match ev {
+                    RecoverEvent::Prep => ops.recover_prep(),
+                    RecoverEvent::Slot(n, s) => ops.recover_slot(n, s),
+                    RecoverEvent::Done(gen, slots, ours) => ops.recover_done(gen, &slots, ours),
+                }),
             }
         }
     }
@@ -840,5 +897,16 @@ impl Lockspace {
     /// The current membership generation.
     pub fn generation(&self) -> u64 {
         self.inner.shards[0].lock().node.generation()
+    }
+
+    /// This node's slot in the lockspace (0 until the first recovery
+    /// assigned one); a cluster filesystem's journal id is `slot - 1`.
+    pub fn slot(&self) -> u32 {
+        self.inner.shards[0].lock().node.slot()
+    }
+
+    /// Every member's slot, as agreed at the last recovery.
+    pub fn slots(&self) -> Vec<(NodeId, u32)> {
+        self.inner.shards[0].lock().node.slots()
     }
 }

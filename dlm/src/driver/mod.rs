@@ -16,7 +16,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::membership::Membership;
 use crate::types::{NodeId, NAME_MAX};
 use crate::wire::Envelope;
-use lockspace::{Lockspace, LsInner};
+use lockspace::{Lockspace, LsInner, RecoverOps};
 use transport::Transport;
 
 /// Errors of the public API.
@@ -155,6 +155,26 @@ impl Dlm {
 
     /// Joins lockspace `name`, with membership from `membership`.
     pub fn join(&self, name: &str, membership: &dyn Membership) -> Result<Lockspace, DlmError> {
+        self.join_inner(name, membership, None)
+    }
+
+    /// Joins lockspace `name` and tells `ops` of every recovery, the first
+    /// (which assigns this node its slot) included.
+    pub fn join_with_ops(
+        &self,
+        name: &str,
+        membership: &dyn Membership,
+        ops: Arc<dyn RecoverOps>,
+    ) -> Result<Lockspace, DlmError> {
+        self.join_inner(name, membership, Some(ops))
+    }
+
+    fn join_inner(
+        &self,
+        name: &str,
+        membership: &dyn Membership,
+        ops: Option<Arc<dyn RecoverOps>>,
+    ) -> Result<Lockspace, DlmError> {
         if name.is_empty() || name.len() > NAME_MAX {
             return Err(DlmError::Invalid);
         }
@@ -163,6 +183,7 @@ impl Dlm {
             self.inner.node,
             self.inner.shards,
             self.transport.clone(),
+            ops,
         ));
         {
             let mut map = self.inner.lockspaces.write();

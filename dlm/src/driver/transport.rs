@@ -25,8 +25,14 @@
 //!   start and sends it in the hello. A receiver that sees a new
 //!   incarnation of a peer (the peer restarted) starts its stream afresh;
 //!   a sender that finds a new incarnation of the receiver drops the frames
-//!   it had already written to the dead one instead of replaying them into
-//!   the new process (frames never written yet go to the new one).
+//!   meant for the dead one instead of replaying them into the new process:
+//!   every frame queued while it was connected to the old incarnation, and
+//!   every frame it wrote to it. Only frames queued after the loss of the
+//!   old connection was noticed go to the new one.
+//! - **Addressing.** The hello names the node it is meant for; a process
+//!   that is not that node refuses it, so a sender whose peer's address
+//!   now belongs to another node's process (a port reused on one machine)
+//!   cannot feed it frames meant for someone else.
 //! - **Bounds.** At most [`QUEUE_LIMIT`] frames and [`QUEUE_BYTES_LIMIT`]
 //!   bytes wait per peer (unacknowledged or unsent); past that a frame is
 //!   dropped with an error log.
@@ -47,7 +53,7 @@
 //! them off a leading caller's thread.
 //!
 //! Wire format, connector → acceptor: hello `magic u32 | node u32 |
-//! incarnation u64`, then frames `len u32 | seq u64 | payload` (`len`
+//! incarnation u64 | to node u32`, then frames `len u32 | seq u64 | payload` (`len`
 //! counts seq and payload). Acceptor → connector: hello reply `magic u32 |
 //! incarnation u64 | last delivered seq u64`, then acknowledgements `seq
 //! u64`. All little-endian.
@@ -70,7 +76,10 @@ mod inbound;
 use inbound::{accept_loop, Inbound};
 pub use inbound::{run_callback, InConn, Lead};
 
-const HELLO_MAGIC: u32 = 0x444c_4d32; // "DLM2": hello with incarnation and seq
+/// "DLM3": hello with incarnation, seq and the node it is meant for.
+const HELLO_MAGIC: u32 = 0x444c_4d33;
+/// Bytes of a connector's hello ([`encode_hello`]).
+pub const HELLO_LEN: usize = 20;
 /// Largest frame accepted from the network.
 pub const MAX_FRAME: usize = 1 << 22;
 /// Frames waiting (unsent or unacknowledged) per peer before new ones are
@@ -132,9 +141,11 @@ pub struct SendQueue {
     written: usize,
     /// Bytes of `frames[written]` already written.
     head_off: usize,
-    /// Leading frames written (at least partly) to some connection to the
-    /// peer's current incarnation.
-    touched: usize,
+    /// Leading frames meant for the peer's current incarnation: queued
+    /// while connected to it, or written (at least partly) to it.
+    bound: usize,
+    /// A connection to the peer's current incarnation is up.
+    connected: bool,
     /// Bytes held in `frames`.
     bytes: usize,
     /// The receiver's incarnation, once a hello reply told it.
@@ -197,6 +208,9 @@ impl SendQueue {
         self.next_seq += 1;
         self.bytes += frame.len();
         self.frames.push_back(frame);
+        if self.connected {
+            self.bound = self.frames.len();
+        }
         true
     }
 
@@ -210,7 +224,7 @@ impl SendQueue {
         let len = self.frames[self.written].len();
         assert!(self.head_off + n <= len);
         self.head_off += n;
-        self.touched = self.touched.max(self.written + 1);
+        self.bound = self.bound.max(self.written + 1);
         if self.head_off == len {
             self.written += 1;
             self.head_off = 0;
@@ -229,8 +243,14 @@ impl SendQueue {
             n += 1;
             self.written -= 1;
         }
-        self.touched = self.touched.saturating_sub(n);
+        self.bound = self.bound.saturating_sub(n);
         n
+    }
+
+    /// The connection broke: frames queued from now on are for whichever
+    /// incarnation answers the next hello.
+    pub fn lost(&mut self) {
+        self.connected = false;
     }
 
     /// A new connection's hello reply: the receiver's incarnation and the
@@ -241,21 +261,25 @@ impl SendQueue {
         self.head_off = 0;
         let restarted = self.peer_inc.is_some_and(|i| i != peer_inc);
         self.peer_inc = Some(peer_inc);
-        if restarted {
-            let dropped = self.touched;
+        self.connected = true;
+        let resume = if restarted {
+            let dropped = self.bound;
             for _ in 0..dropped {
-                let f = self.frames.pop_front().expect("touched frame");
+                let f = self.frames.pop_front().expect("bound frame");
                 self.bytes -= f.len();
                 self.first_seq += 1;
             }
-            self.touched = 0;
-            return Resume::Restarted { dropped };
-        }
-        // Frames the receiver reports delivered count as written here.
-        self.written = self.frames.len();
-        let acked = self.ack(delivered);
-        self.written = 0;
-        Resume::Continue { acked }
+            Resume::Restarted { dropped }
+        } else {
+            // Frames the receiver reports delivered count as written here.
+            self.written = self.frames.len();
+            let acked = self.ack(delivered);
+            self.written = 0;
+            Resume::Continue { acked }
+        };
+        // What is left goes to this incarnation.
+        self.bound = self.frames.len();
+        resume
     }
 }
 
@@ -384,6 +408,7 @@ impl PeerQueue {
         }
         let _ = s.shutdown(Shutdown::Both);
         st.stream = None;
+        st.queue.lost();
         self.connected.store(false, Ordering::Relaxed);
         self.wake();
         Flush::Failed
@@ -606,6 +631,7 @@ impl Transport {
             if let Some(s) = st.stream.clone() {
                 let _ = s.shutdown(Shutdown::Both);
                 st.stream = None;
+                st.queue.lost();
                 pq.connected.store(false, Ordering::Relaxed);
                 pq.wake();
             }
@@ -648,7 +674,7 @@ impl Drop for Transport {
 fn writer_loop(me: NodeId, inc: u64, pq: &PeerQueue, stop: &AtomicBool) {
     let mut backoff = Duration::from_millis(5);
     while !stop.load(Ordering::SeqCst) {
-        let (s, reply) = match connect(me, inc, pq.addr) {
+        let (s, reply) = match connect(me, inc, pq.id, pq.addr) {
             Ok(c) => c,
             Err(e) => {
                 tracing::trace!(to = %pq.id, error = %e, "connect failed");
@@ -681,6 +707,7 @@ fn writer_loop(me: NodeId, inc: u64, pq: &PeerQueue, stop: &AtomicBool) {
         let mut st = pq.state.lock();
         if st.stream.as_ref().is_some_and(|c| Arc::ptr_eq(c, &s)) {
             st.stream = None;
+            st.queue.lost();
             pq.connected.store(false, Ordering::Relaxed);
         }
     }
@@ -691,14 +718,36 @@ struct HelloReply {
     delivered: u64,
 }
 
-fn connect(me: NodeId, inc: u64, addr: SocketAddr) -> std::io::Result<(TcpStream, HelloReply)> {
+/// The hello a connector sends: it is node `from`, incarnation `inc`, and
+/// wants to talk to node `to`.
+pub fn encode_hello(from: NodeId, inc: u64, to: NodeId) -> [u8; HELLO_LEN] {
+    let mut hello = [0u8; HELLO_LEN];
+    hello[..4].copy_from_slice(&HELLO_MAGIC.to_le_bytes());
+    hello[4..8].copy_from_slice(&from.0.to_le_bytes());
+    hello[8..16].copy_from_slice(&inc.to_le_bytes());
+    hello[16..].copy_from_slice(&to.0.to_le_bytes());
+    hello
+}
+
+/// A connector's hello, decoded: (from, incarnation, to).
+fn decode_hello(h: &[u8; HELLO_LEN]) -> Option<(NodeId, u64, NodeId)> {
+    let u32_at = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().expect("4"));
+    if u32_at(0) != HELLO_MAGIC {
+        return None;
+    }
+    let inc = u64::from_le_bytes(h[8..16].try_into().expect("8"));
+    Some((NodeId(u32_at(4)), inc, NodeId(u32_at(16))))
+}
+
+fn connect(
+    me: NodeId,
+    inc: u64,
+    to: NodeId,
+    addr: SocketAddr,
+) -> std::io::Result<(TcpStream, HelloReply)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_nodelay(true)?;
-    let mut hello = [0u8; 16];
-    hello[..4].copy_from_slice(&HELLO_MAGIC.to_le_bytes());
-    hello[4..8].copy_from_slice(&me.0.to_le_bytes());
-    hello[8..].copy_from_slice(&inc.to_le_bytes());
-    s.write_all(&hello)?;
+    s.write_all(&encode_hello(me, inc, to))?;
     s.set_read_timeout(Some(HELLO_TIMEOUT))?;
     let mut r = [0u8; 20];
     s.read_exact(&mut r)?;
@@ -886,20 +935,61 @@ mod tests {
     }
 
     #[test]
-    fn a_restarted_receiver_gets_only_frames_never_written() {
+    fn a_restarted_receiver_gets_only_frames_queued_after_the_loss() {
         let mut q = SendQueue::new();
         q.reconnected(7, 0);
         q.push(frame(b"a"));
         q.push(frame(b"b"));
         write_all(&mut q);
-        // Queued while disconnected.
+        // Queued for incarnation 7 but not written when the line broke.
         q.push(frame(b"c"));
-        assert_eq!(q.reconnected(8, 0), Resume::Restarted { dropped: 2 });
-        assert_eq!(write_all(&mut q), vec![3]);
+        q.lost();
+        // Queued while disconnected: for whoever answers next.
+        q.push(frame(b"d"));
+        assert_eq!(q.reconnected(8, 0), Resume::Restarted { dropped: 3 });
+        assert_eq!(write_all(&mut q), vec![4]);
         let mut r = RecvSeq::default();
         assert_eq!(r.hello(99), 0);
-        assert_eq!(r.receive(3), Verdict::Deliver);
         assert_eq!(r.receive(4), Verdict::Deliver);
+        assert_eq!(r.receive(5), Verdict::Deliver);
+    }
+
+    #[test]
+    fn frames_queued_while_disconnected_belong_to_the_next_incarnation() {
+        let mut q = SendQueue::new();
+        q.reconnected(7, 0);
+        q.lost();
+        q.push(frame(b"a"));
+        // Incarnation 8 answers, then is lost before anything is written.
+        assert_eq!(q.reconnected(8, 0), Resume::Restarted { dropped: 0 });
+        q.lost();
+        // Incarnation 9: "a" was meant for 8 once 8 answered.
+        assert_eq!(q.reconnected(9, 0), Resume::Restarted { dropped: 1 });
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn the_same_incarnation_gets_everything_not_delivered() {
+        let mut q = SendQueue::new();
+        q.reconnected(7, 0);
+        for i in 0..4u8 {
+            q.push(frame(&[i]));
+        }
+        write_all(&mut q);
+        q.push(frame(b"x"));
+        q.lost();
+        q.push(frame(b"y"));
+        assert_eq!(q.reconnected(7, 2), Resume::Continue { acked: 2 });
+        assert_eq!(write_all(&mut q), vec![3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn hellos_round_trip_and_name_their_target() {
+        let h = encode_hello(NodeId(3), 0xfeed, NodeId(5));
+        assert_eq!(decode_hello(&h), Some((NodeId(3), 0xfeed, NodeId(5))));
+        let mut bad = h;
+        bad[0] ^= 1;
+        assert_eq!(decode_hello(&bad), None);
     }
 
     #[test]

@@ -49,8 +49,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::{
-    eventfd, FrameHandler, RecvSeq, Verdict, ACK_DELAY, ACK_EVERY, DISCARD_LIMIT, HELLO_MAGIC,
-    HELLO_TIMEOUT, MAX_FRAME,
+    decode_hello, eventfd, FrameHandler, RecvSeq, Verdict, ACK_DELAY, ACK_EVERY, DISCARD_LIMIT,
+    HELLO_LEN, HELLO_MAGIC, HELLO_TIMEOUT, MAX_FRAME,
 };
 use crate::driver::spin;
 use crate::types::NodeId;
@@ -567,15 +567,19 @@ pub(super) fn accept_loop(listener: TcpListener, inbound: Arc<Inbound>) {
 /// inbound connection.
 fn greet(mut s: TcpStream, inbound: &Inbound) -> std::io::Result<Arc<InConn>> {
     s.set_read_timeout(Some(HELLO_TIMEOUT))?;
-    let mut h = [0u8; 16];
+    let mut h = [0u8; HELLO_LEN];
     s.read_exact(&mut h)?;
-    if u32::from_le_bytes(h[..4].try_into().expect("4")) != HELLO_MAGIC {
+    let Some((from, inc, to)) = decode_hello(&h) else {
         return Err(std::io::Error::other("bad hello"));
-    }
-    let from = NodeId(u32::from_le_bytes(h[4..8].try_into().expect("4")));
-    let inc = u64::from_le_bytes(h[8..].try_into().expect("8"));
+    };
     if from == inbound.me {
         return Err(std::io::Error::other("hello from our own node id"));
+    }
+    if to != inbound.me {
+        return Err(std::io::Error::other(format!(
+            "hello from node {from} meant for node {to}, but this is node {}",
+            inbound.me
+        )));
     }
     let pr = inbound.peers.lock().entry(from).or_default().clone();
     let mut p = pr.lock();
