@@ -27,6 +27,7 @@ pub mod dirbuild;
 pub mod falloc;
 pub mod fs;
 pub mod fuse;
+pub mod glock;
 pub mod journal;
 pub mod lock;
 pub mod mkfs;

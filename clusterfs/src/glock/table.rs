@@ -1,0 +1,221 @@
+//! The glocks of one mount, by name, and the API a driver calls.
+
+use super::machine::GlockCore;
+use super::{Action, DlmFailure, DlmMode, GlockName, GlockState, HolderFlags, HolderId};
+use std::collections::HashMap;
+
+/// Tunables of a [`GlockTable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlockConfig {
+    /// How long an inode glock is kept after a state change before a
+    /// remote demote may take it (the kernel's `gl_hold_time`, HZ/5).
+    pub min_hold_ms: u64,
+}
+
+impl Default for GlockConfig {
+    fn default() -> Self {
+        GlockConfig { min_hold_ms: 200 }
+    }
+}
+
+/// Every glock this node knows, and which glock each holder is queued on.
+///
+/// Each method takes the current time and returns the [`Action`]s to carry
+/// out, in order. A glock that falls back to UN with nobody waiting is
+/// forgotten ([`Action::Forget`]), so the table only holds live glocks.
+#[derive(Clone, Debug, Default)]
+pub struct GlockTable {
+    config: GlockConfig,
+    glocks: HashMap<GlockName, GlockCore>,
+    holders: HashMap<HolderId, GlockName>,
+    next_holder: u64,
+}
+
+impl GlockTable {
+    /// An empty table.
+    pub fn new(config: GlockConfig) -> Self {
+        GlockTable {
+            config,
+            ..Self::default()
+        }
+    }
+
+    /// Asks for `name` in `mode` (SH, DF or EX). The holder may proceed
+    /// once [`Action::Grant`] names it, possibly in the returned actions.
+    pub fn acquire(
+        &mut self,
+        name: GlockName,
+        mode: GlockState,
+        flags: HolderFlags,
+        now_ms: u64,
+    ) -> (HolderId, Vec<Action>) {
+        let id = HolderId(self.next_holder);
+        self.next_holder += 1;
+        self.holders.insert(id, name);
+        let min_hold_ms = self.config.min_hold_ms;
+        let glock = self
+            .glocks
+            .entry(name)
+            .or_insert_with(|| GlockCore::new(name, min_hold_ms, now_ms));
+        let mut out = Vec::new();
+        glock.enqueue(id, mode, flags, now_ms, &mut out);
+        self.settle(name, &mut out);
+        (id, out)
+    }
+
+    /// Drops a holder: releases it if granted, cancels it if waiting.
+    /// Panics on an unknown holder (a double release is a bug).
+    pub fn release(&mut self, holder: HolderId, now_ms: u64) -> Vec<Action> {
+        let name = self
+            .holders
+            .remove(&holder)
+            .expect("release of an unknown holder");
+        self.with_glock(name, |glock, out| {
+            let found = glock.dequeue(holder, now_ms, out);
+            assert!(found, "{name}: holder {holder:?} not queued");
+        })
+    }
+
+    /// A blocking callback (bast): another node waits for `requested` on
+    /// `name`. Stale callbacks for forgotten glocks are ignored.
+    pub fn blocking_callback(
+        &mut self,
+        name: GlockName,
+        requested: DlmMode,
+        now_ms: u64,
+    ) -> Vec<Action> {
+        if !self.glocks.contains_key(&name) {
+            return Vec::new();
+        }
+        self.with_glock(name, |glock, out| {
+            glock.blocking_callback(requested, now_ms, out)
+        })
+    }
+
+    /// The DLM granted the request in flight on `name`, in `granted`.
+    pub fn dlm_granted(&mut self, name: GlockName, granted: DlmMode, now_ms: u64) -> Vec<Action> {
+        self.with_glock(name, |glock, out| glock.dlm_granted(granted, now_ms, out))
+    }
+
+    /// The DLM refused the request in flight on `name`.
+    pub fn dlm_failed(&mut self, name: GlockName, why: DlmFailure, now_ms: u64) -> Vec<Action> {
+        self.with_glock(name, |glock, out| glock.dlm_failed(why, now_ms, out))
+    }
+
+    /// Time passed: starts the demotes whose minimum hold time is over.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Action> {
+        let due = |g: &GlockCore| g.next_tick_ms().is_some_and(|t| t <= now_ms);
+        let names = self.sorted_names(due);
+        self.for_each(names, |glock, out| glock.tick(now_ms, out))
+    }
+
+    /// The earliest time [`Self::tick`] has work, if any.
+    pub fn next_tick_ms(&self) -> Option<u64> {
+        self.glocks
+            .values()
+            .filter_map(GlockCore::next_tick_ms)
+            .min()
+    }
+
+    /// Unmount: every glock goes to UN once its holders are gone, and is
+    /// then forgotten.
+    pub fn drop_all(&mut self, now_ms: u64) -> Vec<Action> {
+        let names = self.sorted_names(|_| true);
+        self.for_each(names, |glock, out| glock.drop_cache(now_ms, out))
+    }
+
+    /// Drops one cached glock to UN once its holders are gone (for a cache
+    /// shrinker). Unknown names are ignored.
+    pub fn drop_cached(&mut self, name: GlockName, now_ms: u64) -> Vec<Action> {
+        self.for_each(vec![name], |glock, out| glock.drop_cache(now_ms, out))
+    }
+
+    /// One glock, to inspect.
+    pub fn glock(&self, name: &GlockName) -> Option<&GlockCore> {
+        self.glocks.get(name)
+    }
+
+    /// Every glock, in no particular order.
+    pub fn glocks(&self) -> impl Iterator<Item = &GlockCore> {
+        self.glocks.values()
+    }
+
+    /// The glock a holder is queued on.
+    pub fn holder_glock(&self, holder: HolderId) -> Option<GlockName> {
+        self.holders.get(&holder).copied()
+    }
+
+    /// How many glocks are known.
+    pub fn len(&self) -> usize {
+        self.glocks.len()
+    }
+
+    /// True when no glock is known.
+    pub fn is_empty(&self) -> bool {
+        self.glocks.is_empty()
+    }
+
+    /// Runs `f` on a glock that must exist, then settles it.
+    fn with_glock(
+        &mut self,
+        name: GlockName,
+        f: impl FnOnce(&mut GlockCore, &mut Vec<Action>),
+    ) -> Vec<Action> {
+        let glock = self
+            .glocks
+            .get_mut(&name)
+            .unwrap_or_else(|| panic!("{name}: unknown glock"));
+        let mut out = Vec::new();
+        f(glock, &mut out);
+        self.settle(name, &mut out);
+        out
+    }
+
+    /// Runs `f` on each named glock that exists, in the given order.
+    fn for_each(
+        &mut self,
+        names: Vec<GlockName>,
+        mut f: impl FnMut(&mut GlockCore, &mut Vec<Action>),
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        for name in names {
+            if let Some(glock) = self.glocks.get_mut(&name) {
+                f(glock, &mut out);
+                self.settle(name, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Sorted, so that runs replay identically whatever the hash seed.
+    fn sorted_names(&self, pick: impl Fn(&GlockCore) -> bool) -> Vec<GlockName> {
+        let mut names: Vec<_> = self
+            .glocks
+            .values()
+            .filter(|g| pick(g))
+            .map(GlockCore::name)
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Book-keeping after an event on `name`: failed holders leave the
+    /// holder map; an idle glock is forgotten.
+    fn settle(&mut self, name: GlockName, out: &mut Vec<Action>) {
+        for action in out.iter() {
+            if let Action::Failed { holder } = action {
+                self.holders.remove(holder);
+            }
+        }
+        let Some(glock) = self.glocks.get(&name) else {
+            return;
+        };
+        if glock.is_idle() {
+            let had_lock = glock.has_dlm_lock();
+            self.glocks.remove(&name);
+            if had_lock {
+                out.push(Action::Forget { name });
+            }
+        }
+    }
+}
