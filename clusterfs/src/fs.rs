@@ -15,7 +15,7 @@ use crate::dirbuild::{pack_dirents, DirEntryIn};
 use crate::falloc::Falloc;
 use crate::lock::{Glock, GlockMode, LockManager};
 use crate::ondisk::{dif, dt_from_mode, BlockState, Dinode, Inum, GFS2_FNAMESIZE, GFS2_FORMAT_DE};
-use crate::volume::{FsError, MountInfo, Result, Volume};
+use crate::volume::{FsError, MountInfo, MountParams, Result, Volume};
 
 pub use crate::dir::ListEntry;
 
@@ -135,12 +135,23 @@ fn check_name(name: &[u8]) -> Result<()> {
 }
 
 impl FileSystem {
-    /// Mounts the volume on `dev` (replaying its journal when dirty).
+    /// Mounts the volume on `dev` as `lock_nolock` does: journal0, every
+    /// dirty journal replayed.
     pub fn mount(
         dev: Arc<dyn BlockDevice>,
         locks: Arc<dyn LockManager>,
     ) -> Result<(Self, MountInfo)> {
-        let (vol, info) = Volume::open(dev, locks)?;
+        Self::mount_with(dev, locks, MountParams::nolock())
+    }
+
+    /// Mounts the volume on `dev` with the journal and recovery `params`
+    /// choose (a spectator mount is read-only: changes fail with EROFS).
+    pub fn mount_with(
+        dev: Arc<dyn BlockDevice>,
+        locks: Arc<dyn LockManager>,
+        params: MountParams,
+    ) -> Result<(Self, MountInfo)> {
+        let (vol, info) = Volume::open_with(dev, locks, params)?;
         let root = Ino(vol.sb.sb_root_dir.no_addr);
         Ok((
             FileSystem {

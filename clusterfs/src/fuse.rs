@@ -636,6 +636,12 @@ pub struct MountOptions {
     /// `allow_other`: other users may use the mount (needed for ACLs and
     /// permissions to matter to anyone but the mounting user).
     pub allow_other: bool,
+    /// `spectator`: read-only, without a journal; nothing is written to
+    /// the device.
+    pub spectator: bool,
+    /// `hostdata=jid=N`: the journal a `lock_nolock` mount writes through
+    /// (as the kernel's lock_nolock takes it); default journal0.
+    pub jid: Option<u32>,
     /// Options accepted for compatibility but without effect here.
     pub ignored: Vec<String>,
 }
@@ -648,6 +654,8 @@ impl MountOptions {
             commit_secs: 5,
             acl: true,
             allow_other: false,
+            spectator: false,
+            jid: None,
             ignored: Vec::new(),
         };
         for opt in s.split(',').filter(|x| !x.is_empty()) {
@@ -659,25 +667,45 @@ impl MountOptions {
                 ("acl", None) => o.acl = true,
                 ("noacl", None) => o.acl = false,
                 ("allow_other", None) => o.allow_other = true,
+                ("spectator", None) => o.spectator = true,
+                ("hostdata", Some(v)) => {
+                    if o.parse_hostdata(v)? {
+                        o.ignored.push(opt.to_string());
+                    }
+                }
                 ("commit", Some(v)) => {
                     o.commit_secs = v
                         .parse()
                         .map_err(|_| format!("bad commit interval {v:?}"))?;
                 }
                 (
-                    "locktable" | "hostdata" | "errors" | "quota" | "data" | "statfs_quantum"
-                    | "statfs_percent",
+                    "locktable" | "errors" | "quota" | "data" | "statfs_quantum" | "statfs_percent",
                     Some(_),
                 )
                 | (
-                    "localflocks" | "spectator" | "discard" | "nodiscard" | "barrier" | "nobarrier"
-                    | "rgrplvb" | "norgrplvb" | "rw" | "noatime" | "relatime" | "defaults",
+                    "localflocks" | "discard" | "nodiscard" | "barrier" | "nobarrier" | "rgrplvb"
+                    | "norgrplvb" | "rw" | "noatime" | "relatime" | "defaults",
                     None,
                 ) => o.ignored.push(opt.to_string()),
                 _ => return Err(format!("unknown mount option {opt:?}")),
             }
         }
         Ok(o)
+    }
+
+    /// Takes `jid=N` from a `hostdata=` value (items separated by `:`);
+    /// true when other items were left without effect.
+    fn parse_hostdata(&mut self, v: &str) -> Result<bool, String> {
+        let mut others = false;
+        for item in v.split(':').filter(|x| !x.is_empty()) {
+            match item.strip_prefix("jid=") {
+                Some(n) => {
+                    self.jid = Some(n.parse().map_err(|_| format!("bad jid {n:?}"))?);
+                }
+                None => others = true,
+            }
+        }
+        Ok(others)
     }
 }
 

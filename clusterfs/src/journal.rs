@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use tracing::{debug, info};
 
 use crate::block::{BlockDevice, BlockError};
-use crate::ondisk::{log_desc, log_head, put64, LogDescriptor, LogHeader};
+use crate::ondisk::{log_desc, log_head, put64, LogDescriptor, LogHeader, StatfsChange};
 pub use crate::replay::{find_head, replay_plan, ReplayPlan};
 
 /// Errors of the journal.
@@ -124,6 +124,13 @@ pub struct Journal {
     seq: u64,
     /// True once the journal is known clean (replayed or unmounted).
     clean: bool,
+    /// `lh_statfs_addr` of our headers: this node's
+    /// `per_node/statfs_change{jid}` dinode (0 until set).
+    statfs_addr: u64,
+    /// This node's statfs deltas not yet folded into the master statfs
+    /// file, written to every header's `lh_local_*` (as the kernel's
+    /// `gfs2_write_log_header` does) so that recovery can fold them in.
+    local: StatfsChange,
 }
 
 impl Journal {
@@ -138,7 +145,22 @@ impl Journal {
             next: 0,
             seq: 0,
             clean: false,
+            statfs_addr: 0,
+            local: StatfsChange::default(),
         }
+    }
+
+    /// The journal id.
+    pub fn jid(&self) -> u32 {
+        self.jid
+    }
+
+    /// Sets what the next headers carry in `lh_statfs_addr` and
+    /// `lh_local_*`: the owner's `statfs_change{jid}` dinode and its
+    /// unfolded statfs deltas (the file's contents as of that commit).
+    pub fn set_local_statfs(&mut self, statfs_addr: u64, local: StatfsChange) {
+        self.statfs_addr = statfs_addr;
+        self.local = local;
     }
 
     /// Journal blocks.
@@ -173,14 +195,13 @@ impl Journal {
         self.write_header(dev, log_head::UNMOUNT | log_head::RECOVERY)
     }
 
-    /// Finds the head and, when the journal is dirty, replays the log in
-    /// place and flushes, leaving it to [`Journal::finish_recovery`] to
-    /// mark the journal clean (after the caller has folded the head's
-    /// statfs deltas in, as the kernel's `recover_local_statfs` does).
-    pub fn replay(&mut self, dev: &dyn BlockDevice) -> Result<Replayed> {
+    /// Finds the log head (the valid header with the highest sequence)
+    /// without writing anything: what a spectator checks, and the start
+    /// of [`Journal::replay`]. The journal is dirty unless the head's
+    /// flags have `GFS2_LOG_HEAD_UNMOUNT`.
+    pub fn find_log_head(&self, dev: &dyn BlockDevice) -> Result<LogHeader> {
         let dev_blocks = dev.size() / self.bsize as u64;
-        let outside = |b: &u64| *b >= dev_blocks;
-        if let Some(lbn) = self.map.iter().position(outside) {
+        if let Some(lbn) = self.map.iter().position(|b| *b >= dev_blocks) {
             return Err(JournalError::Corrupt {
                 jid: self.jid,
                 lbn: lbn as u32,
@@ -205,6 +226,17 @@ impl Journal {
                 why: "log header points outside the journal".into(),
             });
         }
+        Ok(head)
+    }
+
+    /// Finds the head and, when the journal is dirty, replays the log in
+    /// place and flushes, leaving it to [`Journal::finish_recovery`] to
+    /// mark the journal clean (after the caller has folded the head's
+    /// statfs deltas in, as the kernel's `recover_local_statfs` does).
+    pub fn replay(&mut self, dev: &dyn BlockDevice) -> Result<Replayed> {
+        let dev_blocks = dev.size() / self.bsize as u64;
+        let outside = |b: &u64| *b >= dev_blocks;
+        let head = self.find_log_head(dev)?;
         self.seq = head.lh_sequence;
         self.next = (head.lh_blkno + 1) % self.len();
         if head.lh_flags & log_head::UNMOUNT != 0 {
@@ -246,8 +278,16 @@ impl Journal {
         })
     }
 
+    /// A header of ours. Recovery headers (`GFS2_LOG_HEAD_RECOVERY`) leave
+    /// the statfs fields zero, as the kernel does: they describe no one's
+    /// local changes.
     fn header(&self, flags: u32, tail: u32, blkno: u32) -> LogHeader {
         let (sec, nsec) = now();
+        let (statfs_addr, local) = if flags & log_head::RECOVERY == 0 {
+            (self.statfs_addr, self.local)
+        } else {
+            (0, StatfsChange::default())
+        };
         LogHeader {
             jid: self.jid,
             lh_sequence: self.seq + 1,
@@ -258,6 +298,10 @@ impl Journal {
             lh_sec: sec,
             lh_addr: self.map[blkno as usize],
             lh_jinode: self.jinode,
+            lh_statfs_addr: statfs_addr,
+            lh_local_total: local.sc_total,
+            lh_local_free: local.sc_free,
+            lh_local_dinodes: local.sc_dinodes,
             ..Default::default()
         }
     }

@@ -8,6 +8,7 @@
 //! commit that references them, because a commit starts with a flush).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Range;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -15,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::block::{BlockDevice, BlockError};
 use crate::dirbuild::DirLayoutError;
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, Replayed};
 use crate::lock::{Glock, GlockMode, LockError, LockManager};
 use crate::ondisk::{
     bitmap_position, log_head, BlockState, Dinode, Geometry, Inum, LogHeader, OndiskError, Rgrp,
@@ -82,6 +83,27 @@ pub enum FsError {
     /// Lock manager failure.
     #[error("lock: {0}")]
     Lock(#[from] LockError),
+    /// The mount asked for a journal that jindex does not have.
+    #[error(
+        "no journal{jid}: this volume has {journals} journal(s), so jid must be below {journals} \
+         (gfs2_jadd adds journals)"
+    )]
+    NoJournal {
+        /// The jid asked for.
+        jid: u32,
+        /// Journals in jindex.
+        journals: u32,
+    },
+    /// Dirty journals that a spectator mount, which writes nothing, cannot
+    /// recover.
+    #[error(
+        "journal(s) {jids:?} need recovery, which a spectator mount cannot do: \
+         mount once with a journal (or run fsck.gfs2) first"
+    )]
+    RecoveryNeeded {
+        /// The dirty journals, by jid.
+        jids: Vec<u32>,
+    },
 }
 
 impl From<OndiskError> for FsError {
@@ -114,7 +136,8 @@ impl FsError {
             FsError::TooManyLinks => libc::EMLINK,
             FsError::NotPermitted => libc::EPERM,
             FsError::PermissionDenied => libc::EACCES,
-            FsError::ReadOnly => libc::EROFS,
+            FsError::ReadOnly | FsError::RecoveryNeeded { .. } => libc::EROFS,
+            FsError::NoJournal { .. } => libc::EINVAL,
             FsError::Io(_) | FsError::Corrupt(_) | FsError::Journal(_) | FsError::Lock(_) => {
                 libc::EIO
             }
@@ -151,9 +174,24 @@ pub struct Volume {
     /// operation can be undone as a whole.
     undo: Option<Undo>,
     rgs: Vec<Rindex>,
+    /// Where a search for a new dinode starts when its goal (the parent
+    /// directory) lies outside `home`: first `home.start`, then the rgrp
+    /// such a search last allocated in.
     rg_cursor: usize,
+    /// This node's share of the rgrps ([`home_rgrps`]).
+    home: Range<usize>,
+    /// Our journal (journal `jid`); `None` for a spectator.
     journal: Option<Journal>,
+    /// Our journal id, whose `Glock::Journal` we hold EX while mounted;
+    /// `None` for a spectator (read-only, no journal) and after unmount.
+    jid: Option<u32>,
+    /// Journals in jindex.
+    journals: u32,
     pub(crate) statfs_addr: u64,
+    /// Our `per_node/statfs_change{jid}` dinode (0 for a spectator): where
+    /// this node's statfs deltas accumulate until they are folded into
+    /// the master statfs file.
+    sc_addr: u64,
     pub(crate) inum_addr: u64,
     locks: Arc<dyn LockManager>,
     withdrawn: Option<String>,
@@ -169,20 +207,105 @@ impl std::fmt::Debug for Volume {
 }
 
 /// What mounting found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountInfo {
-    /// Blocks replayed from a dirty journal.
+    /// Blocks replayed from dirty journals.
     pub replayed: usize,
     /// Unlinked dinodes reclaimed.
     pub reclaimed: usize,
+    /// The journal this mount writes through (`None`: spectator).
+    pub jid: Option<u32>,
+    /// Journals in jindex.
+    pub journals: u32,
+    /// The journals found dirty and recovered, by jid.
+    pub recovered: Vec<u32>,
+}
+
+/// Which dirty journals a mount recovers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Every dirty journal in jindex: the first mounter of a cluster, or a
+    /// `lock_nolock` mount (nobody else can be using the volume).
+    All,
+    /// Only this node's own journal: a later mounter, which must not touch
+    /// a journal that a live node owns.
+    Own,
+}
+
+/// How a node mounts the volume: which journal it writes through and which
+/// journals it recovers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MountParams {
+    /// This node's journal; `None` mounts as a spectator: read-only, no
+    /// journal, nothing ever written to the device.
+    pub jid: Option<u32>,
+    /// Which dirty journals to recover. A spectator recovers none: with
+    /// [`Recovery::All`] it refuses to mount while any journal is dirty.
+    pub recover: Recovery,
+}
+
+impl MountParams {
+    /// `lock_nolock`: journal0, every dirty journal recovered.
+    pub const fn nolock() -> Self {
+        MountParams {
+            jid: Some(0),
+            recover: Recovery::All,
+        }
+    }
+
+    /// A node writing through journal `jid`.
+    pub const fn node(jid: u32, recover: Recovery) -> Self {
+        MountParams {
+            jid: Some(jid),
+            recover,
+        }
+    }
+
+    /// A read-only mount without a journal (`-o spectator`).
+    pub const fn spectator(recover: Recovery) -> Self {
+        MountParams { jid: None, recover }
+    }
+
+    /// True for a spectator mount.
+    pub const fn is_spectator(&self) -> bool {
+        self.jid.is_none()
+    }
+}
+
+impl Default for MountParams {
+    fn default() -> Self {
+        Self::nolock()
+    }
+}
+
+/// The rgrps where node `jid` of `journals` starts looking for new dinodes:
+/// an equal share of the `rgrps`, from `jid * rgrps / journals`, so that
+/// nodes creating files do not fight over one rgrp (and its glock).
+pub fn home_rgrps(jid: u32, journals: u32, rgrps: usize) -> Range<usize> {
+    let journals = journals.max(1) as usize;
+    let jid = (jid as usize).min(journals - 1);
+    let start = jid * rgrps / journals;
+    let end = ((jid + 1) * rgrps / journals).max(start + 1).min(rgrps);
+    start..end
 }
 
 impl Volume {
-    /// Opens the volume on `dev`: superblock, master directory, journal 0
-    /// (replayed when dirty), rindex and statfs.
+    /// Opens the volume on `dev` as `lock_nolock` does: journal0, every
+    /// dirty journal recovered ([`MountParams::nolock`]).
     pub fn open(
         dev: Arc<dyn BlockDevice>,
         locks: Arc<dyn LockManager>,
+    ) -> Result<(Self, MountInfo)> {
+        Self::open_with(dev, locks, MountParams::nolock())
+    }
+
+    /// Opens the volume on `dev` with journal `params.jid` (its glock held
+    /// EX until [`Volume::unmount`]), recovering the dirty journals
+    /// `params.recover` says, then reads rindex and statfs.
+    pub fn open_with(
+        dev: Arc<dyn BlockDevice>,
+        locks: Arc<dyn LockManager>,
+        params: MountParams,
     ) -> Result<(Self, MountInfo)> {
         let mut sbb = vec![0u8; Superblock::SIZE];
         dev.read_at(crate::ondisk::SB_BYTE_OFFSET, &mut sbb)?;
@@ -198,76 +321,224 @@ impl Volume {
             undo: None,
             rgs: Vec::new(),
             rg_cursor: 0,
+            home: 0..0,
             journal: None,
+            jid: None,
+            journals: 0,
             statfs_addr: 0,
+            sc_addr: 0,
             inum_addr: 0,
             locks,
             withdrawn: None,
         };
-        let master = v.sb.sb_master_dir.no_addr;
-        let replayed = v.recover_journals(master)?;
-        v.statfs_addr = v.lookup_system(master, "statfs")?;
-        v.inum_addr = v.lookup_system(master, "inum")?;
-        let rindex = v.lookup_system(master, "rindex")?;
-        v.load_rindex(rindex)?;
-        let reclaimed = v.reclaim_unlinked()?;
-        v.commit()?;
-        info!(replayed, reclaimed, rgrps = v.rgs.len(), "volume mounted");
-        Ok((
-            v,
-            MountInfo {
-                replayed,
-                reclaimed,
-            },
-        ))
+        match v.mount(params) {
+            Ok(info) => {
+                info!(
+                    jid = ?info.jid,
+                    journals = info.journals,
+                    recovered = ?info.recovered,
+                    replayed = info.replayed,
+                    reclaimed = info.reclaimed,
+                    rgrps = v.rgs.len(),
+                    "volume mounted"
+                );
+                Ok((v, info))
+            }
+            Err(e) => {
+                if let Some(jid) = v.jid.take() {
+                    v.locks.release(Glock::Journal(jid));
+                }
+                Err(e)
+            }
+        }
     }
 
-    /// Recovers every journal (as the first mounter does), keeping
-    /// journal0, whose glock stays held, as ours. Returns blocks replayed.
-    fn recover_journals(&mut self, master: u64) -> Result<usize> {
+    /// The mount proper: our journal, recovery, rindex, statfs, and (for
+    /// the first mounter) reclaiming unlinked dinodes.
+    fn mount(&mut self, params: MountParams) -> Result<MountInfo> {
+        let master = self.sb.sb_master_dir.no_addr;
+        let jinodes = self.jindex(master)?;
+        self.journals = jinodes.len() as u32;
+        let mut info = MountInfo {
+            replayed: 0,
+            reclaimed: 0,
+            jid: params.jid,
+            journals: self.journals,
+            recovered: Vec::new(),
+        };
+        if let Some(jid) = params.jid {
+            let jinode = *jinodes.get(jid as usize).ok_or(FsError::NoJournal {
+                jid,
+                journals: self.journals,
+            })?;
+            self.take_own_journal(master, jid, jinode, &mut info)?;
+        }
+        if params.recover == Recovery::All {
+            if params.is_spectator() {
+                self.check_journals_clean(&jinodes)?;
+            } else {
+                for (jid, &jinode) in (0u32..).zip(&jinodes) {
+                    if Some(jid) != params.jid {
+                        self.recover_other(master, jid, jinode, &mut info)?;
+                    }
+                }
+            }
+        }
+        self.statfs_addr = self.lookup_system(master, "statfs")?;
+        self.inum_addr = self.lookup_system(master, "inum")?;
+        let rindex = self.lookup_system(master, "rindex")?;
+        self.load_rindex(rindex)?;
+        if let Some(jid) = params.jid {
+            self.home = home_rgrps(jid, self.journals, self.rgs.len());
+            self.rg_cursor = self.home.start;
+            // Unlinked dinodes may still be open on another node: only a
+            // mounter alone on the volume reclaims them.
+            if params.recover == Recovery::All {
+                info.reclaimed = self.reclaim_unlinked()?;
+            }
+            self.commit()?;
+        }
+        Ok(info)
+    }
+
+    /// The journals' dinodes by jid (`jindex/journal0`, `journal1`, ...).
+    fn jindex(&mut self, master: u64) -> Result<Vec<u64>> {
         /// More journals than `mkfs.gfs2 -j` allows means a corrupt jindex.
         const MAX_JOURNALS: u32 = 1024;
         let jindex = self.lookup_system(master, "jindex")?;
-        let mut replayed = 0;
+        let mut jinodes = Vec::new();
         for jid in 0..MAX_JOURNALS {
             let name = format!("journal{jid}");
-            let Some((inum, _)) = self.dir_lookup(jindex, name.as_bytes())? else {
-                if jid == 0 {
-                    return Err(FsError::Corrupt("system file journal0 missing".into()));
-                }
-                break;
-            };
-            let map = self.file_block_map(inum.no_addr)?;
-            let mut j = Journal::new(jid, inum.no_addr, self.bsize(), map);
-            self.locks
-                .acquire(Glock::Journal(jid), GlockMode::Exclusive)?;
-            let r = j.replay(self.dev.as_ref());
-            // Replay wrote under the cache.
-            self.cache.clear();
-            let r = r?;
-            replayed += r.blocks;
-            // A dirty journal's statfs deltas are folded in and committed
-            // (through journal0, recovered first) before it is marked
-            // clean: the kernel's recover_local_statfs, then clean_journal.
-            if jid == 0 {
-                self.journal = Some(j);
-                if let Some(head) = r.head {
-                    self.recover_local_statfs(master, jid, &head)?;
-                    self.commit()?;
-                    let dev = Arc::clone(&self.dev);
-                    let j0 = self.journal.as_mut().expect("journal0 set");
-                    j0.finish_recovery(dev.as_ref())?;
-                }
-            } else if let Some(head) = r.head {
-                self.recover_local_statfs(master, jid, &head)?;
-                self.commit()?;
-                j.finish_recovery(self.dev.as_ref())?;
-            }
-            if jid != 0 {
-                self.locks.release(Glock::Journal(jid));
+            match self.dir_lookup(jindex, name.as_bytes())? {
+                Some((inum, _)) => jinodes.push(inum.no_addr),
+                None => break,
             }
         }
-        Ok(replayed)
+        if jinodes.is_empty() {
+            return Err(FsError::Corrupt("system file journal0 missing".into()));
+        }
+        Ok(jinodes)
+    }
+
+    /// The journal whose dinode is `jinode`, with its block map.
+    fn load_journal(&mut self, jid: u32, jinode: u64) -> Result<Journal> {
+        let map = self.file_block_map(jinode)?;
+        if map.is_empty() {
+            return Err(FsError::Corrupt(format!("journal{jid} is empty")));
+        }
+        Ok(Journal::new(jid, jinode, self.bsize(), map))
+    }
+
+    /// Replays `j` when dirty; the replay wrote under our cache.
+    fn replay_journal(&mut self, j: &mut Journal) -> Result<Replayed> {
+        let r = j.replay(self.dev.as_ref());
+        self.cache.clear();
+        Ok(r?)
+    }
+
+    /// Takes journal `jid` as ours: its glock EX (held until unmount), its
+    /// `per_node/statfs_change{jid}`, and its recovery when dirty (a node
+    /// always recovers its own journal, as the kernel's `init_journal`).
+    fn take_own_journal(
+        &mut self,
+        master: u64,
+        jid: u32,
+        jinode: u64,
+        info: &mut MountInfo,
+    ) -> Result<()> {
+        self.locks
+            .acquire(Glock::Journal(jid), GlockMode::Exclusive)?;
+        self.jid = Some(jid);
+        self.sc_addr = self.statfs_change_addr(master, jid)?;
+        let mut j = self.load_journal(jid, jinode)?;
+        let r = self.replay_journal(&mut j);
+        self.journal = Some(j);
+        let r = r?;
+        info.replayed += r.blocks;
+        if let Some(head) = r.head {
+            self.fold_recovered_statfs(master, jid, &head)?;
+            let dev = Arc::clone(&self.dev);
+            let j = self.journal.as_mut().expect("our journal is set");
+            j.finish_recovery(dev.as_ref())?;
+            info.recovered.push(jid);
+        }
+        Ok(())
+    }
+
+    /// Recovers another node's journal when dirty: its glock EX first,
+    /// replay, its statfs deltas folded in (committed through our
+    /// journal), marked clean, glock released.
+    fn recover_other(
+        &mut self,
+        master: u64,
+        jid: u32,
+        jinode: u64,
+        info: &mut MountInfo,
+    ) -> Result<()> {
+        self.locks
+            .acquire(Glock::Journal(jid), GlockMode::Exclusive)?;
+        let res = self.recover_other_locked(master, jid, jinode, info);
+        self.locks.release(Glock::Journal(jid));
+        res
+    }
+
+    fn recover_other_locked(
+        &mut self,
+        master: u64,
+        jid: u32,
+        jinode: u64,
+        info: &mut MountInfo,
+    ) -> Result<()> {
+        let mut j = self.load_journal(jid, jinode)?;
+        let r = self.replay_journal(&mut j)?;
+        info.replayed += r.blocks;
+        if let Some(head) = r.head {
+            self.fold_recovered_statfs(master, jid, &head)?;
+            j.finish_recovery(self.dev.as_ref())?;
+            info.recovered.push(jid);
+        }
+        Ok(())
+    }
+
+    /// A spectator alone on the volume: every journal must be clean, since
+    /// it can replay none. Reads the log heads only.
+    fn check_journals_clean(&mut self, jinodes: &[u64]) -> Result<()> {
+        let mut dirty = Vec::new();
+        for (jid, &jinode) in (0u32..).zip(jinodes) {
+            self.locks.acquire(Glock::Journal(jid), GlockMode::Shared)?;
+            let head = self
+                .load_journal(jid, jinode)
+                .and_then(|j| Ok(j.find_log_head(self.dev.as_ref())?));
+            self.locks.release(Glock::Journal(jid));
+            if head?.lh_flags & log_head::UNMOUNT == 0 {
+                dirty.push(jid);
+            }
+        }
+        if dirty.is_empty() {
+            Ok(())
+        } else {
+            Err(FsError::RecoveryNeeded { jids: dirty })
+        }
+    }
+
+    /// `per_node/statfs_change{jid}`, which must be stuffed.
+    fn statfs_change_addr(&mut self, master: u64, jid: u32) -> Result<u64> {
+        let per_node = self.lookup_system(master, "per_node")?;
+        let addr = self.lookup_system(per_node, &format!("statfs_change{jid}"))?;
+        if self.dinode(addr)?.di_height != 0 {
+            return Err(FsError::Corrupt(format!(
+                "statfs_change{jid} is not stuffed"
+            )));
+        }
+        Ok(addr)
+    }
+
+    /// A recovered journal's statfs deltas folded into the master statfs
+    /// and committed through our journal before that journal is marked
+    /// clean: the kernel's `recover_local_statfs`, then `clean_journal`.
+    fn fold_recovered_statfs(&mut self, master: u64, jid: u32, head: &LogHeader) -> Result<()> {
+        self.recover_local_statfs(master, jid, head)?;
+        self.commit()
     }
 
     /// Adds a recovered head's `lh_local_*` deltas to the master statfs
@@ -355,6 +626,22 @@ impl Volume {
         &self.rgs
     }
 
+    /// The journal this mount writes through; `None` for a spectator (and
+    /// once unmounted).
+    pub fn jid(&self) -> Option<u32> {
+        self.jid
+    }
+
+    /// Journals in jindex.
+    pub fn journals(&self) -> u32 {
+        self.journals
+    }
+
+    /// This node's share of the rgrps, where its new dinodes go first.
+    pub fn home_rgrps(&self) -> Range<usize> {
+        self.home.clone()
+    }
+
     // -----------------------------------------------------------------
     // Withdraw.
 
@@ -376,8 +663,10 @@ impl Volume {
         self.withdrawn.as_deref()
     }
 
+    /// Refuses changes on a withdrawn volume and on a mount without a
+    /// journal (spectator, or unmounted): EROFS.
     pub(crate) fn check_writable(&self) -> Result<()> {
-        if self.withdrawn.is_some() {
+        if self.withdrawn.is_some() || self.jid.is_none() {
             return Err(FsError::ReadOnly);
         }
         Ok(())
@@ -537,13 +826,16 @@ impl Volume {
         self.dirty.len()
     }
 
-    /// Commits the transaction: journal, then in place.
+    /// Commits the transaction through our journal, then in place. Its
+    /// log header carries our unfolded statfs deltas (`lh_local_*`). With
+    /// nothing to commit this is a no-op, on a spectator mount too.
     pub fn commit(&mut self) -> Result<()> {
-        self.check_writable()?;
-        if self.dirty.is_empty() {
+        if self.dirty.is_empty() && self.withdrawn.is_none() {
             self.freed.clear();
             return Ok(());
         }
+        self.check_writable()?;
+        let local = self.local_statfs()?;
         let blocks: BTreeMap<u64, Vec<u8>> = self
             .dirty
             .iter()
@@ -553,6 +845,7 @@ impl Volume {
             .journal
             .as_mut()
             .expect("journal loaded before changes");
+        journal.set_local_statfs(self.sc_addr, local);
         let res = journal.commit(self.dev.as_ref(), &blocks);
         if let Err(e) = res {
             self.withdraw(&format!("journal commit failed: {e}"));
@@ -583,14 +876,25 @@ impl Volume {
         Ok(())
     }
 
-    /// Commits, writes the UNMOUNT log header and flushes.
+    /// Commits, folds our statfs deltas into the master statfs file,
+    /// writes the UNMOUNT log header in our journal, flushes and releases
+    /// our journal's glock. A spectator writes nothing.
     pub fn unmount(&mut self) -> Result<()> {
+        let Some(jid) = self.jid else {
+            info!("spectator volume unmounted");
+            return Ok(());
+        };
         self.commit()?;
+        self.statfs_sync()?;
+        let local = self.local_statfs()?;
         if let Some(j) = self.journal.as_mut() {
+            j.set_local_statfs(self.sc_addr, local);
             j.write_header(self.dev.as_ref(), log_head::UNMOUNT)?;
         }
-        self.locks.release(Glock::Journal(0));
-        info!("volume unmounted cleanly");
+        self.journal = None;
+        self.jid = None;
+        self.locks.release(Glock::Journal(jid));
+        info!(jid, "volume unmounted cleanly");
         Ok(())
     }
 
@@ -633,13 +937,7 @@ impl Volume {
         rg.rg_free = (i64::from(rg.rg_free) + dfree) as u32;
         rg.rg_dinodes = (i64::from(rg.rg_dinodes) + ddinodes) as u32;
         rg.encode(self.meta_mut(addr)?);
-        let sa = self.statfs_addr;
-        let b = self.meta_mut(sa)?;
-        let mut sc = StatfsChange::decode(&b[Dinode::SIZE..])?;
-        sc.sc_free += dfree;
-        sc.sc_dinodes += ddinodes;
-        sc.encode(&mut b[Dinode::SIZE..]);
-        Ok(())
+        self.statfs_change(0, dfree, ddinodes)
     }
 
     fn set_bits(&mut self, blk: u64, state: BlockState) -> Result<BlockState> {
@@ -654,10 +952,16 @@ impl Volume {
         Ok(old)
     }
 
-    /// Allocates one block near `goal` and marks it `state`.
+    /// Allocates one block near `goal` and marks it `state`. The search
+    /// starts in `goal`'s rgrp, except for a new dinode whose goal (the
+    /// parent directory) lies outside this node's share of the rgrps: that
+    /// one starts at `rg_cursor`, so that nodes do not fight over one rgrp.
     pub fn alloc(&mut self, goal: u64, state: BlockState) -> Result<u64> {
         self.check_writable()?;
-        let start = self.rg_index(goal).unwrap_or(self.rg_cursor);
+        let near_goal = self
+            .rg_index(goal)
+            .filter(|i| state != BlockState::Dinode || self.home.contains(i));
+        let start = near_goal.unwrap_or(self.rg_cursor);
         let n = self.rgs.len();
         for k in 0..n {
             let i = (start + k) % n;
@@ -667,7 +971,9 @@ impl Volume {
                 self.rgs[i].ri_data0
             };
             if let Some(blk) = self.alloc_in(i, from, state)? {
-                self.rg_cursor = i;
+                if near_goal.is_none() {
+                    self.rg_cursor = i;
+                }
                 return Ok(blk);
             }
         }
@@ -758,11 +1064,86 @@ impl Volume {
         Ok(n)
     }
 
-    /// Totals from the statfs file: (total, free, dinodes).
+    // -----------------------------------------------------------------
+    // statfs: the master file plus per-node statfs_change{jid} deltas.
+
+    /// Totals (total, free, dinodes): the master statfs file plus this
+    /// node's deltas not yet folded into it (the kernel's `gfs2_statfs_i`).
     pub fn statfs(&mut self) -> Result<StatfsChange> {
+        let m = self.master_statfs()?;
+        let l = self.local_statfs()?;
+        Ok(StatfsChange {
+            sc_total: m.sc_total + l.sc_total,
+            sc_free: m.sc_free + l.sc_free,
+            sc_dinodes: m.sc_dinodes + l.sc_dinodes,
+        })
+    }
+
+    /// The master statfs file as cached.
+    pub fn master_statfs(&mut self) -> Result<StatfsChange> {
         let sa = self.statfs_addr;
-        let b = self.meta(sa)?;
-        Ok(StatfsChange::decode(&b[Dinode::SIZE..])?)
+        Ok(StatfsChange::decode(&self.meta(sa)?[Dinode::SIZE..])?)
+    }
+
+    /// This node's deltas in `per_node/statfs_change{jid}` (zero for a
+    /// spectator).
+    pub fn local_statfs(&mut self) -> Result<StatfsChange> {
+        let a = self.sc_addr;
+        if a == 0 {
+            return Ok(StatfsChange::default());
+        }
+        Ok(StatfsChange::decode(&self.meta(a)?[Dinode::SIZE..])?)
+    }
+
+    /// Adds deltas to this node's `statfs_change{jid}` in the running
+    /// transaction (the kernel's `gfs2_statfs_change`): allocations never
+    /// write the master statfs file that every node shares.
+    fn statfs_change(&mut self, total: i64, free: i64, dinodes: i64) -> Result<()> {
+        let a = self.sc_addr;
+        let b = &mut self.meta_mut(a)?[Dinode::SIZE..];
+        let mut sc = StatfsChange::decode(b)?;
+        sc.sc_total += total;
+        sc.sc_free += free;
+        sc.sc_dinodes += dinodes;
+        sc.encode(b);
+        Ok(())
+    }
+
+    /// Folds this node's deltas into the master statfs file and zeroes its
+    /// `statfs_change{jid}`, in one commit under the master statfs inode's
+    /// glock EX (the kernel's `gfs2_statfs_sync` / `update_statfs`). Runs
+    /// at unmount; a no-op without deltas or without a journal.
+    pub fn statfs_sync(&mut self) -> Result<()> {
+        if self.jid.is_none() {
+            return Ok(());
+        }
+        let local = self.local_statfs()?;
+        if local == StatfsChange::default() {
+            return Ok(());
+        }
+        let sa = self.statfs_addr;
+        self.locks.acquire(Glock::Inode(sa), GlockMode::Exclusive)?;
+        let res = self.fold_local_statfs(local).and_then(|()| self.commit());
+        self.locks.release(Glock::Inode(sa));
+        res
+    }
+
+    fn fold_local_statfs(&mut self, local: StatfsChange) -> Result<()> {
+        let sa = self.statfs_addr;
+        // Another node may have folded its own deltas in since we read the
+        // master: read it afresh unless this transaction changed it.
+        if !self.dirty.contains(&sa) {
+            self.cache.remove(&sa);
+        }
+        let b = &mut self.meta_mut(sa)?[Dinode::SIZE..];
+        let mut m = StatfsChange::decode(b)?;
+        m.sc_total += local.sc_total;
+        m.sc_free += local.sc_free;
+        m.sc_dinodes += local.sc_dinodes;
+        m.encode(b);
+        let a = self.sc_addr;
+        self.meta_mut(a)?[Dinode::SIZE..Dinode::SIZE + StatfsChange::SIZE].fill(0);
+        Ok(())
     }
 
     /// Frees every dinode left Unlinked (by a crash while files were open).

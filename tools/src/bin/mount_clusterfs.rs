@@ -2,6 +2,11 @@
 //! volume through FUSE. Goes to the background once the mount is up unless
 //! `-f`; SIGTERM/SIGINT or `fusermount3 -u` unmount it cleanly (journal
 //! committed, UNMOUNT log header written).
+//!
+//! With `lock_nolock` the mount writes through journal0 (`-o
+//! hostdata=jid=N` picks another) and recovers every dirty journal;
+//! `-o spectator` mounts read-only without a journal and writes nothing
+//! (refused while a journal needs recovery).
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -15,6 +20,7 @@ use clusterfs::block_iscsi::open_device;
 use clusterfs::fs::FileSystem;
 use clusterfs::fuse::MountOptions;
 use clusterfs::lock::LocalLocks;
+use clusterfs::volume::{MountParams, Recovery};
 use nix::unistd::{fork, ForkResult};
 use tracing::{info, warn};
 
@@ -27,8 +33,9 @@ struct Args {
     /// Directory to mount on.
     mountpoint: PathBuf,
     /// Mount options: lockproto=lock_nolock, commit=SECONDS, acl|noacl
-    /// (POSIX ACLs enforced, default acl), allow_other, and GFS2's other
-    /// options (accepted, without effect here).
+    /// (POSIX ACLs enforced, default acl), allow_other, spectator
+    /// (read-only, no journal), hostdata=jid=N (lock_nolock's journal,
+    /// default 0), and GFS2's other options (accepted, without effect here).
     #[arg(short = 'o', default_value = "")]
     options: String,
     /// Stay in the foreground.
@@ -55,15 +62,27 @@ fn open_volume(args: &Args, opts: &MountOptions) -> Result<FileSystem> {
     for o in &opts.ignored {
         warn!(option = %o, "mount option accepted but has no effect in this implementation");
     }
-    let (fs, info) = FileSystem::mount(dev, Arc::new(LocalLocks))?;
+    let (fs, info) = FileSystem::mount_with(dev, Arc::new(LocalLocks), nolock_params(opts))?;
     if info.replayed > 0 || info.reclaimed > 0 {
         info!(
+            recovered = ?info.recovered,
             replayed = info.replayed,
             reclaimed = info.reclaimed,
-            "recovered the journal"
+            "recovered journals"
         );
     }
     Ok(fs)
+}
+
+/// A `lock_nolock` mount is alone on the volume: it recovers every dirty
+/// journal (a spectator refuses to mount instead) and writes through
+/// journal0 unless `hostdata=jid=N` says otherwise.
+fn nolock_params(opts: &MountOptions) -> MountParams {
+    if opts.spectator {
+        MountParams::spectator(Recovery::All)
+    } else {
+        MountParams::node(opts.jid.unwrap_or(0), Recovery::All)
+    }
 }
 
 fn run(args: &Args, ready: Option<OwnedFd>) -> Result<()> {
