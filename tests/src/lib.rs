@@ -1,7 +1,28 @@
 //! The local cluster lab: helpers for tests that run the real binaries.
+//!
+//! - **Skips are counted, never silent.** A test that cannot do its work
+//!   here (a tool missing, not root, no `/dev/fuse`) calls [`require`] or
+//!   [`skip`] and returns. That appends `SKIPPED: <binary>::<test>: <why>`
+//!   to the file named by `LAB_SKIP_LOG` (`scripts/test.sh` sets it and
+//!   counts the test as skipped, not passed). When `CI` is set the skip is
+//!   a failure instead: `.ci/run` installs every tool.
+//! - **Daemons die with the test runner.** [`spawn`] starts a child in its
+//!   own process group with a parent-death signal (SIGKILL). Linux sends it
+//!   when the *thread* that forked the child exits, so spawn from the test's
+//!   own thread (it lives as long as the test), never from a helper thread
+//!   that ends earlier. A daemon that forks itself into the background
+//!   escapes it: guard what it leaves with [`OnRunnerDeath`].
+//! - **Mounts go with them.** A killed FUSE daemon leaves a dead mount
+//!   point; [`FuseMount`] and [`Unmounter`] lazily unmount it when dropped,
+//!   and through an [`OnRunnerDeath`] reaper when the runner itself is
+//!   killed (no destructor runs then).
 
+use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Path of a binary of this workspace, built by the same `cargo test` run
 /// (the `tools` package's integration tests make cargo build every binary).
@@ -21,31 +42,363 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// True when the external program `name` is on PATH.
-pub fn have(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()))
-        .unwrap_or(false)
+// The skip rules live with the clusterfs tests, which cannot depend on
+// this crate; both use the one file.
+#[path = "../../clusterfs/tests/common/skip.rs"]
+mod skips;
+
+pub use skips::{ci, on_path as have, require, skip, test_name, SKIP_LOG};
+
+// ---------------------------------------------------------------- skips
+
+/// True when every tool is on PATH; otherwise records a skip for the
+/// first one missing.
+#[track_caller]
+pub fn require_all(tools: &[&str]) -> bool {
+    for tool in tools {
+        if !require(tool) {
+            return false;
+        }
+    }
+    true
 }
+
+/// True when running as root; otherwise records a skip.
+#[track_caller]
+pub fn require_root(what: &str) -> bool {
+    nix::unistd::geteuid().is_root() || {
+        skip(&format!("not root, which {what} needs"));
+        false
+    }
+}
+
+/// True when `/dev/fuse` opens read-write; otherwise records a skip.
+#[track_caller]
+pub fn require_dev_fuse() -> bool {
+    let usable = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .is_ok();
+    usable || {
+        skip("/dev/fuse is missing or not usable");
+        false
+    }
+}
+
+/// True when FUSE mounts can be made and unmounted: `/dev/fuse` is usable
+/// and `fusermount3` is on PATH; otherwise records a skip.
+#[track_caller]
+pub fn require_fuse() -> bool {
+    require_dev_fuse() && require("fusermount3")
+}
+
+// ---------------------------------------------------------------- processes
+
+/// Spawns `cmd` in its own process group with SIGKILL as its parent-death
+/// signal: it dies when the spawning thread (the test's) exits, however
+/// the runner ends. Its own group keeps a terminal's Ctrl-C off it, so it
+/// dies by that signal, after the runner.
+pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    let parent = std::process::id() as libc::pid_t;
+    cmd.process_group(0);
+    // SAFETY: prctl and getppid are async-signal-safe, and the closure
+    // allocates nothing (the error is a raw OS error).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The runner died between fork and prctl: no signal will come.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Kills a child (by PID) and reaps it, unless it has already exited.
+pub fn reap(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// A command run if this test process dies before the guard is dropped:
+/// a `sh` in its own process group (no parent-death signal) blocks reading
+/// a pipe only we hold, and runs the command when the pipe closes. Dropping
+/// the guard kills the reaper first, so normally the command never runs.
+pub struct OnRunnerDeath {
+    reaper: Child,
+    pipe: Option<ChildStdin>,
+}
+
+impl OnRunnerDeath {
+    /// Guards with `cmd` (its program, arguments and environment).
+    pub fn new(cmd: &Command) -> OnRunnerDeath {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", "read _; exec \"$@\"", "sh"])
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => sh.env(k, v),
+                None => sh.env_remove(k),
+            };
+        }
+        let mut reaper = sh.spawn().expect("spawn the reaper sh");
+        let pipe = reaper.stdin.take().expect("piped stdin");
+        OnRunnerDeath {
+            reaper,
+            pipe: Some(pipe),
+        }
+    }
+
+    /// Does now what the runner's death would do: closes the pipe and
+    /// waits until the command has run.
+    pub fn trigger(mut self) {
+        drop(self.pipe.take());
+        let _ = self.reaper.wait();
+    }
+}
+
+impl Drop for OnRunnerDeath {
+    fn drop(&mut self) {
+        // Killed before the pipe (a field) closes: the command never runs.
+        let _ = self.reaper.kill();
+        let _ = self.reaper.wait();
+    }
+}
+
+// ---------------------------------------------------------------- ports
+
+/// A TCP port on 127.0.0.1 that was free when asked. Another process may
+/// take it before the caller binds it: daemons' starters retry.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// A port in 20000..50000 free for UDP (or TCP) on every address in
+/// `ips` when asked (for clusters whose nodes share one port number).
+pub fn free_port_on(ips: &[&str], udp: bool) -> u16 {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    for k in 0..500u64 {
+        let seed = u64::from(std::process::id()) * 7919
+            + u64::from(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .expect("clock after 1970")
+                    .subsec_nanos(),
+            )
+            + (CALLS.fetch_add(1, Ordering::Relaxed) + k) * 104_729;
+        let port = 20_000 + (seed % 30_000) as u16;
+        let free = ips.iter().all(|ip| {
+            let a = format!("{ip}:{port}");
+            if udp {
+                std::net::UdpSocket::bind(a).is_ok()
+            } else {
+                std::net::TcpListener::bind(a).is_ok()
+            }
+        });
+        if free {
+            return port;
+        }
+    }
+    panic!("no free port on {ips:?}");
+}
+
+// ---------------------------------------------------------------- mounts
+
+/// Polls `cond` every 20 ms; panics after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// True while something is mounted on `mnt` (in this mount namespace).
+pub fn is_mounted(mnt: &Path) -> bool {
+    let want = fs::canonicalize(mnt).unwrap_or_else(|_| mnt.to_path_buf());
+    let Some(want) = want.to_str() else {
+        return false;
+    };
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want))
+}
+
+fn lazy_unmount_command(mnt: &Path) -> Command {
+    let mut cmd = Command::new("fusermount3");
+    cmd.args(["-u", "-z"]).arg(mnt);
+    cmd
+}
+
+/// Lazily unmounts `mnt` (`fusermount3 -u -z`) if it is still mounted when
+/// the guard is dropped, or when the test process dies.
+pub struct Unmounter {
+    mnt: PathBuf,
+    _reaper: OnRunnerDeath,
+}
+
+impl Unmounter {
+    pub fn new(mnt: &Path) -> Unmounter {
+        Unmounter {
+            mnt: mnt.to_path_buf(),
+            _reaper: OnRunnerDeath::new(&lazy_unmount_command(mnt)),
+        }
+    }
+}
+
+impl Drop for Unmounter {
+    fn drop(&mut self) {
+        if is_mounted(&self.mnt) {
+            let _ = lazy_unmount_command(&self.mnt)
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// How long a FUSE daemon gets to mount, unmount or exit.
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A FUSE daemon running in the foreground (spawned with [`spawn`]) and
+/// its mount point. Dropped early (a failed test), it kills the daemon and
+/// lazily unmounts what is left.
+pub struct FuseMount {
+    pub child: Child,
+    pub mnt: PathBuf,
+    // Declared after `child`: Drop kills the daemon before this unmounts.
+    _unmounter: Unmounter,
+}
+
+impl FuseMount {
+    /// Spawns `cmd`, a daemon serving a FUSE mount on `mnt` in the
+    /// foreground, and waits until the mount shows; panics if the daemon
+    /// exits first.
+    pub fn start(cmd: &mut Command, mnt: &Path) -> FuseMount {
+        let _unmounter = Unmounter::new(mnt);
+        let child = spawn(cmd.stdin(Stdio::null()))
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
+        let mut m = FuseMount {
+            child,
+            mnt: mnt.to_path_buf(),
+            _unmounter,
+        };
+        wait_for("the mount", MOUNT_TIMEOUT, || {
+            if let Ok(Some(st)) = m.child.try_wait() {
+                panic!("{:?} exited early: {st}", cmd.get_program());
+            }
+            is_mounted(mnt)
+        });
+        m
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Waits until the daemon exits and asserts that it exited 0 and left
+    /// nothing mounted.
+    pub fn wait_clean_exit(&mut self) {
+        let mut st = None;
+        wait_for("the mount daemon to exit", MOUNT_TIMEOUT, || {
+            st = self.child.try_wait().expect("try_wait");
+            st.is_some()
+        });
+        let st = st.expect("exited");
+        assert!(st.success(), "mount daemon exit {st}");
+        assert!(
+            !is_mounted(&self.mnt),
+            "{} still mounted",
+            self.mnt.display()
+        );
+    }
+
+    /// SIGTERM: the daemon must unmount cleanly and exit 0. The unmount
+    /// fails while the mount is busy (a child forked by a test running in
+    /// parallel holds a descriptor until it execs), so SIGTERM is repeated
+    /// every second until the daemon exits.
+    pub fn stop(mut self) {
+        let start = Instant::now();
+        let mut last_term: Option<Instant> = None;
+        let st = loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                break st;
+            }
+            if last_term.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                let _ = nix::sys::signal::kill(self.pid(), nix::sys::signal::SIGTERM);
+                last_term = Some(Instant::now());
+            }
+            assert!(
+                start.elapsed() < MOUNT_TIMEOUT,
+                "the mount daemon did not exit on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(st.success(), "mount daemon exit {st}");
+        assert!(!is_mounted(&self.mnt));
+    }
+
+    /// `fusermount3 -u`; then the daemon must exit 0.
+    pub fn unmount(mut self) {
+        let st = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.mnt)
+            .status()
+            .expect("run fusermount3");
+        assert!(st.success(), "fusermount3 -u: {st}");
+        self.wait_clean_exit();
+    }
+
+    /// SIGKILL, then detach the dead mount.
+    pub fn kill(mut self) {
+        reap(&mut self.child);
+        let _ = lazy_unmount_command(&self.mnt).status();
+        wait_for("the dead mount to go", MOUNT_TIMEOUT, || {
+            !is_mounted(&self.mnt)
+        });
+    }
+}
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        reap(&mut self.child);
+    }
+}
+
+// ---------------------------------------------------------------- daemons
 
 /// Starts `cmand -f` for node `127.0.1.N`: its cluster.conf and state in
 /// `state`, traffic keyed with `key`, output in `state/cmand.log`.
 pub fn spawn_cmand(state: &Path, n: u32, key: &Path) -> Child {
-    let log = std::fs::File::create(state.join("cmand.log")).expect("cmand.log");
-    Command::new(bin("cmand"))
-        .arg("-f")
-        .arg("-c")
-        .arg(state.join("cluster.conf"))
-        .arg("-n")
-        .arg(format!("127.0.1.{n}"))
-        .arg("--state-dir")
-        .arg(state)
-        .arg("--key-file")
-        .arg(key)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("spawn cmand")
+    let log = fs::File::create(state.join("cmand.log")).expect("cmand.log");
+    spawn(
+        Command::new(bin("cmand"))
+            .arg("-f")
+            .arg("-c")
+            .arg(state.join("cluster.conf"))
+            .arg("-n")
+            .arg(format!("127.0.1.{n}"))
+            .arg("--state-dir")
+            .arg(state)
+            .arg("--key-file")
+            .arg(key)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log),
+    )
+    .expect("spawn cmand")
 }

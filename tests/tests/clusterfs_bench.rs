@@ -9,27 +9,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn is_mounted(mnt: &Path) -> bool {
-    let want = fs::canonicalize(mnt).unwrap();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.to_str().unwrap()))
-}
-
-fn wait_mounted(mnt: &Path) {
-    let t = Instant::now();
-    while !is_mounted(mnt) {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "mount did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use tests::FuseMount;
 
 struct Results {
     create: f64,
@@ -130,16 +113,14 @@ fn run_workload(root: &Path) -> Results {
     }
 }
 
-fn kill(child: &mut Child, mnt: &Path) {
-    let _ = Command::new("fusermount3").arg("-u").arg(mnt).status();
-    let _ = child.wait();
-}
-
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
 fn clusterfs_vs_bindfs() {
-    if !tests::have("bindfs") || !tests::have("fusermount3") || !Path::new("/dev/shm").is_dir() {
-        eprintln!("needs bindfs, fusermount3 and /dev/shm: skipping");
+    if !tests::require_fuse() || !tests::require("bindfs") {
+        return;
+    }
+    if !Path::new("/dev/shm").is_dir() {
+        tests::skip("/dev/shm is missing");
         return;
     }
     let shm = tempfile::tempdir_in("/dev/shm").unwrap();
@@ -160,31 +141,28 @@ fn clusterfs_vs_bindfs() {
         Ok(extra) if !extra.is_empty() => format!("lockproto=lock_nolock,{extra}"),
         _ => "lockproto=lock_nolock".to_string(),
     };
-    let mut ours = Command::new(tests::bin("mount_clusterfs"))
-        .arg(&img)
-        .arg(&ours_mnt)
-        .args(["-f", "-o", &opts])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_mounted(&ours_mnt);
+    let ours = FuseMount::start(
+        Command::new(tests::bin("mount_clusterfs"))
+            .arg(&img)
+            .arg(&ours_mnt)
+            .args(["-f", "-o", &opts])
+            .stderr(Stdio::null()),
+        &ours_mnt,
+    );
     let a = run_workload(&ours_mnt);
-    kill(&mut ours, &ours_mnt);
+    ours.unmount();
 
     // Theirs: bindfs over a tmpfs directory.
     let src = shm.path().join("src");
     fs::create_dir(&src).unwrap();
     let theirs_mnt = work.path().join("theirs");
     fs::create_dir(&theirs_mnt).unwrap();
-    let mut theirs = Command::new("bindfs")
-        .arg("-f")
-        .arg(&src)
-        .arg(&theirs_mnt)
-        .spawn()
-        .unwrap();
-    wait_mounted(&theirs_mnt);
+    let theirs = FuseMount::start(
+        Command::new("bindfs").arg("-f").arg(&src).arg(&theirs_mnt),
+        &theirs_mnt,
+    );
     let b = run_workload(&theirs_mnt);
-    kill(&mut theirs, &theirs_mnt);
+    theirs.unmount();
 
     println!(
         "{:<22}{:>14}{:>14}{:>10}",

@@ -1,7 +1,8 @@
 //! mkfs.clusterfs + mount.clusterfs through a real FUSE mount: a seeded
 //! random workload compared with a reference model, SIGKILL crashes with
-//! remount and fsck.gfs2, and a volume made by mkfs.gfs2. Skipped with a
-//! message when /dev/fuse, fusermount3 or the gfs2-utils are missing.
+//! remount and fsck.gfs2, and a volume made by mkfs.gfs2. Skipped (and
+//! counted as skipped; failed under CI) when /dev/fuse, fusermount3 or the
+//! gfs2-utils are missing.
 //! Longer runs: CLUSTERFS_FUSE_SEEDS, CLUSTERFS_FUSE_STEPS.
 
 #[path = "../../clusterfs/tests/common/model.rs"]
@@ -13,36 +14,17 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use mounted::Mounted;
+use tests::{is_mounted, FuseMount};
 
-fn fuse_ok() -> bool {
-    let ok = Path::new("/dev/fuse").exists() && tests::have("fusermount3");
-    if !ok {
-        eprintln!("no /dev/fuse or fusermount3: skipping");
-    }
-    ok
-}
+/// Generous: the CI machine is small and shared.
+const TIMEOUT: Duration = Duration::from_secs(60);
 
-fn is_mounted(mnt: &Path) -> bool {
-    let want = fs::canonicalize(mnt).unwrap_or_else(|_| mnt.to_path_buf());
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.to_str().unwrap()))
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    tests::wait_for(what, TIMEOUT, cond)
 }
 
 fn mkfs(img: &Path, size_mb: u64, bsize: u32) {
@@ -58,7 +40,6 @@ fn mkfs(img: &Path, size_mb: u64, bsize: u32) {
     assert!(st.success(), "mkfs_clusterfs failed");
 }
 
-/// A foreground mount process.
 /// A fresh 64 MiB volume (4 KiB blocks) and an empty mount point in a
 /// temporary directory (kept alive by the returned guard).
 fn scratch_volume() -> (tempfile::TempDir, PathBuf, PathBuf) {
@@ -70,94 +51,23 @@ fn scratch_volume() -> (tempfile::TempDir, PathBuf, PathBuf) {
     (dir, img, mnt)
 }
 
-struct Mount {
-    child: Child,
-    mnt: PathBuf,
-}
-
-impl Mount {
-    fn start(img: &Path, mnt: &Path) -> Mount {
-        Self::start_with(img, mnt, "lockproto=lock_nolock,commit=1")
-    }
-
-    fn start_with(img: &Path, mnt: &Path, opts: &str) -> Mount {
-        let child = Command::new(tests::bin("mount_clusterfs"))
+/// A foreground mount.clusterfs with options `opts`.
+fn mount_with(img: &Path, mnt: &Path, opts: &str) -> FuseMount {
+    FuseMount::start(
+        Command::new(tests::bin("mount_clusterfs"))
             .arg(img)
             .arg(mnt)
-            .args(["-f", "-o", opts])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut m = Mount {
-            child,
-            mnt: mnt.to_path_buf(),
-        };
-        wait_for("the mount", || {
-            if let Ok(Some(st)) = m.child.try_wait() {
-                panic!("mount_clusterfs exited early: {st}");
-            }
-            is_mounted(mnt)
-        });
-        m
-    }
-
-    /// SIGTERM: must unmount cleanly and exit 0. The unmount fails while
-    /// the mount is busy (a child forked by a test running in parallel
-    /// holds a descriptor until it execs), so SIGTERM is repeated until
-    /// the daemon exits.
-    fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let start = Instant::now();
-        let mut last_term: Option<Instant> = None;
-        let st = loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                break st;
-            }
-            if last_term.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
-                last_term = Some(Instant::now());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "mount_clusterfs did not exit on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(st.success(), "mount_clusterfs exit {st}");
-        assert!(!is_mounted(&self.mnt));
-    }
-
-    /// SIGKILL, then detach the dead mount.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        let _ = Command::new("fusermount3")
-            .arg("-u")
-            .arg("-z")
-            .arg(&self.mnt)
-            .status();
-        wait_for("the dead mount to go", || !is_mounted(&self.mnt));
-    }
+            .args(["-f", "-o", opts]),
+        mnt,
+    )
 }
 
-impl Drop for Mount {
-    /// A failed test must not leave the mount (and its stdout) behind.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg("-z")
-                .arg(&self.mnt)
-                .status();
-        }
-    }
+fn mount(img: &Path, mnt: &Path) -> FuseMount {
+    mount_with(img, mnt, "lockproto=lock_nolock,commit=1")
 }
 
 fn fsck_clean(img: &Path) {
-    if !tests::have("fsck.gfs2") {
-        eprintln!("fsck.gfs2 not installed: skipping the fsck check");
+    if !tests::require("fsck.gfs2") {
         return;
     }
     let out = Command::new("fsck.gfs2")
@@ -183,7 +93,7 @@ fn env(name: &str, default: u64) -> u64 {
 
 #[test]
 fn clusterfs_fuse_random_workload_matches_model() {
-    if !fuse_ok() {
+    if !tests::require_fuse() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -193,13 +103,13 @@ fn clusterfs_fuse_random_workload_matches_model() {
         let mnt = dir.path().join(format!("mnt{seed}"));
         fs::create_dir(&mnt).unwrap();
         mkfs(&img, 64, [4096, 1024][seed as usize % 2]);
-        let m = Mount::start(&img, &mnt);
+        let m = mount(&img, &mnt);
         let mut target = Mounted(mnt.clone());
         model::run(1000 + seed, steps, &mut target, &mut |_, _| {});
         m.stop();
         fsck_clean(&img);
         // The data is still there after a remount.
-        let m = Mount::start(&img, &mnt);
+        let m = mount(&img, &mnt);
         let mut target = Mounted(mnt.clone());
         let mut again = model::Model::default();
         let mut g = model::Generator::new(1000 + seed);
@@ -214,7 +124,7 @@ fn clusterfs_fuse_random_workload_matches_model() {
 
 #[test]
 fn clusterfs_fuse_sigkill_keeps_fsynced_files() {
-    if !fuse_ok() {
+    if !tests::require_fuse() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -223,7 +133,7 @@ fn clusterfs_fuse_sigkill_keeps_fsynced_files() {
         let mnt = dir.path().join(format!("cmnt{seed}"));
         fs::create_dir(&mnt).unwrap();
         mkfs(&img, 64, 4096);
-        let m = Mount::start(&img, &mnt);
+        let m = mount(&img, &mnt);
         let mut rng = model::Rng64::new(seed);
         let mut kept = Vec::new();
         let mut g = model::Generator::new(seed);
@@ -246,7 +156,7 @@ fn clusterfs_fuse_sigkill_keeps_fsynced_files() {
             }
         }
         m.kill();
-        let m = Mount::start(&img, &mnt);
+        let m = mount(&img, &mnt);
         for (name, data) in &kept {
             let got =
                 fs::read(mnt.join(name)).unwrap_or_else(|e| panic!("seed {seed}: {name}: {e}"));
@@ -259,11 +169,10 @@ fn clusterfs_fuse_sigkill_keeps_fsynced_files() {
 
 #[test]
 fn clusterfs_fuse_background_mount_and_mkfs_gfs2_volume() {
-    if !fuse_ok() {
+    if !tests::require_fuse() {
         return;
     }
-    if !tests::have("mkfs.gfs2") {
-        eprintln!("mkfs.gfs2 not installed: skipping");
+    if !tests::require("mkfs.gfs2") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -278,7 +187,10 @@ fn clusterfs_fuse_background_mount_and_mkfs_gfs2_volume() {
         .status()
         .unwrap();
     assert!(st.success());
-    // Background mode: returns once mounted.
+    // Background mode: returns once mounted. The daemon is no child of
+    // ours (no parent-death signal reaches it): unmounting ends it, which
+    // the guard does if the test fails or the runner dies.
+    let _unmounter = tests::Unmounter::new(&mnt);
     let st = Command::new(tests::bin("mount_clusterfs"))
         .arg(&img)
         .arg(&mnt)
@@ -382,16 +294,15 @@ fn mode_of(path: &Path) -> u32 {
 #[test]
 fn clusterfs_fuse_posix_acls_grant_and_deny_what_modes_would_not() {
     use std::os::unix::fs::PermissionsExt;
-    if !fuse_ok() {
+    if !tests::require_fuse() {
         return;
     }
-    if !nix::unistd::geteuid().is_root() || !tests::have("setpriv") {
-        eprintln!("needs root and setpriv to act as another user: skipping");
+    if !tests::require_root("acting as another user") || !tests::require("setpriv") {
         return;
     }
     let (dir, img, mnt) = scratch_volume();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let m = Mount::start_with(&img, &mnt, "lockproto=lock_nolock,commit=1,allow_other");
+    let m = mount_with(&img, &mnt, "lockproto=lock_nolock,commit=1,allow_other");
     fs::set_permissions(&mnt, fs::Permissions::from_mode(0o755)).unwrap();
 
     // Grant: mode 0600 alone keeps nobody out; a named-user entry lets it read.
@@ -494,7 +405,7 @@ fn clusterfs_fuse_posix_acls_grant_and_deny_what_modes_would_not() {
         .expect("subdirectory inherits the default ACL");
     assert_eq!(v, rwx_for_nobody);
 
-    if tests::have("getfacl") && tests::have("setfacl") {
+    if tests::require_all(&["getfacl", "setfacl"]) {
         let st = Command::new("setfacl")
             .args(["-m", "u:65534:rw"])
             .arg(&rootfile)
@@ -508,8 +419,6 @@ fn clusterfs_fuse_posix_acls_grant_and_deny_what_modes_would_not() {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("user:65534:rw-"), "{text}");
-    } else {
-        eprintln!("getfacl/setfacl not installed: skipping the acl tools round trip");
     }
     m.stop();
     fsck_clean(&img);
@@ -521,11 +430,11 @@ fn clusterfs_fuse_posix_acls_grant_and_deny_what_modes_would_not() {
 #[test]
 fn clusterfs_fuse_big_xattr_punch_hole_and_exchange() {
     use std::os::fd::AsRawFd;
-    if !fuse_ok() {
+    if !tests::require_fuse() {
         return;
     }
     let (_dir, img, mnt) = scratch_volume();
-    let m = Mount::start(&img, &mnt);
+    let m = mount(&img, &mnt);
     let mut t = Mounted(mnt.clone());
     use model::Target;
 
@@ -583,15 +492,14 @@ fn clusterfs_fuse_big_xattr_punch_hole_and_exchange() {
 /// clean, fsck clean) once the last descriptor closes.
 #[test]
 fn clusterfs_fuse_sigterm_on_busy_mount_detaches_lazily() {
-    if !fuse_ok() {
+    if !tests::require_fuse() {
         return;
     }
     let (_dir, img, mnt) = scratch_volume();
-    let mut m = Mount::start(&img, &mnt);
+    let mut m = mount(&img, &mnt);
     let mut held = fs::File::create(mnt.join("held")).unwrap();
     held.write_all(b"still open").unwrap();
-    let pid = nix::unistd::Pid::from_raw(m.child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(m.pid(), nix::sys::signal::SIGTERM).unwrap();
     wait_for("the lazy detach", || !is_mounted(&mnt));
     assert!(
         m.child.try_wait().unwrap().is_none(),
@@ -599,20 +507,10 @@ fn clusterfs_fuse_sigterm_on_busy_mount_detaches_lazily() {
     );
     held.write_all(b", and written").unwrap();
     drop(held);
-    let start = Instant::now();
-    let st = loop {
-        if let Some(st) = m.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "daemon did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(st.success(), "mount_clusterfs exit {st}");
+    m.wait_clean_exit();
+    drop(m);
     fsck_clean(&img);
-    let m = Mount::start(&img, &mnt);
+    let m = mount(&img, &mnt);
     assert_eq!(
         fs::read(mnt.join("held")).unwrap(),
         b"still open, and written"

@@ -51,7 +51,7 @@ fn clusterfs_mkfs_summary_flags_and_fsck() {
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
-    if tests::have("fsck.gfs2") {
+    if tests::require("fsck.gfs2") {
         let f = Command::new("fsck.gfs2")
             .arg("-n")
             .arg(&img)
@@ -59,7 +59,7 @@ fn clusterfs_mkfs_summary_flags_and_fsck() {
             .unwrap();
         assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stdout));
     }
-    if tests::have("gfs2_edit") {
+    if tests::require("gfs2_edit") {
         let sb = Command::new("gfs2_edit")
             .args(["-p", "sb"])
             .arg(&img)

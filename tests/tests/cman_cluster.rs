@@ -22,21 +22,9 @@ struct Lab {
     nodes: Vec<Option<Child>>,
 }
 
+/// A UDP port free on all three node addresses.
 fn free_port() -> u16 {
-    for _ in 0..200 {
-        let seed = std::process::id() as u64 * 7919
-            + Instant::now().elapsed().as_nanos() as u64
-            + std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64;
-        let port = 20_000 + (seed % 30_000) as u16;
-        let ok = (1..=3).all(|i| std::net::UdpSocket::bind(format!("127.0.1.{i}:{port}")).is_ok());
-        if ok {
-            return port;
-        }
-    }
-    panic!("no free UDP port");
+    tests::free_port_on(&["127.0.1.1", "127.0.1.2", "127.0.1.3"], true)
 }
 
 /// `fence` is the device for every node: "lab" (fence_lab) or "noop".
@@ -535,13 +523,7 @@ fn bench_detection_and_false_evictions() {
         .map(|n| n.get())
         .unwrap_or(2);
     let mut burners: Vec<Child> = (0..ncpu)
-        .map(|_| {
-            Command::new("sh")
-                .arg("-c")
-                .arg("while :; do :; done")
-                .spawn()
-                .unwrap()
-        })
+        .map(|_| tests::spawn(Command::new("sh").arg("-c").arg("while :; do :; done")).unwrap())
         .collect();
     let start_view = lab.status(1).unwrap().view;
     let mut false_evictions = 0;

@@ -18,28 +18,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// A port free (UDP or TCP) on all three node addresses.
 fn free_port(udp: bool) -> u16 {
-    for k in 0..500u64 {
-        let seed = std::process::id() as u64 * 7919
-            + SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64
-            + k * 104_729;
-        let port = 20_000 + (seed % 30_000) as u16;
-        let ok = (1..=3).all(|i| {
-            let a = format!("127.0.1.{i}:{port}");
-            if udp {
-                std::net::UdpSocket::bind(a).is_ok()
-            } else {
-                std::net::TcpListener::bind(a).is_ok()
-            }
-        });
-        if ok {
-            return port;
-        }
-    }
-    panic!("no free port");
+    tests::free_port_on(&["127.0.1.1", "127.0.1.2", "127.0.1.3"], udp)
 }
 
 struct Proc {
@@ -120,23 +101,24 @@ impl Lab {
 
     fn dlm_node(&self, i: u32, port: u16, iters: u64) -> Proc {
         let log = std::fs::File::create(self.state(i).join("dlm.log")).unwrap();
-        let mut child = Command::new(tests::bin("dlm_cman_node"))
-            .arg("--state-dir")
-            .arg(self.state(i))
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--ls")
-            .arg("cm")
-            .arg("--dir")
-            .arg(self.dir.path())
-            .arg("--iters")
-            .arg(iters.to_string())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut child = tests::spawn(
+            Command::new(tests::bin("dlm_cman_node"))
+                .arg("--state-dir")
+                .arg(self.state(i))
+                .arg("--port")
+                .arg(port.to_string())
+                .arg("--ls")
+                .arg("cm")
+                .arg("--dir")
+                .arg(self.dir.path())
+                .arg("--iters")
+                .arg(iters.to_string())
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(log),
+        )
+        .unwrap();
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();

@@ -5,7 +5,6 @@
 //! read twice would mean two nodes held the EX lock at once.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
@@ -43,14 +42,6 @@ impl Drop for TestNode {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn(id: u32, ports: &[u16], dir: &Path, iters: u32) -> TestNode {
     let mut cmd = Command::new(tests::bin("dlm_tool"));
     cmd.arg("--ctl-dir")
@@ -69,11 +60,7 @@ fn spawn(id: u32, ports: &[u16], dir: &Path, iters: u32) -> TestNode {
         .arg(dir)
         .arg("--iters")
         .arg(iters.to_string());
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = tests::spawn(cmd.stdin(Stdio::piped()).stdout(Stdio::piped())).unwrap();
     let stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, lines) = mpsc::channel();
@@ -138,7 +125,7 @@ fn check_counter(dir: &Path, prefix: &str, counter: &str, iters: u32, victim: u3
 #[test]
 fn three_processes_one_killed_mid_traffic() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| tests::free_port()).collect();
     let iters = 300;
     let victim = 1;
     // The victim would run far longer than the others: it is always killed

@@ -67,12 +67,13 @@ fn fence(node: &Node, url: &str, extra: &[&str]) -> Output {
 
 /// Runs fence_scsi as `node` with the agent protocol on stdin.
 fn fence_stdin(text: &str) -> Output {
-    let mut child = Command::new(tests::bin("fence_scsi"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn fence_scsi");
+    let mut child = tests::spawn(
+        Command::new(tests::bin("fence_scsi"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .expect("spawn fence_scsi");
     child
         .stdin
         .take()

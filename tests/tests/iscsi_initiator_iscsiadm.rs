@@ -17,15 +17,18 @@ struct Adm<'a> {
 }
 
 impl Adm<'_> {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(tests::bin("iscsiadm"))
-            .args(args)
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(tests::bin("iscsiadm"));
+        cmd.args(args)
             .env("ISCSI_STATE_DIR", self.state)
             .env("ISCSI_MOUNT_DIR", self.mount)
             .env("ISCSI_INITIATOR_NAME", "iqn.2026-11.test:iscsiadm")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run iscsiadm")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run iscsiadm")
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -41,32 +44,34 @@ impl Adm<'_> {
 }
 
 /// Logs out of every session of this state dir at the end, even when a
-/// test fails, so no session holder or FUSE mount outlives the test.
-struct LogoutOnDrop<'a>(&'a Adm<'a>);
+/// test fails or the runner is killed, so no session holder (a daemon
+/// iscsiadm forks, out of reach of a parent-death signal) or FUSE mount
+/// outlives the test.
+struct LogoutOnDrop<'a> {
+    adm: &'a Adm<'a>,
+    _on_runner_death: tests::OnRunnerDeath,
+}
 
-impl Drop for LogoutOnDrop<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.run(&["-m", "node", "--logout"]);
+impl<'a> LogoutOnDrop<'a> {
+    fn new(adm: &'a Adm<'a>) -> Self {
+        let logout = adm.command(&["-m", "node", "--logout"]);
+        LogoutOnDrop {
+            adm,
+            _on_runner_death: tests::OnRunnerDeath::new(&logout),
+        }
     }
 }
 
-fn fuse_usable() -> bool {
-    let ok = Path::new("/dev/fuse").exists()
-        && std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/fuse")
-            .is_ok();
-    if !ok {
-        eprintln!("SKIP: /dev/fuse is not usable here");
+impl Drop for LogoutOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.adm.run(&["-m", "node", "--logout"]);
     }
-    ok
 }
 
 #[test]
 fn discovery_login_mkfs_gfs2_fsck_logout() {
     let Some(t) = Tgtd::start(256) else { return };
-    if !fuse_usable() {
+    if !tests::require_dev_fuse() || !tests::require_all(&["mkfs.gfs2", "fsck.gfs2"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -75,7 +80,7 @@ fn discovery_login_mkfs_gfs2_fsck_logout() {
         state: &state,
         mount: &mount,
     };
-    let _cleanup = LogoutOnDrop(&adm);
+    let _cleanup = LogoutOnDrop::new(&adm);
     let portal = t.portal();
 
     let out = adm.ok(&["-m", "discovery", "-t", "sendtargets", "-p", &portal]);
@@ -141,7 +146,7 @@ fn discovery_login_mkfs_gfs2_fsck_logout() {
 #[test]
 fn chap_settings_via_node_update_and_refusal() {
     let Some(t) = Tgtd::start(16) else { return };
-    if !fuse_usable() {
+    if !tests::require_dev_fuse() {
         return;
     }
     t.add_account("bob", "bobsecret1234", false);
@@ -151,7 +156,7 @@ fn chap_settings_via_node_update_and_refusal() {
         state: &state,
         mount: &mount,
     };
-    let _cleanup = LogoutOnDrop(&adm);
+    let _cleanup = LogoutOnDrop::new(&adm);
     let portal = t.portal();
     adm.ok(&["-m", "discovery", "-t", "st", "-p", &portal]);
     let node = ["-m", "node", "-T", IQN, "-p", portal.as_str()];

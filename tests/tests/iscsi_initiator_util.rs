@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,11 +21,6 @@ pub struct Tgtd {
     pub lun_file: PathBuf,
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().unwrap().port()
-}
-
 /// A tgtd control number (tgtd accepts up to 32767) whose socket is unused.
 fn free_control() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
@@ -40,11 +35,10 @@ fn free_control() -> u16 {
 }
 
 impl Tgtd {
-    /// Starts tgtd with a LUN of `size_mb` MiB, or None (with a message)
-    /// when tgtd is not installed.
+    /// Starts tgtd with a LUN of `size_mb` MiB, or None when tgtd is not
+    /// installed (a skip the caller returns on; a failure under CI).
     pub fn start(size_mb: u64) -> Option<Tgtd> {
-        if !tests::have("tgtd") || !tests::have("tgtadm") {
-            eprintln!("SKIP: Debian tgtd/tgtadm not installed");
+        if !tests::require_all(&["tgtd", "tgtadm"]) {
             return None;
         }
         for _ in 0..5 {
@@ -60,26 +54,19 @@ impl Tgtd {
         let lun_file = dir.path().join("lun.img");
         let f = std::fs::File::create(&lun_file).unwrap();
         f.set_len(size_mb << 20).unwrap();
-        let port = free_port();
+        let port = tests::free_port();
         let control = free_control();
         let log = std::fs::File::create(dir.path().join("tgtd.log")).unwrap();
-        let mut cmd = Command::new("tgtd");
         // If this test process dies (a CI timeout), tgtd dies with it
         // instead of lingering on its port.
-        // SAFETY: prctl is async-signal-safe and touches no Rust state.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .args(["-f", "-C", &control.to_string(), "--iscsi"])
-            .arg(format!("portal=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn tgtd");
+        let child = tests::spawn(
+            Command::new("tgtd")
+                .args(["-f", "-C", &control.to_string(), "--iscsi"])
+                .arg(format!("portal=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(log),
+        )
+        .expect("spawn tgtd");
         let mut t = Tgtd {
             child,
             port,

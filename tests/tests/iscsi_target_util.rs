@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use iscsi::pdu::{self, flags, login, opcode, Bhs, Digests, Pdu};
 /// Generous: the CI machine is small and shared.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A running tgtd, killed (by PID) on drop.
+/// A running tgtd (started with `tests::spawn`), killed (by PID) on drop.
 pub struct Tgtd {
     child: Child,
     pub port: u16,
@@ -28,24 +28,25 @@ impl Tgtd {
     /// process takes the port first.
     pub fn start() -> Tgtd {
         for _ in 0..10 {
-            let port = free_port();
+            let port = tests::free_port();
             let dir = tempfile::tempdir().expect("tempdir");
-            let mut child = Command::new(tests::bin("tgtd"))
-                .args([
-                    "-f",
-                    "--iscsi",
-                    &format!("portal=127.0.0.1:{port}"),
-                    "-C",
-                    "0",
-                ])
-                .arg("--control-dir")
-                .arg(dir.path())
-                .arg("--state-dir")
-                .arg(dir.path().join("state"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn tgtd");
+            let mut child = tests::spawn(
+                Command::new(tests::bin("tgtd"))
+                    .args([
+                        "-f",
+                        "--iscsi",
+                        &format!("portal=127.0.0.1:{port}"),
+                        "-C",
+                        "0",
+                    ])
+                    .arg("--control-dir")
+                    .arg(dir.path())
+                    .arg("--state-dir")
+                    .arg(dir.path().join("state"))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            )
+            .expect("spawn tgtd");
             if wait_ready(&mut child, port, dir.path()) {
                 return Tgtd { child, port, dir };
             }
@@ -140,11 +141,6 @@ impl Drop for Tgtd {
     }
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().unwrap().port()
-}
-
 fn wait_ready(child: &mut Child, port: u16, dir: &Path) -> bool {
     let deadline = Instant::now() + TIMEOUT;
     while Instant::now() < deadline {
@@ -162,12 +158,13 @@ fn wait_ready(child: &mut Child, port: u16, dir: &Path) -> bool {
 
 /// Runs an external program with a deadline; returns its output.
 pub fn run(program: &str, args: &[&str]) -> Output {
-    let child = Command::new(program)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    let child = tests::spawn(
+        Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
     wait_output(child, Duration::from_secs(600))
 }
 
@@ -185,13 +182,10 @@ fn wait_output(mut child: Child, limit: Duration) -> Output {
     }
 }
 
-/// True when the external tools these tests need are installed.
+/// True when the external tools these tests need (libiscsi-bin) are
+/// installed; otherwise records a skip (a failure under CI).
 pub fn have_libiscsi() -> bool {
-    let ok = tests::have("iscsi-ls") && tests::have("iscsi-inq") && tests::have("iscsi-test-cu");
-    if !ok {
-        eprintln!("libiscsi-bin is not installed: skipping");
-    }
-    ok
+    tests::require_all(&["iscsi-ls", "iscsi-inq", "iscsi-test-cu"])
 }
 
 /// A raw iSCSI connection for protocol-level tests.
