@@ -48,6 +48,13 @@ pub struct SimConfig {
     pub fault_ms: u64,
     /// Quiet time after healing (ms) before the final checks.
     pub quiet_ms: u64,
+    /// The final checks also wait until every node runs and no node crashed
+    /// or started for this long (ms): a node fenced or evicted late in the
+    /// quiet time gets the same settling time as the others.
+    pub settle_ms: u64,
+    /// Limit on the settling (ms after the quiet time): crashes and restarts
+    /// that go on longer than this are a failure.
+    pub settle_limit_ms: u64,
     /// Packet loss probability.
     pub loss: f64,
     /// Probability that a fence attempt fails.
@@ -63,6 +70,8 @@ impl SimConfig {
             token_ms: 500,
             fault_ms: 12_000,
             quiet_ms: 8_000,
+            settle_ms: 2_000,
+            settle_limit_ms: 30_000,
             loss: [0.0, 0.01, 0.05][r.range(0, 2) as usize],
             fence_fail: 0.2,
         }
@@ -133,6 +142,11 @@ pub struct SimStats {
     pub packets: u64,
     /// Group messages delivered (all nodes).
     pub messages: u64,
+    /// Successful fences that powered off a newer incarnation than their
+    /// victim (it restarted while the fence agent was running).
+    pub fences_on_newer: u64,
+    /// Simulated time at which the final checks ran (ms).
+    pub end_ms: u64,
 }
 
 enum Due {
@@ -182,6 +196,11 @@ pub struct Sim {
     seen_msgs: BTreeSet<(Member, String)>,
     sent: u64,
     cur_view: BTreeMap<Member, ViewId>,
+    /// Last time a node crashed or started.
+    last_change: Millis,
+    /// Incarnations that were members of a view installed in the healed
+    /// network with every member running: nothing may throw them out.
+    healed_members: BTreeSet<Member>,
     stats: SimStats,
 }
 
@@ -211,6 +230,8 @@ impl Sim {
             seen_msgs: BTreeSet::new(),
             sent: 0,
             cur_view: BTreeMap::new(),
+            last_change: Millis(0),
+            healed_members: BTreeSet::new(),
             stats: SimStats::default(),
         };
         for i in 1..=sim.cfg.nodes {
@@ -245,6 +266,7 @@ impl Sim {
         slot.paused = false;
         slot.inbox.clear();
         slot.next_tick = slot.next_tick.max(self.now);
+        self.last_change = self.now;
         self.log(format!("start n{id} inc {}", inc.0));
         let join = Event::Client {
             client: ClientId(1),
@@ -260,6 +282,7 @@ impl Sim {
         slot.paused = false;
         if slot.node.take().is_some() {
             self.stats.crashes += 1;
+            self.last_change = self.now;
             self.log(format!("crash n{id} ({why})"));
         }
     }
@@ -281,13 +304,24 @@ impl Sim {
         self.side.get(&a).copied().unwrap_or(0) == self.side.get(&b).copied().unwrap_or(0)
     }
 
-    /// Runs the whole scenario: faults, heal, quiet, final checks.
+    /// Runs the whole scenario: faults, heal, quiet, settling, final checks.
     pub fn run(mut self) -> Result<SimStats, SimFailure> {
         let fault_end = Millis(self.cfg.fault_ms);
-        let end = fault_end.plus(self.cfg.quiet_ms);
+        let quiet_end = fault_end.plus(self.cfg.quiet_ms);
+        let limit = quiet_end.plus(self.cfg.settle_limit_ms);
         let mut next_fault = Millis(self.rng.range(1000, 2500));
         self.schedule(fault_end, Due::Heal);
-        while self.now < end {
+        loop {
+            if self.now >= quiet_end && self.settled() {
+                break;
+            }
+            if self.now >= limit {
+                return Err(self.fail(format!(
+                    "not settled {} ms after the quiet time: last crash or start at {} ms",
+                    self.cfg.settle_limit_ms, self.last_change.0
+                )));
+            }
+            let end = quiet_end.max(self.last_change.plus(self.cfg.settle_ms));
             let next_tick = self
                 .slots
                 .values()
@@ -320,9 +354,24 @@ impl Sim {
             self.check()?;
             self.check_stale()?;
         }
+        self.stats.end_ms = self.now.0;
         self.final_check()?;
         self.check_order()?;
         Ok(self.stats)
+    }
+
+    /// The settling period is over: every node runs (none paused) and none
+    /// crashed or started for `settle_ms`.
+    fn settled(&self) -> bool {
+        self.now.since(self.last_change) >= self.cfg.settle_ms
+            && self.slots.values().all(|s| s.node.is_some() && !s.paused)
+    }
+
+    /// The network has been healed for two tokens: no loss, no partition,
+    /// no pause, every running node hears every other one, and whatever the
+    /// faults left over (evictions of incarnations declared dead) is done.
+    fn healed(&self) -> bool {
+        self.now >= Millis(self.cfg.fault_ms).plus(2 * self.cfg.token_ms)
     }
 
     fn fail(&self, what: String) -> SimFailure {
@@ -476,6 +525,7 @@ impl Sim {
                     if !quorate {
                         self.violation = Some(format!("{me} fences {} without quorum", job.victim));
                     }
+                    self.check_fence_start(me, job.victim);
                     let ok = !self.rng.chance(self.cfg.fence_fail);
                     let at = self.now.plus(self.rng.range(20, 400));
                     self.log(format!("n{me} runs fence of {} (ok={ok})", job.victim));
@@ -489,6 +539,11 @@ impl Sim {
                     );
                 }
                 Action::Shutdown { reason } => {
+                    if self.healed_members.contains(&me) {
+                        self.violation = Some(format!(
+                            "{me} was a member of a view of the healed network and stopped: {reason}"
+                        ));
+                    }
                     self.crash(me.id, &reason);
                     let at = self.now.plus(self.rng.range(500, 2000));
                     self.schedule(at, Due::Restart(me.id));
@@ -545,6 +600,14 @@ impl Sim {
             if !prior.insert(fencer) {
                 self.violation = Some(format!("{fencer} fenced {} twice", job.victim));
             }
+            let hit = self.slots[&job.victim.id].node.as_ref().map(|n| n.me());
+            if let Some(newer) = hit.filter(|m| *m != job.victim) {
+                // The switch cannot aim at an incarnation: the node restarted
+                // after the agent started and the new incarnation dies. The
+                // cluster handles it as any crash of that incarnation.
+                self.stats.fences_on_newer += 1;
+                self.log(format!("fence of {} powers off {newer}", job.victim));
+            }
             self.crash(job.victim.id, "fenced");
             let at = self.now.plus(self.rng.range(500, 3000));
             self.schedule(at, Due::Restart(job.victim.id));
@@ -566,6 +629,9 @@ impl Sim {
             } => {
                 self.stats.views += 1;
                 self.cur_view.insert(me, view);
+                if self.healed() && members.iter().all(|m| self.running(*m)) {
+                    self.healed_members.extend(members.iter().copied());
+                }
                 self.log(format!("n{me} view {view} {members:?} quorate={quorate}"));
                 self.views.entry(view).or_insert(members);
             }
@@ -614,6 +680,31 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// What a fence start must respect: the victim's incarnation was lost
+    /// by a quorate view, so it is not a member of the fencer's view, and
+    /// the fencer has not heard from a newer incarnation of the node (that
+    /// one counts as "rejoined" and is never powered off on purpose). A
+    /// member of a view of the healed network is never a victim.
+    fn check_fence_start(&mut self, fencer: Member, victim: Member) {
+        let Some(node) = self.slots[&fencer.id].node.as_ref() else {
+            return;
+        };
+        if node.view().1.contains(&victim) {
+            self.violation = Some(format!("{fencer} fences {victim}, a member of its view"));
+        } else if node
+            .heard_incarnation(victim.id)
+            .is_some_and(|inc| inc > victim.inc)
+        {
+            self.violation = Some(format!(
+                "{fencer} fences {victim} after hearing a newer incarnation"
+            ));
+        } else if self.healed_members.contains(&victim) && self.running(victim) {
+            self.violation = Some(format!(
+                "{fencer} fences {victim}, a running member of a view of the healed network"
+            ));
+        }
     }
 
     fn maybe_send(&mut self, id: NodeId) {

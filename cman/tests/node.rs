@@ -3,7 +3,7 @@
 use cman::ids::{Incarnation, Member, Millis, NodeId};
 use cman::node::{Action, ClusterEvent, Event, FenceJob, Node};
 use cman::sim::SimConfig;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 struct Net {
     nodes: BTreeMap<u32, Node>,
@@ -11,6 +11,8 @@ struct Net {
     fences: Vec<(Member, FenceJob)>,
     recovered: Vec<(Member, Member)>,
     conf: String,
+    /// Links (from, to) that drop every packet.
+    cut: BTreeSet<(u32, u32)>,
 }
 
 impl Net {
@@ -26,6 +28,7 @@ impl Net {
             fences: Vec::new(),
             recovered: Vec::new(),
             conf,
+            cut: BTreeSet::new(),
         };
         for i in 1..=n {
             net.boot(i, 1);
@@ -42,6 +45,9 @@ impl Net {
         for a in actions {
             match a {
                 Action::Send { to, msg } => {
+                    if self.cut.contains(&(from.id.0, to.0)) {
+                        continue;
+                    }
                     if let Some(n) = self.nodes.get_mut(&to.0) {
                         let more = n.handle(self.now, Event::Packet { from, msg });
                         let me = n.me();
@@ -166,4 +172,59 @@ fn a_dead_incarnation_is_told_to_stop() {
     net.run(500);
     assert!(net.nodes[&3].is_shut());
     assert_eq!(net.members(1), [1, 2]);
+}
+
+#[test]
+fn a_joiner_not_heard_by_every_member_waits_outside() {
+    // Simulation seed 11383: a restarted node that some members did not hear
+    // yet was picked before them, and a healthy member was left out of a
+    // quorate view, declared dead and fenced.
+    let mut net = Net::new(5);
+    net.run(2000);
+    assert_eq!(net.members(1), [1, 2, 3, 4, 5]);
+    net.nodes.remove(&2);
+    net.run(1500);
+    assert_eq!(net.members(1), [1, 3, 4, 5]);
+    net.fence_done(0, true);
+    net.run(200);
+    // Node 2 comes back, but node 5 and it do not hear each other.
+    net.cut.insert((2, 5));
+    net.cut.insert((5, 2));
+    net.boot(2, 2);
+    net.run(2000);
+    assert_eq!(net.members(1), [1, 3, 4, 5], "the joiner waits outside");
+    assert!(!net.nodes[&5].is_shut());
+    assert_eq!(net.fences.len(), 1, "nobody else is fenced");
+    net.cut.clear();
+    net.run(1000);
+    assert_eq!(net.members(1), [1, 2, 3, 4, 5]);
+    assert_eq!(net.members(5), [1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn a_victim_heard_in_a_new_incarnation_is_not_powered_off() {
+    let mut net = Net::new(3);
+    net.run(2000);
+    // Node 3 restarts at once; it and node 2 do not hear each other, so the
+    // new incarnation cannot join, but the fencer (node 1) hears it.
+    net.nodes.remove(&3);
+    net.cut.insert((3, 2));
+    net.cut.insert((2, 3));
+    net.boot(3, 2);
+    net.run(1500);
+    assert_eq!(net.members(1), [1, 2]);
+    assert!(net.fences.is_empty(), "3/1 is over: its node runs 3/2");
+    let rec: Vec<(u32, u32, u64)> = net
+        .recovered
+        .iter()
+        .map(|(a, v)| (a.id.0, v.id.0, v.inc.0))
+        .collect();
+    assert!(
+        rec.contains(&(1, 3, 1)) && rec.contains(&(2, 3, 1)),
+        "{rec:?}"
+    );
+    assert!(!net.nodes[&3].is_shut());
+    net.cut.clear();
+    net.run(1000);
+    assert_eq!(net.members(1), [1, 2, 3]);
 }

@@ -71,11 +71,15 @@ impl Node {
             if v.running || v.submitted {
                 continue;
             }
+            // A newer incarnation (in the view or only heard) means the
+            // victim's incarnation is over; powering the node off now would
+            // kill the new one.
             let rejoined = self
                 .view
                 .members
                 .iter()
-                .any(|m| m.id == id && m.inc > v.member.inc);
+                .any(|m| m.id == id && m.inc > v.member.inc)
+                || self.peers.get(&id).is_some_and(|p| p.inc > v.member.inc);
             if rejoined {
                 self.victims.get_mut(&id).expect("present").submitted = true;
                 self.submit(Payload::Fenced {

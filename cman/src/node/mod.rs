@@ -5,9 +5,11 @@
 //!
 //! Protocol, in short:
 //! - Every node sends a [`Heartbeat`] to every configured node each
-//!   `token / 5` ms; a peer not heard for `token` ms is dead to it.
+//!   `token / 8` ms; a peer not heard for `token` ms is dead to it.
 //! - The *coordinator* is the lowest live node id. It proposes a view made of
-//!   the largest set of nodes (picked in id order) that all hear each other,
+//!   a large set of nodes that all hear each other (picked from the members
+//!   of its view first, then joiners, each in id order; while a live node was
+//!   first heard less than two heartbeats ago it does not leave anybody out),
 //!   collects one [`Ack`] per proposed member, then commits. Members install
 //!   a view only from a commit and only if its id is higher than theirs.
 //! - Members of an old view missing from a new one are dead in that
@@ -38,6 +40,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 struct Peer {
     inc: Incarnation,
     last_heard: Millis,
+    /// Since when this incarnation is heard without a token-long silence.
+    heard_since: Millis,
     alive: Vec<NodeId>,
     view: ViewId,
     leaving: bool,
@@ -219,6 +223,11 @@ impl Node {
                 && !(self.peer_alive(self.now, m.id)
                     && self.peers.get(&m.id).is_some_and(|p| p.inc == m.inc))
         })
+    }
+
+    /// The latest incarnation of `id` this node has heard from, if any.
+    pub fn heard_incarnation(&self, id: NodeId) -> Option<Incarnation> {
+        self.peers.get(&id).map(|p| p.inc)
     }
 
     /// Whether this node stopped (evicted or left).
@@ -435,26 +444,25 @@ impl Node {
     /// Records that `from` spoke; false when the packet is from an older
     /// incarnation than one already heard.
     fn note_peer(&mut self, now: Millis, from: Member) -> bool {
-        let p = self.peers.entry(from.id).or_insert(Peer {
+        let fresh = Peer {
             inc: from.inc,
             last_heard: now,
+            heard_since: now,
             alive: Vec::new(),
             view: ViewId::default(),
             leaving: false,
             config_version: 0,
-        });
+        };
+        let token_ms = self.token_ms;
+        let p = self.peers.entry(from.id).or_insert(fresh.clone());
         if from.inc < p.inc {
             return false;
         }
         if from.inc > p.inc {
-            *p = Peer {
-                inc: from.inc,
-                last_heard: now,
-                alive: Vec::new(),
-                view: ViewId::default(),
-                leaving: false,
-                config_version: 0,
-            };
+            *p = fresh;
+        }
+        if now.since(p.last_heard) >= token_ms {
+            p.heard_since = now;
         }
         p.last_heard = now;
         true

@@ -28,11 +28,25 @@ impl Node {
         }
         let target = self.target_members(now, &alive);
         self.resend_commit(now);
+        // A live node left out while who-hears-whom is still being learnt
+        // may only lack a heartbeat: wait for it rather than drop the node
+        // (a quorate view would declare it dead and fence it).
+        let wait = target.len() < alive.len() && self.hearing_unsettled(now);
         match self.proposal.take() {
-            Some(p) if p.members == target => self.continue_proposal(now, p),
+            Some(p) if p.members == target || wait => self.continue_proposal(now, p),
             _ if target == self.view.members && !self.members_moved_on() => {}
+            None if wait => {}
             _ => self.propose(now, target),
         }
+    }
+
+    /// Whether some live peer was first heard (in this incarnation, or
+    /// again after silence) less than two heartbeat periods ago: the other
+    /// nodes' heartbeats may not list it yet.
+    fn hearing_unsettled(&self, now: Millis) -> bool {
+        self.peers
+            .iter()
+            .any(|(id, p)| self.peer_alive(now, *id) && now.since(p.heard_since) < 2 * self.hb_ms())
     }
 
     /// Whether some member reports a newer view than ours (it followed
@@ -45,11 +59,18 @@ impl Node {
         })
     }
 
-    /// The largest set, picked in id order from the coordinator, of live
-    /// nodes that all hear each other.
+    /// A large set of live nodes that all hear each other, picked from the
+    /// coordinator: first the members of the installed view (same
+    /// incarnation), then joiners, each in id order. A joiner that not every
+    /// member hears yet stays outside; it never pushes a member out.
     fn target_members(&self, now: Millis, alive: &[NodeId]) -> Vec<Member> {
+        let (members, joiners): (Vec<NodeId>, Vec<NodeId>) = alive
+            .iter()
+            .copied()
+            .filter(|id| *id != self.me.id)
+            .partition(|id| self.is_member_now(*id));
         let mut chosen: Vec<NodeId> = vec![self.me.id];
-        for &id in alive.iter().filter(|id| **id != self.me.id) {
+        for id in members.into_iter().chain(joiners) {
             if chosen
                 .iter()
                 .all(|c| self.hears(*c, id, now) && self.hears(id, *c, now))
@@ -65,6 +86,15 @@ impl Node {
                 _ => self.me,
             })
             .collect()
+    }
+
+    /// Whether `id` is in the installed view in the incarnation heard now.
+    fn is_member_now(&self, id: NodeId) -> bool {
+        let heard = self.peers.get(&id).map(|p| p.inc);
+        self.view
+            .members
+            .iter()
+            .any(|m| m.id == id && Some(m.inc) == heard)
     }
 
     fn hears(&self, a: NodeId, b: NodeId, now: Millis) -> bool {
