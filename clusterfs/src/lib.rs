@@ -30,6 +30,7 @@ pub mod fuse;
 pub mod glock;
 pub mod journal;
 pub mod lock;
+pub mod lock_dlm;
 pub mod mkfs;
 pub mod ondisk;
 pub mod replay;

@@ -1,0 +1,564 @@
+//! `lock_dlm`: the glock core ([`crate::glock`]) driven over a lockspace of
+//! the in-process DLM, as the kernel's `lock_dlm.c` drives GFS2's glocks.
+//!
+//! One [`DlmGlocks`] per mount. Callers take glocks with
+//! [`DlmGlocks::acquire`], which blocks until the holder is granted (at
+//! once when this node caches the glock in a mode that covers it) and
+//! returns a guard that releases on drop.
+//!
+//! Threads:
+//! - the caller's thread runs the core and waits for its grant; it never
+//!   does filesystem work for another glock;
+//! - one *glock worker* thread carries out the core's actions in order:
+//!   [`GlockOps::sync`] and [`GlockOps::invalidate`] (the filesystem's
+//!   `go_sync` and `go_inval`), then the DLM request; and the core's timer
+//!   (minimum hold time);
+//! - the DLM's callbacks (completion and blocking ASTs) only feed the core
+//!   and queue work: no filesystem work ever runs on a DLM thread.
+//!
+//! A demote is therefore: blocking AST → core → worker: sync, invalidate,
+//! convert → the other node's grant. The filesystem's ops must not wait
+//! for a glock themselves (they run while the demote is in progress), and
+//! callers must not hold a filesystem-wide lock while they wait in
+//! `acquire`.
+
+mod control;
+
+pub use control::{ControlLvb, JournalRecovery, MountControl, MountRole};
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dlm::{Completion, Flags, LockId, Lockspace, Mode, Status};
+use parking_lot::{Condvar, Mutex};
+
+use crate::glock::{
+    Action, DlmFailure, DlmMode, GlockConfig, GlockName, GlockState, GlockTable, GlockType,
+    HolderFlags, HolderId,
+};
+use crate::lock::LockError;
+
+/// What the filesystem does when a glock changes state under it.
+pub trait GlockOps: Send + Sync {
+    /// Makes everything dirty under `name` durable and clean (log flushed,
+    /// blocks written in place, and the log moved on so that replaying it
+    /// later cannot write those blocks again): the kernel's `go_sync`.
+    fn sync(&self, name: GlockName);
+    /// Drops what is cached under `name`: data, and metadata too unless
+    /// `keep_metadata` (going to DF): the kernel's `go_inval`.
+    fn invalidate(&self, name: GlockName, keep_metadata: bool);
+}
+
+/// Work the glock worker carries out, in order.
+enum Work {
+    Sync(GlockName),
+    Invalidate(GlockName, bool),
+    Request {
+        name: GlockName,
+        to: GlockState,
+        try_lock: bool,
+    },
+    Forget(GlockName),
+}
+
+/// How a holder's wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Granted,
+    Failed,
+}
+
+struct State {
+    table: GlockTable,
+    /// The DLM lock behind each glock the DLM knows of, and whether it
+    /// was ever granted (a refused first request leaves no lock behind).
+    dlm_ids: HashMap<GlockName, (LockId, bool)>,
+    work: VecDeque<Work>,
+    outcomes: HashMap<HolderId, Outcome>,
+    /// Holders whose guard was dropped before their grant arrived.
+    abandoned: Vec<HolderId>,
+    stop: bool,
+    /// Set when the lockspace failed us: every wait fails from then on.
+    broken: Option<String>,
+    /// Recovery in progress (`recover_prep` until every failed node's
+    /// journal is replayed): DLM requests wait in `deferred`, except for
+    /// journal glocks, which recovery itself needs.
+    blocked: bool,
+    deferred: Vec<Work>,
+    /// Grants that arrived while blocked, delivered once unblocked.
+    frozen: Vec<(GlockName, Completion)>,
+    /// First requests refused before `lock_async` returned their id: no
+    /// lock to remember.
+    refused_early: Vec<LockId>,
+}
+
+struct Inner {
+    ls: Lockspace,
+    ops: Arc<dyn GlockOps>,
+    state: Mutex<State>,
+    /// Holders waiting for their outcome.
+    granted: Condvar,
+    /// The worker waiting for work or its next tick.
+    wake: Condvar,
+    epoch: Instant,
+}
+
+/// Glocks of one mount over a DLM lockspace.
+pub struct DlmGlocks {
+    inner: Arc<Inner>,
+    worker: Option<thread::JoinHandle<()>>,
+}
+
+/// A granted glock; released when dropped.
+pub struct GlockGuard {
+    inner: Arc<Inner>,
+    holder: HolderId,
+    name: GlockName,
+}
+
+impl GlockGuard {
+    /// The glock held.
+    pub fn name(&self) -> GlockName {
+        self.name
+    }
+}
+
+impl Drop for GlockGuard {
+    fn drop(&mut self) {
+        self.inner.release(self.holder);
+    }
+}
+
+impl DlmGlocks {
+    /// Glocks over `ls`, calling `ops` on demotes; starts the worker.
+    pub fn new(ls: Lockspace, ops: Arc<dyn GlockOps>, config: GlockConfig) -> DlmGlocks {
+        let inner = Arc::new(Inner {
+            ls,
+            ops,
+            state: Mutex::new(State {
+                table: GlockTable::new(config),
+                dlm_ids: HashMap::new(),
+                work: VecDeque::new(),
+                outcomes: HashMap::new(),
+                abandoned: Vec::new(),
+                stop: false,
+                broken: None,
+                blocked: false,
+                deferred: Vec::new(),
+                frozen: Vec::new(),
+                refused_early: Vec::new(),
+            }),
+            granted: Condvar::new(),
+            wake: Condvar::new(),
+            epoch: Instant::now(),
+        });
+        let worker = {
+            let inner = inner.clone();
+            thread::Builder::new()
+                .name("glock-worker".into())
+                .spawn(move || inner.work_loop())
+                .expect("spawn glock worker")
+        };
+        DlmGlocks {
+            inner,
+            worker: Some(worker),
+        }
+    }
+
+    /// Takes `name` in `mode`, waiting as long as it takes (another node
+    /// must give it up first). Fails when the holder was refused (a try
+    /// lock) or the lockspace failed.
+    pub fn acquire(
+        &self,
+        name: GlockName,
+        mode: GlockState,
+        flags: HolderFlags,
+    ) -> Result<GlockGuard, LockError> {
+        let inner = &self.inner;
+        let mut st = inner.state.lock();
+        if let Some(why) = &st.broken {
+            return Err(LockError::Unavailable(why.clone()));
+        }
+        let now = inner.now_ms();
+        let (holder, actions) = st.table.acquire(name, mode, flags, now);
+        inner.dispatch(&mut st, actions);
+        loop {
+            match st.outcomes.remove(&holder) {
+                Some(Outcome::Granted) => {
+                    return Ok(GlockGuard {
+                        inner: inner.clone(),
+                        holder,
+                        name,
+                    })
+                }
+                Some(Outcome::Failed) => {
+                    return Err(LockError::Unavailable(format!("{name:?} refused")));
+                }
+                None => {}
+            }
+            if let Some(why) = st.broken.clone() {
+                st.abandoned.push(holder);
+                return Err(LockError::Unavailable(why));
+            }
+            inner.granted.wait(&mut st);
+        }
+    }
+
+    /// Takes `name` in `mode` only if no other node must be asked to give
+    /// it up (a DLM NOQUEUE request); `Ok(None)` when it is busy.
+    pub fn try_acquire(
+        &self,
+        name: GlockName,
+        mode: GlockState,
+    ) -> Result<Option<GlockGuard>, LockError> {
+        let flags = HolderFlags {
+            try_lock: true,
+            ..HolderFlags::default()
+        };
+        match self.acquire(name, mode, flags) {
+            Ok(g) => Ok(Some(g)),
+            Err(_) if self.inner.state.lock().broken.is_none() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops every cached glock (unmount): syncs, invalidates and unlocks
+    /// them all, then stops the worker. Holders must all be released.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let Some(worker) = self.worker.take() else {
+            return;
+        };
+        {
+            let mut st = self.inner.state.lock();
+            let now = self.inner.now_ms();
+            let actions = st.table.drop_all(now);
+            self.inner.dispatch(&mut st, actions);
+            st.stop = true;
+            self.inner.wake.notify_all();
+        }
+        let _ = worker.join();
+    }
+
+    /// Recovery started: new DLM requests wait, and grants of requests
+    /// already made are held back (cached glocks stay usable: no failed
+    /// node can have held them in a conflicting mode).
+    pub fn block_requests(&self) {
+        self.inner.state.lock().blocked = true;
+    }
+
+    /// Recovery is done: the waiting DLM requests go out, in order.
+    pub fn unblock_requests(&self) {
+        let mut st = self.inner.state.lock();
+        st.blocked = false;
+        for (name, c) in std::mem::take(&mut st.frozen) {
+            self.inner.complete_locked(&mut st, name, c);
+        }
+        let deferred = std::mem::take(&mut st.deferred);
+        for w in deferred.into_iter().rev() {
+            st.work.push_front(w);
+        }
+        self.inner.wake.notify_all();
+    }
+
+    /// A line per glock: state, transition in flight, holders (for dumps).
+    pub fn dump(&self) -> Vec<String> {
+        let st = self.inner.state.lock();
+        let mut v: Vec<String> = st
+            .table
+            .glocks()
+            .map(|g| {
+                let holders: Vec<String> = g.holders().map(|h| format!("{h:?}")).collect();
+                format!(
+                    "{:?} {:?} in_flight={:?} demote={} dlm={:?} holders={holders:?}",
+                    g.name(),
+                    g.state(),
+                    g.in_flight(),
+                    g.demote_pending(),
+                    st.dlm_ids.get(&g.name()),
+                )
+            })
+            .collect();
+        v.sort();
+        v.push(format!("work queued: {}", st.work.len()));
+        v
+    }
+
+    /// Glocks this node knows of, with their state (for dumps and tests).
+    pub fn states(&self) -> Vec<(GlockName, GlockState)> {
+        let st = self.inner.state.lock();
+        let mut v: Vec<_> = st.table.glocks().map(|g| (g.name(), g.state())).collect();
+        v.sort_by_key(|(n, _)| (n.kind as u32, n.number));
+        v
+    }
+}
+
+impl Drop for DlmGlocks {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Inner {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Records grants and failures, queues the rest for the worker.
+    fn dispatch(&self, st: &mut State, actions: Vec<Action>) {
+        let mut woke = false;
+        let mut work = false;
+        for a in actions {
+            match a {
+                Action::Grant { holder } => {
+                    if let Some(i) = st.abandoned.iter().position(|h| *h == holder) {
+                        // Its caller gave up (lockspace broken): release it.
+                        st.abandoned.swap_remove(i);
+                        let now = self.now_ms();
+                        let more = st.table.release(holder, now);
+                        self.dispatch(st, more);
+                        continue;
+                    }
+                    st.outcomes.insert(holder, Outcome::Granted);
+                    woke = true;
+                }
+                Action::Failed { holder } => {
+                    st.abandoned.retain(|h| *h != holder);
+                    st.outcomes.insert(holder, Outcome::Failed);
+                    woke = true;
+                }
+                Action::Sync { name } => {
+                    st.work.push_back(Work::Sync(name));
+                    work = true;
+                }
+                Action::Invalidate {
+                    name,
+                    keep_metadata,
+                } => {
+                    st.work.push_back(Work::Invalidate(name, keep_metadata));
+                    work = true;
+                }
+                Action::DlmRequest {
+                    name, to, try_lock, ..
+                } => {
+                    st.work.push_back(Work::Request { name, to, try_lock });
+                    work = true;
+                }
+                Action::Forget { name } => {
+                    st.work.push_back(Work::Forget(name));
+                    work = true;
+                }
+            }
+        }
+        if woke {
+            self.granted.notify_all();
+        }
+        if work {
+            self.wake.notify_all();
+        }
+    }
+
+    fn release(self: &Arc<Self>, holder: HolderId) {
+        let mut st = self.state.lock();
+        let now = self.now_ms();
+        let actions = st.table.release(holder, now);
+        self.dispatch(&mut st, actions);
+    }
+
+    /// The glock worker: carries out queued work in order; runs the
+    /// core's timer.
+    fn work_loop(self: Arc<Self>) {
+        loop {
+            let job = {
+                let mut st = self.state.lock();
+                loop {
+                    if let Some(w) = st.work.pop_front() {
+                        break w;
+                    }
+                    if st.stop {
+                        return;
+                    }
+                    let now = self.now_ms();
+                    match st.table.next_tick_ms() {
+                        Some(t) if t <= now => {
+                            let actions = st.table.tick(now);
+                            self.dispatch(&mut st, actions);
+                        }
+                        Some(t) => {
+                            let wait = Duration::from_millis(t - now);
+                            self.wake.wait_for(&mut st, wait);
+                        }
+                        None => self.wake.wait(&mut st),
+                    }
+                }
+            };
+            self.run(job);
+        }
+    }
+
+    fn run(self: &Arc<Self>, job: Work) {
+        if let Work::Request { name, .. } = &job {
+            let mut st = self.state.lock();
+            if st.blocked && name.kind != GlockType::Journal {
+                st.deferred.push(job);
+                return;
+            }
+        }
+        match job {
+            Work::Sync(name) => self.ops.sync(name),
+            Work::Invalidate(name, keep) => self.ops.invalidate(name, keep),
+            Work::Request { name, to, try_lock } => self.request(name, to, try_lock),
+            Work::Forget(name) => {
+                let id = self.state.lock().dlm_ids.remove(&name);
+                if let Some((id, _)) = id {
+                    if let Err(e) = self.ls.unlock_async(id, Flags::empty(), None) {
+                        tracing::warn!(?name, error = %e, "unlocking a forgotten glock");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Converts (or first takes) the DLM lock behind `name`.
+    fn request(self: &Arc<Self>, name: GlockName, to: GlockState, try_lock: bool) {
+        let mode = dlm_mode(to.dlm_mode());
+        let flags = if try_lock {
+            Flags::NOQUEUE
+        } else {
+            Flags::empty()
+        };
+        let id = self.state.lock().dlm_ids.get(&name).map(|(id, _)| *id);
+        let r = match id {
+            Some(id) => self.ls.convert_async(id, mode, flags, None),
+            None => {
+                let ast = {
+                    let me = Arc::downgrade(self);
+                    Arc::new(move |c: Completion| {
+                        if let Some(me) = me.upgrade() {
+                            me.completed(name, c);
+                        }
+                    })
+                };
+                let bast = {
+                    let me = Arc::downgrade(self);
+                    Arc::new(move |_id: LockId, wanted: Mode| {
+                        if let Some(me) = me.upgrade() {
+                            me.blocking(name, wanted);
+                        }
+                    })
+                };
+                let dlm_name = name.dlm_name();
+                self.ls
+                    .lock_async(&dlm_name, mode, flags, None, ast, Some(bast))
+                    .map(|id| {
+                        // The answer may have come already: granted (the
+                        // id is known) or refused (no lock is left).
+                        let mut st = self.state.lock();
+                        if let Some(i) = st.refused_early.iter().position(|r| *r == id) {
+                            st.refused_early.swap_remove(i);
+                        } else {
+                            st.dlm_ids.entry(name).or_insert((id, false));
+                        }
+                    })
+            }
+        };
+        if let Err(e) = r {
+            self.fail(name, format!("dlm request for {name:?}: {e}"));
+        }
+    }
+
+    /// The DLM answered a request of `name`.
+    fn completed(&self, name: GlockName, c: Completion) {
+        let mut st = self.state.lock();
+        if st.blocked && name.kind != GlockType::Journal && is_grant_above_nl(&c) {
+            // Asked before recovery began, granted after the DLM's
+            // recovery: what it guards may still be in a failed node's
+            // journal. Kept until that journal is replayed (the kernel's
+            // GLF_FROZEN).
+            st.frozen.push((name, c));
+            return;
+        }
+        self.complete_locked(&mut st, name, c);
+    }
+
+    fn complete_locked(&self, st: &mut State, name: GlockName, c: Completion) {
+        let now = self.now_ms();
+        match (c.status, st.dlm_ids.get(&name)) {
+            (Status::Granted(_), _) => {
+                st.dlm_ids.insert(name, (c.id, true));
+            }
+            // Unlocks of forgotten glocks complete too.
+            (Status::Unlocked, _) => {}
+            // A first request that failed leaves no lock.
+            (_, Some(&(id, false))) if id == c.id => {
+                st.dlm_ids.remove(&name);
+            }
+            (_, None) => st.refused_early.push(c.id),
+            _ => {}
+        }
+        let actions = match c.status {
+            Status::Granted(m) => st.table.dlm_granted(name, glock_mode(m), now),
+            Status::Again => st.table.dlm_failed(name, DlmFailure::TryFailed, now),
+            Status::Deadlock => st.table.dlm_failed(name, DlmFailure::Deadlock, now),
+            // An unlock we asked for (Forget) completes with Unlocked.
+            Status::Unlocked => return,
+            Status::Canceled => st.table.dlm_failed(name, DlmFailure::Error, now),
+        };
+        self.dispatch(st, actions);
+        // A grant may start a minimum hold time: the worker must plan its
+        // next tick anew.
+        self.wake.notify_all();
+    }
+
+    /// Another node waits for `name` in `wanted`.
+    fn blocking(&self, name: GlockName, wanted: Mode) {
+        let mut st = self.state.lock();
+        let now = self.now_ms();
+        let actions = st.table.blocking_callback(name, glock_mode(wanted), now);
+        self.dispatch(&mut st, actions);
+        // The demote may wait for the minimum hold time: a new tick.
+        self.wake.notify_all();
+    }
+
+    /// The lockspace refused a request: every holder of `name` fails.
+    fn fail(&self, name: GlockName, why: String) {
+        tracing::error!(%why, "glock request failed");
+        let mut st = self.state.lock();
+        let now = self.now_ms();
+        let actions = st.table.dlm_failed(name, DlmFailure::Error, now);
+        st.broken.get_or_insert(why);
+        self.dispatch(&mut st, actions);
+        self.granted.notify_all();
+    }
+}
+
+fn is_grant_above_nl(c: &Completion) -> bool {
+    matches!(c.status, Status::Granted(m) if m != Mode::Nl)
+}
+
+/// The DLM mode of a glock mode.
+fn dlm_mode(m: DlmMode) -> Mode {
+    match m {
+        DlmMode::Nl => Mode::Nl,
+        DlmMode::Cw => Mode::Cw,
+        DlmMode::Pr => Mode::Pr,
+        DlmMode::Ex => Mode::Ex,
+    }
+}
+
+/// The glock mode of a DLM mode. GFS2 nodes use only NL, CW, PR and EX; a
+/// CR waiter is blocked only by EX (as PR is), a PW waiter by all that PR
+/// or CW block (as EX is).
+fn glock_mode(m: Mode) -> DlmMode {
+    match m {
+        Mode::Nl => DlmMode::Nl,
+        Mode::Cw => DlmMode::Cw,
+        Mode::Cr | Mode::Pr => DlmMode::Pr,
+        Mode::Pw | Mode::Ex => DlmMode::Ex,
+    }
+}

@@ -1,0 +1,454 @@
+//! Mounting and journal recovery in a cluster, as `lock_dlm.c` does it.
+//!
+//! - **Journal id.** The lockspace gives every member a slot (the DLM's
+//!   recovery agrees them); the mount's journal is `slot - 1`.
+//! - **First mounter.** The `control` lock (nondisk 4) serialises mounts
+//!   and recovery; the `mounted` lock (nondisk 5) is held PR by every
+//!   mounted node. A mounter takes control EX, then tries mounted EX with
+//!   NOQUEUE: granted means nobody else has the volume mounted, and this
+//!   node replays every dirty journal (still holding control EX, so nobody
+//!   mounts meanwhile), then holds mounted PR and writes the control LVB.
+//!   Otherwise it takes mounted PR and mounts once no journal waits for
+//!   recovery. Every mounter replays its own journal if it is dirty.
+//! - **Recovery.** When members fail, the DLM tells us (after fencing)
+//!   which slots were lost and blocks new lock requests ([`DlmGlocks`]
+//!   defers them). The first survivor to take the control lock after a
+//!   recovery records the journals lost in it as bits in the control LVB
+//!   (`le64 generation | bitmap of jids`: the kernel has a le32 generation
+//!   and 4 unused bytes; ours are 64-bit, cmand's view sequence in the
+//!   high half); a survivor that finds the LVB at its recovery's
+//!   generation already adds nothing, so a bit cleared stays cleared;
+//!   each bit is recovered by whichever survivor wins that journal's glock
+//!   (EX, try), which replays it and clears its bit. Once no bit is left,
+//!   lock requests go out again.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dlm::{DlmError, Flags, LockId, Lockspace, Lvb, Mode, NodeId, RecoverOps};
+use parking_lot::{Condvar, Mutex};
+
+use super::{DlmGlocks, GlockGuard};
+use crate::glock::{nondisk, GlockName, GlockState, GlockType, HolderFlags};
+use crate::lock::LockError;
+
+/// Journals the control LVB can flag (24 bytes of bitmap).
+pub const MAX_JOURNALS: u32 = 24 * 8;
+
+/// How long a mounter or a recovery pass waits before looking again.
+const RETRY: Duration = Duration::from_millis(50);
+
+/// Replays journals for the cluster's recovery.
+pub trait JournalRecovery: Send + Sync {
+    /// Replays journal `jid` if it is dirty (nothing if its last header is
+    /// an UNMOUNT one) and marks it clean. The caller holds its journal
+    /// glock in EX.
+    fn recover_journal(&self, jid: u32) -> Result<(), String>;
+}
+
+/// The control lock's value block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ControlLvb {
+    /// Lockspace generation whose lost journals the bitmap holds.
+    pub generation: u64,
+    /// Bit `jid` set: that journal waits for recovery.
+    pub bitmap: [u8; 24],
+}
+
+impl ControlLvb {
+    /// Decodes the 32-byte LVB.
+    pub fn decode(lvb: &Lvb) -> ControlLvb {
+        let mut bitmap = [0u8; 24];
+        bitmap.copy_from_slice(&lvb.0[8..32]);
+        ControlLvb {
+            generation: u64::from_le_bytes(lvb.0[..8].try_into().expect("8 bytes")),
+            bitmap,
+        }
+    }
+
+    /// Encodes it.
+    pub fn encode(&self) -> Lvb {
+        let mut v = [0u8; 32];
+        v[..8].copy_from_slice(&self.generation.to_le_bytes());
+        v[8..].copy_from_slice(&self.bitmap);
+        Lvb(v)
+    }
+
+    /// Flags journal `jid`.
+    pub fn set(&mut self, jid: u32) {
+        assert!(jid < MAX_JOURNALS, "jid {jid} out of the control LVB");
+        self.bitmap[jid as usize / 8] |= 1 << (jid % 8);
+    }
+
+    /// Clears journal `jid`'s flag.
+    pub fn clear(&mut self, jid: u32) {
+        if jid < MAX_JOURNALS {
+            self.bitmap[jid as usize / 8] &= !(1 << (jid % 8));
+        }
+    }
+
+    /// The flagged journals.
+    pub fn jids(&self) -> Vec<u32> {
+        (0..MAX_JOURNALS)
+            .filter(|j| self.bitmap[*j as usize / 8] & (1 << (j % 8)) != 0)
+            .collect()
+    }
+}
+
+/// What mounting found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MountRole {
+    /// Nobody else had the volume mounted: every journal was recovered.
+    First,
+    /// Others have it mounted.
+    Joined,
+}
+
+#[derive(Default)]
+struct CtlState {
+    /// Our slot (0 until the lockspace assigned one).
+    slot: u32,
+    /// Generation of the last recovery.
+    gen: u64,
+    /// Journals of members lost, with the generation of the recovery
+    /// that reported them.
+    lost: BTreeMap<u32, u64>,
+    /// Journals lost in the recovery under way (its `recover_done` gives
+    /// their generation).
+    lost_now: Vec<u32>,
+    /// A recovery pass runs (one at a time).
+    recovering: bool,
+    /// Another pass is wanted after the running one.
+    again: bool,
+    /// The DLM began a recovery (`recover_prep`) whose `recover_done` has
+    /// not come yet: lock requests stay blocked whatever a pass finds.
+    awaiting_done: bool,
+}
+
+/// A mount's part in the lockspace's recovery: give it to
+/// [`dlm::Dlm::join_with_ops`], then call [`MountControl::mount`].
+#[derive(Default)]
+pub struct MountControl {
+    state: Mutex<CtlState>,
+    changed: Condvar,
+    mounted: OnceLock<Mounted>,
+}
+
+/// What a mounted node keeps.
+struct Mounted {
+    ls: Lockspace,
+    glocks: Arc<DlmGlocks>,
+    recovery: Arc<dyn JournalRecovery>,
+    control: LockId,
+    /// Held PR for as long as the volume is mounted here.
+    _mounted: LockId,
+    journals: u32,
+}
+
+fn nondisk_name(number: u64) -> [u8; 24] {
+    GlockName {
+        kind: GlockType::Nondisk,
+        number,
+    }
+    .dlm_name()
+}
+
+fn journal(jid: u32) -> GlockName {
+    GlockName {
+        kind: GlockType::Journal,
+        number: u64::from(jid),
+    }
+}
+
+fn dlm_err(what: &str, e: DlmError) -> LockError {
+    LockError::Unavailable(format!("{what}: {e}"))
+}
+
+impl MountControl {
+    /// A control for one mount.
+    pub fn new() -> Arc<MountControl> {
+        Arc::default()
+    }
+
+    /// Waits until the lockspace assigned this node its slot; returns the
+    /// journal id (`slot - 1`).
+    pub fn wait_jid(&self, timeout: Duration) -> Result<u32, LockError> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.state.lock();
+        while st.slot == 0 {
+            if self.changed.wait_until(&mut st, deadline).timed_out() {
+                return Err(LockError::Unavailable(
+                    "the lockspace assigned no slot (journal id) in time".into(),
+                ));
+            }
+        }
+        Ok(st.slot - 1)
+    }
+
+    /// Mounts: takes part in the first-mounter protocol and replays what
+    /// this node must (see the module docs). `journals` is the number of
+    /// journals on the volume. Returns this node's journal glock (`jid`),
+    /// held EX: keep it for as long as the volume is mounted.
+    pub fn mount(
+        self: &Arc<Self>,
+        ls: Lockspace,
+        glocks: Arc<DlmGlocks>,
+        recovery: Arc<dyn JournalRecovery>,
+        jid: u32,
+        journals: u32,
+    ) -> Result<(MountRole, GlockGuard), LockError> {
+        if jid >= journals {
+            return Err(LockError::Unavailable(format!(
+                "no free journal: this volume has {journals} journal(s), all in use \
+                 (add one with gfs2_jadd or mount -o spectator)"
+            )));
+        }
+        if journals > MAX_JOURNALS {
+            return Err(LockError::Unavailable(format!(
+                "{journals} journals: lock_dlm flags at most {MAX_JOURNALS}"
+            )));
+        }
+        let control = ls
+            .lock(&nondisk_name(nondisk::CONTROL), Mode::Nl, Flags::empty())
+            .map_err(|e| dlm_err("control lock", e))?;
+        let mounted = ls
+            .lock(&nondisk_name(nondisk::MOUNTED), Mode::Nl, Flags::empty())
+            .map_err(|e| dlm_err("mounted lock", e))?;
+        let (role, own) = loop {
+            let lvb = control_ex(&ls, control)?;
+            match ls.convert(mounted, Mode::Ex, Flags::NOQUEUE, None) {
+                Ok(_) => {
+                    let own = self.recover_all(&glocks, recovery.as_ref(), jid, journals)?;
+                    ls.convert(mounted, Mode::Pr, Flags::empty(), None)
+                        .map_err(|e| dlm_err("mounted lock", e))?;
+                    let clean = ControlLvb {
+                        generation: ls.generation(),
+                        bitmap: [0; 24],
+                    };
+                    control_release(&ls, control, Some(clean))?;
+                    break (MountRole::First, own);
+                }
+                Err(DlmError::Again) => {}
+                Err(e) => return Err(dlm_err("mounted lock", e)),
+            }
+            let joined = match ls.convert(mounted, Mode::Pr, Flags::NOQUEUE, None) {
+                // A first mounter still recovers, or journals wait for
+                // recovery: look again later.
+                Ok(_) => lvb.jids().is_empty(),
+                Err(DlmError::Again) => false,
+                Err(e) => return Err(dlm_err("mounted lock", e)),
+            };
+            control_release(&ls, control, None)?;
+            if joined {
+                let own = glocks.acquire(journal(jid), GlockState::Ex, HolderFlags::default())?;
+                recovery
+                    .recover_journal(jid)
+                    .map_err(LockError::Unavailable)?;
+                break (MountRole::Joined, own);
+            }
+            thread::sleep(RETRY);
+        };
+        let _ = self.mounted.set(Mounted {
+            ls,
+            glocks,
+            recovery,
+            control,
+            _mounted: mounted,
+            journals,
+        });
+        {
+            // A recovery that began while we mounted blocks us too.
+            let st = self.state.lock();
+            if st.awaiting_done || !st.lost.is_empty() {
+                self.mounted.get().expect("set").glocks.block_requests();
+            }
+        }
+        // Members lost while we mounted are ours to recover too.
+        self.start_recovery();
+        Ok((role, own))
+    }
+
+    /// The first mounter replays every journal, each under its journal
+    /// glock; returns its own, still held.
+    fn recover_all(
+        &self,
+        glocks: &DlmGlocks,
+        recovery: &dyn JournalRecovery,
+        jid: u32,
+        journals: u32,
+    ) -> Result<GlockGuard, LockError> {
+        let mut own = None;
+        for j in 0..journals {
+            let g = glocks.acquire(journal(j), GlockState::Ex, HolderFlags::default())?;
+            recovery
+                .recover_journal(j)
+                .map_err(LockError::Unavailable)?;
+            if j == jid {
+                own = Some(g);
+            }
+        }
+        Ok(own.expect("jid below journals"))
+    }
+
+    /// Starts a recovery pass on a thread of its own, unless one runs
+    /// (then that one goes round again).
+    fn start_recovery(self: &Arc<Self>) {
+        if self.mounted.get().is_none() {
+            return;
+        }
+        {
+            let mut st = self.state.lock();
+            if st.recovering {
+                st.again = true;
+                return;
+            }
+            st.recovering = true;
+        }
+        let me = self.clone();
+        thread::Builder::new()
+            .name("gfs2-recovery".into())
+            .spawn(move || me.recovery_loop())
+            .expect("spawn recovery");
+    }
+
+    fn recovery_loop(self: Arc<Self>) {
+        let m = self.mounted.get().expect("mounted");
+        loop {
+            match self.recovery_pass(m) {
+                Ok(true) => {
+                    // Under the state lock, as `on_prep` blocks: a newer
+                    // recovery cannot slip in between check and unblock.
+                    let mut st = self.state.lock();
+                    if !std::mem::take(&mut st.again) && !st.awaiting_done {
+                        st.recovering = false;
+                        m.glocks.unblock_requests();
+                        return;
+                    }
+                }
+                Ok(false) => thread::sleep(RETRY),
+                Err(e) => {
+                    // The lockspace is gone: nothing more to do here.
+                    tracing::error!(error = %e, "journal recovery stopped");
+                    self.state.lock().recovering = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One pass: publishes the journals we saw lost, then recovers each
+    /// flagged journal whose glock we win. True when no journal is left
+    /// flagged.
+    fn recovery_pass(&self, m: &Mounted) -> Result<bool, LockError> {
+        let lost = std::mem::take(&mut self.state.lock().lost);
+        let mut lvb = control_ex(&m.ls, m.control)?;
+        // Only journals lost in recoveries the LVB has not seen yet: an
+        // older loss is there already, or was recovered and cleared.
+        let newer: Vec<(u32, u64)> = lost
+            .into_iter()
+            .filter(|(jid, gen)| *gen > lvb.generation && *jid < m.journals)
+            .collect();
+        for (jid, gen) in &newer {
+            lvb.set(*jid);
+            lvb.generation = lvb.generation.max(*gen);
+        }
+        let update = (!newer.is_empty()).then_some(lvb);
+        control_release(&m.ls, m.control, update)?;
+        let flagged = lvb.jids();
+        if flagged.is_empty() {
+            return Ok(true);
+        }
+        for jid in flagged {
+            let Some(g) = m.glocks.try_acquire(journal(jid), GlockState::Ex)? else {
+                continue; // another survivor recovers it
+            };
+            tracing::info!(jid, "recovering a failed node's journal");
+            m.recovery
+                .recover_journal(jid)
+                .map_err(LockError::Unavailable)?;
+            let mut lvb = control_ex(&m.ls, m.control)?;
+            lvb.clear(jid);
+            control_release(&m.ls, m.control, Some(lvb))?;
+            drop(g);
+        }
+        Ok(false)
+    }
+}
+
+/// Takes the control lock EX and reads its value block.
+fn control_ex(ls: &Lockspace, control: LockId) -> Result<ControlLvb, LockError> {
+    let c = ls
+        .convert(control, Mode::Ex, Flags::VALBLK, None)
+        .map_err(|e| dlm_err("control lock", e))?;
+    Ok(c.lvb.map(|l| ControlLvb::decode(&l)).unwrap_or_default())
+}
+
+/// Lets the control lock go (to NL), writing `lvb` if given.
+fn control_release(
+    ls: &Lockspace,
+    control: LockId,
+    lvb: Option<ControlLvb>,
+) -> Result<(), LockError> {
+    let (flags, value) = match lvb {
+        Some(l) => (Flags::VALBLK, Some(l.encode())),
+        None => (Flags::empty(), None),
+    };
+    ls.convert(control, Mode::Nl, flags, value)
+        .map(|_| ())
+        .map_err(|e| dlm_err("control lock", e))
+}
+
+impl MountControl {
+    fn on_prep(&self) {
+        let mut st = self.state.lock();
+        st.awaiting_done = true;
+        if let Some(m) = self.mounted.get() {
+            m.glocks.block_requests();
+        }
+    }
+
+    fn on_slot(&self, node: NodeId, slot: u32) {
+        tracing::info!(%node, jid = slot - 1, "member lost: its journal needs recovery");
+        self.state.lock().lost_now.push(slot - 1);
+    }
+
+    fn on_done(self: &Arc<Self>, gen: u64, our_slot: u32) {
+        {
+            let mut st = self.state.lock();
+            st.slot = our_slot;
+            st.gen = gen;
+            st.awaiting_done = false;
+            for jid in std::mem::take(&mut st.lost_now) {
+                st.lost.insert(jid, gen);
+            }
+        }
+        self.changed.notify_all();
+        self.start_recovery();
+    }
+}
+
+/// The ops handed to the DLM (they need the `Arc` to start a pass).
+struct ControlOps(Arc<MountControl>);
+
+impl RecoverOps for ControlOps {
+    fn recover_prep(&self) {
+        self.0.on_prep();
+    }
+
+    fn recover_slot(&self, node: NodeId, slot: u32) {
+        self.0.on_slot(node, slot);
+    }
+
+    fn recover_done(&self, gen: u64, _slots: &[(NodeId, u32)], our_slot: u32) {
+        self.0.on_done(gen, our_slot);
+    }
+}
+
+impl MountControl {
+    /// The ops to give [`dlm::Dlm::join_with_ops`] for this mount.
+    pub fn ops(self: &Arc<Self>) -> Arc<dyn RecoverOps> {
+        Arc::new(ControlOps(self.clone()))
+    }
+}
