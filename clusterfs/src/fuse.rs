@@ -642,6 +642,11 @@ pub struct MountOptions {
     /// `hostdata=jid=N`: the journal a `lock_nolock` mount writes through
     /// (as the kernel's lock_nolock takes it); default journal0.
     pub jid: Option<u32>,
+    /// `locktable=CLUSTER:FSNAME`: overrides the superblock's.
+    pub locktable: Option<String>,
+    /// `dlm_port=N`: the TCP port of the volume's lockspace on every node
+    /// (default: derived from FSNAME, see `cluster::default_port`).
+    pub dlm_port: Option<u16>,
     /// Options accepted for compatibility but without effect here.
     pub ignored: Vec<String>,
 }
@@ -656,6 +661,8 @@ impl MountOptions {
             allow_other: false,
             spectator: false,
             jid: None,
+            locktable: None,
+            dlm_port: None,
             ignored: Vec::new(),
         };
         for opt in s.split(',').filter(|x| !x.is_empty()) {
@@ -668,6 +675,10 @@ impl MountOptions {
                 ("noacl", None) => o.acl = false,
                 ("allow_other", None) => o.allow_other = true,
                 ("spectator", None) => o.spectator = true,
+                ("locktable", Some(v)) => o.locktable = Some(v.to_string()),
+                ("dlm_port", Some(v)) => {
+                    o.dlm_port = Some(v.parse().map_err(|_| format!("bad dlm_port {v:?}"))?);
+                }
                 ("hostdata", Some(v)) => {
                     if o.parse_hostdata(v)? {
                         o.ignored.push(opt.to_string());
@@ -678,10 +689,7 @@ impl MountOptions {
                         .parse()
                         .map_err(|_| format!("bad commit interval {v:?}"))?;
                 }
-                (
-                    "locktable" | "errors" | "quota" | "data" | "statfs_quantum" | "statfs_percent",
-                    Some(_),
-                )
+                ("errors" | "quota" | "data" | "statfs_quantum" | "statfs_percent", Some(_))
                 | (
                     "localflocks" | "discard" | "nodiscard" | "barrier" | "nobarrier" | "rgrplvb"
                     | "norgrplvb" | "rw" | "noatime" | "relatime" | "defaults",
@@ -779,6 +787,20 @@ fn spawn_committer(shared: Arc<Mutex<Option<FileSystem>>>, secs: u64) {
     });
 }
 
+/// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread, and so in
+/// every thread it starts afterwards; [`serve`] takes them with `sigwait`
+/// to unmount. A mount that starts threads before `serve` (the cluster's)
+/// calls this first, or a signal could kill the process uncleanly.
+pub fn block_unmount_signals() -> std::io::Result<nix::sys::signal::SigSet> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut sigs = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        sigs.add(s);
+    }
+    sigs.thread_block().map_err(std::io::Error::from)?;
+    Ok(sigs)
+}
+
 /// Serves `fs` on `mountpoint` until it is unmounted (`fusermount3 -u`)
 /// or the process gets SIGTERM, SIGINT or SIGHUP (which unmount it), then
 /// unmounts the volume cleanly. `mounted` runs once the kernel mount is up.
@@ -791,12 +813,7 @@ pub fn serve(
     opts: &MountOptions,
     mounted: impl FnOnce(),
 ) -> std::io::Result<()> {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut sigs = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        sigs.add(s);
-    }
-    sigs.thread_block().map_err(std::io::Error::from)?;
+    let sigs = block_unmount_signals()?;
     let fuse = FuseFs::new(fs).with_acl(opts.acl);
     let shared = fuse.shared();
     let mut config = fuser::Config::default();

@@ -22,6 +22,7 @@
 pub mod acl;
 pub mod block;
 pub mod block_iscsi;
+pub mod cluster;
 pub mod dir;
 pub mod dirbuild;
 pub mod falloc;

@@ -137,6 +137,8 @@ struct Shared {
     tr: Translator,
     listeners: Vec<Listener>,
     closed: bool,
+    /// Called once when the connection to cmand is gone.
+    on_lost: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 /// A [`Membership`] fed by a node's cmand (see the module docs).
@@ -173,6 +175,7 @@ impl CmanMembership {
                 tr: Translator::default(),
                 listeners: Vec::new(),
                 closed: false,
+                on_lost: Vec::new(),
             }),
             cond: Condvar::new(),
             node: status.node_id,
@@ -257,8 +260,34 @@ impl CmanMembership {
             };
             self.publish(out);
         }
-        self.state.lock().closed = true;
+        let lost = {
+            let mut s = self.state.lock();
+            s.closed = true;
+            std::mem::take(&mut s.on_lost)
+        };
         self.cond.notify_all();
+        for f in lost {
+            f();
+        }
+    }
+
+    /// Calls `f` once the connection to cmand is gone (at once if it is
+    /// gone already): from then on this node's membership is unknown, and
+    /// a process that writes shared storage must stop (withdraw) before
+    /// the other nodes fence this one and take over.
+    pub fn on_lost(&self, f: Box<dyn FnOnce() + Send>) {
+        let mut s = self.state.lock();
+        if s.closed {
+            drop(s);
+            f();
+        } else {
+            s.on_lost.push(f);
+        }
+    }
+
+    /// True once the connection to cmand is gone.
+    pub fn lost(&self) -> bool {
+        self.state.lock().closed
     }
 
     fn publish(&self, events: Vec<MembershipEvent>) {

@@ -7,6 +7,11 @@
 //! hostdata=jid=N` picks another) and recovers every dirty journal;
 //! `-o spectator` mounts read-only without a journal and writes nothing
 //! (refused while a journal needs recovery).
+//!
+//! With `lock_dlm` (the superblock's, or `-o lockproto=lock_dlm`) it joins
+//! the cluster through the node's cmand (`--state-dir`) and the volume's
+//! DLM lockspace, writes through the journal of its lockspace slot, and,
+//! for now, holds the volume alone in the cluster (`clusterfs::cluster`).
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -17,6 +22,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use clusterfs::block::BlockDevice;
 use clusterfs::block_iscsi::open_device;
+use clusterfs::cluster::{ClusterMount, GatedDevice, JoinOptions};
 use clusterfs::fs::FileSystem;
 use clusterfs::fuse::MountOptions;
 use clusterfs::lock::LocalLocks;
@@ -41,28 +47,49 @@ struct Args {
     /// Stay in the foreground.
     #[arg(short = 'f')]
     foreground: bool,
+    /// The node's cluster state directory (cmand's), for lock_dlm.
+    #[arg(long, default_value = "/var/run/cluster")]
+    state_dir: PathBuf,
 }
 
-fn open_volume(args: &Args, opts: &MountOptions) -> Result<FileSystem> {
+/// What a mount keeps besides the file system: its cluster membership.
+type Held = Option<ClusterMount>;
+
+fn open_volume(args: &Args, opts: &MountOptions) -> Result<(FileSystem, Held)> {
     let dev_str = args.device.to_string_lossy();
-    let dev: Arc<dyn BlockDevice> =
+    let mut dev: Arc<dyn BlockDevice> =
         open_device(&dev_str).with_context(|| format!("{}", args.device.display()))?;
     let mut sb = vec![0u8; clusterfs::ondisk::Superblock::SIZE];
     dev.read_at(clusterfs::ondisk::SB_BYTE_OFFSET, &mut sb)?;
     let sb = clusterfs::ondisk::Superblock::decode(&sb).context("not a GFS2 volume")?;
     let proto = opts.lockproto.clone().unwrap_or(sb.sb_lockproto.clone());
-    match proto.as_str() {
-        "lock_nolock" => {}
-        "lock_dlm" => bail!(
-            "lock_dlm needs the cluster lock manager, which is not wired into mount.clusterfs yet; \
-             mount with -o lockproto=lock_nolock on one node only"
-        ),
+    let (params, held) = match proto.as_str() {
+        "lock_nolock" => (nolock_params(opts), None),
+        "lock_dlm" => {
+            if opts.jid.is_some() {
+                bail!("hostdata=jid= is for lock_nolock: with lock_dlm the journal is the node's lockspace slot");
+            }
+            let join = JoinOptions {
+                state_dir: args.state_dir.clone(),
+                locktable: opts.locktable.clone().unwrap_or(sb.sb_locktable.clone()),
+                port: opts.dlm_port,
+            };
+            let cm = ClusterMount::join(&join)?;
+            dev = Arc::new(GatedDevice::new(dev, cm.gate.clone()));
+            // Alone in the cluster: every dirty journal is ours to replay.
+            let params = if opts.spectator {
+                MountParams::spectator(Recovery::All)
+            } else {
+                MountParams::node(cm.jid, Recovery::All)
+            };
+            (params, Some(cm))
+        }
         other => bail!("unknown lock protocol {other:?}"),
-    }
+    };
     for o in &opts.ignored {
         warn!(option = %o, "mount option accepted but has no effect in this implementation");
     }
-    let (fs, info) = FileSystem::mount_with(dev, Arc::new(LocalLocks), nolock_params(opts))?;
+    let (fs, info) = FileSystem::mount_with(dev, Arc::new(LocalLocks), params)?;
     if info.replayed > 0 || info.reclaimed > 0 {
         info!(
             recovered = ?info.recovered,
@@ -71,7 +98,7 @@ fn open_volume(args: &Args, opts: &MountOptions) -> Result<FileSystem> {
             "recovered journals"
         );
     }
-    Ok(fs)
+    Ok((fs, held))
 }
 
 /// A `lock_nolock` mount is alone on the volume: it recovers every dirty
@@ -87,7 +114,9 @@ fn nolock_params(opts: &MountOptions) -> MountParams {
 
 fn run(args: &Args, ready: Option<OwnedFd>) -> Result<()> {
     let opts = MountOptions::parse(&args.options).map_err(anyhow::Error::msg)?;
-    let fs = open_volume(args, &opts)?;
+    // Before the cluster's threads start: they must not take SIGTERM.
+    clusterfs::fuse::block_unmount_signals()?;
+    let (fs, _held) = open_volume(args, &opts)?;
     let fsname = args.device.to_string_lossy().into_owned();
     clusterfs::fuse::serve(fs, &args.mountpoint, &fsname, &opts, || {
         if let Some(fd) = ready {

@@ -1,0 +1,253 @@
+//! A `lock_dlm` volume in a two-node cluster (cmand on 127.0.1.1 and
+//! 127.0.1.2, `fence_lab`): `mount.clusterfs` joins through the node's
+//! cmand and the volume's DLM lockspace, holds the volume alone in the
+//! cluster (a second node's mount is refused, a mount whose lock table
+//! names another cluster too), and when the node that has it is killed
+//! (its mount and its cmand), the other node mounts only after fencing,
+//! replays the dead node's journal and finds everything it had fsync'd;
+//! `fsck.gfs2 -n` is clean at the end.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cman::api::Client;
+use cman::node::Status;
+use tests::{bin, spawn_cmand, FuseMount};
+
+struct Lab {
+    dir: tempfile::TempDir,
+    key: PathBuf,
+    dlm_port: u16,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let ips = ["127.0.1.1", "127.0.1.2"];
+        let port = tests::free_port_on(&ips, true);
+        let dlm_port = tests::free_port_on(&ips, false);
+        let mut nodes = String::new();
+        for i in 1..=2 {
+            nodes.push_str(&format!(
+                "    <clusternode name=\"127.0.1.{i}\" nodeid=\"{i}\" votes=\"1\"><fence><method name=\"1\"><device name=\"lab\" port=\"127.0.1.{i}\"/></method></fence></clusternode>\n"
+            ));
+        }
+        let text = format!(
+            "<?xml version=\"1.0\"?>\n<cluster name=\"fscl\" config_version=\"1\">\n  <totem token=\"800\"/>\n  <cman port=\"{port}\" two_node=\"1\" expected_votes=\"1\"/>\n  <fence_daemon post_fail_delay=\"0\" post_join_delay=\"3\"/>\n  <clusternodes>\n{nodes}  </clusternodes>\n  <fencedevices>\n    <fencedevice name=\"lab\" agent=\"fence_lab\" lab_dir=\"{}\"/>\n  </fencedevices>\n</cluster>\n",
+            dir.path().display()
+        );
+        let key = dir.path().join("authkey");
+        std::fs::write(&key, b"lab cluster key 0123456789abcdef").unwrap();
+        let lab = Lab { dir, key, dlm_port };
+        for i in 1..=2 {
+            std::fs::create_dir_all(lab.state(i)).unwrap();
+            std::fs::write(lab.state(i).join("cluster.conf"), &text).unwrap();
+            std::fs::create_dir_all(lab.mnt(i)).unwrap();
+        }
+        lab
+    }
+
+    fn state(&self, i: u32) -> PathBuf {
+        self.dir.path().join(format!("127.0.1.{i}"))
+    }
+
+    fn mnt(&self, i: u32) -> PathBuf {
+        self.dir.path().join(format!("mnt{i}"))
+    }
+
+    fn image(&self) -> PathBuf {
+        self.dir.path().join("vol.img")
+    }
+
+    fn status(&self, i: u32) -> Option<Status> {
+        Client::connect(&self.state(i)).ok()?.status().ok()
+    }
+
+    fn wait_status(&self, i: u32, what: &str, f: impl Fn(&Status) -> bool) {
+        tests::wait_for(what, Duration::from_secs(60), || {
+            self.status(i).is_some_and(|s| f(&s))
+        });
+    }
+
+    /// `mount.clusterfs IMAGE MNT -f` on node `i`, with `extra` options.
+    fn mount_cmd(&self, i: u32, extra: &str) -> Command {
+        let log = std::fs::File::create(self.state(i).join(format!("mount{i}.log"))).unwrap();
+        let mut c = Command::new(bin("mount_clusterfs"));
+        c.arg(self.image())
+            .arg(self.mnt(i))
+            .arg("-f")
+            .arg("--state-dir")
+            .arg(self.state(i))
+            .arg("-o")
+            .arg(format!("dlm_port={}{extra}", self.dlm_port))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        c
+    }
+
+    /// A mount on node `i` that must fail; returns what it said.
+    fn refused_mount(&self, i: u32, extra: &str) -> String {
+        let out = self
+            .mount_cmd(i, extra)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "the mount on node {i} was not refused"
+        );
+        assert!(!tests::is_mounted(&self.mnt(i)));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+fn cmand(lab: &Lab, i: u32) -> Child {
+    spawn_cmand(&lab.state(i), i, &lab.key)
+}
+
+fn mkfs(image: &Path) {
+    let f = std::fs::File::create(image).unwrap();
+    f.set_len(256 << 20).unwrap();
+    let st = Command::new(bin("mkfs_clusterfs"))
+        .args(["-p", "lock_dlm", "-t", "fscl:vol1", "-j", "2", "-O", "-q"])
+        .arg(image)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkfs_clusterfs: {st}");
+}
+
+#[test]
+fn a_lock_dlm_volume_is_held_by_one_node_and_fails_over_after_fencing() {
+    if !tests::require_root("FUSE mounts") || !tests::require_fuse() {
+        return;
+    }
+    let lab = Lab::new();
+    let mut c1 = cmand(&lab, 1);
+    let mut c2 = cmand(&lab, 2);
+    for i in 1..=2 {
+        lab.wait_status(i, "both nodes members", |s| {
+            s.members.len() == 2 && s.quorum.quorate
+        });
+    }
+    mkfs(&lab.image());
+
+    let m1 = FuseMount::start(&mut lab.mount_cmd(1, ""), &lab.mnt(1));
+    let data = b"written on node 1 and fsync'd\n".repeat(100);
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(lab.mnt(1).join("a")).unwrap();
+        f.write_all(&data).unwrap();
+        f.sync_all().unwrap();
+        std::fs::create_dir(lab.mnt(1).join("d")).unwrap();
+        std::fs::File::open(lab.mnt(1)).unwrap().sync_all().unwrap();
+    }
+
+    // Node 2 may not mount while node 1 has the volume.
+    let said = lab.refused_mount(2, "");
+    assert!(said.contains("is mounted on another node"), "{said}");
+    // Nor may anyone mount it as another cluster's.
+    let said = lab.refused_mount(2, ",locktable=other:vol1");
+    assert!(said.contains("belongs to cluster \"other\""), "{said}");
+
+    // Node 1 dies: its mount and its cmand.
+    m1.kill();
+    tests::reap(&mut c1);
+    lab.wait_status(2, "node 1 fenced", |s| {
+        s.members.len() == 1 && s.victims.is_empty()
+    });
+    let m2 = FuseMount::start(&mut lab.mount_cmd(2, ""), &lab.mnt(2));
+    assert_eq!(std::fs::read(lab.mnt(2).join("a")).unwrap(), data);
+    assert!(lab.mnt(2).join("d").is_dir());
+    std::fs::write(lab.mnt(2).join("b"), b"node 2").unwrap();
+    m2.stop();
+    let log = std::fs::read_to_string(lab.state(2).join("mount2.log")).unwrap();
+    assert!(log.contains("recovered journals"), "no replay in:\n{log}");
+    tests::reap(&mut c2);
+    if tests::require("fsck.gfs2") {
+        let out = Command::new("fsck.gfs2")
+            .arg("-n")
+            .arg(lab.image())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fsck.gfs2 -n: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+/// Node 1's cmand alone dies: its mount stops writing at once (the
+/// withdraw: writes and fsync fail), `fence_lab` kills the mount with its
+/// node (the mount registered its PID in the node's state directory), and
+/// node 2 mounts after the fencing with node 1's fsync'd data intact.
+#[test]
+fn a_mount_whose_cmand_dies_stops_writing_and_is_fenced_with_its_node() {
+    if !tests::require_root("FUSE mounts") || !tests::require_fuse() {
+        return;
+    }
+    let lab = Lab::new();
+    let mut c1 = cmand(&lab, 1);
+    let mut c2 = cmand(&lab, 2);
+    for i in 1..=2 {
+        lab.wait_status(i, "both nodes members", |s| {
+            s.members.len() == 2 && s.quorum.quorate
+        });
+    }
+    mkfs(&lab.image());
+    let mut m1 = FuseMount::start(&mut lab.mount_cmd(1, ""), &lab.mnt(1));
+    let pid_files = || {
+        std::fs::read_dir(lab.state(1))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("mount.clusterfs.")
+            })
+            .count()
+    };
+    assert_eq!(pid_files(), 1, "the mount registered no PID for fencing");
+    std::fs::write(lab.mnt(1).join("before"), b"kept").unwrap();
+    std::fs::File::open(lab.mnt(1).join("before"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+
+    tests::reap(&mut c1);
+    // From now on nothing node 1 writes may reach the volume.
+    tests::wait_for("node 1's writes to fail", Duration::from_secs(30), || {
+        let r = std::fs::File::create(lab.mnt(1).join("after")).and_then(|f| f.sync_all());
+        r.is_err()
+    });
+    let log = std::fs::read_to_string(lab.state(1).join("mount1.log")).unwrap();
+    assert!(log.contains("lost cmand"), "no withdraw in:\n{log}");
+    // Node 2 fences node 1, which kills node 1's mount.
+    tests::wait_for("node 1's mount killed", Duration::from_secs(60), || {
+        m1.child.try_wait().unwrap().is_some()
+    });
+    m1.kill();
+    lab.wait_status(2, "node 1 fenced", |s| {
+        s.members.len() == 1 && s.victims.is_empty()
+    });
+    let m2 = FuseMount::start(&mut lab.mount_cmd(2, ""), &lab.mnt(2));
+    assert_eq!(std::fs::read(lab.mnt(2).join("before")).unwrap(), b"kept");
+    m2.stop();
+    tests::reap(&mut c2);
+    if tests::require("fsck.gfs2") {
+        let out = Command::new("fsck.gfs2")
+            .arg("-n")
+            .arg(lab.image())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fsck.gfs2 -n: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
