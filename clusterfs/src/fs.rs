@@ -884,6 +884,13 @@ impl FileSystem {
         self.vol.commit()
     }
 
+    /// The `go_sync` before a glock goes to another node: commits and
+    /// empties our log, so that no recovery of our journal replays old
+    /// copies over that node's changes ([`Volume::sync_for_demote`]).
+    pub fn sync_for_demote(&mut self) -> Result<()> {
+        self.vol.sync_for_demote()
+    }
+
     /// The value of extended attribute `name` (with its namespace prefix).
     pub fn getxattr(&mut self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
         self.dinode(ino)?;

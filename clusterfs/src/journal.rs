@@ -9,6 +9,12 @@
 //! ever needs replayed (its tail is its own start). A clean unmount writes a
 //! header with `GFS2_LOG_HEAD_UNMOUNT`.
 //!
+//! Before a glock goes to another node, [`Journal::empty_log`] (the log
+//! flush of the kernel's `go_sync`, once the AIL is written back) closes
+//! the log with a lone `GFS2_LOG_HEAD_FLUSH_NORMAL` header whose `lh_tail`
+//! is its own block: an empty log, so that recovery never writes our old
+//! copies over blocks the other node has changed since.
+//!
 //! Recovery ([`crate::replay`]) reads logs written by others too: every
 //! commit from the head's tail to the head, revokes honoured, wrapping.
 //!
@@ -124,6 +130,11 @@ pub struct Journal {
     seq: u64,
     /// True once the journal is known clean (replayed or unmounted).
     clean: bool,
+    /// True while the log from the newest header's `lh_tail` to that
+    /// header may hold commits that recovery would replay: set by a
+    /// commit, cleared by a lone header (whose `lh_tail` is its own
+    /// block). Starts true: unknown until the head is found.
+    replayable: bool,
     /// `lh_statfs_addr` of our headers: this node's
     /// `per_node/statfs_change{jid}` dinode (0 until set).
     statfs_addr: u64,
@@ -145,6 +156,7 @@ impl Journal {
             next: 0,
             seq: 0,
             clean: false,
+            replayable: true,
             statfs_addr: 0,
             local: StatfsChange::default(),
         }
@@ -239,6 +251,7 @@ impl Journal {
         let head = self.find_log_head(dev)?;
         self.seq = head.lh_sequence;
         self.next = (head.lh_blkno + 1) % self.len();
+        self.replayable = !Self::nothing_to_replay(&head);
         if head.lh_flags & log_head::UNMOUNT != 0 {
             debug!(jid = self.jid, seq = head.lh_sequence, "journal clean");
             self.clean = true;
@@ -306,7 +319,37 @@ impl Journal {
         }
     }
 
-    /// Writes a lone header (e.g. UNMOUNT) at the head and flushes.
+    /// True when `head` says the log holds nothing to replay: a clean
+    /// (`GFS2_LOG_HEAD_UNMOUNT`) header, or one whose `lh_tail` is its own
+    /// block (`lh_blkno`), as the kernel's recovery sees tail == head.
+    pub fn nothing_to_replay(head: &LogHeader) -> bool {
+        head.lh_flags & log_head::UNMOUNT != 0 || head.lh_tail == head.lh_blkno
+    }
+
+    /// True when nothing in our log is replayable any more: no commit
+    /// since the last lone header (or since the clean head we found).
+    pub fn is_log_empty(&self) -> bool {
+        !self.replayable
+    }
+
+    /// Empties the log, as the kernel's log flush does once the AIL is
+    /// written back (`go_sync` before a demote): a lone
+    /// `GFS2_LOG_HEAD_FLUSH_NORMAL` header (not UNMOUNT: the mount stays
+    /// up) with `lh_tail` = its own block, then a flush. The blocks of our
+    /// commits are already in place (each commit writes them and flushes).
+    /// Writes nothing when the log is already empty; returns whether it
+    /// wrote.
+    pub fn empty_log(&mut self, dev: &dyn BlockDevice) -> Result<bool> {
+        if self.is_log_empty() {
+            return Ok(false);
+        }
+        self.write_header(dev, log_head::FLUSH_NORMAL)?;
+        debug!(jid = self.jid, seq = self.seq, "log emptied");
+        Ok(true)
+    }
+
+    /// Writes a lone header (e.g. UNMOUNT) at the head and flushes. Its
+    /// `lh_tail` is its own block: the log it closes is empty.
     pub fn write_header(&mut self, dev: &dyn BlockDevice, flags: u32) -> Result<()> {
         let lh = self.header(flags, self.next, self.next);
         let mut b = vec![0u8; self.bsize];
@@ -316,6 +359,7 @@ impl Journal {
         self.seq += 1;
         self.next = (self.next + 1) % self.len();
         self.clean = flags & log_head::UNMOUNT != 0;
+        self.replayable = false;
         Ok(())
     }
 
@@ -349,6 +393,7 @@ impl Journal {
             dev.write_at(self.map[lbn as usize] * self.bsize as u64, b)?;
         }
         dev.flush()?;
+        self.replayable = true;
         dev.write_at(self.map[lh_lbn as usize] * self.bsize as u64, &lh[0])?;
         dev.flush()?;
         self.seq += 1;
@@ -443,6 +488,31 @@ mod tests {
         let mut b = vec![0u8; 512];
         dev.read_at(22 * 512, &mut b).unwrap();
         assert_eq!(b, block(9));
+    }
+
+    #[test]
+    fn emptied_log_replays_nothing() {
+        let dev = MemDevice::new(512 * 200);
+        let mut j = fresh_journal(&dev, 40);
+        assert!(j.is_log_empty(), "a clean head is an empty log");
+        assert!(!j.empty_log(&dev).unwrap(), "nothing to empty");
+        let mut blocks = BTreeMap::new();
+        blocks.insert(10u64, block(1));
+        j.commit(&dev, &blocks).unwrap();
+        assert!(!j.is_log_empty());
+        assert!(j.empty_log(&dev).unwrap());
+        assert!(j.is_log_empty());
+        assert!(!j.empty_log(&dev).unwrap(), "second time: no write");
+        // Another node changes block 10, then we crash: nothing replays.
+        dev.write_at(10 * 512, &block(7)).unwrap();
+        let mut j2 = Journal::new(0, 99, 512, (100..140).collect());
+        let head = j2.find_log_head(&dev).unwrap();
+        assert_eq!(head.lh_tail, head.lh_blkno);
+        assert_eq!(head.lh_flags, log_head::FLUSH_NORMAL);
+        assert_eq!(j2.recover(&dev).unwrap(), 0);
+        let mut b = vec![0u8; 512];
+        dev.read_at(10 * 512, &mut b).unwrap();
+        assert_eq!(b, block(7));
     }
 
     #[test]

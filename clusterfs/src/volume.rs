@@ -863,6 +863,33 @@ impl Volume {
         Ok(())
     }
 
+    /// The filesystem's `go_sync`, run before a glock goes to another
+    /// node: commits the running transaction (log, flush, in place,
+    /// flush), then empties our log with a lone `GFS2_LOG_HEAD_FLUSH_NORMAL`
+    /// header whose `lh_tail` is its own block, carrying our unfolded
+    /// statfs deltas in `lh_local_*` as every header does. After it no
+    /// recovery of our journal replays a block, so none can overwrite a
+    /// newer copy written by the node the glock goes to (GFS2 gets this
+    /// from its log flush and AIL flush moving the tail on). Writes
+    /// nothing when nothing is dirty and the log is already empty; a
+    /// spectator writes nothing either.
+    pub fn sync_for_demote(&mut self) -> Result<()> {
+        self.commit()?;
+        if self.journal.as_ref().is_none_or(Journal::is_log_empty) {
+            return Ok(());
+        }
+        self.check_writable()?;
+        let local = self.local_statfs()?;
+        let dev = Arc::clone(&self.dev);
+        let journal = self.journal.as_mut().expect("checked above");
+        journal.set_local_statfs(self.sc_addr, local);
+        if let Err(e) = journal.empty_log(dev.as_ref()) {
+            self.withdraw(&format!("journal log flush failed: {e}"));
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// Commits when the transaction is getting large for the journal.
     pub fn maybe_commit(&mut self) -> Result<()> {
         let limit = self
