@@ -24,6 +24,7 @@ pub mod ids;
 pub mod node;
 pub mod proto;
 pub mod quorum;
+pub mod registry;
 pub mod report;
 pub mod sim;
 pub mod wire;

@@ -284,6 +284,47 @@ fn two_node_cluster_survivor_stays_quorate() {
     assert_eq!(lab.fence_count(2), 1);
 }
 
+/// cmand of node 2 is SIGKILLed while a registered cluster process of the
+/// node (here a stand-in: a `sleep` with its pid file in the state
+/// directory, as mount.clusterfs and the dlm users register) lives on. A
+/// cmand restarted at once refuses to join, naming that process; node 1
+/// fences node 2, which kills it; then cmand starts and node 2 rejoins.
+#[test]
+fn a_restarted_cmand_refuses_to_join_while_an_old_cluster_process_runs() {
+    let mut lab = Lab::new(2, &[]);
+    lab.start(1);
+    lab.start(2);
+    all_up(&lab, &[1, 2]);
+    let mut user = tests::spawn(Command::new("sleep").arg("120")).unwrap();
+    std::fs::write(
+        lab.state(2).join("lock-user.pid"),
+        format!("{}\n", user.id()),
+    )
+    .unwrap();
+    kill(lab.pid(2), Signal::SIGKILL).unwrap();
+    lab.wait_exit(2);
+    lab.start(2);
+    assert_ne!(
+        lab.wait_exit(2),
+        Some(0),
+        "cmand started beside an old process"
+    );
+    let log = lab.log(2);
+    assert!(
+        log.contains("cluster processes of this node still run") && log.contains("lock-user.pid"),
+        "{log}"
+    );
+    // Fencing takes the whole node down, the old process included.
+    lab.wait_for(1, "node 2 fenced", |s| {
+        Lab::members(s) == [1] && s.victims.is_empty() && s.nodes[1].last_fenced.is_some()
+    });
+    tests::wait_for("the old process killed", Duration::from_secs(30), || {
+        user.try_wait().unwrap().is_some()
+    });
+    lab.start(2);
+    all_up(&lab, &[1, 2]);
+}
+
 #[test]
 fn two_node_split_exactly_one_side_survives() {
     // fence-agents `delay` on node 1's device: the fence race ends with node 1.

@@ -55,6 +55,13 @@ pub enum DaemonError {
     /// Wire setup.
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// Processes of this node's previous cmand still run.
+    #[error(
+        "cluster processes of this node still run ({0}): they may hold cluster locks or \
+         write shared storage, so this node must not rejoin until they are gone; stop them, \
+         or let the cluster fence this node, then start cmand again"
+    )]
+    OldProcesses(String),
 }
 
 /// Lab fault injection: while this file exists in the state directory the
@@ -153,10 +160,29 @@ fn peer_addrs(conf: &ClusterConf) -> HashMap<NodeId, SocketAddr> {
         .collect()
 }
 
+/// A new cmand must not join while a registered process of the node (a
+/// previous cmand, a mount, a dlm user) still runs: see
+/// [`crate::registry`].
+fn refuse_with_old_processes(state_dir: &std::path::Path) -> Result<(), DaemonError> {
+    let old = crate::registry::still_running(state_dir);
+    if old.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = old
+        .iter()
+        .map(|r| {
+            let name = r.file.file_name().unwrap_or_default().to_string_lossy();
+            format!("PID {} of {name}", r.pid)
+        })
+        .collect();
+    Err(DaemonError::OldProcesses(list.join(", ")))
+}
+
 /// Runs the daemon until it is evicted (exit code 1) or leaves (0).
 pub fn run(opts: DaemonOptions) -> Result<i32, DaemonError> {
     std::fs::create_dir_all(&opts.state_dir)
         .map_err(io_err(opts.state_dir.display().to_string()))?;
+    refuse_with_old_processes(&opts.state_dir)?;
     let text = std::fs::read_to_string(&opts.conf_path)
         .map_err(io_err(opts.conf_path.display().to_string()))?;
     let conf = ClusterConf::parse(&text)?;

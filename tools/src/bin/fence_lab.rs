@@ -3,6 +3,7 @@
 //! `lab_dir=` + `/` + port). `off` kills them with SIGKILL and appends a
 //! line to `fence_lab.log` in that directory.
 
+use cman::registry;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -31,38 +32,10 @@ fn node_dir(o: &BTreeMap<String, String>) -> Option<PathBuf> {
 }
 
 fn pids(dir: &Path) -> Vec<Pid> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
-        .filter_map(|e| {
-            std::fs::read_to_string(e.path())
-                .ok()?
-                .trim()
-                .parse::<i32>()
-                .ok()
-        })
-        .filter(|p| *p > 1)
-        .map(Pid::from_raw)
+    registry::registered(dir)
+        .into_iter()
+        .map(|r| r.pid)
         .collect()
-}
-
-fn alive(p: Pid) -> bool {
-    if kill(p, None).is_err() {
-        return false;
-    }
-    // A zombie counts as off.
-    std::fs::read_to_string(format!("/proc/{}/stat", p.as_raw()))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
 }
 
 fn off(dir: &Path) -> bool {
@@ -71,7 +44,7 @@ fn off(dir: &Path) -> bool {
         let _ = kill(*p, Signal::SIGKILL);
     }
     let end = Instant::now() + Duration::from_secs(10);
-    while targets.iter().any(|p| alive(*p)) {
+    while targets.iter().any(|p| registry::alive(*p)) {
         if Instant::now() > end {
             return false;
         }
@@ -139,7 +112,7 @@ fn main() -> ExitCode {
         }
         "on" => ExitCode::SUCCESS,
         "status" => {
-            if pids(&dir).into_iter().any(alive) {
+            if pids(&dir).into_iter().any(registry::alive) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(2)
