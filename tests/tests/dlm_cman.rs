@@ -289,3 +289,100 @@ fn sigkilled_node_recovered_only_after_fencing() {
         drop(d.stdin.take());
     }
 }
+
+/// Issue 17: node 2's cmand alone is SIGKILLed while its dlm user takes
+/// the EX lock in a loop, and restarted at once. The dlm user stops the
+/// moment its cmand is gone (exit 3); the new cmand starts only once no
+/// process of the old incarnation runs (the registry), so the node either
+/// rejoins with the old incarnation's fencing completed as "rejoined", or
+/// is fenced (new cmand killed) and started again. Either way: no counter
+/// value read twice (no write of the old process after another node got
+/// the lock), and the survivors go on.
+#[test]
+fn cmand_killed_alone_and_restarted_at_once() {
+    let lab = Lab::new();
+    let mut cmands: Vec<Proc> = (1..=3).map(|i| lab.cmand(i)).collect();
+    for i in 1..=3 {
+        lab.wait_for(i, "the full quorate view", |s| {
+            s.members.len() == 3 && s.quorum.quorate
+        });
+    }
+    let port = free_port(false);
+    let victim = 2u32;
+    let mut dlms: Vec<Proc> = (1..=3).map(|i| lab.dlm_node(i, port, 1_000_000)).collect();
+    for d in &dlms {
+        d.expect_line("running", Duration::from_secs(60));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lab.log(victim).len() < 20 {
+        assert!(Instant::now() < deadline, "node {victim} made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let v = victim as usize - 1;
+    kill(cmands[v].pid(), Signal::SIGKILL).unwrap();
+    let _ = cmands[v].child.wait();
+    // Restart at once, again and again while refused.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        cmands[v] = lab.cmand(victim);
+        std::thread::sleep(Duration::from_millis(300));
+        if cmands[v].child.try_wait().unwrap().is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cmand never restarted");
+    }
+    // The old lock user stopped by itself.
+    let old = dlms.remove(v);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut old = old;
+    let code = loop {
+        if let Some(st) = old.child.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(Instant::now() < deadline, "the old dlm user still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        code,
+        Some(3),
+        "the old dlm user did not stop on losing cmand"
+    );
+    let stopped_at = wall_ms();
+    // The old incarnation's fate settles: rejoined, or fenced (then the new
+    // cmand was killed with the node and starts again).
+    lab.wait_for(1, "no fence victim left", |s| s.victims.is_empty());
+    if cmands[v].child.try_wait().unwrap().is_some() {
+        cmands[v] = lab.cmand(victim);
+    }
+    lab.wait_for(1, "node 2 back", |s| {
+        s.members.len() == 3 && s.quorum.quorate
+    });
+    // Survivors go on.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for id in [1, 3] {
+        while lab.log(id).iter().filter(|(_, t)| *t > stopped_at).count() < 20 {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} hangs; its dlm log:\n{}",
+                lab.dlm_log(id)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    std::fs::write(lab.dir.path().join("stop"), b"").unwrap();
+    for d in &dlms {
+        d.expect_line("done", Duration::from_secs(120));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for id in 1..=3 {
+        for (val, _) in lab.log(id) {
+            assert!(
+                seen.insert(val),
+                "value {val} read twice (node {id}): two holders"
+            );
+        }
+    }
+    for d in dlms.iter_mut() {
+        drop(d.stdin.take());
+    }
+}

@@ -8,7 +8,8 @@
 //! takes EX on `counter`, increments the counter file in `--dir` and logs
 //! the value it read and the wall-clock time in ms to `log.<node id>`,
 //! unlocks (stopping early once the file `stop` exists in `--dir`); prints `done` and waits
-//! for stdin to close.
+//! for stdin to close. It exits with code 3 the moment its connection to
+//! cmand breaks (a lock user must stop writing before its node is fenced).
 
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
@@ -62,6 +63,9 @@ fn increment(dir: &Path, me: u32, log: &mut std::fs::File) -> Result<u64> {
     Ok(v)
 }
 
+/// Exit code when the node's cmand is gone.
+const LOST_CMAND: i32 = 3;
+
 fn main() -> Result<()> {
     tools::init_logging();
     let a = Args::parse();
@@ -73,6 +77,12 @@ fn main() -> Result<()> {
         format!("{}\n", std::process::id()),
     )?;
     let m = CmanMembership::join(&a.state_dir, &group_name(&a.ls), Duration::from_secs(60))?;
+    // A lock user whose cmand is gone stops at once: its node is about to
+    // be fenced and its locks recovered elsewhere.
+    m.on_lost(Box::new(|| {
+        eprintln!("dlm_cman_node: lost cmand: stopping");
+        std::process::exit(LOST_CMAND);
+    }));
     let peers = m.peer_addrs(a.port);
     let me = m.dlm_node();
     let listen = *peers.get(&me).context("this node has no IP address name")?;
