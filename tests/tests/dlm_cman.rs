@@ -244,18 +244,25 @@ fn sigkilled_node_recovered_only_after_fencing() {
     for d in &dlms {
         d.expect_line("done", Duration::from_secs(120));
     }
-    let s = lab.status(1).unwrap();
-    let now = wall_ms();
-    let view_at = now - u128::from(s.view_age_ms);
-    let (fenced_ago, how) = s.nodes[2].last_fenced.clone().unwrap();
-    assert!(how.contains("fence_lab"), "{how}");
-    let fenced_at = now - u128::from(fenced_ago);
-    assert!(
-        fenced_at > view_at + 2_000,
-        "fence_lab delay did not open a window: view {view_at} fenced {fenced_at}"
-    );
-    // Survivors stopped between the failure view and the fencing.
-    for id in 1..=2 {
+    // Each survivor's dlm follows its own cmand, which applies the fencing
+    // (an agreed message) at its own moment: node `id` must take no lock
+    // between the failure view and that moment on its cmand. cmand
+    // reports ages when it answers, somewhere between `before` and `now`:
+    // the view is at most `now - age` (the window starts no earlier), the
+    // fencing at least `before - age` (the window ends no later); on a
+    // busy machine the answer can take milliseconds.
+    for id in 1..=2u32 {
+        let before = wall_ms();
+        let s = lab.status(id).unwrap();
+        let now = wall_ms();
+        let view_at = now - u128::from(s.view_age_ms);
+        let (fenced_ago, how) = s.nodes[2].last_fenced.clone().unwrap();
+        assert!(how.contains("fence_lab"), "{how}");
+        let fenced_at = before - u128::from(fenced_ago);
+        assert!(
+            fenced_at > view_at + 2_000,
+            "fence_lab delay did not open a window: view {view_at} fenced {fenced_at}"
+        );
         let inside: Vec<_> = lab
             .log(id)
             .into_iter()
