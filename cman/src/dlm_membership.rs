@@ -9,8 +9,8 @@
 //! reported `Fenced` right after the view that removes it.
 //!
 //! Node ids: a cmand node id is the dlm node id. The dlm's peer addresses
-//! come from cluster.conf node names that are IP addresses
-//! ([`CmanMembership::peer_addrs`]).
+//! come from cluster.conf node names, IP addresses or host names resolved
+//! as cmand resolves them ([`crate::hosts`], [`CmanMembership::peer_addrs`]).
 //!
 //! Generations must be the same at every node for the same view (the dlm
 //! drops messages of older generations). A generation is the cluster view
@@ -32,8 +32,9 @@ use dlm::membership::{Listener, Membership, MembershipEvent};
 use parking_lot::{Condvar, Mutex};
 
 use crate::api::{ApiError, ApiEvent, ApiRequest, Client};
+use crate::hosts::Resolver;
 use crate::ids::{ClientId, NodeId};
-use crate::node::{ClusterEvent, GroupEvent};
+use crate::node::{ClusterEvent, GroupEvent, NodeInfo};
 
 /// Errors of the cman membership source.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +142,21 @@ struct Shared {
     on_lost: Vec<Box<dyn FnOnce() + Send>>,
 }
 
+/// The address of each node; a node whose name does not resolve is left
+/// out (the dlm cannot reach it) and logged.
+fn resolve_peers(nodes: &[NodeInfo], resolver: &Resolver) -> HashMap<NodeId, IpAddr> {
+    nodes
+        .iter()
+        .filter_map(|n| match resolver.resolve(&n.name) {
+            Ok(ip) => Some((n.id, ip)),
+            Err(e) => {
+                tracing::error!(error = %e, "dlm peer without an address");
+                None
+            }
+        })
+        .collect()
+}
+
 /// A [`Membership`] fed by a node's cmand (see the module docs).
 pub struct CmanMembership {
     state: Mutex<Shared>,
@@ -162,11 +178,7 @@ impl CmanMembership {
         let mut client = Client::connect(state_dir)?;
         client.request(&ApiRequest::Subscribe)?;
         let status = client.status()?;
-        let peers = status
-            .nodes
-            .iter()
-            .filter_map(|n| n.name.parse::<IpAddr>().ok().map(|ip| (n.id, ip)))
-            .collect();
+        let peers = resolve_peers(&status.nodes, &Resolver::from_env());
         client.request(&ApiRequest::Join {
             group: group.to_string(),
         })?;
@@ -202,8 +214,8 @@ impl CmanMembership {
         Ok(m)
     }
 
-    /// The dlm address of every configured node named by an IP address, at
-    /// `port`.
+    /// The dlm address of every configured node (named by an IP address or
+    /// by a name that resolves, see [`crate::hosts`]), at `port`.
     pub fn peer_addrs(&self, port: u16) -> HashMap<dlm::NodeId, SocketAddr> {
         self.peers
             .iter()
@@ -328,6 +340,38 @@ mod tests {
             gen,
             members: ids.iter().map(|i| dlm::NodeId(*i)).collect(),
         }
+    }
+
+    fn info(id: u32, name: &str) -> NodeInfo {
+        NodeInfo {
+            id: NodeId(id),
+            name: name.into(),
+            votes: 1,
+            status: "M".into(),
+            inc: 0,
+            joined_ms_ago: None,
+            last_fenced: None,
+        }
+    }
+
+    #[test]
+    fn peers_named_by_ip_or_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, "192.168.10.2 RealServer2 # standby\n").unwrap();
+        let nodes = [
+            info(1, "192.168.10.1"),
+            info(2, "realserver2"),
+            info(3, "no-such-node.invalid"),
+        ];
+        let peers = resolve_peers(&nodes, &Resolver::with_hosts_file(&hosts));
+        let mut got: Vec<(u32, String)> =
+            peers.iter().map(|(n, ip)| (n.0, ip.to_string())).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![(1, "192.168.10.1".into()), (2, "192.168.10.2".into())]
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! arithmetic), [`node`] (the sans-IO membership, ordered group messaging and
 //! fencing state machine), [`sim`] (deterministic simulation of many nodes),
 //! [`wire`] (authenticated packets), [`agent`] (fence agent protocol),
-//! [`api`] (the local unix-socket API) and [`daemon`] (the I/O driver).
+//! [`api`] (the local unix-socket API), [`hosts`] (node names to addresses),
+//! [`authkey`] (the cluster key) and [`daemon`] (the I/O driver).
 //!
 //! Glossary: *view* — an agreed membership (id + members); *coordinator* —
 //! the lowest live node id, which proposes views and sequences group
@@ -16,10 +17,12 @@
 
 pub mod agent;
 pub mod api;
+pub mod authkey;
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dlm_membership;
+pub mod hosts;
 pub mod ids;
 pub mod node;
 pub mod proto;

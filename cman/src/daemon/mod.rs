@@ -8,13 +8,15 @@ mod server;
 
 use crate::agent;
 use crate::api::ApiRequest;
+use crate::authkey::{self, KeyError, KeySource};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ClusterConf, ConfigError};
+use crate::hosts::{ResolveError, Resolver};
 use crate::ids::{ClientId, Incarnation, Member, Millis, NodeId};
 use crate::node::{Action, Event, Node, NodeError, Request};
 use crate::wire::{Wire, WireError, MAX_PACKET};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
@@ -30,7 +32,8 @@ pub struct DaemonOptions {
     pub node_name: Option<String>,
     /// State directory (socket, pid file, authkey).
     pub state_dir: PathBuf,
-    /// Key file (default STATE_DIR/authkey, then /etc/cluster/authkey).
+    /// Key file (default STATE_DIR/authkey, then /etc/cluster/authkey, then
+    /// a key derived from the cluster name).
     pub key_file: Option<PathBuf>,
 }
 
@@ -44,8 +47,11 @@ pub enum DaemonError {
     #[error(transparent)]
     Node(#[from] NodeError),
     /// Key problems.
-    #[error("authentication key {0}: {1}")]
-    Key(String, String),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A clusternode's name does not resolve.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
     /// Which node are we?
     #[error("{0}")]
     WhoAmI(String),
@@ -82,39 +88,43 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError
     move |e| DaemonError::Io(what, e)
 }
 
-/// Reads the cluster key.
-pub fn read_key(opts: &DaemonOptions) -> Result<Vec<u8>, DaemonError> {
-    let candidates: Vec<PathBuf> = match &opts.key_file {
-        Some(k) => vec![k.clone()],
-        None => vec![
-            opts.state_dir.join("authkey"),
-            PathBuf::from("/etc/cluster/authkey"),
-        ],
-    };
-    for path in &candidates {
-        if let Ok(bytes) = std::fs::read(path) {
-            if bytes.len() < crate::wire::MIN_KEY_BYTES {
-                return Err(DaemonError::Key(
-                    path.display().to_string(),
-                    "too short".into(),
-                ));
-            }
-            return Ok(bytes);
+/// Reads the cluster key of cluster `cluster_name`: `--key-file` (which
+/// must exist), else `STATE_DIR/authkey`, else `/etc/cluster/authkey`, else
+/// the key derived from the cluster name, with a loud warning (see
+/// [`crate::authkey`]).
+pub fn read_key(opts: &DaemonOptions, cluster_name: &str) -> Result<Vec<u8>, DaemonError> {
+    let defaults = [
+        opts.state_dir.join("authkey"),
+        PathBuf::from(authkey::DEFAULT_KEY_FILE),
+    ];
+    let (key, source) = authkey::load(opts.key_file.as_deref(), &defaults, cluster_name)?;
+    match source {
+        KeySource::File(path) => tracing::info!(path = %path.display(), "cluster key"),
+        KeySource::ClusterName => {
+            let warning = authkey::derived_key_warning(cluster_name);
+            // On stderr as well as in the log: it must be seen whatever
+            // RUST_LOG says.
+            eprintln!("cmand: {warning}");
+            tracing::warn!("{warning}");
         }
     }
-    let names: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-    Err(DaemonError::Key(names.join(" or "), "not found".into()))
+    Ok(key)
 }
 
-/// Socket address of a node: its name as an IP address, or resolved.
-pub fn node_addr(name: &str, port: u16) -> Option<SocketAddr> {
-    if let Ok(ip) = name.parse::<IpAddr>() {
-        return Some(SocketAddr::new(ip, port));
-    }
-    (name, port).to_socket_addrs().ok()?.next()
+/// Socket address of a node: its name as an IP address, else looked up in
+/// the hosts file, else through the resolver (see [`crate::hosts`]).
+pub fn node_addr(name: &str, port: u16) -> Result<SocketAddr, ResolveError> {
+    Resolver::from_env().node_addr(name, port)
 }
 
-fn pick_node(conf: &ClusterConf, name: Option<&str>) -> Result<NodeId, DaemonError> {
+/// Which configured node this is: `-n NAME`, else the node named like the
+/// host (or its short name), else the first node whose address (an IP, or
+/// a name resolved by `resolver`) belongs to this machine (can be bound).
+fn pick_node(
+    conf: &ClusterConf,
+    name: Option<&str>,
+    resolver: &Resolver,
+) -> Result<NodeId, DaemonError> {
     if let Some(n) = name {
         return conf
             .node_by_name(n)
@@ -124,18 +134,24 @@ fn pick_node(conf: &ClusterConf, name: Option<&str>) -> Result<NodeId, DaemonErr
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
-    if let Some(n) = conf.node_by_name(&host) {
+    let short = host.split('.').next().unwrap_or_default();
+    let by_host = conf.nodes.iter().find(|n| {
+        !host.is_empty()
+            && (n.name.eq_ignore_ascii_case(&host) || n.name.eq_ignore_ascii_case(short))
+    });
+    if let Some(n) = by_host {
         return Ok(n.id);
     }
     for n in &conf.nodes {
-        if let Some(addr) = node_addr(&n.name, 0) {
-            if UdpSocket::bind(addr).is_ok() {
-                return Ok(n.id);
-            }
+        match resolver.node_addr(&n.name, 0) {
+            Ok(addr) if UdpSocket::bind(addr).is_ok() => return Ok(n.id),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "which node am I"),
         }
     }
     Err(DaemonError::WhoAmI(format!(
-        "cannot tell which clusternode this host ({host}) is: use -n"
+        "cannot tell which clusternode this host ({host}) is: no node is named like it \
+         and no node's address is local; use -n"
     )))
 }
 
@@ -144,6 +160,7 @@ struct Core {
     wire: Wire,
     sock: UdpSocket,
     addrs: HashMap<NodeId, SocketAddr>,
+    resolver: Resolver,
     clients: HashMap<ClientId, SyncSender<String>>,
     subscribed: std::collections::HashSet<ClientId>,
     tx: Sender<Input>,
@@ -153,10 +170,15 @@ struct Core {
     cut: Arc<AtomicBool>,
 }
 
-fn peer_addrs(conf: &ClusterConf) -> HashMap<NodeId, SocketAddr> {
+/// The address of every configured node; a node that does not resolve is
+/// an error.
+fn peer_addrs(
+    conf: &ClusterConf,
+    resolver: &Resolver,
+) -> Result<HashMap<NodeId, SocketAddr>, ResolveError> {
     conf.nodes
         .iter()
-        .filter_map(|n| Some((n.id, node_addr(&n.name, conf.cman.port)?)))
+        .map(|n| Ok((n.id, resolver.node_addr(&n.name, conf.cman.port)?)))
         .collect()
 }
 
@@ -186,8 +208,10 @@ pub fn run(opts: DaemonOptions) -> Result<i32, DaemonError> {
     let text = std::fs::read_to_string(&opts.conf_path)
         .map_err(io_err(opts.conf_path.display().to_string()))?;
     let conf = ClusterConf::parse(&text)?;
-    let me_id = pick_node(&conf, opts.node_name.as_deref())?;
-    let key = read_key(&opts)?;
+    let resolver = Resolver::from_env();
+    let me_id = pick_node(&conf, opts.node_name.as_deref(), &resolver)?;
+    let addrs = peer_addrs(&conf, &resolver)?;
+    let key = read_key(&opts, &conf.name)?;
     let micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -195,7 +219,9 @@ pub fn run(opts: DaemonOptions) -> Result<i32, DaemonError> {
     let node = Node::new(me_id, Incarnation(micros), &text)?;
     let me = node.me();
     let my_name = conf.node(me_id).map(|n| n.name.clone()).unwrap_or_default();
-    let bind = node_addr(&my_name, conf.cman.port)
+    let bind = addrs
+        .get(&me_id)
+        .copied()
         .ok_or_else(|| DaemonError::WhoAmI(format!("cannot resolve {my_name}")))?;
     let sock = UdpSocket::bind(bind).map_err(io_err(format!("bind {bind}")))?;
     let (tx, rx) = mpsc::channel();
@@ -213,7 +239,8 @@ pub fn run(opts: DaemonOptions) -> Result<i32, DaemonError> {
     tracing::info!(node = %me, %bind, "cmand started");
     let mut core = Core {
         wire: Wire::new(&key, &conf.name, me)?,
-        addrs: peer_addrs(&conf),
+        addrs,
+        resolver,
         node,
         sock,
         clients: HashMap::new(),
@@ -453,13 +480,78 @@ impl Core {
         }
     }
 
+    /// After a config change: the new nodes' addresses; a node that does
+    /// not resolve keeps its old address, if any, and is logged.
+    fn update_addrs(&mut self) {
+        let conf = self.node.conf();
+        let mut addrs = HashMap::new();
+        for n in &conf.nodes {
+            match self.resolver.node_addr(&n.name, conf.cman.port) {
+                Ok(a) => {
+                    addrs.insert(n.id, a);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "new cluster.conf");
+                    if let Some(a) = self.addrs.get(&n.id) {
+                        addrs.insert(n.id, *a);
+                    }
+                }
+            }
+        }
+        self.addrs = addrs;
+    }
+
     fn write_config(&mut self, text: &str) {
-        self.addrs = peer_addrs(self.node.conf());
+        self.update_addrs();
         let path: &Path = &self.opts.conf_path;
         let tmp = path.with_extension("conf.new");
         let res = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path));
         if let Err(e) = res {
             tracing::error!(error = %e, path = %path.display(), "cannot write cluster.conf");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(names: &[&str]) -> ClusterConf {
+        let nodes: String = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                format!(
+                    "<clusternode name=\"{n}\" nodeid=\"{}\" votes=\"1\"/>",
+                    i + 1
+                )
+            })
+            .collect();
+        ClusterConf::parse(&format!(
+            "<cluster name=\"c\" config_version=\"1\"><clusternodes>{nodes}</clusternodes></cluster>"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn which_node_am_i_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        // 192.0.2.0/24 (TEST-NET-1) is never local; 127.0.1.2 always is.
+        std::fs::write(&hosts, "192.0.2.1 farnode\n127.0.1.2 NearNode\n").unwrap();
+        let r = Resolver::with_hosts_file(&hosts);
+        let c = conf(&["farnode", "nearnode"]);
+        assert_eq!(pick_node(&c, None, &r).unwrap(), NodeId(2));
+        assert_eq!(pick_node(&c, Some("farnode"), &r).unwrap(), NodeId(1));
+        assert!(pick_node(&c, Some("other"), &r).is_err());
+        let addrs = peer_addrs(&c, &r).unwrap();
+        assert_eq!(addrs[&NodeId(1)].to_string(), "192.0.2.1:5405");
+        assert_eq!(addrs[&NodeId(2)].to_string(), "127.0.1.2:5405");
+        // A node that resolves nowhere is an error naming it.
+        let bad = conf(&["farnode", "no-such-node.invalid"]);
+        let e = peer_addrs(&bad, &r).unwrap_err().to_string();
+        assert!(e.contains("no-such-node.invalid"), "{e}");
+        let far = conf(&["farnode", "no-such-node.invalid"]);
+        assert!(pick_node(&far, None, &r).is_err());
     }
 }

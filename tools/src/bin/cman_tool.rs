@@ -1,4 +1,5 @@
-//! cman_tool: status, nodes, join, leave, version, expected, services.
+//! cman_tool: status, nodes, join, leave, version, expected, services,
+//! keygen.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -71,6 +72,16 @@ enum Cmd {
     },
     /// Groups and the fence domain.
     Services,
+    /// Make a new cluster key (128 random bytes, mode 0400), as
+    /// corosync-keygen does; copy it to every node.
+    Keygen {
+        /// Where to write the key.
+        #[arg(short = 'k', long = "key-file", default_value = cman::authkey::DEFAULT_KEY_FILE)]
+        key_file: PathBuf,
+        /// Overwrite an existing key.
+        #[arg(short = 'f')]
+        force: bool,
+    },
 }
 
 fn client(dir: &Path) -> Result<Client> {
@@ -111,6 +122,14 @@ fn main() -> Result<()> {
             println!("{}", r.msg.unwrap_or_default());
         }
         Cmd::Services => print!("{}", cman::report::services(&client(dir)?.status()?)),
+        Cmd::Keygen { key_file, force } => {
+            cman::authkey::write_new_key(&key_file, force)?;
+            println!(
+                "cman_tool: wrote a {}-byte key to {}; copy it to every node",
+                cman::authkey::NEW_KEY_BYTES,
+                key_file.display()
+            );
+        }
     }
     Ok(())
 }

@@ -18,13 +18,17 @@ struct Args {
     /// cluster.conf to use.
     #[arg(short = 'c', default_value = "/etc/cluster/cluster.conf")]
     config: PathBuf,
-    /// Which clusternode this is (default: host name or a local address).
+    /// Which clusternode this is (default: the node named like the host, or
+    /// whose address is local). Names resolve through /etc/hosts (or
+    /// $CMAN_HOSTS_FILE), then the system resolver.
     #[arg(short = 'n')]
     node_name: Option<String>,
     /// State directory: socket, pid file, authkey.
     #[arg(long, default_value = cman::api::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
-    /// Cluster key file (default STATE_DIR/authkey, then /etc/cluster/authkey).
+    /// Cluster key file, which must exist (default STATE_DIR/authkey, then
+    /// /etc/cluster/authkey, then a key derived from the cluster name, with a
+    /// warning: make a real one with `cman_tool keygen`).
     #[arg(long, short = 'k')]
     key_file: Option<PathBuf>,
 }

@@ -1,0 +1,204 @@
+//! The cluster key: where cmand finds it, the fallback derived from the
+//! cluster name, and making a new one (`cman_tool keygen`).
+//!
+//! cmand reads `--key-file` (which must exist), else `STATE_DIR/authkey`,
+//! else [`DEFAULT_KEY_FILE`]. When none was given and none exists, it does
+//! what cman did (it used the cluster name as its key): it derives the key
+//! from the cluster name ([`key_from_cluster_name`]), so that every node of
+//! the cluster agrees without any setup. That key keeps out only accidents
+//! (another cluster on the same network), not attackers: anyone who knows
+//! the cluster name can forge packets.
+
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// The system-wide key file.
+pub const DEFAULT_KEY_FILE: &str = "/etc/cluster/authkey";
+
+/// Bytes written by [`write_new_key`] (corosync-keygen's length).
+pub const NEW_KEY_BYTES: usize = 128;
+
+/// The domain separator of the derived key (never change it: every node of
+/// a cluster must derive the same key).
+const DERIVED_KEY_PREFIX: &[u8] = b"rhcs cman key from cluster name v1\0";
+
+/// Where the cluster key came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// Read from this file.
+    File(PathBuf),
+    /// Derived from the cluster name (no key file).
+    ClusterName,
+}
+
+/// Why there is no usable key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A key file is too short.
+    #[error("authentication key {0}: too short (at least {min} bytes)", min = crate::wire::MIN_KEY_BYTES)]
+    TooShort(String),
+    /// The key file given explicitly cannot be read.
+    #[error("authentication key {0}: {1}")]
+    Unreadable(String, std::io::Error),
+    /// `keygen` would overwrite an existing key.
+    #[error("{0} already exists; use -f to overwrite it (every node needs the same key)")]
+    Exists(String),
+    /// Writing a new key failed.
+    #[error("writing {0}: {1}")]
+    Write(String, std::io::Error),
+}
+
+/// The key every node of cluster `cluster_name` derives when it has no key
+/// file: SHA-256 of a fixed prefix and the name (32 bytes).
+pub fn key_from_cluster_name(cluster_name: &str) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(DERIVED_KEY_PREFIX);
+    h.update(cluster_name.as_bytes());
+    h.finalize().to_vec()
+}
+
+/// The warning logged when the key is derived from the cluster name.
+pub fn derived_key_warning(cluster_name: &str) -> String {
+    format!(
+        "WARNING: no cluster key file; using a key derived from the cluster name \
+         \"{cluster_name}\". This keeps out only accidents (another cluster on the same \
+         network), NOT attackers: anyone who knows the cluster name can join or forge \
+         messages. Make a real key with `cman_tool keygen` (writes {DEFAULT_KEY_FILE}), \
+         copy it to every node and restart cmand."
+    )
+}
+
+fn check_len(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>, KeyError> {
+    if bytes.len() < crate::wire::MIN_KEY_BYTES {
+        return Err(KeyError::TooShort(path.display().to_string()));
+    }
+    Ok(bytes)
+}
+
+/// The cluster key: `explicit` (must be readable), else the first of
+/// `defaults` that exists, else the key derived from `cluster_name`.
+pub fn load(
+    explicit: Option<&Path>,
+    defaults: &[PathBuf],
+    cluster_name: &str,
+) -> Result<(Vec<u8>, KeySource), KeyError> {
+    if let Some(path) = explicit {
+        let bytes =
+            std::fs::read(path).map_err(|e| KeyError::Unreadable(path.display().to_string(), e))?;
+        return Ok((check_len(path, bytes)?, KeySource::File(path.to_path_buf())));
+    }
+    for path in defaults {
+        match std::fs::read(path) {
+            Ok(bytes) => return Ok((check_len(path, bytes)?, KeySource::File(path.clone()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // A key that exists but cannot be read is not "no key": falling
+            // back would split the cluster.
+            Err(e) => return Err(KeyError::Unreadable(path.display().to_string(), e)),
+        }
+    }
+    Ok((key_from_cluster_name(cluster_name), KeySource::ClusterName))
+}
+
+/// Writes [`NEW_KEY_BYTES`] random bytes to `path` with mode 0400, refusing
+/// to replace an existing file unless `force`.
+pub fn write_new_key(path: &Path, force: bool) -> Result<(), KeyError> {
+    use rand::TryRngCore;
+    let name = path.display().to_string();
+    let werr = |e| KeyError::Write(name.clone(), e);
+    if path.exists() && !force {
+        return Err(KeyError::Exists(name));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(werr)?;
+    }
+    let mut key = vec![0u8; NEW_KEY_BYTES];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut key)
+        .map_err(|e| werr(std::io::Error::other(e.to_string())))?;
+    // Written beside the target and renamed over it, so a failure never
+    // leaves a half-written key; the old one (mode 0400) is replaced, not
+    // opened for writing.
+    let tmp = path.with_extension("keygen.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(&tmp)
+        .map_err(werr)?;
+    f.write_all(&key).and_then(|_| f.sync_all()).map_err(werr)?;
+    drop(f);
+    if !force && path.exists() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(KeyError::Exists(name));
+    }
+    std::fs::rename(&tmp, path).map_err(werr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn derived_key_is_the_same_for_the_same_name() {
+        let a = key_from_cluster_name("httpd_cluster");
+        assert_eq!(a, key_from_cluster_name("httpd_cluster"));
+        assert_eq!(a.len(), 32);
+        assert!(a.len() >= crate::wire::MIN_KEY_BYTES);
+        assert_ne!(a, key_from_cluster_name("httpd_cluster2"));
+        assert_ne!(a, key_from_cluster_name("HTTPD_CLUSTER"));
+        assert_ne!(a, key_from_cluster_name(""));
+        // Not the name itself.
+        assert_ne!(&a[..13], b"httpd_cluster");
+    }
+
+    #[test]
+    fn load_prefers_explicit_then_defaults_then_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        let missing = dir.path().join("missing");
+        std::fs::write(&b, b"0123456789abcdef-b").unwrap();
+        let (k, src) = load(None, &[missing.clone(), b.clone()], "c").unwrap();
+        assert_eq!(
+            (k.as_slice(), src),
+            (&b"0123456789abcdef-b"[..], KeySource::File(b.clone()))
+        );
+        let (k, src) = load(None, &[missing.clone(), a.clone()], "c").unwrap();
+        assert_eq!(
+            (k, src),
+            (key_from_cluster_name("c"), KeySource::ClusterName)
+        );
+        // An explicit key file must exist.
+        let e = load(Some(&missing), std::slice::from_ref(&b), "c").unwrap_err();
+        assert!(matches!(e, KeyError::Unreadable(..)), "{e}");
+        std::fs::write(&a, b"short").unwrap();
+        assert!(matches!(
+            load(Some(&a), &[], "c"),
+            Err(KeyError::TooShort(_))
+        ));
+        assert!(matches!(load(None, &[a], "c"), Err(KeyError::TooShort(_))));
+    }
+
+    #[test]
+    fn keygen_writes_a_private_key_and_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/authkey");
+        write_new_key(&path, false).unwrap();
+        let first = std::fs::read(&path).unwrap();
+        assert_eq!(first.len(), NEW_KEY_BYTES);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o400);
+        let e = write_new_key(&path, false).unwrap_err();
+        assert!(matches!(e, KeyError::Exists(_)), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), first);
+        write_new_key(&path, true).unwrap();
+        let second = std::fs::read(&path).unwrap();
+        assert_eq!(second.len(), NEW_KEY_BYTES);
+        assert_ne!(first, second);
+        assert!(!dir.path().join("sub/authkey.keygen.tmp").exists());
+    }
+}
