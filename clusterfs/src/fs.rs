@@ -891,6 +891,18 @@ impl FileSystem {
         self.vol.sync_for_demote()
     }
 
+    /// Drops every cached metadata block (a glock going to UN): see
+    /// [`Volume::drop_caches`].
+    pub fn drop_caches(&mut self) -> Result<()> {
+        self.vol.drop_caches()
+    }
+
+    /// Recovers a failed node's journal while mounted: see
+    /// [`Volume::recover_journal`].
+    pub fn recover_journal(&mut self, jid: u32) -> Result<usize> {
+        self.vol.recover_journal(jid)
+    }
+
     /// The value of extended attribute `name` (with its namespace prefix).
     pub fn getxattr(&mut self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
         self.dinode(ino)?;

@@ -500,6 +500,46 @@ impl Volume {
         Ok(())
     }
 
+    /// Recovers journal `jid` of a failed node while this volume is
+    /// mounted (lock_dlm's recovery after fencing; the caller holds that
+    /// journal's glock in EX): replayed when dirty, its statfs deltas
+    /// folded in (committed through our journal), marked clean. The cache
+    /// is dropped (the replay wrote under it). Returns blocks replayed.
+    pub fn recover_journal(&mut self, jid: u32) -> Result<usize> {
+        self.check_writable()?;
+        if Some(jid) == self.jid {
+            return Err(FsError::Invalid("recover_journal of our own journal"));
+        }
+        self.commit()?;
+        let master = self.sb.sb_master_dir.no_addr;
+        let jinodes = self.jindex(master)?;
+        let jinode = *jinodes.get(jid as usize).ok_or(FsError::NoJournal {
+            jid,
+            journals: jinodes.len() as u32,
+        })?;
+        let mut info = MountInfo {
+            replayed: 0,
+            reclaimed: 0,
+            jid: self.jid,
+            journals: self.journals,
+            recovered: Vec::new(),
+        };
+        self.recover_other_locked(master, jid, jinode, &mut info)?;
+        self.cache.clear();
+        Ok(info.replayed)
+    }
+
+    /// Drops every cached metadata block: the kernel's `go_inval` when a
+    /// glock goes to UN, after which another node may change them. Nothing
+    /// may be dirty (a demote syncs first); refused otherwise.
+    pub fn drop_caches(&mut self) -> Result<()> {
+        if !self.dirty.is_empty() || self.undo.is_some() {
+            return Err(FsError::Invalid("drop_caches with changes not synced"));
+        }
+        self.cache.clear();
+        Ok(())
+    }
+
     /// A spectator alone on the volume: every journal must be clean, since
     /// it can replay none. Reads the log heads only.
     fn check_journals_clean(&mut self, jinodes: &[u64]) -> Result<()> {
