@@ -2,38 +2,49 @@
 //! that talks to the node's cmand and the DLM.
 //!
 //! [`ClusterMount::join`] checks the volume's lock table (`CLUSTER:FSNAME`)
-//! against the running cluster (its name, quorum), joins the DLM lockspace
-//! FSNAME with membership from cmand's process group `dlm:ls:FSNAME`,
-//! learns this node's journal id (lockspace slot − 1) and takes the
-//! volume.
+//! against the running cluster (its name, quorum; the volume not mounted
+//! on this node already), joins the DLM lockspace FSNAME with membership
+//! from cmand's process group `dlm:ls:FSNAME`, learns this node's journal
+//! id (lockspace slot − 1) and waits until no failed node awaits fencing.
+//! [`ClusterMount::mount_shared`] then runs lock_dlm's mount protocol
+//! ([`MountControl`]: the first mounter replays every dirty journal, a
+//! later one its own) and returns the FUSE adapter in cluster mode.
 //!
-//! **Exclusive for now.** Until every filesystem operation takes its
-//! glocks ([`crate::lock_dlm`]), a `lock_dlm` volume is mounted by one node
-//! of the cluster at a time: the mount holds the `mounted` lock (nondisk 5)
-//! in EX, so a second node's mount is refused with a clear message
-//! instead of corrupting the volume. When the node that has it fails, cmand
-//! fences it, the DLM drops its locks, and the next node to mount waits
-//! until no fence victim is left, then replays every dirty journal (the
-//! failed node's included) before it writes.
+//! **Locking in this version.** Every operation takes one cluster-wide
+//! glock, [`FS_LOCK`], in EX (one node works on the volume at a time; a
+//! node keeps it cached until another asks). Giving it up syncs (the
+//! journal is committed and its log emptied, `sync_for_demote`) and drops
+//! the node's cached blocks; the kernel caches nothing (zero TTLs, direct
+//! I/O). Inodes open on a node hold its iopen glock in SH, so an inode
+//! unlinked elsewhere is freed by the last node to close it. Per-inode
+//! glocks, so that nodes work in parallel, come next.
 //!
-//! **Fencing covers the mount.** The mount writes its PID into the node's
-//! state directory (`mount.clusterfs.PID.pid`), so `fence_lab` kills it
-//! with its node, and it stops writing the moment its connection to cmand
-//! breaks ([`WriteGate`]): a node whose cmand is gone is about to be fenced,
-//! and another node may soon replay its journal and take the volume.
+//! **Failures.** A failed node's journal is replayed by a survivor after
+//! cmand fenced it, while new lock requests wait. The mount writes its PID
+//! into the node's state directory (`mount.clusterfs.PID.pid`), so
+//! `fence_lab` kills it with its node, and it stops writing the moment its
+//! connection to cmand breaks ([`WriteGate`]): a node whose cmand is gone
+//! is about to be fenced, and another node will replay its journal.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use cman::api::Client;
 use cman::dlm_membership::{group_name, CmanMembership};
-use dlm::{Dlm, DlmConfig, Flags, LockId, Lockspace, Mode};
+use dlm::{Dlm, DlmConfig, Lockspace};
+
+use fuser::Errno;
 
 use crate::block::{BlockDevice, BlockError, Result as BlockResult};
-use crate::glock::{nondisk, GlockName, GlockType};
+use crate::fs::FileSystem;
+use crate::fuse::{ClusterHooks, FuseFs, Guard};
+use crate::glock::{GlockConfig, GlockName, GlockState, GlockType, HolderFlags};
+use crate::lock::LockError;
+use crate::lock_dlm::{DlmGlocks, GlockGuard, GlockOps, JournalRecovery, MountControl, MountRole};
+use crate::volume::Recovery;
 
 /// The kernel DLM's port; a lockspace's processes listen near it.
 pub const DLM_BASE_PORT: u16 = 21064;
@@ -63,6 +74,9 @@ pub enum ClusterError {
         /// cmand's cluster name.
         running: String,
     },
+    /// This node has the volume mounted already.
+    #[error("{0} is already mounted on this node")]
+    AlreadyMounted(String),
     /// The cluster has no quorum.
     #[error("cluster {0:?} is not quorate: nothing is mounted without quorum")]
     NoQuorum(String),
@@ -73,17 +87,6 @@ pub enum ClusterError {
         fsname: String,
         /// What failed.
         why: String,
-    },
-    /// Another node has the volume mounted.
-    #[error(
-        "{fsname} is mounted on another node of cluster {cluster}: this version mounts a \
-         lock_dlm volume on one node at a time (unmount it there first)"
-    )]
-    Busy {
-        /// The file system name.
-        fsname: String,
-        /// The cluster.
-        cluster: String,
     },
 }
 
@@ -189,17 +192,25 @@ pub struct ClusterMount {
     /// The lockspace (file system) name.
     pub fsname: String,
     pid_file: PathBuf,
-    _mounted: LockId,
-    _ls: Lockspace,
+    ctl: Arc<MountControl>,
+    held: Option<Held>,
+    ls: Lockspace,
     _dlm: Dlm,
     _membership: Arc<CmanMembership>,
+}
+
+/// What a mounted node holds in the lockspace: its journal's glock, and
+/// the glocks (declared in this order: the journal's guard goes first).
+struct Held {
+    _own_journal: GlockGuard,
+    _glocks: Arc<DlmGlocks>,
 }
 
 impl ClusterMount {
     /// Joins the cluster and takes the volume (see the module docs).
     pub fn join(opts: &JoinOptions) -> Result<ClusterMount, ClusterError> {
         let (cluster, fsname) = parse_locktable(&opts.locktable)?;
-        check_cluster(&opts.state_dir, &cluster)?;
+        check_cluster(&opts.state_dir, &cluster, &fsname)?;
         let join_err = |why: String| ClusterError::Join {
             fsname: fsname.clone(),
             why,
@@ -222,15 +233,15 @@ impl ClusterMount {
             .ok_or_else(|| join_err("this node is not named by an IP address".into()))?;
         let dlm = Dlm::start(DlmConfig::new(me, listen, peers))
             .map_err(|e| join_err(format!("dlm on {listen}: {e}")))?;
+        let ctl = MountControl::new();
         let ls = dlm
-            .join(&fsname, m.as_ref())
+            .join_with_ops(&fsname, m.as_ref(), ctl.ops())
             .map_err(|e| join_err(e.to_string()))?;
         wait_running(&ls).map_err(join_err)?;
         let slot = ls.slot();
         let jid = slot
             .checked_sub(1)
             .ok_or_else(|| join_err("no slot".into()))?;
-        let mounted = take_volume(&ls, &fsname, &cluster)?;
         // A node that failed before we joined the lockspace was never a
         // member of it with us, so the DLM did not wait for its fencing:
         // we do, before touching its journal.
@@ -249,22 +260,188 @@ impl ClusterMount {
             cluster,
             fsname,
             pid_file,
-            _mounted: mounted,
-            _ls: ls,
+            ctl,
+            held: None,
+            ls,
             _dlm: dlm,
             _membership: m,
         })
     }
 }
 
+impl ClusterMount {
+    /// Mounts the volume shared with the other nodes: lock_dlm's mount
+    /// protocol (`MountControl`), during which `mount_fs` mounts the file
+    /// system recovering what this node must (every dirty journal for the
+    /// first mounter, else its own); then the FUSE adapter with every
+    /// operation under the cluster lock. `journals`: journals on the
+    /// volume.
+    pub fn mount_shared(
+        &mut self,
+        journals: u32,
+        mount_fs: impl FnOnce(Recovery) -> Result<FileSystem, String>,
+    ) -> Result<FuseFs, ClusterError> {
+        let join_err = |why: String| ClusterError::Join {
+            fsname: self.fsname.clone(),
+            why,
+        };
+        let slot = Arc::new(FsSlot::default());
+        let ops: Arc<dyn GlockOps> = slot.clone();
+        let glocks = Arc::new(DlmGlocks::new(self.ls.clone(), ops, GlockConfig::default()));
+        let recovery: Arc<dyn JournalRecovery> = slot.clone();
+        let (role, own, fs) = self
+            .ctl
+            .mount(
+                self.ls.clone(),
+                glocks.clone(),
+                recovery,
+                self.jid,
+                journals,
+                |role| {
+                    let rec = match role {
+                        MountRole::First => Recovery::All,
+                        MountRole::Joined => Recovery::Own,
+                    };
+                    mount_fs(rec).map_err(LockError::Unavailable)
+                },
+            )
+            .map_err(|e| join_err(e.to_string()))?;
+        let mut fs = fs;
+        // What the mount read was read without the cluster lock.
+        fs.drop_caches().map_err(|e| join_err(e.to_string()))?;
+        let hooks = Arc::new(Hooks {
+            glocks: glocks.clone(),
+        });
+        let fuse = FuseFs::new(fs).with_cluster(hooks);
+        let _ = slot.fs.set(fuse.shared());
+        tracing::info!(?role, jid = self.jid, "mounted in the cluster");
+        self.held = Some(Held {
+            _own_journal: own,
+            _glocks: glocks,
+        });
+        Ok(fuse)
+    }
+}
+
 impl Drop for ClusterMount {
     fn drop(&mut self) {
+        // The glocks go with `held` (their worker syncs and unlocks what is
+        // cached; the file system is unmounted by then).
+        self.held = None;
         let _ = std::fs::remove_file(&self.pid_file);
     }
 }
 
-/// The running cluster must be the volume's, and quorate.
-fn check_cluster(state_dir: &Path, cluster: &str) -> Result<(), ClusterError> {
+/// The lock every operation of a shared mount takes (this version locks
+/// the whole file system; per-inode glocks come next). A nondisk number
+/// GFS2 does not use.
+pub const FS_LOCK: GlockName = GlockName {
+    kind: GlockType::Nondisk,
+    number: 0x100,
+};
+
+fn iopen(ino: u64) -> GlockName {
+    GlockName {
+        kind: GlockType::Iopen,
+        number: ino,
+    }
+}
+
+/// The mounted file system, once there, for the glock worker and the
+/// recovery thread.
+#[derive(Default)]
+struct FsSlot {
+    fs: OnceLock<Arc<parking_lot::Mutex<Option<FileSystem>>>>,
+}
+
+impl FsSlot {
+    fn with<T>(&self, f: impl FnOnce(&mut FileSystem) -> T) -> Option<T> {
+        let shared = self.fs.get()?;
+        let mut g = shared.lock();
+        g.as_mut().map(f)
+    }
+}
+
+impl GlockOps for FsSlot {
+    fn sync(&self, name: GlockName) {
+        if name != FS_LOCK {
+            return;
+        }
+        if let Some(Err(e)) = self.with(|fs| fs.sync_for_demote()) {
+            tracing::error!(error = %e, "sync before giving the volume up failed");
+        }
+    }
+
+    fn invalidate(&self, name: GlockName, _keep_metadata: bool) {
+        if name != FS_LOCK {
+            return;
+        }
+        if let Some(Err(e)) = self.with(|fs| fs.drop_caches()) {
+            tracing::error!(error = %e, "dropping caches failed");
+        }
+    }
+}
+
+impl JournalRecovery for FsSlot {
+    fn recover_journal(&self, jid: u32) -> Result<(), String> {
+        match self.with(|fs| fs.recover_journal(jid)) {
+            Some(Ok(blocks)) => {
+                tracing::info!(jid, blocks, "recovered a failed node's journal");
+                Ok(())
+            }
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("not mounted".into()),
+        }
+    }
+}
+
+/// The cluster's locks for the FUSE adapter.
+struct Hooks {
+    glocks: Arc<DlmGlocks>,
+}
+
+fn guard(g: GlockGuard) -> Guard {
+    Box::new(g)
+}
+
+impl ClusterHooks for Hooks {
+    fn op_guard(&self) -> Result<Guard, Errno> {
+        self.glocks
+            .acquire(FS_LOCK, GlockState::Ex, HolderFlags::default())
+            .map(guard)
+            .map_err(|e| {
+                tracing::error!(error = %e, "cluster lock");
+                Errno::EIO
+            })
+    }
+
+    fn open_guard(&self, ino: u64) -> Result<Guard, Errno> {
+        let flags = HolderFlags {
+            nocache: true,
+            ..HolderFlags::default()
+        };
+        self.glocks
+            .acquire(iopen(ino), GlockState::Sh, flags)
+            .map(guard)
+            .map_err(|_| Errno::EIO)
+    }
+
+    fn try_only_opener(&self, ino: u64) -> Option<Guard> {
+        let flags = HolderFlags {
+            nocache: true,
+            try_lock: true,
+        };
+        self.glocks
+            .acquire(iopen(ino), GlockState::Ex, flags)
+            .ok()
+            .map(guard)
+    }
+}
+
+/// The running cluster must be the volume's, and quorate; and this node
+/// must not have the volume mounted already (one process per node in a
+/// lockspace: the DLM knows nodes, not processes).
+fn check_cluster(state_dir: &Path, cluster: &str, fsname: &str) -> Result<(), ClusterError> {
     let no_cmand = |why: String| ClusterError::NoCmand {
         dir: state_dir.to_path_buf(),
         why,
@@ -279,6 +456,14 @@ fn check_cluster(state_dir: &Path, cluster: &str) -> Result<(), ClusterError> {
     }
     if !status.quorum.quorate {
         return Err(ClusterError::NoQuorum(status.cluster_name));
+    }
+    let group = group_name(fsname);
+    let here = status
+        .groups
+        .iter()
+        .any(|(g, members)| *g == group && members.iter().any(|(n, _)| *n == status.node_id));
+    if here {
+        return Err(ClusterError::AlreadyMounted(fsname.to_string()));
     }
     Ok(())
 }
@@ -321,27 +506,6 @@ fn wait_running(ls: &Lockspace) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(5));
     }
     Ok(())
-}
-
-/// Takes the `mounted` lock EX (no queueing): refused while another node
-/// has the volume.
-fn take_volume(ls: &Lockspace, fsname: &str, cluster: &str) -> Result<LockId, ClusterError> {
-    let name = GlockName {
-        kind: GlockType::Nondisk,
-        number: nondisk::MOUNTED,
-    }
-    .dlm_name();
-    match ls.lock(&name, Mode::Ex, Flags::NOQUEUE) {
-        Ok(id) => Ok(id),
-        Err(dlm::DlmError::Again) => Err(ClusterError::Busy {
-            fsname: fsname.to_string(),
-            cluster: cluster.to_string(),
-        }),
-        Err(e) => Err(ClusterError::Join {
-            fsname: fsname.to_string(),
-            why: format!("mounted lock: {e}"),
-        }),
-    }
 }
 
 #[cfg(test)]

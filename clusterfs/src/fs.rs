@@ -118,6 +118,10 @@ pub struct FileSystem {
     vol: Volume,
     root: Ino,
     open: HashMap<Ino, u32>,
+    /// In a cluster another node may have an inode open: a last unlink
+    /// only marks it unlinked, and whoever wins its iopen glock frees it
+    /// ([`FileSystem::free_if_unlinked`]).
+    defer_free: bool,
 }
 
 fn de_type(mode: u32) -> u16 {
@@ -158,6 +162,7 @@ impl FileSystem {
                 vol,
                 root,
                 open: HashMap::new(),
+                defer_free: false,
             },
             info,
         ))
@@ -561,9 +566,10 @@ impl FileSystem {
         Ok(())
     }
 
-    /// Frees an inode with no links, or marks it unlinked while open.
+    /// Frees an inode with no links, or marks it unlinked while open
+    /// (here, or perhaps on another node: see `defer_free`).
     fn drop_inode(&mut self, ino: Ino) -> Result<()> {
-        if self.open.get(&ino).copied().unwrap_or(0) > 0 {
+        if self.defer_free || self.open.get(&ino).copied().unwrap_or(0) > 0 {
             self.vol.mark_dinode(ino.0, BlockState::Unlinked)
         } else {
             self.vol.dealloc_inode(ino.0)
@@ -957,6 +963,30 @@ impl FileSystem {
         })
     }
 
+    /// In a cluster: a last unlink leaves the inode marked unlinked for
+    /// [`FileSystem::free_if_unlinked`] instead of freeing it.
+    pub fn set_defer_free(&mut self, defer: bool) {
+        self.defer_free = defer;
+    }
+
+    /// Frees `ino` if it has no links left, is marked unlinked and is not
+    /// open here (the caller made sure no other node has it open: it holds
+    /// its iopen glock in EX). Returns whether it was freed.
+    pub fn free_if_unlinked(&mut self, ino: Ino) -> Result<bool> {
+        self.vol.check_writable()?;
+        if self.open.get(&ino).copied().unwrap_or(0) > 0
+            || self.vol.block_state(ino.0)? != BlockState::Unlinked
+        {
+            return Ok(false);
+        }
+        let di = self.vol.dinode(ino.0)?;
+        if di.di_nlink != 0 {
+            return Ok(false);
+        }
+        self.locked(&[ino], |fs| fs.vol.dealloc_inode(ino.0))?;
+        Ok(true)
+    }
+
     /// Notes an open file handle.
     pub fn open(&mut self, ino: Ino) -> Result<()> {
         self.dinode(ino)?;
@@ -964,7 +994,9 @@ impl FileSystem {
         Ok(())
     }
 
-    /// Drops an open file handle; frees the inode if it was unlinked.
+    /// Drops an open file handle; frees the inode if it was unlinked
+    /// (unless `defer_free`: then the caller decides, see
+    /// [`FileSystem::free_if_unlinked`]).
     pub fn release(&mut self, ino: Ino) -> Result<()> {
         let Some(n) = self.open.get_mut(&ino) else {
             return Ok(());
@@ -974,6 +1006,9 @@ impl FileSystem {
             return Ok(());
         }
         self.open.remove(&ino);
+        if self.defer_free {
+            return Ok(());
+        }
         let di = self.vol.dinode(ino.0)?;
         if di.di_nlink == 0 && self.vol.block_state(ino.0)? == BlockState::Unlinked {
             self.locked(&[ino], |fs| fs.vol.dealloc_inode(ino.0))?;

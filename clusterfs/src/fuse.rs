@@ -24,11 +24,37 @@ use crate::volume::FsError;
 
 const TTL: Duration = Duration::from_secs(1);
 
+/// A guard held for as long as a cluster lock is needed.
+pub type Guard = Box<dyn std::any::Any + Send>;
+
+/// What a mount in a cluster adds to the FUSE operations (see
+/// `crate::cluster`): a lock around every operation, and iopen locks that
+/// tell whether another node has an inode open.
+pub trait ClusterHooks: Send + Sync {
+    /// Taken before an operation touches the filesystem, held until it
+    /// is done (never taken while the filesystem's mutex is held).
+    fn op_guard(&self) -> Result<Guard, Errno>;
+    /// Held while this node has `ino` open.
+    fn open_guard(&self, ino: u64) -> Result<Guard, Errno>;
+    /// Without waiting: a guard when no other node has `ino` open.
+    fn try_only_opener(&self, ino: u64) -> Option<Guard>;
+}
+
+/// The cluster side of a [`FuseFs`].
+struct Cluster {
+    hooks: Arc<dyn ClusterHooks>,
+    /// Per inode open here: open handles and the iopen guard.
+    opens: Mutex<std::collections::HashMap<u64, (u32, Guard)>>,
+}
+
 /// The mounted filesystem as FUSE sees it.
 pub struct FuseFs {
     inner: Arc<Mutex<Option<FileSystem>>>,
     root: u64,
     acl: bool,
+    /// In a cluster: attributes and names are not cached by the kernel
+    /// (another node may change them), nor file pages (direct I/O).
+    cluster: Option<Cluster>,
 }
 
 impl FuseFs {
@@ -40,6 +66,91 @@ impl FuseFs {
             inner: Arc::new(Mutex::new(Some(fs))),
             root,
             acl: true,
+            cluster: None,
+        }
+    }
+
+    /// Serves as one node of a cluster: every operation under
+    /// `hooks.op_guard()`, unlinked inodes freed by whichever node closes
+    /// them last, no kernel caching of attributes, names or pages.
+    pub fn with_cluster(mut self, hooks: Arc<dyn ClusterHooks>) -> Self {
+        if let Some(fs) = self.inner.lock().as_mut() {
+            fs.set_defer_free(true);
+        }
+        self.cluster = Some(Cluster {
+            hooks,
+            opens: Mutex::new(std::collections::HashMap::new()),
+        });
+        self
+    }
+
+    fn ttl(&self) -> Duration {
+        if self.cluster.is_some() {
+            Duration::ZERO
+        } else {
+            TTL
+        }
+    }
+
+    fn fopen_flags(&self) -> FopenFlags {
+        if self.cluster.is_some() {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::empty()
+        }
+    }
+
+    /// In a cluster: takes `ino`'s iopen guard for a new open handle.
+    fn opened(&self, ino: u64) -> Result<(), Errno> {
+        let Some(c) = &self.cluster else {
+            return Ok(());
+        };
+        if let Some(e) = c.opens.lock().get_mut(&ino) {
+            e.0 += 1;
+            return Ok(());
+        }
+        let g = c.hooks.open_guard(ino)?;
+        let mut opens = c.opens.lock();
+        opens.entry(ino).or_insert((0, g)).0 += 1;
+        Ok(())
+    }
+
+    /// In a cluster: an open handle of `ino` closed; at the last one the
+    /// iopen guard goes and the inode is freed if it was unlinked and no
+    /// other node has it open.
+    fn closed(&self, ino: u64) {
+        let Some(c) = &self.cluster else {
+            return;
+        };
+        let guard = {
+            let mut opens = c.opens.lock();
+            match opens.get_mut(&ino) {
+                Some(e) if e.0 > 1 => {
+                    e.0 -= 1;
+                    return;
+                }
+                Some(_) => opens.remove(&ino),
+                None => return,
+            }
+        };
+        drop(guard);
+        self.free_if_last(ino);
+    }
+
+    /// In a cluster: frees `ino` if it is unlinked and nobody, here or on
+    /// another node, has it open.
+    fn free_if_last(&self, ino: u64) {
+        let Some(c) = &self.cluster else {
+            return;
+        };
+        if c.opens.lock().contains_key(&ino) {
+            return; // our last close will do it
+        }
+        if let Some(g) = c.hooks.try_only_opener(ino) {
+            if let Err(e) = self.with(|fs| fs.free_if_unlinked(Ino(ino))) {
+                warn!(ino, ?e, "freeing an unlinked inode");
+            }
+            drop(g);
         }
     }
 
@@ -71,6 +182,10 @@ impl FuseFs {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut FileSystem) -> Result<T, FsError>) -> Result<T, Errno> {
+        let _op = match &self.cluster {
+            Some(c) => Some(c.hooks.op_guard()?),
+            None => None,
+        };
         let mut g = self.inner.lock();
         let fs = g.as_mut().ok_or(Errno::EIO)?;
         f(fs).map_err(|e| {
@@ -107,14 +222,14 @@ impl FuseFs {
 
     fn reply_attr(&self, r: Result<Attr, Errno>, reply: ReplyAttr) {
         match r {
-            Ok(a) => reply.attr(&TTL, &self.file_attr(&a)),
+            Ok(a) => reply.attr(&self.ttl(), &self.file_attr(&a)),
             Err(e) => reply.error(e),
         }
     }
 
     fn reply_entry(&self, r: Result<Attr, Errno>, reply: ReplyEntry) {
         match r {
-            Ok(a) => reply.entry(&TTL, &self.file_attr(&a), Generation(a.generation)),
+            Ok(a) => reply.entry(&self.ttl(), &self.file_attr(&a), Generation(a.generation)),
             Err(e) => reply.error(e),
         }
     }
@@ -196,6 +311,9 @@ impl fuser::Filesystem for FuseFs {
 
     fn destroy(&mut self) {
         let _s = debug_span!("destroy").entered();
+        // In a cluster the unmount folds statfs into the shared master
+        // file: under the cluster lock.
+        let _op = self.cluster.as_ref().map(|c| c.hooks.op_guard());
         if let Some(fs) = self.inner.lock().take() {
             match fs.unmount() {
                 Ok(()) => info!("unmounted cleanly"),
@@ -300,13 +418,29 @@ impl fuser::Filesystem for FuseFs {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _s = debug_span!("unlink", parent = parent.0, ?name).entered();
         let p = self.ino(parent);
-        reply_empty(self.with(|fs| fs.unlink(p, name.as_bytes())), reply);
+        let r = self.with(|fs| {
+            let victim = fs.lookup(p, name.as_bytes())?.ino;
+            fs.unlink(p, name.as_bytes())?;
+            Ok(victim)
+        });
+        if let Ok(victim) = r {
+            self.free_if_last(victim.0);
+        }
+        reply_empty(r.map(drop), reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _s = debug_span!("rmdir", parent = parent.0, ?name).entered();
         let p = self.ino(parent);
-        reply_empty(self.with(|fs| fs.rmdir(p, name.as_bytes())), reply);
+        let r = self.with(|fs| {
+            let victim = fs.lookup(p, name.as_bytes())?.ino;
+            fs.rmdir(p, name.as_bytes())?;
+            Ok(victim)
+        });
+        if let Ok(victim) = r {
+            self.free_if_last(victim.0);
+        }
+        reply_empty(r.map(drop), reply);
     }
 
     fn symlink(
@@ -350,10 +484,19 @@ impl fuser::Filesystem for FuseFs {
             noreplace: flags.contains(fuser::RenameFlags::RENAME_NOREPLACE),
             exchange: flags.contains(fuser::RenameFlags::RENAME_EXCHANGE),
         };
-        reply_empty(
-            self.with(|fs| fs.rename(p, name.as_bytes(), np, newname.as_bytes(), f)),
-            reply,
-        );
+        let r = self.with(|fs| {
+            // A name replaced by the rename may lose its last link.
+            let victim = match f.exchange {
+                true => None,
+                false => fs.lookup(np, newname.as_bytes()).ok().map(|a| a.ino),
+            };
+            fs.rename(p, name.as_bytes(), np, newname.as_bytes(), f)?;
+            Ok(victim)
+        });
+        if let Ok(Some(victim)) = r {
+            self.free_if_last(victim.0);
+        }
+        reply_empty(r.map(drop), reply);
     }
 
     fn link(
@@ -372,9 +515,15 @@ impl fuser::Filesystem for FuseFs {
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _s = debug_span!("open", ino = ino.0).entered();
         let i = self.ino(ino);
+        if let Err(e) = self.opened(i.0) {
+            return reply.error(e);
+        }
         match self.with(|fs| fs.open(i)) {
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Err(e) => reply.error(e),
+            Ok(()) => reply.opened(FileHandle(0), self.fopen_flags()),
+            Err(e) => {
+                self.closed(i.0);
+                reply.error(e)
+            }
         }
     }
 
@@ -440,7 +589,9 @@ impl fuser::Filesystem for FuseFs {
     ) {
         let _s = debug_span!("release", ino = ino.0).entered();
         let i = self.ino(ino);
-        reply_empty(self.with(|fs| fs.release(i)), reply);
+        let r = self.with(|fs| fs.release(i));
+        self.closed(i.0);
+        reply_empty(r, reply);
     }
 
     fn fsync(
@@ -532,13 +683,18 @@ impl fuser::Filesystem for FuseFs {
             fs.open(a.ino)?;
             Ok(a)
         });
+        let r = r.and_then(|a| {
+            // Open here from now on; another node cannot have the new
+            // inode open yet, so this does not wait.
+            self.opened(a.ino.0).map(|()| a)
+        });
         match r {
             Ok(a) => reply.created(
-                &TTL,
+                &self.ttl(),
                 &self.file_attr(&a),
                 Generation(a.generation),
                 FileHandle(0),
-                FopenFlags::empty(),
+                self.fopen_flags(),
             ),
             Err(e) => reply.error(e),
         }
@@ -813,8 +969,20 @@ pub fn serve(
     opts: &MountOptions,
     mounted: impl FnOnce(),
 ) -> std::io::Result<()> {
+    serve_fuse(FuseFs::new(fs), mountpoint, fsname, opts, mounted)
+}
+
+/// [`serve`] for an adapter built by the caller (a cluster mount gives it
+/// its [`ClusterHooks`] and keeps its [`FuseFs::shared`] handle).
+pub fn serve_fuse(
+    fuse: FuseFs,
+    mountpoint: &Path,
+    fsname: &str,
+    opts: &MountOptions,
+    mounted: impl FnOnce(),
+) -> std::io::Result<()> {
     let sigs = block_unmount_signals()?;
-    let fuse = FuseFs::new(fs).with_acl(opts.acl);
+    let fuse = fuse.with_acl(opts.acl);
     let shared = fuse.shared();
     let mut config = fuser::Config::default();
     config.mount_options = vec![

@@ -10,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clusterfs::glock::{GlockConfig, GlockName, GlockState, GlockType, HolderFlags};
+use clusterfs::lock::LockError;
 use clusterfs::lock_dlm::{DlmGlocks, GlockOps, JournalRecovery, MountControl, MountRole};
 use dlm::{Dlm, DlmConfig, Lockspace, NodeId, StaticMembership};
 
@@ -353,19 +354,32 @@ fn mount_nodes(n: u32) -> (Vec<Dlm>, Vec<Arc<StaticMembership>>, Vec<MountNode>)
     (dlms, ms, nodes)
 }
 
+/// Mounts node `n`; its "file system" mount records the journals it
+/// replays: every one for the first mounter, its own for the others.
 fn mount(node: &MountNode, n: u32, replays: &Arc<Replays>) -> MountRole {
     let rec = Arc::new(NodeRecovery {
         node: n,
         replays: replays.clone(),
     });
-    let (role, own) = node
+    let jid = node.jid;
+    let (role, own, ()) = node
         .ctl
         .mount(
             node.ls.clone(),
             node.glocks.clone(),
-            rec,
-            node.jid,
+            rec.clone(),
+            jid,
             JOURNALS,
+            |role| {
+                let replay: Vec<u32> = match role {
+                    MountRole::First => (0..JOURNALS).collect(),
+                    MountRole::Joined => vec![jid],
+                };
+                for j in replay {
+                    rec.recover_journal(j).map_err(LockError::Unavailable)?;
+                }
+                Ok(())
+            },
         )
         .unwrap();
     *node.own_journal.lock().unwrap() = Some(own);

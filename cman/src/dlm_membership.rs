@@ -14,13 +14,11 @@
 //!
 //! Generations must be the same at every node for the same view (the dlm
 //! drops messages of older generations). A generation is the cluster view
-//! sequence (global) in the high 32 bits and the number of group entries in
-//! the low bits: a failure always comes with a new cluster view, and joins
-//! within one view only grow the group. Known limit: a clean leave inside
-//! one cluster view lowers the entry count, so it is reported with the
-//! same sequence and a lower count; [`Translator`] then keeps its
-//! generation strictly increasing locally by refusing to go down (the
-//! view is withheld until the next cluster view).
+//! sequence (global) in the high 32 bits and, in the low bits, where the
+//! group change sits in that view's agreed order (0 for a change that came
+//! with the view, else the agreed sequence number of the join or leave):
+//! every member sees the same pair for the same change, and it grows with
+//! every change, joins and clean leaves alike.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -80,14 +78,16 @@ impl Translator {
         self.pending.iter().map(|n| dlm_id(*n)).collect()
     }
 
-    /// A group confchg seen while cluster view `view_seq` is installed.
+    /// A group confchg of cluster view `view_seq`, at position `seq` of
+    /// its agreed order.
     pub fn confchg(
         &mut self,
         view_seq: u64,
+        seq: u64,
         members: &[(NodeId, ClientId)],
         failed: &[NodeId],
     ) -> Vec<MembershipEvent> {
-        let gen = (view_seq << 32) | members.len() as u64;
+        let gen = (view_seq << 32) | (seq & 0xffff_ffff);
         let now: BTreeSet<NodeId> = members.iter().map(|(n, _)| *n).collect();
         if self.started && now == self.members {
             return Vec::new();
@@ -248,6 +248,8 @@ impl CmanMembership {
                     group: g,
                     members,
                     failed,
+                    seq,
+                    view_seq: event_view,
                     ..
                 }) if g == group => {
                     // The confchg is emitted before the view notification of
@@ -259,7 +261,9 @@ impl CmanMembership {
                             break;
                         }
                     }
-                    self.state.lock().tr.confchg(view_seq, &members, &failed)
+                    // An older cmand sends no view of its own.
+                    let v = if event_view > 0 { event_view } else { view_seq };
+                    self.state.lock().tr.confchg(v, seq, &members, &failed)
                 }
                 ApiEvent::Cluster(ClusterEvent::View { view, .. }) => {
                     view_seq = view_seq.max(view.seq);
@@ -378,14 +382,17 @@ mod tests {
     fn failed_node_is_fenced_only_after_node_fenced() {
         let mut t = Translator::default();
         assert_eq!(t.view(), None);
-        assert_eq!(t.confchg(5, &m(&[1]), &[]), vec![view(5 << 32 | 1, &[1])]);
         assert_eq!(
-            t.confchg(5, &m(&[1, 2, 3]), &[]),
+            t.confchg(5, 1, &m(&[1]), &[]),
+            vec![view(5 << 32 | 1, &[1])]
+        );
+        assert_eq!(
+            t.confchg(5, 3, &m(&[1, 2, 3]), &[]),
             vec![view(5 << 32 | 3, &[1, 2, 3])]
         );
         // Node 3 fails: the view comes at once, Fenced waits.
         assert_eq!(
-            t.confchg(6, &m(&[1, 2]), &[NodeId(3)]),
+            t.confchg(6, 2, &m(&[1, 2]), &[NodeId(3)]),
             vec![view(6 << 32 | 2, &[1, 2])]
         );
         assert_eq!(t.awaiting_fence(), vec![dlm::NodeId(3)]);
@@ -402,9 +409,9 @@ mod tests {
     #[test]
     fn clean_leave_is_removal_plus_immediate_fenced() {
         let mut t = Translator::default();
-        t.confchg(2, &m(&[1, 2]), &[]);
+        t.confchg(2, 2, &m(&[1, 2]), &[]);
         assert_eq!(
-            t.confchg(3, &m(&[1]), &[]),
+            t.confchg(3, 1, &m(&[1]), &[]),
             vec![
                 view(3 << 32 | 1, &[1]),
                 MembershipEvent::Fenced(dlm::NodeId(2))
@@ -412,7 +419,7 @@ mod tests {
         );
         // A node that rejoins clears nothing it should not.
         assert_eq!(
-            t.confchg(3, &m(&[1, 2]), &[]),
+            t.confchg(3, 2, &m(&[1, 2]), &[]),
             vec![view(3 << 32 | 2, &[1, 2])]
         );
     }
@@ -420,13 +427,13 @@ mod tests {
     #[test]
     fn fence_reported_before_the_confchg_is_not_lost() {
         let mut t = Translator::default();
-        t.confchg(2, &m(&[1, 2]), &[]);
+        t.confchg(2, 2, &m(&[1, 2]), &[]);
         assert_eq!(t.fenced(NodeId(3)), vec![]);
-        t.confchg(2, &m(&[1, 2, 3]), &[]);
+        t.confchg(2, 3, &m(&[1, 2, 3]), &[]);
         // Node 2 fenced while still a member: nothing until it fails.
         assert_eq!(t.fenced(NodeId(2)), vec![]);
         assert_eq!(
-            t.confchg(4, &m(&[1, 3]), &[NodeId(2)]),
+            t.confchg(4, 2, &m(&[1, 3]), &[NodeId(2)]),
             vec![view(4 << 32 | 2, &[1, 3])]
         );
         assert_eq!(
@@ -438,9 +445,26 @@ mod tests {
     #[test]
     fn generation_never_goes_down_and_same_members_are_no_view() {
         let mut t = Translator::default();
-        t.confchg(3, &m(&[1, 2, 3]), &[]);
-        assert_eq!(t.confchg(3, &m(&[1, 2]), &[]), vec![]);
-        assert_eq!(t.confchg(3, &m(&[1, 2, 3]), &[]), vec![]);
+        t.confchg(3, 3, &m(&[1, 2, 3]), &[]);
+        // A stale change (older in the agreed order) is withheld.
+        assert_eq!(t.confchg(3, 2, &m(&[1, 2]), &[]), vec![]);
+        assert_eq!(t.confchg(3, 4, &m(&[1, 2, 3]), &[]), vec![]);
         assert_eq!(t.view().unwrap().0, 3 << 32 | 3);
+    }
+
+    #[test]
+    fn a_clean_leave_inside_one_view_is_a_new_generation() {
+        let mut t = Translator::default();
+        t.confchg(3, 0, &m(&[1, 2]), &[]);
+        t.confchg(3, 5, &m(&[1, 2, 3]), &[]);
+        // Node 3's process leaves at agreed position 9 of the same view:
+        // fewer members, yet a higher generation, the same at every node.
+        assert_eq!(
+            t.confchg(3, 9, &m(&[1, 2]), &[]),
+            vec![
+                view(3 << 32 | 9, &[1, 2]),
+                MembershipEvent::Fenced(dlm::NodeId(3))
+            ]
+        );
     }
 }

@@ -72,10 +72,14 @@ impl Lab {
 
     /// `mount.clusterfs IMAGE MNT -f` on node `i`, with `extra` options.
     fn mount_cmd(&self, i: u32, extra: &str) -> Command {
+        self.mount_cmd_at(i, &self.mnt(i), extra)
+    }
+
+    fn mount_cmd_at(&self, i: u32, mnt: &Path, extra: &str) -> Command {
         let log = std::fs::File::create(self.state(i).join(format!("mount{i}.log"))).unwrap();
         let mut c = Command::new(bin("mount_clusterfs"));
         c.arg(self.image())
-            .arg(self.mnt(i))
+            .arg(mnt)
             .arg("-f")
             .arg("--state-dir")
             .arg(self.state(i))
@@ -87,10 +91,13 @@ impl Lab {
         c
     }
 
-    /// A mount on node `i` that must fail; returns what it said.
+    /// A mount on node `i` (on a spare mount point) that must fail;
+    /// returns what it said.
     fn refused_mount(&self, i: u32, extra: &str) -> String {
+        let spare = self.dir.path().join("spare");
+        std::fs::create_dir_all(&spare).unwrap();
         let out = self
-            .mount_cmd(i, extra)
+            .mount_cmd_at(i, &spare, extra)
             .stderr(Stdio::piped())
             .output()
             .unwrap();
@@ -98,7 +105,7 @@ impl Lab {
             !out.status.success(),
             "the mount on node {i} was not refused"
         );
-        assert!(!tests::is_mounted(&self.mnt(i)));
+        assert!(!tests::is_mounted(&spare));
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 }
@@ -118,8 +125,40 @@ fn mkfs(image: &Path) {
     assert!(st.success(), "mkfs_clusterfs: {st}");
 }
 
+fn fsync_write(path: &Path, data: &[u8]) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(data).unwrap();
+    f.sync_all().unwrap();
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn fsck_clean(image: &Path) {
+    if tests::require("fsck.gfs2") {
+        let out = Command::new("fsck.gfs2")
+            .arg("-n")
+            .arg(image)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fsck.gfs2 -n: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
 #[test]
-fn a_lock_dlm_volume_is_held_by_one_node_and_fails_over_after_fencing() {
+fn two_nodes_share_a_lock_dlm_volume_and_survive_one_nodes_death() {
     if !tests::require_root("FUSE mounts") || !tests::require_fuse() {
         return;
     }
@@ -132,52 +171,72 @@ fn a_lock_dlm_volume_is_held_by_one_node_and_fails_over_after_fencing() {
         });
     }
     mkfs(&lab.image());
-
     let m1 = FuseMount::start(&mut lab.mount_cmd(1, ""), &lab.mnt(1));
-    let data = b"written on node 1 and fsync'd\n".repeat(100);
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(lab.mnt(1).join("a")).unwrap();
-        f.write_all(&data).unwrap();
-        f.sync_all().unwrap();
-        std::fs::create_dir(lab.mnt(1).join("d")).unwrap();
-        std::fs::File::open(lab.mnt(1)).unwrap().sync_all().unwrap();
-    }
+    let m2 = FuseMount::start(&mut lab.mount_cmd(2, ""), &lab.mnt(2));
+    let (d1, d2) = (lab.mnt(1), lab.mnt(2));
 
-    // Node 2 may not mount while node 1 has the volume.
-    let said = lab.refused_mount(2, "");
-    assert!(said.contains("is mounted on another node"), "{said}");
-    // Nor may anyone mount it as another cluster's.
+    // What one node writes, the other reads next.
+    let data = b"written on node 1 and fsync'd\n".repeat(100);
+    fsync_write(&d1.join("a"), &data);
+    assert_eq!(std::fs::read(d2.join("a")).unwrap(), data);
+    std::fs::create_dir(d2.join("dir2")).unwrap();
+    fsync_write(&d2.join("dir2/b"), b"from node 2");
+    assert_eq!(names(&d1), vec!["a", "dir2"]);
+    assert_eq!(std::fs::read(d1.join("dir2/b")).unwrap(), b"from node 2");
+    std::fs::write(d1.join("a"), b"rewritten by node 1").unwrap();
+    assert_eq!(std::fs::read(d2.join("a")).unwrap(), b"rewritten by node 1");
+    assert_eq!(std::fs::metadata(d2.join("a")).unwrap().len(), 19);
+    std::fs::rename(d2.join("dir2/b"), d2.join("b")).unwrap();
+    assert_eq!(names(&d1), vec!["a", "b", "dir2"]);
+    std::fs::remove_dir(d1.join("dir2")).unwrap();
+    assert_eq!(names(&d2), vec!["a", "b"]);
+
+    // A file open on node 1 stays readable after node 2 unlinks it; it is
+    // freed when node 1 closes it (fsck finds no leak at the end).
+    fsync_write(&d1.join("u"), b"still here");
+    let mut open_on_1 = std::fs::File::open(d1.join("u")).unwrap();
+    std::fs::remove_file(d2.join("u")).unwrap();
+    assert!(!d1.join("u").exists());
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut open_on_1, &mut got).unwrap();
+    assert_eq!(got, "still here");
+    drop(open_on_1);
+
+    // The other cluster's name is refused.
     let said = lab.refused_mount(2, ",locktable=other:vol1");
     assert!(said.contains("belongs to cluster \"other\""), "{said}");
 
-    // Node 1 dies: its mount and its cmand.
+    // Node 1 dies (its mount and its cmand) after an fsync'd write; node 2
+    // goes on once node 1 is fenced and its journal replayed.
+    fsync_write(&d1.join("last"), b"node 1's last fsync'd write");
     m1.kill();
     tests::reap(&mut c1);
     lab.wait_status(2, "node 1 fenced", |s| {
         s.members.len() == 1 && s.victims.is_empty()
     });
-    let m2 = FuseMount::start(&mut lab.mount_cmd(2, ""), &lab.mnt(2));
-    assert_eq!(std::fs::read(lab.mnt(2).join("a")).unwrap(), data);
-    assert!(lab.mnt(2).join("d").is_dir());
-    std::fs::write(lab.mnt(2).join("b"), b"node 2").unwrap();
-    m2.stop();
+    assert_eq!(
+        std::fs::read(d2.join("last")).unwrap(),
+        b"node 1's last fsync'd write"
+    );
+    fsync_write(&d2.join("after"), b"node 2 alone");
     let log = std::fs::read_to_string(lab.state(2).join("mount2.log")).unwrap();
-    assert!(log.contains("recovered journals"), "no replay in:\n{log}");
+    assert!(
+        log.contains("recovered a failed node's journal"),
+        "node 2 replayed nothing:\n{log}"
+    );
+
+    // Node 1 comes back and mounts again.
+    c1 = cmand(&lab, 1);
+    lab.wait_status(1, "node 1 back", |s| {
+        s.members.len() == 2 && s.quorum.quorate
+    });
+    let m1 = FuseMount::start(&mut lab.mount_cmd(1, ""), &lab.mnt(1));
+    assert_eq!(names(&lab.mnt(1)), vec!["a", "after", "b", "last"]);
+    m1.stop();
+    m2.stop();
+    tests::reap(&mut c1);
     tests::reap(&mut c2);
-    if tests::require("fsck.gfs2") {
-        let out = Command::new("fsck.gfs2")
-            .arg("-n")
-            .arg(lab.image())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "fsck.gfs2 -n: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
+    fsck_clean(&lab.image());
 }
 
 /// Node 1's cmand alone dies: its mount stops writing at once (the

@@ -187,18 +187,25 @@ impl MountControl {
         Ok(st.slot - 1)
     }
 
-    /// Mounts: takes part in the first-mounter protocol and replays what
-    /// this node must (see the module docs). `journals` is the number of
-    /// journals on the volume. Returns this node's journal glock (`jid`),
-    /// held EX: keep it for as long as the volume is mounted.
-    pub fn mount(
+    /// Mounts: takes part in the first-mounter protocol (see the module
+    /// docs) and calls `mount_fs` at the right moment: the first mounter
+    /// holds every journal's glock and the control lock while `mount_fs`
+    /// replays every dirty journal; a later mounter holds its own
+    /// journal's glock while `mount_fs` replays that one. `journals` is
+    /// the number of journals on the volume; `recovery` replays failed
+    /// nodes' journals later, while mounted. Returns this node's journal
+    /// glock (`jid`), held EX: keep it for as long as the volume is
+    /// mounted.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mount<T>(
         self: &Arc<Self>,
         ls: Lockspace,
         glocks: Arc<DlmGlocks>,
         recovery: Arc<dyn JournalRecovery>,
         jid: u32,
         journals: u32,
-    ) -> Result<(MountRole, GlockGuard), LockError> {
+        mount_fs: impl FnOnce(MountRole) -> Result<T, LockError>,
+    ) -> Result<(MountRole, GlockGuard, T), LockError> {
         if jid >= journals {
             return Err(LockError::Unavailable(format!(
                 "no free journal: this volume has {journals} journal(s), all in use \
@@ -216,11 +223,14 @@ impl MountControl {
         let mounted = ls
             .lock(&nondisk_name(nondisk::MOUNTED), Mode::Nl, Flags::empty())
             .map_err(|e| dlm_err("mounted lock", e))?;
-        let (role, own) = loop {
+        let mut mount_fs = Some(mount_fs);
+        let (role, own, fs) = loop {
             let lvb = control_ex(&ls, control)?;
             match ls.convert(mounted, Mode::Ex, Flags::NOQUEUE, None) {
                 Ok(_) => {
-                    let own = self.recover_all(&glocks, recovery.as_ref(), jid, journals)?;
+                    let (own, others) = take_all_journals(&glocks, jid, journals)?;
+                    let fs = (mount_fs.take().expect("once"))(MountRole::First)?;
+                    drop(others);
                     ls.convert(mounted, Mode::Pr, Flags::empty(), None)
                         .map_err(|e| dlm_err("mounted lock", e))?;
                     let clean = ControlLvb {
@@ -228,7 +238,7 @@ impl MountControl {
                         bitmap: [0; 24],
                     };
                     control_release(&ls, control, Some(clean))?;
-                    break (MountRole::First, own);
+                    break (MountRole::First, own, fs);
                 }
                 Err(DlmError::Again) => {}
                 Err(e) => return Err(dlm_err("mounted lock", e)),
@@ -243,10 +253,8 @@ impl MountControl {
             control_release(&ls, control, None)?;
             if joined {
                 let own = glocks.acquire(journal(jid), GlockState::Ex, HolderFlags::default())?;
-                recovery
-                    .recover_journal(jid)
-                    .map_err(LockError::Unavailable)?;
-                break (MountRole::Joined, own);
+                let fs = (mount_fs.take().expect("once"))(MountRole::Joined)?;
+                break (MountRole::Joined, own, fs);
             }
             thread::sleep(RETRY);
         };
@@ -267,29 +275,7 @@ impl MountControl {
         }
         // Members lost while we mounted are ours to recover too.
         self.start_recovery();
-        Ok((role, own))
-    }
-
-    /// The first mounter replays every journal, each under its journal
-    /// glock; returns its own, still held.
-    fn recover_all(
-        &self,
-        glocks: &DlmGlocks,
-        recovery: &dyn JournalRecovery,
-        jid: u32,
-        journals: u32,
-    ) -> Result<GlockGuard, LockError> {
-        let mut own = None;
-        for j in 0..journals {
-            let g = glocks.acquire(journal(j), GlockState::Ex, HolderFlags::default())?;
-            recovery
-                .recover_journal(j)
-                .map_err(LockError::Unavailable)?;
-            if j == jid {
-                own = Some(g);
-            }
-        }
-        Ok(own.expect("jid below journals"))
+        Ok((role, own, fs))
     }
 
     /// Starts a recovery pass on a thread of its own, unless one runs
@@ -375,6 +361,26 @@ impl MountControl {
         }
         Ok(false)
     }
+}
+
+/// The first mounter holds every journal's glock while it replays them:
+/// its own (returned first, kept) and the others (released after).
+fn take_all_journals(
+    glocks: &DlmGlocks,
+    jid: u32,
+    journals: u32,
+) -> Result<(GlockGuard, Vec<GlockGuard>), LockError> {
+    let mut own = None;
+    let mut others = Vec::new();
+    for j in 0..journals {
+        let g = glocks.acquire(journal(j), GlockState::Ex, HolderFlags::default())?;
+        if j == jid {
+            own = Some(g);
+        } else {
+            others.push(g);
+        }
+    }
+    Ok((own.expect("jid below journals"), others))
 }
 
 /// Takes the control lock EX and reads its value block.

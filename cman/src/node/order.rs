@@ -268,7 +268,8 @@ impl Node {
         } else {
             (vec![], vec![(node, client)])
         };
-        self.emit_confchg(&group, members, joined, left, vec![]);
+        let seq = self.ord.delivered;
+        self.emit_confchg(&group, members, joined, left, vec![], seq);
     }
 
     fn deliver_data(&mut self, node: NodeId, group: String, client: ClientId, data: String) {

@@ -118,6 +118,15 @@ pub enum GroupEvent {
         left: Vec<(NodeId, ClientId)>,
         /// Nodes whose members left because the node failed.
         failed: Vec<NodeId>,
+        /// Where the change sits in the view's agreed order: 0 for a
+        /// change that came with the view itself, else the agreed sequence
+        /// number of the join or leave. Every member sees the same number
+        /// for the same change, so (view, seq) orders a group's changes.
+        #[serde(default)]
+        seq: u64,
+        /// The sequence number of the view the change belongs to.
+        #[serde(default)]
+        view_seq: u64,
     },
     /// A message, in agreed order.
     Message {

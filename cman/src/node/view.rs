@@ -450,7 +450,7 @@ impl Node {
                 .copied()
                 .filter(|id| left.iter().any(|(n, _)| n == id))
                 .collect();
-            self.emit_confchg(&g, after, joined, left, failed_here);
+            self.emit_confchg(&g, after, joined, left, failed_here, 0);
         }
     }
 
@@ -462,6 +462,7 @@ impl Node {
         joined: Vec<(NodeId, ClientId)>,
         left: Vec<(NodeId, ClientId)>,
         failed: Vec<NodeId>,
+        seq: u64,
     ) {
         let me = self.me.id;
         let local: BTreeSet<ClientId> = members
@@ -479,6 +480,8 @@ impl Node {
                     joined: joined.clone(),
                     left: left.clone(),
                     failed: failed.clone(),
+                    seq,
+                    view_seq: self.view.id.seq,
                 },
             });
         }

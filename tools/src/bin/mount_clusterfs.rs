@@ -10,8 +10,9 @@
 //!
 //! With `lock_dlm` (the superblock's, or `-o lockproto=lock_dlm`) it joins
 //! the cluster through the node's cmand (`--state-dir`) and the volume's
-//! DLM lockspace, writes through the journal of its lockspace slot, and,
-//! for now, holds the volume alone in the cluster (`clusterfs::cluster`).
+//! DLM lockspace, writes through the journal of its lockspace slot, and
+//! shares the volume with the other nodes that mount it
+//! (`clusterfs::cluster`).
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -24,7 +25,7 @@ use clusterfs::block::BlockDevice;
 use clusterfs::block_iscsi::open_device;
 use clusterfs::cluster::{ClusterMount, GatedDevice, JoinOptions};
 use clusterfs::fs::FileSystem;
-use clusterfs::fuse::MountOptions;
+use clusterfs::fuse::{FuseFs, MountOptions};
 use clusterfs::lock::LocalLocks;
 use clusterfs::volume::{MountParams, Recovery};
 use nix::unistd::{fork, ForkResult};
@@ -52,44 +53,81 @@ struct Args {
     state_dir: PathBuf,
 }
 
-/// What a mount keeps besides the file system: its cluster membership.
-type Held = Option<ClusterMount>;
+/// A mounted volume, ready to serve.
+enum Mounted {
+    /// lock_nolock: alone on the volume.
+    Alone(Box<FileSystem>),
+    /// lock_dlm: one node of a cluster; the membership lives as long as
+    /// the mount.
+    InCluster(Box<(FuseFs, ClusterMount)>),
+}
 
-fn open_volume(args: &Args, opts: &MountOptions) -> Result<(FileSystem, Held)> {
+fn open_volume(args: &Args, opts: &MountOptions) -> Result<Mounted> {
     let dev_str = args.device.to_string_lossy();
-    let mut dev: Arc<dyn BlockDevice> =
+    let dev: Arc<dyn BlockDevice> =
         open_device(&dev_str).with_context(|| format!("{}", args.device.display()))?;
     let mut sb = vec![0u8; clusterfs::ondisk::Superblock::SIZE];
     dev.read_at(clusterfs::ondisk::SB_BYTE_OFFSET, &mut sb)?;
     let sb = clusterfs::ondisk::Superblock::decode(&sb).context("not a GFS2 volume")?;
     let proto = opts.lockproto.clone().unwrap_or(sb.sb_lockproto.clone());
-    let (params, held) = match proto.as_str() {
-        "lock_nolock" => (nolock_params(opts), None),
-        "lock_dlm" => {
-            if opts.jid.is_some() {
-                bail!("hostdata=jid= is for lock_nolock: with lock_dlm the journal is the node's lockspace slot");
-            }
-            let join = JoinOptions {
-                state_dir: args.state_dir.clone(),
-                locktable: opts.locktable.clone().unwrap_or(sb.sb_locktable.clone()),
-                port: opts.dlm_port,
-            };
-            let cm = ClusterMount::join(&join)?;
-            dev = Arc::new(GatedDevice::new(dev, cm.gate.clone()));
-            // Alone in the cluster: every dirty journal is ours to replay.
-            let params = if opts.spectator {
-                MountParams::spectator(Recovery::All)
-            } else {
-                MountParams::node(cm.jid, Recovery::All)
-            };
-            (params, Some(cm))
-        }
-        other => bail!("unknown lock protocol {other:?}"),
-    };
     for o in &opts.ignored {
         warn!(option = %o, "mount option accepted but has no effect in this implementation");
     }
-    let (fs, info) = FileSystem::mount_with(dev, Arc::new(LocalLocks), params)?;
+    match proto.as_str() {
+        "lock_nolock" => {
+            let (fs, info) =
+                FileSystem::mount_with(dev, Arc::new(LocalLocks), nolock_params(opts))?;
+            log_recovery(&info);
+            Ok(Mounted::Alone(Box::new(fs)))
+        }
+        "lock_dlm" => mount_in_cluster(args, opts, dev, &sb.sb_locktable),
+        other => bail!("unknown lock protocol {other:?}"),
+    }
+}
+
+/// lock_dlm: joins the cluster and mounts the volume shared with the
+/// other nodes (`clusterfs::cluster`).
+fn mount_in_cluster(
+    args: &Args,
+    opts: &MountOptions,
+    dev: Arc<dyn BlockDevice>,
+    sb_locktable: &str,
+) -> Result<Mounted> {
+    if opts.jid.is_some() {
+        bail!("hostdata=jid= is for lock_nolock: with lock_dlm the journal is the node's lockspace slot");
+    }
+    if opts.spectator {
+        bail!("-o spectator is not supported with lock_dlm yet (mount with lockproto=lock_nolock on a volume no node uses)");
+    }
+    let join = JoinOptions {
+        state_dir: args.state_dir.clone(),
+        locktable: opts.locktable.clone().unwrap_or(sb_locktable.to_string()),
+        port: opts.dlm_port,
+    };
+    let mut cm = ClusterMount::join(&join)?;
+    let dev: Arc<dyn BlockDevice> = Arc::new(GatedDevice::new(dev, cm.gate.clone()));
+    // How many journals: a spectator's look, which writes nothing.
+    let (probe, info) = FileSystem::mount_with(
+        dev.clone(),
+        Arc::new(LocalLocks),
+        MountParams::spectator(Recovery::Own),
+    )?;
+    drop(probe);
+    let jid = cm.jid;
+    let fuse = cm.mount_shared(info.journals, |rec| {
+        let (fs, info) = FileSystem::mount_with(
+            dev.clone(),
+            Arc::new(LocalLocks),
+            MountParams::node(jid, rec),
+        )
+        .map_err(|e| e.to_string())?;
+        log_recovery(&info);
+        Ok(fs)
+    })?;
+    Ok(Mounted::InCluster(Box::new((fuse, cm))))
+}
+
+fn log_recovery(info: &clusterfs::volume::MountInfo) {
     if info.replayed > 0 || info.reclaimed > 0 {
         info!(
             recovered = ?info.recovered,
@@ -98,7 +136,6 @@ fn open_volume(args: &Args, opts: &MountOptions) -> Result<(FileSystem, Held)> {
             "recovered journals"
         );
     }
-    Ok((fs, held))
 }
 
 /// A `lock_nolock` mount is alone on the volume: it recovers every dirty
@@ -116,15 +153,24 @@ fn run(args: &Args, ready: Option<OwnedFd>) -> Result<()> {
     let opts = MountOptions::parse(&args.options).map_err(anyhow::Error::msg)?;
     // Before the cluster's threads start: they must not take SIGTERM.
     clusterfs::fuse::block_unmount_signals()?;
-    let (fs, _held) = open_volume(args, &opts)?;
+    let mounted = open_volume(args, &opts)?;
     let fsname = args.device.to_string_lossy().into_owned();
-    clusterfs::fuse::serve(fs, &args.mountpoint, &fsname, &opts, || {
+    let ready = || {
         if let Some(fd) = ready {
             let mut f = std::fs::File::from(fd);
             let _ = f.write_all(b"0");
         }
-    })
-    .with_context(|| format!("serving {}", args.mountpoint.display()))
+    };
+    let served = match mounted {
+        Mounted::Alone(fs) => clusterfs::fuse::serve(*fs, &args.mountpoint, &fsname, &opts, ready),
+        Mounted::InCluster(held) => {
+            let (fuse, cm) = *held;
+            let r = clusterfs::fuse::serve_fuse(fuse, &args.mountpoint, &fsname, &opts, ready);
+            drop(cm);
+            r
+        }
+    };
+    served.with_context(|| format!("serving {}", args.mountpoint.display()))
 }
 
 /// Forks; the parent waits until the child reports the mount is up.
