@@ -235,6 +235,51 @@ impl FuseFs {
     }
 }
 
+/// `create` found the name made by another node meanwhile: opens that
+/// file as `open(O_CREAT)` without O_EXCL would. The kernel checked only
+/// the directory, so the file's own permission is checked here by its mode
+/// (with an access ACL, only its owner and root pass: nothing is granted
+/// that the ACL might deny); O_TRUNC is applied.
+fn open_existing(
+    fs: &mut FileSystem,
+    a: Attr,
+    flags: i32,
+    uid: u32,
+    gid: u32,
+) -> Result<Attr, FsError> {
+    if a.mode & libc::S_IFMT == libc::S_IFDIR {
+        return Err(FsError::IsDir);
+    }
+    let want = match flags & libc::O_ACCMODE {
+        libc::O_RDONLY => 0o4,
+        libc::O_WRONLY => 0o2,
+        _ => 0o6,
+    } | if flags & libc::O_TRUNC != 0 { 0o2 } else { 0 };
+    let bits = if uid == a.uid {
+        (a.mode >> 6) & 7
+    } else if fs.getxattr(a.ino, crate::acl::ACCESS).is_ok() {
+        0
+    } else if gid == a.gid {
+        (a.mode >> 3) & 7
+    } else {
+        a.mode & 7
+    };
+    if uid != 0 && bits & want != want {
+        return Err(FsError::PermissionDenied);
+    }
+    let a = if flags & libc::O_TRUNC != 0 && a.size > 0 {
+        let zero = SetAttr {
+            size: Some(0),
+            ..Default::default()
+        };
+        fs.setattr(a.ino, zero)?
+    } else {
+        a
+    };
+    fs.open(a.ino)?;
+    Ok(a)
+}
+
 /// Answers an operation that returns nothing.
 fn reply_empty(r: Result<(), Errno>, reply: ReplyEmpty) {
     match r {
@@ -554,13 +599,21 @@ impl fuser::Filesystem for FuseFs {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let _s = debug_span!("write", ino = ino.0, offset, len = data.len()).entered();
         let i = self.ino(ino);
-        match self.with(|fs| fs.write(i, offset, data)) {
+        // In a cluster the kernel's idea of the end of file may be stale
+        // (another node appended): an O_APPEND write goes to the end as
+        // this node finds it under the cluster lock.
+        let append = self.cluster.is_some() && flags.0 & libc::O_APPEND != 0;
+        let r = self.with(|fs| {
+            let at = if append { fs.getattr(i)?.size } else { offset };
+            fs.write(i, at, data)
+        });
+        match r {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(e),
         }
@@ -671,13 +724,22 @@ impl fuser::Filesystem for FuseFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let _s = debug_span!("create", parent = parent.0, ?name).entered();
         let p = self.ino(parent);
         let (uid, gid) = (req.uid(), req.gid());
+        // In a cluster the kernel's "it does not exist" may be stale:
+        // another node may have created the name since. Without O_EXCL
+        // that is an open of the existing file, as on a local volume.
+        let reuse = self.cluster.is_some() && flags & libc::O_EXCL == 0;
         let r = self.with(|fs| {
+            if reuse {
+                if let Ok(a) = fs.lookup(p, name.as_bytes()) {
+                    return open_existing(fs, a, flags, uid, gid);
+                }
+            }
             let m = create_mode(fs, p, mode, umask)?;
             let a = fs.mknod(p, name.as_bytes(), m, uid, gid, 0)?;
             fs.open(a.ino)?;
