@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use cman::api::Client;
 use cman::dlm_membership::{group_name, CmanMembership};
+use dlm::plock::Kind;
 use dlm::{Dlm, DlmConfig, Lockspace};
 
 use fuser::Errno;
@@ -311,6 +312,7 @@ impl ClusterMount {
         fs.drop_caches().map_err(|e| join_err(e.to_string()))?;
         let hooks = Arc::new(Hooks {
             glocks: glocks.clone(),
+            ls: self.ls.clone(),
         });
         let fuse = FuseFs::new(fs).with_cluster(hooks);
         let _ = slot.fs.set(fuse.shared());
@@ -398,6 +400,28 @@ impl JournalRecovery for FsSlot {
 /// The cluster's locks for the FUSE adapter.
 struct Hooks {
     glocks: Arc<DlmGlocks>,
+    /// POSIX locks go through the lockspace's plocks.
+    ls: Lockspace,
+}
+
+fn plock_errno(e: dlm::DlmError) -> Errno {
+    match e {
+        dlm::DlmError::Again => Errno::EAGAIN,
+        dlm::DlmError::Deadlock => Errno::EDEADLK,
+        dlm::DlmError::Canceled => Errno::EINTR,
+        other => {
+            tracing::error!(error = %other, "plock");
+            Errno::EIO
+        }
+    }
+}
+
+fn plock_kind(typ: i32) -> Option<Kind> {
+    match typ {
+        libc::F_RDLCK => Some(Kind::Read),
+        libc::F_WRLCK => Some(Kind::Write),
+        _ => None,
+    }
 }
 
 fn guard(g: GlockGuard) -> Guard {
@@ -424,6 +448,68 @@ impl ClusterHooks for Hooks {
             .acquire(iopen(ino), GlockState::Sh, flags)
             .map(guard)
             .map_err(|_| Errno::EIO)
+    }
+
+    fn setlk(
+        &self,
+        ino: u64,
+        owner: u64,
+        start: u64,
+        end: u64,
+        typ: i32,
+        wait: bool,
+        done: Box<dyn FnOnce(Result<(), Errno>) + Send>,
+    ) {
+        if typ == libc::F_UNLCK {
+            return done(self.ls.punlock(ino, owner, start, end).map_err(plock_errno));
+        }
+        let Some(kind) = plock_kind(typ) else {
+            return done(Err(Errno::EINVAL));
+        };
+        // `done` moves into the DLM's callback; keep a way to answer if
+        // the request cannot even start.
+        let slot = Arc::new(parking_lot::Mutex::new(Some(done)));
+        let cb = {
+            let slot = slot.clone();
+            Box::new(move |r: Result<(), dlm::DlmError>| {
+                if let Some(done) = slot.lock().take() {
+                    done(r.map_err(plock_errno));
+                }
+            })
+        };
+        if let Err(e) = self.ls.plock_async(ino, owner, kind, start, end, wait, cb) {
+            if let Some(done) = slot.lock().take() {
+                done(Err(plock_errno(e)));
+            }
+        }
+    }
+
+    fn getlk(
+        &self,
+        ino: u64,
+        owner: u64,
+        start: u64,
+        end: u64,
+        typ: i32,
+    ) -> Result<Option<(u64, u64, i32)>, Errno> {
+        let kind = plock_kind(typ).ok_or(Errno::EINVAL)?;
+        let got = self
+            .ls
+            .pget(ino, owner, kind, start, end)
+            .map_err(plock_errno)?;
+        Ok(got.map(|p| {
+            let t = match p.kind {
+                Kind::Read => libc::F_RDLCK,
+                Kind::Write => libc::F_WRLCK,
+            };
+            (p.start, p.end, t)
+        }))
+    }
+
+    fn release_locks(&self, ino: u64, owner: u64) {
+        if let Err(e) = self.ls.pclose(ino, owner) {
+            tracing::warn!(ino, error = %e, "dropping POSIX locks on close");
+        }
     }
 
     fn try_only_opener(&self, ino: u64) -> Option<Guard> {

@@ -38,6 +38,31 @@ pub trait ClusterHooks: Send + Sync {
     fn open_guard(&self, ino: u64) -> Result<Guard, Errno>;
     /// Without waiting: a guard when no other node has `ino` open.
     fn try_only_opener(&self, ino: u64) -> Option<Guard>;
+    /// POSIX record locks across the nodes: F_SETLK, or F_SETLKW when
+    /// `wait` (`typ` F_RDLCK, F_WRLCK or F_UNLCK); the answer goes to
+    /// `done` (EAGAIN when refused, EDEADLK for a deadlock), perhaps later.
+    #[allow(clippy::too_many_arguments)]
+    fn setlk(
+        &self,
+        ino: u64,
+        owner: u64,
+        start: u64,
+        end: u64,
+        typ: i32,
+        wait: bool,
+        done: Box<dyn FnOnce(Result<(), Errno>) + Send>,
+    );
+    /// F_GETLK: the lock that would block, as (start, end, type).
+    fn getlk(
+        &self,
+        ino: u64,
+        owner: u64,
+        start: u64,
+        end: u64,
+        typ: i32,
+    ) -> Result<Option<(u64, u64, i32)>, Errno>;
+    /// `owner` closed a descriptor of `ino`: its POSIX locks on it go.
+    fn release_locks(&self, ino: u64, owner: u64);
 }
 
 /// The cluster side of a [`FuseFs`].
@@ -350,6 +375,15 @@ impl fuser::Filesystem for FuseFs {
                 self.acl = false;
             }
         }
+        // In a cluster POSIX locks must reach us, to go through the DLM.
+        if self.cluster.is_some() {
+            if let Err(missing) = config.add_capabilities(InitFlags::FUSE_POSIX_LOCKS) {
+                warn!(
+                    ?missing,
+                    "kernel lacks FUSE POSIX locks: fcntl locks stay per node"
+                );
+            }
+        }
         info!(acl = self.acl, "FUSE session started");
         Ok(())
     }
@@ -622,12 +656,70 @@ impl fuser::Filesystem for FuseFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        // A close by a process drops its POSIX locks on the file.
+        if let Some(c) = &self.cluster {
+            c.hooks.release_locks(self.ino(ino).0, lock_owner.0);
+        }
         reply.ok();
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        _pid: u32,
+        reply: fuser::ReplyLock,
+    ) {
+        let _s = debug_span!("getlk", ino = ino.0, start, end, typ).entered();
+        let Some(c) = &self.cluster else {
+            return reply.error(Errno::ENOSYS);
+        };
+        match c
+            .hooks
+            .getlk(self.ino(ino).0, lock_owner.0, start, end, typ)
+        {
+            // The holder may be on another node: no local pid to give.
+            Ok(Some((s, e, t))) => reply.locked(s, e, t, 0),
+            Ok(None) => reply.locked(start, end, libc::F_UNLCK, 0),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        _pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let _s = debug_span!("setlk", ino = ino.0, start, end, typ, sleep).entered();
+        let Some(c) = &self.cluster else {
+            return reply.error(Errno::ENOSYS);
+        };
+        // A waiting request is answered from the DLM's thread when granted:
+        // this FUSE thread goes on serving.
+        let done = Box::new(move |r: Result<(), Errno>| match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        });
+        c.hooks
+            .setlk(self.ino(ino).0, lock_owner.0, start, end, typ, sleep, done);
     }
 
     fn release(

@@ -389,3 +389,97 @@ fn two_nodes_writing_at_once_lose_nothing() {
     tests::reap(&mut c2);
     fsck_clean(&lab.image());
 }
+
+/// F_SETLKW (or F_SETLK with `wait` false) on bytes 0..=0 of `f`.
+fn fcntl_lock(f: &std::fs::File, typ: i32, wait: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero flock is valid; fields set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = typ as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = 0;
+    fl.l_len = 1;
+    let cmd = if wait { libc::F_SETLKW } else { libc::F_SETLK };
+    // SAFETY: valid descriptor and flock for the duration of the call.
+    if unsafe { libc::fcntl(f.as_raw_fd(), cmd, &fl) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// fcntl locks across nodes: a counter in a file incremented under
+/// F_SETLKW from both nodes loses no increment; F_SETLK on a byte the
+/// other node holds is refused (EAGAIN), and allowed once it lets go.
+#[test]
+fn fcntl_locks_exclude_across_nodes() {
+    if !tests::require_root("FUSE mounts") || !tests::require_fuse() {
+        return;
+    }
+    const ROUNDS: u64 = 60;
+    let lab = Lab::new();
+    let mut c1 = cmand(&lab, 1);
+    let mut c2 = cmand(&lab, 2);
+    for i in 1..=2 {
+        lab.wait_status(i, "both nodes members", |s| {
+            s.members.len() == 2 && s.quorum.quorate
+        });
+    }
+    mkfs(&lab.image());
+    let m1 = FuseMount::start(&mut lab.mount_cmd(1, ""), &lab.mnt(1));
+    let m2 = FuseMount::start(&mut lab.mount_cmd(2, ""), &lab.mnt(2));
+    fsync_write(&lab.mnt(1).join("counter"), b"0");
+
+    // Node 1 holds the byte: node 2's F_SETLK is refused, then allowed.
+    let open = |n: u32| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(lab.mnt(n).join("counter"))
+            .unwrap()
+    };
+    let f1 = open(1);
+    fcntl_lock(&f1, libc::F_WRLCK, false).unwrap();
+    let f2 = open(2);
+    let e = fcntl_lock(&f2, libc::F_WRLCK, false).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "{e}");
+    fcntl_lock(&f1, libc::F_UNLCK, false).unwrap();
+    fcntl_lock(&f2, libc::F_WRLCK, false).unwrap();
+    fcntl_lock(&f2, libc::F_UNLCK, false).unwrap();
+    drop((f1, f2));
+
+    let workers: Vec<_> = [1u32, 2]
+        .into_iter()
+        .map(|n| {
+            let path = lab.mnt(n).join("counter");
+            std::thread::spawn(move || {
+                use std::io::{Read, Seek, Write};
+                let mut f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .unwrap();
+                for _ in 0..ROUNDS {
+                    fcntl_lock(&f, libc::F_WRLCK, true).unwrap();
+                    let mut s = String::new();
+                    f.seek(std::io::SeekFrom::Start(0)).unwrap();
+                    f.read_to_string(&mut s).unwrap();
+                    let v: u64 = s.trim().parse().unwrap();
+                    f.seek(std::io::SeekFrom::Start(0)).unwrap();
+                    f.write_all(format!("{}", v + 1).as_bytes()).unwrap();
+                    f.sync_all().unwrap();
+                    fcntl_lock(&f, libc::F_UNLCK, true).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let got = std::fs::read_to_string(lab.mnt(2).join("counter")).unwrap();
+    assert_eq!(got.trim(), (2 * ROUNDS).to_string(), "increments lost");
+    m1.stop();
+    m2.stop();
+    tests::reap(&mut c1);
+    tests::reap(&mut c2);
+    fsck_clean(&lab.image());
+}
