@@ -7,6 +7,11 @@
 //! replays the dead node's journal and finds everything it had fsync'd;
 //! `fsck.gfs2 -n` is clean at the end.
 
+#[path = "../../clusterfs/tests/common/model.rs"]
+mod model;
+#[path = "support/mounted.rs"]
+mod mounted;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -482,4 +487,67 @@ fn fcntl_locks_exclude_across_nodes() {
     tests::reap(&mut c1);
     tests::reap(&mut c2);
     fsck_clean(&lab.image());
+}
+
+/// The coherence exerciser: seeded random operations (creates, writes,
+/// truncates, renames, links, unlinks, xattrs...) each issued on a node
+/// picked at random, checked after every step against one model through
+/// every node's mount; `fsck.gfs2 -n` clean after both unmount.
+/// `CLUSTERFS_CLUSTER_SEEDS` / `CLUSTERFS_CLUSTER_STEPS` for longer runs.
+#[test]
+fn coherence_exerciser_two_nodes_one_model() {
+    if !tests::require_root("FUSE mounts") || !tests::require_fuse() {
+        return;
+    }
+    let env = |n: &str, d: u64| {
+        std::env::var(n)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let seeds = env("CLUSTERFS_CLUSTER_SEEDS", 1);
+    let steps = env("CLUSTERFS_CLUSTER_STEPS", 120) as usize;
+    let lab = Lab::new();
+    let mut c1 = cmand(&lab, 1);
+    let mut c2 = cmand(&lab, 2);
+    for i in 1..=2 {
+        lab.wait_status(i, "both nodes members", |s| {
+            s.members.len() == 2 && s.quorum.quorate
+        });
+    }
+    for seed in 0..seeds {
+        mkfs(&lab.image());
+        let m1 = FuseMount::start(&mut lab.mount_cmd(1, ""), &lab.mnt(1));
+        let m2 = FuseMount::start(&mut lab.mount_cmd(2, ""), &lab.mnt(2));
+        let mut nodes = [mounted::Mounted(lab.mnt(1)), mounted::Mounted(lab.mnt(2))];
+        let mut m = model::Model::default();
+        let mut g = model::Generator::new(7000 + seed);
+        let mut pick = model::Rng64::new(seed);
+        for step in 0..steps {
+            let op = g.next(&mut m);
+            let want = op.apply(&mut m);
+            let n = (pick.next_u64() % 2) as usize;
+            let got = op.apply(&mut nodes[n]);
+            assert_eq!(
+                want,
+                got,
+                "seed {seed} step {step} on node {}: {op:?}",
+                n + 1
+            );
+            for (k, t) in nodes.iter_mut().enumerate() {
+                if let Err(e) = model::compare(&mut m, t) {
+                    panic!(
+                        "seed {seed} step {step} after {op:?} on node {}: node {} sees {e}",
+                        n + 1,
+                        k + 1
+                    );
+                }
+            }
+        }
+        m1.stop();
+        m2.stop();
+        fsck_clean(&lab.image());
+    }
+    tests::reap(&mut c1);
+    tests::reap(&mut c2);
 }
