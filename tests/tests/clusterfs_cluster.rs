@@ -28,24 +28,35 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
+        Lab::with_nodes(2)
+    }
+
+    /// A cluster of `n` nodes (two_node mode for two).
+    fn with_nodes(n: u32) -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let ips = ["127.0.1.1", "127.0.1.2"];
+        let ips: Vec<String> = (1..=n).map(|i| format!("127.0.1.{i}")).collect();
+        let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
         let port = tests::free_port_on(&ips, true);
         let dlm_port = tests::free_port_on(&ips, false);
+        let two = if n == 2 {
+            " two_node=\"1\" expected_votes=\"1\""
+        } else {
+            ""
+        };
         let mut nodes = String::new();
-        for i in 1..=2 {
+        for i in 1..=n {
             nodes.push_str(&format!(
                 "    <clusternode name=\"127.0.1.{i}\" nodeid=\"{i}\" votes=\"1\"><fence><method name=\"1\"><device name=\"lab\" port=\"127.0.1.{i}\"/></method></fence></clusternode>\n"
             ));
         }
         let text = format!(
-            "<?xml version=\"1.0\"?>\n<cluster name=\"fscl\" config_version=\"1\">\n  <totem token=\"800\"/>\n  <cman port=\"{port}\" two_node=\"1\" expected_votes=\"1\"/>\n  <fence_daemon post_fail_delay=\"0\" post_join_delay=\"3\"/>\n  <clusternodes>\n{nodes}  </clusternodes>\n  <fencedevices>\n    <fencedevice name=\"lab\" agent=\"fence_lab\" lab_dir=\"{}\"/>\n  </fencedevices>\n</cluster>\n",
+            "<?xml version=\"1.0\"?>\n<cluster name=\"fscl\" config_version=\"1\">\n  <totem token=\"800\"/>\n  <cman port=\"{port}\"{two}/>\n  <fence_daemon post_fail_delay=\"0\" post_join_delay=\"3\"/>\n  <clusternodes>\n{nodes}  </clusternodes>\n  <fencedevices>\n    <fencedevice name=\"lab\" agent=\"fence_lab\" lab_dir=\"{}\"/>\n  </fencedevices>\n</cluster>\n",
             dir.path().display()
         );
         let key = dir.path().join("authkey");
         std::fs::write(&key, b"lab cluster key 0123456789abcdef").unwrap();
         let lab = Lab { dir, key, dlm_port };
-        for i in 1..=2 {
+        for i in 1..=n {
             std::fs::create_dir_all(lab.state(i)).unwrap();
             std::fs::write(lab.state(i).join("cluster.conf"), &text).unwrap();
             std::fs::create_dir_all(lab.mnt(i)).unwrap();
@@ -120,10 +131,16 @@ fn cmand(lab: &Lab, i: u32) -> Child {
 }
 
 fn mkfs(image: &Path) {
+    mkfs_journals(image, 2);
+}
+
+fn mkfs_journals(image: &Path, journals: u32) {
     let f = std::fs::File::create(image).unwrap();
     f.set_len(256 << 20).unwrap();
     let st = Command::new(bin("mkfs_clusterfs"))
-        .args(["-p", "lock_dlm", "-t", "fscl:vol1", "-j", "2", "-O", "-q"])
+        .args(["-p", "lock_dlm", "-t", "fscl:vol1", "-O", "-q"])
+        .arg("-j")
+        .arg(journals.to_string())
         .arg(image)
         .status()
         .unwrap();
@@ -489,65 +506,78 @@ fn fcntl_locks_exclude_across_nodes() {
     fsck_clean(&lab.image());
 }
 
-/// The coherence exerciser: seeded random operations (creates, writes,
-/// truncates, renames, links, unlinks, xattrs...) each issued on a node
-/// picked at random, checked after every step against one model through
-/// every node's mount; `fsck.gfs2 -n` clean after both unmount.
-/// `CLUSTERFS_CLUSTER_SEEDS` / `CLUSTERFS_CLUSTER_STEPS` for longer runs.
-#[test]
-fn coherence_exerciser_two_nodes_one_model() {
+/// The coherence exerciser on `n` nodes: seeded random operations
+/// (creates, writes, truncates, renames, links, unlinks, xattrs...) each
+/// issued on a node picked at random, checked after every step against one
+/// model through every node's mount; `fsck.gfs2 -n` clean after all
+/// unmount. `CLUSTERFS_CLUSTER_SEEDS` / `CLUSTERFS_CLUSTER_STEPS` for
+/// longer runs.
+fn coherence_exerciser(n: u32, first_seed: u64) {
     if !tests::require_root("FUSE mounts") || !tests::require_fuse() {
         return;
     }
-    let env = |n: &str, d: u64| {
-        std::env::var(n)
+    let env = |v: &str, d: u64| {
+        std::env::var(v)
             .ok()
-            .and_then(|v| v.parse().ok())
+            .and_then(|x| x.parse().ok())
             .unwrap_or(d)
     };
     let seeds = env("CLUSTERFS_CLUSTER_SEEDS", 1);
     let steps = env("CLUSTERFS_CLUSTER_STEPS", 120) as usize;
-    let lab = Lab::new();
-    let mut c1 = cmand(&lab, 1);
-    let mut c2 = cmand(&lab, 2);
-    for i in 1..=2 {
-        lab.wait_status(i, "both nodes members", |s| {
-            s.members.len() == 2 && s.quorum.quorate
+    let lab = Lab::with_nodes(n);
+    let mut cmands: Vec<Child> = (1..=n).map(|i| cmand(&lab, i)).collect();
+    for i in 1..=n {
+        lab.wait_status(i, "every node a member", |s| {
+            s.members.len() == n as usize && s.quorum.quorate
         });
     }
-    for seed in 0..seeds {
-        mkfs(&lab.image());
-        let m1 = FuseMount::start(&mut lab.mount_cmd(1, ""), &lab.mnt(1));
-        let m2 = FuseMount::start(&mut lab.mount_cmd(2, ""), &lab.mnt(2));
-        let mut nodes = [mounted::Mounted(lab.mnt(1)), mounted::Mounted(lab.mnt(2))];
+    for seed in first_seed..first_seed + seeds {
+        mkfs_journals(&lab.image(), n);
+        let mounts: Vec<FuseMount> = (1..=n)
+            .map(|i| FuseMount::start(&mut lab.mount_cmd(i, ""), &lab.mnt(i)))
+            .collect();
+        let mut nodes: Vec<mounted::Mounted> =
+            (1..=n).map(|i| mounted::Mounted(lab.mnt(i))).collect();
         let mut m = model::Model::default();
-        let mut g = model::Generator::new(7000 + seed);
+        let mut g = model::Generator::new(seed);
         let mut pick = model::Rng64::new(seed);
         for step in 0..steps {
             let op = g.next(&mut m);
             let want = op.apply(&mut m);
-            let n = (pick.next_u64() % 2) as usize;
-            let got = op.apply(&mut nodes[n]);
+            let k = (pick.next_u64() % u64::from(n)) as usize;
+            let got = op.apply(&mut nodes[k]);
             assert_eq!(
                 want,
                 got,
                 "seed {seed} step {step} on node {}: {op:?}",
-                n + 1
+                k + 1
             );
-            for (k, t) in nodes.iter_mut().enumerate() {
+            for (j, t) in nodes.iter_mut().enumerate() {
                 if let Err(e) = model::compare(&mut m, t) {
                     panic!(
                         "seed {seed} step {step} after {op:?} on node {}: node {} sees {e}",
-                        n + 1,
-                        k + 1
+                        k + 1,
+                        j + 1
                     );
                 }
             }
         }
-        m1.stop();
-        m2.stop();
+        for mount in mounts {
+            mount.stop();
+        }
         fsck_clean(&lab.image());
     }
-    tests::reap(&mut c1);
-    tests::reap(&mut c2);
+    for c in cmands.iter_mut() {
+        tests::reap(c);
+    }
+}
+
+#[test]
+fn coherence_exerciser_two_nodes_one_model() {
+    coherence_exerciser(2, 7000);
+}
+
+#[test]
+fn coherence_exerciser_three_nodes_one_model() {
+    coherence_exerciser(3, 8000);
 }
