@@ -162,6 +162,30 @@ impl FuseFs {
         self.free_if_last(ino);
     }
 
+    /// Removes `parent/name` with `op` (unlink or rmdir); in a cluster the
+    /// inode it named is then freed if nobody, here or elsewhere, has it
+    /// open (alone, the core frees it itself).
+    fn remove(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        op: impl FnOnce(&mut FileSystem, &[u8]) -> Result<(), FsError>,
+    ) -> Result<(), Errno> {
+        let clustered = self.cluster.is_some();
+        let victim = self.with(|fs| {
+            let victim = match clustered {
+                true => Some(fs.lookup(parent, name.as_bytes())?.ino),
+                false => None,
+            };
+            op(fs, name.as_bytes())?;
+            Ok(victim)
+        })?;
+        if let Some(v) = victim {
+            self.free_if_last(v.0);
+        }
+        Ok(())
+    }
+
     /// In a cluster: frees `ino` if it is unlinked and nobody, here or on
     /// another node, has it open.
     fn free_if_last(&self, ino: u64) {
@@ -497,29 +521,15 @@ impl fuser::Filesystem for FuseFs {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _s = debug_span!("unlink", parent = parent.0, ?name).entered();
         let p = self.ino(parent);
-        let r = self.with(|fs| {
-            let victim = fs.lookup(p, name.as_bytes())?.ino;
-            fs.unlink(p, name.as_bytes())?;
-            Ok(victim)
-        });
-        if let Ok(victim) = r {
-            self.free_if_last(victim.0);
-        }
-        reply_empty(r.map(drop), reply);
+        let r = self.remove(p, name, |fs, n| fs.unlink(p, n));
+        reply_empty(r, reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _s = debug_span!("rmdir", parent = parent.0, ?name).entered();
         let p = self.ino(parent);
-        let r = self.with(|fs| {
-            let victim = fs.lookup(p, name.as_bytes())?.ino;
-            fs.rmdir(p, name.as_bytes())?;
-            Ok(victim)
-        });
-        if let Ok(victim) = r {
-            self.free_if_last(victim.0);
-        }
-        reply_empty(r.map(drop), reply);
+        let r = self.remove(p, name, |fs, n| fs.rmdir(p, n));
+        reply_empty(r, reply);
     }
 
     fn symlink(
@@ -564,10 +574,11 @@ impl fuser::Filesystem for FuseFs {
             exchange: flags.contains(fuser::RenameFlags::RENAME_EXCHANGE),
         };
         let r = self.with(|fs| {
-            // A name replaced by the rename may lose its last link.
-            let victim = match f.exchange {
-                true => None,
-                false => fs.lookup(np, newname.as_bytes()).ok().map(|a| a.ino),
+            // In a cluster, a name replaced by the rename may lose its last
+            // link: the inode is freed once nobody has it open.
+            let victim = match self.cluster.is_some() && !f.exchange {
+                true => fs.lookup(np, newname.as_bytes()).ok().map(|a| a.ino),
+                false => None,
             };
             fs.rename(p, name.as_bytes(), np, newname.as_bytes(), f)?;
             Ok(victim)

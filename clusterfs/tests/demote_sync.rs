@@ -17,14 +17,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use clusterfs::block::{BlockDevice, CrashDevice, MemDevice};
+use clusterfs::block::{BlockDevice, CrashDevice};
 use clusterfs::fs::{FileSystem, Ino, SetAttr};
 use clusterfs::journal::find_head;
 use clusterfs::lock::LocalLocks;
-use clusterfs::mkfs::{mkfs, LockProto, MkfsOptions};
 use clusterfs::ondisk::{log_head, Dinode, LogHeader, StatfsChange};
 use clusterfs::volume::{FsError, MountInfo, MountParams, Recovery};
 use common::assert_fsck_clean;
@@ -36,16 +34,7 @@ const NEW: &[u8] = b"B!";
 
 /// A device holding a fresh volume made by our mkfs with two journals.
 fn volume() -> Arc<CrashDevice> {
-    let mem = MemDevice::new(64 << 20);
-    let opts = MkfsOptions {
-        lockproto: LockProto::LockNolock,
-        journals: 2,
-        journal_mb: Some(8),
-        bsize: 4096,
-        rg_mb: 32,
-        ..Default::default()
-    };
-    mkfs(&mem, &opts, &mut |_, _, _| {}).unwrap();
+    let mem = common::journaled_volume(2);
     Arc::new(CrashDevice::from_bytes(mem.snapshot()))
 }
 
@@ -192,41 +181,11 @@ fn recovery_without_demote_sync_brings_old_copies_back() {
 }
 
 /// A device that counts writes.
-struct Counting {
-    inner: Arc<dyn BlockDevice>,
-    writes: AtomicUsize,
-}
-
-impl Counting {
-    fn writes(&self) -> usize {
-        self.writes.load(Ordering::SeqCst)
-    }
-}
-
-impl BlockDevice for Counting {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> clusterfs::block::Result<()> {
-        self.inner.read_at(offset, buf)
-    }
-    fn write_at(&self, offset: u64, buf: &[u8]) -> clusterfs::block::Result<()> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.write_at(offset, buf)
-    }
-    fn flush(&self) -> clusterfs::block::Result<()> {
-        self.inner.flush()
-    }
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-}
-
 #[test]
 fn demote_sync_with_nothing_to_do_writes_nothing() {
     let inner: Arc<dyn BlockDevice> = volume();
     let j = journal0(&inner);
-    let counting = Arc::new(Counting {
-        inner,
-        writes: AtomicUsize::new(0),
-    });
+    let counting = common::Counting::new(inner);
     let dev: Arc<dyn BlockDevice> = counting.clone();
     let mut a = mount(&dev, A, Recovery::Own).0;
 

@@ -19,6 +19,8 @@
 //! Longer campaigns: `GLOCK_SEEDS=20000 cargo test -p clusterfs --test glock_model seeded`
 //! (`GLOCK_SEED=N` replays one seed), `PROPTEST_CASES=5000 ... coherent`.
 
+mod common;
+
 use clusterfs::glock::{
     nondisk, Action, DlmFailure, DlmMode, GlockConfig, GlockName, GlockState, GlockTable,
     GlockType, HolderFlags, HolderId,
@@ -311,21 +313,13 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// splitmix64, so that the seeded campaign does not depend on a crate's
-/// generator staying the same.
-struct SplitMix(u64);
+/// The seeded campaign's generator (the tests' splitmix64, so that it does
+/// not depend on a crate's generator staying the same).
+struct SplitMix(common::model::Rng64);
 
 impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.range(0..n)
     }
 
     fn op(&mut self, nodes: usize) -> Op {
@@ -836,7 +830,7 @@ fn seeded_campaign() {
     let mut total = Stats::default();
     for seed in seeds {
         let _guard = SeedGuard(seed);
-        let mut rng = SplitMix(seed);
+        let mut rng = SplitMix(common::model::Rng64::new(seed));
         let nodes = 2 + rng.below(2) as usize;
         let ops: Vec<Op> = (0..1000).map(|_| rng.op(nodes)).collect();
         let stats = run(nodes, &ops);

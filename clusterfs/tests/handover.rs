@@ -11,22 +11,11 @@ use std::sync::Arc;
 use clusterfs::block::{BlockDevice, MemDevice};
 use clusterfs::fs::FileSystem;
 use clusterfs::lock::LocalLocks;
-use clusterfs::mkfs::{mkfs, LockProto, MkfsOptions};
 use clusterfs::volume::{MountParams, Recovery};
 use common::assert_fsck_clean;
 
 fn volume() -> Arc<MemDevice> {
-    let mem = MemDevice::new(64 << 20);
-    let opts = MkfsOptions {
-        lockproto: LockProto::LockNolock,
-        journals: 2,
-        journal_mb: Some(8),
-        bsize: 4096,
-        rg_mb: 32,
-        ..Default::default()
-    };
-    mkfs(&mem, &opts, &mut |_, _, _| {}).unwrap();
-    Arc::new(mem)
+    Arc::new(common::journaled_volume(2))
 }
 
 fn mount(dev: &Arc<dyn BlockDevice>, jid: u32) -> FileSystem {

@@ -77,7 +77,8 @@ struct Cluster {
     log: Arc<Mutex<Vec<String>>>,
 }
 
-fn cluster(n: u32, min_hold_ms: u64) -> Cluster {
+/// `n` DLM nodes on loopback, each knowing every other.
+fn start_dlms(n: u32) -> Vec<Dlm> {
     let dlms: Vec<Dlm> = (1..=n)
         .map(|i| {
             let cfg = DlmConfig::new(NodeId(i), "127.0.0.1:0".parse().unwrap(), HashMap::new());
@@ -89,6 +90,11 @@ fn cluster(n: u32, min_hold_ms: u64) -> Cluster {
             a.add_peer(b.node(), b.local_addr());
         }
     }
+    dlms
+}
+
+fn cluster(n: u32, min_hold_ms: u64) -> Cluster {
+    let dlms = start_dlms(n);
     let ids: Vec<NodeId> = dlms.iter().map(|d| d.node()).collect();
     let ls: Vec<Lockspace> = dlms
         .iter()
@@ -300,17 +306,7 @@ struct MountNode {
 const JOURNALS: u32 = 4;
 
 fn mount_nodes(n: u32) -> (Vec<Dlm>, Vec<Arc<StaticMembership>>, Vec<MountNode>) {
-    let dlms: Vec<Dlm> = (1..=n)
-        .map(|i| {
-            let cfg = DlmConfig::new(NodeId(i), "127.0.0.1:0".parse().unwrap(), HashMap::new());
-            Dlm::start(cfg).unwrap()
-        })
-        .collect();
-    for a in &dlms {
-        for b in &dlms {
-            a.add_peer(b.node(), b.local_addr());
-        }
-    }
+    let dlms = start_dlms(n);
     let ids: Vec<NodeId> = dlms.iter().map(|d| d.node()).collect();
     let ms: Vec<Arc<StaticMembership>> = ids.iter().map(|_| StaticMembership::new(&ids)).collect();
     let disk: Disk = Default::default();

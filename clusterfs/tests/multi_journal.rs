@@ -12,7 +12,6 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use clusterfs::block::{BlockDevice, CrashDevice, FileDevice};
@@ -428,37 +427,9 @@ fn crashed_node_recovers_its_own_journal() {
     assert_fsck_clean(snap.path());
 }
 
-/// A device that counts writes and flushes.
-struct Probe {
-    inner: Arc<dyn BlockDevice>,
-    writes: AtomicUsize,
-}
-
-impl BlockDevice for Probe {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> clusterfs::block::Result<()> {
-        self.inner.read_at(offset, buf)
-    }
-
-    fn write_at(&self, offset: u64, buf: &[u8]) -> clusterfs::block::Result<()> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.write_at(offset, buf)
-    }
-
-    fn flush(&self) -> clusterfs::block::Result<()> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.flush()
-    }
-
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-}
-
-fn probe(path: &Path) -> (Arc<Probe>, Arc<dyn BlockDevice>) {
-    let p = Arc::new(Probe {
-        inner: file_dev(path),
-        writes: AtomicUsize::new(0),
-    });
+/// A device over the image at `path` that counts writes and flushes.
+fn probe(path: &Path) -> (Arc<common::Counting>, Arc<dyn BlockDevice>) {
+    let p = common::Counting::new(file_dev(path));
     let d: Arc<dyn BlockDevice> = p.clone();
     (p, d)
 }
@@ -537,7 +508,7 @@ fn spectator_writes_nothing_and_refuses_changes() {
     fs.open(file).unwrap();
     fs.release(file).unwrap();
     fs.unmount().unwrap();
-    assert_eq!(p.writes.load(Ordering::SeqCst), 0, "writes or flushes");
+    assert_eq!(p.writes() + p.flushes(), 0, "writes or flushes");
     assert!(
         std::fs::read(img.path()).unwrap() == image,
         "device unchanged"
@@ -562,7 +533,7 @@ fn spectator_writes_nothing_and_refuses_changes() {
     check_files(&mut fs, "dirty", 1);
     try_every_change(&mut fs, dir, file);
     fs.unmount().unwrap();
-    assert_eq!(p.writes.load(Ordering::SeqCst), 0, "writes or flushes");
+    assert_eq!(p.writes() + p.flushes(), 0, "writes or flushes");
     assert!(
         std::fs::read(img.path()).unwrap() == image,
         "device unchanged"
@@ -595,7 +566,7 @@ fn jid_beyond_jindex_is_refused() {
     let msg = e.to_string();
     assert!(msg.contains("3 journal"), "{msg}");
     assert_eq!(e.errno(), libc::EINVAL);
-    assert_eq!(p.writes.load(Ordering::SeqCst), 0);
+    assert_eq!(p.writes() + p.flushes(), 0);
     assert!(std::fs::read(img.path()).unwrap() == image);
 }
 

@@ -27,10 +27,6 @@ struct Lab {
 }
 
 impl Lab {
-    fn new() -> Lab {
-        Lab::with_nodes(2)
-    }
-
     /// A cluster of `n` nodes (two_node mode for two).
     fn with_nodes(n: u32) -> Lab {
         let dir = tempfile::tempdir().unwrap();
@@ -130,6 +126,29 @@ fn cmand(lab: &Lab, i: u32) -> Child {
     spawn_cmand(&lab.state(i), i, &lab.key)
 }
 
+/// A lab of `n` nodes with every cmand up and the cluster quorate; `None`
+/// (a recorded skip) without root or FUSE.
+fn cluster_up(n: u32) -> Option<(Lab, Vec<Child>)> {
+    if !tests::require_root("FUSE mounts") || !tests::require_fuse() {
+        return None;
+    }
+    let lab = Lab::with_nodes(n);
+    let cmands = (1..=n).map(|i| cmand(&lab, i)).collect();
+    for i in 1..=n {
+        lab.wait_status(i, "every node a member", |s| {
+            s.members.len() == n as usize && s.quorum.quorate
+        });
+    }
+    Some((lab, cmands))
+}
+
+/// Stops every cmand still running.
+fn stop_cmands(cmands: &mut [Child]) {
+    for c in cmands {
+        tests::reap(c);
+    }
+}
+
 fn mkfs(image: &Path) {
     mkfs_journals(image, 2);
 }
@@ -181,17 +200,9 @@ fn fsck_clean(image: &Path) {
 
 #[test]
 fn two_nodes_share_a_lock_dlm_volume_and_survive_one_nodes_death() {
-    if !tests::require_root("FUSE mounts") || !tests::require_fuse() {
+    let Some((lab, mut cmands)) = cluster_up(2) else {
         return;
-    }
-    let lab = Lab::new();
-    let mut c1 = cmand(&lab, 1);
-    let mut c2 = cmand(&lab, 2);
-    for i in 1..=2 {
-        lab.wait_status(i, "both nodes members", |s| {
-            s.members.len() == 2 && s.quorum.quorate
-        });
-    }
+    };
     mkfs(&lab.image());
     let m1 = FuseMount::start(&mut lab.mount_cmd(1, ""), &lab.mnt(1));
     let m2 = FuseMount::start(&mut lab.mount_cmd(2, ""), &lab.mnt(2));
@@ -232,7 +243,7 @@ fn two_nodes_share_a_lock_dlm_volume_and_survive_one_nodes_death() {
     // goes on once node 1 is fenced and its journal replayed.
     fsync_write(&d1.join("last"), b"node 1's last fsync'd write");
     m1.kill();
-    tests::reap(&mut c1);
+    tests::reap(&mut cmands[0]);
     lab.wait_status(2, "node 1 fenced", |s| {
         s.members.len() == 1 && s.victims.is_empty()
     });
@@ -248,7 +259,7 @@ fn two_nodes_share_a_lock_dlm_volume_and_survive_one_nodes_death() {
     );
 
     // Node 1 comes back and mounts again.
-    c1 = cmand(&lab, 1);
+    cmands[0] = cmand(&lab, 1);
     lab.wait_status(1, "node 1 back", |s| {
         s.members.len() == 2 && s.quorum.quorate
     });
@@ -256,8 +267,7 @@ fn two_nodes_share_a_lock_dlm_volume_and_survive_one_nodes_death() {
     assert_eq!(names(&lab.mnt(1)), vec!["a", "after", "b", "last"]);
     m1.stop();
     m2.stop();
-    tests::reap(&mut c1);
-    tests::reap(&mut c2);
+    stop_cmands(&mut cmands);
     fsck_clean(&lab.image());
 }
 
@@ -267,17 +277,9 @@ fn two_nodes_share_a_lock_dlm_volume_and_survive_one_nodes_death() {
 /// node 2 mounts after the fencing with node 1's fsync'd data intact.
 #[test]
 fn a_mount_whose_cmand_dies_stops_writing_and_is_fenced_with_its_node() {
-    if !tests::require_root("FUSE mounts") || !tests::require_fuse() {
+    let Some((lab, mut cmands)) = cluster_up(2) else {
         return;
-    }
-    let lab = Lab::new();
-    let mut c1 = cmand(&lab, 1);
-    let mut c2 = cmand(&lab, 2);
-    for i in 1..=2 {
-        lab.wait_status(i, "both nodes members", |s| {
-            s.members.len() == 2 && s.quorum.quorate
-        });
-    }
+    };
     mkfs(&lab.image());
     let mut m1 = FuseMount::start(&mut lab.mount_cmd(1, ""), &lab.mnt(1));
     let pid_files = || {
@@ -298,7 +300,7 @@ fn a_mount_whose_cmand_dies_stops_writing_and_is_fenced_with_its_node() {
         .sync_all()
         .unwrap();
 
-    tests::reap(&mut c1);
+    tests::reap(&mut cmands[0]);
     // From now on nothing node 1 writes may reach the volume.
     tests::wait_for("node 1's writes to fail", Duration::from_secs(30), || {
         let r = std::fs::File::create(lab.mnt(1).join("after")).and_then(|f| f.sync_all());
@@ -317,20 +319,8 @@ fn a_mount_whose_cmand_dies_stops_writing_and_is_fenced_with_its_node() {
     let m2 = FuseMount::start(&mut lab.mount_cmd(2, ""), &lab.mnt(2));
     assert_eq!(std::fs::read(lab.mnt(2).join("before")).unwrap(), b"kept");
     m2.stop();
-    tests::reap(&mut c2);
-    if tests::require("fsck.gfs2") {
-        let out = Command::new("fsck.gfs2")
-            .arg("-n")
-            .arg(lab.image())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "fsck.gfs2 -n: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
+    stop_cmands(&mut cmands);
+    fsck_clean(&lab.image());
 }
 
 /// Both nodes write at once, each its own files in a shared directory and
@@ -339,18 +329,10 @@ fn a_mount_whose_cmand_dies_stops_writing_and_is_fenced_with_its_node() {
 /// `fsck.gfs2 -n` is clean after both unmount.
 #[test]
 fn two_nodes_writing_at_once_lose_nothing() {
-    if !tests::require_root("FUSE mounts") || !tests::require_fuse() {
-        return;
-    }
     const FILES: usize = 40;
-    let lab = Lab::new();
-    let mut c1 = cmand(&lab, 1);
-    let mut c2 = cmand(&lab, 2);
-    for i in 1..=2 {
-        lab.wait_status(i, "both nodes members", |s| {
-            s.members.len() == 2 && s.quorum.quorate
-        });
-    }
+    let Some((lab, mut cmands)) = cluster_up(2) else {
+        return;
+    };
     mkfs(&lab.image());
     let m1 = FuseMount::start(&mut lab.mount_cmd(1, ""), &lab.mnt(1));
     let m2 = FuseMount::start(&mut lab.mount_cmd(2, ""), &lab.mnt(2));
@@ -407,8 +389,7 @@ fn two_nodes_writing_at_once_lose_nothing() {
     }
     m1.stop();
     m2.stop();
-    tests::reap(&mut c1);
-    tests::reap(&mut c2);
+    stop_cmands(&mut cmands);
     fsck_clean(&lab.image());
 }
 
@@ -434,18 +415,10 @@ fn fcntl_lock(f: &std::fs::File, typ: i32, wait: bool) -> std::io::Result<()> {
 /// other node holds is refused (EAGAIN), and allowed once it lets go.
 #[test]
 fn fcntl_locks_exclude_across_nodes() {
-    if !tests::require_root("FUSE mounts") || !tests::require_fuse() {
-        return;
-    }
     const ROUNDS: u64 = 60;
-    let lab = Lab::new();
-    let mut c1 = cmand(&lab, 1);
-    let mut c2 = cmand(&lab, 2);
-    for i in 1..=2 {
-        lab.wait_status(i, "both nodes members", |s| {
-            s.members.len() == 2 && s.quorum.quorate
-        });
-    }
+    let Some((lab, mut cmands)) = cluster_up(2) else {
+        return;
+    };
     mkfs(&lab.image());
     let m1 = FuseMount::start(&mut lab.mount_cmd(1, ""), &lab.mnt(1));
     let m2 = FuseMount::start(&mut lab.mount_cmd(2, ""), &lab.mnt(2));
@@ -501,8 +474,7 @@ fn fcntl_locks_exclude_across_nodes() {
     assert_eq!(got.trim(), (2 * ROUNDS).to_string(), "increments lost");
     m1.stop();
     m2.stop();
-    tests::reap(&mut c1);
-    tests::reap(&mut c2);
+    stop_cmands(&mut cmands);
     fsck_clean(&lab.image());
 }
 
@@ -513,9 +485,9 @@ fn fcntl_locks_exclude_across_nodes() {
 /// unmount. `CLUSTERFS_CLUSTER_SEEDS` / `CLUSTERFS_CLUSTER_STEPS` for
 /// longer runs.
 fn coherence_exerciser(n: u32, first_seed: u64) {
-    if !tests::require_root("FUSE mounts") || !tests::require_fuse() {
+    let Some((lab, mut cmands)) = cluster_up(n) else {
         return;
-    }
+    };
     let env = |v: &str, d: u64| {
         std::env::var(v)
             .ok()
@@ -524,13 +496,6 @@ fn coherence_exerciser(n: u32, first_seed: u64) {
     };
     let seeds = env("CLUSTERFS_CLUSTER_SEEDS", 1);
     let steps = env("CLUSTERFS_CLUSTER_STEPS", 120) as usize;
-    let lab = Lab::with_nodes(n);
-    let mut cmands: Vec<Child> = (1..=n).map(|i| cmand(&lab, i)).collect();
-    for i in 1..=n {
-        lab.wait_status(i, "every node a member", |s| {
-            s.members.len() == n as usize && s.quorum.quorate
-        });
-    }
     for seed in first_seed..first_seed + seeds {
         mkfs_journals(&lab.image(), n);
         let mounts: Vec<FuseMount> = (1..=n)
@@ -567,9 +532,7 @@ fn coherence_exerciser(n: u32, first_seed: u64) {
         }
         fsck_clean(&lab.image());
     }
-    for c in cmands.iter_mut() {
-        tests::reap(c);
-    }
+    stop_cmands(&mut cmands);
 }
 
 #[test]

@@ -163,6 +163,71 @@ impl Lab {
         }
     }
 
+    /// Three cmand nodes, quorate, each with a dlm user incrementing the
+    /// counter until the `stop` file; returns once `victim` made 20
+    /// increments. (cmands, dlm users), by node.
+    fn start_traffic(&self, victim: u32) -> (Vec<Proc>, Vec<Proc>) {
+        let cmands: Vec<Proc> = (1..=3).map(|i| self.cmand(i)).collect();
+        for i in 1..=3 {
+            self.wait_for(i, "the full quorate view", |s| {
+                s.members.len() == 3 && s.quorum.quorate
+            });
+        }
+        let port = free_port(false);
+        let dlms: Vec<Proc> = (1..=3).map(|i| self.dlm_node(i, port, 1_000_000)).collect();
+        for d in &dlms {
+            d.expect_line("running", Duration::from_secs(60));
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.log(victim).len() < 20 {
+            assert!(Instant::now() < deadline, "node {victim} made no progress");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (cmands, dlms)
+    }
+
+    /// Each of `ids` makes 20 increments after wall-clock ms `since` (no
+    /// hang).
+    fn wait_progress(&self, ids: &[u32], since: u128) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for &id in ids {
+            while self.log(id).iter().filter(|(_, t)| *t >= since).count() < 20 {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {id} hangs; its dlm log:\n{}",
+                    self.dlm_log(id)
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Stops the dlm users (the `stop` file) and waits until they say so.
+    fn stop_traffic(&self, dlms: &mut [Proc]) {
+        std::fs::write(self.dir.path().join("stop"), b"").unwrap();
+        for d in dlms.iter() {
+            d.expect_line("done", Duration::from_secs(120));
+        }
+        for d in dlms.iter_mut() {
+            drop(d.stdin.take());
+        }
+    }
+
+    /// Every counter value read, checking that none was read twice (two
+    /// holders of the EX lock at once).
+    fn values_read_once(&self) -> std::collections::BTreeSet<u64> {
+        let mut seen = std::collections::BTreeSet::new();
+        for id in 1..=3 {
+            for (v, _) in self.log(id) {
+                assert!(
+                    seen.insert(v),
+                    "value {v} read twice (node {id}): two holders"
+                );
+            }
+        }
+        seen
+    }
+
     /// (value, wall-clock ms) per increment of node `id`.
     fn log(&self, id: u32) -> Vec<(u64, u128)> {
         std::fs::read_to_string(self.dir.path().join(format!("log.{id}")))
@@ -196,25 +261,8 @@ fn wall_ms() -> u128 {
 #[test]
 fn sigkilled_node_recovered_only_after_fencing() {
     let lab = Lab::new();
-    let mut cmands: Vec<Proc> = (1..=3).map(|i| lab.cmand(i)).collect();
-    for i in 1..=3 {
-        lab.wait_for(i, "the full quorate view", |s| {
-            s.members.len() == 3 && s.quorum.quorate
-        });
-    }
-    let port = free_port(false);
-    // Everyone runs until the test creates the `stop` file.
-    let iters = 1_000_000;
     let victim = 3;
-    let mut dlms: Vec<Proc> = (1..=3).map(|i| lab.dlm_node(i, port, iters)).collect();
-    for d in &dlms {
-        d.expect_line("running", Duration::from_secs(60));
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while lab.log(victim).len() < 20 {
-        assert!(Instant::now() < deadline, "node {victim} made no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let (mut cmands, mut dlms) = lab.start_traffic(victim);
     let v_dlm = dlms.remove(victim as usize - 1);
     let v_cmand = cmands.remove(victim as usize - 1);
     kill(v_cmand.pid(), Signal::SIGKILL).unwrap();
@@ -228,22 +276,8 @@ fn sigkilled_node_recovered_only_after_fencing() {
         s.victims.is_empty() && s.nodes[2].last_fenced.is_some() && s.members.len() == 2
     });
     // Survivors go on after the fencing (no hang): 20 more increments each.
-    let fenced_est = fenced_at_estimate(&s);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    for id in 1..=2 {
-        while lab.log(id).iter().filter(|(_, t)| *t >= fenced_est).count() < 20 {
-            assert!(
-                Instant::now() < deadline,
-                "node {id} hangs after the fencing; its dlm log:\n{}",
-                lab.dlm_log(id)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    std::fs::write(lab.dir.path().join("stop"), b"").unwrap();
-    for d in &dlms {
-        d.expect_line("done", Duration::from_secs(120));
-    }
+    lab.wait_progress(&[1, 2], fenced_at_estimate(&s));
+    lab.stop_traffic(&mut dlms);
     // Each survivor's dlm follows its own cmand, which applies the fencing
     // (an agreed message) at its own moment: node `id` must take no lock
     // between the failure view and that moment on its cmand. cmand
@@ -279,22 +313,10 @@ fn sigkilled_node_recovered_only_after_fencing() {
         .trim()
         .parse()
         .unwrap();
-    let mut seen = std::collections::BTreeSet::new();
-    for id in 1..=3 {
-        let log = lab.log(id);
-        for (v, _) in log {
-            assert!(
-                seen.insert(v),
-                "value {v} read twice (node {id}): two holders"
-            );
-        }
-    }
+    let seen = lab.values_read_once();
     let missing: Vec<u64> = (0..final_value).filter(|v| !seen.contains(v)).collect();
     assert!(missing.len() <= 1, "lost increments: {missing:?}");
     assert!(seen.iter().all(|v| *v < final_value));
-    for d in dlms.iter_mut() {
-        drop(d.stdin.take());
-    }
 }
 
 /// Issue 17: node 2's cmand alone is SIGKILLed while its dlm user takes
@@ -308,23 +330,8 @@ fn sigkilled_node_recovered_only_after_fencing() {
 #[test]
 fn cmand_killed_alone_and_restarted_at_once() {
     let lab = Lab::new();
-    let mut cmands: Vec<Proc> = (1..=3).map(|i| lab.cmand(i)).collect();
-    for i in 1..=3 {
-        lab.wait_for(i, "the full quorate view", |s| {
-            s.members.len() == 3 && s.quorum.quorate
-        });
-    }
-    let port = free_port(false);
     let victim = 2u32;
-    let mut dlms: Vec<Proc> = (1..=3).map(|i| lab.dlm_node(i, port, 1_000_000)).collect();
-    for d in &dlms {
-        d.expect_line("running", Duration::from_secs(60));
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while lab.log(victim).len() < 20 {
-        assert!(Instant::now() < deadline, "node {victim} made no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let (mut cmands, mut dlms) = lab.start_traffic(victim);
     let v = victim as usize - 1;
     kill(cmands[v].pid(), Signal::SIGKILL).unwrap();
     let _ = cmands[v].child.wait();
@@ -339,9 +346,8 @@ fn cmand_killed_alone_and_restarted_at_once() {
         assert!(Instant::now() < deadline, "cmand never restarted");
     }
     // The old lock user stopped by itself.
-    let old = dlms.remove(v);
+    let mut old = dlms.remove(v);
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut old = old;
     let code = loop {
         if let Some(st) = old.child.try_wait().unwrap() {
             break st.code();
@@ -365,31 +371,7 @@ fn cmand_killed_alone_and_restarted_at_once() {
         s.members.len() == 3 && s.quorum.quorate
     });
     // Survivors go on.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    for id in [1, 3] {
-        while lab.log(id).iter().filter(|(_, t)| *t > stopped_at).count() < 20 {
-            assert!(
-                Instant::now() < deadline,
-                "node {id} hangs; its dlm log:\n{}",
-                lab.dlm_log(id)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    std::fs::write(lab.dir.path().join("stop"), b"").unwrap();
-    for d in &dlms {
-        d.expect_line("done", Duration::from_secs(120));
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for id in 1..=3 {
-        for (val, _) in lab.log(id) {
-            assert!(
-                seen.insert(val),
-                "value {val} read twice (node {id}): two holders"
-            );
-        }
-    }
-    for d in dlms.iter_mut() {
-        drop(d.stdin.take());
-    }
+    lab.wait_progress(&[1, 3], stopped_at);
+    lab.stop_traffic(&mut dlms);
+    lab.values_read_once();
 }

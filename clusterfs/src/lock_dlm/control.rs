@@ -110,8 +110,6 @@ pub enum MountRole {
 struct CtlState {
     /// Our slot (0 until the lockspace assigned one).
     slot: u32,
-    /// Generation of the last recovery.
-    gen: u64,
     /// Journals of members lost, with the generation of the recovery
     /// that reported them.
     lost: BTreeMap<u32, u64>,
@@ -424,7 +422,6 @@ impl MountControl {
         {
             let mut st = self.state.lock();
             st.slot = our_slot;
-            st.gen = gen;
             st.awaiting_done = false;
             for jid in std::mem::take(&mut st.lost_now) {
                 st.lost.insert(jid, gen);

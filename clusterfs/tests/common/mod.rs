@@ -7,9 +7,10 @@ pub mod skip;
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use clusterfs::block::FileDevice;
+use clusterfs::block::{BlockDevice, FileDevice, MemDevice};
 use clusterfs::fs::FileSystem;
 use clusterfs::lock::LocalLocks;
 use clusterfs::mkfs::{mkfs, LockProto, MkfsOptions};
@@ -80,4 +81,68 @@ pub fn image(size_mb: u64, bsize: u32) -> tempfile::NamedTempFile {
 pub fn mount(path: &Path) -> FileSystem {
     let dev = Arc::new(FileDevice::open(path).unwrap());
     FileSystem::mount(dev, Arc::new(LocalLocks)).unwrap().0
+}
+
+/// A 64 MiB volume in memory made by our mkfs with `journals` 8 MiB
+/// journals (several nodes' mounts in one test).
+pub fn journaled_volume(journals: u32) -> MemDevice {
+    let mem = MemDevice::new(64 << 20);
+    let opts = MkfsOptions {
+        lockproto: LockProto::LockNolock,
+        journals,
+        journal_mb: Some(8),
+        bsize: 4096,
+        rg_mb: 32,
+        ..Default::default()
+    };
+    mkfs(&mem, &opts, &mut |_, _, _| {}).unwrap();
+    mem
+}
+
+/// A device that counts the writes and the flushes that reach `inner`.
+pub struct Counting {
+    inner: Arc<dyn BlockDevice>,
+    writes: AtomicUsize,
+    flushes: AtomicUsize,
+}
+
+impl Counting {
+    /// Counts what reaches `inner`.
+    pub fn new(inner: Arc<dyn BlockDevice>) -> Arc<Counting> {
+        Arc::new(Counting {
+            inner,
+            writes: AtomicUsize::new(0),
+            flushes: AtomicUsize::new(0),
+        })
+    }
+
+    /// Writes so far.
+    pub fn writes(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    /// Flushes so far.
+    pub fn flushes(&self) -> usize {
+        self.flushes.load(Ordering::SeqCst)
+    }
+}
+
+impl BlockDevice for Counting {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> clusterfs::block::Result<()> {
+        self.inner.read_at(offset, buf)
+    }
+
+    fn write_at(&self, offset: u64, buf: &[u8]) -> clusterfs::block::Result<()> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.write_at(offset, buf)
+    }
+
+    fn flush(&self) -> clusterfs::block::Result<()> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        self.inner.flush()
+    }
+
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
 }
