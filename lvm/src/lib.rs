@@ -1,0 +1,1 @@
+//! LVM2 volumes: on-disk format, commands, clustered locking.

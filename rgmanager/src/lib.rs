@@ -1,0 +1,1 @@
+//! HA services for the cluster: rgmanager.
