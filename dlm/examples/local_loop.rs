@@ -7,6 +7,8 @@ fn main() {
         dlm::NodeId(1),
         "127.0.0.1:0".parse().unwrap(),
         HashMap::new(),
+        // No peers: any key will do.
+        dlm::ClusterKey::new(b"local_loop has no peers").unwrap(),
     ))
     .unwrap();
     let m = dlm::StaticMembership::new(&[dlm::NodeId(1)]);
@@ -27,3 +29,4 @@ fn main() {
     }
     println!("{} ns per lock+unlock", t.elapsed().as_nanos() as u64 / n);
 }
+

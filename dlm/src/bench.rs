@@ -10,7 +10,7 @@
 //!
 //! | parent → peer | peer → parent |
 //! |---|---|
-//! | (start) | `ready DLM_ADDR ECHO_ADDR` |
+//! | `key HEX`: the cluster key (random, made for the run) | `ready DLM_ADDR ECHO_ADDR` |
 //! | `join ID ADDR`: add node ID at ADDR, join lockspace `bench` | `ok` |
 //! | `master NAME`: lock + unlock NAME once (becomes its master) | `ok` |
 //! | `pingpong NAME`: start bouncing NAME (callbacks) | `ok` |
@@ -33,7 +33,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::types::Status;
-use crate::{Dlm, DlmConfig, DlmError, Flags, Lockspace, Mode, NodeId, StaticMembership};
+use crate::{
+    ClusterKey, Dlm, DlmConfig, DlmError, Flags, Lockspace, Mode, NodeId, StaticMembership,
+};
 
 /// The figures `dlm_tool bench` reports.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -134,6 +136,21 @@ fn wait_running(ls: &Lockspace) -> Result<(), DlmError> {
     Ok(())
 }
 
+/// A cluster key for one run (the bench's processes only).
+fn run_key() -> [u8; 32] {
+    rand::random()
+}
+
+fn from_hex(h: &str) -> Option<Vec<u8>> {
+    if h.len() % 2 != 0 {
+        return None;
+    }
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 fn lock_unlock(ls: &Lockspace, name: &[u8]) {
     let id = ls.lock(name, Mode::Ex, Flags::empty()).expect("lock");
     ls.unlock(id, Flags::empty(), None).expect("unlock");
@@ -144,7 +161,12 @@ fn lock_unlock(ls: &Lockspace, name: &[u8]) {
 // ---------------------------------------------------------------------------
 
 fn local_figures(r: &mut BenchReport) -> Result<(), DlmError> {
-    let dlm = Dlm::start(DlmConfig::new(PARENT, loopback(), HashMap::new()))?;
+    let dlm = Dlm::start(DlmConfig::new(
+        PARENT,
+        loopback(),
+        HashMap::new(),
+        ClusterKey::new(&run_key()).expect("32 bytes"),
+    ))?;
     let ls = dlm.join(LS_NAME, StaticMembership::new(&[PARENT]).as_ref())?;
     wait_running(&ls)?;
     for _ in 0..1000 {
@@ -272,7 +294,14 @@ impl PingPong {
 /// server, driven by commands on stdin (see the module docs). Returns when
 /// stdin closes or says `quit`.
 pub fn peer_main() -> Result<(), BenchError> {
-    let dlm = Dlm::start(DlmConfig::new(PEER, loopback(), HashMap::new()))?;
+    let mut first = String::new();
+    std::io::stdin().lock().read_line(&mut first)?;
+    let key = first
+        .strip_prefix("key ")
+        .and_then(|h| from_hex(h.trim()))
+        .and_then(|k| ClusterKey::new(&k).ok())
+        .ok_or_else(|| BenchError::Peer("expected the key first".into()))?;
+    let dlm = Dlm::start(DlmConfig::new(PEER, loopback(), HashMap::new(), key))?;
     let echo = TcpListener::bind(loopback())?;
     let echo_addr = echo.local_addr()?;
     std::thread::spawn(move || echo_server(echo));
@@ -349,7 +378,10 @@ struct Peer {
 }
 
 impl Peer {
-    fn spawn(cmd: &PeerCommand) -> Result<(Peer, SocketAddr, SocketAddr), BenchError> {
+    fn spawn(
+        cmd: &PeerCommand,
+        key: &[u8],
+    ) -> Result<(Peer, SocketAddr, SocketAddr), BenchError> {
         let mut child = Command::new(&cmd.program)
             .args(&cmd.args)
             .stdin(Stdio::piped())
@@ -363,7 +395,8 @@ impl Peer {
             stdin,
             stdout,
         };
-        let ready = p.read_line()?;
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let ready = p.ask(&format!("key {hex}"))?;
         let w: Vec<&str> = ready.split_whitespace().collect();
         let addr = |s: &str| {
             s.parse()
@@ -598,8 +631,15 @@ pub fn run(peer: &PeerCommand) -> Result<BenchReport, BenchError> {
         ..Default::default()
     };
     local_figures(&mut r)?;
-    let dlm = Dlm::start(DlmConfig::new(PARENT, loopback(), HashMap::new()))?;
-    let (mut p, peer_addr, echo_addr) = Peer::spawn(peer)?;
+    let key = run_key();
+    let cfg = DlmConfig::new(
+        PARENT,
+        loopback(),
+        HashMap::new(),
+        ClusterKey::new(&key).expect("32 bytes"),
+    );
+    let dlm = Dlm::start(cfg)?;
+    let (mut p, peer_addr, echo_addr) = Peer::spawn(peer, &key)?;
     dlm.add_peer(PEER, peer_addr);
     let ls = dlm.join(LS_NAME, StaticMembership::new(&[PARENT, PEER]).as_ref())?;
     p.ask_ok(&format!("join {} {}", PARENT.0, dlm.local_addr()))?;

@@ -32,7 +32,7 @@ pub mod types;
 pub mod wire;
 
 pub use driver::lockspace::{AstFn, BastFn, Completion, Lockspace, PlockFn, PlockReq, RecoverOps};
-pub use driver::{Dlm, DlmConfig, DlmError};
+pub use driver::{ClusterKey, Dlm, DlmConfig, DlmError};
 pub use membership::{Membership, MembershipEvent, StaticMembership};
 pub use mode::Mode;
 pub use types::{Flags, LockId, LockKey, Lvb, NodeId, ResName, SbFlags, Status};

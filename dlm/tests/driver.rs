@@ -15,7 +15,12 @@ use dlm::{
 fn cluster(n: u32, ctl: Option<&std::path::Path>) -> Vec<Dlm> {
     let dlms: Vec<Dlm> = (1..=n)
         .map(|i| {
-            let mut cfg = DlmConfig::new(NodeId(i), "127.0.0.1:0".parse().unwrap(), HashMap::new());
+            let mut cfg = DlmConfig::new(
+                NodeId(i),
+                "127.0.0.1:0".parse().unwrap(),
+                HashMap::new(),
+                dlm::ClusterKey::new(b"driver tests' cluster key").unwrap(),
+            );
             cfg.shards = 4;
             cfg.ctl_dir = ctl.map(|p| p.to_path_buf());
             Dlm::start(cfg).unwrap()
@@ -384,8 +389,8 @@ fn garbage_from_the_network_is_dropped_and_service_continues() {
     // A peer that never says hello properly.
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
-    // A peer (an unknown node id) that says hello properly, then sends
-    // numbered frames whose payloads are garbage of every shape. Writes may
+    // A peer (an unknown node id, without the key) that says hello, then
+    // sends numbered frames whose payloads are garbage of every shape. Writes may
     // fail once the node has had enough and closed the connection.
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let hello = dlm::driver::transport::encode_hello(NodeId(99), 7, dlms[0].node());

@@ -14,13 +14,20 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use dlm::driver::transport::auth::{Challenge, Handshake, Hello};
 use dlm::driver::transport::{
-    encode_hello, frame_finish, frame_start, FrameHandler, InConn, Transport, HELLO_LEN,
+    connector_handshake, frame_finish, frame_start, FrameHandler, InConn, Transport, HELLO_LEN,
+    TAG_LEN,
 };
-use dlm::{Dlm, DlmConfig, Flags, Lockspace, Mode, NodeId, StaticMembership};
+use dlm::{ClusterKey, Dlm, DlmConfig, Flags, Lockspace, Mode, NodeId, StaticMembership};
 
 /// Frames received, per sender, as the u64 each carries.
 type Inbox = Arc<Mutex<HashMap<NodeId, Vec<u64>>>>;
+
+/// The cluster key of every node in these tests.
+fn key() -> ClusterKey {
+    ClusterKey::new(b"transport tests' cluster key").unwrap()
+}
 
 fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -125,8 +132,8 @@ fn exchange_under_cuts(
 fn pair() -> (Transport, Transport, Inbox, Inbox) {
     let (ia, ha) = recorder();
     let (ib, hb) = recorder();
-    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), ha).unwrap();
-    let b = Transport::start(NodeId(2), any_port(), &HashMap::new(), hb).unwrap();
+    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), key(), ha).unwrap();
+    let b = Transport::start(NodeId(2), any_port(), &HashMap::new(), key(), hb).unwrap();
     a.add_peer(NodeId(2), b.local_addr());
     b.add_peer(NodeId(1), a.local_addr());
     (a, b, ia, ib)
@@ -205,8 +212,8 @@ impl Proxy {
 fn frames_survive_a_proxy_that_loses_bytes_in_flight() {
     let (ia, ha) = recorder();
     let (ib, hb) = recorder();
-    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), ha).unwrap();
-    let b = Transport::start(NodeId(2), any_port(), &HashMap::new(), hb).unwrap();
+    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), key(), ha).unwrap();
+    let b = Transport::start(NodeId(2), any_port(), &HashMap::new(), key(), hb).unwrap();
     // Both directions go through proxies.
     let to_b = Proxy::start(b.local_addr());
     let to_a = Proxy::start(a.local_addr());
@@ -230,7 +237,7 @@ fn frames_survive_a_proxy_that_loses_bytes_in_flight() {
 fn start_at(id: u32, addr: SocketAddr, h: FrameHandler) -> Transport {
     let t = Instant::now();
     loop {
-        match Transport::start(NodeId(id), addr, &HashMap::new(), h.clone()) {
+        match Transport::start(NodeId(id), addr, &HashMap::new(), key(), h.clone()) {
             Ok(tr) => return tr,
             Err(_) if t.elapsed() < Duration::from_secs(30) => {
                 thread::sleep(Duration::from_millis(20));
@@ -243,7 +250,7 @@ fn start_at(id: u32, addr: SocketAddr, h: FrameHandler) -> Transport {
 #[test]
 fn a_restarted_receiver_gets_no_frame_meant_for_its_previous_process() {
     let (ia, ha) = recorder();
-    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), ha).unwrap();
+    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), key(), ha).unwrap();
     // B1 stalls on frame 50, so frames 51.. are written to it but never
     // delivered (nor acknowledged) when it dies.
     let (ib1, _) = recorder();
@@ -261,7 +268,7 @@ fn a_restarted_receiver_gets_no_frame_meant_for_its_previous_process() {
             }
         })
     };
-    let b1 = Transport::start(NodeId(2), any_port(), &HashMap::new(), h1).unwrap();
+    let b1 = Transport::start(NodeId(2), any_port(), &HashMap::new(), key(), h1).unwrap();
     let b_addr = b1.local_addr();
     a.add_peer(NodeId(2), b_addr);
     for v in 1..=100 {
@@ -295,9 +302,9 @@ fn a_restarted_receiver_gets_no_frame_meant_for_its_previous_process() {
 #[test]
 fn a_restarted_sender_starts_a_new_stream() {
     let (ib, hb) = recorder();
-    let b = Transport::start(NodeId(2), any_port(), &HashMap::new(), hb).unwrap();
+    let b = Transport::start(NodeId(2), any_port(), &HashMap::new(), key(), hb).unwrap();
     let (_, ha1) = recorder();
-    let a1 = Transport::start(NodeId(1), any_port(), &HashMap::new(), ha1).unwrap();
+    let a1 = Transport::start(NodeId(1), any_port(), &HashMap::new(), key(), ha1).unwrap();
     a1.add_peer(NodeId(2), b.local_addr());
     for v in 0..50 {
         a1.send(NodeId(2), frame(v));
@@ -307,7 +314,7 @@ fn a_restarted_sender_starts_a_new_stream() {
     // The new process numbers its frames from 1 again: they are not
     // duplicates of A1's.
     let (_, ha2) = recorder();
-    let a2 = Transport::start(NodeId(1), any_port(), &HashMap::new(), ha2).unwrap();
+    let a2 = Transport::start(NodeId(1), any_port(), &HashMap::new(), key(), ha2).unwrap();
     a2.add_peer(NodeId(2), b.local_addr());
     for v in 1000..1050 {
         a2.send(NodeId(2), frame(v));
@@ -323,7 +330,7 @@ fn a_restarted_sender_starts_a_new_stream() {
 fn garbage_on_the_port_is_refused_and_the_transport_keeps_serving() {
     let (_ia, ha) = recorder();
     let (ib, hb) = recorder();
-    let b = Transport::start(NodeId(2), any_port(), &HashMap::new(), hb).unwrap();
+    let b = Transport::start(NodeId(2), any_port(), &HashMap::new(), key(), hb).unwrap();
     for junk in [
         &b"GET / HTTP/1.0\r\n\r\n"[..],
         &[0u8; 3][..],
@@ -332,7 +339,7 @@ fn garbage_on_the_port_is_refused_and_the_transport_keeps_serving() {
         let mut s = TcpStream::connect(b.local_addr()).unwrap();
         let _ = s.write_all(junk);
     }
-    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), ha).unwrap();
+    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), key(), ha).unwrap();
     a.add_peer(NodeId(2), b.local_addr());
     a.send(NodeId(2), frame(42));
     wait_until("the real frame", || received(&ib, 1) == vec![42]);
@@ -370,8 +377,8 @@ fn leading_pair() -> (Transport, Transport, Deliveries, Arc<InConn>) {
     let led = Arc::new(OnceLock::new());
     let (got, ha) = thread_recorder(led.clone());
     let (_, hb) = recorder();
-    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), ha).unwrap();
-    let b = Transport::start(NodeId(2), any_port(), &HashMap::new(), hb).unwrap();
+    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), key(), ha).unwrap();
+    let b = Transport::start(NodeId(2), any_port(), &HashMap::new(), key(), hb).unwrap();
     a.add_peer(NodeId(2), b.local_addr());
     b.add_peer(NodeId(1), a.local_addr());
     b.send(NodeId(1), frame(0));
@@ -472,7 +479,7 @@ fn a_leader_is_woken_by_a_kick_and_by_a_broken_connection() {
 fn cluster(n: u32) -> (Vec<Dlm>, Vec<Lockspace>) {
     let dlms: Vec<Dlm> = (1..=n)
         .map(|i| {
-            let mut cfg = DlmConfig::new(NodeId(i), any_port(), HashMap::new());
+            let mut cfg = DlmConfig::new(NodeId(i), any_port(), HashMap::new(), key());
             cfg.shards = 4;
             Dlm::start(cfg).unwrap()
         })
@@ -570,15 +577,13 @@ fn dlm_locks_stay_exclusive_and_complete_while_connections_break() {
 #[test]
 fn garbage_frames_after_a_valid_hello_are_dropped_and_locks_still_work() {
     let (dlms, ls) = cluster(2);
-    // A client speaking the transport protocol (hello, numbered frames) as
-    // node 9, which is in no lockspace, with garbage payloads.
+    // A client speaking the transport protocol (hello with the key,
+    // numbered and tagged frames) as node 9, which is in no lockspace, with
+    // garbage payloads.
     let mut s = TcpStream::connect(dlms[0].local_addr()).unwrap();
-    s.write_all(&encode_hello(NodeId(9), 0x1234_5678, dlms[0].node()))
-        .unwrap();
-    let mut reply = [0u8; 20];
-    s.read_exact(&mut reply).unwrap();
-    assert_eq!(&reply[..4], &0x444c_4d33u32.to_le_bytes());
-    assert_eq!(&reply[12..], &0u64.to_le_bytes(), "nothing delivered yet");
+    let (_, delivered, mut mac) =
+        connector_handshake(&mut s, &key(), NodeId(9), 0x1234_5678, dlms[0].node()).unwrap();
+    assert_eq!(delivered, 0, "nothing delivered yet");
     let mut seed = 12345u64;
     for seq in 1..300u64 {
         let len = (seq % 150) as usize;
@@ -594,9 +599,12 @@ fn garbage_frames_after_a_valid_hello_are_dropped_and_locks_still_work() {
             // Looks like lockspace "cut", shard 0, then noise.
             f[..6].copy_from_slice(&[3, b'c', b'u', b't', 0, 0]);
         }
-        s.write_all(&(8 + len as u32).to_le_bytes()).unwrap();
-        s.write_all(&seq.to_le_bytes()).unwrap();
-        s.write_all(&f).unwrap();
+        let mut rec = (8 + (len + TAG_LEN) as u32).to_le_bytes().to_vec();
+        rec.extend_from_slice(&seq.to_le_bytes());
+        rec.extend_from_slice(&f);
+        let tag = mac.seal(&rec);
+        rec.extend_from_slice(&tag);
+        s.write_all(&rec).unwrap();
     }
     // A frame claiming to be huge closes that connection only.
     let _ = s.write_all(&u32::MAX.to_le_bytes());
@@ -615,23 +623,30 @@ fn garbage_frames_after_a_valid_hello_are_dropped_and_locks_still_work() {
 #[test]
 fn a_peer_that_never_acknowledges_costs_bounded_memory() {
     use dlm::driver::transport::QUEUE_LIMIT;
-    // A "peer" that answers the hello, then neither reads nor acknowledges.
+    // A "peer" (with the key) that answers the hello, then neither reads
+    // nor acknowledges.
     let l = TcpListener::bind(any_port()).unwrap();
     let addr = l.local_addr().unwrap();
     let (held_tx, held_rx) = mpsc::channel();
     thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
-        let mut hello = [0u8; HELLO_LEN];
-        s.read_exact(&mut hello).unwrap();
-        let mut reply = Vec::new();
-        reply.extend_from_slice(&hello[..4]);
-        reply.extend_from_slice(&77u64.to_le_bytes());
-        reply.extend_from_slice(&0u64.to_le_bytes());
-        s.write_all(&reply).unwrap();
+        let mut h = [0u8; HELLO_LEN];
+        s.read_exact(&mut h).unwrap();
+        let hello = Hello::decode(&h).unwrap();
+        let ch = Challenge {
+            inc: 77,
+            nonce: [5; 16],
+        };
+        s.write_all(&ch.encode()).unwrap();
+        let mut proof = [0u8; 32];
+        s.read_exact(&mut proof).unwrap();
+        let hs = Handshake::new(&key(), &hello, &ch);
+        assert!(hs.check_proof(&proof));
+        s.write_all(&hs.welcome(0)).unwrap();
         held_tx.send(s).unwrap();
     });
     let (_ia, ha) = recorder();
-    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), ha).unwrap();
+    let a = Transport::start(NodeId(1), any_port(), &HashMap::new(), key(), ha).unwrap();
     a.add_peer(NodeId(2), addr);
     let _conn = held_rx.recv_timeout(Duration::from_secs(60)).unwrap();
     for v in 0..(QUEUE_LIMIT as u64 + 1000) {

@@ -17,6 +17,7 @@ use crate::membership::Membership;
 use crate::types::{NodeId, NAME_MAX};
 use crate::wire::Envelope;
 use lockspace::{Lockspace, LsInner, RecoverOps};
+pub use transport::ClusterKey;
 use transport::Transport;
 
 /// Errors of the public API.
@@ -67,17 +68,28 @@ pub struct DlmConfig {
     pub shards: u32,
     /// Directory for the control socket; `None`: no control socket.
     pub ctl_dir: Option<PathBuf>,
+    /// The cluster key: peers prove they hold it before any frame counts,
+    /// and every frame is authenticated with it (see
+    /// [`transport::auth`]). There is no keyless mode.
+    pub key: ClusterKey,
 }
 
 impl DlmConfig {
-    /// Defaults: 16 shards, no control socket.
-    pub fn new(node: NodeId, listen: SocketAddr, peers: HashMap<NodeId, SocketAddr>) -> DlmConfig {
+    /// Defaults: 16 shards, no control socket. `key` is the cluster's
+    /// (programs load the one cmand uses, with `cman::authkey`).
+    pub fn new(
+        node: NodeId,
+        listen: SocketAddr,
+        peers: HashMap<NodeId, SocketAddr>,
+        key: ClusterKey,
+    ) -> DlmConfig {
         DlmConfig {
             node,
             listen,
             peers,
             shards: 16,
             ctl_dir: None,
+            key,
         }
     }
 }
@@ -117,7 +129,13 @@ impl Dlm {
                 inner.dispatch(from, frame);
             }
         });
-        let transport = Arc::new(Transport::start(cfg.node, cfg.listen, &cfg.peers, handler)?);
+        let transport = Arc::new(Transport::start(
+            cfg.node,
+            cfg.listen,
+            &cfg.peers,
+            cfg.key.clone(),
+            handler,
+        )?);
         *inner.transport.lock() = Some(transport.clone());
         let ctl = match &cfg.ctl_dir {
             Some(dir) => Some(

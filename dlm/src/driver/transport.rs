@@ -33,6 +33,14 @@
 //!   that is not that node refuses it, so a sender whose peer's address
 //!   now belongs to another node's process (a port reused on one machine)
 //!   cannot feed it frames meant for someone else.
+//! - **Authentication** ([`auth`]). Both ends prove they hold the cluster
+//!   key in the hello (fresh nonces both ways, HMAC-SHA256 bound to both
+//!   node ids and incarnations), and every frame and acknowledgement then
+//!   carries a 16-byte tag under a key of that connection, over its place
+//!   on the connection. A connection that fails is closed and logged (once
+//!   per address and [`REFUSED_LOG_INTERVAL`]) before it has touched any
+//!   state: the real member's stream, incarnation, queue and connection
+//!   stay as they were.
 //! - **Bounds.** At most [`QUEUE_LIMIT`] frames and [`QUEUE_BYTES_LIMIT`]
 //!   bytes wait per peer (unacknowledged or unsent); past that a frame is
 //!   dropped with an error log.
@@ -52,11 +60,12 @@
 //! User callbacks it produces go through [`run_callback`], which keeps
 //! them off a leading caller's thread.
 //!
-//! Wire format, connector → acceptor: hello `magic u32 | node u32 |
-//! incarnation u64 | to node u32`, then frames `len u32 | seq u64 | payload` (`len`
-//! counts seq and payload). Acceptor → connector: hello reply `magic u32 |
-//! incarnation u64 | last delivered seq u64`, then acknowledgements `seq
-//! u64`. All little-endian.
+//! Wire format: the handshake of [`auth`] (hello, challenge, proof,
+//! welcome, which carries the last seq the acceptor delivered), then,
+//! connector → acceptor, frames `len u32 | seq u64 | payload | tag [16]`
+//! (`len` counts seq, payload and tag; the tag covers the frame's number on
+//! the connection and everything before it), and acceptor → connector,
+//! acknowledgements `seq u64 | tag [16]`. All little-endian.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
@@ -71,15 +80,14 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::types::NodeId;
 
+pub mod auth;
 mod inbound;
 
+use auth::{Challenge, Handshake, Hello, RecordMac, CHALLENGE_LEN, WELCOME_LEN};
+pub use auth::{ClusterKey, HELLO_LEN, TAG_LEN};
 use inbound::{accept_loop, Inbound};
 pub use inbound::{run_callback, InConn, Lead};
 
-/// "DLM3": hello with incarnation, seq and the node it is meant for.
-const HELLO_MAGIC: u32 = 0x444c_4d33;
-/// Bytes of a connector's hello ([`encode_hello`]).
-pub const HELLO_LEN: usize = 20;
 /// Largest frame accepted from the network.
 pub const MAX_FRAME: usize = 1 << 22;
 /// Frames waiting (unsent or unacknowledged) per peer before new ones are
@@ -98,6 +106,10 @@ pub const ACK_READ_INTERVAL: Duration = Duration::from_millis(100);
 pub const ACK_READ_EVERY: usize = 1024;
 /// Bytes before the payload in a frame built by [`frame_start`].
 const HEADER: usize = 12;
+/// Bytes of an acknowledgement: seq and tag.
+const ACK_LEN: usize = 8 + TAG_LEN;
+/// A refused connection is logged at most once per address in this long.
+pub const REFUSED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const CLOSED_BY_PEER: &str = "closed by peer";
 /// Bytes read and dropped from a client that failed the hello.
@@ -150,6 +162,10 @@ pub struct SendQueue {
     bytes: usize,
     /// The receiver's incarnation, once a hello reply told it.
     peer_inc: Option<u64>,
+    /// Tags frames on the current connection.
+    mac: Option<RecordMac>,
+    /// Leading frames tagged for the current connection.
+    sealed: usize,
 }
 
 /// What [`SendQueue::reconnected`] did.
@@ -214,9 +230,18 @@ impl SendQueue {
         true
     }
 
-    /// The bytes to write next on the current connection, if any.
-    pub fn unsent(&self) -> Option<&[u8]> {
-        self.frames.get(self.written).map(|f| &f[self.head_off..])
+    /// The bytes to write next on the current connection, if any. A frame
+    /// is tagged for the connection when its first byte is about to go.
+    pub fn unsent(&mut self) -> Option<&[u8]> {
+        let f = self.frames.get_mut(self.written)?;
+        if self.sealed == self.written {
+            let mac = self.mac.as_mut().expect("unsent frames before a hello");
+            let body = f.len() - TAG_LEN;
+            let tag = mac.seal(&f[..body]);
+            f[body..].copy_from_slice(&tag);
+            self.sealed += 1;
+        }
+        Some(&f[self.head_off..])
     }
 
     /// Records that `n` bytes of [`SendQueue::unsent`] were written.
@@ -244,6 +269,7 @@ impl SendQueue {
             self.written -= 1;
         }
         self.bound = self.bound.saturating_sub(n);
+        self.sealed = self.sealed.saturating_sub(n);
         n
     }
 
@@ -254,11 +280,13 @@ impl SendQueue {
     }
 
     /// A new connection's hello reply: the receiver's incarnation and the
-    /// last number it delivered from us. Sets the queue up to resend,
-    /// from the first frame the receiver lacks.
-    pub fn reconnected(&mut self, peer_inc: u64, delivered: u64) -> Resume {
+    /// last number it delivered from us; `mac` tags the frames of this
+    /// connection. Sets the queue up to resend, from the first frame the
+    /// receiver lacks.
+    pub fn reconnected(&mut self, peer_inc: u64, delivered: u64, mac: RecordMac) -> Resume {
         self.written = 0;
         self.head_off = 0;
+        self.mac = Some(mac);
         let restarted = self.peer_inc.is_some_and(|i| i != peer_inc);
         self.peer_inc = Some(peer_inc);
         self.connected = true;
@@ -277,8 +305,9 @@ impl SendQueue {
             self.written = 0;
             Resume::Continue { acked }
         };
-        // What is left goes to this incarnation.
+        // What is left goes to this incarnation, tagged afresh.
         self.bound = self.frames.len();
+        self.sealed = 0;
         resume
     }
 }
@@ -339,8 +368,8 @@ struct PeerState {
     queue: SendQueue,
     /// Frames and bytes (headers included) accepted by `send`.
     sent: SentStats,
-    /// Partly read acknowledgement of the current connection.
-    acks: AckReader,
+    /// Reads the current connection's acknowledgements.
+    acks: Option<AckReader>,
     /// Frames refused because the queue was full.
     dropped: u64,
 }
@@ -442,17 +471,20 @@ fn eventfd() -> std::io::Result<OwnedFd> {
 pub struct Transport {
     me: NodeId,
     inc: u64,
+    key: ClusterKey,
     local_addr: SocketAddr,
     peers: RwLock<HashMap<NodeId, Arc<PeerQueue>>>,
     inbound: Arc<Inbound>,
 }
 
 impl Transport {
-    /// Listens on `listen` and starts writer threads towards `peers`.
+    /// Listens on `listen` and starts writer threads towards `peers`;
+    /// only peers holding `key` get in, and only they are sent frames.
     pub fn start(
         me: NodeId,
         listen: SocketAddr,
         peers: &HashMap<NodeId, SocketAddr>,
+        key: ClusterKey,
         handler: FrameHandler,
     ) -> Result<Transport, TransportError> {
         let listen_err = |source| TransportError::Listen {
@@ -470,6 +502,8 @@ impl Transport {
         let inbound = Arc::new(Inbound {
             me,
             inc,
+            key: key.clone(),
+            refused: RefusedLog::default(),
             handler,
             stop: AtomicBool::new(false),
             peers: Mutex::new(HashMap::new()),
@@ -487,6 +521,7 @@ impl Transport {
         let t = Transport {
             me,
             inc,
+            key,
             local_addr,
             peers: Default::default(),
             inbound,
@@ -516,16 +551,21 @@ impl Transport {
                 stream: None,
                 queue: SendQueue::new(),
                 sent: SentStats::default(),
-                acks: AckReader::default(),
+                acks: None,
                 dropped: 0,
             }),
             wake: eventfd().map_err(TransportError::EventFd)?,
             connected: AtomicBool::new(false),
         });
-        let (pq2, inbound, me, inc) = (pq.clone(), self.inbound.clone(), self.me, self.inc);
+        let (pq2, inbound) = (pq.clone(), self.inbound.clone());
+        let me = Me {
+            id: self.me,
+            inc: self.inc,
+            key: self.key.clone(),
+        };
         thread::Builder::new()
             .name(format!("dlm-send-{id}"))
-            .spawn(move || writer_loop(me, inc, &pq2, &inbound.stop))
+            .spawn(move || writer_loop(&me, &pq2, &inbound))
             .expect("spawn");
         peers.insert(id, pq);
         Ok(())
@@ -546,6 +586,13 @@ impl Transport {
     /// This node.
     pub fn me(&self) -> NodeId {
         self.me
+    }
+
+    /// Connections refused so far: hellos that were not ours or failed
+    /// authentication (either side), and frames or acknowledgements with
+    /// a bad tag.
+    pub fn refused(&self) -> u64 {
+        self.inbound.refused.total()
     }
 
     /// This process's incarnation (random, chosen at start).
@@ -671,12 +718,26 @@ impl Drop for Transport {
 // finish writes the caller's thread could not.
 // ---------------------------------------------------------------------------
 
-fn writer_loop(me: NodeId, inc: u64, pq: &PeerQueue, stop: &AtomicBool) {
+/// What the writer threads need of this process.
+struct Me {
+    id: NodeId,
+    inc: u64,
+    key: ClusterKey,
+}
+
+fn writer_loop(me: &Me, pq: &PeerQueue, inbound: &Inbound) {
+    let stop = &inbound.stop;
     let mut backoff = Duration::from_millis(5);
     while !stop.load(Ordering::SeqCst) {
-        let (s, reply) = match connect(me, inc, pq.id, pq.addr) {
+        let (s, reply) = match connect(me, pq.id, pq.addr) {
             Ok(c) => c,
-            Err(e) => {
+            Err(ConnectError::Refused(why)) => {
+                inbound.refused.refused(pq.addr, &why);
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+                continue;
+            }
+            Err(ConnectError::Io(e)) => {
                 tracing::trace!(to = %pq.id, error = %e, "connect failed");
                 thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_millis(500));
@@ -690,7 +751,7 @@ fn writer_loop(me: NodeId, inc: u64, pq: &PeerQueue, stop: &AtomicBool) {
             if stop.load(Ordering::SeqCst) {
                 return;
             }
-            match st.queue.reconnected(reply.inc, reply.delivered) {
+            match st.queue.reconnected(reply.inc, reply.delivered, reply.frames) {
                 Resume::Restarted { dropped } if dropped > 0 => {
                     tracing::warn!(to = %pq.id, dropped,
                         "peer restarted: frames written to its previous incarnation dropped");
@@ -699,11 +760,11 @@ fn writer_loop(me: NodeId, inc: u64, pq: &PeerQueue, stop: &AtomicBool) {
             }
             tracing::debug!(to = %pq.id, resend = st.queue.len(), "connected");
             st.stream = Some(s.clone());
-            st.acks = AckReader::default();
+            st.acks = Some(AckReader::new(reply.acks));
             pq.connected.store(true, Ordering::Relaxed);
             pq.flush(&mut st);
         }
-        serve_connection(pq, &s, stop);
+        serve_connection(pq, &s, stop, &inbound.refused);
         let mut st = pq.state.lock();
         if st.stream.as_ref().is_some_and(|c| Arc::ptr_eq(c, &s)) {
             st.stream = None;
@@ -716,51 +777,101 @@ fn writer_loop(me: NodeId, inc: u64, pq: &PeerQueue, stop: &AtomicBool) {
 struct HelloReply {
     inc: u64,
     delivered: u64,
+    /// Tags our frames on this connection.
+    frames: RecordMac,
+    /// Checks the acceptor's acknowledgements.
+    acks: RecordMac,
+}
+
+/// Why a connection to a peer was not made.
+enum ConnectError {
+    /// Network trouble (the peer may be down): retried quietly.
+    Io(std::io::Error),
+    /// Whoever answered is not a peer of ours: retried, and logged.
+    Refused(String),
+}
+
+impl From<std::io::Error> for ConnectError {
+    fn from(e: std::io::Error) -> ConnectError {
+        ConnectError::Io(e)
+    }
 }
 
 /// The hello a connector sends: it is node `from`, incarnation `inc`, and
-/// wants to talk to node `to`.
+/// wants to talk to node `to` (a fresh nonce each time).
 pub fn encode_hello(from: NodeId, inc: u64, to: NodeId) -> [u8; HELLO_LEN] {
-    let mut hello = [0u8; HELLO_LEN];
-    hello[..4].copy_from_slice(&HELLO_MAGIC.to_le_bytes());
-    hello[4..8].copy_from_slice(&from.0.to_le_bytes());
-    hello[8..16].copy_from_slice(&inc.to_le_bytes());
-    hello[16..].copy_from_slice(&to.0.to_le_bytes());
-    hello
-}
-
-/// A connector's hello, decoded: (from, incarnation, to).
-fn decode_hello(h: &[u8; HELLO_LEN]) -> Option<(NodeId, u64, NodeId)> {
-    let u32_at = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().expect("4"));
-    if u32_at(0) != HELLO_MAGIC {
-        return None;
+    Hello {
+        from,
+        inc,
+        to,
+        nonce: auth::nonce(),
     }
-    let inc = u64::from_le_bytes(h[8..16].try_into().expect("8"));
-    Some((NodeId(u32_at(4)), inc, NodeId(u32_at(16))))
+    .encode()
 }
 
-fn connect(
-    me: NodeId,
-    inc: u64,
-    to: NodeId,
-    addr: SocketAddr,
-) -> std::io::Result<(TcpStream, HelloReply)> {
+/// Connects to node `to` at `addr` and runs the connector's side of the
+/// handshake ([`auth`]).
+fn connect(me: &Me, to: NodeId, addr: SocketAddr) -> Result<(TcpStream, HelloReply), ConnectError> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_nodelay(true)?;
-    s.write_all(&encode_hello(me, inc, to))?;
     s.set_read_timeout(Some(HELLO_TIMEOUT))?;
-    let mut r = [0u8; 20];
-    s.read_exact(&mut r)?;
-    if u32::from_le_bytes(r[..4].try_into().expect("4")) != HELLO_MAGIC {
-        return Err(std::io::Error::other("bad hello reply"));
-    }
-    let reply = HelloReply {
-        inc: u64::from_le_bytes(r[4..12].try_into().expect("8")),
-        delivered: u64::from_le_bytes(r[12..].try_into().expect("8")),
-    };
+    let reply = greet_acceptor(&mut s, me, to)?;
     s.set_read_timeout(None)?;
     s.set_nonblocking(true)?;
     Ok((s, reply))
+}
+
+/// The connector's side of the handshake for a client of the protocol
+/// other than the transport (tests): `(acceptor's incarnation, last seq it
+/// delivered from us, the tags of our frames)`.
+#[doc(hidden)]
+pub fn connector_handshake(
+    s: &mut TcpStream,
+    key: &ClusterKey,
+    from: NodeId,
+    inc: u64,
+    to: NodeId,
+) -> std::io::Result<(u64, u64, RecordMac)> {
+    let me = Me {
+        id: from,
+        inc,
+        key: key.clone(),
+    };
+    match greet_acceptor(s, &me, to) {
+        Ok(r) => Ok((r.inc, r.delivered, r.frames)),
+        Err(ConnectError::Io(e)) => Err(e),
+        Err(ConnectError::Refused(why)) => Err(std::io::Error::other(why)),
+    }
+}
+
+fn greet_acceptor(s: &mut TcpStream, me: &Me, to: NodeId) -> Result<HelloReply, ConnectError> {
+    let hello = Hello {
+        from: me.id,
+        inc: me.inc,
+        to,
+        nonce: auth::nonce(),
+    };
+    s.write_all(&hello.encode())?;
+    let mut c = [0u8; CHALLENGE_LEN];
+    s.read_exact(&mut c)?;
+    let challenge =
+        Challenge::decode(&c).ok_or_else(|| ConnectError::Refused("bad challenge".into()))?;
+    let hs = Handshake::new(&me.key, &hello, &challenge);
+    s.write_all(&hs.proof())?;
+    let mut w = [0u8; WELCOME_LEN];
+    s.read_exact(&mut w)?;
+    let delivered = hs.check_welcome(&w).ok_or_else(|| {
+        ConnectError::Refused(format!(
+            "node {to} failed authentication (its welcome is not signed with our cluster key)"
+        ))
+    })?;
+    let (frames, acks) = hs.record_keys();
+    Ok(HelloReply {
+        inc: challenge.inc,
+        delivered,
+        frames,
+        acks,
+    })
 }
 
 /// Until the connection fails or the transport stops: writes what the
@@ -772,7 +883,7 @@ fn connect(
 /// every [`ACK_READ_INTERVAL`], and by `send` every [`ACK_READ_EVERY`]
 /// queued frames. A peer closing or resetting the connection still wakes
 /// it (POLLRDHUP, POLLHUP, POLLERR).
-fn serve_connection(pq: &PeerQueue, s: &Arc<TcpStream>, stop: &AtomicBool) {
+fn serve_connection(pq: &PeerQueue, s: &Arc<TcpStream>, stop: &AtomicBool, log: &RefusedLog) {
     loop {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -802,6 +913,9 @@ fn serve_connection(pq: &PeerQueue, s: &Arc<TcpStream>, stop: &AtomicBool) {
             return;
         }
         if let Err(e) = read_acks(&mut st, s) {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                log.refused(pq.addr, &e.to_string());
+            }
             pq.failed(&mut st, s, &e.to_string());
             return;
         }
@@ -816,7 +930,10 @@ fn serve_connection(pq: &PeerQueue, s: &Arc<TcpStream>, stop: &AtomicBool) {
 /// Reads the acknowledgements waiting on `s` (non-blocking) and frees the
 /// frames they cover.
 fn read_acks(st: &mut PeerState, s: &TcpStream) -> std::io::Result<()> {
-    if let Some(seq) = st.acks.read(s)? {
+    let Some(acks) = st.acks.as_mut() else {
+        return Ok(());
+    };
+    if let Some(seq) = acks.read(s)? {
         st.queue.ack(seq);
     }
     Ok(())
@@ -830,16 +947,26 @@ fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
     }
 }
 
-/// Reads the 8-byte acknowledgements of a connection (non-blocking).
-#[derive(Default)]
+/// Reads the acknowledgements of a connection (non-blocking), checking
+/// their tags.
 struct AckReader {
-    partial: [u8; 8],
+    partial: [u8; ACK_LEN],
     have: usize,
+    mac: RecordMac,
 }
 
 impl AckReader {
+    fn new(mac: RecordMac) -> AckReader {
+        AckReader {
+            partial: [0; ACK_LEN],
+            have: 0,
+            mac,
+        }
+    }
+
     /// The highest acknowledgement read, if any; an error when the
-    /// connection is closed or failed.
+    /// connection is closed or failed, or an acknowledgement is not
+    /// genuine (`InvalidData`).
     fn read(&mut self, s: &TcpStream) -> std::io::Result<Option<u64>> {
         let mut buf = [0u8; 512];
         let mut best = None;
@@ -854,27 +981,83 @@ impl AckReader {
             for &b in &buf[..n] {
                 self.partial[self.have] = b;
                 self.have += 1;
-                if self.have == 8 {
-                    let v = u64::from_le_bytes(self.partial);
-                    best = Some(best.map_or(v, |b: u64| b.max(v)));
+                if self.have == ACK_LEN {
                     self.have = 0;
+                    let (seq, tag) = self.partial.split_at(8);
+                    if !self.mac.open(seq, tag) {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "acknowledgement with a bad tag",
+                        ));
+                    }
+                    let v = u64::from_le_bytes(seq.try_into().expect("8"));
+                    best = Some(best.map_or(v, |b: u64| b.max(v)));
                 }
             }
         }
     }
 }
 
-/// Starts a frame: room for the length prefix and the sequence number.
+/// Starts a frame: room for the length prefix and the sequence number
+/// (and for the tag that [`frame_finish`] adds).
 pub fn frame_start(capacity: usize) -> Vec<u8> {
-    let mut f = Vec::with_capacity(capacity + HEADER);
+    let mut f = Vec::with_capacity(capacity + HEADER + TAG_LEN);
     f.extend_from_slice(&[0; HEADER]);
     f
 }
 
-/// Finishes a frame started by [`frame_start`]: fills in the length.
-pub fn frame_finish(f: &mut [u8]) {
+/// Finishes a frame started by [`frame_start`]: adds room for its tag and
+/// fills in the length.
+pub fn frame_finish(f: &mut Vec<u8>) {
+    f.extend_from_slice(&[0; TAG_LEN]);
     let len = (f.len() - 4) as u32;
     f[..4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Refused connections: counted, and logged at most once per address in
+/// [`REFUSED_LOG_INTERVAL`] (with how many were not logged), so that a
+/// flood of bad hellos cannot flood the log.
+#[derive(Default)]
+pub(crate) struct RefusedLog {
+    total: AtomicU64,
+    /// Per address: when it was last logged, and attempts since.
+    by_addr: Mutex<HashMap<std::net::IpAddr, (std::time::Instant, u64)>>,
+}
+
+/// Addresses remembered by [`RefusedLog`] (bounded: past it, forgotten).
+const REFUSED_ADDRS: usize = 4096;
+
+impl RefusedLog {
+    fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Counts a refusal of `addr`; logs it unless it was logged lately.
+    pub(crate) fn refused(&self, addr: SocketAddr, why: &str) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        let mut m = self.by_addr.lock();
+        if m.len() >= REFUSED_ADDRS && !m.contains_key(&addr.ip()) {
+            m.retain(|_, (t, _)| now.duration_since(*t) < REFUSED_LOG_INTERVAL);
+            if m.len() >= REFUSED_ADDRS {
+                m.clear();
+            }
+        }
+        match m.get_mut(&addr.ip()) {
+            Some((t, n)) if now.duration_since(*t) < REFUSED_LOG_INTERVAL => *n += 1,
+            Some((t, n)) => {
+                tracing::warn!(%addr, why, not_logged = *n,
+                    "dlm connection refused: peer failed authentication or is no DLM peer");
+                *t = now;
+                *n = 0;
+            }
+            None => {
+                tracing::warn!(%addr, why,
+                    "dlm connection refused: peer failed authentication or is no DLM peer");
+                m.insert(addr.ip(), (now, 0));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -886,6 +1069,22 @@ mod tests {
         f.extend_from_slice(payload);
         frame_finish(&mut f);
         f
+    }
+
+    /// Frame tags of some connection.
+    fn mac() -> RecordMac {
+        let key = ClusterKey::new(&[9; 32]).unwrap();
+        let hello = Hello {
+            from: NodeId(1),
+            inc: 1,
+            to: NodeId(2),
+            nonce: auth::nonce(),
+        };
+        let ch = Challenge {
+            inc: 2,
+            nonce: auth::nonce(),
+        };
+        Handshake::new(&key, &hello, &ch).record_keys().0
     }
 
     fn write_all(q: &mut SendQueue) -> Vec<u64> {
@@ -901,7 +1100,7 @@ mod tests {
     #[test]
     fn frames_get_consecutive_numbers_and_acks_free_them() {
         let mut q = SendQueue::new();
-        assert_eq!(q.reconnected(7, 0), Resume::Continue { acked: 0 });
+        assert_eq!(q.reconnected(7, 0, mac()), Resume::Continue { acked: 0 });
         for i in 0..5u8 {
             assert!(q.push(frame(&[i])));
         }
@@ -924,20 +1123,20 @@ mod tests {
     #[test]
     fn reconnecting_resends_from_the_first_undelivered_frame() {
         let mut q = SendQueue::new();
-        q.reconnected(7, 0);
+        q.reconnected(7, 0, mac());
         for i in 0..6u8 {
             q.push(frame(&[i]));
         }
         // Written up to frame 4 and half of frame 5, then the line broke.
         write_all(&mut q);
-        assert_eq!(q.reconnected(7, 3), Resume::Continue { acked: 3 });
+        assert_eq!(q.reconnected(7, 3, mac()), Resume::Continue { acked: 3 });
         assert_eq!(write_all(&mut q), vec![4, 5, 6]);
     }
 
     #[test]
     fn a_restarted_receiver_gets_only_frames_queued_after_the_loss() {
         let mut q = SendQueue::new();
-        q.reconnected(7, 0);
+        q.reconnected(7, 0, mac());
         q.push(frame(b"a"));
         q.push(frame(b"b"));
         write_all(&mut q);
@@ -946,7 +1145,7 @@ mod tests {
         q.lost();
         // Queued while disconnected: for whoever answers next.
         q.push(frame(b"d"));
-        assert_eq!(q.reconnected(8, 0), Resume::Restarted { dropped: 3 });
+        assert_eq!(q.reconnected(8, 0, mac()), Resume::Restarted { dropped: 3 });
         assert_eq!(write_all(&mut q), vec![4]);
         let mut r = RecvSeq::default();
         assert_eq!(r.hello(99), 0);
@@ -957,21 +1156,21 @@ mod tests {
     #[test]
     fn frames_queued_while_disconnected_belong_to_the_next_incarnation() {
         let mut q = SendQueue::new();
-        q.reconnected(7, 0);
+        q.reconnected(7, 0, mac());
         q.lost();
         q.push(frame(b"a"));
         // Incarnation 8 answers, then is lost before anything is written.
-        assert_eq!(q.reconnected(8, 0), Resume::Restarted { dropped: 0 });
+        assert_eq!(q.reconnected(8, 0, mac()), Resume::Restarted { dropped: 0 });
         q.lost();
         // Incarnation 9: "a" was meant for 8 once 8 answered.
-        assert_eq!(q.reconnected(9, 0), Resume::Restarted { dropped: 1 });
+        assert_eq!(q.reconnected(9, 0, mac()), Resume::Restarted { dropped: 1 });
         assert!(q.is_empty());
     }
 
     #[test]
     fn the_same_incarnation_gets_everything_not_delivered() {
         let mut q = SendQueue::new();
-        q.reconnected(7, 0);
+        q.reconnected(7, 0, mac());
         for i in 0..4u8 {
             q.push(frame(&[i]));
         }
@@ -979,17 +1178,8 @@ mod tests {
         q.push(frame(b"x"));
         q.lost();
         q.push(frame(b"y"));
-        assert_eq!(q.reconnected(7, 2), Resume::Continue { acked: 2 });
+        assert_eq!(q.reconnected(7, 2, mac()), Resume::Continue { acked: 2 });
         assert_eq!(write_all(&mut q), vec![3, 4, 5, 6]);
-    }
-
-    #[test]
-    fn hellos_round_trip_and_name_their_target() {
-        let h = encode_hello(NodeId(3), 0xfeed, NodeId(5));
-        assert_eq!(decode_hello(&h), Some((NodeId(3), 0xfeed, NodeId(5))));
-        let mut bad = h;
-        bad[0] ^= 1;
-        assert_eq!(decode_hello(&bad), None);
     }
 
     #[test]

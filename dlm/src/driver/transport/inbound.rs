@@ -48,9 +48,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::auth::{self, Challenge, Handshake, Hello, RecordMac, PROOF_LEN};
 use super::{
-    decode_hello, eventfd, FrameHandler, RecvSeq, Verdict, ACK_DELAY, ACK_EVERY, DISCARD_LIMIT,
-    HELLO_LEN, HELLO_MAGIC, HELLO_TIMEOUT, MAX_FRAME,
+    eventfd, ClusterKey, FrameHandler, RecvSeq, RefusedLog, Verdict, ACK_DELAY, ACK_EVERY,
+    DISCARD_LIMIT, HELLO_LEN, HELLO_TIMEOUT, MAX_FRAME, TAG_LEN,
 };
 use crate::driver::spin;
 use crate::types::NodeId;
@@ -66,6 +67,9 @@ pub(super) struct PeerRecv {
 pub(super) struct Inbound {
     pub(super) me: NodeId,
     pub(super) inc: u64,
+    pub(super) key: ClusterKey,
+    /// Connections refused (both directions).
+    pub(super) refused: RefusedLog,
     pub(super) handler: FrameHandler,
     pub(super) stop: AtomicBool,
     pub(super) peers: Mutex<HashMap<NodeId, Arc<Mutex<PeerRecv>>>>,
@@ -563,39 +567,65 @@ pub(super) fn accept_loop(listener: TcpListener, inbound: Arc<Inbound>) {
     }
 }
 
-/// Reads the hello, answers it, and takes over as the peer's current
-/// inbound connection.
-fn greet(mut s: TcpStream, inbound: &Inbound) -> std::io::Result<Arc<InConn>> {
+/// Why a connection was not taken as a peer's.
+enum GreetError {
+    /// Network trouble before the hello was through.
+    Io(std::io::Error),
+    /// Not a hello of ours: the client's input is read and dropped.
+    NotDlm(String),
+    /// A DLM hello that fails (wrong node, no key): closed at once.
+    Refused(String),
+}
+
+impl From<std::io::Error> for GreetError {
+    fn from(e: std::io::Error) -> GreetError {
+        GreetError::Io(e)
+    }
+}
+
+/// Runs the acceptor's side of the handshake ([`auth`]) and takes over as
+/// the peer's current inbound connection. Nothing of the peer's state is
+/// looked at or changed before its proof checks out.
+fn greet(mut s: TcpStream, inbound: &Inbound) -> Result<Arc<InConn>, GreetError> {
     s.set_read_timeout(Some(HELLO_TIMEOUT))?;
     let mut h = [0u8; HELLO_LEN];
     s.read_exact(&mut h)?;
-    let Some((from, inc, to)) = decode_hello(&h) else {
-        return Err(std::io::Error::other("bad hello"));
-    };
+    let hello = Hello::decode(&h).ok_or_else(|| GreetError::NotDlm("bad hello".into()))?;
+    let from = hello.from;
     if from == inbound.me {
-        return Err(std::io::Error::other("hello from our own node id"));
+        return Err(GreetError::Refused("hello from our own node id".into()));
     }
-    if to != inbound.me {
-        return Err(std::io::Error::other(format!(
-            "hello from node {from} meant for node {to}, but this is node {}",
-            inbound.me
+    if hello.to != inbound.me {
+        return Err(GreetError::Refused(format!(
+            "hello from node {from} meant for node {}, but this is node {}",
+            hello.to, inbound.me
+        )));
+    }
+    let challenge = Challenge {
+        inc: inbound.inc,
+        nonce: auth::nonce(),
+    };
+    s.write_all(&challenge.encode())?;
+    let mut proof = [0u8; PROOF_LEN];
+    s.read_exact(&mut proof)?;
+    let hs = Handshake::new(&inbound.key, &hello, &challenge);
+    if !hs.check_proof(&proof) {
+        return Err(GreetError::Refused(format!(
+            "hello claiming node {from} failed authentication (no proof of the cluster key)"
         )));
     }
     let pr = inbound.peers.lock().entry(from).or_default().clone();
     let mut p = pr.lock();
-    if p.seq.inc != 0 && p.seq.inc != inc {
+    if p.seq.inc != 0 && p.seq.inc != hello.inc {
         tracing::info!(%from, "peer restarted (new incarnation): new stream");
     }
-    let delivered = p.seq.hello(inc);
-    let mut r = [0u8; 20];
-    r[..4].copy_from_slice(&HELLO_MAGIC.to_le_bytes());
-    r[4..12].copy_from_slice(&inbound.inc.to_le_bytes());
-    r[12..].copy_from_slice(&delivered.to_le_bytes());
-    s.write_all(&r)?;
+    let delivered = p.seq.hello(hello.inc);
+    s.write_all(&hs.welcome(delivered))?;
     s.set_read_timeout(None)?;
     s.set_write_timeout(Some(Duration::from_secs(1)))?;
     p.epoch += 1;
-    let rx = FrameReader::new(from, pr.clone(), p.epoch, delivered);
+    let (frames, acks) = hs.record_keys();
+    let rx = FrameReader::new(from, pr.clone(), p.epoch, delivered, frames, acks);
     let conn = Arc::new(InConn::new(from, s, rx, inbound.handler.clone())?);
     if let Some(old) = inbound.current.lock().insert(from, conn.clone()) {
         // The peer reconnected: the old connection is dead to it.
@@ -623,20 +653,28 @@ fn discard(s: &mut TcpStream) {
 
 /// The reader thread of one inbound connection.
 fn reader(mut s: TcpStream, inbound: &Inbound) -> std::io::Result<()> {
-    let peer = s.peer_addr().ok();
-    let conn = match s.try_clone().and_then(|c| greet(c, inbound)) {
+    let peer = s.peer_addr()?;
+    let conn = match greet(s.try_clone()?, inbound) {
         Ok(c) => c,
-        Err(e) => {
-            if e.kind() == std::io::ErrorKind::Other {
-                tracing::warn!(?peer, error = %e,
-                    "not a DLM peer: input dropped, connection closed");
-                discard(&mut s);
-            }
-            return Err(e);
+        Err(GreetError::Io(e)) => return Err(e),
+        Err(GreetError::NotDlm(why)) => {
+            inbound.refused.refused(peer, &why);
+            discard(&mut s);
+            return Err(std::io::Error::other(why));
+        }
+        Err(GreetError::Refused(why)) => {
+            inbound.refused.refused(peer, &why);
+            let _ = s.shutdown(Shutdown::Both);
+            return Err(std::io::Error::other(why));
         }
     };
     drop(s);
     let r = serve(&conn);
+    if let Err(e) = &r {
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            inbound.refused.refused(peer, &e.to_string());
+        }
+    }
     conn.fail();
     {
         let mut cur = inbound.current.lock();
@@ -702,11 +740,24 @@ struct FrameReader {
     last: u64,
     /// The connection's acknowledgement timer runs.
     timer_armed: bool,
+    /// Checks the frames' tags.
+    frames: RecordMac,
+    /// Tags our acknowledgements.
+    acks: RecordMac,
 }
 
 impl FrameReader {
-    fn new(from: NodeId, pr: Arc<Mutex<PeerRecv>>, epoch: u64, last: u64) -> FrameReader {
+    fn new(
+        from: NodeId,
+        pr: Arc<Mutex<PeerRecv>>,
+        epoch: u64,
+        last: u64,
+        frames: RecordMac,
+        acks: RecordMac,
+    ) -> FrameReader {
         FrameReader {
+            frames,
+            acks,
             from,
             pr,
             epoch,
@@ -793,11 +844,21 @@ impl FrameReader {
     /// Delivers every complete frame in the buffer.
     fn deliver(&mut self, handler: &FrameHandler) -> std::io::Result<()> {
         while let Some(len) = self.next_len() {
-            if !(8..=MAX_FRAME).contains(&len) {
-                return Err(std::io::Error::other("bad frame length"));
+            if !(8 + TAG_LEN..=MAX_FRAME).contains(&len) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "bad frame length",
+                ));
             }
             if self.end - self.start < 4 + len {
                 break;
+            }
+            let (record, tag) = self.buf[self.start..self.start + 4 + len].split_at(4 + len - TAG_LEN);
+            if !self.frames.open(record, tag) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "frame with a bad tag",
+                ));
             }
             let body = self.start + 4;
             let seq = u64::from_le_bytes(self.buf[body..body + 8].try_into().expect("8"));
@@ -811,7 +872,7 @@ impl FrameReader {
                         self.last = seq;
                         // Delivered under the lock: a newer connection of
                         // the same peer cannot overtake this frame.
-                        handler(self.from, &self.buf[body + 8..body + len]);
+                        handler(self.from, &self.buf[body + 8..body + len - TAG_LEN]);
                     }
                     Verdict::Duplicate => {}
                     Verdict::Gap => {
@@ -832,7 +893,11 @@ impl FrameReader {
     }
 
     fn send_ack(&mut self, mut s: &TcpStream) -> std::io::Result<()> {
-        s.write_all(&self.last.to_le_bytes())?;
+        let mut ack = [0u8; 8 + TAG_LEN];
+        ack[..8].copy_from_slice(&self.last.to_le_bytes());
+        let tag = self.acks.seal(&ack[..8]);
+        ack[8..].copy_from_slice(&tag);
+        s.write_all(&ack)?;
         self.acked = self.last;
         Ok(())
     }
