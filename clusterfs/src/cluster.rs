@@ -232,8 +232,14 @@ impl ClusterMount {
         let listen: SocketAddr = *peers
             .get(&me)
             .ok_or_else(|| join_err("this node is not named by an IP address".into()))?;
-        let dlm = Dlm::start(DlmConfig::new(me, listen, peers))
-            .map_err(|e| join_err(format!("dlm on {listen}: {e}")))?;
+        let dlm = Dlm::start(DlmConfig::new(
+            me,
+            listen,
+            peers,
+            cman::authkey::load_for_dlm(&opts.state_dir, &cluster)
+                .map_err(|e| join_err(e.to_string()))?,
+        ))
+        .map_err(|e| join_err(format!("dlm on {listen}: {e}")))?;
         let ctl = MountControl::new();
         let ls = dlm
             .join_with_ops(&fsname, m.as_ref(), ctl.ops())

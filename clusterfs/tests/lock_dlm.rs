@@ -81,7 +81,12 @@ struct Cluster {
 fn start_dlms(n: u32) -> Vec<Dlm> {
     let dlms: Vec<Dlm> = (1..=n)
         .map(|i| {
-            let cfg = DlmConfig::new(NodeId(i), "127.0.0.1:0".parse().unwrap(), HashMap::new());
+            let cfg = DlmConfig::new(
+                NodeId(i),
+                "127.0.0.1:0".parse().unwrap(),
+                HashMap::new(),
+                dlm::ClusterKey::new(b"lock_dlm tests' cluster key").unwrap(),
+            );
             Dlm::start(cfg).unwrap()
         })
         .collect();

@@ -8,6 +8,17 @@
 //! the cluster agrees without any setup. That key keeps out only accidents
 //! (another cluster on the same network), not attackers: anyone who knows
 //! the cluster name can forge packets.
+//!
+//! A key file must be private: [`load`] refuses one that group or others
+//! can read or write (its mode lets them, and every directory above it
+//! lets them through), or that belongs to a user other than root and the
+//! caller, and one shorter than [`crate::wire::MIN_KEY_BYTES`].
+//!
+//! The DLM's users (lock_dlm mounts, `dlm_cman_node`) authenticate their
+//! TCP peers with the same key ([`load_for_dlm`]): cmand records in its
+//! state directory which key file it uses ([`KEY_IN_USE`]), and they read
+//! that file. The key itself never leaves the node: cmand's config pushes
+//! carry cluster.conf, which holds no key.
 
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -19,6 +30,10 @@ pub const DEFAULT_KEY_FILE: &str = "/etc/cluster/authkey";
 
 /// Bytes written by [`write_new_key`] (corosync-keygen's length).
 pub const NEW_KEY_BYTES: usize = 128;
+
+/// In cmand's state directory: the path of the key file cmand runs with
+/// (absent when its key is derived from the cluster name).
+pub const KEY_IN_USE: &str = "authkey.in-use";
 
 /// The domain separator of the derived key (never change it: every node of
 /// a cluster must derive the same key).
@@ -48,6 +63,9 @@ pub enum KeyError {
     /// Writing a new key failed.
     #[error("writing {0}: {1}")]
     Write(String, std::io::Error),
+    /// Other users can read or change the key file.
+    #[error("authentication key {0}: {1}; refusing it (chmod 600 it, owned by root)")]
+    Exposed(String, String),
 }
 
 /// The key every node of cluster `cluster_name` derives when it has no key
@@ -77,6 +95,47 @@ fn check_len(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>, KeyError> {
     Ok(bytes)
 }
 
+/// Why other users could read or change the key file at `path`, if they
+/// can: its owner is neither root nor the caller, or its mode grants group
+/// or others access and every directory above it lets them through (a
+/// 0644 file in a 0700 directory is out of their reach).
+pub fn exposure(path: &Path) -> std::io::Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != me {
+        return Ok(Some(format!("owned by uid {}", meta.uid())));
+    }
+    let mode = meta.mode() & 0o777;
+    let (group, other) = (mode & 0o060 != 0, mode & 0o006 != 0);
+    if !group && !other {
+        return Ok(None);
+    }
+    // Can the class reach the file? Search permission on every ancestor.
+    let full = std::fs::canonicalize(path)?;
+    let (mut group_reach, mut other_reach) = (group, other);
+    for dir in full.ancestors().skip(1) {
+        let m = std::fs::metadata(dir)?.mode();
+        other_reach &= m & 0o001 != 0;
+        group_reach &= m & 0o011 != 0;
+    }
+    Ok((group_reach || other_reach).then(|| {
+        let who = if other_reach { "others" } else { "its group" };
+        format!("mode {mode:04o} lets {who} read or change it")
+    }))
+}
+
+/// Reads key file `path`, refusing it when it is not private or too short.
+fn read_private(path: &Path) -> std::io::Result<Result<Vec<u8>, KeyError>> {
+    let bytes = std::fs::read(path)?;
+    let name = path.display().to_string();
+    if let Some(why) = exposure(path)? {
+        return Ok(Err(KeyError::Exposed(name, why)));
+    }
+    Ok(check_len(path, bytes))
+}
+
 /// The cluster key: `explicit` (must be readable), else the first of
 /// `defaults` that exists, else the key derived from `cluster_name`.
 pub fn load(
@@ -86,12 +145,12 @@ pub fn load(
 ) -> Result<(Vec<u8>, KeySource), KeyError> {
     if let Some(path) = explicit {
         let bytes =
-            std::fs::read(path).map_err(|e| KeyError::Unreadable(path.display().to_string(), e))?;
-        return Ok((check_len(path, bytes)?, KeySource::File(path.to_path_buf())));
+            read_private(path).map_err(|e| KeyError::Unreadable(path.display().to_string(), e))?;
+        return Ok((bytes?, KeySource::File(path.to_path_buf())));
     }
     for path in defaults {
-        match std::fs::read(path) {
-            Ok(bytes) => return Ok((check_len(path, bytes)?, KeySource::File(path.clone()))),
+        match read_private(path) {
+            Ok(bytes) => return Ok((bytes?, KeySource::File(path.clone()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             // A key that exists but cannot be read is not "no key": falling
             // back would split the cluster.
@@ -99,6 +158,48 @@ pub fn load(
         }
     }
     Ok((key_from_cluster_name(cluster_name), KeySource::ClusterName))
+}
+
+/// Records in cmand's state directory which key file it runs with
+/// ([`KEY_IN_USE`]), for the DLM's users; removes the record when the key
+/// is derived from the cluster name.
+pub fn record_in_use(state_dir: &Path, source: &KeySource) -> std::io::Result<()> {
+    let rec = state_dir.join(KEY_IN_USE);
+    match source {
+        KeySource::File(path) => {
+            let abs = std::fs::canonicalize(path)?;
+            let tmp = state_dir.join(format!("{KEY_IN_USE}.tmp"));
+            std::fs::write(&tmp, abs.as_os_str().as_encoded_bytes())?;
+            std::fs::rename(&tmp, &rec)
+        }
+        KeySource::ClusterName => match std::fs::remove_file(&rec) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// The key of the cmand whose state directory is `state_dir`, for a DLM
+/// user on that node: the file cmand recorded ([`record_in_use`]), else
+/// the files cmand looks for by default, else the key derived from
+/// `cluster_name` (with the same loud warning, on stderr and in the log).
+/// Refused like cmand refuses it: not private, too short, unreadable.
+pub fn load_for_dlm(state_dir: &Path, cluster_name: &str) -> Result<dlm::ClusterKey, KeyError> {
+    let recorded = match std::fs::read(state_dir.join(KEY_IN_USE)) {
+        Ok(p) => Some(PathBuf::from(
+            String::from_utf8_lossy(&p).trim().to_string(),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(KeyError::Unreadable(KEY_IN_USE.into(), e)),
+    };
+    let defaults = [state_dir.join("authkey"), PathBuf::from(DEFAULT_KEY_FILE)];
+    let (key, source) = load(recorded.as_deref(), &defaults, cluster_name)?;
+    if source == KeySource::ClusterName {
+        let warning = derived_key_warning(cluster_name);
+        eprintln!("dlm: {warning}");
+        tracing::warn!("{warning}");
+    }
+    dlm::ClusterKey::new(&key).map_err(|_| KeyError::TooShort("cluster key".into()))
 }
 
 /// Writes [`NEW_KEY_BYTES`] random bytes to `path` with mode 0400, refusing
@@ -162,6 +263,7 @@ mod tests {
         let b = dir.path().join("b");
         let missing = dir.path().join("missing");
         std::fs::write(&b, b"0123456789abcdef-b").unwrap();
+        std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o600)).unwrap();
         let (k, src) = load(None, &[missing.clone(), b.clone()], "c").unwrap();
         assert_eq!(
             (k.as_slice(), src),
@@ -176,11 +278,66 @@ mod tests {
         let e = load(Some(&missing), std::slice::from_ref(&b), "c").unwrap_err();
         assert!(matches!(e, KeyError::Unreadable(..)), "{e}");
         std::fs::write(&a, b"short").unwrap();
+        std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(
             load(Some(&a), &[], "c"),
             Err(KeyError::TooShort(_))
         ));
         assert!(matches!(load(None, &[a], "c"), Err(KeyError::TooShort(_))));
+    }
+
+    #[test]
+    fn keys_other_users_can_read_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = |p: &Path, mode| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        set(dir.path(), 0o755);
+        let key = dir.path().join("authkey");
+        std::fs::write(&key, b"0123456789abcdef-secret").unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660, 0o602] {
+            set(&key, mode);
+            let e = load(Some(&key), &[], "c").unwrap_err();
+            assert!(matches!(e, KeyError::Exposed(..)), "{mode:o}: {e}");
+            // Found by default, it is refused too (no fallback to the name).
+            let e = load(None, std::slice::from_ref(&key), "c").unwrap_err();
+            assert!(matches!(e, KeyError::Exposed(..)), "{mode:o}: {e}");
+        }
+        for mode in [0o600, 0o400] {
+            set(&key, mode);
+            assert!(load(Some(&key), &[], "c").is_ok(), "{mode:o}");
+        }
+        // Out of reach of group and others: the directory keeps them out.
+        set(&key, 0o644);
+        set(dir.path(), 0o700);
+        assert_eq!(exposure(&key).unwrap(), None);
+        set(dir.path(), 0o750);
+        set(&key, 0o604);
+        assert_eq!(exposure(&key).unwrap(), None, "others stopped by the dir");
+        set(&key, 0o640);
+        assert!(exposure(&key).unwrap().is_some(), "the group gets through");
+    }
+
+    #[test]
+    fn the_dlm_reads_the_key_file_cmand_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let key = dir.path().join("elsewhere.key");
+        std::fs::write(&key, b"0123456789abcdef-recorded").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        record_in_use(&state, &KeySource::File(key.clone())).unwrap();
+        let k = load_for_dlm(&state, "c").unwrap();
+        assert_eq!(format!("{k:?}"), "ClusterKey(25 bytes)");
+        // cmand on the derived key: the record goes, the DLM derives too.
+        record_in_use(&state, &KeySource::ClusterName).unwrap();
+        assert!(!state.join(KEY_IN_USE).exists());
+        let k = load_for_dlm(&state, "c").unwrap();
+        assert_eq!(format!("{k:?}"), "ClusterKey(32 bytes)");
+        // A recorded file that is gone is an error, not a fallback.
+        record_in_use(&state, &KeySource::File(key.clone())).unwrap();
+        std::fs::remove_file(&key).unwrap();
+        assert!(load_for_dlm(&state, "c").is_err());
     }
 
     #[test]

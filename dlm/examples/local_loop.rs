@@ -29,4 +29,3 @@ fn main() {
     }
     println!("{} ns per lock+unlock", t.elapsed().as_nanos() as u64 / n);
 }
-

@@ -142,7 +142,7 @@ fn run_key() -> [u8; 32] {
 }
 
 fn from_hex(h: &str) -> Option<Vec<u8>> {
-    if h.len() % 2 != 0 {
+    if !h.len().is_multiple_of(2) {
         return None;
     }
     (0..h.len())
@@ -378,10 +378,7 @@ struct Peer {
 }
 
 impl Peer {
-    fn spawn(
-        cmd: &PeerCommand,
-        key: &[u8],
-    ) -> Result<(Peer, SocketAddr, SocketAddr), BenchError> {
+    fn spawn(cmd: &PeerCommand, key: &[u8]) -> Result<(Peer, SocketAddr, SocketAddr), BenchError> {
         let mut child = Command::new(&cmd.program)
             .args(&cmd.args)
             .stdin(Stdio::piped())

@@ -383,6 +383,9 @@ impl Drop for FuseMount {
 /// Starts `cmand -f` for node `127.0.1.N`: its cluster.conf and state in
 /// `state`, traffic keyed with `key`, output in `state/cmand.log`.
 pub fn spawn_cmand(state: &Path, n: u32, key: &Path) -> Child {
+    // cmand refuses a key file other users can read.
+    let private = <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+    fs::set_permissions(key, private).expect("chmod 600 the key");
     let log = fs::File::create(state.join("cmand.log")).expect("cmand.log");
     spawn(
         Command::new(bin("cmand"))

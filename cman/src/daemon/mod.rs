@@ -98,7 +98,11 @@ pub fn read_key(opts: &DaemonOptions, cluster_name: &str) -> Result<Vec<u8>, Dae
         PathBuf::from(authkey::DEFAULT_KEY_FILE),
     ];
     let (key, source) = authkey::load(opts.key_file.as_deref(), &defaults, cluster_name)?;
-    match source {
+    // The DLM's users on this node read the same file.
+    if let Err(e) = authkey::record_in_use(&opts.state_dir, &source) {
+        tracing::warn!(error = %e, "cannot record the key file in use for the DLM's users");
+    }
+    match &source {
         KeySource::File(path) => tracing::info!(path = %path.display(), "cluster key"),
         KeySource::ClusterName => {
             let warning = authkey::derived_key_warning(cluster_name);

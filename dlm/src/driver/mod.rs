@@ -242,8 +242,9 @@ impl Dlm {
         v
     }
 
-    /// The transport (for measurements inside the crate).
-    pub(crate) fn transport(&self) -> &Transport {
+    /// The transport (for measurements and tests).
+    #[doc(hidden)]
+    pub fn transport(&self) -> &Transport {
         &self.transport
     }
 

@@ -503,7 +503,7 @@ impl Transport {
             me,
             inc,
             key: key.clone(),
-            refused: RefusedLog::default(),
+            refused: RefusedLog::new(me),
             handler,
             stop: AtomicBool::new(false),
             peers: Mutex::new(HashMap::new()),
@@ -751,7 +751,10 @@ fn writer_loop(me: &Me, pq: &PeerQueue, inbound: &Inbound) {
             if stop.load(Ordering::SeqCst) {
                 return;
             }
-            match st.queue.reconnected(reply.inc, reply.delivered, reply.frames) {
+            match st
+                .queue
+                .reconnected(reply.inc, reply.delivered, reply.frames)
+            {
                 Resume::Restarted { dropped } if dropped > 0 => {
                     tracing::warn!(to = %pq.id, dropped,
                         "peer restarted: frames written to its previous incarnation dropped");
@@ -1017,8 +1020,9 @@ pub fn frame_finish(f: &mut Vec<u8>) {
 /// Refused connections: counted, and logged at most once per address in
 /// [`REFUSED_LOG_INTERVAL`] (with how many were not logged), so that a
 /// flood of bad hellos cannot flood the log.
-#[derive(Default)]
 pub(crate) struct RefusedLog {
+    /// This node (named in the log).
+    me: NodeId,
     total: AtomicU64,
     /// Per address: when it was last logged, and attempts since.
     by_addr: Mutex<HashMap<std::net::IpAddr, (std::time::Instant, u64)>>,
@@ -1028,6 +1032,14 @@ pub(crate) struct RefusedLog {
 const REFUSED_ADDRS: usize = 4096;
 
 impl RefusedLog {
+    fn new(me: NodeId) -> RefusedLog {
+        RefusedLog {
+            me,
+            total: AtomicU64::new(0),
+            by_addr: Mutex::new(HashMap::new()),
+        }
+    }
+
     fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
     }
@@ -1046,13 +1058,13 @@ impl RefusedLog {
         match m.get_mut(&addr.ip()) {
             Some((t, n)) if now.duration_since(*t) < REFUSED_LOG_INTERVAL => *n += 1,
             Some((t, n)) => {
-                tracing::warn!(%addr, why, not_logged = *n,
+                tracing::warn!(node = %self.me, %addr, why, not_logged = *n,
                     "dlm connection refused: peer failed authentication or is no DLM peer");
                 *t = now;
                 *n = 0;
             }
             None => {
-                tracing::warn!(%addr, why,
+                tracing::warn!(node = %self.me, %addr, why,
                     "dlm connection refused: peer failed authentication or is no DLM peer");
                 m.insert(addr.ip(), (now, 0));
             }

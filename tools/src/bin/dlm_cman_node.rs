@@ -86,7 +86,11 @@ fn main() -> Result<()> {
     let peers = m.peer_addrs(a.port);
     let me = m.dlm_node();
     let listen = *peers.get(&me).context("this node has no IP address name")?;
-    let dlm = Dlm::start(DlmConfig::new(me, listen, peers))?;
+    let cluster = cman::api::Client::connect(&a.state_dir)?
+        .status()?
+        .cluster_name;
+    let key = cman::authkey::load_for_dlm(&a.state_dir, &cluster)?;
+    let dlm = Dlm::start(DlmConfig::new(me, listen, peers, key))?;
     let ls = dlm.join(&a.ls, m.as_ref())?;
     while !ls.is_running() {
         std::thread::sleep(Duration::from_millis(5));

@@ -84,6 +84,14 @@ struct TestNode {
     dir: PathBuf,
     #[arg(long, default_value_t = 200)]
     iters: u32,
+    /// The cluster key file (as cmand's `--key-file`); without it,
+    /// /etc/cluster/authkey, else a key derived from `--cluster` (with a
+    /// warning: it keeps out accidents, not attackers).
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Cluster name, for the derived key.
+    #[arg(long, default_value = "dlm-testnode")]
+    cluster: String,
 }
 
 fn parse_peer(s: &str) -> Result<(u32, SocketAddr), String> {
@@ -173,10 +181,22 @@ fn increment(dir: &Path, name: &str, me: u32, log: &mut std::fs::File) -> Result
     Ok(v)
 }
 
+/// The cluster key of a test node, found and checked as cmand does.
+fn testnode_key(t: &TestNode) -> Result<dlm::ClusterKey> {
+    use cman::authkey;
+    let defaults = [PathBuf::from(authkey::DEFAULT_KEY_FILE)];
+    let (key, source) = authkey::load(t.key_file.as_deref(), &defaults, &t.cluster)?;
+    if source == authkey::KeySource::ClusterName {
+        eprintln!("dlm_tool: {}", authkey::derived_key_warning(&t.cluster));
+    }
+    Ok(dlm::ClusterKey::new(&key)?)
+}
+
 fn testnode(t: TestNode, ctl_dir: PathBuf) -> Result<()> {
     let peers: HashMap<NodeId, SocketAddr> =
         t.peers.iter().map(|(i, a)| (NodeId(*i), *a)).collect();
-    let mut cfg = DlmConfig::new(NodeId(t.id), t.listen, peers.clone());
+    let key = testnode_key(&t)?;
+    let mut cfg = DlmConfig::new(NodeId(t.id), t.listen, peers.clone(), key);
     cfg.ctl_dir = Some(ctl_dir);
     let dlm = Dlm::start(cfg)?;
     let mut ids: Vec<NodeId> = peers.keys().copied().collect();

@@ -342,12 +342,36 @@ mod tests {
         let proof = hc.proof();
         let welcome = hc.welcome(5);
         let variants = [
-            (Hello { from: NodeId(3), ..hello }, ch),
+            (
+                Hello {
+                    from: NodeId(3),
+                    ..hello
+                },
+                ch,
+            ),
             (Hello { inc: 12, ..hello }, ch),
-            (Hello { to: NodeId(4), ..hello }, ch),
-            (Hello { nonce: nonce(), ..hello }, ch),
+            (
+                Hello {
+                    to: NodeId(4),
+                    ..hello
+                },
+                ch,
+            ),
+            (
+                Hello {
+                    nonce: nonce(),
+                    ..hello
+                },
+                ch,
+            ),
             (hello, Challenge { inc: 23, ..ch }),
-            (hello, Challenge { nonce: nonce(), ..ch }),
+            (
+                hello,
+                Challenge {
+                    nonce: nonce(),
+                    ..ch
+                },
+            ),
         ];
         for (h, c) in variants {
             let other = Handshake::new(&k, &h, &c);

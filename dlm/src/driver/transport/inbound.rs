@@ -853,7 +853,8 @@ impl FrameReader {
             if self.end - self.start < 4 + len {
                 break;
             }
-            let (record, tag) = self.buf[self.start..self.start + 4 + len].split_at(4 + len - TAG_LEN);
+            let (record, tag) =
+                self.buf[self.start..self.start + 4 + len].split_at(4 + len - TAG_LEN);
             if !self.frames.open(record, tag) {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
