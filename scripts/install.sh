@@ -16,4 +16,11 @@ for bin in target/release/*; do
   esac
   install -m 0755 "$bin" "$prefix/sbin/$name"
 done
+# lvm2's command names are links to lvm, which dispatches on its name
+# (lvm::commands::COMMANDS).
+for cmd in pvcreate pvremove pvs pvdisplay pvscan pvck vgcreate vgextend vgreduce \
+    vgremove vgchange vgs vgdisplay vgscan vgck lvcreate lvextend lvremove lvchange \
+    lvs lvdisplay lvscan lvmconf; do
+  ln -sf lvm "$prefix/sbin/$cmd"
+done
 echo "installed into $prefix/sbin"

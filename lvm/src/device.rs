@@ -97,6 +97,63 @@ impl Device for FileDevice {
     }
 }
 
+/// An iSCSI LUN through the in-process initiator.
+pub struct IscsiDevice {
+    lun: iscsi::initiator::Lun,
+}
+
+impl std::fmt::Debug for IscsiDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IscsiDevice")
+            .field("size", &self.lun.size_bytes())
+            .finish()
+    }
+}
+
+/// The URL scheme of an iSCSI LUN.
+pub const ISCSI_SCHEME: &str = "iscsi://";
+
+impl IscsiDevice {
+    /// Logs in to `iscsi://host[:port]/IQN/LUN`.
+    pub fn open(url: &str) -> io::Result<Self> {
+        let lun = iscsi::initiator::Lun::open(url).map_err(io::Error::other)?;
+        Ok(IscsiDevice { lun })
+    }
+}
+
+impl Device for IscsiDevice {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        check_range(offset, buf.len(), self.size())?;
+        self.lun.read_at(offset, buf).map_err(io::Error::other)
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        check_range(offset, buf.len(), self.size())?;
+        self.lun.write_at(offset, buf).map_err(io::Error::other)
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.lun.flush().map_err(io::Error::other)
+    }
+    fn size(&self) -> u64 {
+        self.lun.size_bytes()
+    }
+}
+
+/// Opens a device by name: an `iscsi://` URL through the initiator, else a
+/// path (read-write when allowed, read-only otherwise).
+pub fn open_device(name: &str) -> io::Result<Arc<dyn Device>> {
+    if name.starts_with(ISCSI_SCHEME) {
+        return Ok(Arc::new(IscsiDevice::open(name)?));
+    }
+    let path = Path::new(name);
+    match FileDevice::open(path, true) {
+        Ok(d) => Ok(Arc::new(d)),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            Ok(Arc::new(FileDevice::open(path, false)?))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// An in-memory device.
 #[derive(Debug)]
 pub struct MemDevice {

@@ -4,7 +4,10 @@
 //! Layers, from the bottom: [`ondisk`] (label, pv_header, mda_header, crc)
 //! and [`config`] (the text syntax) are plain data; [`metadata`] is the VG
 //! model; [`mda`] reads and writes the circular metadata area on a
-//! [`device::Device`].
+//! [`device::Device`]; [`pv`] and [`store`] find PVs and VGs on the
+//! scanned devices; [`commands`] are the lvm2 commands over them, with
+//! [`lock`] (local or through clvmd) and [`activate`] (FUSE files mapped
+//! by [`lvdev`]).
 //!
 //! Glossary (lvm2's words):
 //! * **PV** physical volume: a device with an lvm2 label.
@@ -15,8 +18,20 @@
 //! * **seqno** the metadata's version; each committed change adds one.
 //! * **rlocn** `raw_locn`, where in the mda a copy of the text lies.
 
+pub mod activate;
+pub mod args;
+pub mod commands;
+pub mod conf;
 pub mod config;
 pub mod device;
+pub mod lock;
+pub mod lvdev;
 pub mod mda;
 pub mod metadata;
 pub mod ondisk;
+pub mod pv;
+pub mod report;
+pub mod store;
+pub mod units;
+
+pub use lvdev::LvDevice;
