@@ -23,4 +23,8 @@ for cmd in pvcreate pvremove pvs pvdisplay pvscan pvck vgcreate vgextend vgreduc
     lvs lvdisplay lvscan lvmconf; do
   ln -sf lvm "$prefix/sbin/$cmd"
 done
-echo "installed into $prefix/sbin"
+# rgmanager's resource agents, where rgmanager looks for them.
+mkdir -p "$prefix/share/cluster"
+install -m 0755 rgmanager/agents/*.sh "$prefix/share/cluster/"
+chmod 0644 "$prefix/share/cluster/fs-common.sh"
+echo "installed into $prefix/sbin and $prefix/share/cluster"

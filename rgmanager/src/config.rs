@@ -54,8 +54,60 @@ pub struct Resource {
     pub attrs: BTreeMap<String, String>,
     /// Children, in configuration order.
     pub children: Vec<Resource>,
+    /// `<action name=... interval=... depth=... timeout=...>` overrides of
+    /// the agent's metadata, as rgmanager allows inside a resource.
+    pub actions: Vec<ActionOverride>,
     /// Line of the element in cluster.conf.
     pub line: u32,
+}
+
+/// An `<action>` written inside a resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActionOverride {
+    /// Action name (`status`, `start`...).
+    pub name: String,
+    /// Status depth it applies to.
+    pub depth: Option<u32>,
+    /// Interval, seconds.
+    pub interval_s: Option<u64>,
+    /// Timeout, seconds.
+    pub timeout_s: Option<u64>,
+}
+
+/// A duration as rgmanager writes them: `20`, `20s`, `1m`, `1h`.
+pub fn parse_seconds(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let (num, mult) = match v.char_indices().last()? {
+        (i, 's') => (&v[..i], 1),
+        (i, 'm') => (&v[..i], 60),
+        (i, 'h') => (&v[..i], 3600),
+        _ => (v, 1),
+    };
+    num.trim().parse::<u64>().ok().map(|n| n * mult)
+}
+
+fn parse_action(e: roxmltree::Node<'_, '_>) -> Res<ActionOverride> {
+    let Some(name) = e.attribute("name").filter(|n| !n.is_empty()) else {
+        return err(e, "an <action> needs a name");
+    };
+    let secs = |attr: &str| -> Res<Option<u64>> {
+        match e.attribute(attr) {
+            None => Ok(None),
+            Some(v) => match parse_seconds(v) {
+                Some(s) => Ok(Some(s)),
+                None => err(e, format!("{attr}=\"{v}\" is not a duration")),
+            },
+        }
+    };
+    Ok(ActionOverride {
+        name: name.to_string(),
+        depth: match e.attribute("depth") {
+            None => None,
+            Some(_) => Some(parse_num(e, "depth", 0)?),
+        },
+        interval_s: secs("interval")?,
+        timeout_s: secs("timeout")?,
+    })
 }
 
 impl Resource {
@@ -323,6 +375,7 @@ fn parse_shared(r: roxmltree::Node<'_, '_>, shared: &[Resource]) -> Res<Resource
         rtype: rtype.to_string(),
         attrs: attrs_of(r),
         children: Vec::new(),
+        actions: Vec::new(),
         line: line_of(r),
     })
 }
@@ -357,13 +410,20 @@ fn parse_child(e: roxmltree::Node<'_, '_>, shared: &[Resource]) -> Res<Resource>
             format!("<{rtype}> needs {} (or ref=)", primary_attr(rtype)),
         );
     }
-    let children = elements(e)
-        .map(|c| parse_child(c, shared))
-        .collect::<Res<Vec<_>>>()?;
+    let mut children = Vec::new();
+    let mut actions = Vec::new();
+    for c in elements(e) {
+        if c.tag_name().name() == "action" {
+            actions.push(parse_action(c)?);
+        } else {
+            children.push(parse_child(c, shared)?);
+        }
+    }
     Ok(Resource {
         rtype: rtype.to_string(),
         attrs,
         children,
+        actions,
         line: line_of(e),
     })
 }
@@ -561,6 +621,29 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("cluster.conf line 4: not well-formed XML"));
+    }
+
+    #[test]
+    fn action_overrides_and_durations() {
+        let cfg = parse(&rm(r#"<service name="a"><script name="s" file="/x"><action name="status" depth="0" interval="5s" timeout="1m"/></script></service>"#)).unwrap();
+        let r = &cfg.services[0].children[0];
+        assert!(r.children.is_empty());
+        assert_eq!(
+            r.actions,
+            vec![ActionOverride {
+                name: "status".into(),
+                depth: Some(0),
+                interval_s: Some(5),
+                timeout_s: Some(60),
+            }]
+        );
+        assert_eq!(parse_seconds("20"), Some(20));
+        assert_eq!(parse_seconds("2h"), Some(7200));
+        assert_eq!(parse_seconds("x"), None);
+        let e = error_of(
+            r#"<service name="a"><script name="s" file="/x"><action name="status" interval="soon"/></script></service>"#,
+        );
+        assert!(e.msg.contains("not a duration"), "{e}");
     }
 
     #[test]

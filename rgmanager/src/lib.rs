@@ -1,6 +1,7 @@
 //! HA services for the cluster: rgmanager.
 //!
 //! - [`config`]: the `<rm>` section of cluster.conf.
+//! - [`agent`]: the resource agent interface and a runner for service trees.
 //! - [`restree`]: a service's resources in start and stop order.
 //! - [`placement`]: failover domain scores and target choice.
 //! - [`state`]: service states (codes 110..120) and the replicated record.
@@ -13,6 +14,7 @@
 //! failed status check leads to; the *RG master* here is the member that
 //! proposes placements.
 
+pub mod agent;
 pub mod config;
 pub mod core;
 pub mod placement;
