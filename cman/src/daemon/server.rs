@@ -4,6 +4,7 @@ use super::{DaemonError, Input};
 use crate::api::{ApiRequest, ApiResponse, MAX_LINE};
 use crate::ids::ClientId;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Sender};
@@ -22,11 +23,17 @@ pub(super) fn spawn(state_dir: &Path, tx: Sender<Input>) -> Result<(), DaemonErr
     }
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).map_err(super::io_err(path.display().to_string()))?;
+    // Root-only: by its mode, and by the client's credentials.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(super::io_err(path.display().to_string()))?;
     std::thread::Builder::new()
         .name("cmand-api".into())
         .spawn(move || {
             for (n, stream) in (1u64..).zip(listener.incoming().flatten()) {
-                serve(ClientId(n), stream, tx.clone());
+                match dlm::driver::ctl::peer_allowed(&stream) {
+                    Ok(()) => serve(ClientId(n), stream, tx.clone()),
+                    Err(why) => refuse(stream, why),
+                }
             }
         })
         .expect("spawn api thread");
@@ -74,6 +81,26 @@ fn serve(id: ClientId, stream: UnixStream, tx: Sender<Input>) {
             }
         }
         let _ = tx.send(Input::Gone(id));
+    });
+}
+
+/// Answers each request of a client that may not use the API with `why`
+/// and nothing else (a few, for a few seconds, in its own thread).
+fn refuse(stream: UnixStream, why: String) {
+    tracing::warn!(why, "cmand API: client refused");
+    std::thread::spawn(move || {
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        let Ok(mut w) = stream.try_clone() else {
+            return;
+        };
+        let reader = BufReader::new(stream.take(64 * 1024));
+        for _ in reader.lines().take(16).map_while(Result::ok) {
+            if w.write_all(format!("{}\n", error_line(&why)).as_bytes())
+                .is_err()
+            {
+                break;
+            }
+        }
     });
 }
 

@@ -1,8 +1,15 @@
 //! The local control socket: one unix socket per process, answering
 //! one-line text commands (`ls`, `lockdump LS`, `plocks LS`) with text.
+//!
+//! Root-only: the socket is mode 0600 (its directory 0700 when we make
+//! it), and a client whose credentials (`SO_PEERCRED`) are neither root's
+//! nor this process's user is answered "permission denied" and nothing
+//! else.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Weak;
@@ -26,17 +33,27 @@ impl CtlServer {
         node: NodeId,
         dlm: Weak<DlmInner>,
     ) -> std::io::Result<CtlServer> {
-        std::fs::create_dir_all(dir)?;
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
         let path = dir.join(format!("dlm-{}-{}.sock", node.0, std::process::id()));
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         thread::Builder::new()
             .name("dlm-ctl".into())
             .spawn(move || {
                 for conn in listener.incoming() {
                     let Some(dlm) = dlm.upgrade() else { return };
-                    if let Ok(c) = conn {
-                        let _ = serve(c, &dlm);
+                    match conn.map(|c| (peer_allowed(&c), c)) {
+                        Ok((Ok(()), c)) => {
+                            let _ = serve(c, &dlm);
+                        }
+                        Ok((Err(why), c)) => refuse(c, &why),
+                        Err(_) => {}
                     }
                 }
             })?;
@@ -54,6 +71,52 @@ impl Drop for CtlServer {
         let _ = std::fs::remove_file(&self.path);
         let _ = UnixStream::connect(&self.path);
     }
+}
+
+/// Whether the client on `c` may use a daemon's control socket: root, or
+/// the daemon's own user. Else the reason, to send it.
+pub fn peer_allowed(c: &UnixStream) -> Result<(), String> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: a valid socket descriptor and a buffer of `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            c.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "permission denied: cannot read the client's credentials: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if cred.uid == 0 || cred.uid == me {
+        return Ok(());
+    }
+    Err(format!(
+        "permission denied: this control socket is for root (client uid {})",
+        cred.uid
+    ))
+}
+
+/// Answers a client that may not use the socket: its request is read
+/// (briefly), so that it gets the answer rather than a reset.
+fn refuse(mut c: UnixStream, why: &str) {
+    tracing::warn!(why, "dlm control socket: client refused");
+    let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+    let mut line = String::new();
+    let _ = BufReader::new(std::io::Read::take(&c, 4096)).read_line(&mut line);
+    let _ = writeln!(c, "error: {why}");
 }
 
 const USAGE: &str = "error: usage: ls | lockdump LS | plocks LS | purge LS NODEID\n";

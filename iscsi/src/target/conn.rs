@@ -89,6 +89,9 @@ pub enum Output {
     SetLimits { digests: Digests, max_recv: usize },
     /// Close the connection once everything queued before is sent.
     Close,
+    /// Send nothing queued after this for that long (a login being slowed
+    /// down, see [`super::throttle`]).
+    Delay(std::time::Duration),
 }
 
 /// The phase of a connection.

@@ -48,6 +48,7 @@ enum WriterMsg {
     Pdu(OutPdu),
     Digests(Digests),
     Close,
+    Delay(std::time::Duration),
 }
 
 struct Job {
@@ -121,6 +122,9 @@ fn dispatch(link: &Arc<Link>, outputs: Vec<Output>) {
             }
             Output::Close => {
                 let _ = link.writer.send(WriterMsg::Close);
+            }
+            Output::Delay(d) => {
+                let _ = link.writer.send(WriterMsg::Delay(d));
             }
         }
     }
@@ -218,6 +222,14 @@ fn writer_loop(stream: TcpStream, rx: Receiver<WriterMsg>) {
                 WriterMsg::Pdu(p) => batch.push(p, digests),
                 WriterMsg::Digests(d) => digests = d,
                 WriterMsg::Close => closing = true,
+                WriterMsg::Delay(d) => {
+                    // What came before goes now; what comes after waits.
+                    if batch.write_to(&mut out).is_err() {
+                        let _ = stream.shutdown(Shutdown::Both);
+                        return;
+                    }
+                    thread::sleep(d);
+                }
             }
             if closing || batch.full() {
                 break;
@@ -332,16 +344,46 @@ pub fn bind_control(path: &std::path::Path) -> Result<UnixListener, DriverError>
         )));
     }
     let _ = std::fs::remove_file(path);
-    UnixListener::bind(path).map_err(err)
+    let l = UnixListener::bind(path).map_err(err)?;
+    // Root-only: by its mode, and by the client's credentials
+    // ([`serve_control`]).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(l)
+}
+
+/// Whether the client on `s` may manage targets: root, or tgtd's own
+/// user (`SO_PEERCRED`). Else the reason.
+pub fn control_peer_allowed(s: &UnixStream) -> Result<(), String> {
+    let cred = nix::sys::socket::getsockopt(s, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| format!("permission denied: cannot read the client's credentials: {e}"))?;
+    let uid = cred.uid();
+    if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
+        return Ok(());
+    }
+    Err(format!(
+        "permission denied: tgtd's control socket is for root (client uid {uid})"
+    ))
 }
 
 /// Serves management requests until the process exits.
 pub fn serve_control(listener: UnixListener, registry: Arc<Registry>, cfg: MgmtConfig) {
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
-        let reply = match read_request(&mut stream) {
-            Ok(req) => mgmt::handle(&registry, &cfg, &req),
-            Err(e) => Reply {
+        let allowed = control_peer_allowed(&stream);
+        // Read either way: a client gets its answer, not a reset.
+        let req = read_request(&mut stream);
+        let reply = match allowed.map(|()| req) {
+            Err(why) => {
+                tracing::warn!(why, "control socket: client refused");
+                Reply {
+                    code: 1,
+                    message: why,
+                    output: String::new(),
+                }
+            }
+            Ok(Ok(req)) => mgmt::handle(&registry, &cfg, &req),
+            Ok(Err(e)) => Reply {
                 code: 17,
                 message: format!("invalid request: {e}"),
                 output: String::new(),

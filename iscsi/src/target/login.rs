@@ -293,9 +293,20 @@ impl Connection {
             .iter()
             .any(|u| u == user);
         let secret = self.registry.secret(user).filter(|_| bound);
-        let got = chap::decode_binary(response).map_err(|_| LoginStatus::AUTH_FAILED)?;
-        let ok =
-            secret.is_some_and(|s| chap::response(id, s.as_bytes(), &challenge)[..] == got[..]);
+        // Slowed down after failures, whatever the outcome (see throttle).
+        let name = self.login().initiator_name.clone().unwrap_or_default();
+        let who = (self.peer.ip(), name);
+        let now = std::time::Instant::now();
+        let wait = self.registry.chap_throttle().reserve(&who, now);
+        if !wait.is_zero() {
+            tracing::info!(peer = %self.peer, initiator = %who.1, wait_ms = wait.as_millis() as u64,
+                "CHAP response answered late: earlier failures");
+            self.out.push(Output::Delay(wait));
+        }
+        let ok = chap::decode_binary(response).is_ok_and(|got| {
+            secret.is_some_and(|s| chap::response(id, s.as_bytes(), &challenge)[..] == got[..])
+        });
+        self.registry.chap_throttle().record(&who, ok, now + wait);
         if !ok {
             tracing::warn!(peer = %self.peer, user, target = %target.name, "CHAP authentication failed");
             return Err(LoginStatus::AUTH_FAILED);

@@ -13,6 +13,7 @@ mod login;
 pub mod mgmt;
 pub mod registry;
 mod task;
+pub mod throttle;
 
 pub use conn::{Connection, OutPdu, Output, Payload};
 pub use login::LoginStatus;

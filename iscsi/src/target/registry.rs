@@ -173,6 +173,8 @@ impl std::fmt::Debug for SessionEntry {
 /// Everything a tgtd serves.
 #[derive(Debug)]
 pub struct Registry {
+    /// Failed CHAP logins, to slow down guessing.
+    chap_throttle: super::throttle::ChapThrottle,
     targets: RwLock<BTreeMap<Tid, Arc<Target>>>,
     accounts: RwLock<BTreeMap<String, String>>,
     sessions: Mutex<BTreeMap<Tsih, SessionEntry>>,
@@ -182,6 +184,7 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         Registry {
+            chap_throttle: Default::default(),
             targets: RwLock::default(),
             accounts: RwLock::default(),
             sessions: Mutex::default(),
@@ -191,6 +194,11 @@ impl Default for Registry {
 }
 
 impl Registry {
+    /// Failed CHAP logins per initiator.
+    pub fn chap_throttle(&self) -> &super::throttle::ChapThrottle {
+        &self.chap_throttle
+    }
+
     /// An empty registry.
     pub fn new() -> Arc<Self> {
         Arc::new(Registry::default())

@@ -53,7 +53,7 @@ fn pump(conn: &mut Connection) -> Vec<OutPdu> {
                     let r = task.run();
                     conn.complete(task.itt, r);
                 }
-                Output::SetLimits { .. } | Output::Close => {}
+                Output::SetLimits { .. } | Output::Close | Output::Delay(_) => {}
             }
         }
     }

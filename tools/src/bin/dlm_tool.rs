@@ -119,6 +119,20 @@ fn query_all(dir: &Path, cmd: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     for s in sockets(dir)? {
         match dlm::driver::ctl::query(&s, cmd) {
+            // Control sockets are root-only: say so, do not pass for empty.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                bail!(
+                    "{}: permission denied (dlm control sockets are root-only)",
+                    s.display()
+                )
+            }
+            Ok(reply) if reply.starts_with("error: permission denied") => {
+                bail!(
+                    "{}: {}",
+                    s.display(),
+                    reply.trim_start_matches("error: ").trim()
+                )
+            }
             Ok(reply) => {
                 if sockets(dir)?.len() > 1 {
                     writeln!(
