@@ -408,3 +408,35 @@ fn a_fake_peer_at_a_members_address_gets_no_frame() {
     assert_eq!(lines.len(), 1, "{lines:#?}");
     assert!(lines[0].contains(&fake.to_string()), "{}", lines[0]);
 }
+
+#[test]
+fn a_flood_of_silent_connections_costs_a_bounded_number_of_threads() {
+    use dlm::driver::transport::MAX_GREETING_PER_ADDR;
+    let handler: FrameHandler = Arc::new(|_, _: &[u8]| {});
+    let t = Transport::start(NodeId(71), any_port(), &HashMap::new(), key(), handler).unwrap();
+    // Connections that never say hello: the first MAX are held (waiting
+    // for their hello), the rest closed at once.
+    let flood: Vec<TcpStream> = (0..MAX_GREETING_PER_ADDR + 8)
+        .map(|_| TcpStream::connect(t.local_addr()).unwrap())
+        .collect();
+    wait_until("the extra connections refused", || t.refused() >= 8);
+    let closed = flood
+        .iter()
+        .filter(|s| {
+            s.set_nonblocking(true).unwrap();
+            match (&**s).read(&mut [0u8; 1]) {
+                Ok(0) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                Ok(_) => panic!("the node wrote to a connection that said nothing"),
+            }
+        })
+        .count();
+    assert_eq!(closed, 8, "the others wait for their hello");
+    // Once they are gone, a peer with the key gets in.
+    drop(flood);
+    wait_until("a real peer served", || {
+        let mut s = TcpStream::connect(t.local_addr()).unwrap();
+        dlm::driver::transport::connector_handshake(&mut s, &key(), NodeId(72), 9, NodeId(71))
+            .is_ok()
+    });
+}

@@ -76,6 +76,9 @@ impl Lab {
         std::fs::write(&conf, &text).unwrap();
         let key = dir.path().join("authkey");
         std::fs::write(&key, b"lab cluster key 0123456789abcdef").unwrap();
+        // cmand refuses a key file other users can read.
+        let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+        std::fs::set_permissions(&key, private).unwrap();
         let mut lab = Lab {
             dir,
             conf,

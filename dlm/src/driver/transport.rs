@@ -86,7 +86,7 @@ mod inbound;
 use auth::{Challenge, Handshake, Hello, RecordMac, CHALLENGE_LEN, WELCOME_LEN};
 pub use auth::{ClusterKey, HELLO_LEN, TAG_LEN};
 use inbound::{accept_loop, Inbound};
-pub use inbound::{run_callback, InConn, Lead};
+pub use inbound::{run_callback, InConn, Lead, MAX_GREETING_PER_ADDR};
 
 /// Largest frame accepted from the network.
 pub const MAX_FRAME: usize = 1 << 22;
@@ -510,6 +510,7 @@ impl Transport {
             current: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
+            greeting: Mutex::new(HashMap::new()),
         });
         {
             let inbound = inbound.clone();

@@ -80,7 +80,17 @@ pub(super) struct Inbound {
     /// Every open inbound connection, for shutdown.
     pub(super) conns: Mutex<HashMap<u64, TcpStream>>,
     pub(super) next_conn: AtomicU64,
+    /// Connections still in the hello, per address (bounded by
+    /// [`MAX_GREETING_PER_ADDR`]).
+    pub(super) greeting: Mutex<HashMap<std::net::IpAddr, usize>>,
 }
+
+/// Connections from one address in the hello at once: past it, new ones
+/// from there are closed at once. A flood of connections that never prove
+/// anything costs a bounded number of threads per address, each for at
+/// most [`HELLO_TIMEOUT`], and does not keep members at other addresses
+/// out.
+pub const MAX_GREETING_PER_ADDR: usize = 32;
 
 impl Inbound {
     /// The current inbound connection from `from`, if it is up.
@@ -548,6 +558,10 @@ pub(super) fn accept_loop(listener: TcpListener, inbound: Arc<Inbound>) {
             return;
         }
         let Ok(s) = conn else { continue };
+        let Ok(peer) = s.peer_addr() else { continue };
+        let Some(greeting) = Greeting::start(&inbound, peer) else {
+            continue;
+        };
         let _ = s.set_nodelay(true);
         let Ok(clone) = s.try_clone() else { continue };
         let key = inbound.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -556,13 +570,46 @@ pub(super) fn accept_loop(listener: TcpListener, inbound: Arc<Inbound>) {
         let spawned = thread::Builder::new()
             .name("dlm-recv".into())
             .spawn(move || {
-                if let Err(e) = reader(s, &inbound2) {
+                if let Err(e) = reader(s, &inbound2, greeting) {
                     tracing::debug!(error = %e, "inbound connection closed");
                 }
                 inbound2.conns.lock().remove(&key);
             });
         if spawned.is_err() {
             inbound.conns.lock().remove(&key);
+        }
+    }
+}
+
+/// A connection counted in [`Inbound::greeting`] until dropped.
+struct Greeting(Arc<Inbound>, std::net::IpAddr);
+
+impl Greeting {
+    /// Counts a new connection from `peer`; `None` (logged) when its
+    /// address has too many in the hello already.
+    fn start(inbound: &Arc<Inbound>, peer: std::net::SocketAddr) -> Option<Greeting> {
+        let mut g = inbound.greeting.lock();
+        let n = g.entry(peer.ip()).or_insert(0);
+        if *n >= MAX_GREETING_PER_ADDR {
+            drop(g);
+            inbound
+                .refused
+                .refused(peer, "too many connections from this address in the hello");
+            return None;
+        }
+        *n += 1;
+        Some(Greeting(inbound.clone(), peer.ip()))
+    }
+}
+
+impl Drop for Greeting {
+    fn drop(&mut self) {
+        let mut g = self.0.greeting.lock();
+        if let Some(n) = g.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                g.remove(&self.1);
+            }
         }
     }
 }
@@ -652,14 +699,16 @@ fn discard(s: &mut TcpStream) {
 }
 
 /// The reader thread of one inbound connection.
-fn reader(mut s: TcpStream, inbound: &Inbound) -> std::io::Result<()> {
+fn reader(mut s: TcpStream, inbound: &Inbound, greeting: Greeting) -> std::io::Result<()> {
     let peer = s.peer_addr()?;
-    let conn = match greet(s.try_clone()?, inbound) {
+    let greeted = greet(s.try_clone()?, inbound);
+    let conn = match greeted {
         Ok(c) => c,
         Err(GreetError::Io(e)) => return Err(e),
         Err(GreetError::NotDlm(why)) => {
             inbound.refused.refused(peer, &why);
             discard(&mut s);
+            drop(greeting);
             return Err(std::io::Error::other(why));
         }
         Err(GreetError::Refused(why)) => {
@@ -669,6 +718,7 @@ fn reader(mut s: TcpStream, inbound: &Inbound) -> std::io::Result<()> {
         }
     };
     drop(s);
+    drop(greeting);
     let r = serve(&conn);
     if let Err(e) = &r {
         if e.kind() == std::io::ErrorKind::InvalidData {
