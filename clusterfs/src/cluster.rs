@@ -10,14 +10,20 @@
 //! ([`MountControl`]: the first mounter replays every dirty journal, a
 //! later one its own) and returns the FUSE adapter in cluster mode.
 //!
-//! **Locking in this version.** Every operation takes one cluster-wide
-//! glock, [`FS_LOCK`], in EX (one node works on the volume at a time; a
-//! node keeps it cached until another asks). Giving it up syncs (the
-//! journal is committed and its log emptied, `sync_for_demote`) and drops
-//! the node's cached blocks; the kernel caches nothing (zero TTLs, direct
-//! I/O). Inodes open on a node hold its iopen glock in SH, so an inode
-//! unlinked elsewhere is freed by the last node to close it. Per-inode
-//! glocks, so that nodes work in parallel, come next.
+//! **Locking.** Every operation takes the glocks of what it touches
+//! (`LockPlan` in the FUSE adapter): its inodes, SH to read and EX to
+//! change, then the resource groups it allocates or frees in, in GFS2's
+//! order (the rename glock, inodes by number, rgrps by number); a
+//! rename between directories takes the rename glock first. A node keeps
+//! glocks cached until another asks. Giving one up from EX syncs (the
+//! journal is committed, written in place and its log emptied,
+//! `sync_for_demote`), and giving one up at all drops the node's clean
+//! cached blocks; the kernel caches nothing (zero TTLs, direct I/O). An
+//! operation that finds it must allocate or free in an rgrp whose glock
+//! it lacks is undone and retried holding it; each node starts its
+//! searches in its own share of the rgrps, so nodes seldom meet there.
+//! Inodes open on a node hold its iopen glock in SH, so an inode unlinked
+//! elsewhere is freed by the last node to close it.
 //!
 //! **Failures.** A failed node's journal is replayed by a survivor after
 //! cmand fenced it, while new lock requests wait. The mount writes its PID
@@ -41,7 +47,7 @@ use fuser::Errno;
 
 use crate::block::{BlockDevice, BlockError, Result as BlockResult};
 use crate::fs::FileSystem;
-use crate::fuse::{ClusterHooks, FuseFs, Guard};
+use crate::fuse::{ClusterHooks, FuseFs, Guard, LockPlan};
 use crate::glock::{GlockConfig, GlockName, GlockState, GlockType, HolderFlags};
 use crate::lock::LockError;
 use crate::lock_dlm::{DlmGlocks, GlockGuard, GlockOps, JournalRecovery, MountControl, MountRole};
@@ -320,8 +326,11 @@ impl ClusterMount {
             glocks: glocks.clone(),
             ls: self.ls.clone(),
         });
+        let statfs = fs.statfs_inode();
+        glocks.taken_by_recovery(inode(statfs));
         let fuse = FuseFs::new(fs).with_cluster(hooks);
         let _ = slot.fs.set(fuse.shared());
+        let _ = slot.glocks.set((Arc::downgrade(&glocks), statfs));
         tracing::info!(?role, jid = self.jid, "mounted in the cluster");
         self.held = Some(Held {
             _own_journal: own,
@@ -340,13 +349,26 @@ impl Drop for ClusterMount {
     }
 }
 
-/// The lock every operation of a shared mount takes (this version locks
-/// the whole file system; per-inode glocks come next). A nondisk number
-/// GFS2 does not use.
-pub const FS_LOCK: GlockName = GlockName {
+/// The rename glock: cross-directory renames, which may change the tree's
+/// shape.
+const RENAME_LOCK: GlockName = GlockName {
     kind: GlockType::Nondisk,
-    number: 0x100,
+    number: crate::glock::nondisk::RENAME,
 };
+
+fn inode(ino: u64) -> GlockName {
+    GlockName {
+        kind: GlockType::Inode,
+        number: ino,
+    }
+}
+
+fn rgrp(addr: u64) -> GlockName {
+    GlockName {
+        kind: GlockType::Rgrp,
+        number: addr,
+    }
+}
 
 fn iopen(ino: u64) -> GlockName {
     GlockName {
@@ -360,6 +382,9 @@ fn iopen(ino: u64) -> GlockName {
 #[derive(Default)]
 struct FsSlot {
     fs: OnceLock<Arc<parking_lot::Mutex<Option<FileSystem>>>>,
+    /// The glocks (weak: they own this slot) and the master statfs
+    /// inode, whose glock recovery takes to fold a journal's statfs in.
+    glocks: OnceLock<(std::sync::Weak<DlmGlocks>, u64)>,
 }
 
 impl FsSlot {
@@ -372,7 +397,11 @@ impl FsSlot {
 
 impl GlockOps for FsSlot {
     fn sync(&self, name: GlockName) {
-        if name != FS_LOCK {
+        // What a glock covers, changed here, must be on disk before another
+        // node may read it; the journal is emptied so that replaying it
+        // later can never write an old copy over a newer one. (The rename
+        // glock covers the tree's shape: the `..` entries a rename changed.)
+        if !matches!(name.kind, GlockType::Inode | GlockType::Rgrp) && name != RENAME_LOCK {
             return;
         }
         if let Some(Err(e)) = self.with(|fs| fs.sync_for_demote()) {
@@ -380,8 +409,11 @@ impl GlockOps for FsSlot {
         }
     }
 
-    fn invalidate(&self, name: GlockName, _keep_metadata: bool) {
-        if name != FS_LOCK {
+    fn invalidate(&self, name: GlockName, keep_metadata: bool) {
+        // Dropping every clean block, not just this glock's, keeps one
+        // rule simple: a cached block was read under a glock held ever
+        // since.
+        if keep_metadata || !matches!(name.kind, GlockType::Inode | GlockType::Rgrp) {
             return;
         }
         if let Some(Err(e)) = self.with(|fs| fs.drop_caches()) {
@@ -392,6 +424,13 @@ impl GlockOps for FsSlot {
 
 impl JournalRecovery for FsSlot {
     fn recover_journal(&self, jid: u32) -> Result<(), String> {
+        // Folding the journal's statfs changes into the master file is a
+        // change of that file: under its glock.
+        let (glocks, statfs) = self.glocks.get().ok_or("not mounted")?;
+        let glocks = glocks.upgrade().ok_or("unmounted")?;
+        let _statfs = glocks
+            .acquire(inode(*statfs), GlockState::Ex, HolderFlags::default())
+            .map_err(|e| e.to_string())?;
         match self.with(|fs| fs.recover_journal(jid)) {
             Some(Ok(blocks)) => {
                 tracing::info!(jid, blocks, "recovered a failed node's journal");
@@ -435,14 +474,30 @@ fn guard(g: GlockGuard) -> Guard {
 }
 
 impl ClusterHooks for Hooks {
-    fn op_guard(&self) -> Result<Guard, Errno> {
-        self.glocks
-            .acquire(FS_LOCK, GlockState::Ex, HolderFlags::default())
-            .map(guard)
-            .map_err(|e| {
-                tracing::error!(error = %e, "cluster lock");
-                Errno::EIO
-            })
+    fn op_guard(&self, plan: &LockPlan) -> Result<Guard, Errno> {
+        let mut names = Vec::new();
+        if plan.rename {
+            names.push((RENAME_LOCK, GlockState::Ex));
+        }
+        for (ino, ex) in plan.inodes_in_order() {
+            let mode = if ex { GlockState::Ex } else { GlockState::Sh };
+            names.push((inode(ino), mode));
+        }
+        for addr in plan.rgrps_in_order() {
+            names.push((rgrp(addr), GlockState::Ex));
+        }
+        let mut held = Vec::with_capacity(names.len());
+        for (name, mode) in names {
+            let g = self
+                .glocks
+                .acquire(name, mode, HolderFlags::default())
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cluster lock");
+                    Errno::EIO
+                })?;
+            held.push(g);
+        }
+        Ok(Box::new(held))
     }
 
     fn open_guard(&self, ino: u64) -> Result<Guard, Errno> {

@@ -298,6 +298,20 @@ impl FileSystem {
         Ok(self.attr_of(&di))
     }
 
+    /// The inode `parent/name` names, if any, reading the directory only
+    /// (in a cluster the caller holds the parent's glock, not yet the
+    /// child's: its dinode must not be read, nor cached, here).
+    pub fn lookup_ino(&mut self, parent: Ino, name: &[u8]) -> Result<Option<Ino>> {
+        if name.len() > GFS2_FNAMESIZE {
+            return Err(FsError::NameTooLong);
+        }
+        self.dir(parent)?;
+        Ok(self
+            .vol
+            .dir_lookup(parent.0, name)?
+            .map(|(inum, _)| Ino(inum.no_addr)))
+    }
+
     fn new_dinode(
         &mut self,
         parent: &Dinode,
@@ -306,8 +320,7 @@ impl FileSystem {
         gid: u32,
         rdev: u64,
     ) -> Result<Dinode> {
-        let addr = self.vol.alloc(parent.di_num.no_addr, BlockState::Dinode)?;
-        let formal = self.vol.next_formal_ino()?;
+        let (addr, formal) = self.vol.alloc_dinode(parent.di_num.no_addr)?;
         let (s, n) = now();
         let num = Inum {
             no_formal_ino: formal,
@@ -897,7 +910,23 @@ impl FileSystem {
         self.vol.sync_for_demote()
     }
 
-    /// Drops every cached metadata block (a glock going to UN): see
+    /// In a cluster: the resource groups (by header block) whose glocks
+    /// the next operations hold; see [`Volume::set_rgrps_held`].
+    pub fn set_rgrps_held(&mut self, held: Option<std::collections::HashSet<u64>>) {
+        self.vol.set_rgrps_held(held);
+    }
+
+    /// The resource group (header block) that holds `blk`.
+    pub fn rgrp_of(&self, blk: u64) -> Option<u64> {
+        self.vol.rgrp_of(blk)
+    }
+
+    /// The master statfs file's dinode, whose glock guards folding into it.
+    pub fn statfs_inode(&self) -> u64 {
+        self.vol.statfs_addr
+    }
+
+    /// Drops every clean cached metadata block (a glock going to UN): see
     /// [`Volume::drop_caches`].
     pub fn drop_caches(&mut self) -> Result<()> {
         self.vol.drop_caches()

@@ -27,13 +27,94 @@ const TTL: Duration = Duration::from_secs(1);
 /// A guard held for as long as a cluster lock is needed.
 pub type Guard = Box<dyn std::any::Any + Send>;
 
+/// The glocks one operation holds: inodes, each shared or exclusive, and
+/// resource groups (exclusive). The hooks take them in GFS2's order
+/// (inodes by number, then resource groups by number), all before the
+/// operation starts and none while another is awaited out of that order,
+/// so no two nodes (or threads) can wait on each other in a cycle.
+#[derive(Debug, Default, Clone)]
+pub struct LockPlan {
+    /// Inodes by dinode block, `true` for exclusive.
+    pub inodes: Vec<(u64, bool)>,
+    /// Resource groups by header block.
+    pub rgrps: Vec<u64>,
+    /// The rename glock first (EX): a rename between directories, which
+    /// may change the tree's shape.
+    pub rename: bool,
+    /// The operation may allocate: start with the resource groups this
+    /// node allocated in lately (their glocks are most likely ours).
+    alloc: bool,
+}
+
+impl LockPlan {
+    fn sh(ino: Ino) -> LockPlan {
+        LockPlan::default().and_sh(ino)
+    }
+
+    fn ex(ino: Ino) -> LockPlan {
+        LockPlan::default().and_ex(ino)
+    }
+
+    fn and_sh(mut self, ino: Ino) -> LockPlan {
+        self.inodes.push((ino.0, false));
+        self
+    }
+
+    fn and_ex(mut self, ino: Ino) -> LockPlan {
+        self.inodes.push((ino.0, true));
+        self
+    }
+
+    fn and(self, ino: Option<Ino>, ex: bool) -> LockPlan {
+        match (ino, ex) {
+            (None, _) => self,
+            (Some(i), true) => self.and_ex(i),
+            (Some(i), false) => self.and_sh(i),
+        }
+    }
+
+    fn allocating(mut self) -> LockPlan {
+        self.alloc = true;
+        self
+    }
+
+    fn and_rgrp(mut self, rgrp: Option<u64>) -> LockPlan {
+        self.rgrps.extend(rgrp);
+        self
+    }
+
+    /// The inodes in the order they are taken: by number, each once
+    /// (exclusive if asked so anywhere).
+    pub fn inodes_in_order(&self) -> Vec<(u64, bool)> {
+        let mut v = self.inodes.clone();
+        v.sort_unstable();
+        let mut out: Vec<(u64, bool)> = Vec::with_capacity(v.len());
+        for (ino, ex) in v {
+            match out.last_mut() {
+                Some(last) if last.0 == ino => last.1 |= ex,
+                _ => out.push((ino, ex)),
+            }
+        }
+        out
+    }
+
+    /// The resource groups in the order they are taken.
+    pub fn rgrps_in_order(&self) -> Vec<u64> {
+        let mut v = self.rgrps.clone();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
 /// What a mount in a cluster adds to the FUSE operations (see
-/// `crate::cluster`): a lock around every operation, and iopen locks that
-/// tell whether another node has an inode open.
+/// `crate::cluster`): the glocks around every operation, and iopen locks
+/// that tell whether another node has an inode open.
 pub trait ClusterHooks: Send + Sync {
-    /// Taken before an operation touches the filesystem, held until it
-    /// is done (never taken while the filesystem's mutex is held).
-    fn op_guard(&self) -> Result<Guard, Errno>;
+    /// The glocks of `plan`, taken before an operation touches the
+    /// filesystem and held until it is done (never taken while the
+    /// filesystem's mutex is held).
+    fn op_guard(&self, plan: &LockPlan) -> Result<Guard, Errno>;
     /// Held while this node has `ino` open.
     fn open_guard(&self, ino: u64) -> Result<Guard, Errno>;
     /// Without waiting: a guard when no other node has `ino` open.
@@ -70,7 +151,20 @@ struct Cluster {
     hooks: Arc<dyn ClusterHooks>,
     /// Per inode open here: open handles and the iopen guard.
     opens: Mutex<std::collections::HashMap<u64, (u32, Guard)>>,
+    /// The resource groups this node allocated or freed in lately, most
+    /// recent last (at most [`RGRP_HINTS`]).
+    rgrp_hints: Mutex<Vec<u64>>,
+    /// The master statfs file's dinode: its glock guards reading and
+    /// folding into it.
+    statfs_ino: u64,
 }
+
+/// How many recently used resource groups an allocating operation takes
+/// up front.
+const RGRP_HINTS: usize = 4;
+
+/// Threads serving a cluster mount's FUSE requests.
+const FUSE_THREADS: usize = 4;
 
 /// The mounted filesystem as FUSE sees it.
 pub struct FuseFs {
@@ -95,16 +189,22 @@ impl FuseFs {
         }
     }
 
-    /// Serves as one node of a cluster: every operation under
-    /// `hooks.op_guard()`, unlinked inodes freed by whichever node closes
+    /// Serves as one node of a cluster: every operation under the glocks
+    /// it needs (`hooks.op_guard`), unlinked inodes freed by whichever node closes
     /// them last, no kernel caching of attributes, names or pages.
     pub fn with_cluster(mut self, hooks: Arc<dyn ClusterHooks>) -> Self {
+        let mut statfs_ino = 0;
         if let Some(fs) = self.inner.lock().as_mut() {
             fs.set_defer_free(true);
+            // Between operations nothing may allocate or free.
+            fs.set_rgrps_held(Some(Default::default()));
+            statfs_ino = fs.statfs_inode();
         }
         self.cluster = Some(Cluster {
             hooks,
             opens: Mutex::new(std::collections::HashMap::new()),
+            rgrp_hints: Mutex::new(Vec::new()),
+            statfs_ino,
         });
         self
     }
@@ -169,17 +269,21 @@ impl FuseFs {
         &self,
         parent: Ino,
         name: &OsStr,
-        op: impl FnOnce(&mut FileSystem, &[u8]) -> Result<(), FsError>,
+        op: impl Fn(&mut FileSystem, &[u8]) -> Result<(), FsError>,
     ) -> Result<(), Errno> {
-        let clustered = self.cluster.is_some();
-        let victim = self.with(|fs| {
-            let victim = match clustered {
-                true => Some(fs.lookup(parent, name.as_bytes())?.ino),
-                false => None,
-            };
-            op(fs, name.as_bytes())?;
-            Ok(victim)
-        })?;
+        let n = name.as_bytes();
+        let victim = self.with_named(
+            &[(parent, n)],
+            |c| {
+                LockPlan::ex(parent)
+                    .and(c[0], true)
+                    .and_rgrp(c[0].and_then(|v| self.rgrp_of(v)))
+            },
+            |fs, c| {
+                op(fs, n)?;
+                Ok(c.first().copied().flatten())
+            },
+        )?;
         if let Some(v) = victim {
             self.free_if_last(v.0);
         }
@@ -196,11 +300,20 @@ impl FuseFs {
             return; // our last close will do it
         }
         if let Some(g) = c.hooks.try_only_opener(ino) {
-            if let Err(e) = self.with(|fs| fs.free_if_unlinked(Ino(ino))) {
+            let plan = LockPlan::ex(Ino(ino))
+                .and_rgrp(self.rgrp_of(Ino(ino)))
+                .allocating();
+            if let Err(e) = self.with(plan, |fs| fs.free_if_unlinked(Ino(ino))) {
                 warn!(ino, ?e, "freeing an unlinked inode");
             }
             drop(g);
         }
+    }
+
+    /// The resource group holding `ino`'s dinode (the rgrp index never
+    /// changes: no glock needed).
+    fn rgrp_of(&self, ino: Ino) -> Option<u64> {
+        self.inner.lock().as_ref()?.rgrp_of(ino.0)
     }
 
     /// Whether to ask the kernel for POSIX ACL enforcement (on by default).
@@ -230,22 +343,83 @@ impl FuseFs {
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut FileSystem) -> Result<T, FsError>) -> Result<T, Errno> {
-        let _op = match &self.cluster {
-            Some(c) => Some(c.hooks.op_guard()?),
-            None => None,
+    /// Runs `f` on the core; in a cluster holding the glocks of `plan`,
+    /// and again holding one more resource group whenever `f` finds that
+    /// it must allocate or free in one whose glock it lacks (its changes
+    /// undone first: see `FsError::NeedRgrp`).
+    fn with<T>(
+        &self,
+        mut plan: LockPlan,
+        mut f: impl FnMut(&mut FileSystem) -> Result<T, FsError>,
+    ) -> Result<T, Errno> {
+        let Some(c) = &self.cluster else {
+            let mut g = self.inner.lock();
+            let fs = g.as_mut().ok_or(Errno::EIO)?;
+            return f(fs).map_err(errno_of);
         };
-        let mut g = self.inner.lock();
-        let fs = g.as_mut().ok_or(Errno::EIO)?;
-        f(fs).map_err(|e| {
-            if matches!(
-                e,
-                FsError::Corrupt(_) | FsError::Io(_) | FsError::Journal(_)
-            ) {
-                error!(error = %e, "filesystem error");
+        if plan.alloc {
+            plan.rgrps.extend(c.rgrp_hints.lock().iter().copied());
+        }
+        loop {
+            let guard = c.hooks.op_guard(&plan)?;
+            let r = {
+                let mut g = self.inner.lock();
+                let fs = g.as_mut().ok_or(Errno::EIO)?;
+                fs.set_rgrps_held(Some(plan.rgrps.iter().copied().collect()));
+                let r = f(fs);
+                fs.set_rgrps_held(Some(Default::default()));
+                r
+            };
+            drop(guard);
+            match r {
+                Err(FsError::NeedRgrp(rg)) if !plan.rgrps.contains(&rg) => {
+                    plan.rgrps.push(rg);
+                    let mut hints = c.rgrp_hints.lock();
+                    hints.retain(|&h| h != rg);
+                    hints.push(rg);
+                    if hints.len() > RGRP_HINTS {
+                        hints.remove(0);
+                    }
+                }
+                r => return r.map_err(errno_of),
             }
-            Errno::from_i32(e.errno())
-        })
+        }
+    }
+
+    /// Runs `f` with the inodes that `names` (parent, name) name now, or
+    /// `None` where a name is absent. In a cluster they are found under
+    /// the parents' glocks, reading directories only; then `f` runs
+    /// holding what `plan` asks for given them, once the names are seen to
+    /// name them still (else again). Alone, `f` gets no inodes.
+    fn with_named<T>(
+        &self,
+        names: &[(Ino, &[u8])],
+        plan: impl Fn(&[Option<Ino>]) -> LockPlan,
+        mut f: impl FnMut(&mut FileSystem, &[Option<Ino>]) -> Result<T, FsError>,
+    ) -> Result<T, Errno> {
+        if self.cluster.is_none() {
+            return self.with(LockPlan::default(), |fs| f(fs, &[]));
+        }
+        let resolve = |fs: &mut FileSystem| -> Result<Vec<Option<Ino>>, FsError> {
+            names.iter().map(|&(p, n)| fs.lookup_ino(p, n)).collect()
+        };
+        let parents = names
+            .iter()
+            .fold(LockPlan::default(), |plan, &(p, _)| plan.and_sh(p));
+        let mut children = self.with(parents, resolve)?;
+        loop {
+            let r = self.with(plan(&children), |fs| {
+                let now = resolve(fs)?;
+                if now != children {
+                    return Ok(Err(now));
+                }
+                f(fs, &children).map(Ok)
+            })?;
+            match r {
+                Ok(v) => return Ok(v),
+                Err(now) => children = now,
+            }
+        }
     }
 
     fn file_attr(&self, a: &Attr) -> FileAttr {
@@ -289,6 +463,17 @@ impl FuseFs {
 /// the directory, so the file's own permission is checked here by its mode
 /// (with an access ACL, only its owner and root pass: nothing is granted
 /// that the ACL might deny); O_TRUNC is applied.
+/// The errno for a core error, logged when it means trouble.
+fn errno_of(e: FsError) -> Errno {
+    if matches!(
+        e,
+        FsError::Corrupt(_) | FsError::Io(_) | FsError::Journal(_) | FsError::NeedRgrp(_)
+    ) {
+        error!(error = %e, "filesystem error");
+    }
+    Errno::from_i32(e.errno())
+}
+
 fn open_existing(
     fs: &mut FileSystem,
     a: Attr,
@@ -415,8 +600,11 @@ impl fuser::Filesystem for FuseFs {
     fn destroy(&mut self) {
         let _s = debug_span!("destroy").entered();
         // In a cluster the unmount folds statfs into the shared master
-        // file: under the cluster lock.
-        let _op = self.cluster.as_ref().map(|c| c.hooks.op_guard());
+        // file: under its glock.
+        let _op = self
+            .cluster
+            .as_ref()
+            .map(|c| c.hooks.op_guard(&LockPlan::ex(Ino(c.statfs_ino))));
         if let Some(fs) = self.inner.lock().take() {
             match fs.unmount() {
                 Ok(()) => info!("unmounted cleanly"),
@@ -430,13 +618,19 @@ impl fuser::Filesystem for FuseFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _s = debug_span!("lookup", parent = parent.0, ?name).entered();
         let p = self.ino(parent);
-        self.reply_entry(self.with(|fs| fs.lookup(p, name.as_bytes())), reply);
+        let n = name.as_bytes();
+        let r = self.with_named(
+            &[(p, n)],
+            |c| LockPlan::sh(p).and(c[0], false),
+            |fs, _| fs.lookup(p, n),
+        );
+        self.reply_entry(r, reply);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _s = debug_span!("getattr", ino = ino.0).entered();
         let i = self.ino(ino);
-        self.reply_attr(self.with(|fs| fs.getattr(i)), reply)
+        self.reply_attr(self.with(LockPlan::sh(i), |fs| fs.getattr(i)), reply)
     }
 
     fn setattr(
@@ -467,13 +661,17 @@ impl fuser::Filesystem for FuseFs {
             atime: atime.map(timestamp),
             mtime: mtime.map(timestamp),
         };
-        self.reply_attr(self.with(|fs| fs.setattr(i, set)), reply)
+        let plan = match size {
+            Some(_) => LockPlan::ex(i).allocating(),
+            None => LockPlan::ex(i),
+        };
+        self.reply_attr(self.with(plan, |fs| fs.setattr(i, set)), reply)
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let _s = debug_span!("readlink", ino = ino.0).entered();
         let i = self.ino(ino);
-        match self.with(|fs| fs.readlink(i)) {
+        match self.with(LockPlan::sh(i), |fs| fs.readlink(i)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(e),
         }
@@ -492,7 +690,7 @@ impl fuser::Filesystem for FuseFs {
         let _s = debug_span!("mknod", parent = parent.0, ?name, mode).entered();
         let p = self.ino(parent);
         let (uid, gid) = (req.uid(), req.gid());
-        let r = self.with(|fs| {
+        let r = self.with(LockPlan::ex(p).allocating(), |fs| {
             let m = create_mode(fs, p, mode, umask)?;
             fs.mknod(p, name.as_bytes(), m, uid, gid, u64::from(rdev))
         });
@@ -511,7 +709,7 @@ impl fuser::Filesystem for FuseFs {
         let _s = debug_span!("mkdir", parent = parent.0, ?name).entered();
         let p = self.ino(parent);
         let (uid, gid) = (req.uid(), req.gid());
-        let r = self.with(|fs| {
+        let r = self.with(LockPlan::ex(p).allocating(), |fs| {
             let m = create_mode(fs, p, mode, umask)?;
             fs.mkdir(p, name.as_bytes(), m, uid, gid)
         });
@@ -545,7 +743,9 @@ impl fuser::Filesystem for FuseFs {
         let (uid, gid) = (req.uid(), req.gid());
         let t = target.as_os_str().as_bytes().to_vec();
         self.reply_entry(
-            self.with(|fs| fs.symlink(p, link_name.as_bytes(), &t, uid, gid)),
+            self.with(LockPlan::ex(p).allocating(), |fs| {
+                fs.symlink(p, link_name.as_bytes(), &t, uid, gid)
+            }),
             reply,
         );
     }
@@ -573,16 +773,41 @@ impl fuser::Filesystem for FuseFs {
             noreplace: flags.contains(fuser::RenameFlags::RENAME_NOREPLACE),
             exchange: flags.contains(fuser::RenameFlags::RENAME_EXCHANGE),
         };
-        let r = self.with(|fs| {
-            // In a cluster, a name replaced by the rename may lose its last
-            // link: the inode is freed once nobody has it open.
-            let victim = match self.cluster.is_some() && !f.exchange {
-                true => fs.lookup(np, newname.as_bytes()).ok().map(|a| a.ino),
-                false => None,
-            };
-            fs.rename(p, name.as_bytes(), np, newname.as_bytes(), f)?;
-            Ok(victim)
-        });
+        let (n, nn) = (name.as_bytes(), newname.as_bytes());
+        // Between directories: under the rename glock, which every change
+        // of the tree's shape takes, reading the ancestors (the check that
+        // a directory does not move into itself) from disk, not from a
+        // cache that no glock of ours covers.
+        let between = self.cluster.is_some() && p != np;
+        let r = self.with_named(
+            &[(p, n), (np, nn)],
+            |c| {
+                let mut plan = LockPlan::ex(p)
+                    .and_ex(np)
+                    .and(c[0], true)
+                    .and(c[1], true)
+                    .and_rgrp(c[1].and_then(|v| self.rgrp_of(v)))
+                    .allocating();
+                plan.rename = between;
+                plan
+            },
+            |fs, c| {
+                if between {
+                    fs.drop_caches()?;
+                }
+                let r = fs.rename(p, n, np, nn, f);
+                if between {
+                    fs.drop_caches()?;
+                }
+                r?;
+                // In a cluster, a name replaced by the rename may lose its
+                // last link: the inode is freed once nobody has it open.
+                Ok(match f.exchange {
+                    true => None,
+                    false => c.get(1).copied().flatten(),
+                })
+            },
+        );
         if let Ok(Some(victim)) = r {
             self.free_if_last(victim.0);
         }
@@ -599,7 +824,9 @@ impl fuser::Filesystem for FuseFs {
     ) {
         let _s = debug_span!("link", ino = ino.0, newparent = newparent.0, ?newname).entered();
         let (i, np) = (self.ino(ino), self.ino(newparent));
-        self.reply_entry(self.with(|fs| fs.link(i, np, newname.as_bytes())), reply);
+        let plan = LockPlan::ex(i).and_ex(np).allocating();
+        let r = self.with(plan, |fs| fs.link(i, np, newname.as_bytes()));
+        self.reply_entry(r, reply);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -608,7 +835,7 @@ impl fuser::Filesystem for FuseFs {
         if let Err(e) = self.opened(i.0) {
             return reply.error(e);
         }
-        match self.with(|fs| fs.open(i)) {
+        match self.with(LockPlan::sh(i), |fs| fs.open(i)) {
             Ok(()) => reply.opened(FileHandle(0), self.fopen_flags()),
             Err(e) => {
                 self.closed(i.0);
@@ -630,7 +857,7 @@ impl fuser::Filesystem for FuseFs {
     ) {
         let _s = debug_span!("read", ino = ino.0, offset, size).entered();
         let i = self.ino(ino);
-        match self.with(|fs| fs.read(i, offset, size as usize)) {
+        match self.with(LockPlan::sh(i), |fs| fs.read(i, offset, size as usize)) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(e),
         }
@@ -654,7 +881,7 @@ impl fuser::Filesystem for FuseFs {
         // (another node appended): an O_APPEND write goes to the end as
         // this node finds it under the cluster lock.
         let append = self.cluster.is_some() && flags.0 & libc::O_APPEND != 0;
-        let r = self.with(|fs| {
+        let r = self.with(LockPlan::ex(i).allocating(), |fs| {
             let at = if append { fs.getattr(i)?.size } else { offset };
             fs.write(i, at, data)
         });
@@ -745,7 +972,7 @@ impl fuser::Filesystem for FuseFs {
     ) {
         let _s = debug_span!("release", ino = ino.0).entered();
         let i = self.ino(ino);
-        let r = self.with(|fs| fs.release(i));
+        let r = self.with(LockPlan::sh(i), |fs| fs.release(i));
         self.closed(i.0);
         reply_empty(r, reply);
     }
@@ -759,7 +986,7 @@ impl fuser::Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let _s = debug_span!("fsync", ino = ino.0).entered();
-        reply_empty(self.with(|fs| fs.sync()), reply);
+        reply_empty(self.with(LockPlan::default(), |fs| fs.sync()), reply);
     }
 
     fn readdir(
@@ -772,7 +999,7 @@ impl fuser::Filesystem for FuseFs {
     ) {
         let _s = debug_span!("readdir", ino = ino.0, offset).entered();
         let i = self.ino(ino);
-        match self.with(|fs| fs.readdir(i, offset, 256)) {
+        match self.with(LockPlan::sh(i), |fs| fs.readdir(i, offset, 256)) {
             Ok(ents) => {
                 for e in ents {
                     let child = self.fuse_ino(Ino(e.inum.no_addr));
@@ -800,12 +1027,16 @@ impl fuser::Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let _s = debug_span!("fsyncdir", ino = ino.0).entered();
-        reply_empty(self.with(|fs| fs.sync()), reply);
+        reply_empty(self.with(LockPlan::default(), |fs| fs.sync()), reply);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let _s = debug_span!("statfs").entered();
-        match self.with(|fs| fs.statfs()) {
+        let plan = match &self.cluster {
+            Some(c) => LockPlan::sh(Ino(c.statfs_ino)),
+            None => LockPlan::default(),
+        };
+        match self.with(plan, |fs| fs.statfs()) {
             Ok(s) => reply.statfs(
                 s.blocks,
                 s.bfree,
@@ -837,17 +1068,24 @@ impl fuser::Filesystem for FuseFs {
         // another node may have created the name since. Without O_EXCL
         // that is an open of the existing file, as on a local volume.
         let reuse = self.cluster.is_some() && flags & libc::O_EXCL == 0;
-        let r = self.with(|fs| {
-            if reuse {
-                if let Ok(a) = fs.lookup(p, name.as_bytes()) {
-                    return open_existing(fs, a, flags, uid, gid);
+        let trunc = flags & libc::O_TRUNC != 0;
+        let n = name.as_bytes();
+        let r = self.with_named(
+            &[(p, n)],
+            // An existing file is opened: exclusively only to truncate it.
+            |c| LockPlan::ex(p).and(c[0], trunc).allocating(),
+            |fs, _| {
+                if reuse {
+                    if let Ok(a) = fs.lookup(p, n) {
+                        return open_existing(fs, a, flags, uid, gid);
+                    }
                 }
-            }
-            let m = create_mode(fs, p, mode, umask)?;
-            let a = fs.mknod(p, name.as_bytes(), m, uid, gid, 0)?;
-            fs.open(a.ino)?;
-            Ok(a)
-        });
+                let m = create_mode(fs, p, mode, umask)?;
+                let a = fs.mknod(p, n, m, uid, gid, 0)?;
+                fs.open(a.ino)?;
+                Ok(a)
+            },
+        );
         let r = r.and_then(|a| {
             // Open here from now on; another node cannot have the new
             // inode open yet, so this does not wait.
@@ -875,7 +1113,7 @@ impl fuser::Filesystem for FuseFs {
     ) {
         let _s = debug_span!("getxattr", ino = ino.0, ?name).entered();
         let i = self.ino(ino);
-        match self.with(|fs| fs.getxattr(i, name.as_bytes())) {
+        match self.with(LockPlan::sh(i), |fs| fs.getxattr(i, name.as_bytes())) {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() > size as usize => reply.error(Errno::from_i32(libc::ERANGE)),
             Ok(v) => reply.data(&v),
@@ -886,7 +1124,7 @@ impl fuser::Filesystem for FuseFs {
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
         let _s = debug_span!("listxattr", ino = ino.0).entered();
         let i = self.ino(ino);
-        match self.with(|fs| fs.listxattr(i)) {
+        match self.with(LockPlan::sh(i), |fs| fs.listxattr(i)) {
             Ok(names) => {
                 let mut buf = Vec::new();
                 for n in names {
@@ -918,7 +1156,9 @@ impl fuser::Filesystem for FuseFs {
         let _s = debug_span!("setxattr", ino = ino.0, ?name, len = value.len()).entered();
         let i = self.ino(ino);
         reply_empty(
-            self.with(|fs| fs.setxattr(i, name.as_bytes(), value, flags)),
+            self.with(LockPlan::ex(i).allocating(), |fs| {
+                fs.setxattr(i, name.as_bytes(), value, flags)
+            }),
             reply,
         );
     }
@@ -926,7 +1166,11 @@ impl fuser::Filesystem for FuseFs {
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _s = debug_span!("removexattr", ino = ino.0, ?name).entered();
         let i = self.ino(ino);
-        reply_empty(self.with(|fs| fs.removexattr(i, name.as_bytes())), reply);
+        let plan = LockPlan::ex(i).allocating();
+        reply_empty(
+            self.with(plan, |fs| fs.removexattr(i, name.as_bytes())),
+            reply,
+        );
     }
 
     fn fallocate(
@@ -941,7 +1185,11 @@ impl fuser::Filesystem for FuseFs {
     ) {
         let _s = debug_span!("fallocate", ino = ino.0, offset, length, mode).entered();
         let i = self.ino(ino);
-        reply_empty(self.with(|fs| fs.fallocate(i, offset, length, mode)), reply);
+        let plan = LockPlan::ex(i).allocating();
+        reply_empty(
+            self.with(plan, |fs| fs.fallocate(i, offset, length, mode)),
+            reply,
+        );
     }
 }
 
@@ -1157,6 +1405,12 @@ pub fn serve_fuse(
     ];
     if opts.allow_other {
         config.acl = fuser::SessionACL::All;
+    }
+    if fuse.cluster.is_some() {
+        // An operation may wait for another node's glock: the others go
+        // on meanwhile (each thread with its own /dev/fuse descriptor).
+        config.n_threads = Some(FUSE_THREADS);
+        config.clone_fd = true;
     }
     let session = fuser::Session::new(fuse, mountpoint, &config)?;
     info!(mountpoint = %mountpoint.display(), "mounted");

@@ -86,12 +86,22 @@ struct State {
     /// journal is replayed): DLM requests wait in `deferred`, except for
     /// journal glocks, which recovery itself needs.
     blocked: bool,
+    /// Glocks besides the journals' that recovery itself takes, so that
+    /// they pass while requests are blocked (the kernel's LM_FLAG_NOEXP).
+    recovery_locks: Vec<GlockName>,
     deferred: Vec<Work>,
     /// Grants that arrived while blocked, delivered once unblocked.
     frozen: Vec<(GlockName, Completion)>,
     /// First requests refused before `lock_async` returned their id: no
     /// lock to remember.
     refused_early: Vec<LockId>,
+}
+
+impl State {
+    /// Whether requests of `name` go out during recovery.
+    fn passes_recovery(&self, name: GlockName) -> bool {
+        name.kind == GlockType::Journal || self.recovery_locks.contains(&name)
+    }
 }
 
 struct Inner {
@@ -146,6 +156,7 @@ impl DlmGlocks {
                 stop: false,
                 broken: None,
                 blocked: false,
+                recovery_locks: Vec::new(),
                 deferred: Vec::new(),
                 frozen: Vec::new(),
                 refused_early: Vec::new(),
@@ -243,6 +254,12 @@ impl DlmGlocks {
             self.inner.wake.notify_all();
         }
         let _ = worker.join();
+    }
+
+    /// `name` is taken by journal recovery (as the journals' glocks are):
+    /// its requests go out while others wait for recovery to end.
+    pub fn taken_by_recovery(&self, name: GlockName) {
+        self.inner.state.lock().recovery_locks.push(name);
     }
 
     /// Recovery started: new DLM requests wait, and grants of requests
@@ -404,7 +421,7 @@ impl Inner {
     fn run(self: &Arc<Self>, job: Work) {
         if let Work::Request { name, .. } = &job {
             let mut st = self.state.lock();
-            if st.blocked && name.kind != GlockType::Journal {
+            if st.blocked && !st.passes_recovery(*name) {
                 st.deferred.push(job);
                 return;
             }
@@ -475,7 +492,7 @@ impl Inner {
     /// The DLM answered a request of `name`.
     fn completed(&self, name: GlockName, c: Completion) {
         let mut st = self.state.lock();
-        if st.blocked && name.kind != GlockType::Journal && is_grant_above_nl(&c) {
+        if st.blocked && !st.passes_recovery(name) && is_grant_above_nl(&c) {
             // Asked before recovery began, granted after the DLM's
             // recovery: what it guards may still be in a failed node's
             // journal. Kept until that journal is replayed (the kernel's

@@ -104,6 +104,11 @@ pub enum FsError {
         /// The dirty journals, by jid.
         jids: Vec<u32>,
     },
+    /// In a cluster: the operation must allocate or free in the resource
+    /// group with this header block, whose glock it does not hold. Its
+    /// changes were undone; the caller retries holding that glock too.
+    #[error("resource group {0}: its glock is needed")]
+    NeedRgrp(u64),
 }
 
 impl From<OndiskError> for FsError {
@@ -138,9 +143,11 @@ impl FsError {
             FsError::PermissionDenied => libc::EACCES,
             FsError::ReadOnly | FsError::RecoveryNeeded { .. } => libc::EROFS,
             FsError::NoJournal { .. } => libc::EINVAL,
-            FsError::Io(_) | FsError::Corrupt(_) | FsError::Journal(_) | FsError::Lock(_) => {
-                libc::EIO
-            }
+            FsError::Io(_)
+            | FsError::Corrupt(_)
+            | FsError::Journal(_)
+            | FsError::Lock(_)
+            | FsError::NeedRgrp(_) => libc::EIO,
         }
     }
 }
@@ -180,6 +187,11 @@ pub struct Volume {
     rg_cursor: usize,
     /// This node's share of the rgrps ([`home_rgrps`]).
     home: Range<usize>,
+    /// In a cluster, while an operation runs: the rgrps (by header block)
+    /// whose glocks it holds, the only ones it may allocate or free in
+    /// ([`FsError::NeedRgrp`] otherwise). `None`: all of them (alone on
+    /// the volume, or under a lock that covers every rgrp).
+    rgrps_held: Option<HashSet<u64>>,
     /// Our journal (journal `jid`); `None` for a spectator.
     journal: Option<Journal>,
     /// Our journal id, whose `Glock::Journal` we hold EX while mounted;
@@ -192,7 +204,6 @@ pub struct Volume {
     /// this node's statfs deltas accumulate until they are folded into
     /// the master statfs file.
     sc_addr: u64,
-    pub(crate) inum_addr: u64,
     locks: Arc<dyn LockManager>,
     withdrawn: Option<String>,
 }
@@ -322,12 +333,12 @@ impl Volume {
             rgs: Vec::new(),
             rg_cursor: 0,
             home: 0..0,
+            rgrps_held: None,
             journal: None,
             jid: None,
             journals: 0,
             statfs_addr: 0,
             sc_addr: 0,
-            inum_addr: 0,
             locks,
             withdrawn: None,
         };
@@ -385,7 +396,6 @@ impl Volume {
             }
         }
         self.statfs_addr = self.lookup_system(master, "statfs")?;
-        self.inum_addr = self.lookup_system(master, "inum")?;
         let rindex = self.lookup_system(master, "rindex")?;
         self.load_rindex(rindex)?;
         if let Some(jid) = params.jid {
@@ -529,14 +539,18 @@ impl Volume {
         Ok(info.replayed)
     }
 
-    /// Drops every cached metadata block: the kernel's `go_inval` when a
-    /// glock goes to UN, after which another node may change them. Nothing
-    /// may be dirty (a demote syncs first); refused otherwise.
+    /// Drops every cached metadata block that is not dirty: the kernel's
+    /// `go_inval` when a glock goes to UN, after which another node may
+    /// change what it covered. A dirty block was changed under a glock
+    /// this node still holds in EX (a demote from EX syncs everything
+    /// first), so no other node can have changed it. Not while an
+    /// operation runs.
     pub fn drop_caches(&mut self) -> Result<()> {
-        if !self.dirty.is_empty() || self.undo.is_some() {
-            return Err(FsError::Invalid("drop_caches with changes not synced"));
+        if self.undo.is_some() {
+            return Err(FsError::Invalid("drop_caches inside an operation"));
         }
-        self.cache.clear();
+        let dirty = &self.dirty;
+        self.cache.retain(|blk, _| dirty.contains(blk));
         Ok(())
     }
 
@@ -986,6 +1000,7 @@ impl Volume {
         let i = self
             .rg_index(blk)
             .ok_or_else(|| FsError::Corrupt(format!("block {blk} not in any rgrp")))?;
+        self.rgrp_permitted(i)?;
         let rg = self.rgs[i];
         let (bblk, off, shift) = self.bit_location(&rg, blk);
         let b = self.meta(bblk)?;
@@ -1024,6 +1039,17 @@ impl Volume {
     /// parent directory) lies outside this node's share of the rgrps: that
     /// one starts at `rg_cursor`, so that nodes do not fight over one rgrp.
     pub fn alloc(&mut self, goal: u64, state: BlockState) -> Result<u64> {
+        self.alloc_gen(goal, state).map(|(blk, _)| blk)
+    }
+
+    /// Allocates a new dinode near `goal`: its block and its generation,
+    /// which is also its formal inode number (as the kernel numbers them;
+    /// no file that every node writes on each create).
+    pub fn alloc_dinode(&mut self, goal: u64) -> Result<(u64, u64)> {
+        self.alloc_gen(goal, BlockState::Dinode)
+    }
+
+    fn alloc_gen(&mut self, goal: u64, state: BlockState) -> Result<(u64, u64)> {
         self.check_writable()?;
         let near_goal = self
             .rg_index(goal)
@@ -1037,38 +1063,95 @@ impl Volume {
             } else {
                 self.rgs[i].ri_data0
             };
-            if let Some(blk) = self.alloc_in(i, from, state)? {
+            if let Some(got) = self.alloc_in(i, from, state)? {
                 if near_goal.is_none() {
                     self.rg_cursor = i;
                 }
-                return Ok(blk);
+                return Ok(got);
             }
         }
         Err(FsError::NoSpace)
     }
 
-    fn alloc_in(&mut self, i: usize, from: u64, state: BlockState) -> Result<Option<u64>> {
+    fn alloc_in(&mut self, i: usize, from: u64, state: BlockState) -> Result<Option<(u64, u64)>> {
         let rg = self.rgs[i];
-        if self.rgrp_header(i)?.rg_free == 0 {
+        if self.rgrp_free_hint(i)? == 0 {
             return Ok(None);
         }
+        self.rgrp_permitted(i)?;
         self.locks
             .acquire(Glock::Rgrp(rg.ri_addr), GlockMode::Exclusive)?;
+        let res = self.alloc_locked(i, from, state);
+        self.locks.release(Glock::Rgrp(rg.ri_addr));
+        res
+    }
+
+    /// [`Volume::alloc_in`] under the rgrp's lock: the block, and for a
+    /// dinode its generation (the rgrp's `rg_igeneration`, never 0, as
+    /// `gfs2_alloc_blocks` hands them out).
+    fn alloc_locked(
+        &mut self,
+        i: usize,
+        from: u64,
+        state: BlockState,
+    ) -> Result<Option<(u64, u64)>> {
+        let rg = self.rgs[i];
         let mut found = self.find_free(&rg, from)?;
         if found.is_none() && from > rg.ri_data0 {
             found = self.find_free(&rg, rg.ri_data0)?;
         }
-        let res = match found {
-            Some(blk) => {
-                self.set_bits(blk, state)?;
-                let dd = i64::from(state == BlockState::Dinode);
-                self.adjust(i, -1, dd)?;
-                Some(blk)
+        let Some(blk) = found else { return Ok(None) };
+        self.set_bits(blk, state)?;
+        let dinode = state == BlockState::Dinode;
+        self.adjust(i, -1, i64::from(dinode))?;
+        let mut generation = 0;
+        if dinode {
+            let addr = rg.ri_addr;
+            let mut h = self.rgrp_header(i)?;
+            generation = h.rg_igeneration;
+            if generation == 0 {
+                generation = 1;
             }
-            None => None,
-        };
-        self.locks.release(Glock::Rgrp(rg.ri_addr));
-        Ok(res)
+            h.rg_igeneration = generation + 1;
+            h.encode(self.meta_mut(addr)?);
+        }
+        Ok(Some((blk, generation)))
+    }
+
+    /// Free blocks in rgrp `i`: from the cache when the running operation
+    /// holds its glock; otherwise read past the cache (a hint whether to
+    /// ask for the glock, which must not leave a block in the cache that
+    /// no glock of ours covers).
+    fn rgrp_free_hint(&mut self, i: usize) -> Result<u32> {
+        if self.rgrp_permitted(i).is_ok() {
+            return Ok(self.rgrp_header(i)?.rg_free);
+        }
+        let addr = self.rgs[i].ri_addr;
+        let mut b = vec![0u8; self.bsize()];
+        self.dev.read_at(addr * self.geo.bsize as u64, &mut b)?;
+        let rg = Rgrp::decode(&b).map_err(|e| FsError::Corrupt(format!("rgrp {addr}: {e}")))?;
+        Ok(rg.rg_free)
+    }
+
+    /// In a cluster: whether the running operation holds rgrp `i`'s glock.
+    fn rgrp_permitted(&self, i: usize) -> Result<()> {
+        match &self.rgrps_held {
+            Some(held) if !held.contains(&self.rgs[i].ri_addr) => {
+                Err(FsError::NeedRgrp(self.rgs[i].ri_addr))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// In a cluster: the rgrps whose glocks the next operations hold (see
+    /// [`FsError::NeedRgrp`]); `None` permits every rgrp.
+    pub fn set_rgrps_held(&mut self, held: Option<HashSet<u64>>) {
+        self.rgrps_held = held;
+    }
+
+    /// The resource group holding `blk`, by header block.
+    pub fn rgrp_of(&self, blk: u64) -> Option<u64> {
+        self.rg_index(blk).map(|i| self.rgs[i].ri_addr)
     }
 
     fn find_free(&mut self, rg: &Rindex, from: u64) -> Result<Option<u64>> {
@@ -1097,6 +1180,7 @@ impl Volume {
         let i = self
             .rg_index(blk)
             .ok_or_else(|| FsError::Corrupt(format!("freeing block {blk} outside rgrps")))?;
+        self.rgrp_permitted(i)?;
         let old = self.set_bits(blk, BlockState::Free)?;
         if old == BlockState::Free {
             self.withdraw(&format!("block {blk} freed twice"));
@@ -1118,17 +1202,12 @@ impl Volume {
 
     /// Changes a dinode's bitmap state between Dinode and Unlinked.
     pub fn mark_dinode(&mut self, blk: u64, state: BlockState) -> Result<()> {
+        let i = self
+            .rg_index(blk)
+            .ok_or_else(|| FsError::Corrupt(format!("dinode {blk} not in any rgrp")))?;
+        self.rgrp_permitted(i)?;
         self.set_bits(blk, state)?;
         Ok(())
-    }
-
-    /// Hands out the next formal inode number (kept in the `inum` file).
-    pub fn next_formal_ino(&mut self) -> Result<u64> {
-        let a = self.inum_addr;
-        let b = self.meta_mut(a)?;
-        let n = crate::ondisk::be64(b, Dinode::SIZE);
-        crate::ondisk::put64(b, Dinode::SIZE, n + 1);
-        Ok(n)
     }
 
     // -----------------------------------------------------------------
