@@ -1086,18 +1086,7 @@ mod tests {
 
     /// Frame tags of some connection.
     fn mac() -> RecordMac {
-        let key = ClusterKey::new(&[9; 32]).unwrap();
-        let hello = Hello {
-            from: NodeId(1),
-            inc: 1,
-            to: NodeId(2),
-            nonce: auth::nonce(),
-        };
-        let ch = Challenge {
-            inc: 2,
-            nonce: auth::nonce(),
-        };
-        Handshake::new(&key, &hello, &ch).record_keys().0
+        mac_pair().0
     }
 
     fn write_all(q: &mut SendQueue) -> Vec<u64> {
@@ -1207,6 +1196,73 @@ mod tests {
         assert_eq!(r.hello(5), 2, "same incarnation keeps its place");
         assert_eq!(r.hello(6), 0, "a new incarnation starts afresh");
         assert_eq!(r.receive(1), Verdict::Deliver);
+    }
+
+    /// The sealing and the opening side of one connection's frames.
+    fn mac_pair() -> (RecordMac, RecordMac) {
+        let key = ClusterKey::new(&[9; 32]).unwrap();
+        let hello = Hello {
+            from: NodeId(1),
+            inc: 1,
+            to: NodeId(2),
+            nonce: auth::nonce(),
+        };
+        let ch = Challenge {
+            inc: 2,
+            nonce: auth::nonce(),
+        };
+        let hs = Handshake::new(&key, &hello, &ch);
+        (hs.record_keys().0, hs.record_keys().0)
+    }
+
+    /// Opens every whole frame in `bytes` with `open`; their payloads.
+    fn open_all(open: &mut RecordMac, bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            let end = at + 4 + len;
+            let (rec, tag) = bytes[at..end].split_at(4 + len - TAG_LEN);
+            assert!(open.open(rec, tag), "frame at {at} does not check out");
+            out.push(rec[HEADER..].to_vec());
+            at = end;
+        }
+        out
+    }
+
+    #[test]
+    fn frames_are_tagged_for_the_connection_they_go_out_on() {
+        let mut q = SendQueue::new();
+        let (seal1, mut open1) = mac_pair();
+        q.reconnected(7, 0, seal1);
+        q.push(frame(b"a"));
+        q.push(frame(b"b"));
+        // "a" written whole, "b" half, then the connection broke.
+        let wire1 = q.unsent().unwrap().to_vec();
+        q.advance(wire1.len());
+        q.unsent().unwrap();
+        q.advance(3);
+        assert_eq!(open_all(&mut open1, &wire1), vec![b"a".to_vec()]);
+        q.lost();
+        q.push(frame(b"c"));
+        // The same receiver, a new connection: "b" and "c" again, tagged
+        // with the new connection's key and numbers, from 0.
+        let (seal2, mut open2) = mac_pair();
+        assert_eq!(q.reconnected(7, 1, seal2), Resume::Continue { acked: 1 });
+        let mut wire2 = Vec::new();
+        while let Some(bytes) = q.unsent() {
+            wire2.extend_from_slice(bytes);
+            let n = bytes.len();
+            q.advance(n);
+        }
+        assert_eq!(
+            open_all(&mut open2, &wire2),
+            vec![b"b".to_vec(), b"c".to_vec()]
+        );
+        // The old connection's opener takes none of them.
+        let len = u32::from_le_bytes(wire2[..4].try_into().unwrap()) as usize;
+        let (rec, tag) = wire2[..4 + len].split_at(4 + len - TAG_LEN);
+        assert!(!open1.open(rec, tag));
     }
 
     #[test]
