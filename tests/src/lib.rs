@@ -47,6 +47,8 @@ pub fn bin(name: &str) -> PathBuf {
 #[path = "../../clusterfs/tests/common/skip.rs"]
 mod skips;
 
+pub mod fslab;
+
 pub use skips::{ci, on_path as have, require, skip, test_name, SKIP_LOG};
 
 // ---------------------------------------------------------------- skips

@@ -12,159 +12,12 @@ mod model;
 #[path = "support/mounted.rs"]
 mod mounted;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use cman::api::Client;
-use cman::node::Status;
-use tests::{bin, spawn_cmand, FuseMount};
-
-struct Lab {
-    dir: tempfile::TempDir,
-    key: PathBuf,
-    dlm_port: u16,
-}
-
-impl Lab {
-    /// A cluster of `n` nodes (two_node mode for two).
-    fn with_nodes(n: u32) -> Lab {
-        let dir = tempfile::tempdir().unwrap();
-        let ips: Vec<String> = (1..=n).map(|i| format!("127.0.1.{i}")).collect();
-        let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
-        let port = tests::free_port_on(&ips, true);
-        let dlm_port = tests::free_port_on(&ips, false);
-        let two = if n == 2 {
-            " two_node=\"1\" expected_votes=\"1\""
-        } else {
-            ""
-        };
-        let mut nodes = String::new();
-        for i in 1..=n {
-            nodes.push_str(&format!(
-                "    <clusternode name=\"127.0.1.{i}\" nodeid=\"{i}\" votes=\"1\"><fence><method name=\"1\"><device name=\"lab\" port=\"127.0.1.{i}\"/></method></fence></clusternode>\n"
-            ));
-        }
-        let text = format!(
-            "<?xml version=\"1.0\"?>\n<cluster name=\"fscl\" config_version=\"1\">\n  <totem token=\"800\"/>\n  <cman port=\"{port}\"{two}/>\n  <fence_daemon post_fail_delay=\"0\" post_join_delay=\"3\"/>\n  <clusternodes>\n{nodes}  </clusternodes>\n  <fencedevices>\n    <fencedevice name=\"lab\" agent=\"fence_lab\" lab_dir=\"{}\"/>\n  </fencedevices>\n</cluster>\n",
-            dir.path().display()
-        );
-        let key = dir.path().join("authkey");
-        std::fs::write(&key, b"lab cluster key 0123456789abcdef").unwrap();
-        let lab = Lab { dir, key, dlm_port };
-        for i in 1..=n {
-            std::fs::create_dir_all(lab.state(i)).unwrap();
-            std::fs::write(lab.state(i).join("cluster.conf"), &text).unwrap();
-            std::fs::create_dir_all(lab.mnt(i)).unwrap();
-        }
-        lab
-    }
-
-    fn state(&self, i: u32) -> PathBuf {
-        self.dir.path().join(format!("127.0.1.{i}"))
-    }
-
-    fn mnt(&self, i: u32) -> PathBuf {
-        self.dir.path().join(format!("mnt{i}"))
-    }
-
-    fn image(&self) -> PathBuf {
-        self.dir.path().join("vol.img")
-    }
-
-    fn status(&self, i: u32) -> Option<Status> {
-        Client::connect(&self.state(i)).ok()?.status().ok()
-    }
-
-    fn wait_status(&self, i: u32, what: &str, f: impl Fn(&Status) -> bool) {
-        tests::wait_for(what, Duration::from_secs(60), || {
-            self.status(i).is_some_and(|s| f(&s))
-        });
-    }
-
-    /// `mount.clusterfs IMAGE MNT -f` on node `i`, with `extra` options.
-    fn mount_cmd(&self, i: u32, extra: &str) -> Command {
-        self.mount_cmd_at(i, &self.mnt(i), extra)
-    }
-
-    fn mount_cmd_at(&self, i: u32, mnt: &Path, extra: &str) -> Command {
-        let log = std::fs::File::create(self.state(i).join(format!("mount{i}.log"))).unwrap();
-        let mut c = Command::new(bin("mount_clusterfs"));
-        c.arg(self.image())
-            .arg(mnt)
-            .arg("-f")
-            .arg("--state-dir")
-            .arg(self.state(i))
-            .arg("-o")
-            .arg(format!("dlm_port={}{extra}", self.dlm_port))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        c
-    }
-
-    /// A mount on node `i` (on a spare mount point) that must fail;
-    /// returns what it said.
-    fn refused_mount(&self, i: u32, extra: &str) -> String {
-        let spare = self.dir.path().join("spare");
-        std::fs::create_dir_all(&spare).unwrap();
-        let out = self
-            .mount_cmd_at(i, &spare, extra)
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap();
-        assert!(
-            !out.status.success(),
-            "the mount on node {i} was not refused"
-        );
-        assert!(!tests::is_mounted(&spare));
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-}
-
-fn cmand(lab: &Lab, i: u32) -> Child {
-    spawn_cmand(&lab.state(i), i, &lab.key)
-}
-
-/// A lab of `n` nodes with every cmand up and the cluster quorate; `None`
-/// (a recorded skip) without root or FUSE.
-fn cluster_up(n: u32) -> Option<(Lab, Vec<Child>)> {
-    if !tests::require_root("FUSE mounts") || !tests::require_fuse() {
-        return None;
-    }
-    let lab = Lab::with_nodes(n);
-    let cmands = (1..=n).map(|i| cmand(&lab, i)).collect();
-    for i in 1..=n {
-        lab.wait_status(i, "every node a member", |s| {
-            s.members.len() == n as usize && s.quorum.quorate
-        });
-    }
-    Some((lab, cmands))
-}
-
-/// Stops every cmand still running.
-fn stop_cmands(cmands: &mut [Child]) {
-    for c in cmands {
-        tests::reap(c);
-    }
-}
-
-fn mkfs(image: &Path) {
-    mkfs_journals(image, 2);
-}
-
-fn mkfs_journals(image: &Path, journals: u32) {
-    let f = std::fs::File::create(image).unwrap();
-    f.set_len(256 << 20).unwrap();
-    let st = Command::new(bin("mkfs_clusterfs"))
-        .args(["-p", "lock_dlm", "-t", "fscl:vol1", "-O", "-q"])
-        .arg("-j")
-        .arg(journals.to_string())
-        .arg(image)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mkfs_clusterfs: {st}");
-}
+use tests::fslab::{cluster_up, cmand, fcntl_lock, mkfs, mkfs_journals, stop_cmands};
+use tests::FuseMount;
 
 fn fsync_write(path: &Path, data: &[u8]) {
     use std::io::Write;
@@ -391,23 +244,6 @@ fn two_nodes_writing_at_once_lose_nothing() {
     m2.stop();
     stop_cmands(&mut cmands);
     fsck_clean(&lab.image());
-}
-
-/// F_SETLKW (or F_SETLK with `wait` false) on bytes 0..=0 of `f`.
-fn fcntl_lock(f: &std::fs::File, typ: i32, wait: bool) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: an all-zero flock is valid; fields set below.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = typ as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = 0;
-    fl.l_len = 1;
-    let cmd = if wait { libc::F_SETLKW } else { libc::F_SETLK };
-    // SAFETY: valid descriptor and flock for the duration of the call.
-    if unsafe { libc::fcntl(f.as_raw_fd(), cmd, &fl) } == -1 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// fcntl locks across nodes: a counter in a file incremented under

@@ -1,0 +1,342 @@
+//! The clusterfs benchmark: figures, not a pass/fail test.
+//!
+//! ```sh
+//! cargo build --release --bins
+//! cargo run --release -p tests --example clusterfs_bench -- [--dir DIR] [--files N] [--mib M] [--secs S]
+//! ```
+//!
+//! Two nodes on this machine (cmand on 127.0.1.1 and 127.0.1.2, `fence_lab`),
+//! one volume image in a new directory under DIR (default `/var/tmp`, which
+//! must be on a disk, not tmpfs, so that flushes cost what they cost). In
+//! one run it prints:
+//!
+//! 1. one node, `lock_dlm` against `lock_nolock` on the same image:
+//!    creating, stating and unlinking N files; writing M MiB and fsync;
+//!    reading them back (aim: ≥ 0.9×);
+//! 2. two `lock_dlm` nodes creating, stating and unlinking in their own
+//!    directories at once, against one node alone (aim: aggregate ≥ 1.5×);
+//! 3. glock hand-offs per second: both nodes appending to one file;
+//! 4. fcntl lock hand-offs per second: both nodes taking turns on one
+//!    byte with F_SETLKW;
+//! 5. a `lock_nolock` mount against bindfs `-o big_writes` over a directory
+//!    of the same disk, writing M MiB and fsync (aim: ≥ 0.8×).
+//!
+//! Every ratio is measured in the same run, beside its baseline.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tests::fslab::{cluster_up_in, fcntl_lock, mkfs_sized, stop_cmands, Lab};
+use tests::{bin, FuseMount};
+
+struct Args {
+    dir: PathBuf,
+    files: usize,
+    mib: usize,
+    secs: u64,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        dir: PathBuf::from("/var/tmp"),
+        files: 2000,
+        mib: 256,
+        secs: 5,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--dir" => a.dir = PathBuf::from(v),
+            "--files" => a.files = v.parse().expect("--files N"),
+            "--mib" => a.mib = v.parse().expect("--mib M"),
+            "--secs" => a.secs = v.parse().expect("--secs S"),
+            _ => panic!("unknown flag {k} (--dir, --files, --mib, --secs)"),
+        }
+    }
+    a
+}
+
+/// Files per second for creating, stating and unlinking `n` files in `dir`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Meta {
+    create: f64,
+    stat: f64,
+    unlink: f64,
+}
+
+fn rate(n: usize, t: Duration) -> f64 {
+    n as f64 / t.as_secs_f64()
+}
+
+fn meta(dir: &Path, n: usize) -> Meta {
+    fs::create_dir_all(dir).unwrap();
+    let t = Instant::now();
+    for i in 0..n {
+        File::create(dir.join(format!("f{i}"))).unwrap();
+    }
+    let create = rate(n, t.elapsed());
+    let t = Instant::now();
+    for i in 0..n {
+        fs::metadata(dir.join(format!("f{i}"))).unwrap();
+    }
+    let stat = rate(n, t.elapsed());
+    let t = Instant::now();
+    for i in 0..n {
+        fs::remove_file(dir.join(format!("f{i}"))).unwrap();
+    }
+    let unlink = rate(n, t.elapsed());
+    Meta {
+        create,
+        stat,
+        unlink,
+    }
+}
+
+/// MiB/s writing `mib` MiB in 1 MiB writes, then fsync.
+fn seq_write(path: &Path, mib: usize) -> f64 {
+    let buf: Vec<u8> = (0..1 << 20).map(|i| (i * 7 + 3) as u8).collect();
+    let t = Instant::now();
+    let mut f = File::create(path).unwrap();
+    for _ in 0..mib {
+        f.write_all(&buf).unwrap();
+    }
+    f.sync_all().unwrap();
+    rate(mib, t.elapsed())
+}
+
+/// MiB/s reading `path` in 1 MiB reads.
+fn seq_read(path: &Path) -> f64 {
+    let mut buf = vec![0u8; 1 << 20];
+    let t = Instant::now();
+    let mut f = File::open(path).unwrap();
+    let mut total = 0;
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    rate(total >> 20, t.elapsed())
+}
+
+/// Hand-offs per second: events (node, time) sorted by time, counting the
+/// changes of node.
+fn handoffs(events: &Mutex<Vec<(u32, Instant)>>, secs: f64) -> (f64, f64) {
+    let mut ev = events.lock().unwrap().clone();
+    ev.sort_by_key(|e| e.1);
+    let switches = ev.windows(2).filter(|w| w[0].0 != w[1].0).count();
+    (switches as f64 / secs, ev.len() as f64 / secs)
+}
+
+/// Runs `f(node)` on nodes 1 and 2 at once for `secs`, each recording
+/// (node, time) after every round.
+fn on_both(secs: u64, f: impl Fn(u32) + Send + Sync + 'static) -> Arc<Mutex<Vec<(u32, Instant)>>> {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let f = Arc::new(f);
+    let until = Instant::now() + Duration::from_secs(secs);
+    let workers: Vec<_> = (1..=2)
+        .map(|n| {
+            let (events, f) = (events.clone(), f.clone());
+            std::thread::spawn(move || {
+                while Instant::now() < until {
+                    f(n);
+                    events.lock().unwrap().push((n, Instant::now()));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    events
+}
+
+fn nolock_mount(image: &Path, mnt: &Path) -> FuseMount {
+    let mut c = Command::new(bin("mount_clusterfs"));
+    c.arg(image)
+        .arg(mnt)
+        .arg("-f")
+        .arg("-o")
+        .arg("lockproto=lock_nolock");
+    FuseMount::start(&mut c, mnt)
+}
+
+fn dlm_mount(lab: &Lab, n: u32) -> FuseMount {
+    FuseMount::start(&mut lab.mount_cmd(n, ""), &lab.mnt(n))
+}
+
+fn on_tmpfs(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+        .unwrap_or(false)
+}
+
+fn line(what: &str, ours: f64, base: f64, unit: &str, aim: &str) {
+    println!(
+        "{what:<44} {ours:>10.1} {unit:<8} vs {base:>10.1}  = {:>5.2}x  (aim {aim})",
+        ours / base
+    );
+}
+
+fn main() {
+    let a = args();
+    if on_tmpfs(&a.dir) {
+        eprintln!(
+            "warning: {} is on tmpfs, where flushes are free: pass --dir on a disk",
+            a.dir.display()
+        );
+    }
+    let Some((lab, mut cmands)) = cluster_up_in(2, &a.dir) else {
+        eprintln!("needs root and /dev/fuse");
+        std::process::exit(2);
+    };
+    let image = lab.image();
+    let gib = ((a.mib as u64 * 3) >> 10).max(1) + 1;
+    mkfs_sized(&image, 2, gib << 30);
+    println!(
+        "clusterfs benchmark: image {} ({gib} GiB), {} files, {} MiB, {} s per hand-off run",
+        image.display(),
+        a.files,
+        a.mib,
+        a.secs
+    );
+
+    // 1. One node: lock_dlm against lock_nolock.
+    let m = nolock_mount(&image, &lab.mnt(1));
+    let nolock = meta(&lab.mnt(1).join("meta"), a.files);
+    let nolock_w = seq_write(&lab.mnt(1).join("big"), a.mib);
+    m.stop();
+    let m = nolock_mount(&image, &lab.mnt(1));
+    let nolock_r = seq_read(&lab.mnt(1).join("big"));
+    fs::remove_file(lab.mnt(1).join("big")).unwrap();
+    m.stop();
+    let m = dlm_mount(&lab, 1);
+    let one = meta(&lab.mnt(1).join("meta1"), a.files);
+    let dlm_w = seq_write(&lab.mnt(1).join("big"), a.mib);
+    m.stop();
+    let m = dlm_mount(&lab, 1);
+    let dlm_r = seq_read(&lab.mnt(1).join("big"));
+    fs::remove_file(lab.mnt(1).join("big")).unwrap();
+    println!("\n1. one node, lock_dlm vs lock_nolock (same image)");
+    line("  create", one.create, nolock.create, "files/s", ">= 0.9x");
+    line("  stat", one.stat, nolock.stat, "files/s", ">= 0.9x");
+    line("  unlink", one.unlink, nolock.unlink, "files/s", ">= 0.9x");
+    line(
+        "  sequential write + fsync",
+        dlm_w,
+        nolock_w,
+        "MiB/s",
+        ">= 0.9x",
+    );
+    line(
+        "  sequential read (after remount)",
+        dlm_r,
+        nolock_r,
+        "MiB/s",
+        ">= 0.9x",
+    );
+
+    // 2. Two nodes, each in its own directory, against one alone.
+    let m2 = dlm_mount(&lab, 2);
+    let t = Instant::now();
+    let workers: Vec<_> = (1..=2u32)
+        .map(|n| {
+            let dir = lab.mnt(n).join(format!("own{n}"));
+            let files = a.files;
+            std::thread::spawn(move || meta(&dir, files))
+        })
+        .collect();
+    let both: Vec<Meta> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let wall = t.elapsed();
+    let one_total = Duration::from_secs_f64(
+        a.files as f64 / one.create + a.files as f64 / one.stat + a.files as f64 / one.unlink,
+    );
+    println!("\n2. two lock_dlm nodes in their own directories vs one node");
+    line(
+        "  create+stat+unlink, aggregate",
+        rate(3 * 2 * a.files, wall),
+        rate(3 * a.files, one_total),
+        "ops/s",
+        ">= 1.5x",
+    );
+    for (i, b) in both.iter().enumerate() {
+        println!(
+            "  node {}: create {:.0}/s, stat {:.0}/s, unlink {:.0}/s",
+            i + 1,
+            b.create,
+            b.stat,
+            b.unlink
+        );
+    }
+
+    // 3. Glock hand-offs: both nodes append to one file.
+    File::create(lab.mnt(1).join("shared")).unwrap();
+    let paths: Vec<PathBuf> = (1..=2).map(|n| lab.mnt(n).join("shared")).collect();
+    let p = paths.clone();
+    let ev = on_both(a.secs, move |n| {
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&p[n as usize - 1])
+            .unwrap();
+        f.write_all(format!("node {n}\n").as_bytes()).unwrap();
+    });
+    let (switches, appends) = handoffs(&ev, a.secs as f64);
+    let lines = fs::read_to_string(&paths[0]).unwrap().lines().count();
+    println!("\n3. glock hand-offs, two nodes appending to one file");
+    println!(
+        "  {switches:.0} hand-offs/s, {appends:.0} appends/s ({lines} lines in the file, {} appended)",
+        ev.lock().unwrap().len()
+    );
+
+    // 4. fcntl lock hand-offs: both nodes take one byte in turn.
+    File::create(lab.mnt(1).join("lockfile")).unwrap();
+    let p: Vec<PathBuf> = (1..=2).map(|n| lab.mnt(n).join("lockfile")).collect();
+    let files: Vec<File> = p
+        .iter()
+        .map(|p| OpenOptions::new().read(true).write(true).open(p).unwrap())
+        .collect();
+    let files = Arc::new(files);
+    let ev = on_both(a.secs, move |n| {
+        let f = &files[n as usize - 1];
+        fcntl_lock(f, libc::F_WRLCK, true).unwrap();
+        fcntl_lock(f, libc::F_UNLCK, true).unwrap();
+    });
+    let (switches, rounds) = handoffs(&ev, a.secs as f64);
+    println!("\n4. fcntl (F_SETLKW) hand-offs between two nodes");
+    println!("  {switches:.0} hand-offs/s, {rounds:.0} lock+unlock/s");
+    m.stop();
+    m2.stop();
+
+    // 5. lock_nolock against bindfs over the same disk.
+    println!("\n5. lock_nolock vs bindfs -o big_writes, same disk");
+    if tests::have("bindfs") {
+        let back = lab.mnt(1).parent().unwrap().join("bindfs-back");
+        let front = lab.mnt(1).parent().unwrap().join("bindfs-front");
+        fs::create_dir_all(&back).unwrap();
+        fs::create_dir_all(&front).unwrap();
+        let mut c = Command::new("bindfs");
+        c.args(["-f", "-o", "big_writes"]).arg(&back).arg(&front);
+        let b = FuseMount::start(&mut c, &front);
+        let bind_w = seq_write(&front.join("big"), a.mib);
+        b.stop();
+        let m = nolock_mount(&image, &lab.mnt(1));
+        let ours_w = seq_write(&lab.mnt(1).join("big"), a.mib);
+        m.stop();
+        line(
+            "  sequential write + fsync",
+            ours_w,
+            bind_w,
+            "MiB/s",
+            ">= 0.8x",
+        );
+    } else {
+        println!("  skipped: bindfs is not installed");
+    }
+    stop_cmands(&mut cmands);
+}
