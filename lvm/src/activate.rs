@@ -85,6 +85,9 @@ pub fn activate(conf: &Conf, vg: &str, lv: &str) -> Result<()> {
         .to_path_buf();
     std::fs::create_dir_all(&sock_dir)
         .map_err(|e| LvmError(format!("{}: {e}", sock_dir.display())))?;
+    let log_path = sock_dir.join(format!("{vg}-{lv}.log"));
+    let log = std::fs::File::create(&log_path)
+        .map_err(|e| LvmError(format!("{}: {e}", log_path.display())))?;
     let exe = std::env::current_exe()
         .map_err(|e| LvmError(format!("cannot find the lvm program: {e}")))?;
     let mut cmd = Command::new(exe);
@@ -98,7 +101,9 @@ pub fn activate(conf: &Conf, vg: &str, lv: &str) -> Result<()> {
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        // Never the command's stderr: the server outlives the command, and
+        // whoever reads the command's output to its end would wait for it.
+        .stderr(log);
     // Its own session: the server outlives the command, as a dm device does.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
@@ -115,7 +120,11 @@ pub fn activate(conf: &Conf, vg: &str, lv: &str) -> Result<()> {
     let _ = BufReader::new(out).read_line(&mut line);
     if line.trim() != "ready" {
         let _ = child.wait();
-        return Err(LvmError(format!("Failed to activate {vg}/{lv}.")));
+        let why = std::fs::read_to_string(&log_path).unwrap_or_default();
+        return Err(LvmError(format!(
+            "Failed to activate {vg}/{lv}: {}",
+            why.trim()
+        )));
     }
     Ok(())
 }

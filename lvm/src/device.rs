@@ -194,61 +194,122 @@ impl Device for MemDevice {
     }
 }
 
+/// The power supply shared by the [`CrashDevice`]s of one machine: a cut
+/// armed here fires on the Nth write to any of them, and all of them lose
+/// power at once.
 #[derive(Debug, Default)]
-struct CrashState {
-    /// Writes since the last flush, in order.
-    pending: Vec<(u64, Vec<u8>)>,
-    /// Writes still allowed before the power cut; `None` = no cut armed.
+pub struct Power {
+    state: Mutex<PowerState>,
+}
+
+#[derive(Debug, Default)]
+struct PowerState {
+    /// Writes still allowed before the cut; `None` = no cut armed.
     writes_left: Option<u64>,
-    /// The power is off: every request fails.
-    dead: bool,
-    /// Writes accepted so far (counted for the tests' fault points).
+    /// The power is off.
+    off: bool,
+    /// Writes accepted so far.
     writes: u64,
 }
 
-/// A fault-injecting device over durable bytes: writes are volatile until
-/// `flush`; when an armed power cut fires, the unflushed writes are lost
-/// (a seeded subset of them may survive, as a disk cache may have written
-/// some) and the device fails every request until [`CrashDevice::restart`].
-#[derive(Debug)]
-pub struct CrashDevice {
-    durable: MemDevice,
-    state: Mutex<CrashState>,
-    seed: Mutex<u64>,
-}
-
-impl CrashDevice {
-    /// A zeroed device of `size` bytes.
-    pub fn new(size: u64, seed: u64) -> Self {
-        CrashDevice {
-            durable: MemDevice::new(size),
-            state: Mutex::new(CrashState::default()),
-            seed: Mutex::new(seed | 1),
-        }
+impl Power {
+    /// A supply with no cut armed.
+    pub fn new() -> Arc<Power> {
+        Arc::new(Power::default())
     }
 
-    /// Arms a power cut: the `n`th write from now does not happen, nor
-    /// anything after it.
+    /// Arms a cut: the `n`th write or flush from now (0 = the next) does
+    /// not happen, nor anything after it.
     pub fn cut_after(&self, n: u64) {
         self.state.lock().writes_left = Some(n);
     }
 
-    /// Writes accepted since creation.
+    /// Whether the cut has fired.
+    pub fn is_off(&self) -> bool {
+        self.state.lock().off
+    }
+
+    /// Writes and flushes accepted so far.
     pub fn writes(&self) -> u64 {
         self.state.lock().writes
     }
 
-    /// Whether the power cut has fired.
-    pub fn is_dead(&self) -> bool {
-        self.state.lock().dead
+    /// Power back on (each device then drops what it had not flushed; see
+    /// [`CrashDevice::restart`]).
+    pub fn restore(&self) {
+        let mut s = self.state.lock();
+        s.off = false;
+        s.writes_left = None;
     }
 
-    /// Power back on: what was durable is what is there.
-    pub fn restart(&self) {
+    /// Takes one write: false when the cut fires now or has fired.
+    fn take_write(&self) -> bool {
         let mut s = self.state.lock();
-        s.pending.clear();
-        s.dead = false;
-        s.writes_left = None;
+        if s.off {
+            return false;
+        }
+        if s.writes_left == Some(0) {
+            s.off = true;
+            return false;
+        }
+        if let Some(n) = s.writes_left.as_mut() {
+            *n -= 1;
+        }
+        s.writes += 1;
+        true
+    }
+}
+
+/// A fault-injecting device over durable bytes: writes are volatile until
+/// `flush`; when the power is cut the unflushed writes are lost, except a
+/// seeded subset of them (a disk cache may have written some, each whole:
+/// sector writes are atomic), and every request fails until the power is
+/// restored and [`CrashDevice::restart`] is called.
+#[derive(Debug)]
+pub struct CrashDevice {
+    durable: MemDevice,
+    pending: Mutex<Vec<(u64, Vec<u8>)>>,
+    power: Arc<Power>,
+    seed: Mutex<u64>,
+}
+
+impl CrashDevice {
+    /// A zeroed device of `size` bytes with its own power supply.
+    pub fn new(size: u64, seed: u64) -> Self {
+        Self::with_power(size, seed, Power::new())
+    }
+
+    /// A zeroed device of `size` bytes on a shared power supply.
+    pub fn with_power(size: u64, seed: u64, power: Arc<Power>) -> Self {
+        CrashDevice {
+            durable: MemDevice::new(size),
+            pending: Mutex::new(Vec::new()),
+            power,
+            seed: Mutex::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
+        }
+    }
+
+    /// Arms a power cut on this device's supply (see [`Power::cut_after`]).
+    pub fn cut_after(&self, n: u64) {
+        self.power.cut_after(n);
+    }
+
+    /// Whether the power cut has fired.
+    pub fn is_dead(&self) -> bool {
+        self.power.is_off()
+    }
+
+    /// After a cut: a seeded subset of the unflushed writes reached the
+    /// disk, the rest is lost; the device works again once the supply is
+    /// restored (this restores it too).
+    pub fn restart(&self) {
+        let pending: Vec<_> = self.pending.lock().drain(..).collect();
+        for (off, data) in pending {
+            if self.next_random() & 1 == 0 {
+                self.durable.write_at(off, &data).expect("in range");
+            }
+        }
+        self.power.restore();
     }
 
     fn next_random(&self) -> u64 {
@@ -259,17 +320,6 @@ impl CrashDevice {
         *x ^= *x << 17;
         *x
     }
-
-    fn power_cut(&self, s: &mut CrashState) {
-        // A disk cache may have written any subset of the unflushed
-        // writes, each one whole (sector writes are atomic).
-        for (off, data) in s.pending.drain(..).collect::<Vec<_>>() {
-            if self.next_random() & 1 == 0 {
-                self.durable.write_at(off, &data).expect("in range");
-            }
-        }
-        s.dead = true;
-    }
 }
 
 fn power_off() -> io::Error {
@@ -278,41 +328,31 @@ fn power_off() -> io::Error {
 
 impl Device for CrashDevice {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let s = self.state.lock();
-        if s.dead {
+        if self.power.is_off() {
             return Err(power_off());
         }
         self.durable.read_at(offset, buf)?;
-        for (off, data) in &s.pending {
+        for (off, data) in self.pending.lock().iter() {
             overlay(offset, buf, *off, data);
         }
         Ok(())
     }
 
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        let mut s = self.state.lock();
-        if s.dead {
-            return Err(power_off());
-        }
         check_range(offset, buf.len(), self.durable.size())?;
-        if s.writes_left == Some(0) {
-            self.power_cut(&mut s);
+        if !self.power.take_write() {
             return Err(power_off());
         }
-        if let Some(n) = s.writes_left.as_mut() {
-            *n -= 1;
-        }
-        s.writes += 1;
-        s.pending.push((offset, buf.to_vec()));
+        self.pending.lock().push((offset, buf.to_vec()));
         Ok(())
     }
 
     fn flush(&self) -> io::Result<()> {
-        let mut s = self.state.lock();
-        if s.dead {
+        // The cut may fall between a write and its flush too.
+        if !self.power.take_write() {
             return Err(power_off());
         }
-        for (off, data) in s.pending.drain(..) {
+        for (off, data) in self.pending.lock().drain(..) {
             self.durable.write_at(off, &data)?;
         }
         Ok(())
