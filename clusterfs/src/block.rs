@@ -6,6 +6,9 @@
 //!   `flush`, [`CrashDevice::crash`] drops the unflushed ones (as a power cut
 //!   would), and an I/O error can be armed after N more writes.
 //!
+//! * [`LvmDevice`]: an LV named `lvm:VG/LV`, mapped in-process over its PVs
+//!   by the lvm crate (no FUSE hop).
+//!
 //! An `iscsi://` implementation lives with the initiator.
 
 use std::fs::{File, OpenOptions};
@@ -139,6 +142,59 @@ impl BlockDevice for FileDevice {
 
     fn size(&self) -> u64 {
         self.size
+    }
+}
+
+/// The device-string prefix of an LV.
+pub const LVM_SCHEME: &str = "lvm:";
+
+/// An LV (`lvm:VG/LV`), found through the system's lvm.conf.
+#[derive(Debug)]
+pub struct LvmDevice(lvm::LvDevice);
+
+impl LvmDevice {
+    /// Opens `VG/LV`.
+    pub fn open(spec: &str) -> Result<Self> {
+        let other = |e: String| BlockError::Io {
+            op: "open",
+            offset: 0,
+            source: std::io::Error::other(e),
+        };
+        let conf = lvm::conf::Conf::load(&[]).map_err(other)?;
+        let lv = lvm::LvDevice::open(spec, &conf).map_err(|e| other(e.0))?;
+        Ok(LvmDevice(lv))
+    }
+}
+
+impl BlockDevice for LvmDevice {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        check_range(offset, buf.len(), self.size())?;
+        lvm::device::Device::read_at(&self.0, offset, buf).map_err(|source| BlockError::Io {
+            op: "read",
+            offset,
+            source,
+        })
+    }
+
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        check_range(offset, buf.len(), self.size())?;
+        lvm::device::Device::write_at(&self.0, offset, buf).map_err(|source| BlockError::Io {
+            op: "write",
+            offset,
+            source,
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        lvm::device::Device::flush(&self.0).map_err(|source| BlockError::Io {
+            op: "flush",
+            offset: 0,
+            source,
+        })
+    }
+
+    fn size(&self) -> u64 {
+        lvm::device::Device::size(&self.0)
     }
 }
 

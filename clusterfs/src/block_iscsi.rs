@@ -100,6 +100,9 @@ pub fn is_iscsi_url(device: &str) -> bool {
 /// Opens `device`: an `iscsi://` URL through the initiator, otherwise a
 /// file or block device path.
 pub fn open_device(device: &str) -> Result<Arc<dyn BlockDevice>> {
+    if let Some(spec) = device.strip_prefix(crate::block::LVM_SCHEME) {
+        return Ok(Arc::new(crate::block::LvmDevice::open(spec)?));
+    }
     if is_iscsi_url(device) {
         Ok(Arc::new(IscsiDevice::open(device)?))
     } else {

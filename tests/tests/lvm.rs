@@ -428,3 +428,90 @@ fn active_lv_is_a_file_mapped_over_its_pv() {
     assert!(!lab.p("dev/webvg/lv1").exists());
     lab.agree("webvg");
 }
+
+fn fsck_clean(dev: &std::path::Path) {
+    let out = Command::new("fsck.gfs2")
+        .arg("-n")
+        .arg(dev)
+        .output()
+        .expect("run fsck.gfs2");
+    assert!(
+        out.status.success(),
+        "fsck.gfs2 -n {}:\n{}{}",
+        dev.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// mkfs.clusterfs and mount.clusterfs on `lvm:VG/LV` (in-process mapping)
+/// and on the active `/dev/VG/LV` file; fsck.gfs2 clean through the file.
+#[test]
+fn clusterfs_on_an_lv_both_ways() {
+    if !require_fuse() || !tests::require("fsck.gfs2") {
+        return;
+    }
+    let Some(lab) = Lab::new(2, 160) else { return };
+    let (a, b) = (lab.loops[0].as_str(), lab.loops[1].as_str());
+    lab.ours(&["vgcreate", "webvg", a, b]);
+    // Two LVs, each in pieces on both PVs, so the mapping matters.
+    lab.ours(&["lvcreate", "-an", "-L", "100M", "-n", "lv_a", "webvg", a]);
+    lab.ours(&["lvcreate", "-an", "-L", "100M", "-n", "lv_b", "webvg", a, b]);
+    lab.ours(&["lvextend", "-L", "+60M", "webvg/lv_a", b]);
+    let sys = lab.p("ours");
+    let mkfs = |dev: &str| {
+        let st = Command::new(bin("mkfs_clusterfs"))
+            .args([
+                "-q",
+                "-O",
+                "-p",
+                "lock_nolock",
+                "-t",
+                "test:fs",
+                "-j",
+                "1",
+                dev,
+            ])
+            .env("LVM_SYSTEM_DIR", &sys)
+            .status()
+            .expect("run mkfs_clusterfs");
+        assert!(st.success(), "mkfs_clusterfs {dev}: {st}");
+    };
+    let use_fs = |dev: &str, name: &str, earlier: Option<&str>| {
+        let mnt = lab.p(&format!("mnt_{name}"));
+        fs::create_dir_all(&mnt).unwrap();
+        let m = tests::FuseMount::start(
+            Command::new(bin("mount_clusterfs"))
+                .arg(dev)
+                .arg(&mnt)
+                .args(["-o", "lockproto=lock_nolock", "-f"])
+                .env("LVM_SYSTEM_DIR", &sys),
+            &mnt,
+        );
+        if let Some(e) = earlier {
+            assert_eq!(
+                fs::read_to_string(mnt.join(format!("d_{e}/small"))).unwrap(),
+                e
+            );
+        }
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(mnt.join("big"), &data).unwrap();
+        let d = mnt.join(format!("d_{name}"));
+        fs::create_dir(&d).unwrap();
+        fs::write(d.join("small"), name).unwrap();
+        assert_eq!(fs::read(mnt.join("big")).unwrap(), data);
+        m.unmount();
+    };
+    mkfs("lvm:webvg/lv_a");
+    use_fs("lvm:webvg/lv_a", "a", None);
+    lab.ours(&["vgchange", "-ay", "webvg"]);
+    let file_b = lab.p("dev/webvg/lv_b");
+    mkfs(&file_b.to_string_lossy());
+    use_fs(&file_b.to_string_lossy(), "b", None);
+    fsck_clean(&lab.p("dev/webvg/lv_a"));
+    fsck_clean(&file_b);
+    lab.ours(&["vgchange", "-an", "webvg"]);
+    // And lv_b's file system mounts in-process too, with what the file
+    // mount wrote.
+    use_fs("lvm:webvg/lv_b", "b2", Some("b"));
+}
