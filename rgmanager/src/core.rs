@@ -379,8 +379,9 @@ pub struct Node {
     proposed: BTreeMap<String, u64>,
     /// Fences cmand reported, not sent yet.
     fence_notices: BTreeSet<NodeId>,
-    /// Failback is considered after a confchg with joins.
-    failback_due: bool,
+    /// Services whose failback is considered once they run again (after
+    /// a confchg with joins; one starting then is checked once started).
+    failback_due: BTreeSet<String>,
     out: Vec<Action>,
     replaying: bool,
     log: Vec<String>,
@@ -422,7 +423,7 @@ impl Node {
             next_status_ms: BTreeMap::new(),
             proposed: BTreeMap::new(),
             fence_notices: BTreeSet::new(),
-            failback_due: false,
+            failback_due: BTreeSet::new(),
             out: Vec::new(),
             replaying: false,
             log: Vec::new(),
@@ -635,12 +636,17 @@ impl Node {
                     .iter()
                     .position(|i| matches!(i, Input::Confchg { pos: p, .. } if p == pos))
                 else {
+                    tracing::debug!(?pos, "a snapshot from before this node joined");
                     return;
                 };
+                tracing::info!(?pos, "service records received");
                 let rest: Vec<Input> = j.buffer.split_off(at + 1);
                 self.rep = (**state).clone();
                 self.joining = None;
                 self.holding = true;
+                // This node may become the master: it checks failback
+                // once, as for the join that let it in.
+                self.failback_due = self.svcs.keys().cloned().collect();
                 self.replaying = true;
                 for i in rest {
                     self.group_input(i);
@@ -712,7 +718,7 @@ impl Node {
         }
         self.send_fence_notices();
         if !joined.is_empty() {
-            self.failback_due = true;
+            self.failback_due = self.rep.services.keys().cloned().collect();
         }
         self.proposed.clear();
         self.after_confchg(pos, members);
@@ -1020,6 +1026,7 @@ impl Node {
             }
             (AdminOp::Stop, _) => {
                 rec.hold = true;
+                rec.ver += 1;
                 AdminResult::Success
             }
         }
@@ -1203,7 +1210,6 @@ impl Node {
             .filter(|n| !self.rep.awaiting_fence.contains_key(n) && !self.rep.leaving.contains(n))
             .copied()
             .collect();
-        let failback = std::mem::take(&mut self.failback_due);
         let names: Vec<String> = self.rep.services.keys().cloned().collect();
         for name in names {
             let rec = self.rep.services[&name].clone();
@@ -1213,6 +1219,16 @@ impl Node {
             if rec.frozen || self.proposed.get(&name) == Some(&rec.ver) {
                 continue;
             }
+            // Only a running service fails back; one about to run is
+            // checked once it does.
+            let failback = match rec.state {
+                State::Started => self.failback_due.remove(&name),
+                State::Stopped | State::Starting | State::Stopping | State::Recovering => false,
+                _ => {
+                    self.failback_due.remove(&name);
+                    false
+                }
+            };
             let msg = match rec.state {
                 State::Stopped if !rec.hold && rec.owner.is_none() => {
                     if !self.depend_ok(&s.cfg) {

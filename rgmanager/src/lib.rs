@@ -7,6 +7,8 @@
 //! - [`state`]: service states (codes 110..120) and the replicated record.
 //! - [`core`]: one node's service manager, sans IO (group messages in
 //!   agreed order in, agent operations and messages out).
+//! - [`daemon`]: the per-node daemon driving the core; [`control`]: its
+//!   local socket for clusvcadm and clustat.
 //!
 //! Glossary (rgmanager's words): a *service* (resource group, `rg`) is a
 //! tree of *resources* run by *agents*; its *owner* is the node running
@@ -16,8 +18,11 @@
 
 pub mod agent;
 pub mod config;
+pub mod control;
 pub mod core;
+pub mod daemon;
 pub mod placement;
+pub mod report;
 pub mod restree;
 pub mod state;
 
