@@ -18,7 +18,9 @@
 //! glocks cached until another asks. Giving one up from EX syncs (the
 //! journal is committed, written in place and its log emptied,
 //! `sync_for_demote`), and giving one up at all drops the node's clean
-//! cached blocks; the kernel caches nothing (zero TTLs, direct I/O). An
+//! cached blocks and makes the kernel forget the inode's attributes. The
+//! kernel keeps attributes (for a second at most), never names (a path
+//! walk looks each name up) nor file pages (direct I/O). An
 //! operation that finds it must allocate or free in an rgrp whose glock
 //! it lacks is undone and retried holding it; each node starts its
 //! searches in its own share of the rgrps, so nodes seldom meet there.
@@ -47,7 +49,7 @@ use fuser::Errno;
 
 use crate::block::{BlockDevice, BlockError, Result as BlockResult};
 use crate::fs::FileSystem;
-use crate::fuse::{ClusterHooks, FuseFs, Guard, LockPlan};
+use crate::fuse::{ClusterHooks, FuseFs, Guard, KernelCache, LockPlan};
 use crate::glock::{GlockConfig, GlockName, GlockState, GlockType, HolderFlags};
 use crate::lock::LockError;
 use crate::lock_dlm::{DlmGlocks, GlockGuard, GlockOps, JournalRecovery, MountControl, MountRole};
@@ -330,6 +332,7 @@ impl ClusterMount {
         glocks.taken_by_recovery(inode(statfs));
         let fuse = FuseFs::new(fs).with_cluster(hooks);
         let _ = slot.fs.set(fuse.shared());
+        let _ = slot.kernel.set(fuse.kernel_cache());
         let _ = slot.glocks.set((Arc::downgrade(&glocks), statfs));
         tracing::info!(?role, jid = self.jid, "mounted in the cluster");
         self.held = Some(Held {
@@ -385,6 +388,8 @@ struct FsSlot {
     /// The glocks (weak: they own this slot) and the master statfs
     /// inode, whose glock recovery takes to fold a journal's statfs in.
     glocks: OnceLock<(std::sync::Weak<DlmGlocks>, u64)>,
+    /// The kernel's caches of the mount.
+    kernel: OnceLock<Arc<KernelCache>>,
 }
 
 impl FsSlot {
@@ -418,6 +423,11 @@ impl GlockOps for FsSlot {
         }
         if let Some(Err(e)) = self.with(|fs| fs.drop_caches()) {
             tracing::error!(error = %e, "dropping caches failed");
+        }
+        if name.kind == GlockType::Inode {
+            if let Some(k) = self.kernel.get() {
+                k.forget_attrs(name.number);
+            }
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::InitFlags;
@@ -17,7 +17,7 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
-use tracing::{debug_span, error, info, warn};
+use tracing::{debug, debug_span, error, info, warn};
 
 use crate::fs::{Attr, FileSystem, Ino, RenameFlags, SetAttr, Timestamp};
 use crate::volume::FsError;
@@ -166,11 +166,35 @@ const RGRP_HINTS: usize = 4;
 /// Threads serving a cluster mount's FUSE requests.
 const FUSE_THREADS: usize = 4;
 
+/// The kernel's caches of a mount, as far as the server can reach them:
+/// forgetting an inode's attributes when its glock goes (attributes only,
+/// which takes no kernel lock a waiting request may hold: page and name
+/// invalidation could deadlock against a request waiting for that glock).
+#[derive(Debug, Default)]
+pub struct KernelCache {
+    notifier: OnceLock<fuser::Notifier>,
+    root: u64,
+}
+
+impl KernelCache {
+    /// The kernel forgets `ino`'s attributes (its next stat asks us).
+    pub fn forget_attrs(&self, ino: u64) {
+        let Some(n) = self.notifier.get() else { return };
+        let fuse_ino = if ino == self.root { 1 } else { ino };
+        if let Err(e) = n.inval_inode(INodeNo(fuse_ino), -1, 0) {
+            // ENOENT (not cached) is answered as Ok; anything else means
+            // the session is going away.
+            debug!(ino, error = %e, "attribute invalidation");
+        }
+    }
+}
+
 /// The mounted filesystem as FUSE sees it.
 pub struct FuseFs {
     inner: Arc<Mutex<Option<FileSystem>>>,
     root: u64,
     acl: bool,
+    kernel: Arc<KernelCache>,
     /// In a cluster: attributes and names are not cached by the kernel
     /// (another node may change them), nor file pages (direct I/O).
     cluster: Option<Cluster>,
@@ -185,6 +209,10 @@ impl FuseFs {
             inner: Arc::new(Mutex::new(Some(fs))),
             root,
             acl: true,
+            kernel: Arc::new(KernelCache {
+                notifier: OnceLock::new(),
+                root,
+            }),
             cluster: None,
         }
     }
@@ -209,12 +237,23 @@ impl FuseFs {
         self
     }
 
+    /// How long the kernel may keep a name. In a cluster: not at all
+    /// (another node may remove or rename it; FUSE has no hook to revalidate
+    /// against the parent's glock, so every path walk looks the name up).
     fn ttl(&self) -> Duration {
         if self.cluster.is_some() {
             Duration::ZERO
         } else {
             TTL
         }
+    }
+
+    /// How long the kernel may keep attributes given under the inode's
+    /// glock: in a cluster too, since giving the glock up makes the kernel
+    /// forget them ([`KernelCache::forget_attrs`]) before another node can
+    /// change them.
+    fn attr_ttl(&self) -> Duration {
+        TTL
     }
 
     fn fopen_flags(&self) -> FopenFlags {
@@ -320,6 +359,11 @@ impl FuseFs {
     pub fn with_acl(mut self, acl: bool) -> Self {
         self.acl = acl;
         self
+    }
+
+    /// The kernel's caches of this mount (reachable once it is served).
+    pub fn kernel_cache(&self) -> Arc<KernelCache> {
+        Arc::clone(&self.kernel)
     }
 
     /// The core, shared (for a commit timer).
@@ -443,14 +487,31 @@ impl FuseFs {
         }
     }
 
+    /// Attributes read under the inode's glock.
     fn reply_attr(&self, r: Result<Attr, Errno>, reply: ReplyAttr) {
         match r {
-            Ok(a) => reply.attr(&self.ttl(), &self.file_attr(&a)),
+            Ok(a) => reply.attr(&self.attr_ttl(), &self.file_attr(&a)),
             Err(e) => reply.error(e),
         }
     }
 
+    /// A name and its inode's attributes, read under its glock.
     fn reply_entry(&self, r: Result<Attr, Errno>, reply: ReplyEntry) {
+        match r {
+            Ok(a) => reply.entry_with_ttls(
+                &self.attr_ttl(),
+                &self.ttl(),
+                &self.file_attr(&a),
+                Generation(a.generation),
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// A new inode, whose glock this node does not hold (nothing would
+    /// tell the kernel to forget its attributes): cached no longer than
+    /// names.
+    fn reply_new_entry(&self, r: Result<Attr, Errno>, reply: ReplyEntry) {
         match r {
             Ok(a) => reply.entry(&self.ttl(), &self.file_attr(&a), Generation(a.generation)),
             Err(e) => reply.error(e),
@@ -694,7 +755,7 @@ impl fuser::Filesystem for FuseFs {
             let m = create_mode(fs, p, mode, umask)?;
             fs.mknod(p, name.as_bytes(), m, uid, gid, u64::from(rdev))
         });
-        self.reply_entry(r, reply);
+        self.reply_new_entry(r, reply);
     }
 
     fn mkdir(
@@ -713,7 +774,7 @@ impl fuser::Filesystem for FuseFs {
             let m = create_mode(fs, p, mode, umask)?;
             fs.mkdir(p, name.as_bytes(), m, uid, gid)
         });
-        self.reply_entry(r, reply);
+        self.reply_new_entry(r, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -742,7 +803,7 @@ impl fuser::Filesystem for FuseFs {
         let p = self.ino(parent);
         let (uid, gid) = (req.uid(), req.gid());
         let t = target.as_os_str().as_bytes().to_vec();
-        self.reply_entry(
+        self.reply_new_entry(
             self.with(LockPlan::ex(p).allocating(), |fs| {
                 fs.symlink(p, link_name.as_bytes(), &t, uid, gid)
             }),
@@ -1412,7 +1473,9 @@ pub fn serve_fuse(
         config.n_threads = Some(FUSE_THREADS);
         config.clone_fd = true;
     }
+    let kernel = fuse.kernel_cache();
     let session = fuser::Session::new(fuse, mountpoint, &config)?;
+    let _ = kernel.notifier.set(session.notifier());
     info!(mountpoint = %mountpoint.display(), "mounted");
     mounted();
     spawn_committer(Arc::clone(&shared), opts.commit_secs);
