@@ -190,6 +190,38 @@ impl Lab {
     }
 }
 
+/// Prints every daemon's log when the test fails.
+struct DumpOnPanic<'a>(&'a Lab);
+
+impl Drop for DumpOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.dump_logs();
+        }
+    }
+}
+
+impl Lab {
+    /// Both cmands up and quorate, then both rgmanagers.
+    fn up(&self) -> (Vec<Child>, Vec<Child>) {
+        let cmands: Vec<Child> = (1..=2)
+            .map(|i| spawn_cmand(&self.state(i), i, &self.key))
+            .collect();
+        for i in 1..=2 {
+            tests::wait_for(
+                "both nodes members and quorate",
+                Duration::from_secs(60),
+                || {
+                    self.status(i)
+                        .is_some_and(|s| s.members.len() == 2 && s.quorum.quorate)
+                },
+            );
+        }
+        let rgm = (1..=2).map(|i| self.rgmanager(i)).collect();
+        (cmands, rgm)
+    }
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -203,29 +235,8 @@ fn a_script_service_starts_moves_recovers_and_fails_over() {
         return;
     }
     let lab = Lab::new();
-    struct DumpOnPanic<'a>(&'a Lab);
-    impl Drop for DumpOnPanic<'_> {
-        fn drop(&mut self) {
-            if std::thread::panicking() {
-                self.0.dump_logs();
-            }
-        }
-    }
     let _dump = DumpOnPanic(&lab);
-    let mut cmands: Vec<Child> = (1..=2)
-        .map(|i| spawn_cmand(&lab.state(i), i, &lab.key))
-        .collect();
-    for i in 1..=2 {
-        tests::wait_for(
-            "both nodes members and quorate",
-            Duration::from_secs(60),
-            || {
-                lab.status(i)
-                    .is_some_and(|s| s.members.len() == 2 && s.quorum.quorate)
-            },
-        );
-    }
-    let mut rgm: Vec<Child> = (1..=2).map(|i| lab.rgmanager(i)).collect();
+    let (mut cmands, mut rgm) = lab.up();
 
     // It starts on the preferred node, and only there.
     lab.wait_web(2, N1, "started");
@@ -401,5 +412,38 @@ fn a_script_service_starts_moves_recovers_and_fails_over() {
     let st = rgm[1].wait().unwrap();
     assert!(st.success(), "{st:?}");
     assert!(lab.running(N2).is_none(), "stopped on shutdown");
+    tests::reap(&mut cmands[1]);
+}
+
+/// A node whose cmand dies (alone) stops its services at once, before
+/// anyone fences it: its rgmanager runs the stop, kills what the service
+/// left and exits 3; the other node takes over after the fence.
+#[test]
+fn losing_cmand_stops_the_services_at_once() {
+    if !tests::require_root("cluster nodes on 127.0.1.N addresses") {
+        return;
+    }
+    let lab = Lab::new();
+    let _dump = DumpOnPanic(&lab);
+    let (mut cmands, mut rgm) = lab.up();
+    lab.wait_web(2, N1, "started");
+    let pid = lab.running(N1).expect("runs on node 1");
+    tests::reap(&mut cmands[0]);
+    let mut code = None;
+    tests::wait_for("node 1's rgmanager exits", Duration::from_secs(30), || {
+        code = rgm[0].try_wait().unwrap().map(|s| s.code());
+        code.is_some()
+    });
+    assert_eq!(code, Some(Some(3)), "exit code 3: lost cmand");
+    assert!(!cman::registry::alive(nix::unistd::Pid::from_raw(pid)));
+    assert!(
+        lab.log().contains(&"stop 127.0.1.1".to_string()),
+        "{:?}",
+        lab.log()
+    );
+    lab.wait_web(2, N2, "started");
+    let rg2 = std::fs::read_to_string(lab.state(2).join("rgmanager.log")).unwrap();
+    assert!(rg2.contains("node fenced"), "{rg2}");
+    tests::reap(&mut rgm[1]);
     tests::reap(&mut cmands[1]);
 }
