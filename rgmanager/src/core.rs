@@ -56,6 +56,10 @@ pub struct Replicated {
     pub awaiting_fence: BTreeMap<NodeId, Pos>,
     /// Members shutting down: nothing is placed on them.
     pub leaving: BTreeSet<NodeId>,
+    /// `config_version` of the `<rm>` the records follow.
+    pub config_version: u64,
+    /// Services gone from the configuration, still being stopped.
+    pub removing: BTreeSet<String>,
     /// The records were rebuilt without knowing owners: nothing is placed
     /// until every node in `awaiting_fence` is fenced.
     pub blind: bool,
@@ -229,6 +233,13 @@ pub enum Msg {
         /// Request id on that node.
         id: u64,
     },
+    /// A new cluster.conf, applied by every member at the same point.
+    Config {
+        /// Its `config_version`.
+        version: u64,
+        /// The whole text.
+        text: String,
+    },
     /// `node` shuts down: its services move, nothing more goes there.
     Leaving {
         /// The node.
@@ -303,6 +314,13 @@ pub enum Input {
         /// Now, ms (monotonic).
         now_ms: u64,
     },
+    /// This node's cmand has a new cluster.conf.
+    NewConfig {
+        /// Its `config_version`.
+        version: u64,
+        /// The text.
+        text: String,
+    },
     /// This node's daemon is asked to shut down.
     Shutdown,
     /// An administrator's request on this node.
@@ -342,6 +360,8 @@ pub enum Action {
 struct Svc {
     domain: Option<DomainIds>,
     cfg: ServiceConfig,
+    /// The tree before a reconfiguration, until it is stopped.
+    stop_cfg: Option<ServiceConfig>,
 }
 
 /// Membership as far as a joiner knows it before the snapshot.
@@ -361,6 +381,11 @@ struct Joining {
 pub struct Node {
     me: NodeId,
     svcs: BTreeMap<String, Svc>,
+    ids: BTreeMap<String, NodeId>,
+    /// `config_version` of the configuration this node started with.
+    config_version: u64,
+    /// The newest configuration this node offered the group.
+    offered: u64,
     rep: Replicated,
     joining: Option<Joining>,
     /// This node holds the agreed records (fresh or from a snapshot).
@@ -390,27 +415,13 @@ pub struct Node {
 impl Node {
     /// A node `me` with the `<rm>` config and node names → ids.
     pub fn new(me: NodeId, cfg: &RmConfig, ids: &BTreeMap<String, NodeId>) -> Node {
-        let svcs = cfg
-            .services
-            .iter()
-            .map(|s| {
-                let domain = s
-                    .domain
-                    .as_ref()
-                    .and_then(|d| cfg.domains.get(d))
-                    .map(|d| DomainIds::resolve(d, ids));
-                (
-                    s.name.clone(),
-                    Svc {
-                        domain,
-                        cfg: s.clone(),
-                    },
-                )
-            })
-            .collect();
+        let svcs = services_of(cfg, ids);
         Node {
             me,
             svcs,
+            ids: ids.clone(),
+            config_version: cfg.config_version,
+            offered: 0,
             rep: Replicated::default(),
             joining: None,
             holding: false,
@@ -503,6 +514,12 @@ impl Node {
             Input::FenceNotice(node) => {
                 self.fence_notices.insert(node);
                 self.send_fence_notices();
+            }
+            Input::NewConfig { version, text } => {
+                if self.holding && version > self.rep.config_version && version > self.offered {
+                    self.offered = version;
+                    self.emit(Action::Send(Msg::Config { version, text }));
+                }
             }
             Input::Shutdown => {
                 let node = self.me;
@@ -679,6 +696,8 @@ impl Node {
             synced,
             awaiting_fence: awaiting,
             leaving: BTreeSet::new(),
+            config_version: self.config_version,
+            removing: BTreeSet::new(),
             blind,
         };
         self.note(format!(
@@ -786,7 +805,93 @@ impl Node {
                     self.emit(Action::Reply { id, result });
                 }
             }
+            Msg::Config { version, text } => self.apply_config(version, &text),
             other => self.apply_result(other),
+        }
+        self.drop_removed();
+    }
+
+    /// A new configuration: new services get records, changed ones
+    /// restart if running, removed ones stop and go; an invalid `<rm>`
+    /// is refused by every member alike and the running one kept.
+    fn apply_config(&mut self, version: u64, text: &str) {
+        if version <= self.rep.config_version {
+            return;
+        }
+        let new = match crate::config::parse(text) {
+            Ok(c) => c,
+            Err(e) => {
+                self.rep.config_version = version;
+                let line = format!(
+                    "Refusing configuration version {version} ({e}); keeping the running one"
+                );
+                return self.note(line);
+            }
+        };
+        let mut svcs = services_of(&new, &self.ids);
+        for (name, svc) in svcs.iter_mut() {
+            let rec = self
+                .rep
+                .services
+                .entry(name.clone())
+                .or_insert_with(|| Record::new(svc.cfg.autostart));
+            self.rep.removing.remove(name);
+            let Some(old) = self.svcs.get(name) else {
+                continue;
+            };
+            if same_tree(&old.cfg, &svc.cfg) {
+                continue;
+            }
+            svc.stop_cfg = Some(old.stop_cfg.clone().unwrap_or_else(|| old.cfg.clone()));
+            if rec.state == State::Started && !rec.frozen {
+                rec.after = After::Restart;
+                rec.set(State::Stopping);
+            }
+        }
+        for (name, old) in std::mem::take(&mut self.svcs) {
+            if svcs.contains_key(&name) {
+                continue;
+            }
+            if let Some(rec) = self.rep.services.get_mut(&name) {
+                if rec.state == State::Started {
+                    rec.after = After::Disabled;
+                    rec.set(State::Stopping);
+                }
+            }
+            self.rep.removing.insert(name.clone());
+            svcs.insert(name, old);
+        }
+        self.svcs = svcs;
+        self.rep.config_version = version;
+        self.note(format!("Configuration version {version} applied"));
+    }
+
+    /// Forgets removed services once nothing runs them.
+    fn drop_removed(&mut self) {
+        let gone: Vec<String> = self
+            .rep
+            .removing
+            .iter()
+            .filter(|n| {
+                self.rep.services.get(*n).is_none_or(|r| {
+                    r.owner.is_none() && matches!(r.state, State::Stopped | State::Disabled)
+                })
+            })
+            .cloned()
+            .collect();
+        for n in gone {
+            self.rep.removing.remove(&n);
+            self.rep.services.remove(&n);
+            self.svcs.remove(&n);
+        }
+    }
+
+    /// The tree to run `op` on (the old tree for a stop after a change).
+    pub fn service_config(&self, svc: &str, op: Op) -> Option<ServiceConfig> {
+        let s = self.svcs.get(svc)?;
+        match op {
+            Op::Stop | Op::Cleanup => Some(s.stop_cfg.clone().unwrap_or_else(|| s.cfg.clone())),
+            _ => Some(s.cfg.clone()),
         }
     }
 
@@ -843,6 +948,7 @@ impl Node {
         }
         let usable = |n: &NodeId| members.contains(n) && !awaiting.contains_key(n);
         let mut line = None;
+        let mut stopped_cleanly = false;
         match msg {
             Msg::Start { node, .. }
                 if rec.state == State::Stopped && rec.owner.is_none() && usable(&node) =>
@@ -879,6 +985,9 @@ impl Node {
                     || rec.owner != Some(node)
                 {
                     return;
+                }
+                if ok {
+                    stopped_cleanly = true;
                 }
                 if !ok {
                     rec.set(State::Failed);
@@ -921,6 +1030,11 @@ impl Node {
                 }
             }
             _ => {}
+        }
+        if stopped_cleanly {
+            if let Some(s) = self.svcs.get_mut(&svc) {
+                s.stop_cfg = None;
+            }
         }
         if let Some(l) = line {
             self.note(l);
@@ -1216,7 +1330,10 @@ impl Node {
             let Some(s) = self.svcs.get(&name) else {
                 continue;
             };
-            if rec.frozen || self.proposed.get(&name) == Some(&rec.ver) {
+            if rec.frozen
+                || self.proposed.get(&name) == Some(&rec.ver)
+                || self.rep.removing.contains(&name)
+            {
                 continue;
             }
             // Only a running service fails back; one about to run is
@@ -1301,6 +1418,44 @@ impl Node {
     }
 }
 
+fn services_of(cfg: &RmConfig, ids: &BTreeMap<String, NodeId>) -> BTreeMap<String, Svc> {
+    cfg.services
+        .iter()
+        .map(|s| {
+            let domain = s
+                .domain
+                .as_ref()
+                .and_then(|d| cfg.domains.get(d))
+                .map(|d| DomainIds::resolve(d, ids));
+            (
+                s.name.clone(),
+                Svc {
+                    domain,
+                    cfg: s.clone(),
+                    stop_cfg: None,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Same service apart from where it is written in the file.
+fn same_tree(a: &ServiceConfig, b: &ServiceConfig) -> bool {
+    fn strip(r: &crate::config::Resource) -> crate::config::Resource {
+        let mut r = r.clone();
+        r.line = 0;
+        r.children = r.children.iter().map(strip).collect();
+        r
+    }
+    let norm = |s: &ServiceConfig| {
+        let mut s = s.clone();
+        s.line = 0;
+        s.children = s.children.iter().map(strip).collect();
+        s
+    };
+    norm(a) == norm(b)
+}
+
 /// What a status failure leads to under the service's `recovery`.
 fn recovery_after(
     rec: &mut Record,
@@ -1347,6 +1502,8 @@ mod tests {
         /// Agent results to give, per (node, op): (ok, stop_ok).
         script: BTreeMap<(u32, Op), VecDeque<(bool, bool)>>,
         pending: VecDeque<(u32, String, Op)>,
+        /// Every agent operation run: (node, service, op).
+        ran: Vec<(u32, String, Op)>,
         pos: u64,
         now: u64,
         log: Vec<String>,
@@ -1373,6 +1530,7 @@ mod tests {
             queue: VecDeque::new(),
             script: BTreeMap::new(),
             pending: VecDeque::new(),
+            ran: Vec::new(),
             pos: 0,
             now: 0,
             log: Vec::new(),
@@ -1430,6 +1588,7 @@ mod tests {
                         self.input(i, Input::Deliver(m.clone()));
                     }
                 } else if let Some((i, svc, op)) = self.pending.pop_front() {
+                    self.ran.push((i, svc.clone(), op));
                     let (ok, stop_ok) = self
                         .script
                         .get_mut(&(i, op))
@@ -1676,5 +1835,81 @@ mod tests {
             let r = &self.nodes[&2].replicated().services["service:s"];
             (r.state, r.owner.map(|o| o.0))
         }
+    }
+
+    fn conf_with(version: u32, services: &str) -> String {
+        CONF.replace("<cluster name=\"t\">", &format!("<cluster name=\"t\" config_version=\"{version}\">"))
+            .replace(
+                "<service name=\"s\" domain=\"d\" recovery=\"RECOVERY\" max_restarts=\"2\" restart_expire_time=\"100\"/>",
+                services,
+            )
+    }
+
+    impl Group {
+        fn push_config(&mut self, on: u32, version: u64, text: String) {
+            self.input(on, Input::NewConfig { version, text });
+            self.settle();
+        }
+
+        fn state_of(&self, svc: &str) -> Option<(State, Option<u32>)> {
+            self.nodes[&2]
+                .replicated()
+                .services
+                .get(svc)
+                .map(|r| (r.state, r.owner.map(|o| o.0)))
+        }
+
+        fn ops_on(&self, svc: &str) -> Vec<Op> {
+            self.ran
+                .iter()
+                .filter(|(_, s, op)| s == svc && *op != Op::Status)
+                .map(|(_, _, op)| *op)
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_pushed_configuration_applies_without_touching_unchanged_services() {
+        let mut g = group("restart");
+        let s = r#"<service name="s" domain="d" recovery="restart" max_restarts="2" restart_expire_time="100"/>"#;
+        let t = r#"<service name="t"><script name="t" file="/t"/></service>"#;
+        // Added: t starts; s (same tree) is left alone.
+        g.push_config(1, 2, conf_with(2, &format!("{s}{t}")));
+        assert_eq!(g.state_of("service:t"), Some((State::Started, Some(1))));
+        assert_eq!(g.ops_on("service:s"), vec![Op::Start]);
+        // Changed: s restarts with its new tree, t is not touched.
+        let s2 = r#"<service name="s" domain="d"><script name="x" file="/x"/></service>"#;
+        g.push_config(2, 3, conf_with(3, &format!("{s2}{t}")));
+        assert_eq!(g.ops_on("service:s"), vec![Op::Start, Op::Stop, Op::Start]);
+        assert_eq!(g.ops_on("service:t"), vec![Op::Start]);
+        assert_eq!(
+            g.nodes[&1]
+                .service_config("service:s", Op::Start)
+                .unwrap()
+                .children
+                .len(),
+            1
+        );
+        // Removed: t stops and its record goes, on every node.
+        g.push_config(3, 4, conf_with(4, s2));
+        assert_eq!(g.ops_on("service:t"), vec![Op::Start, Op::Stop]);
+        for n in g.nodes.values() {
+            assert!(!n.replicated().services.contains_key("service:t"));
+        }
+        // Invalid: refused everywhere, the running one kept.
+        let before = g.nodes[&1].replicated().services.clone();
+        g.push_config(
+            1,
+            5,
+            conf_with(5, r#"<service name="s" domain="nowhere"/>"#),
+        );
+        assert_eq!(g.nodes[&3].replicated().services, before);
+        assert!(g
+            .log
+            .iter()
+            .any(|l| l.starts_with("Refusing configuration version 5 (cluster.conf line")));
+        // An older or equal version is not offered again.
+        g.push_config(2, 4, conf_with(4, s));
+        assert_eq!(g.ops_on("service:s"), vec![Op::Start, Op::Stop, Op::Start]);
     }
 }

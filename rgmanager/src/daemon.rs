@@ -306,6 +306,9 @@ impl Daemon {
             }
             if self.last_pid_scan.elapsed() >= Duration::from_secs(1) {
                 self.register_service_pids();
+                if let Err(e) = self.check_config() {
+                    return self.lost_cmand(&e.to_string());
+                }
             }
             if self.shutting_down && self.drained() {
                 let _ = self.cmand.request(&ApiRequest::Leave {
@@ -316,6 +319,30 @@ impl Daemon {
             }
             self.publish();
         }
+    }
+
+    /// A cluster.conf pushed to cmand (a newer `config_version`) is
+    /// offered to the group, which applies it at one point of its order.
+    fn check_config(&mut self) -> Result<(), DaemonError> {
+        let st = self.cmand.status()?;
+        let version = st.config_version;
+        self.status = st;
+        if version > self.cfg.config_version {
+            let text = self
+                .cmand
+                .request(&ApiRequest::GetConfig)?
+                .msg
+                .unwrap_or_default();
+            match config::parse(&text) {
+                Ok(cfg) => self.cfg = cfg,
+                Err(e) => {
+                    tracing::error!(version, error = %e, "new cluster.conf refused; keeping the running configuration");
+                    self.cfg.config_version = version;
+                }
+            }
+            self.step_checked(Input::NewConfig { version, text })?;
+        }
+        Ok(())
     }
 
     fn drained(&self) -> bool {
@@ -474,7 +501,7 @@ impl Daemon {
     }
 
     fn run_op(&mut self, svc: String, op: Op) {
-        let Some(cfg) = self.cfg.service(&svc).cloned() else {
+        let Some(cfg) = self.node.service_config(&svc, op) else {
             return;
         };
         let runner = self.runner(&svc);
@@ -512,7 +539,7 @@ impl Daemon {
     fn stop_everything_here(&mut self) {
         let up: Vec<String> = self.node.local_up().iter().cloned().collect();
         for svc in up {
-            let Some(cfg) = self.cfg.service(&svc).cloned() else {
+            let Some(cfg) = self.node.service_config(&svc, Op::Cleanup) else {
                 continue;
             };
             let runner = self.runner(&svc);

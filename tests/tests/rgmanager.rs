@@ -25,6 +25,7 @@ use tests::{bin, spawn, spawn_cmand};
 struct Lab {
     dir: tempfile::TempDir,
     key: PathBuf,
+    conf: String,
 }
 
 /// The LSB script of the service: `start` runs a `sleep` in the
@@ -95,12 +96,32 @@ impl Lab {
         );
         let key = dir.path().join("authkey");
         std::fs::write(&key, b"lab cluster key 0123456789abcdef").unwrap();
-        let lab = Lab { dir, key };
+        let lab = Lab {
+            dir,
+            key,
+            conf: text.clone(),
+        };
         for i in 1..=2 {
             std::fs::create_dir_all(lab.state(i)).unwrap();
             std::fs::write(lab.state(i).join("cluster.conf"), &text).unwrap();
         }
         lab
+    }
+
+    /// Pushes cluster.conf version `v`, with `services` added to `<rm>`,
+    /// to node `i`'s cmand.
+    fn push_config(&self, i: u32, v: u32, services: &str) {
+        let text = self
+            .conf
+            .replace("config_version=\"1\"", &format!("config_version=\"{v}\""))
+            .replace("  </rm>", &format!("    {services}\n  </rm>"));
+        let mut c = Client::connect(&self.state(i)).unwrap();
+        c.request(&cman::api::ApiRequest::ConfigUpdate { text })
+            .unwrap();
+    }
+
+    fn rg_log(&self, i: u32) -> String {
+        std::fs::read_to_string(self.state(i).join("rgmanager.log")).unwrap_or_default()
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -373,6 +394,48 @@ fn a_script_service_starts_moves_recovers_and_fails_over() {
         rg2.contains("Restart threshold for service:web exceeded; attempting to relocate"),
         "{rg2}"
     );
+
+    // A pushed cluster.conf: the new service starts, the running one is
+    // left alone; an invalid <rm> is refused and the running one kept.
+    let web_starts = lab.log().len();
+    lab.push_config(
+        2,
+        2,
+        r#"<service name="extra"><script name="extra" file="/bin/true"/></service>"#,
+    );
+    tests::wait_for("service:extra started", Duration::from_secs(30), || {
+        request(&lab.state(1), &Request::Status, Duration::from_secs(5))
+            .ok()
+            .and_then(|r| match r {
+                Response::Status(v) => v
+                    .services
+                    .iter()
+                    .find(|s| s.name == "service:extra")
+                    .map(|s| s.record.state.as_str() == "started"),
+                _ => None,
+            })
+            .unwrap_or(false)
+    });
+    assert_eq!(
+        lab.log().len(),
+        web_starts,
+        "service:web untouched: {:?}",
+        lab.log()
+    );
+    lab.push_config(1, 3, r#"<service name="bad" recovery="reboot"/>"#);
+    tests::wait_for("the bad config refused", Duration::from_secs(30), || {
+        lab.rg_log(1)
+            .contains("Refusing configuration version 3 (cluster.conf line")
+            && lab
+                .rg_log(2)
+                .contains("Refusing configuration version 3 (cluster.conf line")
+    });
+    let out = stdout(&lab.tool(2, "clustat", &[]));
+    assert!(
+        out.contains(" service:extra ") && !out.contains("service:bad"),
+        "{out}"
+    );
+    assert_eq!(lab.web(2), Some((N1.into(), "started".into())));
 
     // SIGKILL of the owner's daemons: fenced, then taken over.
     let victim_pid = lab.running(N1).expect("runs on node 1");
