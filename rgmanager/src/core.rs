@@ -56,6 +56,8 @@ pub struct Replicated {
     pub awaiting_fence: BTreeMap<NodeId, Pos>,
     /// Members shutting down: nothing is placed on them.
     pub leaving: BTreeSet<NodeId>,
+    /// Nodes whose daemon left while owning running services.
+    pub orphaned: BTreeSet<NodeId>,
     /// `config_version` of the `<rm>` the records follow.
     pub config_version: u64,
     /// Services gone from the configuration, still being stopped.
@@ -696,6 +698,7 @@ impl Node {
             synced,
             awaiting_fence: awaiting,
             leaving: BTreeSet::new(),
+            orphaned: BTreeSet::new(),
             config_version: self.config_version,
             removing: BTreeSet::new(),
             blind,
@@ -716,24 +719,58 @@ impl Node {
         failed: &[NodeId],
     ) {
         let r = &mut self.rep;
+        // A daemon gone without its node failing (killed, crashed) may
+        // have left its services running: like a failed node's, they
+        // wait for its fence, or for it to come back and clean up.
+        let left: Vec<NodeId> = r
+            .members
+            .iter()
+            .filter(|n| !members.contains(n) && !failed.contains(n))
+            .filter(|n| {
+                r.services.values().any(|rec| {
+                    rec.owner == Some(**n)
+                        && !matches!(rec.state, State::Stopped | State::Disabled | State::Failed)
+                })
+            })
+            .copied()
+            .collect();
         r.members = members.iter().copied().collect();
         r.leaving.retain(|n| members.contains(n));
         r.synced
             .retain(|n| members.contains(n) && !joined.contains(n));
-        for f in failed {
+        for f in failed.iter().chain(&left) {
             r.awaiting_fence.insert(*f, pos);
+        }
+        r.orphaned.extend(left.iter().copied());
+        let mut back = Vec::new();
+        for j in joined {
+            if r.orphaned.remove(j) {
+                r.awaiting_fence.remove(j);
+                back.push(*j);
+            }
         }
         for rec in r.services.values_mut() {
             rec.hold = false;
             if rec.state == State::Stopped {
                 rec.tried.clear();
             }
-            if rec.owner.is_some_and(|o| failed.contains(&o)) && rec.state != State::Failed {
+            let gone = |o: NodeId| failed.contains(&o) || left.contains(&o);
+            if rec.owner.is_some_and(gone) && rec.state != State::Failed {
                 rec.state = State::Recoverable;
+            }
+            // Back: its daemon cleans up what it owned (Lost).
+            if rec.owner.is_some_and(|o| back.contains(&o)) && rec.state == State::Recoverable {
+                rec.state = State::Started;
             }
         }
         for f in failed {
             self.note(format!("State change: {} DOWN", f.0));
+        }
+        for l in &left {
+            self.note(format!(
+                "Member {} left with services running: waiting for its fence or its return",
+                l.0
+            ));
         }
         self.send_fence_notices();
         if !joined.is_empty() {
@@ -903,6 +940,7 @@ impl Node {
             return;
         }
         r.awaiting_fence.remove(&node);
+        r.orphaned.remove(&node);
         if r.awaiting_fence.is_empty() {
             r.blind = false;
         }
@@ -1330,7 +1368,9 @@ impl Node {
             let Some(s) = self.svcs.get(&name) else {
                 continue;
             };
+            let owner_gone = rec.owner.is_some_and(|o| !self.rep.members.contains(&o));
             if rec.frozen
+                || owner_gone
                 || self.proposed.get(&name) == Some(&rec.ver)
                 || self.rep.removing.contains(&name)
             {
@@ -1911,5 +1951,43 @@ mod tests {
         // An older or equal version is not offered again.
         g.push_config(2, 4, conf_with(4, s));
         assert_eq!(g.ops_on("service:s"), vec![Op::Start, Op::Stop, Op::Start]);
+    }
+
+    #[test]
+    fn a_daemon_gone_without_its_node_leaves_its_services_waiting() {
+        // Gone, then fenced: taken over.
+        let mut g = group("restart");
+        g.nodes.remove(&1);
+        g.confchg(&[2, 3], &[], &[]);
+        g.settle();
+        assert_eq!(g.where_2(), (State::Recoverable, Some(1)));
+        g.tick(30);
+        assert_eq!(g.where_2(), (State::Recoverable, Some(1)));
+        g.input(2, Input::FenceNotice(NodeId(1)));
+        g.settle();
+        assert_eq!(g.where_2(), (State::Started, Some(2)));
+
+        // Gone, then back: the new daemon cleans up and it runs again.
+        let mut g = group("restart");
+        let cfg = parse(&CONF.replace("RECOVERY", "restart")).unwrap();
+        let ids: BTreeMap<String, NodeId> = [("a", 1), ("b", 2), ("c", 3)]
+            .iter()
+            .map(|(n, i)| (n.to_string(), NodeId(*i)))
+            .collect();
+        g.nodes.remove(&1);
+        g.confchg(&[2, 3], &[], &[]);
+        g.settle();
+        g.nodes.insert(1, Node::new(NodeId(1), &cfg, &ids));
+        g.input(1, Input::Quorum(true));
+        g.confchg(&[1, 2, 3], &[1], &[]);
+        g.settle();
+        assert_eq!(g.where_2(), (State::Started, Some(1)));
+        let ops: Vec<Op> = g
+            .ran
+            .iter()
+            .filter(|(n, _, op)| *n == 1 && *op != Op::Status)
+            .map(|(_, _, op)| *op)
+            .collect();
+        assert_eq!(ops, vec![Op::Start, Op::Cleanup, Op::Start]);
     }
 }

@@ -52,6 +52,12 @@ exit 0
 
 impl Lab {
     fn new() -> Lab {
+        Lab::with_fence_manual(false)
+    }
+
+    /// With `manual`, node 2 fences with fence_manual (waiting in its
+    /// state directory for fence_ack_manual) instead of fence_lab.
+    fn with_fence_manual(manual: bool) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let ips = ["127.0.1.1", "127.0.1.2"];
         let port = tests::free_port_on(&ips, true);
@@ -66,6 +72,13 @@ impl Lab {
                 "    <clusternode name=\"127.0.1.{i}\" nodeid=\"{i}\" votes=\"1\"><fence><method name=\"1\"><device name=\"lab\" port=\"127.0.1.{i}\"/></method></fence></clusternode>\n"
             ));
         }
+        let device = if manual {
+            format!(
+                "<fencedevice name=\"lab\" agent=\"fence_manual\" state_dir=\"{d}/127.0.1.2\"/>"
+            )
+        } else {
+            format!("<fencedevice name=\"lab\" agent=\"fence_lab\" lab_dir=\"{d}\"/>")
+        };
         let text = format!(
             r#"<?xml version="1.0"?>
 <cluster name="rgcl" config_version="1">
@@ -75,7 +88,7 @@ impl Lab {
   <clusternodes>
 {nodes}  </clusternodes>
   <fencedevices>
-    <fencedevice name="lab" agent="fence_lab" lab_dir="{d}"/>
+    {device}
   </fencedevices>
   <rm>
     <failoverdomains>
@@ -507,6 +520,46 @@ fn losing_cmand_stops_the_services_at_once() {
     lab.wait_web(2, N2, "started");
     let rg2 = std::fs::read_to_string(lab.state(2).join("rgmanager.log")).unwrap();
     assert!(rg2.contains("node fenced"), "{rg2}");
+    tests::reap(&mut rgm[1]);
+    tests::reap(&mut cmands[1]);
+}
+
+/// With fence_manual, a dead owner's service stays put (recoverable)
+/// until an operator acknowledges the reset with fence_ack_manual.
+#[test]
+fn with_fence_manual_nothing_moves_until_fence_ack_manual() {
+    if !tests::require_root("cluster nodes on 127.0.1.N addresses") {
+        return;
+    }
+    let lab = Lab::with_fence_manual(true);
+    let _dump = DumpOnPanic(&lab);
+    let (mut cmands, mut rgm) = lab.up();
+    lab.wait_web(2, N1, "started");
+    let pid = lab.running(N1).expect("runs on node 1");
+    // rgmanager first: a node that hangs keeps its service running.
+    tests::reap(&mut rgm[0]);
+    tests::reap(&mut cmands[0]);
+    tests::wait_for("node 1 out of the view", Duration::from_secs(30), || {
+        lab.status(2).is_some_and(|s| s.members.len() == 1)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lab.web(2), Some((N1.into(), "recoverable".into())));
+    assert!(lab.running(N2).is_none(), "nothing moved before the ack");
+    // The operator resets node 1 (here: what was left of it), then says so.
+    assert!(cman::registry::alive(nix::unistd::Pid::from_raw(pid)));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let ack = Command::new(bin("fence_ack_manual"))
+        .arg("--state-dir")
+        .arg(lab.state(2))
+        .arg(N1)
+        .output()
+        .unwrap();
+    assert!(ack.status.success(), "{ack:?}");
+    lab.wait_web(2, N2, "started");
+    assert!(lab.running(N2).is_some());
     tests::reap(&mut rgm[1]);
     tests::reap(&mut cmands[1]);
 }
