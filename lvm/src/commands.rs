@@ -1027,8 +1027,9 @@ fn vgextend(c: &mut Cmd<'_>) -> Result<()> {
             "Please enter volume group name and physical volume(s)".into(),
         ));
     };
-    let r = lock_and_read(c, name, LockMode::Pw)?;
+    // P_#global before V_<vg>, as vgcreate takes them.
     c.locker.lock(GLOBAL_LOCK, LockMode::Pw)?;
+    let r = lock_and_read(c, name, LockMode::Pw)?;
     let idx = orphan_pvs(c, devs)?;
     let mut vg = r.vg;
     for i in idx {
@@ -1459,6 +1460,16 @@ fn lvremove(c: &mut Cmd<'_>) -> Result<()> {
             }
             if activate::state(&c.conf, &vgname, l).is_some() {
                 change_activation(c, &r, l, "n")?;
+            }
+            if r.vg.is_clustered() {
+                // Active anywhere else, another node holds its lock.
+                let lvid = format!("{}{}", r.vg.id.raw(), r.vg.lv(l).expect("checked").id.raw());
+                c.locker.lock_lv(&lvid, LockMode::Ex).map_err(|e| {
+                    LvmError(format!(
+                        "Logical volume {vgname}/{l} is active on another node ({e})."
+                    ))
+                })?;
+                c.locker.unlock_lv(&lvid)?;
             }
         }
         vg.lvs.retain(|l| !names.contains(&l.name));

@@ -20,6 +20,7 @@
 
 pub mod activate;
 pub mod args;
+pub mod clvmd;
 pub mod commands;
 pub mod conf;
 pub mod config;
