@@ -469,3 +469,64 @@ fn lvm2_vgck(backing: &Path, dir: &Path) {
     ours.sort();
     assert_eq!(theirs, ours, "lvm2's LVs (in 4 MiB extents) vs ours");
 }
+
+/// Activation locks across nodes: `-aey` on one node makes `-ay` (and
+/// lvremove) on the other fail; shared `-ay` on both; an lvextend on one
+/// node grows the active LV file on the other (clvmd's cache message).
+#[test]
+fn activation_locks_and_cache_drops_across_nodes() {
+    if !tests::require_fuse() {
+        return;
+    }
+    let mut c = Cluster::start();
+    c.clustered();
+    let (s1, s2) = (c.state(1).to_path_buf(), c.state(2).to_path_buf());
+    lvm_ok(&s1, &["vgcreate", "-c", "y", "webvg", &c.url]);
+    lvm_ok(
+        &s1,
+        &["lvcreate", "-an", "-l", "2", "-n", "shared", "webvg"],
+    );
+
+    lvm_ok(&s1, &["lvchange", "-aey", "webvg/shared"]);
+    let busy = run_lvm(&s2, &["lvchange", "-ay", "webvg/shared"]);
+    assert!(!busy.status.success());
+    let err = String::from_utf8_lossy(&busy.stderr);
+    assert!(err.contains("Volume is busy on another node"), "{err}");
+    let rm = run_lvm(&s2, &["lvremove", "webvg/shared"]);
+    assert!(!rm.status.success(), "removed an LV active on another node");
+    assert!(!s2.join("dev/webvg/shared").exists());
+
+    lvm_ok(&s1, &["lvchange", "-an", "webvg/shared"]);
+    lvm_ok(&s2, &["lvchange", "-ay", "webvg/shared"]);
+    lvm_ok(&s1, &["lvchange", "-ay", "webvg/shared"]);
+    let ext: u64 = 4 << 20;
+    let file2 = s2.join("dev/webvg/shared");
+    assert_eq!(fs::metadata(&file2).unwrap().len(), 2 * ext);
+    // Exclusive is refused while the other node shares it.
+    let ex = run_lvm(&s2, &["lvchange", "-aey", "webvg/shared"]);
+    assert!(!ex.status.success());
+
+    lvm_ok(&s1, &["lvextend", "-l", "+1", "webvg/shared"]);
+    assert_eq!(
+        fs::metadata(s1.join("dev/webvg/shared")).unwrap().len(),
+        3 * ext
+    );
+    tests::wait_for("node 2's LV file to grow", Duration::from_secs(10), || {
+        fs::metadata(&file2).is_ok_and(|m| m.len() == 3 * ext)
+    });
+    let dump = Command::new(bin("clvmd"))
+        .args(["-d", "--socket"])
+        .arg(s2.join("clvmd.sock"))
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.contains("\"webvg\""),
+        "node 2's clvmd dropped no cache:\n{dump}"
+    );
+
+    for s in [&s1, &s2] {
+        lvm_ok(s, &["vgchange", "-an", "webvg"]);
+    }
+    lvm_ok(&s2, &["lvremove", "webvg/shared"]);
+}
