@@ -4,10 +4,13 @@
 //! service of `ip` (a floating address) + `script` (a real web server,
 //! Python's http.server, bound to the floating address) starts on the
 //! preferred node and the client fetches the page from the floating
-//! address; `clusvcadm -r -m node2` moves address and server; when node 2
-//! dies (its cmand and rgmanager SIGKILLed, its link cut, as power off
-//! would), `fence_lab` fences it and the client gets the page from node 1
-//! again.
+//! address. The document root is an `fs` resource: an ext4 image on the
+//! shared disk (a file of the test's, loop-mounted by our `fs.sh` where
+//! the service runs), holding the page the test wrote, and each start
+//! writes `whoami.txt` there. `clusvcadm -r -m node2` moves address, mount
+//! and server; when node 2 dies (its cmand and rgmanager SIGKILLed, its
+//! link cut, as power off would), `fence_lab` fences it and the client
+//! gets the pages from node 1 again.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -71,11 +74,20 @@ impl Net {
         self.sh(&format!("ip -n {} {args}", self.ns(n)));
     }
 
-    /// The page the client gets from `http://addr/` (None: no answer).
-    fn fetch(&self, addr: &str) -> Option<String> {
+    /// The page the client gets from `http://addr/path` (None: no answer).
+    fn fetch(&self, addr: &str, path: &str) -> Option<String> {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns("cl"), "curl", "-s", "-m", "1"])
-            .arg(format!("http://{addr}/"))
+            .args([
+                "netns",
+                "exec",
+                &self.ns("cl"),
+                "curl",
+                "-s",
+                "-f",
+                "-m",
+                "1",
+            ])
+            .arg(format!("http://{addr}/{path}"))
             .output()
             .ok()?;
         out.status
@@ -103,9 +115,11 @@ const INIT: &str = r#"#!/bin/sh
 # LSB script of a web server on the floating address.
 D=@DIR@
 N=$RGMANAGER_NODE
+W=$D/docroot
 case "$1" in
 start)
-  setsid python3 -m http.server 80 --bind @FLOAT@ --directory $D/www.$N </dev/null >/dev/null 2>&1 &
+  echo "served by $N" > $W/whoami.txt || exit 1
+  setsid python3 -m http.server 80 --bind @FLOAT@ --directory $W </dev/null >/dev/null 2>&1 &
   echo $! > $D/httpd.$N
   for i in $(seq 50); do
     curl -s -m 1 -o /dev/null http://@FLOAT@/ && exit 0
@@ -139,11 +153,26 @@ impl Lab {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
         let (a1, a2) = (net.addr(1), net.addr(2));
-        for a in [&a1, &a2] {
-            let www = dir.path().join(format!("www.{a}"));
-            std::fs::create_dir_all(&www).unwrap();
-            std::fs::write(www.join("index.html"), format!("served by {a}\n")).unwrap();
-        }
+        // The shared disk: an ext4 image with the site on it.
+        let disk = dir.path().join("disk.img");
+        std::fs::File::create(&disk)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        net.sh(&format!("mkfs.ext4 -q -F {}", disk.display()));
+        let docroot = dir.path().join("docroot");
+        std::fs::create_dir_all(&docroot).unwrap();
+        net.sh(&format!(
+            "mount -o loop {} {}",
+            disk.display(),
+            docroot.display()
+        ));
+        std::fs::write(
+            docroot.join("index.html"),
+            "the site, from the shared disk\n",
+        )
+        .unwrap();
+        net.sh(&format!("umount {}", docroot.display()));
         let node = |i: u32, a: &str| {
             format!("<clusternode name=\"{a}\" nodeid=\"{i}\" votes=\"1\"><fence><method name=\"1\"><device name=\"lab\" port=\"{a}\"/></method></fence></clusternode>")
         };
@@ -167,10 +196,12 @@ impl Lab {
     <resources>
       <ip address="{float}" monitor_link="1" sleeptime="0"/>
       <script file="{d}/init-httpd" name="httpd"/>
+      <fs name="docroot" device="{d}/disk.img" fstype="ext4" options="loop" mountpoint="{d}/docroot" force_unmount="1"/>
     </resources>
     <service autostart="1" domain="httpd_fail" name="httpd_srv" recovery="relocate">
       <ip ref="{float}"/>
       <script ref="httpd"/>
+      <fs ref="docroot"/>
     </service>
   </rm>
 </cluster>
@@ -256,15 +287,32 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Waits until `from` serves; then the site's page comes from the
+    /// shared disk.
     fn wait_page(&self, from: u32) -> Duration {
         let want = format!("served by {}", self.name(from));
         let t = Instant::now();
         tests::wait_for(
             &format!("the page from {}", self.name(from)),
             Duration::from_secs(60),
-            || self.net.fetch(&self.float).as_deref() == Some(want.as_str()),
+            || self.net.fetch(&self.float, "whoami.txt").as_deref() == Some(want.as_str()),
         );
-        t.elapsed()
+        let took = t.elapsed();
+        assert_eq!(
+            self.net.fetch(&self.float, "index.html").as_deref(),
+            Some("the site, from the shared disk")
+        );
+        took
+    }
+
+    /// True when this rgmanager's mount namespace has the document root
+    /// mounted (`ip netns exec` gives each node's processes their own).
+    fn mounted_in(&self, rgmanager: &Child) -> bool {
+        let mounts =
+            std::fs::read_to_string(format!("/proc/{}/mounts", rgmanager.id())).unwrap_or_default();
+        let mnt = self.dir.path().join("docroot");
+        let mnt = mnt.to_string_lossy();
+        mounts.lines().any(|l| l.split(' ').nth(1) == Some(&*mnt))
     }
 
     /// Waits until node `i`'s rgmanager has the service started on `owner`.
@@ -307,7 +355,8 @@ impl Drop for DumpOnPanic<'_> {
 
 #[test]
 fn floating_ip_and_web_server_move_between_namespaced_nodes() {
-    if !tests::require_root("network namespaces") || !tests::require_all(&["ip", "curl", "python3"])
+    if !tests::require_root("network namespaces")
+        || !tests::require_all(&["ip", "curl", "python3", "mkfs.ext4", "losetup"])
     {
         return;
     }
@@ -326,6 +375,7 @@ fn floating_ip_and_web_server_move_between_namespaced_nodes() {
     // The preferred node serves the floating address.
     lab.wait_page(1);
     lab.wait_started(1, 1);
+    assert!(lab.mounted_in(&rgm[0]) && !lab.mounted_in(&rgm[1]));
 
     // Moved by hand.
     let out = lab.clusvcadm(1, &["-r", "httpd_srv", "-m", &lab.name(2)]);
@@ -337,6 +387,7 @@ fn floating_ip_and_web_server_move_between_namespaced_nodes() {
         )
     );
     lab.wait_page(2);
+    assert!(lab.mounted_in(&rgm[1]) && !lab.mounted_in(&rgm[0]));
 
     // Node 2 dies: daemons killed, link cut; fenced, then node 1 serves.
     let t = Instant::now();
@@ -345,6 +396,7 @@ fn floating_ip_and_web_server_move_between_namespaced_nodes() {
     lab.net.ip("n2", "link set e0 down");
     lab.wait_page(1);
     let took = t.elapsed();
+    assert!(lab.mounted_in(&rgm[0]));
     let fenced = std::fs::read_to_string(lab.state(2).join("fence_lab.log")).unwrap_or_default();
     assert!(!fenced.is_empty(), "fence_lab fenced node 2");
     eprintln!("failover: first page from the survivor {took:?} after the kill");
