@@ -333,6 +333,45 @@ impl Lab {
         );
     }
 
+    fn wait_quorate(&self, i: u32, members: usize) {
+        tests::wait_for("the nodes quorate", Duration::from_secs(60), || {
+            Client::connect(&self.state(i))
+                .and_then(|mut c| c.status())
+                .is_ok_and(|s| s.members.len() == members && s.quorum.quorate)
+        });
+    }
+
+    /// Once both rgmanagers agree the service is started on one node and
+    /// the client gets its page from there: that node.
+    fn settled_owner(&self) -> u32 {
+        use rgmanager::control::{request, Request, Response};
+        let mut owner = 0;
+        tests::wait_for("the service settled", Duration::from_secs(60), || {
+            let owners: Vec<Option<String>> = (1..=2)
+                .map(
+                    |i| match request(&self.state(i), &Request::Status, Duration::from_secs(5)) {
+                        Ok(Response::Status(v)) if v.synced => v
+                            .services
+                            .iter()
+                            .find(|s| {
+                                s.name == "service:httpd_srv"
+                                    && s.record.state.as_str() == "started"
+                            })
+                            .and_then(|s| s.owner.clone()),
+                        _ => None,
+                    },
+                )
+                .collect();
+            let Some(o) = owners[0].clone().filter(|o| owners[1].as_ref() == Some(o)) else {
+                return false;
+            };
+            owner = if o == self.name(1) { 1 } else { 2 };
+            let want = format!("served by {o}");
+            self.net.fetch(&self.float, "whoami.txt").as_deref() == Some(want.as_str())
+        });
+        owner
+    }
+
     fn dump_logs(&self) {
         for i in 1..=2 {
             for f in ["cmand.log", "rgmanager.log"] {
@@ -402,4 +441,81 @@ fn floating_ip_and_web_server_move_between_namespaced_nodes() {
     eprintln!("failover: first page from the survivor {took:?} after the kill");
     tests::reap(&mut rgm[0]);
     tests::reap(&mut cmands[0]);
+}
+
+/// The failover benchmark (not a timed test): `RG_BENCH_KILLS` (default
+/// 10) times, the node running the service dies (cmand and rgmanager
+/// SIGKILLed, link cut); printed: the time to the first HTTP 200 from the
+/// survivor on the floating address as the client sees it, beside the
+/// survivor's detection (its new view) and fencing times. The dead node is
+/// restarted between kills (the service may fail back to it).
+///
+/// `cargo test -p tests --test rgmanager_netns -- --ignored --nocapture bench`
+#[test]
+#[ignore]
+fn bench_failover() {
+    if !tests::require_root("network namespaces")
+        || !tests::require_all(&["ip", "curl", "python3", "mkfs.ext4", "losetup"])
+    {
+        return;
+    }
+    let kills: usize = std::env::var("RG_BENCH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let lab = Lab::new();
+    let _dump = DumpOnPanic(&lab);
+    let mut cmands: Vec<Child> = (1..=2).map(|i| lab.cmand(i)).collect();
+    for i in 1..=2 {
+        lab.wait_quorate(i, 2);
+    }
+    let mut rgm: Vec<Child> = (1..=2).map(|i| lab.rgmanager(i)).collect();
+    let (mut http, mut detect, mut fence) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..kills {
+        let owner = lab.settled_owner();
+        let (o, s) = (owner as usize - 1, 3 - owner);
+        let t = Instant::now();
+        tests::reap(&mut cmands[o]);
+        tests::reap(&mut rgm[o]);
+        lab.net.ip(&format!("n{owner}"), "link set e0 down");
+        lab.wait_page(s);
+        http.push(t.elapsed());
+        let st = Client::connect(&lab.state(s)).unwrap().status().unwrap();
+        let asked = Instant::now();
+        let view_at = asked - Duration::from_millis(st.view_age_ms);
+        detect.push(view_at.saturating_duration_since(t));
+        let fenced_ms = st
+            .nodes
+            .iter()
+            .find(|n| n.id.0 == owner)
+            .and_then(|n| n.last_fenced.as_ref())
+            .map(|(ms, _)| *ms)
+            .expect("fenced");
+        fence.push((asked - Duration::from_millis(fenced_ms)).saturating_duration_since(t));
+        eprintln!(
+            "kill {k}: node {owner}: page from node {s} after {:?} (view {:?}, fenced {:?})",
+            http[k], detect[k], fence[k]
+        );
+        // The dead node comes back.
+        lab.net.ip(&format!("n{owner}"), "link set e0 up");
+        cmands[o] = lab.cmand(owner);
+        lab.wait_quorate(owner, 2);
+        rgm[o] = lab.rgmanager(owner);
+    }
+    let show = |name: &str, v: &mut Vec<Duration>| {
+        v.sort();
+        eprintln!(
+            "{name}: min {:?} median {:?} max {:?} over {} kills",
+            v[0],
+            v[v.len() / 2],
+            v[v.len() - 1],
+            v.len()
+        );
+    };
+    show("first HTTP 200 on the floating address", &mut http);
+    show("detection (survivor's new view)", &mut detect);
+    show("fencing done", &mut fence);
+    for mut c in rgm.into_iter().chain(cmands) {
+        tests::reap(&mut c);
+    }
 }
