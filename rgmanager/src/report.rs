@@ -390,6 +390,39 @@ mod tests {
     }
 
     #[test]
+    fn long_format() {
+        let mut v = view();
+        v.services[0].record.frozen = true;
+        let f = Filter {
+            service: Some("service:web".into()),
+            long: true,
+            ..Default::default()
+        };
+        let (out, code) = text(&v, &f, 0, true);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            &lines[..7],
+            [
+                "Service Information",
+                "------- -----------",
+                "",
+                "Service Name      : service:web",
+                "  Current State   : started (112)",
+                "  Flags           : frozen (1)",
+                "  Owner           : node-01",
+            ]
+        );
+        assert_eq!(lines[7], "  Last Owner      : none");
+        assert!(lines[8].starts_with("  Last Transition : "));
+        assert_eq!(code, 0);
+        let (out, _) = text(&v, &Filter::default(), 0, true);
+        assert!(
+            out.contains(" service:web     node-01         started [Z]\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn xml_is_rgmanager3s() {
         let out = xml(&view(), 4242, &Filter::default(), true);
         let doc = roxmltree::Document::parse(&out).unwrap();
