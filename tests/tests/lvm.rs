@@ -515,3 +515,69 @@ fn clusterfs_on_an_lv_both_ways() {
     // mount wrote.
     use_fs("lvm:webvg/lv_b", "b2", Some("b"));
 }
+
+/// `lvm` dispatches on its name as lvm2's does (install.sh links the
+/// command names to it), PVs live on plain files in a scanned directory,
+/// and lvmconf edits the lvm.conf of LVM_SYSTEM_DIR.
+#[test]
+fn dispatches_on_its_name_and_uses_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = dir.path().join("sys");
+    let disks = dir.path().join("disks");
+    fs::create_dir_all(&sys).unwrap();
+    fs::create_dir_all(&disks).unwrap();
+    fs::write(
+        sys.join("lvm.conf"),
+        format!(
+            "# ours\ndevices {{\n\tdir = \"{}\"\n\tscan = [\"{}\"]\n\tfilter = [\"a|\\\\.img$|\", \"r|.*|\"]\n}}\nglobal {{\n\tlocking_type = 1\n\tlocking_dir = \"{}\"\n}}\n",
+            dir.path().join("dev").display(),
+            disks.display(),
+            dir.path().join("lock").display()
+        ),
+    )
+    .unwrap();
+    for name in ["pvcreate", "vgcreate", "lvcreate", "lvs", "pvs", "lvmconf"] {
+        std::os::unix::fs::symlink(bin("lvm"), dir.path().join(name)).unwrap();
+    }
+    let img = disks.join("a.img");
+    fs::File::create(&img).unwrap().set_len(40 << 20).unwrap();
+    fs::write(disks.join("ignored.txt"), b"not a disk").unwrap();
+    let run = |name: &str, args: &[&str]| {
+        let o = Command::new(dir.path().join(name))
+            .args(args)
+            .env("LVM_SYSTEM_DIR", &sys)
+            .output()
+            .unwrap();
+        ok(name, args, o)
+    };
+    let img_s = img.to_string_lossy().into_owned();
+    run("pvcreate", &[&img_s]);
+    run("vgcreate", &["filevg", &img_s]);
+    run("lvcreate", &["-an", "-L", "12M", "-n", "lv", "filevg"]);
+    let pvs = run("pvs", &["--noheadings", "-o", "pv_name,vg_name,pv_size"]);
+    assert_eq!(
+        pvs.split_whitespace().collect::<Vec<_>>(),
+        [img_s.as_str(), "filevg", "36.00m"]
+    );
+    let lvs = run(
+        "lvs",
+        &["--noheadings", "--units", "b", "-o", "lv_name,lv_size"],
+    );
+    assert_eq!(
+        lvs.split_whitespace().collect::<Vec<_>>(),
+        ["lv", "12582912B"]
+    );
+    run("lvmconf", &["--enable-cluster"]);
+    let conf = fs::read_to_string(sys.join("lvm.conf")).unwrap();
+    assert!(
+        conf.starts_with("# ours\n") && conf.contains("\tlocking_type = 3\n"),
+        "{conf}"
+    );
+    // Clustered locking without clvmd: a clear refusal.
+    let o = Command::new(dir.path().join("lvs"))
+        .env("LVM_SYSTEM_DIR", &sys)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("clvmd is not running"));
+}
