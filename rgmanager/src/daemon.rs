@@ -187,7 +187,6 @@ struct Daemon {
     cfg: RmConfig,
     me: NodeId,
     names: BTreeMap<NodeId, String>,
-    ids: BTreeMap<String, NodeId>,
     status: Status,
     events_tx: Sender<Event>,
     runners: BTreeMap<String, Arc<Mutex<ServiceRunner>>>,
@@ -246,7 +245,6 @@ pub fn run(opts: Options) -> Result<i32, DaemonError> {
         cfg,
         me,
         names,
-        ids,
         status,
         events_tx: tx.clone(),
         runners: BTreeMap::new(),
@@ -656,7 +654,6 @@ impl Daemon {
         sh.view = view;
         sh.versions = versions;
         drop(sh);
-        let _ = &self.ids;
     }
 }
 
