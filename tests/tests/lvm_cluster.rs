@@ -116,7 +116,9 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    /// Two nodes running; `conf_nodes` in cluster.conf (2: `two_node`,
+    /// more: plain majority quorum).
+    fn start(conf_nodes: u32) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let tgtd = Tgtd::start();
         let backing = tgtd.backing_file("lun1.img", 256);
@@ -124,13 +126,18 @@ impl Cluster {
         let url = tgtd.url(IQN, 1);
         let port = free_port();
         let dlm_port = tests::free_port_on(&["127.0.1.1", "127.0.1.2"], false);
-        let nodes_xml: String = (1..=2)
+        let nodes_xml: String = (1..=conf_nodes)
             .map(|i| {
                 format!("    <clusternode name=\"127.0.1.{i}\" nodeid=\"{i}\" votes=\"1\"/>\n")
             })
             .collect();
+        let two_node = if conf_nodes == 2 {
+            " two_node=\"1\" expected_votes=\"1\""
+        } else {
+            ""
+        };
         let conf = format!(
-            "<?xml version=\"1.0\"?>\n<cluster name=\"lvmcl\" config_version=\"1\">\n  <totem token=\"800\"/>\n  <cman port=\"{port}\" two_node=\"1\" expected_votes=\"1\"/>\n  <clusternodes>\n{nodes_xml}  </clusternodes>\n</cluster>\n"
+            "<?xml version=\"1.0\"?>\n<cluster name=\"lvmcl\" config_version=\"1\">\n  <totem token=\"800\"/>\n  <cman port=\"{port}\"{two_node}/>\n  <clusternodes>\n{nodes_xml}  </clusternodes>\n</cluster>\n"
         );
         let key = dir.path().join("authkey");
         fs::write(&key, b"lvm lab cluster key 0123456789abcdef").unwrap();
@@ -305,7 +312,7 @@ fn two_nodes_change_one_clustered_vg_at_once() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(25);
-    let mut c = Cluster::start();
+    let mut c = Cluster::start(2);
     let (s1, s2) = (c.state(1).to_path_buf(), c.state(2).to_path_buf());
     // Before clustering: a clustered VG cannot be made.
     let refused = run_lvm(&s1, &["vgcreate", "-c", "y", "webvg", &c.url]);
@@ -478,7 +485,7 @@ fn activation_locks_and_cache_drops_across_nodes() {
     if !tests::require_fuse() {
         return;
     }
-    let mut c = Cluster::start();
+    let mut c = Cluster::start(2);
     c.clustered();
     let (s1, s2) = (c.state(1).to_path_buf(), c.state(2).to_path_buf());
     lvm_ok(&s1, &["vgcreate", "-c", "y", "webvg", &c.url]);
@@ -529,4 +536,45 @@ fn activation_locks_and_cache_drops_across_nodes() {
         lvm_ok(s, &["vgchange", "-an", "webvg"]);
     }
     lvm_ok(&s2, &["lvremove", "webvg/shared"]);
+}
+
+/// clvmd needs its node's cmand; an inquorate node locks nothing: with
+/// three nodes configured and two running, stopping one leaves the other
+/// inquorate and its clustered commands are refused.
+#[test]
+fn clvmd_needs_cmand_and_quorum() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(bin("clvmd"))
+        .arg("-f")
+        .arg("--state-dir")
+        .arg(dir.path())
+        .arg("--socket")
+        .arg(dir.path().join("clvmd.sock"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cmand"), "{err}");
+
+    let mut c = Cluster::start(3);
+    c.clustered();
+    let s1 = c.state(1).to_path_buf();
+    lvm_ok(&s1, &["vgcreate", "-c", "y", "webvg", &c.url]);
+    let before = vg_on_disk(&c.backing).seqno;
+    c.stop_clvmd(2);
+    c.nodes[1].stop();
+    // vgs (a read) until cmand has noticed; then a change is refused too.
+    tests::wait_for("node 1 to lose quorum", Duration::from_secs(20), || {
+        let o = run_lvm(&s1, &["vgs", "webvg"]);
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not quorate")
+    });
+    let o = run_lvm(&s1, &["lvcreate", "-an", "-l", "1", "-n", "x", "webvg"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Cluster is not quorate"), "{err}");
+    assert_eq!(
+        vg_on_disk(&c.backing).seqno,
+        before,
+        "an inquorate node wrote"
+    );
 }
