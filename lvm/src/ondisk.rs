@@ -414,6 +414,26 @@ impl MdaHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a disk holds, decoding it is an answer, never a panic.
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 512), magic in any::<bool>()) {
+            let mut b = bytes;
+            if magic {
+                b[0..8].copy_from_slice(LABEL_ID);
+                b[8..16].copy_from_slice(&1u64.to_le_bytes());
+                b[24..32].copy_from_slice(LVM2_LABEL);
+                b[20] %= 64; // offsets near the header, some valid
+                b[21..24].fill(0);
+                let crc = calc_crc(INITIAL_CRC, &b[LABEL_CRC_FROM..]);
+                b[16..20].copy_from_slice(&crc.to_le_bytes());
+            }
+            let _ = Label::decode(1, &b);
+            let _ = MdaHeader::decode(4096, &b);
+        }
+    }
 
     #[test]
     fn crc_matches_lvm2_reference_values() {
