@@ -394,8 +394,9 @@ fn lvm2_vgck(backing: &Path, dir: &Path) {
     // then vgck the copy and list its LVs.
     let copy = dir.join("lvm2copy.img");
     fs::copy(backing, &copy).unwrap();
-    let o = Command::new("losetup")
-        .args(["-f", "--show"])
+    // Bounded: losetup hangs on a loop device left over a dead FUSE file.
+    let o = Command::new("timeout")
+        .args(["-s", "KILL", "30", "losetup", "-f", "--show"])
         .arg(&copy)
         .output();
     let Some(dev) = o
@@ -411,7 +412,7 @@ fn lvm2_vgck(backing: &Path, dir: &Path) {
     fs::write(
         sys.join("lvm.conf"),
         format!(
-            "devices {{ scan = [\"/dev\"] filter = [\"a|^{dev}$|\", \"r|.*|\"] obtain_device_list_from_udev = 0 use_devicesfile = 0 }}\nglobal {{ locking_dir = \"{}\" }}\n",
+            "devices {{ scan = [\"/dev\"] filter = [\"a|^{dev}$|\", \"r|.*|\"] obtain_device_list_from_udev = 0 hints = \"none\" use_devicesfile = 0 }}\nglobal {{ locking_dir = \"{}\" }}\n",
             dir.join("lvm2lock").display()
         ),
     )
@@ -444,7 +445,9 @@ fn lvm2_vgck(backing: &Path, dir: &Path) {
         "--nosuffix",
         "webvg",
     ]);
-    let _ = Command::new("losetup").arg("-d").arg(&dev).output();
+    let _ = Command::new("timeout")
+        .args(["-s", "KILL", "30", "losetup", "-d", &dev])
+        .output();
     for (what, o) in [
         ("vgchange --lock-type none", &conv),
         ("vgck", &out),
