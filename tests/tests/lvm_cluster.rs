@@ -567,9 +567,31 @@ fn clvmd_needs_cmand_and_quorum() {
     c.stop_clvmd(2);
     c.nodes[1].stop();
     // vgs (a read) until cmand has noticed; then a change is refused too.
-    tests::wait_for("node 1 to lose quorum", Duration::from_secs(20), || {
-        let o = run_lvm(&s1, &["vgs", "webvg"]);
-        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not quorate")
+    // A vgs that passed the quorum check just before cmand noticed waits
+    // in the DLM's recovery (node 2 is never fenced here): bounded, retried.
+    let err_file = c.dir.path().join("vgs.err");
+    tests::wait_for("node 1 to lose quorum", Duration::from_secs(60), || {
+        let mut child = spawn(
+            Command::new(bin("lvm"))
+                .args(["vgs", "webvg"])
+                .env("LVM_SYSTEM_DIR", s1.join("lvm"))
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(&err_file).unwrap()),
+        )
+        .unwrap();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(st)) = child.try_wait() {
+                return !st.success()
+                    && fs::read_to_string(&err_file)
+                        .unwrap()
+                        .contains("not quorate");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     });
     let o = run_lvm(&s1, &["lvcreate", "-an", "-l", "1", "-n", "x", "webvg"]);
     assert!(!o.status.success());
