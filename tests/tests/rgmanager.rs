@@ -224,13 +224,20 @@ impl Lab {
     }
 }
 
-/// Prints every daemon's log when the test fails.
+/// Prints every daemon's log when the test fails; then, pass or fail,
+/// takes every node down as `fence_lab` would (what the service started
+/// was registered by rgmanager and would otherwise outlive the test).
 struct DumpOnPanic<'a>(&'a Lab);
 
 impl Drop for DumpOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.0.dump_logs();
+        }
+        for i in 1..=2 {
+            for r in cman::registry::registered(&self.0.state(i)) {
+                let _ = nix::sys::signal::kill(r.pid, nix::sys::signal::Signal::SIGKILL);
+            }
         }
     }
 }

@@ -211,6 +211,8 @@ impl Lab {
         );
         let key = dir.path().join("authkey");
         std::fs::write(&key, b"lab cluster key 0123456789abcdef").unwrap();
+        // cmand refuses a key file other users can read.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let lab = Lab {
             dir,
             key,
@@ -382,12 +384,20 @@ impl Lab {
     }
 }
 
+/// Dumps the logs when the test fails; then, pass or fail, takes every
+/// node down as `fence_lab` would (what the services started was
+/// registered by rgmanager and would otherwise outlive the test).
 struct DumpOnPanic<'a>(&'a Lab);
 
 impl Drop for DumpOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.0.dump_logs();
+        }
+        for i in 1..=2 {
+            for r in cman::registry::registered(&self.0.state(i)) {
+                let _ = nix::sys::signal::kill(r.pid, nix::sys::signal::Signal::SIGKILL);
+            }
         }
     }
 }
