@@ -203,6 +203,7 @@ pub struct ClusterMount {
     pid_file: PathBuf,
     ctl: Arc<MountControl>,
     held: Option<Held>,
+    slot: Option<Arc<FsSlot>>,
     ls: Lockspace,
     _dlm: Dlm,
     _membership: Arc<CmanMembership>,
@@ -277,6 +278,7 @@ impl ClusterMount {
             pid_file,
             ctl,
             held: None,
+            slot: None,
             ls,
             _dlm: dlm,
             _membership: m,
@@ -333,6 +335,7 @@ impl ClusterMount {
         let fuse = FuseFs::new(fs).with_cluster(hooks);
         let _ = slot.fs.set(fuse.shared());
         let _ = slot.kernel.set(fuse.kernel_cache());
+        self.slot = Some(slot.clone());
         let _ = slot.glocks.set((Arc::downgrade(&glocks), statfs));
         tracing::info!(?role, jid = self.jid, "mounted in the cluster");
         self.held = Some(Held {
@@ -347,6 +350,17 @@ impl Drop for ClusterMount {
     fn drop(&mut self) {
         // The glocks go with `held` (their worker syncs and unlocks what is
         // cached; the file system is unmounted by then).
+        if let Some(slot) = &self.slot {
+            let n = |a: &[std::sync::atomic::AtomicU64; 3], i: usize| a[i].load(Ordering::Relaxed);
+            tracing::info!(
+                inode_syncs = n(&slot.syncs, 0),
+                inode_invalidations = n(&slot.invals, 0),
+                rgrp_syncs = n(&slot.syncs, 1),
+                rgrp_invalidations = n(&slot.invals, 1),
+                other_syncs = n(&slot.syncs, 2),
+                "glocks given up to other nodes while mounted"
+            );
+        }
         self.held = None;
         let _ = std::fs::remove_file(&self.pid_file);
     }
@@ -390,6 +404,18 @@ struct FsSlot {
     glocks: OnceLock<(std::sync::Weak<DlmGlocks>, u64)>,
     /// The kernel's caches of the mount.
     kernel: OnceLock<Arc<KernelCache>>,
+    /// Demotes seen, logged at unmount: syncs and invalidations of inode,
+    /// rgrp and other glocks.
+    syncs: [std::sync::atomic::AtomicU64; 3],
+    invals: [std::sync::atomic::AtomicU64; 3],
+}
+
+fn kind_index(kind: GlockType) -> usize {
+    match kind {
+        GlockType::Inode => 0,
+        GlockType::Rgrp => 1,
+        _ => 2,
+    }
 }
 
 impl FsSlot {
@@ -409,6 +435,7 @@ impl GlockOps for FsSlot {
         if !matches!(name.kind, GlockType::Inode | GlockType::Rgrp) && name != RENAME_LOCK {
             return;
         }
+        self.syncs[kind_index(name.kind)].fetch_add(1, Ordering::Relaxed);
         if let Some(Err(e)) = self.with(|fs| fs.sync_for_demote()) {
             tracing::error!(error = %e, "sync before giving the volume up failed");
         }
@@ -421,6 +448,7 @@ impl GlockOps for FsSlot {
         if keep_metadata || !matches!(name.kind, GlockType::Inode | GlockType::Rgrp) {
             return;
         }
+        self.invals[kind_index(name.kind)].fetch_add(1, Ordering::Relaxed);
         if let Some(Err(e)) = self.with(|fs| fs.drop_caches()) {
             tracing::error!(error = %e, "dropping caches failed");
         }

@@ -157,7 +157,14 @@ struct Cluster {
     /// The master statfs file's dinode: its glock guards reading and
     /// folding into it.
     statfs_ino: u64,
+    /// What names named when this node last looked (parent, name) →
+    /// inode: the guess of which glocks an operation on a name needs,
+    /// always checked under them.
+    names: Mutex<std::collections::HashMap<(u64, Vec<u8>), u64>>,
 }
+
+/// Names remembered for [`Cluster::names`] before it starts afresh.
+const NAME_GUESSES: usize = 1 << 16;
 
 /// How many recently used resource groups an allocating operation takes
 /// up front.
@@ -233,6 +240,7 @@ impl FuseFs {
             opens: Mutex::new(std::collections::HashMap::new()),
             rgrp_hints: Mutex::new(Vec::new()),
             statfs_ino,
+            names: Mutex::new(std::collections::HashMap::new()),
         });
         self
     }
@@ -431,26 +439,30 @@ impl FuseFs {
     }
 
     /// Runs `f` with the inodes that `names` (parent, name) name now, or
-    /// `None` where a name is absent. In a cluster they are found under
-    /// the parents' glocks, reading directories only; then `f` runs
-    /// holding what `plan` asks for given them, once the names are seen to
-    /// name them still (else again). Alone, `f` gets no inodes.
+    /// `None` where a name is absent. In a cluster `f` runs holding what
+    /// `plan` asks for given a guess of those inodes (what the names named
+    /// when this node last looked, else absent), once the names, read under
+    /// the parents' glocks, are seen to name them; otherwise again with
+    /// what they name. Alone, `f` gets no inodes.
     fn with_named<T>(
         &self,
         names: &[(Ino, &[u8])],
         plan: impl Fn(&[Option<Ino>]) -> LockPlan,
         mut f: impl FnMut(&mut FileSystem, &[Option<Ino>]) -> Result<T, FsError>,
     ) -> Result<T, Errno> {
-        if self.cluster.is_none() {
+        let Some(c) = &self.cluster else {
             return self.with(LockPlan::default(), |fs| f(fs, &[]));
-        }
+        };
         let resolve = |fs: &mut FileSystem| -> Result<Vec<Option<Ino>>, FsError> {
             names.iter().map(|&(p, n)| fs.lookup_ino(p, n)).collect()
         };
-        let parents = names
-            .iter()
-            .fold(LockPlan::default(), |plan, &(p, _)| plan.and_sh(p));
-        let mut children = self.with(parents, resolve)?;
+        let mut children: Vec<Option<Ino>> = {
+            let seen = c.names.lock();
+            names
+                .iter()
+                .map(|&(p, n)| seen.get(&(p.0, n.to_vec())).map(|&i| Ino(i)))
+                .collect()
+        };
         loop {
             let r = self.with(plan(&children), |fs| {
                 let now = resolve(fs)?;
@@ -458,10 +470,29 @@ impl FuseFs {
                     return Ok(Err(now));
                 }
                 f(fs, &children).map(Ok)
-            })?;
+            });
+            let r = match r {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(now)) => {
+                    children = now;
+                    Err(None)
+                }
+                Err(e) => Err(Some(e)),
+            };
+            let mut seen = c.names.lock();
+            if seen.len() >= NAME_GUESSES {
+                seen.clear();
+            }
+            for (&(p, n), child) in names.iter().zip(&children) {
+                match child {
+                    Some(i) => seen.insert((p.0, n.to_vec()), i.0),
+                    None => seen.remove(&(p.0, n.to_vec())),
+                };
+            }
             match r {
                 Ok(v) => return Ok(v),
-                Err(now) => children = now,
+                Err(Some(e)) => return Err(e),
+                Err(None) => {}
             }
         }
     }
@@ -1372,6 +1403,65 @@ fn unmount_kernel(mp: &Path) {
     }
 }
 
+/// How long a session may outlive its unmount before its connection is
+/// aborted.
+const PINNED_GRACE: Duration = Duration::from_secs(5);
+
+/// After our unmount the session should end at once; it does not when
+/// another mount namespace copied the mount while it was up (a namespace
+/// made with private propagation keeps its copy, and with it the FUSE
+/// connection, alive), and then this process would serve forever. If it
+/// still runs after [`PINNED_GRACE`], connection `conn` is
+/// aborted through fusectl (mounted if needed), so that this node's volume
+/// is released cleanly; the copy in the other namespace gets ENOTCONN.
+/// The FUSE connection number of the mount at `mp` (the minor of its
+/// device, as fusectl names it), from this namespace's mount table.
+fn fuse_connection(mp: &Path) -> Option<u32> {
+    // The parent resolved, not the mount point itself (its root answers
+    // only once the session serves).
+    let parent = mp.parent().filter(|p| !p.as_os_str().is_empty());
+    let mp = std::fs::canonicalize(parent.unwrap_or(Path::new(".")))
+        .ok()?
+        .join(mp.file_name()?);
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    table
+        .lines()
+        .rev()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 4 && Path::new(f[4]) == mp).then(|| f[2].split(':').nth(1)?.parse().ok())?
+        })
+        .next()
+}
+
+fn abort_if_pinned(conn: u32, ended: Arc<std::sync::atomic::AtomicBool>) {
+    std::thread::spawn(move || {
+        std::thread::sleep(PINNED_GRACE);
+        if ended.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let dir = Path::new("/sys/fs/fuse/connections");
+        let conn = dir.join(conn.to_string());
+        if !conn.exists() {
+            let _ = nix::mount::mount(
+                Some("fusectl"),
+                dir,
+                Some("fusectl"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            );
+        }
+        warn!(
+            connection = %conn.display(),
+            "still serving after the unmount: the mount is held in another mount namespace; \
+             aborting the FUSE connection"
+        );
+        if let Err(e) = std::fs::write(conn.join("abort"), b"1") {
+            error!(error = %e, "cannot abort the FUSE connection");
+        }
+    });
+}
+
 fn try_unmount(mp: &Path, lazy: bool) -> nix::Result<()> {
     use nix::mount::{umount2, MntFlags};
     let flags = if lazy {
@@ -1480,11 +1570,21 @@ pub fn serve_fuse(
     mounted();
     spawn_committer(Arc::clone(&shared), opts.commit_secs);
     let mp = mountpoint.to_path_buf();
+    // Not a stat of the mount point: that would wait for this session,
+    // which is not serving yet.
+    let conn = fuse_connection(mountpoint);
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let session_ended = ended.clone();
+    let mut armed = false;
     std::thread::spawn(move || loop {
         match sigs.wait() {
             Ok(sig) => {
                 info!(?sig, "unmounting on signal");
                 unmount_kernel(&mp);
+                if let (Some(conn), false) = (conn, armed) {
+                    armed = true;
+                    abort_if_pinned(conn, session_ended.clone());
+                }
             }
             Err(e) => {
                 error!(error = %e, "sigwait failed");
@@ -1492,7 +1592,9 @@ pub fn serve_fuse(
             }
         }
     });
-    session.run()?;
+    let run = session.run();
+    ended.store(true, std::sync::atomic::Ordering::SeqCst);
+    run?;
     // The session's end called destroy; make sure the volume is clean.
     if let Some(fs) = shared.lock().take() {
         fs.unmount()

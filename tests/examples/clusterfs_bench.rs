@@ -312,6 +312,17 @@ fn main() {
     println!("  {switches:.0} hand-offs/s, {rounds:.0} lock+unlock/s");
     m.stop();
     m2.stop();
+    for n in 1..=2 {
+        let log =
+            fs::read_to_string(lab.state(n).join(format!("mount{n}.log"))).unwrap_or_default();
+        for l in log.lines().filter(|l| l.contains("glocks given up")) {
+            let fields = l
+                .split("glocks given up to other nodes while mounted")
+                .nth(1)
+                .unwrap_or(l);
+            println!("  node {n}, demotes during 2-4:{fields}");
+        }
+    }
 
     // 5. lock_nolock against bindfs over the same disk.
     println!("\n5. lock_nolock vs bindfs -o big_writes, same disk");
