@@ -118,6 +118,13 @@ pub fn run(cfg: ClvmdConfig, ready: impl FnOnce()) -> Result<()> {
     }
     let listener =
         UnixListener::bind(&cfg.socket).map_err(|e| err(&cfg.socket.display().to_string(), &e))?;
+    // Root only, as every daemon's control socket: the mode keeps others
+    // out of the path, SO_PEERCRED answers those who get in anyway.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| err(&cfg.socket.display().to_string(), &e))?;
+    }
     let me_id = me.0;
     let d = Arc::new(Clvmd {
         ls,
@@ -155,6 +162,17 @@ impl Clvmd {
     fn serve_client(&self, s: UnixStream) {
         let mut held: HashMap<String, LockId> = HashMap::new();
         let Ok(mut w) = s.try_clone() else { return };
+        if let Err(error) = dlm::driver::ctl::peer_allowed(&s) {
+            let r = Reply {
+                ok: false,
+                error,
+                data: serde_json::Value::Null,
+            };
+            let mut out = serde_json::to_string(&r).expect("serializable");
+            out.push('\n');
+            let _ = w.write_all(out.as_bytes());
+            return;
+        }
         for line in BufReader::new(s).lines() {
             let Ok(line) = line else { break };
             let reply = match serde_json::from_str::<Request>(&line) {
