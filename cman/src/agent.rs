@@ -67,10 +67,23 @@ pub fn find_agent(agent: &str) -> PathBuf {
 /// Runs one agent with `args` on stdin; Ok when it exits 0.
 pub fn run_agent(call: &DeviceCall, timeout: Duration) -> Result<(), AgentError> {
     let path = find_agent(&call.agent);
-    let mut child = Command::new(&path)
-        .stdin(Stdio::piped())
+    let mut cmd = Command::new(&path);
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    // An agent fences for this cmand: if cmand dies (this thread waits for
+    // the agent), the agent goes too, rather than waiting for an ack that
+    // no daemon would act on.
+    // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
         .spawn()
         .map_err(|e| AgentError::Spawn(call.agent.clone(), e))?;
     let input: String = call
