@@ -346,5 +346,8 @@ impl Clvmd {
 pub fn dump(socket: &Path) -> Result<serde_json::Value> {
     let mut l = crate::lock::ClusterLocker::new(socket);
     let r = l.call(&Request::Dump)?;
+    if !r.ok {
+        return Err(crate::store::LvmError(format!("clvmd: {}", r.error)));
+    }
     Ok(r.data)
 }

@@ -54,14 +54,11 @@ fn can_drop_privileges() -> bool {
     tests::require_root("switching to uid 65534") && tests::require("setpriv")
 }
 
-#[test]
-fn cmand_api_is_root_only() {
-    if !can_drop_privileges() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    chmod(dir.path(), 0o755);
-    let state = dir.path().join("127.0.1.1");
+/// A one-node cluster's cmand on 127.0.1.1 whose state directory (inside
+/// `dir`) others may enter: (state dir, cmand).
+fn one_node_cmand(dir: &Path) -> (std::path::PathBuf, std::process::Child) {
+    chmod(dir, 0o755);
+    let state = dir.join("127.0.1.1");
     std::fs::create_dir(&state).unwrap();
     chmod(&state, 0o755);
     let port = tests::free_port_on(&["127.0.1.1"], true);
@@ -75,13 +72,28 @@ fn cmand_api_is_root_only() {
         ),
     )
     .unwrap();
-    let key = dir.path().join("authkey");
+    let key = dir.join("authkey");
     std::fs::write(&key, b"access test cluster key 0123456789").unwrap();
-    let mut cmand = tests::spawn_cmand(&state, 1, &key);
-    let status = |c: &mut Command| c.arg("--state-dir").arg(&state).arg("status").output();
+    let cmand = tests::spawn_cmand(&state, 1, &key);
     tests::wait_for("cmand answers root", Duration::from_secs(30), || {
-        status(&mut Command::new(tests::bin("cman_tool"))).is_ok_and(|o| o.status.success())
+        Command::new(tests::bin("cman_tool"))
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("status")
+            .output()
+            .is_ok_and(|o| o.status.success())
     });
+    (state, cmand)
+}
+
+#[test]
+fn cmand_api_is_root_only() {
+    if !can_drop_privileges() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (state, mut cmand) = one_node_cmand(dir.path());
+    let status = |c: &mut Command| c.arg("--state-dir").arg(&state).arg("status").output();
     let sock = cman::api::socket_path(&state);
     // The socket's mode stops a non-root user...
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
@@ -155,6 +167,55 @@ fn tgtd_control_socket_is_root_only() {
     // Root is served, and no target was made.
     let show = t.adm_ok(&["--op", "show", "--mode", "target"]);
     assert!(!show.contains("sneaky"), "{show}");
+}
+
+/// clvmd's socket: root-only by its mode, and clvmd answers a non-root
+/// client that gets in anyway "permission denied" and nothing else.
+#[test]
+fn clvmd_socket_is_root_only() {
+    if !can_drop_privileges() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (state, mut cmand) = one_node_cmand(dir.path());
+    let sock = state.join("clvmd.sock");
+    let port = tests::free_port_on(&["127.0.1.1"], false);
+    let log = std::fs::File::create(state.join("clvmd.log")).unwrap();
+    let mut clvmd = tests::spawn(
+        Command::new(tests::bin("clvmd"))
+            .arg("-f")
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--socket")
+            .arg(&sock)
+            .arg("--port")
+            .arg(port.to_string())
+            .env("LVM_SYSTEM_DIR", state.join("lvm"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log),
+    )
+    .unwrap();
+    let dump = |c: &mut Command| c.arg("-d").arg("--socket").arg(&sock).output().unwrap();
+    tests::wait_for("clvmd answers root", Duration::from_secs(30), || {
+        dump(&mut Command::new(tests::bin("clvmd")))
+            .status
+            .success()
+    });
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "clvmd's socket is root-only by its mode");
+    denied(
+        as_nobody("clvmd").arg("-d").arg("--socket").arg(&sock),
+        "permission denied",
+    );
+    chmod(&sock, 0o666);
+    denied(
+        as_nobody("clvmd").arg("-d").arg("--socket").arg(&sock),
+        "permission denied: this control socket is for root (client uid 65534)",
+    );
+    let root = dump(&mut Command::new(tests::bin("clvmd")));
+    assert!(root.status.success(), "{}", text(&root));
+    tests::reap(&mut clvmd);
+    tests::reap(&mut cmand);
 }
 
 #[test]
