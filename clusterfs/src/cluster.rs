@@ -328,6 +328,7 @@ impl ClusterMount {
         fs.drop_caches().map_err(|e| join_err(e.to_string()))?;
         let hooks = Arc::new(Hooks {
             glocks: glocks.clone(),
+            slot: slot.clone(),
             ls: self.ls.clone(),
         });
         let statfs = fs.statfs_inode();
@@ -408,6 +409,8 @@ struct FsSlot {
     /// rgrp and other glocks.
     syncs: [std::sync::atomic::AtomicU64; 3],
     invals: [std::sync::atomic::AtomicU64; 3],
+    /// Failed nodes' journals this node replayed.
+    recovered: std::sync::atomic::AtomicU64,
 }
 
 fn kind_index(kind: GlockType) -> usize {
@@ -472,6 +475,7 @@ impl JournalRecovery for FsSlot {
         match self.with(|fs| fs.recover_journal(jid)) {
             Some(Ok(blocks)) => {
                 tracing::info!(jid, blocks, "recovered a failed node's journal");
+                self.recovered.fetch_add(1, Ordering::SeqCst);
                 Ok(())
             }
             Some(Err(e)) => Err(e.to_string()),
@@ -483,6 +487,8 @@ impl JournalRecovery for FsSlot {
 /// The cluster's locks for the FUSE adapter.
 struct Hooks {
     glocks: Arc<DlmGlocks>,
+    /// The mounted file system's side of the glocks (recoveries counted).
+    slot: Arc<FsSlot>,
     /// POSIX locks go through the lockspace's plocks.
     ls: Lockspace,
 }
@@ -609,6 +615,10 @@ impl ClusterHooks for Hooks {
         if let Err(e) = self.ls.pclose(ino, owner) {
             tracing::warn!(ino, error = %e, "dropping POSIX locks on close");
         }
+    }
+
+    fn journals_recovered(&self) -> u64 {
+        self.slot.recovered.load(Ordering::SeqCst)
     }
 
     fn try_only_opener(&self, ino: u64) -> Option<Guard> {

@@ -921,6 +921,17 @@ impl FileSystem {
         self.vol.rgrp_of(blk)
     }
 
+    /// Every resource group's header block, in order.
+    pub fn rgrp_addrs(&self) -> Vec<u64> {
+        self.vol.rgrp_addrs()
+    }
+
+    /// The dinodes of resource group `rg_addr` marked unlinked (removed
+    /// while open somewhere, not freed yet).
+    pub fn unlinked_dinodes(&mut self, rg_addr: u64) -> Result<Vec<u64>> {
+        self.vol.unlinked_dinodes(rg_addr)
+    }
+
     /// The master statfs file's dinode, whose glock guards folding into it.
     pub fn statfs_inode(&self) -> u64 {
         self.vol.statfs_addr

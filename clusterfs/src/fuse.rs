@@ -144,6 +144,10 @@ pub trait ClusterHooks: Send + Sync {
     ) -> Result<Option<(u64, u64, i32)>, Errno>;
     /// `owner` closed a descriptor of `ino`: its POSIX locks on it go.
     fn release_locks(&self, ino: u64, owner: u64);
+    /// How many failed nodes' journals this node has replayed so far
+    /// (after each, the inodes those nodes had open and unlinked are
+    /// reclaimed: [`FuseFs::reclaim_unlinked`]).
+    fn journals_recovered(&self) -> u64;
 }
 
 /// The cluster side of a [`FuseFs`].
@@ -196,7 +200,8 @@ impl KernelCache {
     }
 }
 
-/// The mounted filesystem as FUSE sees it.
+/// The mounted filesystem as FUSE sees it (clones share everything).
+#[derive(Clone)]
 pub struct FuseFs {
     inner: Arc<Mutex<Option<FileSystem>>>,
     root: u64,
@@ -204,7 +209,7 @@ pub struct FuseFs {
     kernel: Arc<KernelCache>,
     /// In a cluster: attributes and names are not cached by the kernel
     /// (another node may change them), nor file pages (direct I/O).
-    cluster: Option<Cluster>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl FuseFs {
@@ -235,13 +240,13 @@ impl FuseFs {
             fs.set_rgrps_held(Some(Default::default()));
             statfs_ino = fs.statfs_inode();
         }
-        self.cluster = Some(Cluster {
+        self.cluster = Some(Arc::new(Cluster {
             hooks,
             opens: Mutex::new(std::collections::HashMap::new()),
             rgrp_hints: Mutex::new(Vec::new()),
             statfs_ino,
             names: Mutex::new(std::collections::HashMap::new()),
-        });
+        }));
         self
     }
 
@@ -338,23 +343,47 @@ impl FuseFs {
     }
 
     /// In a cluster: frees `ino` if it is unlinked and nobody, here or on
-    /// another node, has it open.
-    fn free_if_last(&self, ino: u64) {
+    /// another node, has it open. Returns whether it was freed.
+    fn free_if_last(&self, ino: u64) -> bool {
         let Some(c) = &self.cluster else {
-            return;
+            return false;
         };
         if c.opens.lock().contains_key(&ino) {
-            return; // our last close will do it
+            return false; // our last close will do it
         }
-        if let Some(g) = c.hooks.try_only_opener(ino) {
-            let plan = LockPlan::ex(Ino(ino))
-                .and_rgrp(self.rgrp_of(Ino(ino)))
-                .allocating();
-            if let Err(e) = self.with(plan, |fs| fs.free_if_unlinked(Ino(ino))) {
+        let Some(g) = c.hooks.try_only_opener(ino) else {
+            return false;
+        };
+        let plan = LockPlan::ex(Ino(ino))
+            .and_rgrp(self.rgrp_of(Ino(ino)))
+            .allocating();
+        let freed = self
+            .with(plan, |fs| fs.free_if_unlinked(Ino(ino)))
+            .unwrap_or_else(|e| {
                 warn!(ino, ?e, "freeing an unlinked inode");
+                false
+            });
+        drop(g);
+        freed
+    }
+
+    /// In a cluster: frees every inode marked unlinked that no node has
+    /// open, resource group by resource group; returns how many. A node
+    /// that fails with files open and unlinked leaves them so: whoever
+    /// replays its journal runs this afterwards (the kernel finds them
+    /// lazily when allocating; the last mounter alone frees them at mount).
+    pub fn reclaim_unlinked(&self) -> Result<usize, Errno> {
+        let Some(rgrps) = self.inner.lock().as_ref().map(|fs| fs.rgrp_addrs()) else {
+            return Err(Errno::EIO);
+        };
+        let mut freed = 0;
+        for rg in rgrps {
+            let plan = LockPlan::default().and_rgrp(Some(rg));
+            for ino in self.with(plan, |fs| fs.unlinked_dinodes(rg))? {
+                freed += usize::from(self.free_if_last(ino));
             }
-            drop(g);
         }
+        Ok(freed)
     }
 
     /// The resource group holding `ino`'s dinode (the rgrp index never
@@ -1492,6 +1521,36 @@ fn try_unmount(mp: &Path, lazy: bool) -> nix::Result<()> {
     }
 }
 
+/// In a cluster: after each failed node's journal this node replays, frees
+/// the inodes that node had open and unlinked (see
+/// [`FuseFs::reclaim_unlinked`]); ends with the file system.
+fn spawn_reclaimer(fuse: FuseFs) {
+    let Some(c) = fuse.cluster.clone() else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let mut done = 0;
+        loop {
+            std::thread::sleep(RECLAIM_POLL);
+            if fuse.inner.lock().is_none() {
+                return;
+            }
+            let now = c.hooks.journals_recovered();
+            if now == done {
+                continue;
+            }
+            done = now;
+            match fuse.reclaim_unlinked() {
+                Ok(n) => info!(freed = n, "reclaimed the inodes failed nodes left unlinked"),
+                Err(e) => warn!(?e, "reclaiming unlinked inodes"),
+            }
+        }
+    });
+}
+
+/// How often the reclaimer looks for replayed journals.
+const RECLAIM_POLL: Duration = Duration::from_millis(500);
+
 /// Commits the journal every `secs` seconds until the filesystem is gone.
 fn spawn_committer(shared: Arc<Mutex<Option<FileSystem>>>, secs: u64) {
     if secs == 0 {
@@ -1564,6 +1623,9 @@ pub fn serve_fuse(
         config.clone_fd = true;
     }
     let kernel = fuse.kernel_cache();
+    if fuse.cluster.is_some() {
+        spawn_reclaimer(fuse.clone());
+    }
     let session = fuser::Session::new(fuse, mountpoint, &config)?;
     let _ = kernel.notifier.set(session.notifier());
     info!(mountpoint = %mountpoint.display(), "mounted");

@@ -1296,31 +1296,55 @@ impl Volume {
     fn reclaim_unlinked(&mut self) -> Result<usize> {
         let mut found = Vec::new();
         for i in 0..self.rgs.len() {
-            let rg = self.rgs[i];
-            let end = rg.ri_data0 + u64::from(rg.ri_data);
-            let mut blk = rg.ri_data0;
-            while blk < end {
-                let (bblk, off, _) = self.bit_location(&rg, blk);
-                let byte = self.meta(bblk)?[off];
-                // Only the high bit of a pair set and the low one clear is
-                // "unlinked" (binary 10); skip bytes without one.
-                if byte & 0xaa & !(byte << 1) == 0 {
-                    blk += 4;
-                    continue;
-                }
-                for k in 0..4u64.min(end - blk) {
-                    if BlockState::from_bits(byte >> (2 * k)) == BlockState::Unlinked {
-                        found.push(blk + k);
-                    }
-                }
-                blk += 4;
-            }
+            found.extend(self.unlinked_in(i)?);
         }
         for &blk in &found {
             self.dealloc_inode(blk)?;
             self.maybe_commit()?;
         }
         Ok(found.len())
+    }
+
+    /// The header blocks of every resource group, in order.
+    pub fn rgrp_addrs(&self) -> Vec<u64> {
+        self.rgs.iter().map(|rg| rg.ri_addr).collect()
+    }
+
+    /// The dinodes that the resource group at `rg_addr` marks unlinked:
+    /// removed while open, and not freed yet (in a cluster the operation
+    /// must hold that rgrp's glock).
+    pub fn unlinked_dinodes(&mut self, rg_addr: u64) -> Result<Vec<u64>> {
+        let i = self
+            .rgs
+            .iter()
+            .position(|rg| rg.ri_addr == rg_addr)
+            .ok_or_else(|| FsError::Corrupt(format!("no resource group at block {rg_addr}")))?;
+        self.rgrp_permitted(i)?;
+        self.unlinked_in(i)
+    }
+
+    fn unlinked_in(&mut self, i: usize) -> Result<Vec<u64>> {
+        let rg = self.rgs[i];
+        let end = rg.ri_data0 + u64::from(rg.ri_data);
+        let mut found = Vec::new();
+        let mut blk = rg.ri_data0;
+        while blk < end {
+            let (bblk, off, _) = self.bit_location(&rg, blk);
+            let byte = self.meta(bblk)?[off];
+            // Only the high bit of a pair set and the low one clear is
+            // "unlinked" (binary 10); skip bytes without one.
+            if byte & 0xaa & !(byte << 1) == 0 {
+                blk += 4;
+                continue;
+            }
+            for k in 0..4u64.min(end - blk) {
+                if BlockState::from_bits(byte >> (2 * k)) == BlockState::Unlinked {
+                    found.push(blk + k);
+                }
+            }
+            blk += 4;
+        }
+        Ok(found)
     }
 
     /// The inum of a dinode block.

@@ -87,7 +87,13 @@ impl Lab {
     }
 
     pub fn mount_cmd_at(&self, i: u32, mnt: &Path, extra: &str) -> Command {
-        let log = std::fs::File::create(self.state(i).join(format!("mount{i}.log"))).unwrap();
+        // Appended to: every mount on node i (and a refused one's command,
+        // whose stderr goes elsewhere) leaves what an earlier one wrote.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state(i).join(format!("mount{i}.log")))
+            .unwrap();
         let mut c = Command::new(crate::bin("mount_clusterfs"));
         c.arg(self.image())
             .arg(mnt)

@@ -95,6 +95,36 @@ pub fn require_fuse() -> bool {
     require_dev_fuse() && require("fusermount3")
 }
 
+/// `fsck.gfs2 -n` on `dev` must find nothing to fix: panics with all it
+/// printed (its findings go to stderr) otherwise. Bounded: fsck statfs()es
+/// every mount and one whose FUSE daemon hangs (another program's) would
+/// hang it; that, or a missing fsck.gfs2, is a recorded skip (a failure
+/// under CI) and returns false.
+#[track_caller]
+pub fn fsck_clean(dev: &Path) -> bool {
+    if !require_all(&["fsck.gfs2", "timeout"]) {
+        return false;
+    }
+    let out = Command::new("timeout")
+        .args(["-s", "KILL", "120", "fsck.gfs2", "-n"])
+        .arg(dev)
+        .output()
+        .expect("run fsck.gfs2");
+    if out.status.code().is_none() {
+        skip("fsck.gfs2 hung (a stale FUSE mount elsewhere on this machine?)");
+        return false;
+    }
+    assert!(
+        out.status.success(),
+        "fsck.gfs2 -n {}: {}\n{}{}",
+        dev.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
+
 // ---------------------------------------------------------------- processes
 
 /// Spawns `cmd` in its own process group with SIGKILL as its parent-death

@@ -13,7 +13,6 @@ mod model;
 mod mounted;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use tests::fslab::{cluster_up, cmand, fcntl_lock, mkfs, mkfs_journals, stop_cmands};
@@ -33,22 +32,6 @@ fn names(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-fn fsck_clean(image: &Path) {
-    if tests::require("fsck.gfs2") {
-        let out = Command::new("fsck.gfs2")
-            .arg("-n")
-            .arg(image)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "fsck.gfs2 -n: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
 }
 
 #[test]
@@ -92,10 +75,15 @@ fn two_nodes_share_a_lock_dlm_volume_and_survive_one_nodes_death() {
     let said = lab.refused_mount(2, ",locktable=other:vol1");
     assert!(said.contains("belongs to cluster \"other\""), "{said}");
 
-    // Node 1 dies (its mount and its cmand) after an fsync'd write; node 2
-    // goes on once node 1 is fenced and its journal replayed.
+    // Node 1 dies (its mount and its cmand) after an fsync'd write, with a
+    // file open that node 2 unlinked; node 2 goes on once node 1 is fenced
+    // and its journal replayed, and frees that file (fsck finds no leak).
     fsync_write(&d1.join("last"), b"node 1's last fsync'd write");
+    fsync_write(&d1.join("held"), b"open on node 1 when it dies");
+    let held_by_1 = std::fs::File::open(d1.join("held")).unwrap();
+    std::fs::remove_file(d2.join("held")).unwrap();
     m1.kill();
+    drop(held_by_1);
     tests::reap(&mut cmands[0]);
     lab.wait_status(2, "node 1 fenced", |s| {
         s.members.len() == 1 && s.victims.is_empty()
@@ -110,6 +98,22 @@ fn two_nodes_share_a_lock_dlm_volume_and_survive_one_nodes_death() {
         log.contains("recovered a failed node's journal"),
         "node 2 replayed nothing:\n{log}"
     );
+    let reclaimed = |log: &str| {
+        log.lines()
+            .any(|l| l.contains("failed nodes left unlinked") && l.contains("freed=1"))
+    };
+    let start = std::time::Instant::now();
+    loop {
+        let log = std::fs::read_to_string(lab.state(2).join("mount2.log")).unwrap();
+        if reclaimed(&log) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "node 2 did not free the file node 1 held:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Node 1 comes back and mounts again.
     cmands[0] = cmand(&lab, 1);
@@ -121,7 +125,7 @@ fn two_nodes_share_a_lock_dlm_volume_and_survive_one_nodes_death() {
     m1.stop();
     m2.stop();
     stop_cmands(&mut cmands);
-    fsck_clean(&lab.image());
+    tests::fsck_clean(&lab.image());
 }
 
 /// Node 1's cmand alone dies: its mount stops writing at once (the
@@ -173,7 +177,7 @@ fn a_mount_whose_cmand_dies_stops_writing_and_is_fenced_with_its_node() {
     assert_eq!(std::fs::read(lab.mnt(2).join("before")).unwrap(), b"kept");
     m2.stop();
     stop_cmands(&mut cmands);
-    fsck_clean(&lab.image());
+    tests::fsck_clean(&lab.image());
 }
 
 /// Both nodes write at once, each its own files in a shared directory and
@@ -243,7 +247,7 @@ fn two_nodes_writing_at_once_lose_nothing() {
     m1.stop();
     m2.stop();
     stop_cmands(&mut cmands);
-    fsck_clean(&lab.image());
+    tests::fsck_clean(&lab.image());
 }
 
 /// fcntl locks across nodes: a counter in a file incremented under
@@ -311,7 +315,7 @@ fn fcntl_locks_exclude_across_nodes() {
     m1.stop();
     m2.stop();
     stop_cmands(&mut cmands);
-    fsck_clean(&lab.image());
+    tests::fsck_clean(&lab.image());
 }
 
 /// The coherence exerciser on `n` nodes: seeded random operations
@@ -366,7 +370,7 @@ fn coherence_exerciser(n: u32, first_seed: u64) {
         for mount in mounts {
             mount.stop();
         }
-        fsck_clean(&lab.image());
+        tests::fsck_clean(&lab.image());
     }
     stop_cmands(&mut cmands);
 }

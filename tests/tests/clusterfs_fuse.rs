@@ -66,23 +66,6 @@ fn mount(img: &Path, mnt: &Path) -> FuseMount {
     mount_with(img, mnt, "lockproto=lock_nolock,commit=1")
 }
 
-fn fsck_clean(img: &Path) {
-    if !tests::require("fsck.gfs2") {
-        return;
-    }
-    let out = Command::new("fsck.gfs2")
-        .arg("-n")
-        .arg(img)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "fsck.gfs2 -n:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The FUSE mount, addressed by path.
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -107,7 +90,7 @@ fn clusterfs_fuse_random_workload_matches_model() {
         let mut target = Mounted(mnt.clone());
         model::run(1000 + seed, steps, &mut target, &mut |_, _| {});
         m.stop();
-        fsck_clean(&img);
+        tests::fsck_clean(&img);
         // The data is still there after a remount.
         let m = mount(&img, &mnt);
         let mut target = Mounted(mnt.clone());
@@ -163,7 +146,7 @@ fn clusterfs_fuse_sigkill_keeps_fsynced_files() {
             assert_eq!(&got, data, "seed {seed}: {name} damaged");
         }
         m.stop();
-        fsck_clean(&img);
+        tests::fsck_clean(&img);
     }
 }
 
@@ -225,7 +208,7 @@ fn clusterfs_fuse_background_mount_and_mkfs_gfs2_volume() {
     // The daemon finishes its clean unmount after the kernel lets go; wait
     // until the image is released (its process has exited).
     wait_for("the daemon to exit", || !daemon_running(&img));
-    fsck_clean(&img);
+    tests::fsck_clean(&img);
 }
 
 /// True while a mount_clusterfs process has `img` on its command line.
@@ -421,7 +404,7 @@ fn clusterfs_fuse_posix_acls_grant_and_deny_what_modes_would_not() {
         assert!(text.contains("user:65534:rw-"), "{text}");
     }
     m.stop();
-    fsck_clean(&img);
+    tests::fsck_clean(&img);
 }
 
 /// Through the kernel: a 64 KiB extended attribute (ED blocks), a punched
@@ -484,7 +467,7 @@ fn clusterfs_fuse_big_xattr_punch_hole_and_exchange() {
         Err(libc::EEXIST)
     );
     m.stop();
-    fsck_clean(&img);
+    tests::fsck_clean(&img);
 }
 
 /// SIGTERM while a file is held open: the daemon retries the busy unmount,
@@ -509,7 +492,7 @@ fn clusterfs_fuse_sigterm_on_busy_mount_detaches_lazily() {
     drop(held);
     m.wait_clean_exit();
     drop(m);
-    fsck_clean(&img);
+    tests::fsck_clean(&img);
     let m = mount(&img, &mnt);
     assert_eq!(
         fs::read(mnt.join("held")).unwrap(),

@@ -13,7 +13,6 @@ mod model;
 mod mounted;
 
 use std::fs;
-use std::path::Path;
 use std::process::Command;
 
 use iscsi_target_util::Tgtd;
@@ -21,20 +20,6 @@ use mounted::Mounted;
 use tests::FuseMount;
 
 const IQN: &str = "iqn.2026-11.org.clusterfs:iscsi-test";
-
-fn fsck_clean(img: &Path) {
-    let out = Command::new("fsck.gfs2")
-        .arg("-n")
-        .arg(img)
-        .output()
-        .expect("run fsck.gfs2");
-    assert!(
-        out.status.success(),
-        "fsck.gfs2 -n:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn clusterfs_on_iscsi_lun_passes_the_exerciser_and_fsck() {
@@ -77,5 +62,5 @@ fn clusterfs_on_iscsi_lun_passes_the_exerciser_and_fsck() {
     tgtd.stop();
 
     // Everything went over iSCSI: the target's backing file is the volume.
-    fsck_clean(&backing);
+    tests::fsck_clean(&backing);
 }

@@ -51,14 +51,7 @@ fn clusterfs_mkfs_summary_flags_and_fsck() {
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
-    if tests::require("fsck.gfs2") {
-        let f = Command::new("fsck.gfs2")
-            .arg("-n")
-            .arg(&img)
-            .output()
-            .unwrap();
-        assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stdout));
-    }
+    tests::fsck_clean(&img);
     if tests::require("gfs2_edit") {
         let sb = Command::new("gfs2_edit")
             .args(["-p", "sb"])

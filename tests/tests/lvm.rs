@@ -433,29 +433,6 @@ fn active_lv_is_a_file_mapped_over_its_pv() {
     lab.agree("webvg");
 }
 
-/// fsck.gfs2 -n, bounded: it statfs()es every mount, and one whose FUSE
-/// daemon hangs (another program's) would hang it; that is a recorded
-/// skip (a failure under CI), not a pass.
-fn fsck_clean(dev: &std::path::Path) -> bool {
-    let out = Command::new("timeout")
-        .args(["-s", "KILL", "120", "fsck.gfs2", "-n"])
-        .arg(dev)
-        .output()
-        .expect("run fsck.gfs2");
-    if out.status.code().is_none() {
-        skip("fsck.gfs2 hung (a stale FUSE mount elsewhere on this machine?)");
-        return false;
-    }
-    assert!(
-        out.status.success(),
-        "fsck.gfs2 -n {}:\n{}{}",
-        dev.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    true
-}
-
 /// mkfs.clusterfs and mount.clusterfs on `lvm:VG/LV` (in-process mapping)
 /// and on the active `/dev/VG/LV` file; fsck.gfs2 clean through the file.
 #[test]
@@ -520,7 +497,7 @@ fn clusterfs_on_an_lv_both_ways() {
     let file_b = lab.p("dev/webvg/lv_b");
     mkfs(&file_b.to_string_lossy());
     use_fs(&file_b.to_string_lossy(), "b", None);
-    if !fsck_clean(&lab.p("dev/webvg/lv_a")) || !fsck_clean(&file_b) {
+    if !tests::fsck_clean(&lab.p("dev/webvg/lv_a")) || !tests::fsck_clean(&file_b) {
         return;
     }
     lab.ours(&["vgchange", "-an", "webvg"]);
