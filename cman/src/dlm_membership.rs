@@ -355,6 +355,7 @@ mod tests {
             inc: 0,
             joined_ms_ago: None,
             last_fenced: None,
+            held: Vec::new(),
         }
     }
 

@@ -20,6 +20,13 @@ pub struct Heartbeat {
     pub victims: Vec<Member>,
     /// Latest fenced incarnation per node the sender knows.
     pub fenced: Vec<Member>,
+    /// Processes of the sender's node started under an earlier cmand that
+    /// still run (as its driver found them in the node's registry): while
+    /// this is not empty the sender stays out of every view, and a fence
+    /// of its earlier incarnation is never skipped as "rejoined". A
+    /// receiver treats an incarnation it has no heartbeat from yet as held.
+    #[serde(default)]
+    pub held: Vec<String>,
 }
 
 /// One entry of a group table: a process (client) of a node in a group.

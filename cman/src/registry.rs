@@ -5,10 +5,11 @@
 //!
 //! Two users: fencing in the lab (`fence_lab` kills every registered
 //! process, as a power switch would take them all down), and cmand's
-//! start, which refuses to join while a process of the node's previous
-//! cmand still runs. Such a process may still hold locks or write; a new
-//! cmand joining would let the node be counted as "rejoined" while the
-//! old process lives on (a cman restart was a reboot in the kernel stack;
+//! start: a cmand that finds a process of the node's earlier cmand still
+//! running is *held* (see [`crate::node::Event::OldProcesses`]) until it
+//! is gone. Such a process may still hold locks or write; a new cmand
+//! joining would let the node be counted as "rejoined" while the old
+//! process lives on (a cman restart was a reboot in the kernel stack;
 //! here cmand is one process among several).
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,35 @@ pub struct Registered {
     pub file: PathBuf,
     /// The PID it names.
     pub pid: Pid,
+    /// Its start time (clock ticks after boot, /proc/PID/stat), to tell
+    /// it from a later process given the same PID.
+    pub started: Option<u64>,
+}
+
+impl Registered {
+    /// True while this very process runs (not a later one with its PID).
+    pub fn still_runs(&self) -> bool {
+        alive(self.pid) && start_time(self.pid) == self.started
+    }
+}
+
+impl std::fmt::Display for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self.file.file_name().unwrap_or_default().to_string_lossy();
+        write!(f, "PID {} of {name}", self.pid)
+    }
+}
+
+/// Start time of `pid` in clock ticks after boot, if it runs.
+fn start_time(pid: Pid) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw())).ok()?;
+    // Fields after the command name: state is field 3, starttime field 22.
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// Every process registered in `dir` (alive or not).
@@ -39,9 +69,11 @@ pub fn registered(dir: &Path) -> Vec<Registered> {
                 .trim()
                 .parse::<i32>()
                 .ok()?;
-            (pid > 1).then(|| Registered {
+            let pid = Pid::from_raw(pid);
+            (pid.as_raw() > 1).then(|| Registered {
                 file: e.path(),
-                pid: Pid::from_raw(pid),
+                pid,
+                started: start_time(pid),
             })
         })
         .collect();
@@ -94,8 +126,20 @@ mod tests {
         assert_eq!(running.len(), 1, "{running:?}");
         assert_eq!(running[0].pid.as_raw() as u32, child.id());
         assert_eq!(registered(dir.path()).len(), 3);
+        assert!(running[0].still_runs());
+        assert_eq!(
+            running[0].to_string(),
+            format!("PID {} of user.pid", child.id())
+        );
+        // A later process with the same PID is not the registered one.
+        let impostor = Registered {
+            started: running[0].started.map(|t| t + 1),
+            ..running[0].clone()
+        };
+        assert!(!impostor.still_runs());
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(still_running(dir.path()).is_empty());
+        assert!(!running[0].still_runs());
     }
 }

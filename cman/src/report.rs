@@ -65,11 +65,16 @@ pub fn status(s: &Status) -> String {
     let _ = writeln!(o, "Cluster Member: {}", if member { "Yes" } else { "No" });
     let _ = writeln!(o, "Cluster Generation: {}", s.view.seq);
     let state = if s.leaving {
-        "Leaving"
+        "Leaving".to_string()
+    } else if !s.held.is_empty() {
+        format!(
+            "Held (processes started under an earlier cmand still run: {}; this node joins once they are gone or the node is fenced)",
+            s.held.join(", ")
+        )
     } else if member {
-        "Cluster-Member"
+        "Cluster-Member".to_string()
     } else {
-        "Joining"
+        "Joining".to_string()
     };
     let _ = writeln!(o, "Membership state: {state}");
     let _ = writeln!(o, "Nodes: {}", s.members.len());
@@ -104,6 +109,9 @@ pub fn nodes(s: &Status, fence: bool) -> String {
             "{:>4}   {:<2} {:>6}   {:<19}  {}",
             n.id.0, n.status, inc, joined, n.name
         );
+        if !n.held.is_empty() {
+            let _ = writeln!(o, "       Held out:      {}", n.held.join(", "));
+        }
         if fence {
             if let Some((ago, how)) = &n.last_fenced {
                 let _ = writeln!(o, "       Last fenced:   {} by {}", time_ago(*ago), how);
@@ -138,7 +146,39 @@ pub fn fence_ls(s: &Status) -> String {
     };
     let _ = writeln!(o, "wait state    {wait}");
     let _ = writeln!(o, "members       {}", members.join(" "));
+    for v in &s.victims {
+        let _ = writeln!(o, "{}", victim_line(s, *v));
+    }
     o
+}
+
+/// One victim of `fence_tool ls`, with what its node's newer incarnation
+/// (if one is heard) says of the victim's processes: whoever acknowledges
+/// a manual fence must know whether they still run.
+fn victim_line(s: &Status, v: crate::ids::Member) -> String {
+    let node = s.nodes.iter().find(|n| n.id == v.id);
+    let name = node.map(|n| n.name.as_str()).unwrap_or("?");
+    let mut line = format!("victim {} {name} incarnation {}", v.id, v.inc.0);
+    match node {
+        Some(n) if !n.held.is_empty() => {
+            let _ = write!(
+                line,
+                ": the node is back, and processes of the victim still run there ({}): \
+                 they may hold cluster locks and write; the fence must stop them \
+                 (with fence_manual: reset the node or kill them before fence_ack_manual)",
+                n.held.join(", ")
+            );
+        }
+        Some(n) if n.inc > v.inc.0 => {
+            let _ = write!(
+                line,
+                ": the node is back (incarnation {}) and reports no process of the victim running",
+                n.inc
+            );
+        }
+        _ => {}
+    }
+    line
 }
 
 /// `cman_tool services`: the fence domain and every other group.

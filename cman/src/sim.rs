@@ -2,6 +2,18 @@
 //! and network with delays, losses, partitions, crashes, pauses and a power
 //! switch for fencing. Invariants are checked after every step; a failure
 //! carries its seed and replays exactly.
+//!
+//! A node is its cmand plus its cluster *users* (a mount, a lock user):
+//! one user starts with each cmand incarnation and takes the one lock of a
+//! simulated lockspace now and then, writing while it holds it. A crash of
+//! the whole node (or its fencing: the power switch) ends them all; a crash
+//! of cmand alone (or its exit when evicted) leaves them running: each
+//! notices its lost cmand after a while (usually at once, sometimes only
+//! seconds later, as a process stuck in I/O would), then withdraws (stops
+//! writing, releases nothing) and exits a little later. A cmand started
+//! while users of the node's earlier incarnations run is told so
+//! ([`Event::OldProcesses`]), as the daemon learns it from the node's
+//! registry, until they are gone.
 
 use crate::clock::{Clock, ManualClock};
 use crate::ids::ClientId;
@@ -147,6 +159,13 @@ pub struct SimStats {
     pub fences_on_newer: u64,
     /// Simulated time at which the final checks ran (ms).
     pub end_ms: u64,
+    /// Crashes of cmand alone (its users live on), evictions included.
+    pub cmand_crashes: u64,
+    /// cmand starts held: users of an earlier incarnation still ran.
+    pub held_starts: u64,
+    /// Locks granted to a user of another incarnation than their holder's,
+    /// after the holder's incarnation was recovered.
+    pub takeovers: u64,
 }
 
 enum Due {
@@ -163,6 +182,21 @@ enum Due {
     Restart(NodeId),
     Resume(NodeId),
     Heal,
+    /// A user notices that its cmand is gone and withdraws.
+    Notice(u64),
+    /// A withdrawn user exits.
+    Exit(u64),
+}
+
+/// A cluster process of a node besides cmand (a mount, a lock user).
+#[derive(Clone, Debug)]
+struct User {
+    node: NodeId,
+    /// The cmand incarnation it started under (its locks are that
+    /// incarnation's).
+    inc: Incarnation,
+    /// It lost its cmand and stopped writing (it released nothing).
+    withdrawn: bool,
 }
 
 struct Slot {
@@ -201,6 +235,12 @@ pub struct Sim {
     /// Incarnations that were members of a view installed in the healed
     /// network with every member running: nothing may throw them out.
     healed_members: BTreeSet<Member>,
+    /// Running users by pid.
+    users: BTreeMap<u64, User>,
+    next_pid: u64,
+    /// The lockspace's one lock: its holder's pid and the incarnation it
+    /// was granted to.
+    lock: Option<(u64, Member)>,
     stats: SimStats,
 }
 
@@ -232,6 +272,9 @@ impl Sim {
             cur_view: BTreeMap::new(),
             last_change: Millis(0),
             healed_members: BTreeSet::new(),
+            users: BTreeMap::new(),
+            next_pid: 100,
+            lock: None,
             stats: SimStats::default(),
         };
         for i in 1..=sim.cfg.nodes {
@@ -267,7 +310,19 @@ impl Sim {
         slot.inbox.clear();
         slot.next_tick = slot.next_tick.max(self.now);
         self.last_change = self.now;
-        self.log(format!("start n{id} inc {}", inc.0));
+        let old = self.old_users(id, inc);
+        self.log(format!("start n{id} inc {} old users {old:?}", inc.0));
+        if !old.is_empty() {
+            self.stats.held_starts += 1;
+            self.deliver(id, Event::OldProcesses(old));
+        }
+        self.next_pid += 1;
+        let user = User {
+            node: id,
+            inc,
+            withdrawn: false,
+        };
+        self.users.insert(self.next_pid, user);
         let join = Event::Client {
             client: ClientId(1),
             req: Request::Join {
@@ -277,13 +332,77 @@ impl Sim {
         self.deliver(id, join);
     }
 
+    /// The users of node `id` started under an incarnation before `inc`
+    /// (what the registry shows a new cmand).
+    fn old_users(&self, id: NodeId, inc: Incarnation) -> Vec<String> {
+        self.users
+            .iter()
+            .filter(|(_, u)| u.node == id && u.inc < inc)
+            .map(|(pid, u)| format!("pid {pid} of n{id}/{}", u.inc.0))
+            .collect()
+    }
+
+    /// The whole node goes down: cmand and every user.
     fn crash(&mut self, id: NodeId, why: &str) {
+        self.cmand_exit(id, why);
+        let before = self.users.len();
+        self.users.retain(|_, u| u.node != id);
+        if self.users.len() != before {
+            self.last_change = self.now;
+        }
+    }
+
+    /// cmand alone goes down; its users notice later.
+    fn cmand_exit(&mut self, id: NodeId, why: &str) {
         let slot = self.slots.get_mut(&id).expect("slot");
         slot.paused = false;
-        if slot.node.take().is_some() {
-            self.stats.crashes += 1;
-            self.last_change = self.now;
-            self.log(format!("crash n{id} ({why})"));
+        let Some(node) = slot.node.take() else {
+            return;
+        };
+        self.stats.crashes += 1;
+        self.last_change = self.now;
+        self.log(format!("crash n{id} ({why})"));
+        let inc = node.me().inc;
+        let orphans: Vec<u64> = self
+            .users
+            .iter()
+            .filter(|(_, u)| u.node == id && u.inc == inc && !u.withdrawn)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in orphans {
+            // Usually at once (the socket closes); sometimes seconds later.
+            let after = if self.rng.chance(0.3) {
+                self.rng.range(300, 4000)
+            } else {
+                self.rng.range(0, 20)
+            };
+            self.schedule(self.now.plus(after), Due::Notice(pid));
+        }
+    }
+
+    fn user_notices(&mut self, pid: u64) {
+        let Some(u) = self.users.get_mut(&pid) else {
+            return;
+        };
+        u.withdrawn = true;
+        let node = u.node;
+        self.log(format!("user {pid} of n{node} withdraws"));
+        let at = self.now.plus(self.rng.range(0, 1000));
+        self.schedule(at, Due::Exit(pid));
+    }
+
+    fn user_exits(&mut self, pid: u64) {
+        let Some(u) = self.users.remove(&pid) else {
+            return;
+        };
+        self.last_change = self.now;
+        self.log(format!("user {pid} of n{} exits", u.node));
+        let Some(node) = self.slots[&u.node].node.as_ref() else {
+            return;
+        };
+        if node.is_held() {
+            let old = self.old_users(u.node, node.me().inc);
+            self.deliver(u.node, Event::OldProcesses(old));
         }
     }
 
@@ -364,7 +483,10 @@ impl Sim {
     /// crashed or started for `settle_ms`.
     fn settled(&self) -> bool {
         self.now.since(self.last_change) >= self.cfg.settle_ms
-            && self.slots.values().all(|s| s.node.is_some() && !s.paused)
+            && self
+                .slots
+                .values()
+                .all(|s| !s.paused && s.node.as_ref().is_some_and(|n| !n.is_held()))
     }
 
     /// The network has been healed for two tokens: no loss, no partition,
@@ -393,11 +515,22 @@ impl Sim {
         let n = self.cfg.nodes as u64;
         let id = NodeId(self.rng.range(1, n) as u32);
         let back = self.now.plus(self.rng.range(200, 3000)).min(fault_end);
-        match self.rng.range(0, 3) {
+        match self.rng.range(0, 4) {
             0 => {
                 self.crash(id, "fault");
                 let at = self.now.plus(self.rng.range(300, 3000));
                 self.schedule(at, Due::Restart(id));
+            }
+            4 => {
+                // cmand alone (SIGKILL), often restarted at once.
+                self.stats.cmand_crashes += 1;
+                self.cmand_exit(id, "cmand killed alone");
+                let after = if self.rng.chance(0.5) {
+                    self.rng.range(0, 200)
+                } else {
+                    self.rng.range(300, 3000)
+                };
+                self.schedule(self.now.plus(after), Due::Restart(id));
             }
             1 => {
                 let slot = self.slots.get_mut(&id).expect("slot");
@@ -438,6 +571,8 @@ impl Sim {
                 }
             }
             Due::Resume(id) => self.resume(id),
+            Due::Notice(pid) => self.user_notices(pid),
+            Due::Exit(pid) => self.user_exits(pid),
             Due::Heal => {
                 if !self.side.is_empty() {
                     self.log("heal".to_string());
@@ -510,6 +645,63 @@ impl Sim {
         let actions = node.handle(now, Event::Tick);
         self.apply(me, actions);
         self.maybe_send(id);
+        self.lock_step(id);
+    }
+
+    /// The user of node `id`'s running incarnation releases the lock it
+    /// holds, or asks for it, now and then.
+    fn lock_step(&mut self, id: NodeId) {
+        let Some(me) = self.slots[&id].node.as_ref().map(|n| n.me()) else {
+            return;
+        };
+        let mine = self
+            .users
+            .iter()
+            .find(|(_, u)| u.node == id && u.inc == me.inc && !u.withdrawn)
+            .map(|(pid, _)| *pid);
+        let Some(pid) = mine else {
+            return;
+        };
+        if self.lock.is_some_and(|(h, _)| h == pid) {
+            if self.rng.chance(0.05) {
+                self.lock = None;
+            }
+        } else if self.rng.chance(0.05) {
+            self.try_grant(pid, me);
+        }
+    }
+
+    /// The lockspace grants the lock to user `pid` of incarnation `me`: at
+    /// once when it is free; from a holder of another incarnation only
+    /// through recovery of that incarnation at `me`'s node (it was
+    /// reported fenced there, or its node is back in `me`'s view in a newer
+    /// incarnation: the dlm then drops the old one's locks). The check:
+    /// the holder it is taken from can no longer write.
+    fn try_grant(&mut self, pid: u64, me: Member) {
+        let node = self.slots[&me.id].node.as_ref().expect("running");
+        if !node.quorate() {
+            return;
+        }
+        if let Some((holder, owner)) = self.lock {
+            let back_newer = node
+                .view()
+                .1
+                .iter()
+                .any(|m| m.id == owner.id && m.inc > owner.inc);
+            if !(self.notified.contains(&(me, owner)) || back_newer) {
+                return;
+            }
+            if self.users.get(&holder).is_some_and(|u| !u.withdrawn) {
+                self.violation = Some(format!(
+                    "the lock of user {holder} ({owner}) granted to user {pid} ({me}) while {holder} can still write"
+                ));
+            }
+            self.stats.takeovers += 1;
+            self.log(format!(
+                "lock of {holder} ({owner}) taken over by {pid} ({me})"
+            ));
+        }
+        self.lock = Some((pid, me));
     }
 
     fn apply(&mut self, me: Member, actions: Vec<Action>) {
@@ -544,7 +736,9 @@ impl Sim {
                             "{me} was a member of a view of the healed network and stopped: {reason}"
                         ));
                     }
-                    self.crash(me.id, &reason);
+                    // cmand exits; the node's users live on.
+                    self.stats.cmand_crashes += 1;
+                    self.cmand_exit(me.id, &reason);
                     let at = self.now.plus(self.rng.range(500, 2000));
                     self.schedule(at, Due::Restart(me.id));
                 }
@@ -640,6 +834,15 @@ impl Sim {
                 if self.running(victim) {
                     self.violation = Some(format!("{me} recovered {victim}, which still runs"));
                 }
+                let writer = self
+                    .users
+                    .iter()
+                    .find(|(_, u)| u.node == victim.id && u.inc == victim.inc && !u.withdrawn);
+                if let Some((pid, _)) = writer {
+                    self.violation = Some(format!(
+                        "{me} recovered {victim} while its user {pid} can still write"
+                    ));
+                }
                 if !self.notified.insert((me, victim)) {
                     self.violation = Some(format!("{me} recovered {victim} twice"));
                 }
@@ -684,9 +887,10 @@ impl Sim {
 
     /// What a fence start must respect: the victim's incarnation was lost
     /// by a quorate view, so it is not a member of the fencer's view, and
-    /// the fencer has not heard from a newer incarnation of the node (that
-    /// one counts as "rejoined" and is never powered off on purpose). A
-    /// member of a view of the healed network is never a victim.
+    /// the fencer has not heard from a newer incarnation of the node that
+    /// is not held (that one counts as "rejoined" and is never powered off
+    /// on purpose; a held one is, with the victim's users). A member of a
+    /// view of the healed network is never a victim.
     fn check_fence_start(&mut self, fencer: Member, victim: Member) {
         let Some(node) = self.slots[&fencer.id].node.as_ref() else {
             return;
@@ -696,9 +900,10 @@ impl Sim {
         } else if node
             .heard_incarnation(victim.id)
             .is_some_and(|inc| inc > victim.inc)
+            && !node.peer_held(victim.id)
         {
             self.violation = Some(format!(
-                "{fencer} fences {victim} after hearing a newer incarnation"
+                "{fencer} fences {victim} after hearing a newer incarnation that is not held"
             ));
         } else if self.healed_members.contains(&victim) && self.running(victim) {
             self.violation = Some(format!(
@@ -826,6 +1031,17 @@ impl Sim {
         }
         if first.1.len() != nodes.len() {
             return Err(self.fail(format!("final view {:?} lacks nodes", first)));
+        }
+        for (pid, u) in &self.users {
+            if !first.1.contains(&Member {
+                id: u.node,
+                inc: u.inc,
+            }) {
+                return Err(self.fail(format!(
+                    "user {pid} of n{}/{} outlives its incarnation",
+                    u.node, u.inc.0
+                )));
+            }
         }
         Ok(())
     }

@@ -165,6 +165,7 @@ mod tests {
             leaving: false,
             victims: vec![],
             fenced: vec![],
+            held: vec![],
         })
     }
 

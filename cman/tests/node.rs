@@ -83,11 +83,28 @@ impl Net {
         self.nodes[&i].view().1.iter().map(|m| m.id.0).collect()
     }
 
+    /// Hands node `i` an event from its driver.
+    fn tell(&mut self, i: u32, ev: Event) {
+        let n = self.nodes.get_mut(&i).unwrap();
+        let me = n.me();
+        let actions = n.handle(self.now, ev);
+        self.apply(me, actions);
+    }
+
+    /// Fence job `idx` ends: `ok` powers the victim's node off (whatever
+    /// incarnation runs there) as a switch would.
     fn fence_done(&mut self, idx: usize, ok: bool) {
-        let (fencer, job) = self.fences[idx].clone();
         if ok {
-            self.nodes.remove(&job.victim.id.0);
+            let victim = self.fences[idx].1.victim;
+            self.nodes.remove(&victim.id.0);
         }
+        self.fence_reported(idx, ok);
+    }
+
+    /// Fence job `idx` reports `ok` without touching the node (a manual
+    /// fence acknowledged).
+    fn fence_reported(&mut self, idx: usize, ok: bool) {
+        let (fencer, job) = self.fences[idx].clone();
         let ev = Event::FenceResult {
             victim: job.victim,
             ok,
@@ -227,4 +244,99 @@ fn a_victim_heard_in_a_new_incarnation_is_not_powered_off() {
     net.cut.clear();
     net.run(1000);
     assert_eq!(net.members(1), [1, 2, 3]);
+}
+
+fn old_processes() -> Event {
+    Event::OldProcesses(vec!["PID 4242 of dlm_cman_node.pid".into()])
+}
+
+/// Issue 17: cmand of node 3 dies alone and comes back at once, while a
+/// process of its earlier incarnation still runs. The new incarnation is
+/// held: it stays out of the view, the old one's fence is really run
+/// (never "rejoined"), and the survivors show why.
+#[test]
+fn a_victim_whose_new_incarnation_is_held_is_fenced_for_real() {
+    let mut net = Net::new(3);
+    net.run(2000);
+    net.nodes.remove(&3);
+    net.boot(3, 2);
+    net.tell(3, old_processes());
+    net.run(1500);
+    assert_eq!(net.members(1), [1, 2], "the held node stays out");
+    assert!(net.nodes[&3].is_held());
+    assert!(net.nodes[&3].view().1.is_empty());
+    let victims: Vec<(u32, u64)> = net
+        .fences
+        .iter()
+        .map(|(_, j)| (j.victim.id.0, j.victim.inc.0))
+        .collect();
+    assert_eq!(victims, [(3, 1)], "3/1 is fenced for real");
+    assert!(net.recovered.is_empty(), "no recovery before the fence");
+    let st = net.nodes[&1].status(net.now);
+    assert_eq!(st.nodes[2].status, "d");
+    assert_eq!(st.nodes[2].held, ["PID 4242 of dlm_cman_node.pid"]);
+    let ls = cman::report::fence_ls(&st);
+    assert!(
+        ls.contains("victim 3 n3 incarnation 1: the node is back, and processes of the victim still run there (PID 4242 of dlm_cman_node.pid)"),
+        "{ls}"
+    );
+    // The switch takes the whole node down, held cmand included; it boots
+    // clean and joins.
+    net.fence_done(0, true);
+    net.run(200);
+    assert!(net
+        .recovered
+        .iter()
+        .any(|(_, v)| v.id.0 == 3 && v.inc.0 == 1));
+    net.boot(3, 3);
+    net.run(1500);
+    assert_eq!(net.members(1), [1, 2, 3]);
+    assert_eq!(net.fences.len(), 1);
+}
+
+/// A held node whose old processes end (they withdrew and exited) before
+/// the fence succeeds: the retried fence is skipped as "rejoined" and the
+/// node joins.
+#[test]
+fn a_held_node_joins_once_its_old_processes_are_gone() {
+    let mut net = Net::new(3);
+    net.run(2000);
+    net.nodes.remove(&3);
+    net.boot(3, 2);
+    net.tell(3, old_processes());
+    net.run(1500);
+    assert_eq!(net.fences.len(), 1);
+    net.fence_done(0, false);
+    net.tell(3, Event::OldProcesses(Vec::new()));
+    net.run(1500);
+    assert_eq!(net.fences.len(), 1, "no second attempt");
+    assert_eq!(net.members(1), [1, 2, 3]);
+    assert_eq!(net.members(3), [1, 2, 3]);
+    let st = net.nodes[&1].status(net.now);
+    assert_eq!(st.nodes[2].last_fenced.as_ref().unwrap().1, "rejoined");
+}
+
+/// The fence of 3/1 runs (say fence_manual, waiting for an operator)
+/// when 3/2 starts clean: 3/2 waits outside until the fence is done, so
+/// no member list shows node 3 while its fence is pending.
+#[test]
+fn a_new_incarnation_waits_outside_while_the_fence_of_its_old_one_runs() {
+    let mut net = Net::new(3);
+    net.run(2000);
+    net.nodes.remove(&3);
+    net.run(1500);
+    assert_eq!(net.fences.len(), 1);
+    net.boot(3, 2);
+    net.run(2000);
+    assert_eq!(net.members(1), [1, 2], "3/2 waits for the fence of 3/1");
+    assert_eq!(net.nodes[&1].status(net.now).nodes[2].status, "d");
+    let ls = cman::report::fence_ls(&net.nodes[&1].status(net.now));
+    assert!(
+        ls.contains("victim 3 n3 incarnation 1: the node is back (incarnation 2) and reports no process of the victim running"),
+        "{ls}"
+    );
+    net.fence_reported(0, true);
+    net.run(1500);
+    assert_eq!(net.members(1), [1, 2, 3]);
+    assert_eq!(net.fences.len(), 1);
 }

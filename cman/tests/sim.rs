@@ -33,6 +33,9 @@ fn simulation_seeds() {
                 total.fences += s.fences;
                 total.crashes += s.crashes;
                 total.fences_on_newer += s.fences_on_newer;
+                total.cmand_crashes += s.cmand_crashes;
+                total.held_starts += s.held_starts;
+                total.takeovers += s.takeovers;
                 total.end_ms = total.end_ms.max(s.end_ms);
             }
             // Go on: a campaign reports every failing seed at once.
@@ -47,6 +50,14 @@ fn simulation_seeds() {
     // The faults must actually exercise failover.
     assert!(total.fences > n, "too few fences: {total:?}");
     assert!(total.views > 3 * n, "too few view changes: {total:?}");
+    // ... and cmand crashing alone beside live users, restarts held by
+    // them, and locks taken over from failed nodes.
+    assert!(
+        total.cmand_crashes > n / 2,
+        "too few cmand crashes: {total:?}"
+    );
+    assert!(total.held_starts > n / 20, "too few held starts: {total:?}");
+    assert!(total.takeovers > n / 2, "too few lock takeovers: {total:?}");
 }
 
 #[test]

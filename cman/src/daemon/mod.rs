@@ -61,13 +61,6 @@ pub enum DaemonError {
     /// Wire setup.
     #[error(transparent)]
     Wire(#[from] WireError),
-    /// Processes of this node's previous cmand still run.
-    #[error(
-        "cluster processes of this node still run ({0}): they may hold cluster locks or \
-         write shared storage, so this node must not rejoin until they are gone; stop them, \
-         or let the cluster fence this node, then start cmand again"
-    )]
-    OldProcesses(String),
 }
 
 /// Lab fault injection: while this file exists in the state directory the
@@ -172,6 +165,9 @@ struct Core {
     opts: DaemonOptions,
     exit: Option<i32>,
     cut: Arc<AtomicBool>,
+    /// Registered processes of the node's earlier cmand still running:
+    /// the node is held until they are gone (see [`crate::registry`]).
+    old: Vec<crate::registry::Registered>,
 }
 
 /// The address of every configured node; a node that does not resolve is
@@ -186,29 +182,32 @@ fn peer_addrs(
         .collect()
 }
 
-/// A new cmand must not join while a registered process of the node (a
-/// previous cmand, a mount, a dlm user) still runs: see
-/// [`crate::registry`].
-fn refuse_with_old_processes(state_dir: &std::path::Path) -> Result<(), DaemonError> {
+/// The registered processes of the node (an earlier cmand, a mount, a dlm
+/// user) that still run when cmand starts: they may hold cluster locks or
+/// write shared storage, so the node is held out of the cluster until
+/// they are gone (see [`crate::registry`], [`Event::OldProcesses`]).
+fn old_processes(state_dir: &Path) -> Vec<crate::registry::Registered> {
     let old = crate::registry::still_running(state_dir);
-    if old.is_empty() {
-        return Ok(());
+    if !old.is_empty() {
+        let list: Vec<String> = old.iter().map(|r| r.to_string()).collect();
+        let msg = format!(
+            "cluster processes of this node still run ({}): they may hold cluster locks or \
+             write shared storage, so this node stays out of the cluster until they are gone; \
+             stop them, or let the cluster fence this node",
+            list.join(", ")
+        );
+        // On stderr as well as in the log: whoever restarts cmand must see it.
+        eprintln!("cmand: {msg}");
+        tracing::warn!("{msg}");
     }
-    let list: Vec<String> = old
-        .iter()
-        .map(|r| {
-            let name = r.file.file_name().unwrap_or_default().to_string_lossy();
-            format!("PID {} of {name}", r.pid)
-        })
-        .collect();
-    Err(DaemonError::OldProcesses(list.join(", ")))
+    old
 }
 
 /// Runs the daemon until it is evicted (exit code 1) or leaves (0).
 pub fn run(opts: DaemonOptions) -> Result<i32, DaemonError> {
     std::fs::create_dir_all(&opts.state_dir)
         .map_err(io_err(opts.state_dir.display().to_string()))?;
-    refuse_with_old_processes(&opts.state_dir)?;
+    let old = old_processes(&opts.state_dir);
     let text = std::fs::read_to_string(&opts.conf_path)
         .map_err(io_err(opts.conf_path.display().to_string()))?;
     let conf = ClusterConf::parse(&text)?;
@@ -254,7 +253,9 @@ pub fn run(opts: DaemonOptions) -> Result<i32, DaemonError> {
         opts: opts.clone(),
         exit: None,
         cut,
+        old: Vec::new(),
     };
+    core.set_old_processes(old);
     raise_priority();
     let code = core.run(rx);
     let _ = std::fs::remove_file(&pid_path);
@@ -331,7 +332,25 @@ impl Core {
     fn tick(&mut self) {
         let cut = self.opts.state_dir.join(DROP_FILE).exists();
         self.cut.store(cut, Ordering::Relaxed);
+        if !self.old.is_empty() {
+            let still: Vec<_> = self
+                .old
+                .iter()
+                .filter(|r| r.still_runs())
+                .cloned()
+                .collect();
+            if still.len() != self.old.len() {
+                self.set_old_processes(still);
+            }
+        }
         self.step(Event::Tick);
+    }
+
+    /// Tells the node which processes of the earlier cmand still run.
+    fn set_old_processes(&mut self, old: Vec<crate::registry::Registered>) {
+        let list = old.iter().map(|r| r.to_string()).collect();
+        self.old = old;
+        self.step(Event::OldProcesses(list));
     }
 
     fn step(&mut self, ev: Event) {

@@ -72,14 +72,19 @@ impl Node {
                 continue;
             }
             // A newer incarnation (in the view or only heard) means the
-            // victim's incarnation is over; powering the node off now would
-            // kill the new one.
+            // victim's cmand is over; and when that incarnation is not held
+            // (it found no process of its node's earlier incarnations
+            // running when it started) nothing of the victim runs any
+            // more: powering the node off now would only kill the new one.
+            // A held one is fenced for real: the switch takes down the old
+            // processes (and the new cmand with them).
             let rejoined = self
                 .view
                 .members
                 .iter()
                 .any(|m| m.id == id && m.inc > v.member.inc)
-                || self.peers.get(&id).is_some_and(|p| p.inc > v.member.inc);
+                || (self.peers.get(&id).is_some_and(|p| p.inc > v.member.inc)
+                    && !self.peer_held(id));
             if rejoined {
                 self.victims.get_mut(&id).expect("present").submitted = true;
                 self.submit(Payload::Fenced {
@@ -89,7 +94,12 @@ impl Node {
             } else if now.since(v.since) >= delay_ms && now >= v.retry_at {
                 self.victims.get_mut(&id).expect("present").running = true;
                 let job = self.fence_job(v.member);
-                tracing::info!(node = %self.me, victim = %v.member, "fencing");
+                let held = self.held_report(now, id);
+                if held.is_empty() {
+                    tracing::info!(node = %self.me, victim = %v.member, "fencing");
+                } else {
+                    tracing::warn!(node = %self.me, victim = %v.member, processes = ?held, "fencing: the node is back but processes of the victim's incarnation still run there; the fence must stop them");
+                }
                 self.out.push(Action::RunFence(job));
             }
         }

@@ -46,6 +46,10 @@ struct Peer {
     view: ViewId,
     leaving: bool,
     config_version: u64,
+    /// What its heartbeats say of its node's earlier processes (see
+    /// [`Event::OldProcesses`]); `None` until a heartbeat of this
+    /// incarnation arrives, and an unknown incarnation counts as held.
+    held: Option<Vec<String>>,
 }
 
 /// An installed view.
@@ -117,6 +121,9 @@ pub struct Node {
     quorum: QuorumState,
     expected: Option<u32>,
     leaving: Option<Millis>,
+    /// Processes of this node's earlier incarnations that still run: while
+    /// any does, this node stays out of every view.
+    held: Vec<String>,
     shut: bool,
     now: Millis,
     last_config_req: Millis,
@@ -170,6 +177,7 @@ impl Node {
             delivered_oseq: BTreeMap::new(),
             expected: None,
             leaving: None,
+            held: Vec::new(),
             shut: false,
             now: Millis(0),
             last_config_req: Millis(0),
@@ -235,6 +243,20 @@ impl Node {
         self.shut
     }
 
+    /// Whether this node is held out of the cluster (processes of its
+    /// node's earlier incarnations still run).
+    pub fn is_held(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Whether the incarnation of `id` heard last is held, or unknown
+    /// (no heartbeat of it yet): its node's earlier processes may run.
+    pub fn peer_held(&self, id: NodeId) -> bool {
+        self.peers
+            .get(&id)
+            .is_none_or(|p| p.held.as_ref().is_none_or(|h| !h.is_empty()))
+    }
+
     /// Victims waiting for fencing.
     pub fn victims(&self) -> Vec<Member> {
         self.victims.values().map(|v| v.member).collect()
@@ -275,9 +297,19 @@ impl Node {
             Event::Tick => self.on_tick(now),
             Event::Packet { from, msg } => self.on_packet(now, from, msg),
             Event::Client { client, req } => self.on_request(now, client, req),
+            Event::OldProcesses(list) => self.on_old_processes(list),
             Event::FenceResult { victim, ok, how } => self.on_fence_result(now, victim, ok, how),
         }
         std::mem::take(&mut self.out)
+    }
+
+    fn on_old_processes(&mut self, list: Vec<String>) {
+        if list.is_empty() && !self.held.is_empty() {
+            tracing::info!(node = %self.me, "the earlier processes of this node are gone: joining");
+        } else if !list.is_empty() && self.held.is_empty() {
+            tracing::warn!(node = %self.me, processes = ?list, "processes started under an earlier cmand of this node still run: held out of the cluster until they are gone");
+        }
+        self.held = list;
     }
 
     fn send(&mut self, to: NodeId, msg: Msg) {
@@ -321,6 +353,7 @@ impl Node {
         };
         now.since(p.last_heard) < self.token_ms
             && !p.leaving
+            && !self.peer_held(id)
             && !self.is_dead(Member { id, inc: p.inc })
             && self.suspects.get(&id).is_none_or(|until| now >= *until)
     }
@@ -332,7 +365,7 @@ impl Node {
             .copied()
             .filter(|id| self.peer_alive(now, *id))
             .collect();
-        if self.leaving.is_none() {
+        if self.leaving.is_none() && self.held.is_empty() {
             ids.push(self.me.id);
         }
         ids.sort();
@@ -373,6 +406,7 @@ impl Node {
             leaving: self.leaving.is_some(),
             victims: self.victims(),
             fenced: self.fenced_list(),
+            held: self.held.clone(),
         });
         self.send_to_all(&hb);
     }
@@ -452,6 +486,7 @@ impl Node {
             view: ViewId::default(),
             leaving: false,
             config_version: 0,
+            held: None,
         };
         let token_ms = self.token_ms;
         let p = self.peers.entry(from.id).or_insert(fresh.clone());
@@ -475,6 +510,10 @@ impl Node {
             p.view = hb.view;
             p.leaving = hb.leaving;
             p.config_version = hb.config_version;
+            if !hb.held.is_empty() && p.held.as_ref().is_none_or(|h| h.is_empty()) {
+                tracing::warn!(node = %self.me, peer = %from, processes = ?hb.held, "node is back but processes of its earlier incarnation still run: it stays out of the cluster, and the fence of its earlier incarnation is not skipped");
+            }
+            p.held = Some(hb.held);
         }
         self.gossip_fencing(now, &hb.victims, &hb.fenced);
         if hb.view == self.view.id && self.view.members.first() == Some(&from) {
@@ -635,6 +674,7 @@ impl Node {
             groups: self.group_lists(),
             leaving: self.leaving.is_some(),
             token_ms: self.token_ms,
+            held: self.held.clone(),
         }
     }
 
@@ -644,10 +684,16 @@ impl Node {
             .iter()
             .map(|n| {
                 let member = self.view.members.iter().find(|m| m.id == n.id);
-                let status = if member.is_some() {
-                    "M"
-                } else if self.victims.contains_key(&n.id) {
+                let held = self.held_report(now, n.id);
+                // A pending fence comes first: a node whose earlier
+                // incarnation is not fenced yet is never shown as a plain
+                // member.
+                let status = if self.victims.contains_key(&n.id) {
                     "d"
+                } else if member.is_some() {
+                    "M"
+                } else if !held.is_empty() {
+                    "h"
                 } else {
                     "X"
                 };
@@ -668,9 +714,23 @@ impl Node {
                         .last_fenced
                         .get(&n.id)
                         .map(|(_, at, how)| (now.since(*at), how.clone())),
+                    held,
                 }
             })
             .collect()
+    }
+
+    /// The earlier processes node `id` reports still running (this node's
+    /// own, or a peer's as its last heartbeat within the token said).
+    fn held_report(&self, now: Millis, id: NodeId) -> Vec<String> {
+        if id == self.me.id {
+            return self.held.clone();
+        }
+        self.peers
+            .get(&id)
+            .filter(|p| now.since(p.last_heard) < self.token_ms)
+            .and_then(|p| p.held.clone())
+            .unwrap_or_default()
     }
 
     fn group_lists(&self) -> Vec<(String, Vec<(NodeId, ClientId)>)> {

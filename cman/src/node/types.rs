@@ -70,6 +70,14 @@ pub enum Event {
         /// What.
         req: Request,
     },
+    /// The processes of this node started under an earlier cmand that
+    /// still run, as the driver finds them in the node's registry
+    /// ([`crate::registry`]); empty once they are all gone. While the list
+    /// is not empty the node is *held*: it stays out of every view (its
+    /// old processes may still hold cluster locks and write), and the
+    /// fence of its earlier incarnation is really run, never skipped as
+    /// "rejoined". A node is not held until told.
+    OldProcesses(Vec<String>),
     /// A fence job ended.
     FenceResult {
         /// The victim.
@@ -212,7 +220,10 @@ pub struct NodeInfo {
     pub name: String,
     /// Votes.
     pub votes: u32,
-    /// "M" member, "X" not a member, "d" dead and waiting for fencing.
+    /// "M" member, "X" not a member, "d" an incarnation of it is dead and
+    /// waiting for fencing (shown even when a newer incarnation is back),
+    /// "h" back in a new incarnation but held out of the cluster:
+    /// processes of its earlier incarnation still run (see `held`).
     pub status: String,
     /// Incarnation when known.
     pub inc: u64,
@@ -220,6 +231,10 @@ pub struct NodeInfo {
     pub joined_ms_ago: Option<u64>,
     /// Last fencing: (ms ago, how).
     pub last_fenced: Option<(u64, String)>,
+    /// When the node's current incarnation is held: the processes of its
+    /// earlier incarnation that still run, as that node reports them.
+    #[serde(default)]
+    pub held: Vec<String>,
 }
 
 /// Everything `cman_tool status|nodes|services` shows.
@@ -257,4 +272,8 @@ pub struct Status {
     pub leaving: bool,
     /// Token timeout (ms).
     pub token_ms: u64,
+    /// This node is held out of the cluster: processes started under an
+    /// earlier cmand of this node still run (see [`Event::OldProcesses`]).
+    #[serde(default)]
+    pub held: Vec<String>,
 }

@@ -64,11 +64,19 @@ impl Node {
     /// incarnation), then joiners, each in id order. A joiner that not every
     /// member hears yet stays outside; it never pushes a member out.
     fn target_members(&self, now: Millis, alive: &[NodeId]) -> Vec<Member> {
-        let (members, joiners): (Vec<NodeId>, Vec<NodeId>) = alive
+        let (members, mut joiners): (Vec<NodeId>, Vec<NodeId>) = alive
             .iter()
             .copied()
             .filter(|id| *id != self.me.id)
             .partition(|id| self.is_member_now(*id));
+        // While this view is quorate (it can fence), a node whose earlier
+        // incarnation still waits for its fence stays out until that fence
+        // is done: it is never shown as a member while the fence is pending
+        // (a manual fence may wait for hours). Without quorum it is
+        // admitted, so that quorum can come back.
+        if self.quorate() {
+            joiners.retain(|id| !self.awaits_fence_of_earlier(*id));
+        }
         let mut chosen: Vec<NodeId> = vec![self.me.id];
         for id in members.into_iter().chain(joiners) {
             if chosen
@@ -86,6 +94,15 @@ impl Node {
                 _ => self.me,
             })
             .collect()
+    }
+
+    /// Whether an earlier incarnation of `id` than the one heard now is a
+    /// victim not fenced yet.
+    fn awaits_fence_of_earlier(&self, id: NodeId) -> bool {
+        let heard = self.peers.get(&id).map(|p| p.inc);
+        self.victims
+            .get(&id)
+            .is_some_and(|v| heard.is_some_and(|h| v.member.inc < h))
     }
 
     /// Whether `id` is in the installed view in the incarnation heard now.
@@ -247,7 +264,7 @@ impl Node {
             self.send(from.id, Msg::Nack { view, promised });
             return;
         }
-        if view.coord != from.id.0 || self.leaving.is_some() {
+        if view.coord != from.id.0 || self.leaving.is_some() || !self.held.is_empty() {
             return;
         }
         // A proposal from a lower coordinator supersedes our own attempt.
