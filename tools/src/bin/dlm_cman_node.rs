@@ -10,6 +10,13 @@
 //! unlocks (stopping early once the file `stop` exists in `--dir`); prints `done` and waits
 //! for stdin to close. It exits with code 3 the moment its connection to
 //! cmand breaks (a lock user must stop writing before its node is fenced).
+//!
+//! For `tests/tests/cman_restart.rs`: `--hold-ms N` keeps the EX lock N ms
+//! after each increment, appending a line `NODE PID HOLD WALL_MS` to the
+//! file `writes` in `--dir` every 5 ms meanwhile (two holds that
+//! interleave there are two holders at once); `--on-lost ignore` stands
+//! for a cluster process that does not withdraw when its cmand is lost:
+//! it goes on writing under the lock it holds until it is killed.
 
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
@@ -38,6 +45,43 @@ struct Args {
     /// Increments to make.
     #[arg(long)]
     iters: u64,
+    /// Keep the EX lock this long after each increment, writing under it.
+    #[arg(long, default_value_t = 0)]
+    hold_ms: u64,
+    /// What to do when the connection to cmand breaks: `stop` (exit 3) or
+    /// `ignore` (go on writing: a process that never withdraws).
+    #[arg(long, default_value = "stop")]
+    on_lost: String,
+}
+
+/// One hold of the EX lock: a line to `writes` every 5 ms for `ms`, or
+/// for ever once cmand is lost and `stubborn`.
+fn write_under_lock(
+    dir: &Path,
+    me: u32,
+    hold: u64,
+    ms: u64,
+    lost: &std::sync::atomic::AtomicBool,
+    stubborn: bool,
+) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("writes"))?;
+    let end = std::time::Instant::now() + Duration::from_millis(ms);
+    loop {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis();
+        // One write(2) per line: O_APPEND keeps lines whole and in the
+        // order they landed.
+        f.write_all(format!("{me} {} {hold} {wall}\n", std::process::id()).as_bytes())?;
+        std::thread::sleep(Duration::from_millis(5));
+        let keep = stubborn && lost.load(std::sync::atomic::Ordering::SeqCst);
+        if std::time::Instant::now() >= end && !keep {
+            return Ok(());
+        }
+    }
 }
 
 /// Reads counter file `counter`, writes counter+1 by rename, logs the old
@@ -76,10 +120,22 @@ fn main() -> Result<()> {
         a.state_dir.join("dlm_cman_node.pid"),
         format!("{}\n", std::process::id()),
     )?;
+    let stubborn = match a.on_lost.as_str() {
+        "stop" => false,
+        "ignore" => true,
+        other => bail!("--on-lost {other}: stop or ignore"),
+    };
     let m = CmanMembership::join(&a.state_dir, &group_name(&a.ls), Duration::from_secs(60))?;
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lost2 = lost.clone();
     // A lock user whose cmand is gone stops at once: its node is about to
     // be fenced and its locks recovered elsewhere.
-    m.on_lost(Box::new(|| {
+    m.on_lost(Box::new(move || {
+        if stubborn {
+            eprintln!("dlm_cman_node: lost cmand: going on (--on-lost ignore)");
+            lost2.store(true, std::sync::atomic::Ordering::SeqCst);
+            return;
+        }
         eprintln!("dlm_cman_node: lost cmand: stopping");
         std::process::exit(LOST_CMAND);
     }));
@@ -107,6 +163,9 @@ fn main() -> Result<()> {
         }
         let id = ls.lock(b"counter", Mode::Ex, Flags::empty())?;
         increment(&a.dir, me.0, &mut log)?;
+        if a.hold_ms > 0 {
+            write_under_lock(&a.dir, me.0, i, a.hold_ms, &lost, stubborn)?;
+        }
         let other = format!("r{}", i % 7);
         let p = ls.lock(other.as_bytes(), Mode::Pr, Flags::empty())?;
         ls.unlock(p, Flags::empty(), None)?;
