@@ -340,7 +340,7 @@ fn restart_with_a_stubborn_old_user(agent: Agent) {
     // Held: the new cmand names the old user and stays out.
     let s2 = lab.wait_for(2, "the restarted cmand held", |s| !s.held.is_empty());
     let named = format!("PID {old_pid} of dlm_cman_node.pid");
-    assert_eq!(s2.held, [named.clone()]);
+    assert_eq!(s2.held, std::slice::from_ref(&named));
     assert!(s2.members.is_empty(), "{s2:?}");
     let log = log_of(&lab.state(2), "cmand.log");
     assert!(

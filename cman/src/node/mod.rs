@@ -21,6 +21,12 @@
 //! - A quorate view's fencer (lowest member of the fence domain) fences each
 //!   victim after `post_fail_delay`, retrying until it succeeds, then orders a
 //!   `Fenced` payload; recovery ([`ClusterEvent::NodeFenced`]) follows it.
+//! - A node whose earlier cmand left processes running (mounts, lock users:
+//!   [`Event::OldProcesses`]) is *held*: it stays out of every view, and a
+//!   victim is completed as "rejoined" without an agent only when its
+//!   node's newer incarnation is heard and not held. While the view is
+//!   quorate, a node whose earlier incarnation awaits its fence waits
+//!   outside until the fence is done.
 
 mod fence;
 mod order;
