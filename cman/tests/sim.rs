@@ -1,6 +1,7 @@
 //! Deterministic simulation of membership, quorum, ordered groups and
 //! fencing over many seeds. `CMAN_SIM_SEEDS=N` runs N seeds (default: a CI
-//! sample); `CMAN_SIM_SEED=S` replays one seed and prints its trace.
+//! sample) from `CMAN_SIM_FIRST` (default 0); `CMAN_SIM_SEED=S` replays one
+//! seed and prints its trace.
 
 use cman::sim::{Sim, SimConfig};
 
@@ -24,9 +25,14 @@ fn simulation_seeds() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
+    // A campaign can be split across processes: seeds FIRST..FIRST+N.
+    let first: u64 = std::env::var("CMAN_SIM_FIRST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut total = cman::sim::SimStats::default();
     let mut failed: Vec<(u64, String)> = Vec::new();
-    for seed in 0..n {
+    for seed in first..first + n {
         match run_seed(seed) {
             Ok(s) => {
                 total.views += s.views;
@@ -74,5 +80,19 @@ fn same_seed_same_run() {
 fn seed_11383_joiner_pushes_nobody_out() {
     if let Err(e) = run_seed(11383) {
         panic!("{e}");
+    }
+}
+
+/// The six failures of the first 100,000-seed campaign with held nodes: a
+/// held lowest-id node, freed when its old users exited, coordinated at
+/// once, before the others' heartbeats listed it, and left members of a
+/// healthy quorate view out (declared dead, fenced). A freed node now
+/// listens first, as at its start.
+#[test]
+fn a_freed_held_node_listens_before_coordinating() {
+    for seed in [22928, 52367, 74547, 87723, 92654, 94315] {
+        if let Err(e) = run_seed(seed) {
+            panic!("{e}");
+        }
     }
 }

@@ -312,6 +312,11 @@ impl Node {
     fn on_old_processes(&mut self, list: Vec<String>) {
         if list.is_empty() && !self.held.is_empty() {
             tracing::info!(node = %self.me, "the earlier processes of this node are gone: joining");
+            // Live from now on, as if it just started: listen before
+            // coordinating, so that the others' heartbeats list it first (a
+            // lowest-id node that proposed at once would find nobody hearing
+            // it and leave a healthy quorate view's members out).
+            self.started = Some(self.now);
         } else if !list.is_empty() && self.held.is_empty() {
             tracing::warn!(node = %self.me, processes = ?list, "processes started under an earlier cmand of this node still run: held out of the cluster until they are gone");
         }
