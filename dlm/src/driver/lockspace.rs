@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::driver::spin;
-use crate::driver::transport::{run_callback, InConn, Lead, Transport};
+use crate::driver::transport::{run_callback, throttle, InConn, Lead, Transport};
 use crate::driver::DlmError;
 use crate::membership::MembershipEvent;
 use crate::node::{Action, Immediate, Node, NodeError};
@@ -310,10 +310,12 @@ impl LsInner {
 
     /// Executes the actions a shard produced, under its lock (so sends keep
     /// their order); returns the user callbacks to run after unlocking.
+    /// Sends never wait here: a peer's back-pressure is owed to
+    /// [`throttle`], which public calls run once they hold no lock.
     fn run_actions(&self, k: usize, sh: &mut Shard, deferred: &mut Vec<Deferred>) {
         for a in sh.out.drain(..) {
             match a {
-                Action::Send { to, env } => self.transport.send(to, self.frame(k, &env)),
+                Action::Send { to, env } => self.transport.send_deferred(to, self.frame(k, &env)),
                 Action::Ast {
                     id,
                     status,
@@ -388,6 +390,14 @@ impl LsInner {
         }
     }
 
+    /// [`LsInner::with_shard`] for a public call: then waits for room in
+    /// the queues of peers that do not keep up ([`throttle`]).
+    fn call<R>(&self, k: usize, f: impl FnOnce(&mut Shard) -> R) -> R {
+        let r = self.with_shard(k, f);
+        throttle();
+        r
+    }
+
     /// Runs `f` on shard `k`, executes its actions, runs callbacks.
     /// Sweeps the shard's unused resources when it is time.
     fn with_shard<R>(&self, k: usize, f: impl FnOnce(&mut Shard) -> R) -> R {
@@ -418,7 +428,7 @@ impl LsInner {
     /// See [`Lockspace::purge_orphans`].
     pub(crate) fn purge_orphans(&self, node: NodeId) {
         for k in 0..self.shards.len() {
-            self.with_shard(k, |sh| sh.node.purge_orphans(node, &mut sh.out));
+            self.call(k, |sh| sh.node.purge_orphans(node, &mut sh.out));
         }
     }
 
@@ -430,9 +440,11 @@ impl LsInner {
         self.with_shard(shard, |sh| sh.node.receive(from, env, &mut sh.out));
     }
 
+    /// A membership event, on the membership source's thread: recovery's
+    /// messages are paced by the peers' back-pressure like a caller's.
     pub(crate) fn membership(&self, ev: &MembershipEvent) {
         for k in 0..self.shards.len() {
-            self.with_shard(k, |sh| match ev {
+            self.call(k, |sh| match ev {
                 MembershipEvent::View { gen, members } => {
                     sh.node.set_members(*gen, members, &mut sh.out)
                 }
@@ -442,8 +454,22 @@ impl LsInner {
     }
 
     /// Starts an operation; unless it completed at once, registers a
-    /// waiter (blocking form) and waits for its completion.
+    /// waiter (blocking form) and waits for its completion; then waits
+    /// for room in the queues of peers that do not keep up ([`throttle`]).
     fn blocking(
+        &self,
+        k: usize,
+        start: impl FnOnce(
+            &mut Node,
+            &mut Vec<Action>,
+        ) -> Result<(LockId, Option<Immediate>), NodeError>,
+    ) -> Result<Completion, DlmError> {
+        let r = self.blocking_inner(k, start);
+        throttle();
+        r
+    }
+
+    fn blocking_inner(
         &self,
         k: usize,
         start: impl FnOnce(
@@ -642,7 +668,7 @@ impl Lockspace {
     ) -> Result<LockId, DlmError> {
         let name = res_name(name)?;
         let k = self.inner.shard_of_name(&name);
-        self.inner.with_shard(k, |sh| {
+        self.inner.call(k, |sh| {
             let id = sh
                 .node
                 .lock(name, mode, flags, lvb, &mut sh.out)
@@ -668,7 +694,7 @@ impl Lockspace {
         lvb: Option<Lvb>,
     ) -> Result<(), DlmError> {
         let k = self.inner.shard_of_id(id);
-        self.inner.with_shard(k, |sh| {
+        self.inner.call(k, |sh| {
             sh.node
                 .convert(id, mode, flags, lvb, &mut sh.out)
                 .map_err(node_err)
@@ -678,7 +704,7 @@ impl Lockspace {
     /// Starts an unlock; the lock's `ast` reports [`Status::Unlocked`].
     pub fn unlock_async(&self, id: LockId, flags: Flags, lvb: Option<Lvb>) -> Result<(), DlmError> {
         let k = self.inner.shard_of_id(id);
-        self.inner.with_shard(k, |sh| {
+        self.inner.call(k, |sh| {
             sh.node
                 .unlock(id, flags, lvb, &mut sh.out)
                 .map_err(node_err)
@@ -690,7 +716,7 @@ impl Lockspace {
     pub fn cancel(&self, id: LockId) -> Result<(), DlmError> {
         let k = self.inner.shard_of_id(id);
         self.inner
-            .with_shard(k, |sh| sh.node.cancel(id, &mut sh.out).map_err(node_err))
+            .call(k, |sh| sh.node.cancel(id, &mut sh.out).map_err(node_err))
     }
 
     /// Sweeps unused resources now (normally done every few seconds in
@@ -698,7 +724,7 @@ impl Lockspace {
     pub fn sweep_now(&self) {
         for k in 0..self.inner.shards.len() {
             self.inner
-                .with_shard(k, |sh| LsInner::sweep_if_due(sh, Duration::ZERO));
+                .call(k, |sh| LsInner::sweep_if_due(sh, Duration::ZERO));
         }
     }
 
@@ -764,6 +790,9 @@ impl Lockspace {
             (req, lead)
         };
         LsInner::run_deferred(deferred);
+        if !blocking {
+            throttle();
+        }
         Ok((PlockReq(req), lead))
     }
 
@@ -777,11 +806,13 @@ impl Lockspace {
     ) -> Result<PlockReply, DlmError> {
         let w = Arc::new(Waiter::default());
         let (_, lead) = self.plock_start(fam, file, owner, op, PlockWait::Blocking(w.clone()))?;
-        Ok(match lead {
+        let r = match lead {
             Some(lead) => w.wait_leading(lead),
             // No spin: a plock wait may last as long as a conflicting lock.
             None => w.wait(),
-        })
+        };
+        throttle();
+        Ok(r)
     }
 
     /// fcntl F_SETLK (`wait` false: [`DlmError::Again`] on conflict) or
@@ -837,7 +868,7 @@ impl Lockspace {
     /// [`Lockspace::flock_async`]: its callback gets
     /// [`DlmError::Canceled`], unless the lock was granted first.
     pub fn plock_cancel(&self, req: PlockReq) -> Result<(), DlmError> {
-        self.inner.with_shard(0, |sh| {
+        self.inner.call(0, |sh| {
             sh.node.plock_cancel(req.0, &mut sh.out).map_err(node_err)
         })
     }

@@ -41,9 +41,38 @@
 //!   per address and [`REFUSED_LOG_INTERVAL`]) before it has touched any
 //!   state: the real member's stream, incarnation, queue and connection
 //!   stay as they were.
-//! - **Bounds.** At most [`QUEUE_LIMIT`] frames and [`QUEUE_BYTES_LIMIT`]
-//!   bytes wait per peer (unacknowledged or unsent); past that a frame is
-//!   dropped with an error log.
+//! - **No frame dropped; back-pressure, then failure.** The lock core
+//!   relies on every frame arriving (a lost request hangs its caller, a
+//!   lost grant splits two nodes' view of a lock), so the queue never
+//!   refuses a frame. It is bounded instead:
+//!   - *Back-pressure.* When more than [`QUEUE_LIMIT`] frames or
+//!     [`QUEUE_BYTES_LIMIT`] bytes wait for a connected peer (unsent or
+//!     unacknowledged), a caller's thread waits, after queueing its frame,
+//!     until the peer's acknowledgements bring the queue back within them.
+//!     The lock API sends under a shard's mutex (which keeps the order of a
+//!     shard's messages) with [`Transport::send_deferred`] and waits in
+//!     [`throttle`] once it holds no lock, so a peer that does not keep up
+//!     slows the callers that send to it, and nobody else.
+//!   - *Threads that never wait.* The transport's own threads (which both
+//!     receive and send: a reader thread answers the frames it delivers),
+//!     and a caller while it delivers frames, never wait: two nodes whose
+//!     queues to each other are both full would otherwise each wait for
+//!     the other to read. Their frames are queued past the limits.
+//!   - *Declared failed.* Past [`HARD_LIMIT_FACTOR`] times the limits (the
+//!     non-waiting threads kept sending to a peer that takes nothing, or a
+//!     peer stayed away while callers kept sending), the peer is declared
+//!     failed ([`Transport::failed`]), with an error log: its connection is
+//!     closed, the frames waiting for it are discarded, later sends to it
+//!     are discarded and logged, and its process (incarnation) is never
+//!     sent a frame again, so it cannot go on with a hole in its stream.
+//!     Only a restarted process of that node (a new incarnation) is sent
+//!     frames again, starting afresh. Removing the failed node from the
+//!     lockspaces is the membership's business (cman's, when the node's
+//!     cmand fails or the node is fenced); until then locks it masters or
+//!     must release wait.
+//!   - *A peer away.* While a peer is disconnected callers do not wait
+//!     (it may be dead, and the membership will say so); frames wait for
+//!     its return up to the failure bound.
 //!
 //! The fast path: the caller's thread writes a frame directly when the
 //! socket takes it; the reader thread hands each frame to the handler
@@ -64,19 +93,21 @@
 //! welcome, which carries the last seq the acceptor delivered), then,
 //! connector → acceptor, frames `len u32 | seq u64 | payload | tag [16]`
 //! (`len` counts seq, payload and tag; the tag covers the frame's number on
-//! the connection and everything before it), and acceptor → connector,
+//! the connection, seq and payload: not the length, which only says where
+//! the tag is, see [`auth::RecordMac::seal_frame`]), and acceptor → connector,
 //! acknowledgements `seq u64 | tag [16]`. All little-endian.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::types::NodeId;
 
@@ -90,11 +121,15 @@ pub use inbound::{run_callback, InConn, Lead, MAX_GREETING_PER_ADDR};
 
 /// Largest frame accepted from the network.
 pub const MAX_FRAME: usize = 1 << 22;
-/// Frames waiting (unsent or unacknowledged) per peer before new ones are
-/// dropped.
+/// Frames waiting (unsent or unacknowledged) for a peer past which a
+/// caller's [`Transport::send`] waits for the peer to take some
+/// (back-pressure).
 pub const QUEUE_LIMIT: usize = 1 << 16;
-/// Bytes waiting per peer before new frames are dropped.
+/// Bytes waiting for a peer past which a caller's send waits.
 pub const QUEUE_BYTES_LIMIT: usize = 64 << 20;
+/// The transport's own threads never wait: past this many times the
+/// limits above, the peer is declared failed ([`Transport::failed`]).
+pub const HARD_LIMIT_FACTOR: usize = 4;
 /// The receiver acknowledges at least every this many frames (the kernel's
 /// `DLM_SEND_ACK_BACK_MSG_THRESHOLD`).
 pub const ACK_EVERY: u64 = 32;
@@ -111,6 +146,9 @@ const ACK_LEN: usize = 8 + TAG_LEN;
 /// A refused connection is logged at most once per address in this long.
 pub const REFUSED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the writer thread of a peer declared failed looks for a new
+/// process of it.
+const FAILED_RETRY: Duration = Duration::from_secs(1);
 const CLOSED_BY_PEER: &str = "closed by peer";
 /// Bytes read and dropped from a client that failed the hello.
 const DISCARD_LIMIT: usize = 1 << 20;
@@ -209,14 +247,22 @@ impl SendQueue {
         self.written < self.frames.len()
     }
 
+    /// Bytes waiting (unsent or unacknowledged), headers included.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The receiver's incarnation, once a hello reply told it.
+    pub fn peer_inc(&self) -> Option<u64> {
+        self.peer_inc
+    }
+
     /// Queues a frame built by [`frame_start`]/[`frame_finish`], stamping
-    /// its sequence number. Returns false (frame not queued) when the queue
-    /// is full.
-    pub fn push(&mut self, mut frame: Vec<u8>) -> bool {
+    /// its sequence number. The queue itself has no limit: the transport
+    /// bounds it (back-pressure, then declaring the peer failed; see the
+    /// module docs).
+    pub fn push(&mut self, mut frame: Vec<u8>) {
         assert!(frame.len() >= HEADER, "frame not built by frame_start");
-        if self.frames.len() >= QUEUE_LIMIT || self.bytes + frame.len() > QUEUE_BYTES_LIMIT {
-            return false;
-        }
         if self.frames.is_empty() {
             self.first_seq = self.next_seq;
         }
@@ -227,7 +273,21 @@ impl SendQueue {
         if self.connected {
             self.bound = self.frames.len();
         }
-        true
+    }
+
+    /// The peer was declared failed: every waiting frame is discarded.
+    /// Numbering goes on, so the process they were meant for could not
+    /// take a later frame as the next one (it would see a gap).
+    pub fn discard(&mut self) -> usize {
+        let n = self.frames.len();
+        self.frames.clear();
+        self.first_seq = self.next_seq;
+        self.bytes = 0;
+        self.written = 0;
+        self.head_off = 0;
+        self.bound = 0;
+        self.sealed = 0;
+        n
     }
 
     /// The bytes to write next on the current connection, if any. A frame
@@ -237,7 +297,7 @@ impl SendQueue {
         if self.sealed == self.written {
             let mac = self.mac.as_mut().expect("unsent frames before a hello");
             let body = f.len() - TAG_LEN;
-            let tag = mac.seal(&f[..body]);
+            let tag = mac.seal_frame(&f[..body]);
             f[body..].copy_from_slice(&tag);
             self.sealed += 1;
         }
@@ -370,8 +430,35 @@ struct PeerState {
     sent: SentStats,
     /// Reads the current connection's acknowledgements.
     acks: Option<AckReader>,
-    /// Frames refused because the queue was full.
-    dropped: u64,
+    /// Set once the peer was declared failed (see [`PeerQueue::declare_failed`]).
+    failed: Option<Failed>,
+    /// Callers waiting for room in the queue.
+    waiting: usize,
+}
+
+/// A peer declared failed: which of its processes, and what was discarded.
+#[derive(Debug)]
+struct Failed {
+    /// The incarnation that stopped taking frames (`None`: none ever
+    /// answered); it gets no frame again, a new one starts afresh.
+    inc: Option<u64>,
+    /// Frames discarded: those waiting when it was declared failed, and
+    /// those sent to it since.
+    discarded: u64,
+}
+
+/// When a peer's queue is too long (see the module docs).
+struct Limits {
+    frames: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl Limits {
+    /// The queue is past the limits times `factor`.
+    fn over(&self, q: &SendQueue, factor: usize) -> bool {
+        q.len() > self.frames.load(Ordering::Relaxed) * factor
+            || q.bytes() > self.bytes.load(Ordering::Relaxed) * factor
+    }
 }
 
 /// What [`Transport::sent`] reports for one peer.
@@ -390,6 +477,11 @@ struct PeerQueue {
     /// Wakes the writer thread (eventfd).
     wake: OwnedFd,
     connected: AtomicBool,
+    /// Signalled when acknowledgements free frames, the connection breaks,
+    /// the peer is declared failed or the transport stops.
+    room: Condvar,
+    limits: Arc<Limits>,
+    stopped: AtomicBool,
 }
 
 enum Flush {
@@ -440,7 +532,117 @@ impl PeerQueue {
         st.queue.lost();
         self.connected.store(false, Ordering::Relaxed);
         self.wake();
+        self.room.notify_all();
         Flush::Failed
+    }
+
+    /// Queues `frame` (see [`Transport::send`]). Returns true when the
+    /// caller should wait for room ([`PeerQueue::wait_for_room`]).
+    fn queue(&self, frame: Vec<u8>) -> bool {
+        let mut st = self.state.lock();
+        if let Some(f) = &mut st.failed {
+            f.discarded += 1;
+            // Loud, but not one line per frame: the 1st, 2nd, 4th, 8th...
+            if f.discarded.is_power_of_two() {
+                tracing::error!(to = %self.id, discarded = f.discarded,
+                    "frame for a peer declared failed discarded (it must be removed from \
+                     the membership; a restarted process of it is sent frames again)");
+            }
+            return false;
+        }
+        let idle = !st.queue.has_unsent();
+        let len = frame.len() as u64;
+        st.queue.push(frame);
+        st.sent.frames += 1;
+        st.sent.bytes += len;
+        if st.queue.len().is_multiple_of(ACK_READ_EVERY) {
+            if let Some(s) = st.stream.clone() {
+                // Errors surface at the write below or in the writer thread.
+                let _ = self.read_acks(&mut st, &s);
+            }
+        }
+        // With bytes already unsent the writer thread is on it.
+        if idle && st.stream.is_some() {
+            if let Flush::Blocked = self.flush(&mut st) {
+                self.wake();
+            }
+        }
+        if !self.limits.over(&st.queue, 1) {
+            return false;
+        }
+        // Acknowledgements are read lazily: count only what is really owed.
+        if let Some(s) = st.stream.clone() {
+            let _ = self.read_acks(&mut st, &s);
+            if !self.limits.over(&st.queue, 1) {
+                return false;
+            }
+        }
+        if self.limits.over(&st.queue, HARD_LIMIT_FACTOR) {
+            self.declare_failed(&mut st);
+            return false;
+        }
+        // Waiting is for a connected peer that does not keep up; one
+        // that is away may be dead, and the membership will say so.
+        st.stream.is_some()
+    }
+
+    /// Waits until the queue is back within its limits, the connection
+    /// breaks, the peer is declared failed, or the transport stops.
+    fn wait_for_room(&self) {
+        let mut st = self.state.lock();
+        st.waiting += 1;
+        // The writer thread now wakes on acknowledgements too.
+        self.wake();
+        while self.limits.over(&st.queue, 1)
+            && st.failed.is_none()
+            && !self.stopped.load(Ordering::SeqCst)
+        {
+            let Some(s) = st.stream.clone() else { break };
+            if self.read_acks(&mut st, &s).is_err() {
+                break;
+            }
+            if !self.limits.over(&st.queue, 1) {
+                break;
+            }
+            self.room.wait_for(&mut st, ACK_READ_INTERVAL);
+        }
+        st.waiting -= 1;
+    }
+
+    /// Reads the acknowledgements waiting on `s` (non-blocking) and frees
+    /// the frames they cover.
+    fn read_acks(&self, st: &mut PeerState, s: &TcpStream) -> std::io::Result<()> {
+        let Some(acks) = st.acks.as_mut() else {
+            return Ok(());
+        };
+        if let Some(seq) = acks.read(s)? {
+            if st.queue.ack(seq) > 0 && st.waiting > 0 {
+                self.room.notify_all();
+            }
+        }
+        Ok(())
+    }
+
+    /// The peer stopped taking frames while the transport's own threads
+    /// kept sending it more (they must not wait: see the module docs).
+    /// Declared failed: its connection is closed, what waits for it is
+    /// discarded, and only a new incarnation of it gets frames again.
+    fn declare_failed(&self, st: &mut PeerState) {
+        let inc = st.queue.peer_inc();
+        let (frames, bytes) = (st.queue.len(), st.queue.bytes());
+        tracing::error!(to = %self.id, addr = %self.addr, frames, bytes, incarnation = ?inc,
+            "peer does not take its frames: DECLARED FAILED; its connection is closed, the \
+             frames waiting for it are discarded, and only a restarted process of it is sent \
+             frames again (it must be removed from the membership)");
+        st.queue.discard();
+        st.failed = Some(Failed {
+            inc,
+            discarded: frames as u64,
+        });
+        if let Some(s) = st.stream.clone() {
+            self.failed(st, &s, "declared failed");
+        }
+        self.room.notify_all();
     }
 
     fn wake(&self) {
@@ -475,6 +677,50 @@ pub struct Transport {
     local_addr: SocketAddr,
     peers: RwLock<HashMap<NodeId, Arc<PeerQueue>>>,
     inbound: Arc<Inbound>,
+    limits: Arc<Limits>,
+}
+
+thread_local! {
+    /// Peers whose queue [`Transport::send_deferred`] took past the limits
+    /// on this thread, for [`throttle`].
+    static OVERFULL: RefCell<Vec<Arc<PeerQueue>>> = const { RefCell::new(Vec::new()) };
+    /// Set on the transport's own threads: they never wait for room.
+    static TRANSPORT_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the calling thread as one of the transport's (it never waits
+/// for room in a peer's queue).
+fn transport_thread() {
+    TRANSPORT_THREAD.with(|t| t.set(true));
+}
+
+/// Whether the calling thread may wait for room in a peer's queue: not
+/// one of the transport's threads, and not delivering frames (a caller
+/// reading its answer delivers other frames too). Those threads receive
+/// as well as send, and a peer may be waiting for them to receive.
+fn may_wait() -> bool {
+    !TRANSPORT_THREAD.with(Cell::get) && !inbound::delivering()
+}
+
+/// Waits for room in the queues of the peers that this thread's
+/// [`Transport::send_deferred`] calls took past the limits (back-pressure);
+/// returns at once when there are none or the thread may not wait. Call
+/// it holding no lock that frame delivery needs.
+pub fn throttle() {
+    if !may_wait() {
+        return;
+    }
+    let overfull = OVERFULL.with(|o| {
+        let mut o = o.borrow_mut();
+        if o.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(&mut *o))
+        }
+    });
+    for pq in overfull.into_iter().flatten() {
+        pq.wait_for_room();
+    }
 }
 
 impl Transport {
@@ -526,6 +772,10 @@ impl Transport {
             local_addr,
             peers: Default::default(),
             inbound,
+            limits: Arc::new(Limits {
+                frames: AtomicUsize::new(QUEUE_LIMIT),
+                bytes: AtomicUsize::new(QUEUE_BYTES_LIMIT),
+            }),
         };
         for (&id, &addr) in peers {
             t.try_add_peer(id, addr)?;
@@ -553,10 +803,14 @@ impl Transport {
                 queue: SendQueue::new(),
                 sent: SentStats::default(),
                 acks: None,
-                dropped: 0,
+                failed: None,
+                waiting: 0,
             }),
             wake: eventfd().map_err(TransportError::EventFd)?,
             connected: AtomicBool::new(false),
+            room: Condvar::new(),
+            limits: self.limits.clone(),
+            stopped: AtomicBool::new(false),
         });
         let (pq2, inbound) = (pq.clone(), self.inbound.clone());
         let me = Me {
@@ -566,7 +820,10 @@ impl Transport {
         };
         thread::Builder::new()
             .name(format!("dlm-send-{id}"))
-            .spawn(move || writer_loop(&me, &pq2, &inbound))
+            .spawn(move || {
+                transport_thread();
+                writer_loop(&me, &pq2, &inbound)
+            })
             .expect("spawn");
         peers.insert(id, pq);
         Ok(())
@@ -607,42 +864,68 @@ impl Transport {
     }
 
     /// Sends `frame` (built by [`frame_start`] and [`frame_finish`]) to
-    /// `to`. Never blocks: the caller's thread writes directly when the
-    /// socket takes the bytes, else the peer's writer thread finishes.
-    /// Order is kept per peer, and the frame is resent if the connection
-    /// breaks before the peer acknowledged it.
+    /// `to`. The caller's thread writes directly when the socket takes the
+    /// bytes, else the peer's writer thread finishes. Order is kept per
+    /// peer, and the frame is resent if the connection breaks before the
+    /// peer acknowledged it.
+    ///
+    /// No frame is dropped. When more than [`QUEUE_LIMIT`] frames or
+    /// [`QUEUE_BYTES_LIMIT`] bytes wait for a connected peer, the caller
+    /// waits until the peer acknowledges some (back-pressure), unless it
+    /// is one of the transport's threads or delivering frames: those never
+    /// wait, and past [`HARD_LIMIT_FACTOR`] times the limits the peer is
+    /// declared failed ([`Transport::failed`]; see the module docs).
     pub fn send(&self, to: NodeId, frame: Vec<u8>) {
+        if let Some(pq) = self.queue(to, frame) {
+            if may_wait() {
+                pq.wait_for_room();
+            }
+        }
+    }
+
+    /// [`Transport::send`] for a caller holding locks that frame delivery
+    /// needs: never waits, but leaves the back-pressure owed to
+    /// [`throttle`], which the caller calls once it holds none.
+    pub fn send_deferred(&self, to: NodeId, frame: Vec<u8>) {
+        if let Some(pq) = self.queue(to, frame) {
+            if may_wait() {
+                OVERFULL.with(|o| {
+                    let mut o = o.borrow_mut();
+                    if !o.iter().any(|p| Arc::ptr_eq(p, &pq)) {
+                        o.push(pq);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Queues `frame` for `to`; the peer's queue when the caller should
+    /// wait for room in it.
+    fn queue(&self, to: NodeId, frame: Vec<u8>) -> Option<Arc<PeerQueue>> {
         let peers = self.peers.read();
         let Some(pq) = peers.get(&to) else {
-            tracing::warn!(%to, "send to unknown peer dropped");
-            return;
+            tracing::error!(%to, "frame for an unknown peer discarded");
+            return None;
         };
-        let mut st = pq.state.lock();
-        let idle = !st.queue.has_unsent();
-        let len = frame.len() as u64;
-        if !st.queue.push(frame) {
-            st.dropped += 1;
-            // Loud, but not one line per frame: the 1st, 2nd, 4th, 8th...
-            if st.dropped.is_power_of_two() {
-                tracing::error!(%to, waiting = st.queue.len(), dropped = st.dropped,
-                    "send queue full (peer not acknowledging): frames DROPPED");
-            }
-            return;
-        }
-        st.sent.frames += 1;
-        st.sent.bytes += len;
-        if st.queue.len() % ACK_READ_EVERY == 0 {
-            if let Some(s) = st.stream.clone() {
-                // Errors surface at the write below or in the writer thread.
-                let _ = read_acks(&mut st, &s);
-            }
-        }
-        // With bytes already unsent the writer thread is on it.
-        if idle && st.stream.is_some() {
-            if let Flush::Blocked = pq.flush(&mut st) {
-                pq.wake();
-            }
-        }
+        pq.queue(frame).then(|| pq.clone())
+    }
+
+    /// True when `to` was declared failed (it stopped taking frames while
+    /// the transport's threads had to keep sending it more) and no new
+    /// incarnation of it has connected since.
+    pub fn failed(&self, to: NodeId) -> bool {
+        self.peers
+            .read()
+            .get(&to)
+            .is_some_and(|p| p.state.lock().failed.is_some())
+    }
+
+    /// Changes the back-pressure limits (the defaults are [`QUEUE_LIMIT`]
+    /// and [`QUEUE_BYTES_LIMIT`]), for tests.
+    #[doc(hidden)]
+    pub fn set_queue_limits(&self, frames: usize, bytes: usize) {
+        self.limits.frames.store(frames, Ordering::Relaxed);
+        self.limits.bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// True when the connection to `to` is up.
@@ -682,6 +965,7 @@ impl Transport {
                 st.queue.lost();
                 pq.connected.store(false, Ordering::Relaxed);
                 pq.wake();
+                pq.room.notify_all();
             }
         }
         for s in self.inbound.conns.lock().values() {
@@ -695,10 +979,12 @@ impl Transport {
             return;
         }
         for pq in self.peers.read().values() {
+            pq.stopped.store(true, Ordering::SeqCst);
             if let Some(s) = pq.state.lock().stream.take() {
                 let _ = s.shutdown(Shutdown::Both);
             }
             pq.wake();
+            pq.room.notify_all();
         }
         for s in self.inbound.conns.lock().values() {
             let _ = s.shutdown(Shutdown::Both);
@@ -751,6 +1037,18 @@ fn writer_loop(me: &Me, pq: &PeerQueue, inbound: &Inbound) {
             let mut st = pq.state.lock();
             if stop.load(Ordering::SeqCst) {
                 return;
+            }
+            if let Some(f) = &st.failed {
+                if f.inc.is_some_and(|i| i == reply.inc) {
+                    // The process declared failed: nothing more for it.
+                    drop(st);
+                    let _ = s.shutdown(Shutdown::Both);
+                    thread::sleep(FAILED_RETRY);
+                    continue;
+                }
+                tracing::warn!(to = %pq.id, discarded = f.discarded,
+                    "a new process of the peer declared failed connected: sending to it again");
+                st.failed = None;
             }
             match st
                 .queue
@@ -892,17 +1190,19 @@ fn serve_connection(pq: &PeerQueue, s: &Arc<TcpStream>, stop: &AtomicBool, log: 
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let want_out = {
+        let (want_out, want_in) = {
             let st = pq.state.lock();
             match &st.stream {
-                Some(c) if Arc::ptr_eq(c, s) => st.queue.has_unsent(),
+                Some(c) if Arc::ptr_eq(c, s) => (st.queue.has_unsent(), st.waiting > 0),
                 _ => return,
             }
         };
         let mut fds = [
             pollfd(
                 s.as_raw_fd(),
-                libc::POLLRDHUP | if want_out { libc::POLLOUT } else { 0 },
+                libc::POLLRDHUP
+                    | if want_out { libc::POLLOUT } else { 0 }
+                    | if want_in { libc::POLLIN } else { 0 },
             ),
             pollfd(pq.wake.as_raw_fd(), libc::POLLIN),
         ];
@@ -916,7 +1216,7 @@ fn serve_connection(pq: &PeerQueue, s: &Arc<TcpStream>, stop: &AtomicBool, log: 
         if !matches!(&st.stream, Some(c) if Arc::ptr_eq(c, s)) {
             return;
         }
-        if let Err(e) = read_acks(&mut st, s) {
+        if let Err(e) = pq.read_acks(&mut st, s) {
             if e.kind() == std::io::ErrorKind::InvalidData {
                 log.refused(pq.addr, &e.to_string());
             }
@@ -929,18 +1229,6 @@ fn serve_connection(pq: &PeerQueue, s: &Arc<TcpStream>, stop: &AtomicBool, log: 
             }
         }
     }
-}
-
-/// Reads the acknowledgements waiting on `s` (non-blocking) and frees the
-/// frames they cover.
-fn read_acks(st: &mut PeerState, s: &TcpStream) -> std::io::Result<()> {
-    let Some(acks) = st.acks.as_mut() else {
-        return Ok(());
-    };
-    if let Some(seq) = acks.read(s)? {
-        st.queue.ack(seq);
-    }
-    Ok(())
 }
 
 fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
@@ -1104,7 +1392,7 @@ mod tests {
         let mut q = SendQueue::new();
         assert_eq!(q.reconnected(7, 0, mac()), Resume::Continue { acked: 0 });
         for i in 0..5u8 {
-            assert!(q.push(frame(&[i])));
+            q.push(frame(&[i]));
         }
         assert_eq!(write_all(&mut q), vec![1, 2, 3, 4, 5]);
         assert_eq!(q.ack(3), 3);
@@ -1112,11 +1400,11 @@ mod tests {
         assert_eq!(q.ack(5), 2);
         assert_eq!(q.len(), 0);
         for i in 0..2u8 {
-            assert!(q.push(frame(&[i])));
+            q.push(frame(&[i]));
         }
         assert_eq!(write_all(&mut q), vec![6, 7]);
         // An ack beyond what was written frees no more.
-        assert!(q.push(frame(b"x")));
+        q.push(frame(b"x"));
         assert_eq!(q.ack(100), 2);
         assert_eq!(q.len(), 1);
         assert_eq!(write_all(&mut q), vec![8]);
@@ -1223,7 +1511,10 @@ mod tests {
             let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
             let end = at + 4 + len;
             let (rec, tag) = bytes[at..end].split_at(4 + len - TAG_LEN);
-            assert!(open.open(rec, tag), "frame at {at} does not check out");
+            assert!(
+                open.open_frame(rec, tag),
+                "frame at {at} does not check out"
+            );
             out.push(rec[HEADER..].to_vec());
             at = end;
         }
@@ -1262,16 +1553,26 @@ mod tests {
         // The old connection's opener takes none of them.
         let len = u32::from_le_bytes(wire2[..4].try_into().unwrap()) as usize;
         let (rec, tag) = wire2[..4 + len].split_at(4 + len - TAG_LEN);
-        assert!(!open1.open(rec, tag));
+        assert!(!open1.open_frame(rec, tag));
     }
 
     #[test]
-    fn a_full_queue_refuses_frames() {
+    fn a_queue_takes_every_frame_and_discarding_keeps_the_numbering() {
         let mut q = SendQueue::new();
-        for _ in 0..QUEUE_LIMIT {
-            assert!(q.push(frame(b"")));
+        q.reconnected(7, 0, mac());
+        for _ in 0..QUEUE_LIMIT + 10 {
+            q.push(frame(b""));
         }
-        assert!(!q.push(frame(b"")));
-        assert_eq!(q.len(), QUEUE_LIMIT);
+        assert_eq!(q.len(), QUEUE_LIMIT + 10);
+        assert_eq!(q.bytes(), (QUEUE_LIMIT + 10) * frame(b"").len());
+        write_all(&mut q);
+        assert_eq!(q.discard(), QUEUE_LIMIT + 10);
+        assert!(q.is_empty());
+        assert_eq!(q.bytes(), 0);
+        q.push(frame(b"x"));
+        // The next number, not a reused one: the process the discarded
+        // frames were for would see a gap.
+        assert_eq!(write_all(&mut q), vec![QUEUE_LIMIT as u64 + 11]);
+        assert_eq!(q.ack(QUEUE_LIMIT as u64 + 11), 1);
     }
 }

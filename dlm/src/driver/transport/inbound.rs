@@ -301,6 +301,12 @@ thread_local! {
     static DELIVERING: RefCell<Option<(Arc<InConn>, bool)>> = const { RefCell::new(None) };
 }
 
+/// True while the calling thread delivers frames (as a connection's reader
+/// thread or as a leading caller).
+pub(super) fn delivering() -> bool {
+    DELIVERING.with(|d| d.borrow().is_some())
+}
+
 /// Runs a user callback that a delivered frame produced. On a connection's
 /// reader thread it runs at once, after any callbacks a leading caller
 /// left for that thread (so frame order is kept); on a leading caller's
@@ -570,6 +576,7 @@ pub(super) fn accept_loop(listener: TcpListener, inbound: Arc<Inbound>) {
         let spawned = thread::Builder::new()
             .name("dlm-recv".into())
             .spawn(move || {
+                super::transport_thread();
                 if let Err(e) = reader(s, &inbound2, greeting) {
                     tracing::debug!(error = %e, "inbound connection closed");
                 }
@@ -905,7 +912,7 @@ impl FrameReader {
             }
             let (record, tag) =
                 self.buf[self.start..self.start + 4 + len].split_at(4 + len - TAG_LEN);
-            if !self.frames.open(record, tag) {
+            if !self.frames.open_frame(record, tag) {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
                     "frame with a bad tag",
