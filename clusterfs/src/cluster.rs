@@ -241,14 +241,17 @@ impl ClusterMount {
         let listen: SocketAddr = *peers
             .get(&me)
             .ok_or_else(|| join_err("this node is not named by an IP address".into()))?;
-        let dlm = Dlm::start(DlmConfig::new(
+        let mut config = DlmConfig::new(
             me,
             listen,
             peers,
             cman::authkey::load_for_dlm(&opts.state_dir, &cluster)
                 .map_err(|e| join_err(e.to_string()))?,
-        ))
-        .map_err(|e| join_err(format!("dlm on {listen}: {e}")))?;
+        );
+        // `dlm_tool lockdump FSNAME` and `plocks` read it, as on a node
+        // with the kernel's DLM.
+        config.ctl_dir = Some(opts.state_dir.clone());
+        let dlm = Dlm::start(config).map_err(|e| join_err(format!("dlm on {listen}: {e}")))?;
         let ctl = MountControl::new();
         let ls = dlm
             .join_with_ops(&fsname, m.as_ref(), ctl.ops())
@@ -457,6 +460,7 @@ impl GlockOps for FsSlot {
         }
         if name.kind == GlockType::Inode {
             if let Some(k) = self.kernel.get() {
+                k.forget_names(name.number);
                 k.forget_attrs(name.number);
             }
         }
@@ -615,6 +619,10 @@ impl ClusterHooks for Hooks {
         if let Err(e) = self.ls.pclose(ino, owner) {
             tracing::warn!(ino, error = %e, "dropping POSIX locks on close");
         }
+    }
+
+    fn dump(&self) -> Vec<String> {
+        self.glocks.dump()
     }
 
     fn journals_recovered(&self) -> u64 {

@@ -144,6 +144,9 @@ pub trait ClusterHooks: Send + Sync {
     ) -> Result<Option<(u64, u64, i32)>, Errno>;
     /// `owner` closed a descriptor of `ino`: its POSIX locks on it go.
     fn release_locks(&self, ino: u64, owner: u64);
+    /// A line per glock this node knows: state, transition in flight,
+    /// holders (logged on SIGUSR1).
+    fn dump(&self) -> Vec<String>;
     /// How many failed nodes' journals this node has replayed so far
     /// (after each, the inodes those nodes had open and unlinked are
     /// reclaimed: [`FuseFs::reclaim_unlinked`]).
@@ -177,15 +180,32 @@ const RGRP_HINTS: usize = 4;
 /// Threads serving a cluster mount's FUSE requests.
 const FUSE_THREADS: usize = 4;
 
-/// The kernel's caches of a mount, as far as the server can reach them:
-/// forgetting an inode's attributes when its glock goes (attributes only,
-/// which takes no kernel lock a waiting request may hold: page and name
-/// invalidation could deadlock against a request waiting for that glock).
+/// The kernel's caches of a mount, as far as the server can reach them
+/// without taking a kernel lock that a waiting request may hold (page and
+/// per-name invalidation lock the inode or its directory, and could
+/// deadlock against a request waiting for the glock being given up):
+/// - attributes: forgotten per inode when its glock goes
+///   ([`KernelCache::forget_attrs`]);
+/// - names: the kernel keeps them only where it can be told to forget
+///   them all at once, with FUSE's epoch (Linux 6.16, FUSE 7.44), which
+///   takes no lock: a directory's glock going bumps the epoch, and every
+///   name the kernel learnt before is looked up again at its next use
+///   ([`KernelCache::forget_names`]). Older kernels keep no names.
 #[derive(Debug, Default)]
 pub struct KernelCache {
     notifier: OnceLock<fuser::Notifier>,
     root: u64,
+    /// A descriptor of the mount's FUSE connection, when the kernel takes
+    /// epoch notifications.
+    epoch_dev: OnceLock<std::os::fd::OwnedFd>,
+    /// Directories whose names the kernel may hold since the last epoch
+    /// (by dinode).
+    named_dirs: Mutex<std::collections::HashSet<u64>>,
 }
+
+/// FUSE_NOTIFY_INC_EPOCH: the notification code that ends every name
+/// the kernel cached before it (no payload).
+const FUSE_NOTIFY_INC_EPOCH: i32 = 8;
 
 impl KernelCache {
     /// The kernel forgets `ino`'s attributes (its next stat asks us).
@@ -197,6 +217,71 @@ impl KernelCache {
             // the session is going away.
             debug!(ino, error = %e, "attribute invalidation");
         }
+    }
+
+    /// Whether the kernel may keep names (it takes epoch notifications).
+    fn keeps_names(&self) -> bool {
+        self.epoch_dev.get().is_some()
+    }
+
+    /// An answer naming entries of directory `dir` is about to go to the
+    /// kernel: the next time `dir`'s glock goes, the kernel must forget.
+    /// Called before the operation takes its glocks: if the glock goes
+    /// in between, the epoch the kernel read before asking is already old
+    /// and the answer is looked up again at its first use.
+    fn names_from(&self, dir: u64) {
+        if self.keeps_names() {
+            self.named_dirs.lock().insert(dir);
+        }
+    }
+
+    /// `dir`'s glock is going: if the kernel may hold names from it, it
+    /// forgets every name it holds (they are looked up again).
+    pub fn forget_names(&self, dir: u64) {
+        if !self.named_dirs.lock().remove(&dir) {
+            return;
+        }
+        if let Some(fd) = self.epoch_dev.get() {
+            if let Err(e) = notify_inc_epoch(fd) {
+                debug!(dir, error = %e, "name invalidation (epoch)");
+            }
+        }
+    }
+
+    /// Keeps a descriptor of the session's FUSE connection for epoch
+    /// notifications, if the kernel takes them (one is sent to find out).
+    fn probe_epoch(&self, dev: std::os::fd::BorrowedFd<'_>) {
+        let fd = match dev.try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(e) => {
+                warn!(error = %e, "duplicating the FUSE descriptor");
+                return;
+            }
+        };
+        match notify_inc_epoch(&fd) {
+            Ok(()) => {
+                let _ = self.epoch_dev.set(fd);
+            }
+            Err(e) => info!(
+                error = %e,
+                "this kernel takes no FUSE epoch notification (Linux < 6.16): \
+                 names are not cached, every path walk asks"
+            ),
+        }
+    }
+}
+
+/// Writes FUSE_NOTIFY_INC_EPOCH to a FUSE connection.
+fn notify_inc_epoch(fd: &std::os::fd::OwnedFd) -> nix::Result<()> {
+    // struct fuse_out_header { len: u32, error: i32 (the code), unique: u64 (0) }
+    let mut msg = [0u8; 16];
+    msg[0..4].copy_from_slice(&16u32.to_ne_bytes());
+    msg[4..8].copy_from_slice(&FUSE_NOTIFY_INC_EPOCH.to_ne_bytes());
+    let n = nix::unistd::write(fd, &msg)?;
+    if n == msg.len() {
+        Ok(())
+    } else {
+        Err(nix::errno::Errno::EIO)
     }
 }
 
@@ -222,8 +307,8 @@ impl FuseFs {
             root,
             acl: true,
             kernel: Arc::new(KernelCache {
-                notifier: OnceLock::new(),
                 root,
+                ..KernelCache::default()
             }),
             cluster: None,
         }
@@ -250,10 +335,28 @@ impl FuseFs {
         self
     }
 
-    /// How long the kernel may keep a name. In a cluster: not at all
-    /// (another node may remove or rename it; FUSE has no hook to revalidate
-    /// against the parent's glock, so every path walk looks the name up).
+    /// How long the kernel may keep a name. In a cluster only with epoch
+    /// notifications ([`KernelCache`]): the directory's glock going makes
+    /// it forget; without them, not at all (every path walk asks).
     fn ttl(&self) -> Duration {
+        if self.cluster.is_none() || self.kernel.keeps_names() {
+            TTL
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// In a cluster: the kernel is about to learn names in `dir`
+    /// ([`KernelCache::names_from`]).
+    fn naming(&self, dir: Ino) {
+        if self.cluster.is_some() {
+            self.kernel.names_from(dir.0);
+        }
+    }
+
+    /// How long the kernel may keep the attributes of an inode this node
+    /// holds no glock of (a new one): in a cluster, not at all.
+    fn unlocked_attr_ttl(&self) -> Duration {
         if self.cluster.is_some() {
             Duration::ZERO
         } else {
@@ -573,7 +676,12 @@ impl FuseFs {
     /// names.
     fn reply_new_entry(&self, r: Result<Attr, Errno>, reply: ReplyEntry) {
         match r {
-            Ok(a) => reply.entry(&self.ttl(), &self.file_attr(&a), Generation(a.generation)),
+            Ok(a) => reply.entry_with_ttls(
+                &self.unlocked_attr_ttl(),
+                &self.ttl(),
+                &self.file_attr(&a),
+                Generation(a.generation),
+            ),
             Err(e) => reply.error(e),
         }
     }
@@ -740,6 +848,7 @@ impl fuser::Filesystem for FuseFs {
         let _s = debug_span!("lookup", parent = parent.0, ?name).entered();
         let p = self.ino(parent);
         let n = name.as_bytes();
+        self.naming(p);
         let r = self.with_named(
             &[(p, n)],
             |c| LockPlan::sh(p).and(c[0], false),
@@ -811,6 +920,7 @@ impl fuser::Filesystem for FuseFs {
         let _s = debug_span!("mknod", parent = parent.0, ?name, mode).entered();
         let p = self.ino(parent);
         let (uid, gid) = (req.uid(), req.gid());
+        self.naming(p);
         let r = self.with(LockPlan::ex(p).allocating(), |fs| {
             let m = create_mode(fs, p, mode, umask)?;
             fs.mknod(p, name.as_bytes(), m, uid, gid, u64::from(rdev))
@@ -830,6 +940,7 @@ impl fuser::Filesystem for FuseFs {
         let _s = debug_span!("mkdir", parent = parent.0, ?name).entered();
         let p = self.ino(parent);
         let (uid, gid) = (req.uid(), req.gid());
+        self.naming(p);
         let r = self.with(LockPlan::ex(p).allocating(), |fs| {
             let m = create_mode(fs, p, mode, umask)?;
             fs.mkdir(p, name.as_bytes(), m, uid, gid)
@@ -863,6 +974,7 @@ impl fuser::Filesystem for FuseFs {
         let p = self.ino(parent);
         let (uid, gid) = (req.uid(), req.gid());
         let t = target.as_os_str().as_bytes().to_vec();
+        self.naming(p);
         self.reply_new_entry(
             self.with(LockPlan::ex(p).allocating(), |fs| {
                 fs.symlink(p, link_name.as_bytes(), &t, uid, gid)
@@ -900,6 +1012,9 @@ impl fuser::Filesystem for FuseFs {
         // a directory does not move into itself) from disk, not from a
         // cache that no glock of ours covers.
         let between = self.cluster.is_some() && p != np;
+        // The kernel moves its own name from one directory to the other.
+        self.naming(p);
+        self.naming(np);
         let r = self.with_named(
             &[(p, n), (np, nn)],
             |c| {
@@ -946,6 +1061,7 @@ impl fuser::Filesystem for FuseFs {
         let _s = debug_span!("link", ino = ino.0, newparent = newparent.0, ?newname).entered();
         let (i, np) = (self.ino(ino), self.ino(newparent));
         let plan = LockPlan::ex(i).and_ex(np).allocating();
+        self.naming(np);
         let r = self.with(plan, |fs| fs.link(i, np, newname.as_bytes()));
         self.reply_entry(r, reply);
     }
@@ -1189,6 +1305,7 @@ impl fuser::Filesystem for FuseFs {
         // another node may have created the name since. Without O_EXCL
         // that is an open of the existing file, as on a local volume.
         let reuse = self.cluster.is_some() && flags & libc::O_EXCL == 0;
+        self.naming(p);
         let trunc = flags & libc::O_TRUNC != 0;
         let n = name.as_bytes();
         let r = self.with_named(
@@ -1214,7 +1331,7 @@ impl fuser::Filesystem for FuseFs {
         });
         match r {
             Ok(a) => reply.created(
-                &self.ttl(),
+                &self.unlocked_attr_ttl(),
                 &self.file_attr(&a),
                 Generation(a.generation),
                 FileHandle(0),
@@ -1568,12 +1685,18 @@ fn spawn_committer(shared: Arc<Mutex<Option<FileSystem>>>, secs: u64) {
 
 /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread, and so in
 /// every thread it starts afterwards; [`serve`] takes them with `sigwait`
-/// to unmount. A mount that starts threads before `serve` (the cluster's)
-/// calls this first, or a signal could kill the process uncleanly.
+/// to unmount (and SIGUSR1, which logs a cluster mount's glocks). A mount
+/// that starts threads before `serve` (the cluster's) calls this first, or
+/// a signal could kill the process uncleanly.
 pub fn block_unmount_signals() -> std::io::Result<nix::sys::signal::SigSet> {
     use nix::sys::signal::{SigSet, Signal};
     let mut sigs = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+    ] {
         sigs.add(s);
     }
     sigs.thread_block().map_err(std::io::Error::from)?;
@@ -1623,11 +1746,16 @@ pub fn serve_fuse(
         config.clone_fd = true;
     }
     let kernel = fuse.kernel_cache();
-    if fuse.cluster.is_some() {
+    let cluster = fuse.cluster.is_some();
+    let dump_hooks = fuse.cluster.as_ref().map(|c| c.hooks.clone());
+    if cluster {
         spawn_reclaimer(fuse.clone());
     }
     let session = fuser::Session::new(fuse, mountpoint, &config)?;
     let _ = kernel.notifier.set(session.notifier());
+    if cluster {
+        kernel.probe_epoch(std::os::fd::AsFd::as_fd(&session));
+    }
     info!(mountpoint = %mountpoint.display(), "mounted");
     mounted();
     spawn_committer(Arc::clone(&shared), opts.commit_secs);
@@ -1640,6 +1768,17 @@ pub fn serve_fuse(
     let mut armed = false;
     std::thread::spawn(move || loop {
         match sigs.wait() {
+            Ok(nix::sys::signal::Signal::SIGUSR1) => {
+                // The kernel's glocks file in debugfs, for this mount.
+                match &dump_hooks {
+                    Some(h) => {
+                        for line in h.dump() {
+                            info!("glock {line}");
+                        }
+                    }
+                    None => info!("SIGUSR1: not a cluster mount, no glocks to show"),
+                }
+            }
             Ok(sig) => {
                 info!(?sig, "unmounting on signal");
                 unmount_kernel(&mp);

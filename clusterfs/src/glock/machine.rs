@@ -232,8 +232,9 @@ impl GlockCore {
         }
         self.forget_satisfied_demote();
         if self.demote_due() {
-            if !self.any_granted() {
-                self.start(self.demote_target(), false, out);
+            let target = self.demote_target();
+            if !self.any_granted() || self.granted_fit_in(target) {
+                self.start(target, false, out);
             }
             return;
         }
@@ -281,6 +282,19 @@ impl GlockCore {
         } else {
             self.state.demote_target(self.demote.remote)
         }
+    }
+
+    /// Whether every granted holder may go on in `target` (a demote from
+    /// EX to SH while only SH holders are granted: it need not wait for
+    /// them, and must not, since they may stay for as long as a file is
+    /// open while another node waits for SH).
+    fn granted_fit_in(&self, target: GlockState) -> bool {
+        target != GlockState::Un
+            && self
+                .holders
+                .iter()
+                .take_while(|h| h.granted)
+                .all(|h| target.covers(h.mode))
     }
 
     fn any_granted(&self) -> bool {

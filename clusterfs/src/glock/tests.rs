@@ -173,6 +173,31 @@ fn stale_bast_for_a_forgotten_glock_is_ignored() {
 }
 
 #[test]
+fn demote_to_sh_goes_on_under_sh_holders() {
+    // EX cached (a try-EX holder came and went), an SH holder granted from
+    // it and kept (a file open): another node's wish for SH is met at once,
+    // not when the file is closed.
+    let mut t = table();
+    let a = hold(&mut t, INO, Ex, 0);
+    let (b, out) = t.acquire(INO, Sh, plain(), 1);
+    assert_eq!(out, vec![]);
+    assert_eq!(t.release(a, 2), vec![Grant { holder: b }]);
+    let out = t.blocking_callback(INO, DlmMode::Pr, 100_000);
+    assert_eq!(out, vec![Sync { name: INO }, req(INO, Ex, Sh)]);
+    assert_eq!(t.dlm_granted(INO, DlmMode::Pr, 100_001), vec![]);
+    assert_eq!(t.glock(&INO).unwrap().state(), Sh);
+    assert!(!t.glock(&INO).unwrap().demote_pending());
+    // An EX holder still makes it wait.
+    let mut t = table();
+    let a = hold(&mut t, INO, Ex, 0);
+    assert_eq!(t.blocking_callback(INO, DlmMode::Pr, 100_000), vec![]);
+    assert_eq!(
+        t.release(a, 100_001),
+        vec![Sync { name: INO }, req(INO, Ex, Sh)]
+    );
+}
+
+#[test]
 fn demote_waits_for_holders_and_blocks_new_ones() {
     let mut t = table();
     let a = hold(&mut t, RG, Sh, 0);
