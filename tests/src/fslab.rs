@@ -17,6 +17,8 @@ pub struct Lab {
     pub key: PathBuf,
     /// The volume's DLM port on every node.
     pub dlm_port: u16,
+    /// What every node mounts instead of the image (an `iscsi://` LUN).
+    pub device: Option<String>,
 }
 
 impl Lab {
@@ -50,7 +52,12 @@ impl Lab {
         );
         let key = dir.path().join("authkey");
         std::fs::write(&key, b"lab cluster key 0123456789abcdef").unwrap();
-        let lab = Lab { dir, key, dlm_port };
+        let lab = Lab {
+            dir,
+            key,
+            dlm_port,
+            device: None,
+        };
         for i in 1..=n {
             std::fs::create_dir_all(lab.state(i)).unwrap();
             std::fs::write(lab.state(i).join("cluster.conf"), &text).unwrap();
@@ -81,7 +88,8 @@ impl Lab {
         });
     }
 
-    /// `mount.clusterfs IMAGE MNT -f` on node `i`, with `extra` options.
+    /// `mount.clusterfs IMAGE MNT -f` on node `i` (the [`Lab::device`] if
+    /// set), with `extra` options.
     pub fn mount_cmd(&self, i: u32, extra: &str) -> Command {
         self.mount_cmd_at(i, &self.mnt(i), extra)
     }
@@ -95,8 +103,11 @@ impl Lab {
             .open(self.state(i).join(format!("mount{i}.log")))
             .unwrap();
         let mut c = Command::new(crate::bin("mount_clusterfs"));
-        c.arg(self.image())
-            .arg(mnt)
+        match &self.device {
+            Some(dev) => c.arg(dev),
+            None => c.arg(self.image()),
+        };
+        c.arg(mnt)
             .arg("-f")
             .arg("--state-dir")
             .arg(self.state(i))

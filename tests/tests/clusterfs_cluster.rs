@@ -7,6 +7,8 @@
 //! replays the dead node's journal and finds everything it had fsync'd;
 //! `fsck.gfs2 -n` is clean at the end.
 
+#[path = "iscsi_target_util.rs"]
+mod iscsi_target_util;
 #[path = "../../clusterfs/tests/common/model.rs"]
 mod model;
 #[path = "support/mounted.rs"]
@@ -15,7 +17,8 @@ mod mounted;
 use std::path::Path;
 use std::time::Duration;
 
-use tests::fslab::{cluster_up, cmand, fcntl_lock, mkfs, mkfs_journals, stop_cmands};
+use iscsi_target_util::Tgtd;
+use tests::fslab::{cluster_up, cmand, fcntl_lock, mkfs, mkfs_journals, stop_cmands, Lab};
 use tests::FuseMount;
 
 fn fsync_write(path: &Path, data: &[u8]) {
@@ -318,6 +321,8 @@ fn fcntl_locks_exclude_across_nodes() {
     tests::fsck_clean(&lab.image());
 }
 
+const IQN: &str = "iqn.2026-12.org.clusterfs:cluster-test";
+
 /// The coherence exerciser on `n` nodes: seeded random operations
 /// (creates, writes, truncates, renames, links, unlinks, xattrs...) each
 /// issued on a node picked at random, checked after every step against one
@@ -325,9 +330,18 @@ fn fcntl_locks_exclude_across_nodes() {
 /// unmount. `CLUSTERFS_CLUSTER_SEEDS` / `CLUSTERFS_CLUSTER_STEPS` for
 /// longer runs.
 fn coherence_exerciser(n: u32, first_seed: u64) {
-    let Some((lab, mut cmands)) = cluster_up(n) else {
+    let Some((lab, cmands)) = cluster_up(n) else {
         return;
     };
+    let image = lab.image();
+    exercise(lab, cmands, &image, first_seed);
+}
+
+/// Runs the exerciser's seeds on the lab's nodes; `volume` is what mkfs
+/// makes and fsck checks (the image, or the backing file of the LUN the
+/// nodes mount).
+fn exercise(lab: Lab, mut cmands: Vec<std::process::Child>, volume: &Path, first_seed: u64) {
+    let n = cmands.len() as u32;
     let env = |v: &str, d: u64| {
         std::env::var(v)
             .ok()
@@ -337,7 +351,7 @@ fn coherence_exerciser(n: u32, first_seed: u64) {
     let seeds = env("CLUSTERFS_CLUSTER_SEEDS", 1);
     let steps = env("CLUSTERFS_CLUSTER_STEPS", 120) as usize;
     for seed in first_seed..first_seed + seeds {
-        mkfs_journals(&lab.image(), n);
+        mkfs_journals(volume, n);
         let mounts: Vec<FuseMount> = (1..=n)
             .map(|i| FuseMount::start(&mut lab.mount_cmd(i, ""), &lab.mnt(i)))
             .collect();
@@ -370,9 +384,30 @@ fn coherence_exerciser(n: u32, first_seed: u64) {
         for mount in mounts {
             mount.stop();
         }
-        tests::fsck_clean(&lab.image());
+        tests::fsck_clean(volume);
     }
     stop_cmands(&mut cmands);
+}
+
+/// The two-node exerciser on a LUN of our tgtd that both nodes mount as
+/// `iscsi://` (each with its own iSCSI session): every block goes through
+/// the target, and its backing file passes fsck at the end.
+#[test]
+fn coherence_exerciser_two_nodes_on_an_iscsi_lun() {
+    if !tests::require("fsck.gfs2") {
+        return;
+    }
+    let Some((mut lab, cmands)) = cluster_up(2) else {
+        return;
+    };
+    let tgtd = Tgtd::start();
+    // mkfs writes the backing file (no session is open then); the nodes
+    // use only the LUN.
+    let backing = tgtd.backing_file("lun1.img", 256);
+    tgtd.export(1, IQN, &backing);
+    lab.device = Some(tgtd.url(IQN, 1));
+    exercise(lab, cmands, &backing, 9000);
+    drop(tgtd);
 }
 
 #[test]
