@@ -1,0 +1,4 @@
+//! `cargo fuzz run api`: see `cman_fuzz::api`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cman_fuzz::api(data));
