@@ -629,6 +629,10 @@ impl ClusterHooks for Hooks {
         self.slot.recovered.load(Ordering::SeqCst)
     }
 
+    fn wait_open_released(&self, ino: u64) {
+        self.glocks.wait_released(iopen(ino));
+    }
+
     fn try_only_opener(&self, ino: u64) -> Option<Guard> {
         let flags = HolderFlags {
             nocache: true,

@@ -119,6 +119,9 @@ pub trait ClusterHooks: Send + Sync {
     fn open_guard(&self, ino: u64) -> Result<Guard, Errno>;
     /// Without waiting: a guard when no other node has `ino` open.
     fn try_only_opener(&self, ino: u64) -> Option<Guard>;
+    /// Waits until this node's hold of `ino`'s iopen glock, just given
+    /// up, is gone in the DLM too (or the inode was opened here again).
+    fn wait_open_released(&self, ino: u64);
     /// POSIX record locks across the nodes: F_SETLK, or F_SETLKW when
     /// `wait` (`typ` F_RDLCK, F_WRLCK or F_UNLCK); the answer goes to
     /// `done` (EAGAIN when refused, EDEADLK for a deadlock), perhaps later.
@@ -398,6 +401,14 @@ impl FuseFs {
     /// In a cluster: an open handle of `ino` closed; at the last one the
     /// iopen guard goes and the inode is freed if it was unlinked and no
     /// other node has it open.
+    ///
+    /// Only an inode with no links left is tried, read under its glock
+    /// once this node's iopen hold is gone in the DLM: a node that
+    /// unlinks an inode sets its link count under the inode's EX glock
+    /// before it tries the iopen glock itself, so if that try failed
+    /// because of our hold, we see the count at zero here and free it;
+    /// if it came after, it succeeded and that node freed it. (An inode
+    /// still linked costs no more DLM requests than its open and close.)
     fn closed(&self, ino: u64) {
         let Some(c) = &self.cluster else {
             return;
@@ -414,7 +425,15 @@ impl FuseFs {
             }
         };
         drop(guard);
-        self.free_if_last(ino);
+        c.hooks.wait_open_released(ino);
+        let i = Ino(ino);
+        match self.with(LockPlan::sh(i), |fs| fs.getattr(i)) {
+            Ok(a) if a.nlink > 0 => {}
+            // Unlinked, or gone already (freed by another node).
+            _ => {
+                self.free_if_last(ino);
+            }
+        }
     }
 
     /// Removes `parent/name` with `op` (unlink or rmdir); in a cluster the

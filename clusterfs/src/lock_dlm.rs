@@ -217,6 +217,26 @@ impl DlmGlocks {
         }
     }
 
+    /// Waits until this node holds `name` in no mode at all in the DLM
+    /// (UN, nothing in flight, or forgotten), or a holder has it again:
+    /// after a `nocache` release, for the demote it started to complete.
+    pub fn wait_released(&self, name: GlockName) {
+        let inner = &self.inner;
+        let mut st = inner.state.lock();
+        loop {
+            if st.broken.is_some() {
+                return;
+            }
+            match st.table.glock(&name) {
+                None => return,
+                Some(g) if g.holders().any(|h| h.granted) => return,
+                Some(g) if g.state() == GlockState::Un && g.in_flight().is_none() => return,
+                Some(_) => {}
+            }
+            inner.granted.wait(&mut st);
+        }
+    }
+
     /// Takes `name` in `mode` only if no other node must be asked to give
     /// it up (a DLM NOQUEUE request); `Ok(None)` when it is busy.
     pub fn try_acquire(
@@ -528,8 +548,9 @@ impl Inner {
         };
         self.dispatch(st, actions);
         // A grant may start a minimum hold time: the worker must plan its
-        // next tick anew.
+        // next tick anew; `wait_released` waits for demotes to complete.
         self.wake.notify_all();
+        self.granted.notify_all();
     }
 
     /// Another node waits for `name` in `wanted`.
