@@ -16,8 +16,11 @@ use clusterfs::ondisk::{
 };
 use clusterfs::replay::{find_head, replay_plan};
 
-/// The targets, by name (the corpus directory names).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A target: its name (the corpus directory name) and what it runs.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// The targets.
+pub const TARGETS: &[Target] = &[
     ("superblock", superblock),
     ("dinode", dinode),
     ("rgrp", rgrp),

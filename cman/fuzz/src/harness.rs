@@ -12,8 +12,11 @@ use cman::wire::Wire;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// The targets, by name (the corpus directory names).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[("wire", wire), ("api", api), ("config", config)];
+/// A target: its name (the corpus directory name) and what it runs.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// The targets.
+pub const TARGETS: &[Target] = &[("wire", wire), ("api", api), ("config", config)];
 
 /// The key and cluster name of the fuzzed receiver.
 pub const KEY: &[u8] = b"fuzz-cluster-key-0123456789abcdef";

@@ -10,8 +10,11 @@ use dlm::driver::transport::auth::{
 use dlm::driver::transport::{ClusterKey, MAX_FRAME, TAG_LEN};
 use dlm::wire::Envelope;
 
-/// The targets, by name (the corpus directory names).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[("wire", wire), ("handshake", handshake)];
+/// A target: its name (the corpus directory name) and what it runs.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// The targets.
+pub const TARGETS: &[Target] = &[("wire", wire), ("handshake", handshake)];
 
 /// One envelope (generation and lock message).
 pub fn wire(data: &[u8]) {
