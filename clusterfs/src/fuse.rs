@@ -690,18 +690,44 @@ impl FuseFs {
         }
     }
 
-    /// A new inode, whose glock this node does not hold (nothing would
-    /// tell the kernel to forget its attributes): cached no longer than
-    /// names.
+    /// A new inode: in a cluster this node takes its glock in EX and keeps
+    /// it cached, as GFS2 does on create (the inode's next stat, write or
+    /// unlink here asks the DLM nothing), and answers with attributes read
+    /// under it, which the kernel may then keep; if that fails, with
+    /// attributes the kernel must not keep.
     fn reply_new_entry(&self, r: Result<Attr, Errno>, reply: ReplyEntry) {
-        match r {
-            Ok(a) => reply.entry_with_ttls(
-                &self.unlocked_attr_ttl(),
+        match r.map(|a| self.hold(a, true)) {
+            Ok((a, held)) => reply.entry_with_ttls(
+                &if held {
+                    self.attr_ttl()
+                } else {
+                    self.unlocked_attr_ttl()
+                },
                 &self.ttl(),
                 &self.file_attr(&a),
                 Generation(a.generation),
             ),
             Err(e) => reply.error(e),
+        }
+    }
+
+    /// In a cluster: takes the glock of the inode just made or opened
+    /// (`a`) in EX (`ex`) or SH, which stays cached, and reads its
+    /// attributes again under it; returns them and whether the glock is
+    /// held. (The operation that made it could not name its glock
+    /// beforehand.)
+    fn hold(&self, a: Attr, ex: bool) -> (Attr, bool) {
+        if self.cluster.is_none() {
+            return (a, true);
+        }
+        let i = a.ino;
+        let plan = if ex { LockPlan::ex(i) } else { LockPlan::sh(i) };
+        match self.with(plan, |fs| fs.getattr(i)) {
+            Ok(fresh) => (fresh, true),
+            Err(e) => {
+                debug!(ino = i.0, ?e, "taking a new inode's glock");
+                (a, false)
+            }
         }
     }
 }
@@ -1334,23 +1360,28 @@ impl fuser::Filesystem for FuseFs {
             |fs, _| {
                 if reuse {
                     if let Ok(a) = fs.lookup(p, n) {
-                        return open_existing(fs, a, flags, uid, gid);
+                        return open_existing(fs, a, flags, uid, gid).map(|a| (a, false));
                     }
                 }
                 let m = create_mode(fs, p, mode, umask)?;
                 let a = fs.mknod(p, n, m, uid, gid, 0)?;
                 fs.open(a.ino)?;
-                Ok(a)
+                Ok((a, true))
             },
         );
-        let r = r.and_then(|a| {
+        let r = r.and_then(|(a, new)| {
             // Open here from now on; another node cannot have the new
             // inode open yet, so this does not wait.
-            self.opened(a.ino.0).map(|()| a)
+            self.opened(a.ino.0).map(|()| (a, new))
         });
-        match r {
-            Ok(a) => reply.created(
-                &self.unlocked_attr_ttl(),
+        // An existing file opened: its glock in SH only.
+        match r.map(|(a, new)| self.hold(a, new)) {
+            Ok((a, held)) => reply.created(
+                &if held {
+                    self.ttl()
+                } else {
+                    self.unlocked_attr_ttl()
+                },
                 &self.file_attr(&a),
                 Generation(a.generation),
                 FileHandle(0),
