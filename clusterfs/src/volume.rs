@@ -639,15 +639,31 @@ impl Volume {
 
     fn load_rindex(&mut self, rindex: u64) -> Result<()> {
         let di = self.dinode(rindex)?;
+        // Bounded by the device: a damaged size must not make the read
+        // allocate without limit.
+        if di.di_size > self.dev.size() {
+            return Err(FsError::Corrupt(format!("rindex size {}", di.di_size)));
+        }
         let data = self.read_file(rindex, 0, di.di_size as usize)?;
         if data.len() % Rindex::SIZE != 0 || data.is_empty() {
             return Err(FsError::Corrupt(format!("rindex size {}", data.len())));
         }
+        let dev_blocks = self.dev.size() / self.geo.bsize as u64;
         let mut rgs = Vec::new();
         for rec in data.chunks(Rindex::SIZE) {
             let ri = Rindex::decode(rec)?;
             let bits = u64::from(ri.ri_bitbytes) * 4;
-            if bits < u64::from(ri.ri_data) || ri.ri_length == 0 {
+            // Header and bitmaps before the data, the data on the device:
+            // scans of a group's bitmap stay bounded by the device size.
+            let inside = ri
+                .ri_addr
+                .checked_add(u64::from(ri.ri_length))
+                .is_some_and(|e| e <= ri.ri_data0)
+                && ri
+                    .ri_data0
+                    .checked_add(u64::from(ri.ri_data))
+                    .is_some_and(|e| e <= dev_blocks);
+            if bits < u64::from(ri.ri_data) || ri.ri_length == 0 || !inside {
                 return Err(FsError::Corrupt(format!(
                     "rindex entry at {} is inconsistent",
                     ri.ri_addr
@@ -656,6 +672,16 @@ impl Volume {
             rgs.push(ri);
         }
         rgs.sort_by_key(|r| r.ri_addr);
+        // Groups do not overlap, so all of them together span the device
+        // at most once.
+        for w in rgs.windows(2) {
+            if w[0].ri_data0 + u64::from(w[0].ri_data) > w[1].ri_addr {
+                return Err(FsError::Corrupt(format!(
+                    "rindex entries at {} and {} overlap",
+                    w[0].ri_addr, w[1].ri_addr
+                )));
+            }
+        }
         self.rgs = rgs;
         Ok(())
     }

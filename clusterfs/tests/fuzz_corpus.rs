@@ -270,3 +270,37 @@ fn write_seeds() {
         &img[first * 512..(first + 16) * 512],
     );
 }
+
+/// Fuzz finding (image target, a timeout): a damaged rindex record with a
+/// huge `ri_data` (and `ri_bitbytes` to match) made mount scan four
+/// billion bitmap entries for unlinked dinodes. Such a record (data past
+/// the device) is now refused, at once.
+#[test]
+fn an_rindex_record_past_the_device_is_refused_at_mount() {
+    use clusterfs::ondisk::Rindex;
+    let mut img = our_image(false);
+    let first = {
+        let dev: Arc<dyn BlockDevice> = Arc::new(MemDevice::from_bytes(img.clone()));
+        let (mut fs, _) = FileSystem::mount(dev, Arc::new(LocalLocks)).unwrap();
+        fs.volume().rgrps()[0]
+    };
+    let mut rec = [0u8; Rindex::SIZE];
+    first.encode(&mut rec);
+    let at = img
+        .windows(Rindex::SIZE)
+        .position(|w| w == rec)
+        .expect("the first rindex record in the image");
+    let bad = Rindex {
+        ri_data: 0xffff_fff0,
+        ri_bitbytes: 0x3fff_fffc,
+        ..first
+    };
+    bad.encode(&mut img[at..at + Rindex::SIZE]);
+    let t = std::time::Instant::now();
+    let dev: Arc<dyn BlockDevice> = Arc::new(MemDevice::from_bytes(img));
+    let err = FileSystem::mount(dev, Arc::new(LocalLocks))
+        .err()
+        .expect("mount refused");
+    assert!(err.to_string().contains("rindex"), "{err}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+}
