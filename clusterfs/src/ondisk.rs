@@ -452,9 +452,21 @@ pub struct Superblock {
     pub sb_uuid: [u8; 16],
 }
 
-fn decode_name(buf: &[u8]) -> String {
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+/// A NUL-terminated name field: UTF-8 and terminated inside the field, so
+/// that encoding it again gives the same bytes (a lossy decode would turn
+/// damaged bytes into U+FFFD and write those back).
+fn decode_name(field: &'static str, buf: &[u8]) -> Result<String> {
+    let end = buf
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(OndiskError::Invalid {
+            field,
+            value: buf.len() as u64,
+        })?;
+    String::from_utf8(buf[..end].to_vec()).map_err(|e| OndiskError::Invalid {
+        field,
+        value: e.utf8_error().valid_up_to() as u64,
+    })
 }
 
 fn encode_name(buf: &mut [u8], name: &str) {
@@ -478,8 +490,8 @@ impl Superblock {
             sb_bsize_shift: be32(buf, 40),
             sb_master_dir: Inum::decode_at(buf, 48),
             sb_root_dir: Inum::decode_at(buf, 80),
-            sb_lockproto: decode_name(&buf[96..160]),
-            sb_locktable: decode_name(&buf[160..224]),
+            sb_lockproto: decode_name("sb_lockproto", &buf[96..160])?,
+            sb_locktable: decode_name("sb_locktable", &buf[160..224])?,
             sb_uuid: buf[256..272].try_into().expect("16 bytes"),
         };
         let bs = sb.sb_bsize;

@@ -304,3 +304,29 @@ fn an_rindex_record_past_the_device_is_refused_at_mount() {
     assert!(err.to_string().contains("rindex"), "{err}");
     assert!(t.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// Fuzz finding (superblock target): lock names that are not UTF-8, or
+/// fill their field without a NUL, decoded lossily and were written back
+/// changed. They are refused now; a good superblock still round-trips.
+#[test]
+fn superblock_lock_names_must_be_terminated_utf8() {
+    use clusterfs::ondisk::Superblock;
+    let img = our_image(false);
+    let good = &img[65536..65536 + 4096];
+    let sb = Superblock::decode(good).unwrap();
+    let mut again = vec![0u8; 4096];
+    sb.encode(&mut again);
+    assert_eq!(Superblock::decode(&again).unwrap(), sb);
+    let mut bad = good.to_vec();
+    bad[160] = 0xff;
+    assert!(Superblock::decode(&bad)
+        .unwrap_err()
+        .to_string()
+        .contains("sb_locktable"));
+    let mut full = good.to_vec();
+    full[96..160].fill(b'x');
+    assert!(Superblock::decode(&full)
+        .unwrap_err()
+        .to_string()
+        .contains("sb_lockproto"));
+}
