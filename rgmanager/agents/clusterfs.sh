@@ -23,6 +23,7 @@ meta_data() {
     <parameter name="fsid"><content type="string"/></parameter>
     <parameter name="force_unmount"><content type="boolean" default="0"/></parameter>
     <parameter name="self_fence"><content type="boolean"/></parameter>
+    <parameter name="nfslock" inherit="service%nfslock"><content type="boolean"/></parameter>
   </parameters>
   <actions>
     <action name="start" timeout="900"/>

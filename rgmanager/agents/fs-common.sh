@@ -49,17 +49,19 @@ kill_users() {
   fuser -km -"$1" "$mountpoint" >/dev/null 2>&1
 }
 
-# sync, then up to 3 umounts; force_unmount kills the users first
-# (SIGTERM, then SIGKILL).
+# sync, then up to 3 tries of umount; when it is busy, force_unmount
+# kills the users (SIGTERM the first time, then SIGKILL) and tries again.
 fs_stop() {
   is_mounted || return $OCF_SUCCESS
   sync
   local i
   for i in 1 2 3; do
-    if yes "$OCF_RESKEY_force_unmount"; then
-      if (( i == 1 )); then kill_users TERM; sleep 1; else kill_users KILL; fi
-    fi
     umount "$mountpoint" 2>/dev/null && ! is_mounted && return $OCF_SUCCESS
+    if yes "$OCF_RESKEY_force_unmount"; then
+      if (( i == 1 )); then kill_users TERM; else kill_users KILL; fi
+      sleep 1
+      umount "$mountpoint" 2>/dev/null && ! is_mounted && return $OCF_SUCCESS
+    fi
     (( i < 3 )) && sleep "${FS_UMOUNT_RETRY_SLEEP:-5}"
   done
   echo "$0: cannot unmount $mountpoint" >&2

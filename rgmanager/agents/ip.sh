@@ -3,7 +3,9 @@
 #
 # Parameters (OCF_RESKEY_*): address (A or A/prefix), monitor_link (1),
 # sleeptime (seconds to wait after removing it, default 10),
-# prefer_interface.
+# prefer_interface, family (auto or inet: IPv4 only here; inet6 is
+# refused as not configured), nfslock (NFS lock recovery: accepted,
+# unused).
 # start: find an UP interface holding an address of the same subnet
 # (link up when monitor_link=1); refuse if the address answers a ping
 # (collision); `ip -f inet addr add dev D A/prefix`, then gratuitous ARP
@@ -26,6 +28,8 @@ meta_data() {
     <parameter name="monitor_link"><content type="boolean" default="1"/></parameter>
     <parameter name="sleeptime"><content type="integer" default="10"/></parameter>
     <parameter name="prefer_interface"><content type="string"/></parameter>
+    <parameter name="family"><content type="string" default="auto"/></parameter>
+    <parameter name="nfslock" inherit="service%nfslock"><content type="boolean"/></parameter>
   </parameters>
   <actions>
     <action name="start" timeout="20"/>
@@ -93,6 +97,10 @@ holder() {
 validate() {
   command -v ip >/dev/null || { echo "ip.sh: no ip(8)" >&2; return $OCF_ERR_INSTALLED; }
   valid_ipv4 "$addr" || { echo "ip.sh: bad address '$OCF_RESKEY_address'" >&2; return $OCF_ERR_CONFIGURED; }
+  case ${OCF_RESKEY_family:-auto} in
+    auto|inet) ;;
+    *) echo "ip.sh: family '$OCF_RESKEY_family' not supported (IPv4 only)" >&2; return $OCF_ERR_CONFIGURED ;;
+  esac
   return $OCF_SUCCESS
 }
 

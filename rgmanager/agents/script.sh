@@ -1,7 +1,8 @@
 #!/bin/bash
 # script.sh — rgmanager resource agent: an LSB init script.
 #
-# Parameters: name, file (the script). start/stop/status run
+# Parameters: name, file (the script), service_name (inherited from the
+# service; unused). start/stop/status run
 # `FILE start|stop|status`; any non-zero exit is a failure (1), except a
 # stop of a script that is already stopped.
 
@@ -17,6 +18,7 @@ meta_data() {
   <parameters>
     <parameter name="name" unique="1" primary="1"><content type="string"/></parameter>
     <parameter name="file" unique="1" required="1"><content type="string"/></parameter>
+    <parameter name="service_name" inherit="service%name"><content type="string"/></parameter>
   </parameters>
   <actions>
     <action name="start" timeout="60"/>

@@ -37,6 +37,8 @@ pub enum AdminAction {
     Unfreeze,
     /// -M
     Migrate,
+    /// -c
+    Convalesce,
 }
 
 /// A request.
@@ -56,6 +58,14 @@ pub enum Request {
         /// `-F`: follow the failover domain (enable).
         follow_domain: bool,
     },
+    /// `clusvcadm -l` (lock) or `-u` (unlock) every resource manager;
+    /// answered with an [`AdminReply`] (code 0 or 1).
+    Lock {
+        /// Lock or unlock.
+        lock: bool,
+    },
+    /// `clusvcadm -S`: locked or not; answered [`Response::Locked`].
+    QueryLock,
 }
 
 /// A service as clustat shows it.
@@ -107,6 +117,9 @@ pub struct StatusView {
     pub nodes: Vec<NodeView>,
     /// Services.
     pub services: Vec<ServiceView>,
+    /// The resource managers are locked (`clusvcadm -l`).
+    #[serde(default)]
+    pub locked: bool,
 }
 
 /// The answer to an admin request.
@@ -130,6 +143,11 @@ pub enum Response {
     Status(Box<StatusView>),
     /// An admin result.
     Admin(AdminReply),
+    /// The lock state (`clusvcadm -S`).
+    Locked {
+        /// Locked.
+        locked: bool,
+    },
     /// The request was refused.
     Error {
         /// Why.

@@ -65,6 +65,12 @@ pub struct Replicated {
     /// The records were rebuilt without knowing owners: nothing is placed
     /// until every node in `awaiting_fence` is fenced.
     pub blind: bool,
+    /// `clusvcadm -l`: the resource managers are locked; nothing is
+    /// started (no placement, no failover, no failback, no enable) until
+    /// `clusvcadm -u`. Gone with the records (rgmanager 3 reset it when
+    /// quorum dissolved).
+    #[serde(default)]
+    pub locked: bool,
 }
 
 /// An administrator's operation (`clusvcadm`).
@@ -86,6 +92,10 @@ pub enum AdminOp {
     Unfreeze,
     /// `-M` (as a relocation: our agents cannot migrate live).
     Migrate(NodeId),
+    /// `-c`: start the failed non-critical resources of a running
+    /// service. Our services have none (no `__independent_subtree`), so
+    /// a running service is never partial: "already running".
+    Convalesce,
 }
 
 /// rgmanager's request results (`RG_E*`), the exit status of clusvcadm.
@@ -148,8 +158,8 @@ impl AdminResult {
             AdminResult::Invalid => "Invalid operation for resource",
             AdminResult::Quorum => "Operation requires quorum",
             AdminResult::Running => "Service is already running",
-            AdminResult::Frozen => "Service is frozen",
-            AdminResult::Node => "Invalid node ID",
+            AdminResult::Frozen => "Failure: Service is frozen",
+            AdminResult::Node => "Target node dead / nonexistent",
             AdminResult::Domain => "Service not runnable",
         }
     }
@@ -230,6 +240,15 @@ pub enum Msg {
         svc: String,
         /// Operation.
         op: AdminOp,
+        /// Requesting node.
+        from: NodeId,
+        /// Request id on that node.
+        id: u64,
+    },
+    /// `clusvcadm -l` / `-u` made on node `from`.
+    Lock {
+        /// Locked (`-l`) or unlocked (`-u`).
+        locked: bool,
         /// Requesting node.
         from: NodeId,
         /// Request id on that node.
@@ -333,6 +352,13 @@ pub enum Input {
         svc: String,
         /// Operation.
         op: AdminOp,
+    },
+    /// `clusvcadm -l` (true) or `-u` (false) on this node.
+    Lock {
+        /// Request id (for the reply).
+        id: u64,
+        /// Lock or unlock.
+        locked: bool,
     },
 }
 
@@ -534,6 +560,18 @@ impl Node {
                 stop_ok,
             } => self.op_done(&svc, op, ok, stop_ok),
             Input::Admin { id, svc, op } => self.admin_request(id, svc, op),
+            Input::Lock { id, locked } => {
+                // rgmanager 3 answered lock requests only while quorate.
+                if self.quorate && self.is_synced() {
+                    let from = self.me;
+                    self.emit(Action::Send(Msg::Lock { locked, from, id }));
+                } else {
+                    self.emit(Action::Reply {
+                        id,
+                        result: AdminResult::Fail,
+                    });
+                }
+            }
             group @ (Input::Confchg { .. } | Input::Deliver(_)) => self.group_input(group),
         }
         if self.is_synced() {
@@ -702,6 +740,7 @@ impl Node {
             config_version: self.config_version,
             removing: BTreeSet::new(),
             blind,
+            locked: false,
         };
         self.note(format!(
             "Service records initialized by {} member(s)",
@@ -810,10 +849,11 @@ impl Node {
                 rec.ver += 1;
                 continue;
             }
-            lines.push(format!(
-                "Taking over service {name} from down member {}",
-                dead.0
-            ));
+            lines.push(if self.rep.locked {
+                format!("Not initiating failover of {name}: Resource groups locked!")
+            } else {
+                format!("Taking over service {name} from down member {}", dead.0)
+            });
             rec.tried.clear();
             rec.avoid = None;
             rec.release(State::Stopped);
@@ -840,6 +880,25 @@ impl Node {
                 let result = self.apply_admin(&svc, op);
                 if from == self.me {
                     self.emit(Action::Reply { id, result });
+                }
+            }
+            Msg::Lock { locked, from, id } => {
+                if self.rep.locked != locked {
+                    self.rep.locked = locked;
+                    self.note(
+                        if locked {
+                            "Resource Groups Locked"
+                        } else {
+                            "Resource Groups Unlocked"
+                        }
+                        .to_string(),
+                    );
+                }
+                if from == self.me {
+                    self.emit(Action::Reply {
+                        id,
+                        result: AdminResult::Success,
+                    });
                 }
             }
             Msg::Config { version, text } => self.apply_config(version, &text),
@@ -1080,6 +1139,7 @@ impl Node {
     }
 
     fn apply_admin(&mut self, svc: &str, op: AdminOp) -> AdminResult {
+        let locked = self.rep.locked;
         let members = self.rep.members.clone();
         let awaiting = self.rep.awaiting_fence.clone();
         let Some(s) = self.svcs.get(svc) else {
@@ -1102,8 +1162,27 @@ impl Node {
             AdminOp::Migrate(t) => Some(Some(t)),
             _ => None,
         };
+        if op == AdminOp::Convalesce {
+            // rgmanager 3's svc_convalesce: the state first, then frozen,
+            // then whether anything is left to repair.
+            return match rec.state {
+                State::Started if rec.frozen => AdminResult::Frozen,
+                State::Started => AdminResult::Running,
+                s if s.is_transient() || s == State::Recoverable => AdminResult::Again,
+                _ => AdminResult::Invalid,
+            };
+        }
         if rec.frozen && !matches!(op, AdminOp::Unfreeze | AdminOp::Freeze) {
             return AdminResult::Frozen;
+        }
+        // Locked: nothing starts (rgmanager 3's svc_advise_start said
+        // "try again").
+        let starts = matches!(
+            op,
+            AdminOp::Enable(_) | AdminOp::Relocate(_) | AdminOp::Migrate(_) | AdminOp::Restart
+        );
+        if locked && starts && !(matches!(op, AdminOp::Enable(_)) && rec.state == State::Started) {
+            return AdminResult::Again;
         }
         if rec.state.is_transient() || rec.state == State::Recoverable {
             return AdminResult::Again;
@@ -1171,6 +1250,7 @@ impl Node {
                 AdminResult::Success
             }
             (AdminOp::Restart, _) => AdminResult::Invalid,
+            (AdminOp::Convalesce, _) => unreachable!("answered above"),
             (AdminOp::Stop, State::Started) => {
                 rec.after = After::Stopped;
                 rec.set(State::Stopping);
@@ -1387,7 +1467,7 @@ impl Node {
                 }
             };
             let msg = match rec.state {
-                State::Stopped if !rec.hold && rec.owner.is_none() => {
+                State::Stopped if !rec.hold && rec.owner.is_none() && !self.rep.locked => {
                     if !self.depend_ok(&s.cfg) {
                         continue;
                     }
@@ -1397,14 +1477,13 @@ impl Node {
                         node,
                     })
                 }
-                State::Started if failback => {
-                    self.failback_target(s, &online, &rec)
-                        .map(|node| Msg::Failback {
-                            svc: name.clone(),
-                            ver: rec.ver,
-                            node,
-                        })
-                }
+                State::Started if failback && !self.rep.locked => self
+                    .failback_target(s, &online, &rec)
+                    .map(|node| Msg::Failback {
+                        svc: name.clone(),
+                        ver: rec.ver,
+                        node,
+                    }),
                 State::Started | State::Starting => {
                     self.hard_depend_broken(s).then(|| Msg::Admin {
                         svc: name.clone(),
@@ -1813,6 +1892,67 @@ mod tests {
             .log
             .iter()
             .any(|l| l.contains("Taking over service service:s from down member 1")));
+    }
+
+    /// `clusvcadm -l`: every member locked; nothing starts (enable,
+    /// placement, failover) until `-u`, stopping still works.
+    #[test]
+    fn locked_managers_start_nothing_until_unlocked() {
+        let mut g = group("restart");
+        let lock = |g: &mut Group, on: u32, locked: bool| {
+            g.input(on, Input::Lock { id: 1, locked });
+            g.settle();
+            for n in g.nodes.values() {
+                assert_eq!(n.replicated().locked, locked);
+            }
+        };
+        lock(&mut g, 2, true);
+        assert_eq!(g.admin(1, AdminOp::Convalesce), AdminResult::Running);
+        assert_eq!(g.admin(1, AdminOp::Disable), AdminResult::Success);
+        assert_eq!(g.where_(), (State::Disabled, None));
+        assert_eq!(
+            g.admin(1, AdminOp::Enable(Some(NodeId(1)))),
+            AdminResult::Again
+        );
+        assert_eq!(g.admin(1, AdminOp::Convalesce), AdminResult::Invalid);
+        assert_eq!(g.where_(), (State::Disabled, None));
+        lock(&mut g, 3, false);
+        assert_eq!(g.admin(1, AdminOp::Enable(None)), AdminResult::Success);
+        assert_eq!(g.where_(), (State::Started, Some(1)));
+        assert_eq!(
+            g.admin(2, AdminOp::Relocate(Some(NodeId(3)))),
+            AdminResult::Success
+        );
+        assert_eq!(g.where_(), (State::Started, Some(3)));
+        lock(&mut g, 1, true);
+        assert_eq!(g.admin(1, AdminOp::Relocate(None)), AdminResult::Again);
+        assert_eq!(g.admin(1, AdminOp::Restart), AdminResult::Again);
+        // The owner dies while locked: fenced, but not taken over.
+        g.nodes.remove(&3);
+        g.confchg(&[1, 2], &[], &[3]);
+        g.input(1, Input::FenceNotice(NodeId(3)));
+        g.settle();
+        g.tick(30);
+        assert_eq!(g.where_(), (State::Stopped, None));
+        assert!(g
+            .log
+            .iter()
+            .any(|l| l == "Not initiating failover of service:s: Resource groups locked!"));
+        lock(&mut g, 2, false);
+        g.tick(1);
+        assert_eq!(g.where_(), (State::Started, Some(1)));
+    }
+
+    /// Convalesce as rgmanager 3's svc_convalesce answers it.
+    #[test]
+    fn convalesce_answers() {
+        let mut g = group("restart");
+        assert_eq!(g.admin(2, AdminOp::Convalesce), AdminResult::Running);
+        assert_eq!(g.admin(2, AdminOp::Freeze), AdminResult::Success);
+        assert_eq!(g.admin(2, AdminOp::Convalesce), AdminResult::Frozen);
+        assert_eq!(g.admin(2, AdminOp::Unfreeze), AdminResult::Success);
+        assert_eq!(g.admin(2, AdminOp::Disable), AdminResult::Success);
+        assert_eq!(g.admin(2, AdminOp::Convalesce), AdminResult::Invalid);
     }
 
     #[test]

@@ -86,6 +86,10 @@ enum Event {
         op: AdminOp,
         reply: Sender<AdminResult>,
     },
+    Lock {
+        locked: bool,
+        reply: Sender<AdminResult>,
+    },
     Shutdown,
 }
 
@@ -439,6 +443,12 @@ impl Daemon {
                 self.admin_replies.insert(id, reply);
                 self.step_checked(Input::Admin { id, svc, op })
             }
+            Event::Lock { locked, reply } => {
+                let id = self.next_admin;
+                self.next_admin += 1;
+                self.admin_replies.insert(id, reply);
+                self.step_checked(Input::Lock { id, locked })
+            }
             Event::Shutdown => {
                 if !self.shutting_down {
                     tracing::info!("shutting down: stopping services");
@@ -649,6 +659,7 @@ impl Daemon {
             synced: self.node.is_synced(),
             nodes,
             services,
+            locked: self.node.replicated().locked,
         };
         let mut sh = self.shared.lock();
         sh.view = view;
@@ -750,6 +761,19 @@ fn serve(conn: UnixStream, shared: &Mutex<Shared>, tx: &Sender<Event>) {
                 node,
                 follow_domain,
             }) => admin(shared, tx, &service, action, node, follow_domain),
+            Ok(Request::Lock { lock }) => lock_request(tx, lock),
+            Ok(Request::QueryLock) => {
+                let sh = shared.lock();
+                if sh.view.quorate && sh.view.synced {
+                    Response::Locked {
+                        locked: sh.view.locked,
+                    }
+                } else {
+                    Response::Error {
+                        msg: "Operation requires quorum".into(),
+                    }
+                }
+            }
             Err(e) => Response::Error {
                 msg: format!("bad request: {e}"),
             },
@@ -759,6 +783,27 @@ fn serve(conn: UnixStream, shared: &Mutex<Shared>, tx: &Sender<Event>) {
     let mut out = serde_json::to_string(&resp).unwrap_or_default();
     out.push('\n');
     let _ = w.write_all(out.as_bytes());
+}
+
+/// `clusvcadm -l`/`-u`: code 0 once every member applied it, 1 (RG_FAIL)
+/// when it cannot be (no quorum, records not held).
+fn lock_request(tx: &Sender<Event>, locked: bool) -> Response {
+    let (rtx, rrx) = mpsc::channel();
+    if tx.send(Event::Lock { locked, reply: rtx }).is_err() {
+        return Response::Error {
+            msg: "rgmanager is stopping".into(),
+        };
+    }
+    let result = rrx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or(AdminResult::Fail);
+    let ok = result == AdminResult::Success;
+    Response::Admin(AdminReply {
+        code: if ok { 0 } else { 1 },
+        message: result.message().into(),
+        state: None,
+        owner: None,
+    })
 }
 
 fn admin(
@@ -803,6 +848,7 @@ fn admin(
         AdminAction::Stop => AdminOp::Stop,
         AdminAction::Freeze => AdminOp::Freeze,
         AdminAction::Unfreeze => AdminOp::Unfreeze,
+        AdminAction::Convalesce => AdminOp::Convalesce,
         AdminAction::Migrate => match target {
             Some(t) => AdminOp::Migrate(t),
             None => {

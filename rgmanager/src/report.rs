@@ -276,6 +276,7 @@ pub fn progress(action: AdminAction, svc: &str, node: Option<&str>) -> String {
         AdminAction::Stop => local("stopping"),
         AdminAction::Freeze => local("freezing"),
         AdminAction::Unfreeze => local("unfreezing"),
+        AdminAction::Convalesce => local("convalescing"),
         AdminAction::Relocate => match node {
             Some(n) => format!("Trying to relocate {svc} to {n}..."),
             None => format!("Trying to relocate {svc}..."),
@@ -336,6 +337,7 @@ mod tests {
                 svc("service:web", State::Started, Some("node-01"), None),
                 svc("service:db", State::Stopped, None, Some("node-02")),
             ],
+            locked: false,
         }
     }
 

@@ -7,7 +7,10 @@
 //!
 //! Checked in order: it starts on the preferred node; `clusvcadm -r -m`
 //! moves it (the original messages, exit 0); clustat's text, `-s`, `-x`
-//! and `--json`; unknown names get rgmanager's errors; a status failure
+//! and `--json`; unknown names get rgmanager's errors (a member name's
+//! closest match too); clusvcadm's other flags as rgmanager 3.1's (`-Z`,
+//! `-U`, `-c`, `-R` on a frozen service, `-l`/`-S`/`-u`: nothing starts
+//! while locked, usage errors); a status failure
 //! restarts it in place twice, then relocates it past `max_restarts`;
 //! SIGKILL of the owner's cmand and rgmanager: the node is fenced by
 //! `fence_lab` (which kills the service's process too) and only then does
@@ -357,25 +360,126 @@ fn a_script_service_starts_moves_recovers_and_fails_over() {
     );
     assert_eq!(o.status.code(), Some(252));
     let o = lab.tool(1, "clusvcadm", &["-r", "web", "-m", "node9"]);
-    assert_eq!(stdout(&o), "Member node9 not in membership list\n");
+    assert_eq!(
+        stdout(&o),
+        "'node9' not in membership list\nNo matches for 'node9' found\n"
+    );
     assert_eq!(o.status.code(), Some(1));
+    let o = lab.tool(1, "clusvcadm", &["-r", "web", "-m", "127.0.1."]);
+    assert_eq!(
+        stdout(&o),
+        "'127.0.1.' not in membership list\nMore than one possible match for '127.0.1.' found\n"
+    );
+    assert_eq!(o.status.code(), Some(1));
+    // "Already running" is rgmanager 3's one error that exits 0.
     let o = lab.tool(1, "clusvcadm", &["-e", "web"]);
     assert_eq!(
         stdout(&o),
         "Local machine trying to enable service:web...Service is already running\n"
     );
-    assert_eq!(o.status.code(), Some(246));
+    assert_eq!(o.status.code(), Some(0));
+    // A prefix of a member's name: the closest match is used.
+    let o = lab.tool(1, "clusvcadm", &["-Z", "web", "-m", "127.0.1.2x"]);
+    assert_eq!(
+        stdout(&o),
+        "'127.0.1.2x' not in membership list\nClosest match: '127.0.1.2'\nMember 127.0.1.2 freezing service:web...Success\n"
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let o = lab.tool(1, "clusvcadm", &["-R", "web"]);
+    assert_eq!(
+        stdout(&o),
+        "Local machine trying to restart service:web...Failure: Service is frozen\n"
+    );
+    assert_eq!(o.status.code(), Some(245));
+    let o = lab.tool(1, "clusvcadm", &["-c", "web"]);
+    assert_eq!(
+        stdout(&o),
+        "Local machine convalescing service:web...Failure: Service is frozen\n"
+    );
+    assert_eq!(o.status.code(), Some(245));
+    let o = lab.tool(1, "clusvcadm", &["-U", "web"]);
+    assert_eq!(
+        stdout(&o),
+        "Local machine unfreezing service:web...Success\n"
+    );
+    // Convalesce: nothing of ours is non-critical, so nothing to repair.
+    let o = lab.tool(1, "clusvcadm", &["-c", "web"]);
+    assert_eq!(
+        stdout(&o),
+        "Local machine convalescing service:web...Service is already running\n"
+    );
+    assert_eq!(o.status.code(), Some(0));
+    // Usage errors.
+    let o = lab.tool(1, "clusvcadm", &["-M", "web"]);
+    assert_eq!(stdout(&o), "Migration requires a target cluster member\n");
+    assert_eq!(o.status.code(), Some(1));
+    let o = lab.tool(1, "clusvcadm", &["-e", "web", "-F", "-m", N1]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "Cannot use '-F' with '-n' or '-m'\n"
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let o = lab.tool(1, "clusvcadm", &[]);
+    assert!(
+        stdout(&o).starts_with("usage: clusvcadm [command]\n"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(o.status.code(), Some(1));
     assert_eq!(
         lab.tool(1, "clustat", &["-s", "nope"]).status.code(),
         Some(1)
     );
 
-    // Disable and enable again, on node 2.
+    // Locked (-l): the managers start nothing until unlocked (-u);
+    // stopping is still allowed.
+    let o = lab.tool(1, "clusvcadm", &["-S"]);
+    assert_eq!(
+        (stdout(&o).as_str(), o.status.code()),
+        ("Resource groups unlocked\n", Some(0))
+    );
+    let o = lab.tool(1, "clusvcadm", &["-l"]);
+    assert_eq!(
+        (stdout(&o).as_str(), o.status.code()),
+        ("Resource groups locked\n", Some(0))
+    );
+    // Every member applies it in the agreed order; the other one maybe
+    // a moment after the one asked.
+    let shows = |i: u32, want: &str| {
+        tests::wait_for(want, Duration::from_secs(10), || {
+            stdout(&lab.tool(i, "clusvcadm", &["-S"])) == want
+        })
+    };
+    for i in 1..=2 {
+        shows(i, "Resource groups locked\n");
+    }
     let o = lab.tool(1, "clusvcadm", &["-d", "web"]);
     assert_eq!(
         stdout(&o),
         "Local machine disabling service:web...Success\n"
     );
+    let o = lab.tool(2, "clusvcadm", &["-e", "web"]);
+    assert_eq!(
+        stdout(&o),
+        "Local machine trying to enable service:web...Temporary failure; try again\n"
+    );
+    assert_eq!(o.status.code(), Some(250));
+    let o = lab.tool(2, "clusvcadm", &["-c", "web"]);
+    assert_eq!(
+        stdout(&o),
+        "Local machine convalescing service:web...Invalid operation for resource\n"
+    );
+    assert_eq!(o.status.code(), Some(248));
+    let o = lab.tool(2, "clusvcadm", &["-u"]);
+    assert_eq!(
+        (stdout(&o).as_str(), o.status.code()),
+        ("Resource groups unlocked\n", Some(0))
+    );
+    shows(1, "Resource groups unlocked\n");
+    assert!(lab.rg_log(1).contains("Resource Groups Locked"));
+    assert!(lab.rg_log(2).contains("Resource Groups Unlocked"));
+
+    // Disabled; enabled again, on node 2.
     assert!(lab.running(N2).is_none() && lab.running(N1).is_none());
     let out = stdout(&lab.tool(1, "clustat", &["-s", "web"]));
     assert!(

@@ -181,3 +181,198 @@ fn ip_agent_in_a_namespace() {
     let bad = resource(r#"<ip address="10.77.2.300"/>"#);
     assert_eq!(call(&agents, &bad, "start", 0), 6);
 }
+
+/// A model of the lvm2 commands `lvm.sh` runs (Debian's lvm2 cannot
+/// activate here: no device-mapper in this kernel). One VG in `$S`:
+/// `vg_attr` (a `c` in sixth place when clustered), its LVs (`lvs`), the
+/// VG's and LVs' tags, activation per node (`$RGMANAGER_NODE`), and each
+/// node's lvm.conf `activation/volume_list` (`$S/volume_list.NODE`): as
+/// in lvm2, `-ay` activates only an LV whose VG or LV carries a tag the
+/// list names (`@tag`), or that the list names itself.
+const LVM_MODEL: &str = r#"#!/bin/bash
+S=@STATE@
+N=$RGMANAGER_NODE
+echo "lvm $*" >> $S/calls
+[[ $1 == lvm ]] && shift
+cmd=$1; shift
+opt() { local o; for o in "$@"; do :; done; echo "$o"; }   # the last word: VG or VG/LV
+target=$(opt "$@")
+vg=${target%%/*}; lv=${target#*/}; [[ $lv == "$target" ]] && lv=
+[[ $cmd == dumpconfig ]] || [[ $vg == $(cat $S/vg_name) ]] || { echo "  Volume group \"$vg\" not found" >&2; exit 5; }
+lvs_of() { if [[ -n $lv ]]; then echo $lv; else cat $S/lvs; fi; }
+tagfile() { if [[ -n $1 ]]; then echo $S/tags.lv.$1; else echo $S/tags.vg; fi; }
+allowed() {   # may node N activate LV $1 of this VG?
+  [[ -f $S/volume_list.$N ]] || return 0
+  local e t
+  for e in $(tr -d '[],"' < $S/volume_list.$N); do
+    [[ $e == "$vg" || $e == "$vg/$1" ]] && return 0
+    if [[ $e == @* ]]; then
+      for t in $(tr ',' ' ' < $S/tags.vg 2>/dev/null) $(tr ',' ' ' < $S/tags.lv.$1 2>/dev/null); do
+        [[ @$t == "$e" ]] && return 0
+      done
+    fi
+  done
+  return 1
+}
+case $cmd in
+dumpconfig)
+  [[ -f $S/volume_list.$N ]] || { echo "Configuration node activation/volume_list not found" >&2; exit 5; }
+  echo "volume_list=$(cat $S/volume_list.$N)" ;;
+vgs)
+  case "$*" in
+    *vg_attr*) echo "  $(cat $S/vg_attr)" ;;
+    *vg_tags*) echo "  $(cat $S/tags.vg 2>/dev/null)" ;;
+  esac ;;
+lvs)
+  for l in $(lvs_of); do
+    case "$*" in
+      *lv_attr*) if [[ -e $S/active.$N.$l ]]; then echo "  -wi-a-----"; else echo "  -wi-------"; fi ;;
+      *lv_tags*) echo "  $(cat $S/tags.lv.$l 2>/dev/null)" ;;
+      *lv_name*) echo "  $l" ;;
+    esac
+  done ;;
+vgchange|lvchange)
+  f=$(tagfile $lv)
+  case $1 in
+    --addtag) t=$(cat $f 2>/dev/null); echo "${t:+$t,}$2" > $f ;;
+    --deltag) t=$(tr ',' '\n' < $f | grep -vx -- "$2" | paste -sd,); echo "$t" > $f ;;
+    -ay|-aey) for l in $(lvs_of); do allowed $l && touch $S/active.$N.$l; done ;;
+    -an) for l in $(lvs_of); do rm -f $S/active.$N.$l; done ;;
+  esac ;;
+esac
+exit 0
+"#;
+
+/// clustat's XML for `-x -m NODE`: a member when `$S/members` lists it.
+const CLUSTAT_MODEL: &str = r#"#!/bin/bash
+S=@STATE@
+while [[ $# -gt 0 ]]; do [[ $1 == -m ]] && n=$2; shift; done
+m=0; grep -qx -- "$n" $S/members && m=1
+echo "<?xml version=\"1.0\"?>"
+echo "<clustat version=\"4.1.1\">"
+echo "  <nodes>"
+echo "    <node name=\"$n\" state=\"$m\" local=\"0\" estranged=\"0\" rgmanager=\"$m\" rgmanager_master=\"0\" qdisk=\"0\" nodeid=\"0x00000001\"/>"
+echo "  </nodes>"
+echo "</clustat>"
+"#;
+
+/// `lvm.sh` on a VG that is not clustered: HA-LVM by tags. It refuses a
+/// node without `@NODE` in volume_list (or with the VG in it), claims a
+/// free VG with its tag, refuses one a live member owns, strips a dead
+/// owner's tag, deactivates and fails status where it does not own the VG,
+/// and drops its tag on stop. A clustered VG is activated `-aey`; with
+/// `lv_name`, the tag goes on the LV and a second LV in the VG is refused.
+#[test]
+fn lvm_agent_tags_and_clustered_modes() {
+    let d = tempfile::tempdir().unwrap();
+    let s = d.path().join("state");
+    let bin = d.path().join("bin");
+    std::fs::create_dir_all(&s).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    let state = s.display().to_string();
+    executable(&bin.join("lvm"), &LVM_MODEL.replace("@STATE@", &state));
+    executable(
+        &bin.join("clustat"),
+        &CLUSTAT_MODEL.replace("@STATE@", &state),
+    );
+    let w = |f: &str, t: &str| std::fs::write(s.join(f), t).unwrap();
+    w("vg_name", "webvg\n");
+    w("vg_attr", "wz--n-\n");
+    w("lvs", "webvg_lv1\n");
+    w("members", "node1\nnode2\n");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let on = |node: &str| {
+        let mut a = Agents::new(shipped_agents_dir());
+        a.env = vec![
+            ("PATH".into(), path.clone()),
+            ("RGMANAGER_NODE".into(), node.into()),
+            ("CMAN_STATE_DIR".into(), state.clone()),
+        ];
+        a
+    };
+    let (n1, n2) = (on("node1"), on("node2"));
+    let vg = resource(r#"<lvm name="vg" vg_name="webvg"/>"#);
+    let read = |f: &str| {
+        std::fs::read_to_string(s.join(f))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let active = |node: &str| s.join(format!("active.{node}.webvg_lv1")).exists();
+
+    // No volume_list, or one without @node1, or one naming the VG: refused.
+    assert_eq!(call(&n1, &vg, "start", 0), 1);
+    w("volume_list.node1", "[\"@node2\"]\n");
+    assert_eq!(call(&n1, &vg, "start", 0), 1);
+    w("volume_list.node1", "[\"rootvg\", \"webvg\", \"@node1\"]\n");
+    assert_eq!(call(&n1, &vg, "start", 0), 1);
+    assert!(!active("node1") && read("tags.vg").is_empty());
+
+    // Set up as HA-LVM wants: node 1 claims the free VG.
+    w("volume_list.node1", "[\"rootvg\", \"@node1\"]\n");
+    w("volume_list.node2", "[\"rootvg\", \"@node2\"]\n");
+    assert_eq!(call(&n1, &vg, "status", 0), 7, "not running yet");
+    assert_eq!(call(&n1, &vg, "start", 0), 0);
+    assert_eq!(read("tags.vg"), "node1");
+    assert!(active("node1"));
+    assert_eq!(call(&n1, &vg, "status", 0), 0);
+    // Without its tag no node activates it: lvm2's volume_list at work.
+    let o = Command::new(bin.join("lvm"))
+        .args(["vgchange", "-ay", "webvg"])
+        .env("RGMANAGER_NODE", "node2")
+        .status()
+        .unwrap();
+    assert!(o.success());
+    assert!(!active("node2"));
+
+    // Node 2 may not take it while node 1 is a member.
+    assert_eq!(call(&n2, &vg, "start", 0), 1);
+    assert_eq!(read("tags.vg"), "node1");
+    assert!(!active("node2"));
+
+    // Node 1 gone (fenced): node 2 strips its tag and takes the VG.
+    w("members", "node2\n");
+    assert_eq!(call(&n2, &vg, "start", 0), 0);
+    assert_eq!(read("tags.vg"), "node2");
+    assert!(active("node2"));
+    // Node 1, back with the VG still active from before, does not own
+    // it: its status deactivates it and fails.
+    w("members", "node1\nnode2\n");
+    assert_eq!(call(&n1, &vg, "status", 0), 1);
+    assert!(!active("node1"));
+    // Node 2 stops: deactivated, its tag dropped; node 1 may claim it.
+    assert_eq!(call(&n2, &vg, "stop", 0), 0);
+    assert!(!active("node2") && read("tags.vg").is_empty());
+    assert_eq!(call(&n1, &vg, "start", 0), 0);
+    assert_eq!(call(&n1, &vg, "stop", 0), 0);
+
+    // One LV: the tag goes on the LV; a VG with two LVs is refused.
+    let lv = resource(r#"<lvm name="lv" vg_name="webvg" lv_name="webvg_lv1"/>"#);
+    assert_eq!(call(&n1, &lv, "start", 0), 0);
+    assert_eq!(read("tags.lv.webvg_lv1"), "node1");
+    assert!(read("tags.vg").is_empty());
+    assert_eq!(call(&n1, &lv, "status", 0), 0);
+    assert_eq!(call(&n1, &lv, "stop", 0), 0);
+    assert!(read("tags.lv.webvg_lv1").is_empty());
+    w("lvs", "webvg_lv1\nwebvg_lv2\n");
+    assert_eq!(call(&n1, &lv, "start", 0), 1);
+    w("lvs", "webvg_lv1\n");
+
+    // A clustered VG: clvmd's exclusive activation, no tags, no
+    // volume_list needed.
+    w("vg_attr", "wz--nc\n");
+    std::fs::remove_file(s.join("volume_list.node1")).unwrap();
+    std::fs::write(s.join("calls"), "").unwrap();
+    assert_eq!(call(&n1, &vg, "start", 0), 0);
+    assert!(
+        read("calls").contains("lvm vgchange -aey webvg"),
+        "{}",
+        read("calls")
+    );
+    assert!(read("tags.vg").is_empty());
+    assert_eq!(call(&n1, &vg, "status", 0), 0);
+    assert_eq!(call(&n1, &vg, "stop", 0), 0);
+    assert!(read("calls").contains("lvm vgchange -an webvg"));
+    let md = n1.metadata("lvm");
+    assert_eq!(md.status, vec![(0, 3600)]);
+}

@@ -74,6 +74,7 @@ fn gather(state_dir: &std::path::Path) -> Result<(StatusView, bool), String> {
         synced: rg.as_ref().is_some_and(|v| v.synced),
         nodes,
         services: rg.as_ref().map(|v| v.services.clone()).unwrap_or_default(),
+        locked: rg.as_ref().is_some_and(|v| v.locked),
     };
     Ok((view, rg.is_some()))
 }
