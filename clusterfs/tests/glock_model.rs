@@ -475,8 +475,12 @@ impl Sim {
             // A nocache holder leaving an empty queue drops the glock.
             self.nodes[node].local_drop.insert(held.name);
             let glock = self.nodes[node].table.glock(&held.name);
-            let dropping =
-                glock.is_none_or(|g| g.in_flight().is_some_and(|t| t.to == GlockState::Un));
+            // Going to UN now, or after the demote in flight (EX to SH,
+            // started under SH holders) with the drop pending.
+            let dropping = glock.is_none_or(|g| {
+                g.in_flight().is_some_and(|t| t.to == GlockState::Un)
+                    || (g.in_flight().is_some() && g.demote_pending())
+            });
             assert!(
                 !held.granted || dropping,
                 "node {node} {}: nocache release kept the glock",
@@ -704,10 +708,14 @@ impl Sim {
         }
         let waiting = glock.holders().any(|h| !h.granted);
         match glock.in_flight() {
-            Some(_) => {
+            Some(t) => {
+                // Only a demote that keeps them covered (EX to SH under SH
+                // holders) runs while holders are granted.
                 assert!(
-                    granted.is_empty(),
-                    "node {node} {name}: granted during a transition"
+                    granted.iter().all(|&m| t.from.covers(m) && t.to.covers(m)),
+                    "node {node} {name}: granted during a transition ({} to {}) that does not cover them",
+                    t.from,
+                    t.to
                 );
                 assert!(
                     self.dlm.has_request_or_answer(node, name),
