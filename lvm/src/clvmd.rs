@@ -168,6 +168,11 @@ impl Clvmd {
                 error,
                 data: serde_json::Value::Null,
             };
+            // The request is read first: closing with it unread would make
+            // the client's write fail (EPIPE) before it reads why.
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+            let mut line = String::new();
+            let _ = BufReader::new(std::io::Read::take(&s, 64 * 1024)).read_line(&mut line);
             let mut out = serde_json::to_string(&r).expect("serializable");
             out.push('\n');
             let _ = w.write_all(out.as_bytes());
