@@ -146,9 +146,21 @@ impl Arg0 for Command {
 
 /// Stops the server of `VG/LV`; refuses while the file is open.
 pub fn deactivate(conf: &Conf, vg: &str, lv: &str) -> Result<()> {
-    match ask(conf, vg, lv, "stop").as_deref() {
+    // A file closed just now may still count as open for a moment: FUSE
+    // sends its release after close() has returned.
+    let mut answer = ask(conf, vg, lv, "stop");
+    for _ in 0..10 {
+        if answer.as_deref() != Some("busy") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        answer = ask(conf, vg, lv, "stop");
+    }
+    match answer.as_deref() {
         None => Ok(()), // not active
-        Some("ok") => {
+        // The server unmounted and its process ended before its answer
+        // went out: stopped, if nothing answers any more.
+        Some("ok") | Some("") if state(conf, vg, lv).is_none() => {
             let _ = std::fs::remove_file(lv_path(conf, vg, lv));
             let _ = std::fs::remove_dir(conf.dev_dir().join(vg));
             Ok(())
