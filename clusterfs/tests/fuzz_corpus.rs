@@ -8,6 +8,8 @@
 //! --ignored write_seeds`) makes the seed corpora from real images: ours and
 //! mkfs.gfs2's, clean and with a dirty journal. See `scripts/fuzz.sh`.
 
+#[path = "common/corpus.rs"]
+mod corpus;
 #[path = "../fuzz/src/harness.rs"]
 mod harness;
 
@@ -24,45 +26,16 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
 }
 
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<PathBuf> = rd
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn every_corpus_input_replays_without_a_panic() {
-    for (name, run) in harness::TARGETS {
-        let corpus = files(&fuzz_dir().join("corpus").join(name));
-        assert!(
-            !corpus.is_empty(),
-            "corpus of target {name} is empty or missing"
-        );
-        let regressions = files(&fuzz_dir().join("regressions").join(name));
-        for f in corpus.iter().chain(&regressions) {
-            let data = std::fs::read(f).unwrap();
-            let r = std::panic::catch_unwind(|| run(&data));
-            assert!(r.is_ok(), "target {name}: {} panics", f.display());
-        }
-        println!(
-            "{name}: {} corpus inputs, {} regressions",
-            corpus.len(),
-            regressions.len()
-        );
-    }
+    corpus::replay_all(&fuzz_dir(), harness::TARGETS);
 }
 
 /// The seed images' sparse forms must mount and walk: proof the `image`
 /// target gets past the mount with real volumes, not only rejections.
 #[test]
 fn the_image_seeds_mount() {
-    let seeds = files(&fuzz_dir().join("corpus").join("image"));
+    let seeds = corpus::files(&fuzz_dir().join("corpus").join("image"));
     let mut mounted = 0;
     for f in &seeds {
         let img = harness::sparse_image(&std::fs::read(f).unwrap()).unwrap_or_default();

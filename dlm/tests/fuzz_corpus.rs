@@ -7,6 +7,8 @@
 //! `write_seeds` (ignored; `cargo test -p dlm --test fuzz_corpus --
 //! --ignored write_seeds`) makes the seeds with the crate's own encoders.
 
+#[path = "../../clusterfs/tests/common/corpus.rs"]
+mod corpus;
 #[path = "../fuzz/src/harness.rs"]
 mod harness;
 
@@ -22,39 +24,15 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
 }
 
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<PathBuf> = rd
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn every_corpus_input_replays_without_a_panic() {
-    for (name, run) in harness::TARGETS {
-        let corpus = files(&fuzz_dir().join("corpus").join(name));
-        assert!(
-            !corpus.is_empty(),
-            "corpus of target {name} is empty or missing"
-        );
-        let regressions = files(&fuzz_dir().join("regressions").join(name));
-        for f in corpus.iter().chain(&regressions) {
-            let data = std::fs::read(f).unwrap();
-            let r = std::panic::catch_unwind(|| run(&data));
-            assert!(r.is_ok(), "target {name}: {} panics", f.display());
-        }
-    }
+    corpus::replay_all(&fuzz_dir(), harness::TARGETS);
 }
 
 /// Most of the wire corpus decodes: the seeds are real messages, not noise.
 #[test]
 fn the_wire_seeds_decode() {
-    let corpus = files(&fuzz_dir().join("corpus").join("wire"));
+    let corpus = corpus::files(&fuzz_dir().join("corpus").join("wire"));
     let ok = corpus
         .iter()
         .filter(|f| Envelope::decode(&std::fs::read(f).unwrap()).is_ok())
