@@ -6,6 +6,7 @@
 //! arithmetic), [`node`] (the sans-IO membership, ordered group messaging and
 //! fencing state machine), [`sim`] (deterministic simulation of many nodes),
 //! [`wire`] (authenticated packets), [`agent`] (fence agent protocol),
+//! [`fence_scsi`] (the SCSI persistent reservation fence agent),
 //! [`api`] (the local unix-socket API), [`hosts`] (node names to addresses),
 //! [`authkey`] (the cluster key) and [`daemon`] (the I/O driver).
 //!
@@ -22,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dlm_membership;
+pub mod fence_scsi;
 pub mod hosts;
 pub mod ids;
 pub mod node;
