@@ -83,6 +83,9 @@ pub struct Store {
     pub devs: Vec<Scanned>,
 }
 
+/// The devices of `dir`: block devices and files, also behind symlinks
+/// (lvm2 scans `/dev/disk/by-path` and the like, whose entries are links),
+/// each named as listed.
 fn list_dir(dir: &Path) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return vec![];
@@ -90,15 +93,25 @@ fn list_dir(dir: &Path) -> Vec<String> {
     let mut out: Vec<String> = rd
         .filter_map(|e| e.ok())
         .filter(|e| {
-            e.file_type().is_ok_and(|t| {
+            std::fs::metadata(e.path()).is_ok_and(|m| {
                 use std::os::unix::fs::FileTypeExt;
-                t.is_block_device() || t.is_file()
+                m.file_type().is_block_device() || m.file_type().is_file()
             })
         })
         .map(|e| e.path().to_string_lossy().into_owned())
         .collect();
     out.sort();
     out
+}
+
+/// Keeps the first name of each device: a link and its target (or two
+/// links to one device) are one device, as lvm2's aliases are.
+fn dedup_aliases(names: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    names
+        .into_iter()
+        .filter(|n| seen.insert(std::fs::canonicalize(n).unwrap_or_else(|_| n.into())))
+        .collect()
 }
 
 impl Store {
@@ -110,7 +123,7 @@ impl Store {
             names.extend(list_dir(&d).into_iter().filter(|n| filter.accepts(n)));
         }
         names.extend(conf.extra_devices());
-        names.dedup();
+        let names = dedup_aliases(names);
         let mut s = Store::default();
         for n in names {
             if let Ok(dev) = open_device(&n) {
@@ -354,4 +367,28 @@ pub fn now() -> i64 {
 /// This host's name (creation_host).
 pub fn host() -> String {
     hostname()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// iscsiadm's by-path entries are links into a hidden session
+    /// directory: the scan takes them, once per device.
+    #[test]
+    fn scan_follows_links_and_counts_a_device_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = dir.path().join(".session-1");
+        std::fs::create_dir(&session).unwrap();
+        std::fs::write(session.join("lun-1"), b"").unwrap();
+        let by_path = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        std::os::unix::fs::symlink(session.join("lun-1"), by_path("ip-lun-1")).unwrap();
+        std::os::unix::fs::symlink(session.join("lun-1"), by_path("other-lun-1")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone"), by_path("dangling")).unwrap();
+        let listed = list_dir(dir.path());
+        assert_eq!(listed, vec![by_path("ip-lun-1"), by_path("other-lun-1")]);
+        assert_eq!(dedup_aliases(listed), vec![by_path("ip-lun-1")]);
+        let url = "iscsi://192.0.2.1:3260/iqn.x:y/1".to_string();
+        assert_eq!(dedup_aliases(vec![url.clone(), url.clone()]), vec![url]);
+    }
 }

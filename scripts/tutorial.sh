@@ -1,0 +1,472 @@
+#!/usr/bin/env bash
+# The tutorial (../shared/seed/README.md) end to end on one machine, with
+# our programs: a storage node, RealServer1 and RealServer2, and a client,
+# each in its own network namespace, joined by a bridge in a namespace of
+# its own (no link and no route to the host: the tutorial's 192.168.10.0/24
+# exists only in there). Each node also has its own mount and UTS
+# namespaces, so the tutorial's paths are real per node: its /etc is the
+# host's with an overlay of its own (/etc/hosts, /etc/cluster/cluster.conf,
+# /etc/lvm/lvm.conf, /etc/init.d/httpd), its /dev an overlay too
+# (/dev/disk/by-path, /dev/webvg/webvg_lv1), /run a tmpfs (/var/run/cluster).
+#
+#   scripts/tutorial.sh [--keep] [--fence manual|scsi] [--bench N] [--bins DIR]
+#
+#   --keep        leave the lab running, print how to enter each node
+#   --fence scsi  fence with fence_scsi on the shared LUN instead of the
+#                 tutorial's fence_manual (the cluster.conf is then not verbatim)
+#   --bench N     after the tutorial, kill the owner N times, one line of
+#                 times each, then min/median/max
+#   --bins DIR    take the programs from DIR (cargo's target/debug, say)
+#                 instead of building and installing the release ones
+#
+# Needs root, /dev/fuse, ip netns, unshare/nsenter, apache2, curl,
+# fsck.gfs2. LAB_DIR (default /tmp/rhcs-tutorial) holds the lab's files and
+# logs; NS_PREFIX (default empty) prefixes the namespaces' names.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+
+LAB_DIR=${LAB_DIR:-/tmp/rhcs-tutorial}
+NS_PREFIX=${NS_PREFIX:-}
+keep= fence=manual bench=0 bins=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --keep) keep=1 ;;
+    --fence) fence=${2:?--fence manual|scsi}; shift ;;
+    --bench) bench=${2:?--bench N}; shift ;;
+    --bins) bins=$(realpath "${2:?--bins DIR}"); shift ;;
+    -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "tutorial.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+case $fence in manual|scsi) ;; *) echo "tutorial.sh: --fence manual or scsi" >&2; exit 2 ;; esac
+
+# The tutorial's names and addresses.
+STORAGE_IP=192.168.10.130
+VIP=192.168.10.254
+CLIENT_IP=192.168.10.10
+# (The tutorial's "iqp.2014-08-25..." is a typo that RFC 3720 names, and
+# our tgtadm, refuse: iqn.)
+IQN=iqn.2014-08-25.edu.nuist.com:storage.disk
+LUN=/dev/disk/by-path/ip-$STORAGE_IP:3260-iscsi-$IQN-lun-1
+declare -A IP=([storage]=$STORAGE_IP [node1]=192.168.10.121 [node2]=192.168.10.122 [client]=$CLIENT_IP)
+declare -A HOST=([storage]=Node1 [node1]=RealServer1 [node2]=RealServer2 [client]=client)
+ns() { echo "$NS_PREFIX$1"; }
+PREFIX=$LAB_DIR/usr
+# The tutorial's cluster.conf (SEED_DIR: where the seed is).
+seed=${SEED_DIR:-$repo/../shared/seed}
+
+# ---------------------------------------------------------------- checks
+need() { echo "tutorial.sh: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || need "run me as root (network namespaces, mounts, FUSE): sudo $0 $*"
+[ -c /dev/fuse ] && exec 3<>/dev/fuse || need "/dev/fuse is missing or unusable: modprobe fuse (in a container: --device /dev/fuse)"
+exec 3>&-
+ip netns list >/dev/null 2>&1 || need "'ip netns' does not work: apt-get install iproute2 (and a kernel with network namespaces)"
+grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || need "overlayfs is missing (each node's /etc and /dev are overlays): modprobe overlay"
+missing=()
+for tool in unshare:util-linux nsenter:util-linux curl:curl apache2:apache2 fsck.gfs2:gfs2-utils \
+    fusermount3:fuse3; do
+  command -v "${tool%%:*}" >/dev/null || [ -x "/usr/sbin/${tool%%:*}" ] || missing+=("${tool#*:}")
+done
+[ ${#missing[@]} = 0 ] || need "missing programs; apt-get install ${missing[*]} (.ci/run installs them)"
+apache_modules=/usr/lib/apache2/modules
+[ -f $apache_modules/mod_mpm_event.so ] || need "apache2's modules are not in $apache_modules: apt-get install apache2"
+if [ -z "$bins" ] && ! command -v cargo >/dev/null; then
+  need "cargo is missing (https://rustup.rs), or give --bins DIR with built programs"
+fi
+
+# ---------------------------------------------------------------- output
+bold=; dim=; off=
+if [ -t 1 ]; then bold=$'\e[1m'; dim=$'\e[2m'; off=$'\e[0m'; fi
+step() { printf '\n%s== %s%s\n' "$bold" "$*" "$off"; }
+note() { printf '%s%s%s\n' "$dim" "$*" "$off"; }
+prompt() { printf '%s[root@%s ~]# %s%s\n' "$bold" "${HOST[$1]}" "$2" "$off"; }
+now_ms() { date +%s%3N; }
+
+# ---------------------------------------------------------------- teardown
+# Everything the lab started runs in its network namespaces: killing the
+# processes of those namespaces (by pid) takes down daemons, FUSE servers
+# and the nodes' mount namespaces with them.
+kill_ns() {
+  local n=$1 pids
+  ip netns list 2>/dev/null | grep -qx "$(ns "$n")\( .*\)\?" || return 0
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    pids=$(ip netns pids "$(ns "$n")" 2>/dev/null || true)
+    [ -z "$pids" ] && return 0
+    # shellcheck disable=SC2086
+    kill -9 $pids 2>/dev/null || true
+    sleep 0.2
+  done
+}
+teardown() {
+  local -
+  set +e
+  local n
+  for n in node1 node2 storage client; do kill_ns "$n"; done
+  for n in node1 node2 storage client switch; do
+    ip netns del "$(ns "$n")" 2>/dev/null
+  done
+  rm -rf "$LAB_DIR/nodes"
+}
+on_exit() {
+  local rc=$?
+  if [ -n "$keep" ] && [ "$rc" = 0 ]; then return; fi
+  if [ "$rc" != 0 ]; then
+    note "failed (exit $rc); logs in $LAB_DIR/nodes/*/log until the teardown: kept in $LAB_DIR/last-logs"
+    rm -rf "$LAB_DIR/last-logs"; mkdir -p "$LAB_DIR/last-logs"
+    for n in node1 node2 storage; do
+      [ -d "$LAB_DIR/nodes/$n/log" ] && cp -r "$LAB_DIR/nodes/$n/log" "$LAB_DIR/last-logs/$n"
+    done
+  fi
+  step "teardown"
+  trap - EXIT INT TERM
+  teardown
+  note "namespaces, mounts and processes of the lab are gone"
+}
+
+# A previous lab (kept, or interrupted) goes first.
+for n in node1 node2 storage client switch; do
+  if ip netns list | grep -qx "$(ns "$n")\( .*\)\?" && ! [ -e "$LAB_DIR/nodes" ]; then
+    need "a network namespace named $(ns "$n") exists and is not this lab's: set NS_PREFIX"
+  fi
+done
+teardown
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+mkdir -p "$LAB_DIR/nodes"
+
+# ---------------------------------------------------------------- programs
+step "our programs, under their usual names, in $PREFIX"
+if [ -n "$bins" ]; then
+  mkdir -p "$PREFIX/sbin" "$PREFIX/share/cluster"
+  for bin in "$bins"/*; do
+    [ -f "$bin" ] && [ -x "$bin" ] || continue
+    name=$(basename "$bin")
+    case $name in
+      mkfs_clusterfs|mount_clusterfs|fsck_clusterfs) name=${name/_/.} ;;
+    esac
+    ln -sf "$bin" "$PREFIX/sbin/$name"
+  done
+  for cmd in pvcreate pvremove pvs pvdisplay pvscan vgcreate vgchange vgs vgdisplay vgscan \
+      lvcreate lvextend lvremove lvchange lvs lvdisplay lvscan lvmconf; do
+    ln -sf lvm "$PREFIX/sbin/$cmd"
+  done
+  cp "$repo"/rgmanager/agents/*.sh "$PREFIX/share/cluster/"
+  note "linked from $bins"
+else
+  PREFIX=$PREFIX scripts/install.sh
+fi
+for p in cmand rgmanager clvmd lvm tgtd tgtadm iscsiadm mkfs.clusterfs mount.clusterfs clustat clusvcadm \
+    fence_ack_manual; do
+  [ -x "$PREFIX/sbin/$p" ] || need "$p was not built (in $PREFIX/sbin)"
+done
+
+# ---------------------------------------------------------------- network
+step "network: namespaces $(ns storage), $(ns node1), $(ns node2), $(ns client) on a bridge in $(ns switch)"
+ip netns add "$(ns switch)"
+ip -n "$(ns switch)" link add br0 type bridge
+ip -n "$(ns switch)" link set br0 up
+for n in storage node1 node2 client; do
+  ip netns add "$(ns "$n")"
+  ip -n "$(ns "$n")" link set lo up
+  ip -n "$(ns switch)" link add "v$n" type veth peer name eth0 netns "$(ns "$n")"
+  ip -n "$(ns switch)" link set "v$n" master br0 up
+  ip -n "$(ns "$n")" addr add "${IP[$n]}/24" dev eth0
+  ip -n "$(ns "$n")" link set eth0 up
+  note "$(ns "$n"): ${HOST[$n]} ${IP[$n]}/24"
+done
+# The client forgets a moved address's old owner quickly, should the
+# gratuitous ARP be missed.
+ip netns exec "$(ns client)" sysctl -q -w net.ipv4.neigh.eth0.base_reachable_time_ms=500 \
+  net.ipv4.neigh.eth0.delay_first_probe_time=1
+
+# ---------------------------------------------------------------- nodes
+# A node is a process holding its mount and UTS namespaces (inside its
+# network namespace); every command of the node enters all three.
+declare -A HOLDER
+boot_namespaces() {
+  local n=$1 d=$LAB_DIR/nodes/$1
+  rm -rf "$d"
+  mkdir -p "$d"/{etc.upper,etc.work,dev.upper,dev.work,log}
+  chmod 755 "$d"
+  cat > "$d/setup.sh" <<EOF
+set -e
+mount -t overlay overlay -o lowerdir=/etc,upperdir=$d/etc.upper,workdir=$d/etc.work /etc
+mount -t overlay overlay -o lowerdir=/dev,upperdir=$d/dev.upper,workdir=$d/dev.work /dev
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -p /run/cluster /run/lvm /run/lock/lvm /run/httpd /run/tgtd /dev/disk/by-path
+hostname ${HOST[$n]}
+echo ${HOST[$n]} > /etc/hostname
+printf '127.0.0.1\tlocalhost\n%s\tRealServer1\n%s\tRealServer2\n%s\tNode1 storage\n' \
+  ${IP[node1]} ${IP[node2]} ${IP[storage]} > /etc/hosts
+touch $d/ready
+exec sleep infinity
+EOF
+  ip netns exec "$(ns "$n")" unshare -m -u --propagation private bash "$d/setup.sh" \
+    >"$d/log/setup.log" 2>&1 </dev/null &
+  HOLDER[$n]=$!
+  disown
+  for _ in $(seq 100); do
+    [ -e "$d/ready" ] && break
+    kill -0 "${HOLDER[$n]}" 2>/dev/null || need "${HOST[$n]}'s namespaces: $(cat "$d/log/setup.log")"
+    sleep 0.05
+  done
+  [ -e "$d/ready" ] || need "${HOST[$n]}'s namespaces did not come up: $(cat "$d/log/setup.log")"
+}
+# Runs a shell command line on node $1 (no prompt printed).
+in_node() {
+  local n=$1; shift
+  nsenter -t "${HOLDER[$n]}" -m -u -n -- env -i HOME=/root TERM="${TERM:-dumb}" \
+    PATH="$PREFIX/sbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    ISCSI_STATE_DIR=/etc/iscsi ISCSI_MOUNT_DIR=/dev/disk/by-path \
+    bash -c "cd /root 2>/dev/null || cd /; $*"
+}
+# Prints the command as the tutorial's reader types it, then runs it.
+on() {
+  prompt "$1" "$2"
+  in_node "$1" "$2"
+}
+# Starts a daemon on node $1: `service $2 start` in the tutorial, here the
+# command line $3, its output in the node's log directory.
+service_start() {
+  local n=$1 svc=$2 cmd=$3 log=$LAB_DIR/nodes/$1/log/$2.log
+  prompt "$n" "service $svc start"
+  note "  (here: $cmd, log in $log)"
+  in_node "$n" "exec setsid $cmd" >>"$log" 2>&1 </dev/null &
+}
+in_client() { ip netns exec "$(ns client)" "$@"; }
+# The page at $1 on the floating address, as the client gets it.
+fetch() { in_client curl -s -f --noproxy '*' --connect-timeout 0.25 -m 2 "http://$VIP/$1"; }
+
+# ---------------------------------------------------------------- storage
+step "storage node ${HOST[storage]} (${IP[storage]}): an iSCSI target with one LUN"
+boot_namespaces storage
+# Its second disk, /dev/sdb in the tutorial: a sparse file in its /dev.
+in_node storage "truncate -s 4G /dev/sdb"
+service_start storage tgtd "tgtd -f --state-dir $LAB_DIR/nodes/storage/tgtd"
+for _ in $(seq 100); do
+  in_node storage "tgtadm --op show --mode target" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+on storage "tgtadm --lld iscsi --mode target --op new --tid 1 --targetname $IQN"
+on storage "tgtadm --lld iscsi --op new --mode logicalunit --lun 1 --tid 1 -b /dev/sdb"
+on storage "tgtadm --lld iscsi --op bind --mode target --tid 1 -I ALL"
+on storage "tgtadm --lld iscsi --op show --mode target"
+
+# ---------------------------------------------------------------- cluster nodes
+# The seed's cluster.conf, verbatim (or with fence_scsi on the LUN).
+conf=$LAB_DIR/cluster.conf
+if [ "$fence" = manual ]; then
+  cp "$seed/cluster.conf" "$conf"
+else
+  sed -e 's|<fencedevice agent="fence_manual" name="fence\([12]\)"/>|<fencedevice agent="fence_scsi" name="fence\1" devices="iscsi://'"$STORAGE_IP"':3260/'"$IQN"'/1"/>|' \
+    "$seed/cluster.conf" > "$conf"
+fi
+
+# One node's boot up to cman and clvmd: its namespaces, the iSCSI login,
+# cman (membership), clvmd and the VG's activation, as the init scripts
+# run at boot (cman, clvmd, then rgmanager).
+login() {
+  local n=$1
+  on "$n" "iscsiadm -m discovery -t sendtargets -p $STORAGE_IP:3260"
+  on "$n" "iscsiadm -m node --targetname $IQN -p $STORAGE_IP:3260 --login"
+}
+boot_node() {
+  local n=$1
+  boot_namespaces "$n"
+  in_node "$n" "mkdir -p /etc/cluster /etc/lvm /etc/httpd/conf /var/www/html"
+  in_node "$n" "cat > /etc/cluster/cluster.conf" < "$conf"
+  write_lvm_conf "$n"
+  write_httpd "$n"
+}
+write_lvm_conf() {
+  # Scanned for PVs: the iSCSI disks (lvm2's filter would say the same:
+  # a|^/dev/disk/by-path/|, r|.*|).
+  in_node "$1" "cat > /etc/lvm/lvm.conf" <<'EOF'
+devices {
+	scan = [ "/dev/disk/by-path" ]
+}
+global {
+	locking_type = 1
+}
+EOF
+}
+
+# Apache as RHEL's httpd: /etc/init.d/httpd and /etc/httpd/conf/httpd.conf
+# on each node, the document root /var/www/html (the GFS2 volume, mounted
+# by rgmanager), /node.txt saying which node answers.
+write_httpd() {
+  local n=$1
+  in_node "$n" "cat > /etc/httpd/conf/httpd.conf" <<EOF
+ServerRoot "/run/httpd"
+ServerName www.example.com
+Listen 80
+PidFile "/run/httpd/httpd.pid"
+DefaultRuntimeDir "/run/httpd"
+ErrorLog "$LAB_DIR/nodes/$n/log/httpd-error.log"
+LogLevel warn
+LoadModule mpm_event_module $apache_modules/mod_mpm_event.so
+LoadModule authz_core_module $apache_modules/mod_authz_core.so
+LoadModule dir_module $apache_modules/mod_dir.so
+LoadModule alias_module $apache_modules/mod_alias.so
+LoadModule mime_module $apache_modules/mod_mime.so
+TypesConfig /etc/mime.types
+User www-data
+Group www-data
+DocumentRoot "/var/www/html"
+<Directory "/var/www/html">
+  Require all granted
+</Directory>
+Alias /node.txt /run/httpd/node.txt
+<Directory "/run/httpd">
+  Require all granted
+</Directory>
+DirectoryIndex index.html
+EOF
+  in_node "$n" "cat > /etc/init.d/httpd && chmod 755 /etc/init.d/httpd" <<'EOF'
+#!/bin/sh
+# httpd: Apache (Debian's apache2) with /etc/httpd/conf/httpd.conf.
+P=/run/httpd/httpd.pid
+runs() {
+  read -r l 2>/dev/null < /proc/$1/stat || return 1
+  set -- ${l##*) }
+  [ "$1" != Z ]
+}
+# True while a process of group $1 runs.
+group_runs() {
+  for f in /proc/[0-9]*/stat; do
+    read -r l 2>/dev/null < $f || continue
+    set -- ${l##*) }
+    [ "$1" != Z ] && [ "$3" = "$g" ] && return 0
+  done
+  return 1
+}
+case "$1" in
+start)
+  hostname > /run/httpd/node.txt
+  if [ -s $P ]; then runs $(cat $P) && exit 0; rm -f $P; fi
+  apache2 -f /etc/httpd/conf/httpd.conf -k start ;;
+stop)
+  [ -s $P ] || exit 0
+  g=$(cat $P)
+  if runs $g; then
+    kill -TERM $g
+    for i in $(seq 100); do group_runs || break; sleep 0.1; done
+  fi
+  kill -KILL -$g 2>/dev/null
+  rm -f $P ;;
+status)
+  [ -s $P ] && runs $(cat $P) || exit 3 ;;
+restart) $0 stop; $0 start ;;
+esac
+EOF
+}
+
+# cman, clvmd and rgmanager on a node (its cluster.conf in place).
+start_cman() { service_start "$1" cman "cmand -f"; }
+start_clvmd() {
+  service_start "$1" clvmd "clvmd -f"
+  for _ in $(seq 100); do
+    in_node "$1" "test -S /run/lvm/clvmd.sock" && break
+    sleep 0.1
+  done
+  # What clvmd's init script does next: activate the VGs.
+  on "$1" "vgchange -ay"
+}
+start_rgmanager() { service_start "$1" rgmanager "rgmanager -f --agent-dir $PREFIX/share/cluster --status-interval 2"; }
+
+wait_quorate() {
+  local n=$1
+  for _ in $(seq 300); do
+    in_node "$n" "clustat -Q" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  need "${HOST[$n]} did not become quorate: see $LAB_DIR/nodes/$n/log/cman.log"
+}
+
+step "cluster nodes RealServer1 (${IP[node1]}) and RealServer2 (${IP[node2]}): log in to the LUN"
+for n in node1 node2; do boot_node "$n"; done
+for n in node1 node2; do login "$n"; done
+on node1 "ls -l /dev/disk/by-path/"
+
+step "on one node: LVM and the GFS2 file system"
+on node1 "pvcreate $LUN"
+on node1 "vgcreate webvg $LUN"
+on node1 "lvcreate -L 2G -n webvg_lv1 webvg"
+echo y | on node1 "mkfs.clusterfs -p lock_dlm -t httpd_cluster:webvg_lv1 -j 2 /dev/webvg/webvg_lv1"
+note "  (answered y; mkfs.clusterfs is our mkfs.gfs2)"
+
+step "the cluster configuration, the same on both nodes"
+on node1 "cat /etc/cluster/cluster.conf"
+on node2 "md5sum /etc/cluster/cluster.conf"
+on node1 "md5sum /etc/cluster/cluster.conf"
+
+step "start the cluster"
+for n in node1 node2; do start_cman "$n"; done
+for n in node1 node2; do wait_quorate "$n"; done
+grep -h "^cmand: WARNING" "$LAB_DIR/nodes/node1/log/cman.log" | head -1 || true
+for n in node1 node2; do on "$n" "lvmconf --enable-cluster"; done
+for n in node1 node2; do start_clvmd "$n"; done
+for n in node1 node2; do start_rgmanager "$n"; done
+
+# ---------------------------------------------------------------- operate
+# Node (node1/node2) that rgmanager on $1 says runs httpd_srv, once started.
+owner_of() {
+  local line
+  line=$(in_node "$1" "clustat -s httpd_srv" 2>/dev/null | grep 'service:httpd_srv' || true)
+  case $line in
+    *RealServer1*started*) echo node1 ;;
+    *RealServer2*started*) echo node2 ;;
+  esac
+}
+# Waits until the client gets the site from the floating address and
+# node $1 answers; prints the milliseconds since $2.
+wait_served_by() {
+  local want=${HOST[$1]} since=$2
+  for _ in $(seq 1200); do
+    if [ "$(fetch node.txt 2>/dev/null)" = "$want" ]; then
+      echo $(( $(now_ms) - since ))
+      return 0
+    fi
+    sleep 0.05
+  done
+  need "the floating address did not answer from $want in 60 s: see $LAB_DIR/nodes/$1/log/"
+}
+show_client() {
+  prompt client "curl http://$VIP/"
+  fetch "" || need "the client got no page from $VIP"
+  prompt client "curl http://$VIP/node.txt"
+  fetch node.txt
+}
+
+step "the service: httpd_srv starts where rgmanager places it"
+t0=$(now_ms)
+first=
+for _ in $(seq 600); do
+  for n in node1 node2; do
+    o=$(owner_of "$n")
+    [ -n "$o" ] && { first=$o; break 2; }
+  done
+  sleep 0.1
+done
+[ -n "$first" ] || need "httpd_srv did not start in 60 s: see $LAB_DIR/nodes/node*/log/rgmanager.log"
+owner=$first other=$([ "$first" = node1 ] && echo node2 || echo node1)
+on "$owner" "clustat"
+on "$owner" "mount | grep /var/www/html"
+on "$owner" "ip addr show eth0"
+on "$owner" "echo '<h1>httpd_cluster: served from the GFS2 volume</h1>' > /var/www/html/index.html"
+took=$(wait_served_by "$owner" "$t0")
+show_client
+
+step "move the service: clusvcadm -r"
+on "$owner" "clusvcadm -r httpd_srv -m ${HOST[$other]}"
+t0=$(now_ms)
+took=$(wait_served_by "$other" "$t0")
+owner=$other other=$([ "$other" = node1 ] && echo node2 || echo node1)
+on "$owner" "clustat"
+on "$owner" "ip addr show eth0"
+show_client
+note "served by ${HOST[$owner]} ${took} ms after clusvcadm returned"
