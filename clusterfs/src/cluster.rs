@@ -212,7 +212,7 @@ pub struct ClusterMount {
 /// What a mounted node holds in the lockspace: its journal's glock, and
 /// the glocks (declared in this order: the journal's guard goes first).
 struct Held {
-    _own_journal: GlockGuard,
+    _own_journal: Option<GlockGuard>,
     _glocks: Arc<DlmGlocks>,
 }
 
@@ -295,10 +295,13 @@ impl ClusterMount {
     /// system recovering what this node must (every dirty journal for the
     /// first mounter, else its own); then the FUSE adapter with every
     /// operation under the cluster lock. `journals`: journals on the
-    /// volume.
+    /// volume. A `spectator` takes no journal and recovers none (its
+    /// `mount_fs` must mount read-only without one, refusing dirty
+    /// journals when told [`Recovery::All`]).
     pub fn mount_shared(
         &mut self,
         journals: u32,
+        spectator: bool,
         mount_fs: impl FnOnce(Recovery) -> Result<FileSystem, String>,
     ) -> Result<FuseFs, ClusterError> {
         let join_err = |why: String| ClusterError::Join {
@@ -315,7 +318,7 @@ impl ClusterMount {
                 self.ls.clone(),
                 glocks.clone(),
                 recovery,
-                self.jid,
+                (!spectator).then_some(self.jid),
                 journals,
                 |role| {
                     let rec = match role {
@@ -341,7 +344,14 @@ impl ClusterMount {
         let _ = slot.kernel.set(fuse.kernel_cache());
         self.slot = Some(slot.clone());
         let _ = slot.glocks.set((Arc::downgrade(&glocks), statfs));
-        tracing::info!(?role, jid = self.jid, "mounted in the cluster");
+        if spectator {
+            tracing::info!(
+                ?role,
+                "mounted in the cluster as a spectator (read-only, no journal)"
+            );
+        } else {
+            tracing::info!(?role, jid = self.jid, "mounted in the cluster");
+        }
         self.held = Some(Held {
             _own_journal: own,
             _glocks: glocks,

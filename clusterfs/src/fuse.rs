@@ -167,6 +167,11 @@ struct Cluster {
     /// The master statfs file's dinode: its glock guards reading and
     /// folding into it.
     statfs_ino: u64,
+    /// A spectator's mount (no journal): it frees nothing. An inode
+    /// unlinked elsewhere while only a spectator had it open stays
+    /// allocated until a node with a journal reclaims it, as the kernel's
+    /// read-only gfs2 leaves it on evict.
+    spectator: bool,
     /// What names named when this node last looked (parent, name) →
     /// inode: the guess of which glocks an operation on a name needs,
     /// always checked under them.
@@ -322,17 +327,20 @@ impl FuseFs {
     /// them last, no kernel caching of attributes, names or pages.
     pub fn with_cluster(mut self, hooks: Arc<dyn ClusterHooks>) -> Self {
         let mut statfs_ino = 0;
+        let mut spectator = false;
         if let Some(fs) = self.inner.lock().as_mut() {
             fs.set_defer_free(true);
             // Between operations nothing may allocate or free.
             fs.set_rgrps_held(Some(Default::default()));
             statfs_ino = fs.statfs_inode();
+            spectator = fs.volume().jid().is_none();
         }
         self.cluster = Some(Arc::new(Cluster {
             hooks,
             opens: Mutex::new(std::collections::HashMap::new()),
             rgrp_hints: Mutex::new(Vec::new()),
             statfs_ino,
+            spectator,
             names: Mutex::new(std::collections::HashMap::new()),
         }));
         self
@@ -425,6 +433,9 @@ impl FuseFs {
             }
         };
         drop(guard);
+        if c.spectator {
+            return;
+        }
         c.hooks.wait_open_released(ino);
         let i = Ino(ino);
         match self.with(LockPlan::sh(i), |fs| fs.getattr(i)) {
@@ -1788,6 +1799,12 @@ pub fn serve_fuse(
     ];
     if opts.allow_other {
         config.acl = fuser::SessionACL::All;
+    }
+    if opts.spectator {
+        // As the kernel's gfs2 marks a spectator's superblock: the VFS
+        // refuses changes before they reach us (and so before any of
+        // them could ask another node for a glock in EX).
+        config.mount_options.push(fuser::MountOption::RO);
     }
     if fuse.cluster.is_some() {
         // An operation may wait for another node's glock: the others go

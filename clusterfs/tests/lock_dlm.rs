@@ -358,11 +358,16 @@ fn mount_nodes(n: u32) -> (Vec<Dlm>, Vec<Arc<StaticMembership>>, Vec<MountNode>)
 /// Mounts node `n`; its "file system" mount records the journals it
 /// replays: every one for the first mounter, its own for the others.
 fn mount(node: &MountNode, n: u32, replays: &Arc<Replays>) -> MountRole {
+    mount_as(node, n, replays, Some(node.jid))
+}
+
+/// [`mount`] with journal `jid`, or as a spectator (`None`), whose mount
+/// replays nothing.
+fn mount_as(node: &MountNode, n: u32, replays: &Arc<Replays>, jid: Option<u32>) -> MountRole {
     let rec = Arc::new(NodeRecovery {
         node: n,
         replays: replays.clone(),
     });
-    let jid = node.jid;
     let (role, own, ()) = node
         .ctl
         .mount(
@@ -372,9 +377,10 @@ fn mount(node: &MountNode, n: u32, replays: &Arc<Replays>) -> MountRole {
             jid,
             JOURNALS,
             |role| {
-                let replay: Vec<u32> = match role {
-                    MountRole::First => (0..JOURNALS).collect(),
-                    MountRole::Joined => vec![jid],
+                let replay: Vec<u32> = match (role, jid) {
+                    (_, None) => Vec::new(),
+                    (MountRole::First, Some(_)) => (0..JOURNALS).collect(),
+                    (MountRole::Joined, Some(jid)) => vec![jid],
                 };
                 for j in replay {
                     rec.recover_journal(j).map_err(LockError::Unavailable)?;
@@ -383,7 +389,12 @@ fn mount(node: &MountNode, n: u32, replays: &Arc<Replays>) -> MountRole {
             },
         )
         .unwrap();
-    *node.own_journal.lock().unwrap() = Some(own);
+    assert_eq!(
+        own.is_some(),
+        jid.is_some(),
+        "a journal glock iff a journal"
+    );
+    *node.own_journal.lock().unwrap() = own;
     role
 }
 
@@ -465,4 +476,37 @@ fn a_fenced_nodes_journal_is_replayed_once_before_locking_resumes() {
     let done = replays.done.lock().unwrap().clone();
     assert_eq!(done.len(), 1, "replayed once, by one survivor: {done:?}");
     assert!(done[0] == (1, 1) || done[0] == (3, 1), "{done:?}");
+}
+
+/// A spectator takes no journal, even first; when a node with a journal
+/// fails, the spectator's requests wait while a node with a journal
+/// replays it (never the spectator), then go on.
+#[test]
+fn a_spectator_takes_no_journal_and_leaves_recovery_to_the_others() {
+    let (_dlms, ms, nodes) = mount_nodes(3);
+    let replays = Arc::new(Replays::default());
+    assert_eq!(mount_as(&nodes[2], 3, &replays, None), MountRole::First);
+    assert!(nodes[2].own_journal.lock().unwrap().is_none());
+    assert_eq!(mount(&nodes[0], 1, &replays), MountRole::Joined);
+    assert_eq!(mount(&nodes[1], 2, &replays), MountRole::Joined);
+    assert_eq!(replays.done.lock().unwrap().clone(), vec![(1, 0), (2, 1)]);
+    replays.done.lock().unwrap().clear();
+    // Node 1 (journal 0) fails and is fenced.
+    for m in [&ms[1], &ms[2]] {
+        m.remove(NodeId(1));
+    }
+    for m in [&ms[1], &ms[2]] {
+        m.fence(NodeId(1));
+    }
+    drop(
+        nodes[2]
+            .glocks
+            .acquire(inode(7), GlockState::Sh, HolderFlags::default())
+            .unwrap(),
+    );
+    wait_for("journal 0 replayed", || {
+        replays.done.lock().unwrap().iter().any(|(_, j)| *j == 0)
+    });
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(replays.done.lock().unwrap().clone(), vec![(2, 0)]);
 }

@@ -419,3 +419,73 @@ fn coherence_exerciser_two_nodes_one_model() {
 fn coherence_exerciser_three_nodes_one_model() {
     coherence_exerciser(3, 8000);
 }
+
+/// `-o spectator` on a lock_dlm volume: a third node, refused a journal
+/// (the volume has two, both in use), mounts as a spectator, reads what
+/// the others write, is refused every change (EROFS), and keeps reading
+/// through the death of a node, whose journal a node with a journal
+/// replays. (A spectator takes a lockspace slot, and journals go by slot:
+/// it mounts after the nodes with journals here.)
+#[test]
+fn a_spectator_reads_what_the_others_write_and_writes_nothing() {
+    let Some((lab, mut cmands)) = cluster_up(3) else {
+        return;
+    };
+    mkfs(&lab.image());
+    let m1 = FuseMount::start(&mut lab.mount_cmd(1, ""), &lab.mnt(1));
+    let m2 = FuseMount::start(&mut lab.mount_cmd(2, ""), &lab.mnt(2));
+    let said = lab.refused_mount(3, "");
+    assert!(said.contains("2 journal(s), all in use"), "{said}");
+    let m3 = FuseMount::start(&mut lab.mount_cmd(3, ",spectator"), &lab.mnt(3));
+    let (d1, d2, d3) = (lab.mnt(1), lab.mnt(2), lab.mnt(3));
+    let log3 = || std::fs::read_to_string(lab.state(3).join("mount3.log")).unwrap();
+    assert!(log3().contains("as a spectator"), "{}", log3());
+
+    fsync_write(&d1.join("a"), b"from node 1");
+    std::fs::create_dir(d2.join("dir")).unwrap();
+    fsync_write(&d2.join("dir/b"), b"from node 2");
+    assert_eq!(names(&d3), vec!["a", "dir"]);
+    assert_eq!(std::fs::read(d3.join("a")).unwrap(), b"from node 1");
+    assert_eq!(std::fs::read(d3.join("dir/b")).unwrap(), b"from node 2");
+    std::fs::write(d2.join("a"), b"rewritten by node 2").unwrap();
+    assert_eq!(std::fs::read(d3.join("a")).unwrap(), b"rewritten by node 2");
+
+    let erofs = |r: std::io::Result<()>, what: &str| match r {
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => {}
+        other => panic!("{what} on the spectator: {other:?}, want EROFS"),
+    };
+    erofs(std::fs::write(d3.join("new"), b"x"), "create");
+    erofs(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(d3.join("a"))
+            .map(drop),
+        "open for writing",
+    );
+    erofs(std::fs::create_dir(d3.join("d")), "mkdir");
+    erofs(std::fs::remove_file(d3.join("a")), "unlink");
+    erofs(std::fs::rename(d3.join("a"), d3.join("c")), "rename");
+    assert_eq!(names(&d1), vec!["a", "dir"]);
+
+    // Node 1 dies after an fsync'd write: node 2 (not the spectator)
+    // replays its journal, and the spectator reads on.
+    fsync_write(&d1.join("last"), b"node 1's last write");
+    m1.kill();
+    tests::reap(&mut cmands[0]);
+    lab.wait_status(3, "node 1 fenced", |s| {
+        s.members.len() == 2 && s.victims.is_empty()
+    });
+    assert_eq!(
+        std::fs::read(d3.join("last")).unwrap(),
+        b"node 1's last write"
+    );
+    fsync_write(&d2.join("after"), b"node 2 goes on");
+    assert_eq!(names(&d3), vec!["a", "after", "dir", "last"]);
+    let log2 = std::fs::read_to_string(lab.state(2).join("mount2.log")).unwrap();
+    assert!(log2.contains("recovered a failed node's journal"), "{log2}");
+    assert!(!log3().contains("recovering"), "{}", log3());
+    m3.stop();
+    m2.stop();
+    stop_cmands(&mut cmands);
+    tests::fsck_clean(&lab.image());
+}

@@ -143,6 +143,9 @@ struct Mounted {
     /// Held PR for as long as the volume is mounted here.
     _mounted: LockId,
     journals: u32,
+    /// Writes nothing: leaves the replay of failed nodes' journals to the
+    /// nodes that have one.
+    spectator: bool,
 }
 
 fn nondisk_name(number: u64) -> [u8; 24] {
@@ -194,17 +197,23 @@ impl MountControl {
     /// nodes' journals later, while mounted. Returns this node's journal
     /// glock (`jid`), held EX: keep it for as long as the volume is
     /// mounted.
+    ///
+    /// A spectator (`jid` `None`) takes no journal and recovers nothing:
+    /// as the first mounter it holds the control lock while `mount_fs`
+    /// checks that every journal is clean (and refuses otherwise, as the
+    /// kernel's `check_journal_clean` does); later, it waits with its lock
+    /// requests blocked while nodes with journals recover a failed one.
     #[allow(clippy::too_many_arguments)]
     pub fn mount<T>(
         self: &Arc<Self>,
         ls: Lockspace,
         glocks: Arc<DlmGlocks>,
         recovery: Arc<dyn JournalRecovery>,
-        jid: u32,
+        jid: Option<u32>,
         journals: u32,
         mount_fs: impl FnOnce(MountRole) -> Result<T, LockError>,
-    ) -> Result<(MountRole, GlockGuard, T), LockError> {
-        if jid >= journals {
+    ) -> Result<(MountRole, Option<GlockGuard>, T), LockError> {
+        if jid.is_some_and(|j| j >= journals) {
             return Err(LockError::Unavailable(format!(
                 "no free journal: this volume has {journals} journal(s), all in use \
                  (add one with gfs2_jadd or mount -o spectator)"
@@ -226,7 +235,12 @@ impl MountControl {
             let lvb = control_ex(&ls, control)?;
             match ls.convert(mounted, Mode::Ex, Flags::NOQUEUE, None) {
                 Ok(_) => {
-                    let (own, others) = take_all_journals(&glocks, jid, journals)?;
+                    // A spectator only reads the journals: nobody else can
+                    // mount while it holds the control lock.
+                    let (own, others) = match jid {
+                        Some(jid) => take_all_journals(&glocks, jid, journals)?,
+                        None => (None, Vec::new()),
+                    };
                     let fs = (mount_fs.take().expect("once"))(MountRole::First)?;
                     drop(others);
                     ls.convert(mounted, Mode::Pr, Flags::empty(), None)
@@ -250,7 +264,14 @@ impl MountControl {
             };
             control_release(&ls, control, None)?;
             if joined {
-                let own = glocks.acquire(journal(jid), GlockState::Ex, HolderFlags::default())?;
+                let own = match jid {
+                    Some(jid) => Some(glocks.acquire(
+                        journal(jid),
+                        GlockState::Ex,
+                        HolderFlags::default(),
+                    )?),
+                    None => None,
+                };
                 let fs = (mount_fs.take().expect("once"))(MountRole::Joined)?;
                 break (MountRole::Joined, own, fs);
             }
@@ -263,6 +284,7 @@ impl MountControl {
             control,
             _mounted: mounted,
             journals,
+            spectator: jid.is_none(),
         });
         {
             // A recovery that began while we mounted blocks us too.
@@ -344,6 +366,9 @@ impl MountControl {
         if flagged.is_empty() {
             return Ok(true);
         }
+        if m.spectator {
+            return Ok(false);
+        }
         for jid in flagged {
             let Some(g) = m.glocks.try_acquire(journal(jid), GlockState::Ex)? else {
                 continue; // another survivor recovers it
@@ -367,7 +392,7 @@ fn take_all_journals(
     glocks: &DlmGlocks,
     jid: u32,
     journals: u32,
-) -> Result<(GlockGuard, Vec<GlockGuard>), LockError> {
+) -> Result<(Option<GlockGuard>, Vec<GlockGuard>), LockError> {
     let mut own = None;
     let mut others = Vec::new();
     for j in 0..journals {
@@ -378,7 +403,7 @@ fn take_all_journals(
             others.push(g);
         }
     }
-    Ok((own.expect("jid below journals"), others))
+    Ok((Some(own.expect("jid below journals")), others))
 }
 
 /// Takes the control lock EX and reads its value block.

@@ -12,7 +12,10 @@
 //! the cluster through the node's cmand (`--state-dir`) and the volume's
 //! DLM lockspace, writes through the journal of its lockspace slot, and
 //! shares the volume with the other nodes that mount it
-//! (`clusterfs::cluster`).
+//! (`clusterfs::cluster`); `-o spectator` joins without a journal, reads
+//! what the others write and writes nothing (any number of spectators,
+//! beyond the journals; the first mounter of a volume with a dirty journal
+//! cannot be one).
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -96,9 +99,6 @@ fn mount_in_cluster(
     if opts.jid.is_some() {
         bail!("hostdata=jid= is for lock_nolock: with lock_dlm the journal is the node's lockspace slot");
     }
-    if opts.spectator {
-        bail!("-o spectator is not supported with lock_dlm yet (mount with lockproto=lock_nolock on a volume no node uses)");
-    }
     let join = JoinOptions {
         state_dir: args.state_dir.clone(),
         locktable: opts.locktable.clone().unwrap_or(sb_locktable.to_string()),
@@ -114,13 +114,15 @@ fn mount_in_cluster(
     )?;
     drop(probe);
     let jid = cm.jid;
-    let fuse = cm.mount_shared(info.journals, |rec| {
-        let (fs, info) = FileSystem::mount_with(
-            dev.clone(),
-            Arc::new(LocalLocks),
-            MountParams::node(jid, rec),
-        )
-        .map_err(|e| e.to_string())?;
+    let spectator = opts.spectator;
+    let fuse = cm.mount_shared(info.journals, spectator, |rec| {
+        let params = if spectator {
+            MountParams::spectator(rec)
+        } else {
+            MountParams::node(jid, rec)
+        };
+        let (fs, info) = FileSystem::mount_with(dev.clone(), Arc::new(LocalLocks), params)
+            .map_err(|e| e.to_string())?;
         log_recovery(&info);
         Ok(fs)
     })?;
