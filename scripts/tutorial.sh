@@ -235,7 +235,7 @@ service_start() {
   local n=$1 svc=$2 cmd=$3 log=$LAB_DIR/nodes/$1/log/$2.log
   prompt "$n" "service $svc start"
   note "  (here: $cmd, log in $log)"
-  in_node "$n" "exec setsid $cmd" >>"$log" 2>&1 </dev/null &
+  in_node "$n" "export RUST_LOG=${RUST_LOG:-info}; exec setsid $cmd" >>"$log" 2>&1 </dev/null &
 }
 in_client() { ip netns exec "$(ns client)" "$@"; }
 # The page at $1 on the floating address, as the client gets it.
@@ -470,3 +470,76 @@ on "$owner" "clustat"
 on "$owner" "ip addr show eth0"
 show_client
 note "served by ${HOST[$owner]} ${took} ms after clusvcadm returned"
+
+# ---------------------------------------------------------------- failover
+# Node $1 loses power: every process of its namespaces SIGKILLed (its
+# daemons, FUSE servers, Apache; its mount namespace goes with them), its
+# link down.
+power_off() {
+  kill_ns "$1"
+  ip -n "$(ns "$1")" link set eth0 down
+}
+# With fence_manual, what the operator does once the survivor $1 asks:
+# (the dead node is already off) fence_ack_manual. Prints nothing else.
+ack_when_asked() {
+  local s=$1 victim=${HOST[$2]} log=$LAB_DIR/nodes/$1/log/cman.log
+  for _ in $(seq 1200); do
+    if grep -q "fence_manual: reset node \"$victim\"" "$log" 2>/dev/null \
+        && [ "$(grep -c "fence_manual: reset node \"$victim\"" "$log")" -gt "${acked[$victim]:-0}" ]; then
+      acked[$victim]=$(grep -c "fence_manual: reset node \"$victim\"" "$log")
+      grep "fence_manual: reset node \"$victim\"" "$log" | tail -1
+      on "$s" "fence_ack_manual $victim"
+      return 0
+    fi
+    sleep 0.05
+  done
+  need "${HOST[$s]} never asked to fence $victim: see $log"
+}
+declare -A acked
+
+step "the owner ${HOST[$owner]} dies: kill -9 of all its processes, its link down"
+survivor=$other
+t0=$(now_ms)
+power_off "$owner"
+note "  (every process in namespace $(ns "$owner") killed, ip link set eth0 down there)"
+[ "$fence" = manual ] && ack_when_asked "$survivor" "$owner"
+took=$(wait_served_by "$survivor" "$t0")
+on "$survivor" "clustat"
+show_client
+note "served again by ${HOST[$survivor]} ${took} ms after the kill"
+failover_ms=$took
+dead=$owner owner=$survivor
+
+step "the end: the service stopped, the volume checked"
+on "$owner" "clusvcadm -d httpd_srv"
+on "$owner" "fsck.gfs2 -n /dev/webvg/webvg_lv1"
+
+if [ "$bench" -gt 0 ]; then
+  on "$owner" "clusvcadm -e httpd_srv"
+  bench_failover "$bench"
+fi
+
+step "what was shown"
+cat <<EOT
+- a storage node served one LUN (tgtadm); both nodes logged in (iscsiadm)
+- LVM on it (pvcreate, vgcreate webvg, lvcreate webvg_lv1), a lock_dlm GFS2
+  volume (mkfs.clusterfs -p lock_dlm -j 2), the tutorial's cluster.conf as is
+- cman, clvmd and rgmanager on both nodes; httpd_srv (floating IP, Apache,
+  the GFS2 volume on /var/www/html) served the page on http://$VIP/
+- clusvcadm -r moved it to the other node; the owner's death was fenced
+  (fence_$fence) and the survivor served again ${failover_ms} ms after the kill
+- fsck.gfs2 -n found the volume clean
+EOT
+if [ -n "$keep" ]; then
+  on "$owner" "clusvcadm -e httpd_srv"
+  step "the lab keeps running (--keep)"
+  for n in storage node1 node2; do
+    [ "$n" = "$dead" ] && continue
+    echo "  ${HOST[$n]}: nsenter -t ${HOLDER[$n]} -m -u -n env PATH=$PREFIX/sbin:\$PATH ISCSI_STATE_DIR=/etc/iscsi ISCSI_MOUNT_DIR=/dev/disk/by-path bash"
+  done
+  echo "  client: ip netns exec $(ns client) curl http://$VIP/"
+  echo "  ${HOST[$dead]} is down (killed). Logs: $LAB_DIR/nodes/*/log"
+  echo "  to tear it all down: run $0 again and Ctrl-C it, or:"
+  echo "    for n in node1 node2 storage client; do ip netns pids $(ns '$n') | xargs -r kill -9; done;"
+  echo "    for n in node1 node2 storage client switch; do ip netns del $(ns '$n'); done"
+fi

@@ -47,8 +47,12 @@ mount_clusterfs() {
     mount -t "${fstype:-gfs2}" ${options:+-o "$options"} "$device" "$mountpoint"
     return
   }
+  # Open to every user, as a kernel GFS2 mount is (the kernel still checks
+  # modes: mount.clusterfs mounts with default_permissions); FUSE would
+  # otherwise keep it to root, and the tutorial's Apache serves it as
+  # www-data.
   "$prog" "$device" "$mountpoint" --state-dir "${CMAN_STATE_DIR:-/var/run/cluster}" \
-    ${options:+-o "$options"}
+    -o "allow_other${options:+,$options}"
 }
 
 case $1 in
