@@ -81,7 +81,12 @@ bold=; dim=; off=
 if [ -t 1 ]; then bold=$'\e[1m'; dim=$'\e[2m'; off=$'\e[0m'; fi
 step() { printf '\n%s== %s%s\n' "$bold" "$*" "$off"; }
 note() { printf '%s%s%s\n' "$dim" "$*" "$off"; }
-prompt() { printf '%s[root@%s ~]# %s%s\n' "$bold" "${HOST[$1]}" "$2" "$off"; }
+# (quiet=1: the benchmark's reboots, printed to $quiet_log only.)
+quiet= quiet_log=/dev/null
+prompt() {
+  if [ -n "$quiet" ]; then printf '[root@%s ~]# %s\n' "${HOST[$1]}" "$2" >>"$quiet_log"; return; fi
+  printf '%s[root@%s ~]# %s%s\n' "$bold" "${HOST[$1]}" "$2" "$off"
+}
 now_ms() { date +%s%3N; }
 
 # ---------------------------------------------------------------- teardown
@@ -188,7 +193,7 @@ ip netns exec "$(ns client)" sysctl -q -w net.ipv4.neigh.eth0.base_reachable_tim
 declare -A HOLDER
 boot_namespaces() {
   local n=$1 d=$LAB_DIR/nodes/$1
-  rm -rf "$d"
+  rm -rf "$d"/{etc.upper,etc.work,dev.upper,dev.work,ready}
   mkdir -p "$d"/{etc.upper,etc.work,dev.upper,dev.work,log}
   chmod 755 "$d"
   cat > "$d/setup.sh" <<EOF
@@ -227,15 +232,16 @@ in_node() {
 # Prints the command as the tutorial's reader types it, then runs it.
 on() {
   prompt "$1" "$2"
-  in_node "$1" "$2"
+  if [ -n "$quiet" ]; then in_node "$1" "$2" >>"$quiet_log" 2>&1; else in_node "$1" "$2"; fi
 }
 # Starts a daemon on node $1: `service $2 start` in the tutorial, here the
 # command line $3, its output in the node's log directory.
 service_start() {
   local n=$1 svc=$2 cmd=$3 log=$LAB_DIR/nodes/$1/log/$2.log
   prompt "$n" "service $svc start"
-  note "  (here: $cmd, log in $log)"
+  [ -n "$quiet" ] || note "  (here: $cmd, log in $log)"
   in_node "$n" "export RUST_LOG=${RUST_LOG:-info}; exec setsid $cmd" >>"$log" 2>&1 </dev/null &
+  disown
 }
 in_client() { ip netns exec "$(ns client)" "$@"; }
 # The page at $1 on the floating address, as the client gets it.
@@ -307,7 +313,8 @@ Listen 80
 PidFile "/run/httpd/httpd.pid"
 DefaultRuntimeDir "/run/httpd"
 ErrorLog "$LAB_DIR/nodes/$n/log/httpd-error.log"
-LogLevel warn
+LogLevel notice
+ErrorLogFormat "[%{cu}t] [%l] %M"
 LoadModule mpm_event_module $apache_modules/mod_mpm_event.so
 LoadModule authz_core_module $apache_modules/mod_authz_core.so
 LoadModule dir_module $apache_modules/mod_dir.so
@@ -378,14 +385,24 @@ start_clvmd() {
 }
 start_rgmanager() { service_start "$1" rgmanager "rgmanager -f --agent-dir $PREFIX/share/cluster --status-interval 2"; }
 
-wait_quorate() {
-  local n=$1
-  for _ in $(seq 300); do
-    in_node "$n" "clustat -Q" >/dev/null 2>&1 && return 0
+# Waits until node $1 has both nodes as members (cman_tool nodes), or
+# with $2 = rgmanager, both nodes' rgmanagers (clustat).
+wait_members() {
+  local n=$1 what=${2:-cman} count
+  for _ in $(seq 600); do
+    if [ "$what" = cman ]; then
+      count=$(in_node "$n" "cman_tool nodes" 2>/dev/null | grep -c '^ *[0-9]\+ \+M ' || true)
+    else
+      count=$(in_node "$n" "clustat" 2>/dev/null | grep -c "Online.*rgmanager" || true)
+    fi
+    [ "$count" = 2 ] && return 0
     sleep 0.1
   done
-  need "${HOST[$n]} did not become quorate: see $LAB_DIR/nodes/$n/log/cman.log"
+  need "${HOST[$n]} did not see both nodes ($what) in 60 s: see $LAB_DIR/nodes/$n/log/"
 }
+# fence_scsi's unfencing, as cman's init script does it at boot: the node
+# registers its key on the LUN (the first one reserves it).
+unfence() { [ "$fence" = scsi ] && on "$1" "fence_node -U ${HOST[$1]}" || true; }
 
 step "cluster nodes RealServer1 (${IP[node1]}) and RealServer2 (${IP[node2]}): log in to the LUN"
 for n in node1 node2; do boot_node "$n"; done
@@ -406,7 +423,8 @@ on node1 "md5sum /etc/cluster/cluster.conf"
 
 step "start the cluster"
 for n in node1 node2; do start_cman "$n"; done
-for n in node1 node2; do wait_quorate "$n"; done
+for n in node1 node2; do wait_members "$n"; done
+for n in node1 node2; do unfence "$n"; done
 grep -h "^cmand: WARNING" "$LAB_DIR/nodes/node1/log/cman.log" | head -1 || true
 for n in node1 node2; do on "$n" "lvmconf --enable-cluster"; done
 for n in node1 node2; do start_clvmd "$n"; done
@@ -487,7 +505,7 @@ ack_when_asked() {
     if grep -q "fence_manual: reset node \"$victim\"" "$log" 2>/dev/null \
         && [ "$(grep -c "fence_manual: reset node \"$victim\"" "$log")" -gt "${acked[$victim]:-0}" ]; then
       acked[$victim]=$(grep -c "fence_manual: reset node \"$victim\"" "$log")
-      grep "fence_manual: reset node \"$victim\"" "$log" | tail -1
+      [ -n "$quiet" ] || grep "fence_manual: reset node \"$victim\"" "$log" | tail -1
       on "$s" "fence_ack_manual $victim"
       return 0
     fi
@@ -514,8 +532,87 @@ step "the end: the service stopped, the volume checked"
 on "$owner" "clusvcadm -d httpd_srv"
 on "$owner" "fsck.gfs2 -n /dev/webvg/webvg_lv1"
 
+# ---------------------------------------------------------------- benchmark
+# Node $1 comes back after its power cut: link up (the floating address
+# it held is gone with the reboot), the same boot as at first, quietly.
+reboot_node() {
+  local n=$1
+  ip -n "$(ns "$n")" addr flush dev eth0
+  ip -n "$(ns "$n")" addr add "${IP[$n]}/24" dev eth0
+  ip -n "$(ns "$n")" link set eth0 up
+  boot_node "$n"
+  login "$n"
+  start_cman "$n"
+  wait_members "$n"
+  unfence "$n"
+  on "$n" "lvmconf --enable-cluster"
+  start_clvmd "$n"
+  start_rgmanager "$n"
+  wait_members "$n" rgmanager
+}
+# Milliseconds since the epoch of the first line of log $1 after line $2
+# that matches $3 (our daemons' and Apache's timestamps).
+log_ms() {
+  local line ts
+  line=$(tail -n +"$(( $2 + 1 ))" "$1" 2>/dev/null | grep -m1 -- "$3") || { echo -; return; }
+  case $line in
+    '['*) ts=${line#[}; ts=${ts%%]*} ;;
+    *) ts=${line%% *} ;;
+  esac
+  date -d "$ts" +%s%3N
+}
+lines() { wc -l < "$1" 2>/dev/null || echo 0; }
+since() { [ "$2" = - ] && echo - || echo $(( $2 - $1 )); }
+# min median max of the numbers on stdin.
+stats() {
+  sort -n | awk '$1 != "-" {v[n++] = $1} END {
+    if (n == 0) { print "-"; exit }
+    printf "min %d ms, median %d ms, max %d ms (%d kills)\n", v[0], (n % 2 ? v[(n-1)/2] : (v[n/2-1] + v[n/2]) / 2), v[n-1], n }'
+}
+bench_failover() {
+  local kills=$1 k victim surv l_cman l_rg l_httpd t0 http det fen rec start
+  local out=$LAB_DIR/bench.txt
+  quiet_log=$LAB_DIR/bench-reboots.log
+  : > "$out"
+  step "benchmark: $kills kills of the owner (fence_$fence), times since the kill"
+  for k in $(seq "$kills"); do
+    victim=$(owner_of "$owner")
+    for _ in $(seq 600); do
+      [ -n "$victim" ] && [ "$(fetch node.txt 2>/dev/null)" = "${HOST[$victim]}" ] && break
+      sleep 0.1
+      victim=$(owner_of "$owner")
+    done
+    [ -n "$victim" ] || need "no owner of httpd_srv before kill $k"
+    surv=$([ "$victim" = node1 ] && echo node2 || echo node1)
+    local d=$LAB_DIR/nodes/$surv/log
+    l_cman=$(lines "$d/cman.log") l_rg=$(lines "$d/rgmanager.log") l_httpd=$(lines "$d/httpd-error.log")
+    t0=$(now_ms)
+    power_off "$victim"
+    if [ "$fence" = manual ]; then quiet=1 ack_when_asked "$surv" "$victim"; fi
+    http=$(wait_served_by "$surv" "$t0")
+    det=$(since "$t0" "$(log_ms "$d/cman.log" "$l_cman" "view installed")")
+    fen=$(since "$t0" "$(log_ms "$d/rgmanager.log" "$l_rg" "node fenced")")
+    rec=$(since "$t0" "$(log_ms "$d/rgmanager.log" "$l_rg" "mounted in the cluster")")
+    start=$(since "$t0" "$(log_ms "$d/httpd-error.log" "$l_httpd" "resuming normal operations")")
+    echo "$det $fen $rec $start $http" >> "$out"
+    printf 'kill %2d: %s down, %s: detected %s ms, fenced %s ms, journals recovered and mounted %s ms, Apache started %s ms, HTTP 200 on %s %s ms\n' \
+      "$k" "${HOST[$victim]}" "${HOST[$surv]}" "$det" "$fen" "$rec" "$start" "$VIP" "$http"
+    owner=$surv
+    quiet=1 reboot_node "$victim"
+  done
+  echo
+  printf '%-36s %s\n' "detection (survivor's new view):" "$(awk '{print $1}' "$out" | stats)"
+  printf '%-36s %s\n' "fencing done:" "$(awk '{print $2}' "$out" | stats)"
+  printf '%-36s %s\n' "journal recovery, volume mounted:" "$(awk '{print $3}' "$out" | stats)"
+  printf '%-36s %s\n' "service started (Apache up):" "$(awk '{print $4}' "$out" | stats)"
+  printf '%-36s %s\n' "first HTTP 200 on $VIP:" "$(awk '{print $5}' "$out" | stats)"
+  dead=
+}
+
 if [ "$bench" -gt 0 ]; then
   on "$owner" "clusvcadm -e httpd_srv"
+  note "(${HOST[$dead]} reboots: log in $LAB_DIR/bench-reboots.log)"
+  quiet_log=$LAB_DIR/bench-reboots.log quiet=1 reboot_node "$dead"
   bench_failover "$bench"
 fi
 
@@ -531,14 +628,15 @@ cat <<EOT
 - fsck.gfs2 -n found the volume clean
 EOT
 if [ -n "$keep" ]; then
-  on "$owner" "clusvcadm -e httpd_srv"
+  [ "$bench" -gt 0 ] || on "$owner" "clusvcadm -e httpd_srv"
   step "the lab keeps running (--keep)"
   for n in storage node1 node2; do
     [ "$n" = "$dead" ] && continue
     echo "  ${HOST[$n]}: nsenter -t ${HOLDER[$n]} -m -u -n env PATH=$PREFIX/sbin:\$PATH ISCSI_STATE_DIR=/etc/iscsi ISCSI_MOUNT_DIR=/dev/disk/by-path bash"
   done
   echo "  client: ip netns exec $(ns client) curl http://$VIP/"
-  echo "  ${HOST[$dead]} is down (killed). Logs: $LAB_DIR/nodes/*/log"
+  [ -z "$dead" ] || echo "  ${HOST[$dead]} is down (killed)."
+  echo "  Logs: $LAB_DIR/nodes/*/log"
   echo "  to tear it all down: run $0 again and Ctrl-C it, or:"
   echo "    for n in node1 node2 storage client; do ip netns pids $(ns '$n') | xargs -r kill -9; done;"
   echo "    for n in node1 node2 storage client switch; do ip netns del $(ns '$n'); done"
