@@ -14,12 +14,16 @@
 //!   commands in flight and relogin after a dropped connection.
 //! - [`lun`]: [`Lun`], a LUN as a byte-addressed block device.
 //! - [`lunfs`]: a FUSE mount showing each LUN as a regular file (iscsiadm --login).
+//! - [`records`]: iscsiadm's node and session records in its state directory.
+//! - [`holder`]: the session holder process behind iscsiadm `--login`.
 
 pub mod cdb;
 pub mod driver;
+pub mod holder;
 pub mod login;
 pub mod lun;
 pub mod lunfs;
+pub mod records;
 pub mod session;
 pub mod url;
 
