@@ -41,7 +41,8 @@ async function act(form) {
     (data.get("action") === "relocate" && node ? " to " + node : "") + "…";
   form.querySelectorAll("button").forEach((b) => (b.disabled = true));
   try {
-    const r = await fetch(form.action, {
+    // getAttribute: the form has a field named "action" that hides form.action.
+    const r = await fetch(form.getAttribute("action"), {
       method: "POST",
       body: data,
       headers: { "X-Luci-Fetch": "1" },
