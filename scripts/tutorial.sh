@@ -54,8 +54,8 @@ declare -A IP=([storage]=$STORAGE_IP [node1]=192.168.10.121 [node2]=192.168.10.1
 declare -A HOST=([storage]=Node1 [node1]=RealServer1 [node2]=RealServer2 [client]=client)
 ns() { echo "$NS_PREFIX$1"; }
 PREFIX=$LAB_DIR/usr
-# The tutorial's cluster.conf (SEED_DIR: where the seed is).
-seed=${SEED_DIR:-$repo/../shared/seed}
+# The tutorial's cluster.conf, verbatim.
+seed_conf=$repo/cman/testdata/seed-cluster.conf
 
 # ---------------------------------------------------------------- checks
 need() { echo "tutorial.sh: $*" >&2; exit 1; }
@@ -80,7 +80,8 @@ fi
 bold=; dim=; off=
 if [ -t 1 ]; then bold=$'\e[1m'; dim=$'\e[2m'; off=$'\e[0m'; fi
 step() { printf '\n%s== %s%s\n' "$bold" "$*" "$off"; }
-note() { printf '%s%s%s\n' "$dim" "$*" "$off"; }
+# Comments between the commands start with "# ".
+note() { printf '%s# %s%s\n' "$dim" "$*" "$off"; }
 # (quiet=1: the benchmark's reboots, printed to $quiet_log only.)
 quiet= quiet_log=/dev/null
 prompt() {
@@ -239,7 +240,7 @@ on() {
 service_start() {
   local n=$1 svc=$2 cmd=$3 log=$LAB_DIR/nodes/$1/log/$2.log
   prompt "$n" "service $svc start"
-  [ -n "$quiet" ] || note "  (here: $cmd, log in $log)"
+  [ -n "$quiet" ] || note "here: $cmd, log in $log"
   in_node "$n" "export RUST_LOG=${RUST_LOG:-info}; exec setsid $cmd" >>"$log" 2>&1 </dev/null &
   disown
 }
@@ -266,10 +267,18 @@ on storage "tgtadm --lld iscsi --op show --mode target"
 # The seed's cluster.conf, verbatim (or with fence_scsi on the LUN).
 conf=$LAB_DIR/cluster.conf
 if [ "$fence" = manual ]; then
-  cp "$seed/cluster.conf" "$conf"
+  cp "$seed_conf" "$conf"
 else
-  sed -e 's|<fencedevice agent="fence_manual" name="fence\([12]\)"/>|<fencedevice agent="fence_scsi" name="fence\1" devices="iscsi://'"$STORAGE_IP"':3260/'"$IQN"'/1"/>|' \
-    "$seed/cluster.conf" > "$conf"
+  # fence_scsi on the LUN: the victim's key (port) preempted with the
+  # fencer's (nodename: in two nodes, the other one), and each node's
+  # unfencing (its key registered) at boot.
+  awk -v url="iscsi://$STORAGE_IP:3260/$IQN/1" '
+    /<clusternode name=/ { split($0, a, "\""); me = a[2]; other = (me == "RealServer1") ? "RealServer2" : "RealServer1" }
+    /<device name="fence[12]" nodename=/ { sub(/nodename="[^"]*"/, "port=\"" me "\" nodename=\"" other "\"") }
+    /<fencedevice agent="fence_manual"/ { sub(/agent="fence_manual"/, "agent=\"fence_scsi\""); sub(/\/>/, " devices=\"" url "\"/>") }
+    { print }
+    /<\/fence>/ { print "      <unfence>"; print "        <device name=\"" (me == "RealServer1" ? "fence1" : "fence2") "\"/>"; print "      </unfence>" }
+  ' "$seed_conf" > "$conf"
 fi
 
 # One node's boot up to cman and clvmd: its namespaces, the iSCSI login,
@@ -402,7 +411,9 @@ wait_members() {
 }
 # fence_scsi's unfencing, as cman's init script does it at boot: the node
 # registers its key on the LUN (the first one reserves it).
-unfence() { [ "$fence" = scsi ] && on "$1" "fence_node -U ${HOST[$1]}" || true; }
+unfence() {
+  if [ "$fence" = scsi ]; then on "$1" "fence_node -U ${HOST[$1]}"; fi
+}
 
 step "cluster nodes RealServer1 (${IP[node1]}) and RealServer2 (${IP[node2]}): log in to the LUN"
 for n in node1 node2; do boot_node "$n"; done
@@ -414,7 +425,7 @@ on node1 "pvcreate $LUN"
 on node1 "vgcreate webvg $LUN"
 on node1 "lvcreate -L 2G -n webvg_lv1 webvg"
 echo y | on node1 "mkfs.clusterfs -p lock_dlm -t httpd_cluster:webvg_lv1 -j 2 /dev/webvg/webvg_lv1"
-note "  (answered y; mkfs.clusterfs is our mkfs.gfs2)"
+note "answered y; mkfs.clusterfs is our mkfs.gfs2"
 
 step "the cluster configuration, the same on both nodes"
 on node1 "cat /etc/cluster/cluster.conf"
@@ -519,7 +530,7 @@ step "the owner ${HOST[$owner]} dies: kill -9 of all its processes, its link dow
 survivor=$other
 t0=$(now_ms)
 power_off "$owner"
-note "  (every process in namespace $(ns "$owner") killed, ip link set eth0 down there)"
+note "every process in namespace $(ns "$owner") killed, ip link set eth0 down there"
 [ "$fence" = manual ] && ack_when_asked "$survivor" "$owner"
 took=$(wait_served_by "$survivor" "$t0")
 on "$survivor" "clustat"
