@@ -470,6 +470,157 @@ pub fn crc32c(parts: &[&[u8]]) -> u32 {
     parts.iter().fold(0, |crc, p| crc32c::crc32c_append(crc, p))
 }
 
+/// The framing of a PDU on the wire (RFC 7143 11.2): BHS, AHS, header
+/// digest, then data segment, padding to 4 bytes and data digest. The one
+/// encoder and decoder of the crate, sans-IO: the initiator's and the
+/// target's drivers, [`Pdu::read_from`] and [`Pdu::encode_into`] all frame
+/// through it.
+pub mod frame {
+    use super::{crc32c, pad_len, Bhs, Digests, Pdu, PduError, BHS_LEN, MAX_DATA_SEGMENT};
+
+    /// Appends what comes before the data segment: `bhs` with its lengths
+    /// set for `ahs` and `data_len`, `ahs`, and the header digest.
+    pub fn encode_header(
+        bhs: &Bhs,
+        ahs: &[u8],
+        data_len: usize,
+        digests: Digests,
+        out: &mut Vec<u8>,
+    ) {
+        let mut bhs = bhs.clone();
+        bhs.set_lengths(ahs.len(), data_len);
+        let start = out.len();
+        out.extend_from_slice(&bhs.0);
+        out.extend_from_slice(ahs);
+        if digests.header {
+            let crc = crc32c(&[&out[start..]]);
+            out.extend_from_slice(&crc.to_le_bytes());
+        }
+    }
+
+    /// Appends what comes after the data segment `data` (which the caller
+    /// writes itself): its padding and data digest; nothing when empty.
+    pub fn encode_trailer(data: &[u8], digests: Digests, out: &mut Vec<u8>) {
+        if data.is_empty() {
+            return;
+        }
+        let pad = &[0u8; 3][..pad_len(data.len())];
+        out.extend_from_slice(pad);
+        if digests.data {
+            out.extend_from_slice(&crc32c(&[data, pad]).to_le_bytes());
+        }
+    }
+
+    /// A checked header, waiting for its data segment.
+    #[derive(Debug)]
+    pub struct Header {
+        pub bhs: Bhs,
+        pub ahs: Vec<u8>,
+    }
+
+    /// Decodes PDUs under one connection's digests and data segment limit.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Decoder {
+        pub digests: Digests,
+        /// MaxRecvDataSegmentLength (capped at [`MAX_DATA_SEGMENT`]).
+        pub max_data_len: usize,
+    }
+
+    impl Decoder {
+        pub fn new(digests: Digests, max_data_len: usize) -> Decoder {
+            Decoder {
+                digests,
+                max_data_len: max_data_len.min(MAX_DATA_SEGMENT),
+            }
+        }
+
+        /// Bytes from the start of the PDU to the end of its header digest,
+        /// known once the BHS is in.
+        pub fn header_len(&self, bhs: &Bhs) -> usize {
+            BHS_LEN + bhs.total_ahs_len() + if self.digests.header { 4 } else { 0 }
+        }
+
+        /// Checks the header (`bytes`: exactly [`Self::header_len`] bytes):
+        /// its digest first, then its data segment length against the limit.
+        pub fn decode_header(&self, bytes: &[u8]) -> Result<Header, PduError> {
+            let mut bhs = Bhs::default();
+            bhs.0.copy_from_slice(&bytes[..BHS_LEN]);
+            assert_eq!(bytes.len(), self.header_len(&bhs), "header bytes");
+            let ahs_end = BHS_LEN + bhs.total_ahs_len();
+            if self.digests.header {
+                let got = u32::from_le_bytes(bytes[ahs_end..].try_into().expect("4 bytes"));
+                let computed = crc32c(&[&bytes[..ahs_end]]);
+                if got != computed {
+                    return Err(PduError::HeaderDigest { got, computed });
+                }
+            }
+            let len = bhs.data_segment_len();
+            if len > self.max_data_len {
+                return Err(PduError::DataSegmentTooLong {
+                    len,
+                    max: self.max_data_len,
+                });
+            }
+            let ahs = bytes[BHS_LEN..ahs_end].to_vec();
+            Ok(Header { bhs, ahs })
+        }
+
+        /// Bytes of the data segment on the wire after `header`: data,
+        /// padding and data digest.
+        pub fn data_len(&self, header: &Header) -> usize {
+            match header.bhs.data_segment_len() {
+                0 => 0,
+                len => len + pad_len(len) + if self.digests.data { 4 } else { 0 },
+            }
+        }
+
+        /// The PDU, once its data segment (`bytes`: exactly
+        /// [`Self::data_len`] bytes) is in and its digest checked.
+        pub fn decode_data(&self, header: Header, bytes: &[u8]) -> Result<Pdu, PduError> {
+            assert_eq!(bytes.len(), self.data_len(&header), "data bytes");
+            let len = header.bhs.data_segment_len();
+            if len > 0 && self.digests.data {
+                let (padded, digest) = bytes.split_at(bytes.len() - 4);
+                let got = u32::from_le_bytes(digest.try_into().expect("4 bytes"));
+                let computed = crc32c(&[padded]);
+                if got != computed {
+                    return Err(PduError::DataDigest {
+                        bhs: Box::new(header.bhs),
+                        got,
+                        computed,
+                    });
+                }
+            }
+            Ok(Pdu {
+                bhs: header.bhs,
+                ahs: header.ahs,
+                data: bytes[..len].to_vec(),
+            })
+        }
+
+        /// The first PDU of `buf` and the bytes it took, or None while
+        /// `buf` holds less than a whole PDU.
+        pub fn decode(&self, buf: &[u8]) -> Result<Option<(Pdu, usize)>, PduError> {
+            if buf.len() < BHS_LEN {
+                return Ok(None);
+            }
+            let mut bhs = Bhs::default();
+            bhs.0.copy_from_slice(&buf[..BHS_LEN]);
+            let head = self.header_len(&bhs);
+            if buf.len() < head {
+                return Ok(None);
+            }
+            let header = self.decode_header(&buf[..head])?;
+            let end = head + self.data_len(&header);
+            if buf.len() < end {
+                return Ok(None);
+            }
+            let pdu = self.decode_data(header, &buf[head..end])?;
+            Ok(Some((pdu, end)))
+        }
+    }
+}
+
 impl Pdu {
     /// A PDU with this header and no AHS or data.
     pub fn new(bhs: Bhs) -> Self {
@@ -483,24 +634,9 @@ impl Pdu {
     /// Appends the wire form of this PDU (lengths fixed up, padding and
     /// digests added) to `out`.
     pub fn encode_into(&self, digests: Digests, out: &mut Vec<u8>) {
-        let mut bhs = self.bhs.clone();
-        bhs.set_lengths(self.ahs.len(), self.data.len());
-        let start = out.len();
-        out.extend_from_slice(&bhs.0);
-        out.extend_from_slice(&self.ahs);
-        if digests.header {
-            let crc = crc32c(&[&out[start..]]);
-            out.extend_from_slice(&crc.to_le_bytes());
-        }
-        if !self.data.is_empty() {
-            let pad = [0u8; 3];
-            let pad = &pad[..pad_len(self.data.len())];
-            out.extend_from_slice(&self.data);
-            out.extend_from_slice(pad);
-            if digests.data {
-                out.extend_from_slice(&crc32c(&[&self.data, pad]).to_le_bytes());
-            }
-        }
+        frame::encode_header(&self.bhs, &self.ahs, self.data.len(), digests, out);
+        out.extend_from_slice(&self.data);
+        frame::encode_trailer(&self.data, digests, out);
     }
 
     /// The wire form of this PDU.
@@ -515,48 +651,26 @@ impl Pdu {
         w.write_all(&self.encode(digests))
     }
 
-    /// Reads one PDU from `r`, refusing a data segment longer than
-    /// `max_data_len`. A clean end of stream before the first byte is
-    /// [`PduError::Closed`].
+    /// Reads one PDU from `r` through a [`frame::Decoder`], refusing a
+    /// data segment longer than `max_data_len`. A clean end of stream
+    /// before the first byte is [`PduError::Closed`].
     pub fn read_from(
         r: &mut impl Read,
         digests: Digests,
         max_data_len: usize,
     ) -> Result<Pdu, PduError> {
+        let decoder = frame::Decoder::new(digests, max_data_len);
+        let mut buf = vec![0u8; BHS_LEN];
+        read_exact_or_closed(r, &mut buf)?;
         let mut bhs = Bhs::default();
-        read_exact_or_closed(r, &mut bhs.0)?;
-        let mut ahs = vec![0u8; bhs.total_ahs_len()];
-        r.read_exact(&mut ahs)?;
-        if digests.header {
-            let got = read_u32_le(r)?;
-            let computed = crc32c(&[&bhs.0, &ahs]);
-            if got != computed {
-                return Err(PduError::HeaderDigest { got, computed });
-            }
-        }
-        let len = bhs.data_segment_len();
-        let max = max_data_len.min(MAX_DATA_SEGMENT);
-        if len > max {
-            return Err(PduError::DataSegmentTooLong { len, max });
-        }
-        let mut data = Vec::new();
-        if len > 0 {
-            data.resize(len + pad_len(len), 0);
-            r.read_exact(&mut data)?;
-            if digests.data {
-                let got = read_u32_le(r)?;
-                let computed = crc32c(&[&data]);
-                if got != computed {
-                    return Err(PduError::DataDigest {
-                        bhs: Box::new(bhs),
-                        got,
-                        computed,
-                    });
-                }
-            }
-            data.truncate(len);
-        }
-        Ok(Pdu { bhs, ahs, data })
+        bhs.0.copy_from_slice(&buf);
+        buf.resize(decoder.header_len(&bhs), 0);
+        r.read_exact(&mut buf[BHS_LEN..])?;
+        let header = decoder.decode_header(&buf)?;
+        buf.clear();
+        buf.resize(decoder.data_len(&header), 0);
+        r.read_exact(&mut buf)?;
+        decoder.decode_data(header, &buf)
     }
 }
 
@@ -572,12 +686,6 @@ fn read_exact_or_closed(r: &mut impl Read, buf: &mut [u8]) -> Result<(), PduErro
         }
     }
     Ok(())
-}
-
-fn read_u32_le(r: &mut impl Read) -> io::Result<u32> {
-    let mut b = [0u8; 4];
-    r.read_exact(&mut b)?;
-    Ok(u32::from_le_bytes(b))
 }
 
 /// Serial number arithmetic (RFC 1982, 32 bits) for CmdSN and StatSN:
@@ -705,6 +813,62 @@ mod tests {
             Pdu::read_from(&mut &[][..], Digests::default(), 8192),
             Err(PduError::Closed)
         ));
+    }
+
+    #[test]
+    fn rfc7143_11_2_decoder_takes_whole_pdus_from_a_buffer() {
+        let all = [
+            Digests::default(),
+            Digests {
+                header: true,
+                data: true,
+            },
+        ];
+        for digests in all {
+            let mut stream = Vec::new();
+            let mut pdus = Vec::new();
+            for (ahs, data) in [(0, 0), (4, 5), (0, 8), (8, 1)] {
+                let mut p = Pdu::new(Bhs::new(opcode::NOP_OUT));
+                p.ahs = vec![0xa5; ahs];
+                p.data = (0..data as u8).collect();
+                p.encode_into(digests, &mut stream);
+                pdus.push(p);
+            }
+            let decoder = frame::Decoder::new(digests, 8192);
+            let mut rest = &stream[..];
+            for want in &pdus {
+                // Every proper prefix is "not yet", the whole PDU decodes.
+                let (got, used) = (0..rest.len())
+                    .find_map(|n| decoder.decode(&rest[..n]).unwrap())
+                    .or_else(|| decoder.decode(rest).unwrap())
+                    .expect("a whole PDU");
+                assert_eq!(got.ahs, want.ahs);
+                assert_eq!(got.data, want.data);
+                assert_eq!(got.bhs.data_segment_len(), want.data.len());
+                let read = Pdu::read_from(&mut &rest[..used], digests, 8192).unwrap();
+                assert_eq!(read, got, "read_from and decode agree");
+                rest = &rest[used..];
+            }
+            assert!(rest.is_empty());
+        }
+    }
+
+    #[test]
+    fn header_and_trailer_around_data_are_the_whole_encoding() {
+        let digests = Digests {
+            header: true,
+            data: true,
+        };
+        for len in [0, 1, 2, 3, 4, 513] {
+            let mut p = Pdu::new(Bhs::new(opcode::DATA_IN));
+            p.data = vec![7; len];
+            let mut split = Vec::new();
+            frame::encode_header(&p.bhs, &[], len, digests, &mut split);
+            split.extend_from_slice(&p.data);
+            frame::encode_trailer(&p.data, digests, &mut split);
+            assert_eq!(split, p.encode(digests), "data length {len}");
+            assert_eq!(split.len() % 4, 0);
+        }
     }
 
     #[test]

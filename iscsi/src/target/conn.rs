@@ -27,7 +27,7 @@ pub const QUEUE_DEPTH: u32 = 128;
 pub const PORTAL_GROUP_TAG: u16 = 1;
 
 /// One PDU to send: the header and its data (kept apart so the driver can
-/// add digests and padding while writing).
+/// write the data where it is, framed by [`pdu::frame`]).
 #[derive(Clone, Debug)]
 pub struct OutPdu {
     pub bhs: Bhs,
@@ -50,28 +50,6 @@ impl Payload {
             Payload::None => &[],
             Payload::Owned(v) => v,
             Payload::Shared(v, r) => &v[r.clone()],
-        }
-    }
-}
-
-impl OutPdu {
-    /// Appends the wire form (lengths, padding, digests) to `out`.
-    pub fn encode_into(&self, digests: Digests, out: &mut Vec<u8>) {
-        let data = self.data.as_slice();
-        let mut bhs = self.bhs.clone();
-        bhs.0[4] = 0;
-        bhs.0[5..8].copy_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
-        out.extend_from_slice(&bhs.0);
-        if digests.header {
-            out.extend_from_slice(&pdu::crc32c(&[&bhs.0]).to_le_bytes());
-        }
-        if !data.is_empty() {
-            let pad = &[0u8; 3][..pdu::pad_len(data.len())];
-            out.extend_from_slice(data);
-            out.extend_from_slice(pad);
-            if digests.data {
-                out.extend_from_slice(&pdu::crc32c(&[data, pad]).to_le_bytes());
-            }
         }
     }
 }

@@ -14,7 +14,7 @@ use std::thread;
 
 use parking_lot::Mutex;
 
-use crate::pdu::{Digests, Pdu};
+use crate::pdu::{frame, Digests, Pdu};
 
 use super::conn::{Connection, OutPdu, Output};
 use super::mgmt::{self, MgmtConfig, Reply, Request};
@@ -263,23 +263,9 @@ impl Batch {
     fn push(&mut self, p: OutPdu, digests: Digests) {
         let start = self.head.len();
         let data = p.data.as_slice();
-        let mut bhs = p.bhs.clone();
-        bhs.0[4] = 0;
-        bhs.0[5..8].copy_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
-        self.head.extend_from_slice(&bhs.0);
-        if digests.header {
-            self.head
-                .extend_from_slice(&crate::pdu::crc32c(&[&bhs.0]).to_le_bytes());
-        }
+        frame::encode_header(&p.bhs, &[], data.len(), digests, &mut self.head);
         let mid = self.head.len();
-        if !data.is_empty() {
-            let pad = &[0u8; 3][..crate::pdu::pad_len(data.len())];
-            self.head.extend_from_slice(pad);
-            if digests.data {
-                self.head
-                    .extend_from_slice(&crate::pdu::crc32c(&[data, pad]).to_le_bytes());
-            }
-        }
+        frame::encode_trailer(data, digests, &mut self.head);
         let end = self.head.len();
         self.bytes += end - start + data.len();
         self.parts.push((start..mid, p, mid..end));
