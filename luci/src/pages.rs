@@ -373,9 +373,16 @@ fn events(snap: &Snapshot) -> String {
 pub fn plots(snap: &Snapshot) -> String {
     const W: f64 = 720.0;
     const H: f64 = 110.0;
-    const SPAN_MS: f64 = 600_000.0;
     let now = snap.at_ms as f64;
-    let x = |t: u64| W - (now - t as f64) / SPAN_MS * W;
+    // The time kept, from one minute (a luci just started) to ten.
+    let oldest = snap.samples.first().map_or(now, |s| s.at_ms as f64);
+    let span_ms = (now - oldest).clamp(60_000.0, 600_000.0);
+    let span_label = if span_ms >= 120_000.0 {
+        format!("−{:.0} min", span_ms / 60_000.0)
+    } else {
+        format!("−{:.0} s", span_ms / 1000.0)
+    };
+    let x = |t: u64| W - (now - t as f64) / span_ms * W;
     let max = snap
         .samples
         .iter()
@@ -389,7 +396,7 @@ pub fn plots(snap: &Snapshot) -> String {
         for s in snap
             .samples
             .iter()
-            .filter(|s| now - (s.at_ms as f64) <= SPAN_MS)
+            .filter(|s| now - (s.at_ms as f64) <= span_ms)
         {
             let _ = write!(pts, "{:.1},{:.1} ", x(s.at_ms), y(f(s)));
         }
@@ -403,7 +410,7 @@ pub fn plots(snap: &Snapshot) -> String {
             "fence" => "#e80",
             _ => continue,
         };
-        if now - (e.at_ms as f64) > SPAN_MS {
+        if now - (e.at_ms as f64) > span_ms {
             continue;
         }
         let _ = write!(
@@ -416,12 +423,12 @@ pub fn plots(snap: &Snapshot) -> String {
     }
     let last = snap.samples.last();
     format!(
-        "<section><h2>The last 10 minutes</h2>\
+        "<section><h2>Membership and services over time</h2>\
          <svg id=\"plot-members\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\">\
          <rect width=\"{W}\" height=\"{H}\" fill=\"#fafafa\" stroke=\"#ccc\"/>{ticks}\
          <polyline fill=\"none\" stroke=\"#26c\" stroke-width=\"2\" points=\"{}\"/>\
          <polyline fill=\"none\" stroke=\"#a3c\" stroke-width=\"2\" points=\"{}\"/>\
-         <text x=\"4\" y=\"12\" font-size=\"11\">−10 min</text><text x=\"{}\" y=\"12\" font-size=\"11\">now</text></svg>\
+         <text x=\"4\" y=\"12\" font-size=\"11\">{span_label}</text><text x=\"{}\" y=\"12\" font-size=\"11\">now</text></svg>\
          <p class=\"legend\"><span class=\"k-members\">■</span> members ({}) \
          <span class=\"k-started\">■</span> services started ({}) \
          <span class=\"k-join\">┆</span> join <span class=\"k-loss\">┆</span> loss \

@@ -77,7 +77,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Bytes of lower-case or upper-case hex; `None` if it is not hex.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if s.len() & 1 == 1 {
         return None;
     }
     (0..s.len())
