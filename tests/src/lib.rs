@@ -247,6 +247,14 @@ pub fn free_port_on(ips: &[&str], udp: bool) -> u16 {
     panic!("no free port on {ips:?}");
 }
 
+/// A port free (UDP or TCP) on each lab node address 127.0.1.1 to
+/// 127.0.1.`nodes`: the one port number a cluster's nodes share.
+pub fn cluster_port(nodes: u32, udp: bool) -> u16 {
+    let addrs: Vec<String> = (1..=nodes).map(|i| format!("127.0.1.{i}")).collect();
+    let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    free_port_on(&addrs, udp)
+}
+
 // ---------------------------------------------------------------- mounts
 
 /// Polls `cond` every 20 ms; panics after `limit`.
@@ -436,4 +444,180 @@ pub fn spawn_cmand(state: &Path, n: u32, key: &Path) -> Child {
             .stderr(log),
     )
     .expect("spawn cmand")
+}
+
+/// A process a test started: its stdin closed, then killed and reaped, when
+/// dropped. Started by [`Proc::with_lines`], its stdout lines arrive on a
+/// channel for [`Proc::expect_line`].
+pub struct Proc {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Option<std::sync::mpsc::Receiver<String>>,
+}
+
+impl Proc {
+    /// A child already spawned (with [`spawn`]), its output elsewhere.
+    pub fn new(child: Child) -> Proc {
+        Proc {
+            child,
+            stdin: None,
+            lines: None,
+        }
+    }
+
+    /// Spawns `cmd` (with [`spawn`]) with its stdin and stdout piped; a
+    /// thread forwards its stdout lines.
+    pub fn with_lines(cmd: &mut Command) -> Proc {
+        let mut child = spawn(cmd.stdin(Stdio::piped()).stdout(Stdio::piped()))
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(stdout).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            stdin,
+            lines: Some(rx),
+        }
+    }
+
+    /// Waits up to `timeout` for a stdout line that is `want` (trimmed),
+    /// skipping others.
+    pub fn expect_line(&self, want: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let lines = self.lines.as_ref().expect("started with_lines");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(l) if l.trim() == want => return,
+                Ok(_) => continue,
+                Err(e) => panic!("waiting for {want:?}: {e}"),
+            }
+        }
+    }
+
+    /// Writes one line (a command) to its stdin.
+    pub fn tell(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin piped and open");
+        writeln!(stdin, "{line}").expect("write to the child's stdin");
+        stdin.flush().expect("flush the child's stdin");
+    }
+
+    /// Closes its stdin (the processes here take that as "stop").
+    pub fn close_stdin(&mut self) {
+        drop(self.stdin.take());
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Its exit status once it has exited, within `timeout`.
+    pub fn wait_exit(&mut self, what: &str, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{what} still runs");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// True while it has not exited.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.close_stdin();
+        reap(&mut self.child);
+    }
+}
+
+/// The `dlm_cman_node` command of the node whose state (and cmand) is in
+/// `state`: lockspace `ls` on dlm port `port`, its counter and files in
+/// `dir`, `iters` increments; its log in `state/<log>`.
+pub fn dlm_cman_node(
+    state: &Path,
+    port: u16,
+    ls: &str,
+    dir: &Path,
+    iters: u64,
+    log: &str,
+) -> Command {
+    let log = fs::File::create(state.join(log)).expect("dlm user log");
+    let mut cmd = Command::new(bin("dlm_cman_node"));
+    cmd.arg("--state-dir")
+        .arg(state)
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--ls")
+        .arg(ls)
+        .arg("--dir")
+        .arg(dir)
+        .arg("--iters")
+        .arg(iters.to_string())
+        .env("RUST_LOG", "info")
+        .stderr(log);
+    cmd
+}
+
+/// The status of the cmand whose state is in `state`; None while it does
+/// not answer.
+pub fn cman_status(state: &Path) -> Option<cman::node::Status> {
+    cman::api::Client::connect(state).ok()?.status().ok()
+}
+
+/// Waits (up to 60 s: the machine may be loaded) until the status of
+/// cmand `name` (state in `state`) satisfies `f`; returns it.
+pub fn wait_cman(
+    state: &Path,
+    name: &str,
+    what: &str,
+    f: impl Fn(&cman::node::Status) -> bool,
+) -> cman::node::Status {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = cman_status(state).filter(|s| f(s)) {
+            return s;
+        }
+        assert!(
+            Instant::now() < end,
+            "node {name}: timed out waiting for {what}: {:?}",
+            cman_status(state)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------- random
+
+/// A seeded xorshift64 generator: a test's choices replay from its seed.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed` (any value: zero, a fixed point, is avoided).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    /// Uniform-ish in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
 }

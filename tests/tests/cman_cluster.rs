@@ -22,11 +22,6 @@ struct Lab {
     nodes: Vec<Option<Child>>,
 }
 
-/// A UDP port free on all three node addresses.
-fn free_port() -> u16 {
-    tests::free_port_on(&["127.0.1.1", "127.0.1.2", "127.0.1.3"], true)
-}
-
 /// `fence` is the device for every node: "lab" (fence_lab) or "noop".
 fn conf_text(
     n: u32,
@@ -70,7 +65,7 @@ impl Lab {
     /// A lab whose cluster.conf sets `<totem token>` (None: the default).
     fn with_token(n: u32, extra: &[(u32, &str)], token_ms: Option<u64>) -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = tests::cluster_port(3, true);
         let text = conf_text(n, 1, port, dir.path(), extra, token_ms);
         let conf = dir.path().join("cluster.conf");
         std::fs::write(&conf, &text).unwrap();

@@ -23,15 +23,12 @@
 //! by hand); the held cmand sees it gone and waits outside, shown as `d`,
 //! until `fence_ack_manual`; then it joins, in the same incarnation.
 
-use cman::api::Client;
 use cman::node::Status;
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
+use tests::Proc;
 
 const NODES: [&str; 2] = ["127.0.1.1", "127.0.1.2"];
 /// How long a dlm user holds the lock, writing (ms).
@@ -44,54 +41,6 @@ enum Agent {
     Lab,
     /// fence_manual, acknowledged by the test with fence_ack_manual.
     Manual,
-}
-
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Option<mpsc::Receiver<String>>,
-}
-
-impl Proc {
-    fn expect_line(&self, want: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let lines = self.lines.as_ref().expect("stdout piped");
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(l) if l.trim() == want => return,
-                Ok(_) => continue,
-                Err(e) => panic!("waiting for {want:?}: {e}"),
-            }
-        }
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id() as i32)
-    }
-
-    /// Its exit status once it has exited, within `timeout`.
-    fn wait_exit(&mut self, what: &str, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(Instant::now() < deadline, "{what} still runs");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        tests::reap(&mut self.child);
-    }
 }
 
 /// One line of `writes`.
@@ -148,76 +97,30 @@ impl Lab {
     }
 
     fn cmand(&self, i: u32) -> Proc {
-        Proc {
-            child: tests::spawn_cmand(&self.state(i), i, &self.key),
-            stdin: None,
-            lines: None,
-        }
+        Proc::new(tests::spawn_cmand(&self.state(i), i, &self.key))
     }
 
     /// A dlm user on node `i`; `stubborn`: it goes on writing when its
     /// cmand is lost.
     fn dlm_user(&self, i: u32, stubborn: bool, log: &str) -> Proc {
-        let log = std::fs::File::create(self.state(i).join(log)).unwrap();
-        let mut child = tests::spawn(
-            Command::new(tests::bin("dlm_cman_node"))
-                .arg("--state-dir")
-                .arg(self.state(i))
-                .arg("--port")
-                .arg(self.dlm_port.to_string())
-                .arg("--ls")
-                .arg("rs")
-                .arg("--dir")
-                .arg(self.dir.path())
-                .arg("--iters")
-                .arg("1000000")
-                .arg("--hold-ms")
-                .arg(HOLD_MS.to_string())
-                .arg("--on-lost")
-                .arg(if stubborn { "ignore" } else { "stop" })
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(log),
-        )
-        .unwrap();
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stdout).lines() {
-                let Ok(l) = l else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let p = Proc {
-            child,
-            stdin,
-            lines: Some(rx),
-        };
+        let state = self.state(i);
+        let mut cmd =
+            tests::dlm_cman_node(&state, self.dlm_port, "rs", self.dir.path(), 1_000_000, log);
+        cmd.arg("--hold-ms")
+            .arg(HOLD_MS.to_string())
+            .arg("--on-lost")
+            .arg(if stubborn { "ignore" } else { "stop" });
+        let p = Proc::with_lines(&mut cmd);
         p.expect_line("running", Duration::from_secs(60));
         p
     }
 
     fn status(&self, i: u32) -> Option<Status> {
-        Client::connect(&self.state(i)).ok()?.status().ok()
+        tests::cman_status(&self.state(i))
     }
 
     fn wait_for(&self, i: u32, what: &str, f: impl Fn(&Status) -> bool) -> Status {
-        let end = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(s) = self.status(i).filter(|s| f(s)) {
-                return s;
-            }
-            assert!(
-                Instant::now() < end,
-                "node {i}: timed out waiting for {what}: {:?}",
-                self.status(i)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        tests::wait_cman(&self.state(i), &i.to_string(), what, f)
     }
 
     /// Runs a tool against node `i`'s cmand; its stdout.
@@ -288,7 +191,7 @@ impl Lab {
             u.expect_line("done", Duration::from_secs(60));
         }
         for u in users.iter_mut() {
-            drop(u.stdin.take());
+            u.close_stdin();
         }
     }
 }

@@ -8,53 +8,11 @@
 //! the victim's last increment is unlogged, and each survivor makes 20
 //! more increments after the fencing (no hang), then stops on a `stop` file.
 
-use cman::api::Client;
 use cman::node::Status;
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// A port free (UDP or TCP) on all three node addresses.
-fn free_port(udp: bool) -> u16 {
-    tests::free_port_on(&["127.0.1.1", "127.0.1.2", "127.0.1.3"], udp)
-}
-
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Option<mpsc::Receiver<String>>,
-}
-
-impl Proc {
-    fn expect_line(&self, want: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let lines = self.lines.as_ref().unwrap();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(l) if l.trim() == want => return,
-                Ok(_) => continue,
-                Err(e) => panic!("waiting for {want:?}: {e}"),
-            }
-        }
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id() as i32)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use tests::Proc;
 
 struct Lab {
     dir: tempfile::TempDir,
@@ -64,7 +22,7 @@ struct Lab {
 impl Lab {
     fn new() -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port(true);
+        let port = tests::cluster_port(3, true);
         let mut nodes = String::new();
         for i in 1..=3 {
             let delay = if i == 3 { "delay=\"3\"" } else { "" };
@@ -91,50 +49,19 @@ impl Lab {
     }
 
     fn cmand(&self, i: u32) -> Proc {
-        let child = tests::spawn_cmand(&self.state(i), i, &self.key);
-        Proc {
-            child,
-            stdin: None,
-            lines: None,
-        }
+        Proc::new(tests::spawn_cmand(&self.state(i), i, &self.key))
     }
 
     fn dlm_node(&self, i: u32, port: u16, iters: u64) -> Proc {
-        let log = std::fs::File::create(self.state(i).join("dlm.log")).unwrap();
-        let mut child = tests::spawn(
-            Command::new(tests::bin("dlm_cman_node"))
-                .arg("--state-dir")
-                .arg(self.state(i))
-                .arg("--port")
-                .arg(port.to_string())
-                .arg("--ls")
-                .arg("cm")
-                .arg("--dir")
-                .arg(self.dir.path())
-                .arg("--iters")
-                .arg(iters.to_string())
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(log),
-        )
-        .unwrap();
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stdout).lines() {
-                let Ok(l) = l else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            child,
-            stdin,
-            lines: Some(rx),
-        }
+        let state = self.state(i);
+        Proc::with_lines(&mut tests::dlm_cman_node(
+            &state,
+            port,
+            "cm",
+            self.dir.path(),
+            iters,
+            "dlm.log",
+        ))
     }
 
     fn dlm_log(&self, i: u32) -> String {
@@ -144,23 +71,11 @@ impl Lab {
     }
 
     fn status(&self, i: u32) -> Option<Status> {
-        Client::connect(&self.state(i)).ok()?.status().ok()
+        tests::cman_status(&self.state(i))
     }
 
     fn wait_for(&self, i: u32, what: &str, f: impl Fn(&Status) -> bool) -> Status {
-        let end = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(s) = self.status(i) {
-                if f(&s) {
-                    return s;
-                }
-            }
-            assert!(
-                Instant::now() < end,
-                "node {i}: timed out waiting for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        tests::wait_cman(&self.state(i), &i.to_string(), what, f)
     }
 
     /// Three cmand nodes, quorate, each with a dlm user incrementing the
@@ -173,7 +88,7 @@ impl Lab {
                 s.members.len() == 3 && s.quorum.quorate
             });
         }
-        let port = free_port(false);
+        let port = tests::cluster_port(3, false);
         let dlms: Vec<Proc> = (1..=3).map(|i| self.dlm_node(i, port, 1_000_000)).collect();
         for d in &dlms {
             d.expect_line("running", Duration::from_secs(60));
@@ -209,7 +124,7 @@ impl Lab {
             d.expect_line("done", Duration::from_secs(120));
         }
         for d in dlms.iter_mut() {
-            drop(d.stdin.take());
+            d.close_stdin();
         }
     }
 

@@ -4,45 +4,12 @@
 //! recover, and finish. Every increment logs the value it read: a value
 //! read twice would mean two nodes held the EX lock at once.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
+use tests::Proc;
 
-struct TestNode {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-}
-
-impl TestNode {
-    fn expect_line(&self, want: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.trim() == want => return,
-                Ok(_) => continue,
-                Err(e) => panic!("waiting for {want:?}: {e}"),
-            }
-        }
-    }
-
-    fn tell(&mut self, cmd: &str) {
-        writeln!(self.stdin, "{cmd}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(id: u32, ports: &[u16], dir: &Path, iters: u32) -> TestNode {
+fn spawn(id: u32, ports: &[u16], dir: &Path, iters: u32) -> Proc {
     let mut cmd = Command::new(tests::bin("dlm_tool"));
     cmd.arg("--ctl-dir")
         .arg(dir.join("ctl"))
@@ -60,23 +27,7 @@ fn spawn(id: u32, ports: &[u16], dir: &Path, iters: u32) -> TestNode {
         .arg(dir)
         .arg("--iters")
         .arg(iters.to_string());
-    let mut child = tests::spawn(cmd.stdin(Stdio::piped()).stdout(Stdio::piped())).unwrap();
-    let stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stdout).lines() {
-            let Ok(l) = l else { break };
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    TestNode {
-        child,
-        stdin,
-        lines,
-    }
+    Proc::with_lines(&mut cmd)
 }
 
 fn read_log(dir: &Path, prefix: &str, id: u32) -> Vec<u64> {
@@ -130,7 +81,7 @@ fn three_processes_one_killed_mid_traffic() {
     let victim = 1;
     // The victim would run far longer than the others: it is always killed
     // mid-traffic.
-    let mut nodes: Vec<TestNode> = (1..=3)
+    let mut nodes: Vec<Proc> = (1..=3)
         .map(|id| {
             spawn(
                 id,

@@ -237,21 +237,10 @@ fn seqno(state: &Path) -> u64 {
         .unwrap()
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// One node's rounds: its own LVs (name -> extents) in a model; returns
 /// the model and the number of changes made.
 fn rounds(state: PathBuf, n: u32, count: usize, seed: u64) -> (Vec<(String, u64)>, u64) {
-    let mut rng = Rng((seed * 7919 + u64::from(n)) | 1);
+    let mut rng = tests::Rng::new(seed * 7919 + u64::from(n));
     let mut mine: Vec<(String, u64)> = Vec::new();
     let mut changes = 0;
     let mut last_seen = 0;
