@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use iscsi::initiator::lun::LunOptions;
-use iscsi::initiator::{InitiatorError, Lun};
+use iscsi::initiator::lun::{session_config, LunOptions};
+use iscsi::initiator::{Connection, InitiatorError, IscsiUrl, Lun};
 
 use crate::block::{BlockDevice, BlockError, FileDevice, Result};
 
@@ -29,9 +29,36 @@ impl std::fmt::Debug for IscsiDevice {
 }
 
 impl IscsiDevice {
-    /// Logs in to the LUN named by `url` with default options.
+    /// Logs in to the LUN named by `url` with default options, and the
+    /// initiator port that its own arguments `initiator_name=IQN` and
+    /// `isid=` (12 hex digits) name, if any: the I_T nexus under which
+    /// `fence_scsi -o on` registered this node's key, so that a fence
+    /// (PREEMPT AND ABORT) cuts this session off.
     pub fn open(url: &str) -> Result<Self> {
-        Self::open_with(url, LunOptions::default())
+        let NexusArgs {
+            url,
+            initiator_name,
+            isid,
+        } = nexus_args(url).map_err(|why| BlockError::Io {
+            op: "open",
+            offset: 0,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
+        })?;
+        let mut opts = LunOptions::default();
+        if let Some(name) = initiator_name {
+            opts.initiator_name = name;
+        }
+        let Some(isid) = isid else {
+            return Self::open_with(&url, opts);
+        };
+        let err = |e| io_error("open", 0, e);
+        let parsed = IscsiUrl::parse(&url).map_err(err)?;
+        let mut cfg = session_config(&parsed, &opts).map_err(err)?;
+        cfg.login.isid = isid;
+        let conn = Connection::connect(cfg).map_err(err)?;
+        Ok(IscsiDevice {
+            lun: Lun::attach(conn, parsed).map_err(err)?,
+        })
     }
 
     /// Logs in to the LUN named by `url` with these options.
@@ -49,6 +76,53 @@ impl IscsiDevice {
     pub fn lun(&self) -> &Lun {
         &self.lun
     }
+}
+
+/// An `iscsi://` URL without our own arguments, and what they said.
+#[derive(Debug, PartialEq, Eq)]
+struct NexusArgs {
+    url: String,
+    initiator_name: Option<String>,
+    isid: Option<[u8; 6]>,
+}
+
+/// Takes our own arguments out of an `iscsi://` URL's query (libiscsi
+/// knows no way to name the initiator port in a URL): `initiator_name`
+/// and `isid`.
+fn nexus_args(url: &str) -> std::result::Result<NexusArgs, String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok(NexusArgs {
+            url: url.to_string(),
+            initiator_name: None,
+            isid: None,
+        });
+    };
+    let (mut name, mut isid, mut rest) = (None, None, Vec::new());
+    for arg in query.split('&') {
+        match arg.split_once('=') {
+            Some(("initiator_name", v)) if !v.is_empty() => name = Some(v.to_string()),
+            Some(("isid", v)) => {
+                let n = (v.len() == 12)
+                    .then(|| u64::from_str_radix(v, 16).ok())
+                    .flatten()
+                    .ok_or_else(|| format!("isid={v}: want 12 hex digits"))?;
+                let mut b = [0u8; 6];
+                b.copy_from_slice(&n.to_be_bytes()[2..]);
+                isid = Some(b);
+            }
+            _ => rest.push(arg),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok(NexusArgs {
+        url,
+        initiator_name: name,
+        isid,
+    })
 }
 
 /// Maps an initiator error to the block layer's, keeping the operation
@@ -121,6 +195,32 @@ mod tests {
         ));
         assert!(!is_iscsi_url("/dev/sdb"));
         assert!(!is_iscsi_url("vol.img"));
+    }
+
+    #[test]
+    fn nexus_arguments_come_out_of_the_url() {
+        let got = nexus_args(
+            "iscsi://h/iqn.x:t/1?header_digest=crc32c&initiator_name=iqn.y:n1&isid=400000000001",
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            NexusArgs {
+                url: "iscsi://h/iqn.x:t/1?header_digest=crc32c".into(),
+                initiator_name: Some("iqn.y:n1".into()),
+                isid: Some([0x40, 0, 0, 0, 0, 1]),
+            }
+        );
+        assert_eq!(
+            nexus_args("iscsi://h/iqn.x:t/1").unwrap(),
+            NexusArgs {
+                url: "iscsi://h/iqn.x:t/1".into(),
+                initiator_name: None,
+                isid: None,
+            }
+        );
+        assert!(nexus_args("iscsi://h/t/1?isid=12").is_err());
+        assert!(nexus_args("iscsi://h/t/1?isid=zz0000000000").is_err());
     }
 
     #[test]

@@ -332,6 +332,7 @@ impl ClusterMount {
         let mut fs = fs;
         // What the mount read was read without the cluster lock.
         fs.drop_caches().map_err(|e| join_err(e.to_string()))?;
+        fs.volume().on_withdraw(self.withdraw_hook(&glocks));
         let hooks = Arc::new(Hooks {
             glocks: glocks.clone(),
             slot: slot.clone(),
@@ -357,6 +358,34 @@ impl ClusterMount {
             _glocks: glocks,
         });
         Ok(fuse)
+    }
+}
+
+impl ClusterMount {
+    /// What a withdraw does in a cluster (the volume calls it with the
+    /// filesystem locked, so no write of ours follows): the write gate
+    /// closes; the glocks stop talking to the DLM, so that no glock whose
+    /// changes may not be in place goes to another node; and this node
+    /// leaves the volume's group, so that the others' lockspace recovers
+    /// without it and one of them replays our journal before granting
+    /// what we held. Operations fail with EIO from then on.
+    fn withdraw_hook(&self, glocks: &Arc<DlmGlocks>) -> crate::volume::WithdrawHook {
+        let gate = self.gate.clone();
+        let glocks = Arc::downgrade(glocks);
+        let membership = self._membership.clone();
+        let fsname = self.fsname.clone();
+        Box::new(move |why: &str| {
+            gate.close();
+            if let Some(g) = glocks.upgrade() {
+                g.withdraw(why);
+            }
+            tracing::error!(
+                %fsname,
+                why,
+                "withdrawn: leaving the lockspace, so that another node replays this node's journal"
+            );
+            membership.leave();
+        })
     }
 }
 
@@ -452,9 +481,16 @@ impl GlockOps for FsSlot {
             return;
         }
         self.syncs[kind_index(name.kind)].fetch_add(1, Ordering::Relaxed);
-        if let Some(Err(e)) = self.with(|fs| fs.sync_for_demote()) {
-            tracing::error!(error = %e, "sync before giving the volume up failed");
-        }
+        self.with(|fs| {
+            if let Err(e) = fs.sync_for_demote() {
+                // The glock must not go to another node with our changes
+                // perhaps half in place: withdrawing keeps it from the
+                // DLM, and our journal's replay elsewhere completes them.
+                tracing::error!(error = %e, "sync before giving the volume up failed");
+                fs.volume()
+                    .withdraw(&format!("sync before a demote failed: {e}"));
+            }
+        });
     }
 
     fn invalidate(&self, name: GlockName, keep_metadata: bool) {

@@ -82,6 +82,10 @@ struct State {
     stop: bool,
     /// Set when the lockspace failed us: every wait fails from then on.
     broken: Option<String>,
+    /// The filesystem withdrew: nothing more goes to the DLM. A glock
+    /// whose changes may not be in place must not reach another node but
+    /// through the replay of our journal, after we leave the lockspace.
+    withdrawn: bool,
     /// Recovery in progress (`recover_prep` until every failed node's
     /// journal is replayed): DLM requests wait in `deferred`, except for
     /// journal glocks, which recovery itself needs.
@@ -155,6 +159,7 @@ impl DlmGlocks {
                 abandoned: Vec::new(),
                 stop: false,
                 broken: None,
+                withdrawn: false,
                 blocked: false,
                 recovery_locks: Vec::new(),
                 deferred: Vec::new(),
@@ -274,6 +279,21 @@ impl DlmGlocks {
             self.inner.wake.notify_all();
         }
         let _ = worker.join();
+    }
+
+    /// The filesystem withdrew: every waiting and later acquire fails,
+    /// and no request, conversion or unlock goes to the DLM any more (the
+    /// glocks stay as the DLM has them until this node leaves the
+    /// lockspace; the others' recovery then replays our journal before
+    /// they are granted).
+    pub fn withdraw(&self, why: &str) {
+        let mut st = self.inner.state.lock();
+        st.withdrawn = true;
+        st.broken.get_or_insert_with(|| format!("withdrawn: {why}"));
+        st.work.clear();
+        st.deferred.clear();
+        self.inner.granted.notify_all();
+        self.inner.wake.notify_all();
     }
 
     /// `name` is taken by journal recovery (as the journals' glocks are):
@@ -439,11 +459,16 @@ impl Inner {
     }
 
     fn run(self: &Arc<Self>, job: Work) {
-        if let Work::Request { name, .. } = &job {
+        {
             let mut st = self.state.lock();
-            if st.blocked && !st.passes_recovery(*name) {
-                st.deferred.push(job);
+            if st.withdrawn {
                 return;
+            }
+            if let Work::Request { name, .. } = &job {
+                if st.blocked && !st.passes_recovery(*name) {
+                    st.deferred.push(job);
+                    return;
+                }
             }
         }
         match job {

@@ -68,9 +68,12 @@ pub enum FsError {
     /// Permission denied.
     #[error("permission denied")]
     PermissionDenied,
-    /// The volume is read-only or withdrawn.
-    #[error("read-only or withdrawn volume")]
+    /// The volume is read-only (a spectator mount).
+    #[error("read-only volume")]
     ReadOnly,
+    /// The volume withdrew (EIO, as the kernel's gfs2 answers then).
+    #[error("withdrawn volume: {0}")]
+    Withdrawn(String),
     /// Device failure.
     #[error("I/O error: {0}")]
     Io(#[from] BlockError),
@@ -145,6 +148,7 @@ impl FsError {
             FsError::NoJournal { .. } => libc::EINVAL,
             FsError::Io(_)
             | FsError::Corrupt(_)
+            | FsError::Withdrawn(_)
             | FsError::Journal(_)
             | FsError::Lock(_)
             | FsError::NeedRgrp(_) => libc::EIO,
@@ -164,6 +168,9 @@ struct Undo {
 
 /// Clean metadata blocks kept cached before the cache is dropped.
 const CACHE_LIMIT: usize = 32 * 1024;
+
+/// What [`Volume::on_withdraw`] calls.
+pub type WithdrawHook = Box<dyn FnOnce(&str) + Send>;
 
 /// A mounted volume.
 pub struct Volume {
@@ -206,6 +213,8 @@ pub struct Volume {
     sc_addr: u64,
     locks: Arc<dyn LockManager>,
     withdrawn: Option<String>,
+    /// Told once, with the reason, when the volume withdraws.
+    on_withdraw: Option<WithdrawHook>,
 }
 
 impl std::fmt::Debug for Volume {
@@ -341,6 +350,7 @@ impl Volume {
             sc_addr: 0,
             locks,
             withdrawn: None,
+            on_withdraw: None,
         };
         match v.mount(params) {
             Ok(info) => {
@@ -725,16 +735,28 @@ impl Volume {
     // -----------------------------------------------------------------
     // Withdraw.
 
-    /// Stops all further changes, keeping what is on disk, and says why.
+    /// Stops all further changes, keeping what is on disk, and says why
+    /// (the log and the hook given to [`Volume::on_withdraw`]).
     pub fn withdraw(&mut self, why: &str) {
         if self.withdrawn.is_none() {
-            warn!(
-                why,
-                "withdrawing: the volume is inconsistent, no further writes"
-            );
+            warn!(why, "withdrawing: no further writes to the volume");
             self.withdrawn = Some(why.to_string());
             self.dirty.clear();
             self.cache.clear();
+            if let Some(hook) = self.on_withdraw.take() {
+                hook(why);
+            }
+        }
+    }
+
+    /// Calls `hook` when the volume withdraws (at once if it has): a
+    /// cluster mount stops asking for locks and leaves the lockspace, so
+    /// that another node replays this node's journal. It runs with the
+    /// filesystem locked, so no write of this node can follow it.
+    pub fn on_withdraw(&mut self, hook: WithdrawHook) {
+        match &self.withdrawn {
+            Some(why) => hook(why),
+            None => self.on_withdraw = Some(hook),
         }
     }
 
@@ -743,10 +765,13 @@ impl Volume {
         self.withdrawn.as_deref()
     }
 
-    /// Refuses changes on a withdrawn volume and on a mount without a
-    /// journal (spectator, or unmounted): EROFS.
+    /// Refuses changes on a withdrawn volume (EIO) and on a mount without
+    /// a journal (spectator, or unmounted: EROFS).
     pub(crate) fn check_writable(&self) -> Result<()> {
-        if self.withdrawn.is_some() || self.jid.is_none() {
+        if let Some(why) = &self.withdrawn {
+            return Err(FsError::Withdrawn(why.clone()));
+        }
+        if self.jid.is_none() {
             return Err(FsError::ReadOnly);
         }
         Ok(())

@@ -144,6 +144,15 @@ impl Client {
         })
     }
 
+    /// A second handle on the connection, for another thread to end it
+    /// (`shutdown`) while this one waits for events: cmand then takes the
+    /// client as gone, and it leaves its groups.
+    pub fn closer(&self) -> Result<UnixStream, ApiError> {
+        self.writer
+            .try_clone()
+            .map_err(|e| ApiError::Io(self.path.clone(), e))
+    }
+
     /// Sets a read timeout (None: block).
     pub fn set_timeout(&self, t: Option<Duration>) -> Result<(), ApiError> {
         self.writer

@@ -140,6 +140,10 @@ struct Shared {
     closed: bool,
     /// Called once when the connection to cmand is gone.
     on_lost: Vec<Box<dyn FnOnce() + Send>>,
+    /// Ends the connection for [`CmanMembership::leave`].
+    closer: Option<std::os::unix::net::UnixStream>,
+    /// We left: the connection's end is no loss.
+    leaving: bool,
 }
 
 /// The address of each node; a node whose name does not resolve is left
@@ -182,12 +186,15 @@ impl CmanMembership {
         client.request(&ApiRequest::Join {
             group: group.to_string(),
         })?;
+        let closer = client.closer()?;
         let m = Arc::new(CmanMembership {
             state: Mutex::new(Shared {
                 tr: Translator::default(),
                 listeners: Vec::new(),
                 closed: false,
                 on_lost: Vec::new(),
+                closer: Some(closer),
+                leaving: false,
             }),
             cond: Condvar::new(),
             node: status.node_id,
@@ -238,6 +245,10 @@ impl CmanMembership {
         loop {
             let ev = match client.next_event() {
                 Ok(ev) => ev,
+                Err(_) if self.state.lock().leaving => {
+                    tracing::info!(group, "left the group");
+                    break;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "dlm membership: lost cmand");
                     break;
@@ -298,6 +309,20 @@ impl CmanMembership {
             f();
         } else {
             s.on_lost.push(f);
+        }
+    }
+
+    /// Leaves the group without waiting: ends the connection to cmand,
+    /// which takes the client as gone and tells the other members that
+    /// this node left (not failed: nobody fences it), so their lockspace
+    /// recovers without it. For a process that must stop sharing at once
+    /// (a withdrawing mount); the callbacks given to
+    /// [`CmanMembership::on_lost`] still run.
+    pub fn leave(&self) {
+        let mut s = self.state.lock();
+        s.leaving = true;
+        if let Some(c) = s.closer.take() {
+            let _ = c.shutdown(std::net::Shutdown::Both);
         }
     }
 

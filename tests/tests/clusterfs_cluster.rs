@@ -489,3 +489,103 @@ fn a_spectator_reads_what_the_others_write_and_writes_nothing() {
     stop_cmands(&mut cmands);
     tests::fsck_clean(&lab.image());
 }
+
+/// `fence_scsi` run by hand against node 1 while it is mounted (each
+/// node's `iscsi://` session is the initiator port its key was registered
+/// under): node 1's next write gets RESERVATION CONFLICT and it withdraws
+/// (EIO from then on, the reason in its log), leaving the lockspace; node
+/// 2 replays node 1's journal and goes on with everything node 1 had
+/// fsync'd; the backing file passes fsck at the end.
+#[test]
+fn a_node_cut_off_by_fence_scsi_withdraws_and_the_others_go_on() {
+    if !tests::require("fsck.gfs2") {
+        return;
+    }
+    let Some((mut lab, mut cmands)) = cluster_up(2) else {
+        return;
+    };
+    let tgtd = Tgtd::start();
+    let backing = tgtd.backing_file("lun1.img", 256);
+    tgtd.export(1, IQN, &backing);
+    mkfs(&backing);
+    let url = tgtd.url(IQN, 1);
+    // Node i's mount logs in with ISID 40000000000i; its fence agent
+    // with 40000000001i (one session per initiator port: a second login
+    // on the mount's would reinstate it), its key registered on both.
+    let nexus = |i: u32| {
+        (
+            format!("iqn.2026-12.rs.rhcs:node{i}"),
+            format!("40000000000{i}"),
+        )
+    };
+    let fence_scsi_via = |i: u32, isid: &str, args: &[&str]| {
+        let name = nexus(i).0;
+        let out = std::process::Command::new(tests::bin("fence_scsi"))
+            .args(["--devices", &url, "--cluster-name", "fscl"])
+            .args(["--nodename", &i.to_string(), "--initiator-name", &name])
+            .args(["--isid", isid])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fence_scsi on node {i} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let fence_scsi = |i: u32, args: &[&str]| fence_scsi_via(i, &format!("40000000001{i}"), args);
+    let mut mounts = Vec::new();
+    for i in 1..=2 {
+        let (name, isid) = nexus(i);
+        fence_scsi_via(i, &isid, &["-o", "on"]);
+        fence_scsi(i, &["-o", "on"]);
+        lab.device = Some(format!("{url}?initiator_name={name}&isid={isid}"));
+        mounts.push(FuseMount::start(&mut lab.mount_cmd(i, ""), &lab.mnt(i)));
+    }
+    let (d1, d2) = (lab.mnt(1), lab.mnt(2));
+    fsync_write(&d1.join("kept"), b"fsync'd by node 1 before its fence");
+    std::fs::create_dir(d1.join("dir")).unwrap();
+    fsync_write(&d1.join("dir/f"), b"also node 1's");
+    assert_eq!(names(&d2), vec!["dir", "kept"]);
+
+    fence_scsi(2, &["-o", "off", "-n", "1"]);
+    let err = std::fs::File::create(d1.join("lost"))
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, b"after the fence")?;
+            f.sync_all()
+        })
+        .expect_err("a fenced node's fsync must fail");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let log1 = std::fs::read_to_string(lab.state(1).join("mount1.log")).unwrap();
+    assert!(log1.contains("withdrawn"), "{log1}");
+    let e = std::fs::read_dir(&d1)
+        .and_then(|d| d.collect::<Result<Vec<_>, _>>())
+        .expect_err("a withdrawn node reads nothing");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+
+    // Node 2 replays node 1's journal and takes over what it held.
+    tests::wait_for("node 2's recovery", Duration::from_secs(30), || {
+        std::fs::read_to_string(lab.state(2).join("mount2.log"))
+            .unwrap()
+            .contains("recovered a failed node's journal")
+    });
+    fsync_write(&d2.join("dir/g"), b"node 2 goes on");
+    std::fs::write(d2.join("kept2"), std::fs::read(d2.join("kept")).unwrap()).unwrap();
+    assert_eq!(
+        std::fs::read(d2.join("kept")).unwrap(),
+        b"fsync'd by node 1 before its fence"
+    );
+    assert_eq!(std::fs::read(d2.join("dir/f")).unwrap(), b"also node 1's");
+    let listed = names(&d2);
+    assert!(
+        listed == ["dir", "kept", "kept2"] || listed == ["dir", "kept", "kept2", "lost"],
+        "{listed:?}"
+    );
+    let m2 = mounts.pop().unwrap();
+    mounts.pop().unwrap().kill();
+    m2.stop();
+    stop_cmands(&mut cmands);
+    tests::fsck_clean(&backing);
+    drop(tgtd);
+}

@@ -147,8 +147,12 @@ fn wait_ready(child: &mut Child, port: u16, dir: &Path) -> bool {
         if !matches!(child.try_wait(), Ok(None)) {
             return false;
         }
+        // Connecting, not just finding the file: the socket exists from
+        // its bind, a moment before it listens.
         let sock = dir.join("socket.0");
-        if sock.exists() && TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if std::os::unix::net::UnixStream::connect(&sock).is_ok()
+            && TcpStream::connect(("127.0.0.1", port)).is_ok()
+        {
             return true;
         }
         std::thread::sleep(Duration::from_millis(50));
