@@ -50,6 +50,9 @@ pub struct Options {
     pub users: PathBuf,
     /// Sessions end after this long without a request.
     pub session_idle: Duration,
+    /// tgtd's control socket (its targets, LUNs and sessions are shown on
+    /// the storage page).
+    pub tgtd_socket: PathBuf,
 }
 
 /// Errors that stop luci.
@@ -88,6 +91,7 @@ pub fn run(o: Options) -> Result<(), LuciError> {
         let snap = backend.clone().monitor();
         let app = Arc::new(server::App {
             backend,
+            tgtd_socket: o.tgtd_socket.clone(),
             users: o.users.clone(),
             sessions: Mutex::new(session::Sessions::new(o.session_idle)),
             audit: audit::Audit::new(o.data_dir.join("audit.log")),

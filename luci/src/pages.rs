@@ -764,15 +764,49 @@ pub fn service(snap: &Snapshot, s: &Session, name: &str) -> Option<String> {
     Some(layout(&v.name, Some(s), Some(Tab::Cluster), &h))
 }
 
-/// The storage page: what the nodes' registries show (clusterfs mounts
-/// and other cluster processes), read now.
-pub fn storage(dirs: &[std::path::PathBuf]) -> String {
+/// What `tgtadm --op show --mode target` prints, through tgtd's control
+/// socket: targets, their LUNs and backing stores, I_T nexuses (sessions)
+/// and ACLs.
+fn tgtd_targets(socket: &std::path::Path) -> Result<String, String> {
+    use iscsi::target::mgmt::{Mode, Op, Request};
+    let req = Request {
+        mode: Some(Mode::Target),
+        op: Some(Op::Show),
+        ..Request::default()
+    };
+    let r = iscsi::target::driver::send_request(socket, &req)
+        .map_err(|e| format!("tgtd at {}: {e}", socket.display()))?;
+    if r.code != 0 {
+        return Err(format!("tgtd: {}", r.message));
+    }
+    Ok(r.output)
+}
+
+/// The storage page: tgtd's targets, LUNs and sessions, and what the
+/// nodes' registries show (clusterfs mounts and other cluster
+/// processes), read now.
+pub fn storage(dirs: &[std::path::PathBuf], tgtd: &std::path::Path) -> String {
     let now = crate::util::now_ms();
     let mut h = format!(
         "<h2>Storage</h2><p class=\"asof\">Data of {} ({} UTC)</p>",
         utc(now),
         clock(now)
     );
+    h.push_str("<section><h3>iSCSI targets, LUNs and sessions (tgtd)</h3>");
+    match tgtd_targets(tgtd) {
+        Ok(t) if t.trim().is_empty() => h.push_str("<p id=\"tgtd\">tgtd runs with no target.</p>"),
+        Ok(t) => {
+            let _ = write!(h, "<pre id=\"tgtd\">{}</pre>", esc(&t));
+        }
+        Err(e) => {
+            let _ = write!(
+                h,
+                "<p id=\"tgtd\" class=\"note\">No tgtd here: {}</p>",
+                esc(&e)
+            );
+        }
+    }
+    h.push_str("</section><h3>Cluster processes of each node</h3>");
     for d in dirs {
         let _ = write!(
             h,
@@ -804,9 +838,8 @@ pub fn storage(dirs: &[std::path::PathBuf]) -> String {
         h.push_str("</table></section>");
     }
     h.push_str(
-        "<p class=\"note\">iSCSI targets, LUNs and sessions, VGs and LVs, and the journals of \
-         clusterfs mounts are not shown: tgtd, clvmd and mount.clusterfs offer no local API for \
-         them that luci could read.</p>",
+        "<p class=\"note\">VGs and LVs, and the journals of clusterfs mounts, are not shown: \
+         clvmd and mount.clusterfs offer no local API for them that luci could read.</p>",
     );
     h
 }

@@ -33,6 +33,8 @@ pub struct App {
     pub backend: Backend,
     /// The users file.
     pub users: PathBuf,
+    /// tgtd's control socket.
+    pub tgtd_socket: PathBuf,
     /// Sessions.
     pub sessions: Mutex<Sessions>,
     /// The audit log.
@@ -748,7 +750,8 @@ async fn storage_page(State(app): Shared, h: HeaderMap) -> Response {
         return need_login(&h);
     };
     let dirs = app.backend.dirs.clone();
-    let body = tokio::task::spawn_blocking(move || pages::storage(&dirs))
+    let tgtd = app.tgtd_socket.clone();
+    let body = tokio::task::spawn_blocking(move || pages::storage(&dirs, &tgtd))
         .await
         .unwrap_or_default();
     html(

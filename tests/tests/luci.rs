@@ -27,9 +27,13 @@ use serde_json::json;
 use tests::fslab::{self, Lab};
 use tests::{bin, spawn, wait_for};
 
+#[path = "iscsi_target_util.rs"]
+mod tgt;
+
 const N1: &str = "127.0.1.1";
 const N2: &str = "127.0.1.2";
 const LONG: Duration = Duration::from_secs(60);
+const IQN: &str = "iqn.2026-12.lab:luci.lun1";
 
 /// The service's LSB script: `start` runs a `sleep` and writes
 /// `running.NODE`; `stop` kills it; `status` fails when it is gone.
@@ -387,6 +391,9 @@ fn luci_in_a_browser_against_a_two_node_cluster() {
             .unwrap();
         assert!(c.wait().unwrap().success(), "luci --add-user {name}");
     }
+    // Our tgtd with one target, for the storage page.
+    let tgtd = tgt::Tgtd::start();
+    let lun = tgtd.tutorial_target(1, IQN);
     let port = tests::free_port();
     let log = std::fs::File::create(dir.join("luci.log")).unwrap();
     let mut luci = spawn(
@@ -401,6 +408,8 @@ fn luci_in_a_browser_against_a_two_node_cluster() {
             .arg(&data)
             .arg("--users")
             .arg(&users)
+            .arg("--tgtd-control-dir")
+            .arg(tgtd.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log),
@@ -451,7 +460,7 @@ fn luci_in_a_browser_against_a_two_node_cluster() {
             base: format!("http://127.0.0.1:{port}"),
             shots,
         };
-        browse(&b, &lab, &mut cmands, &mut rgm, port).await;
+        browse(&b, &lab, &mut cmands, &mut rgm, port, &lun).await;
         b.c.close().await.unwrap();
     });
     tests::reap(&mut driver);
@@ -461,7 +470,14 @@ fn luci_in_a_browser_against_a_two_node_cluster() {
     }
 }
 
-async fn browse(b: &Browser, lab: &Lab, cmands: &mut [Child], rgm: &mut [Child], port: u16) {
+async fn browse(
+    b: &Browser,
+    lab: &Lab,
+    cmands: &mut [Child],
+    rgm: &mut [Child],
+    port: u16,
+    lun: &Path,
+) {
     // Log in; a wrong password first.
     b.goto("/login").await;
     b.shot("login").await;
@@ -672,6 +688,12 @@ async fn browse(b: &Browser, lab: &Lab, cmands: &mut [Child], rgm: &mut [Child],
     );
 
     b.goto("/storage").await;
+    let t = b.js_str(&state_js("#tgtd")).await;
+    assert!(t.contains(&format!("Target 1: {IQN}")), "{t}");
+    assert!(
+        t.contains(&format!("Backing store path: {}", lun.display())),
+        "{t}"
+    );
     b.shot("storage").await;
     b.goto("/audit").await;
     let audit = b.js_str(&state_js("#audit")).await;

@@ -31,6 +31,13 @@ struct Args {
     /// Minutes without a request after which a session ends.
     #[arg(long, default_value_t = 30)]
     session_minutes: u64,
+    /// Directory of tgtd's control socket (default: $TGT_CONTROL_DIR or
+    /// /var/run/tgtd), for the storage page.
+    #[arg(long)]
+    tgtd_control_dir: Option<PathBuf>,
+    /// tgtd's control port (its socket is DIR/socket.N), as tgtadm's -C.
+    #[arg(long, default_value_t = 0)]
+    tgtd_control_port: u32,
     /// Add this user (password on stdin) and exit.
     #[arg(long, value_name = "NAME")]
     add_user: Option<String>,
@@ -68,7 +75,12 @@ fn main() -> Result<()> {
     if state_dirs.is_empty() {
         state_dirs.push(PathBuf::from(cman::api::DEFAULT_STATE_DIR));
     }
+    let tgtd_dir = a
+        .tgtd_control_dir
+        .or_else(|| std::env::var_os("TGT_CONTROL_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/run/tgtd"));
     luci::run(luci::Options {
+        tgtd_socket: iscsi::target::driver::control_path(&tgtd_dir, a.tgtd_control_port),
         listen: a.listen,
         state_dirs,
         data_dir: a.data_dir,
