@@ -37,6 +37,30 @@
 //! cluster_sim campaign -- --ignored --nocapture` a campaign;
 //! `CLUSTER_SIM_SEED=N cargo test -p clusterfs --test cluster_sim replay --
 //! --nocapture` replays one seed with a trace.
+//!
+//! Not modelled: quorum (only the side that keeps the view acts; cman's
+//! own simulation checks quorum and fence races), clean unmounts, the
+//! rename/rgrp/iopen glocks, and time spent in I/O.
+//!
+//! # Findings
+//! The copy of `control.rs` here follows the kernel's `control_mount`
+//! where `control.rs` does not ([`JoinRule`]); with
+//! `CLUSTER_SIM_JOIN_RULE=control_rs` it runs `control.rs`'s rule, and:
+//! - seed 124 never settles: a node restarts and gets the slot (so the
+//!   journal) of a node lost in the same recovery; it finds no journal
+//!   flagged in the control LVB because the survivor has not written its
+//!   pass yet, joins, and holds its journal glock from then on. The
+//!   survivor then flags that journal and retries its journal glock (try
+//!   EX) every 50 ms for ever, with its own lock requests blocked. The
+//!   kernel makes a joiner wait until the LVB's generation reaches its
+//!   own lockspace generation, and survivors write the generation in each
+//!   pass (only up to the recovery whose losses the pass took: writing a
+//!   later one drops that one's losses at every survivor, seed 1466).
+//! - seed 4259 (with the generation rule alone) never settles: nodes that
+//!   wait to join keep the mounted lock in PR, so once no mounted node is
+//!   left to recover the flagged journals, none of them can become the
+//!   first mounter. The kernel converts the mounted lock back to NL
+//!   before it retries.
 
 mod cluster_sim {
     pub mod disk;
@@ -556,10 +580,7 @@ impl World {
 
     fn run(&mut self) {
         let limit_us = self.traffic_until + 20_000_000;
-        loop {
-            let Some(Reverse((at, key))) = self.queue.pop() else {
-                break;
-            };
+        while let Some(Reverse((at, key))) = self.queue.pop() {
             let ev = self.events.remove(&key).expect("scheduled");
             self.now_us = at;
             if self.now_us >= self.fault_until {

@@ -168,6 +168,7 @@ enum Flow {
     JoinControlNl {
         joined: bool,
     },
+    JoinMountedNl,
     MountRetry,
     OwnJournal {
         waiting: HolderId,
@@ -175,6 +176,8 @@ enum Flow {
     Mounted,
     PassControlEx {
         lost: BTreeMap<u32, u64>,
+        /// The last `recover_done`'s generation when the pass took `lost`.
+        gen: u64,
     },
     PassControlNl {
         lvb: ControlLvb,
@@ -219,14 +222,16 @@ struct CtlState {
 }
 
 /// When a later mounter may join (see the module docs of
-/// `cluster_sim.rs`, "Finding").
+/// `cluster_sim.rs`, "Findings").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JoinRule {
-    /// `control.rs` today: no journal flagged in the control LVB.
+    /// `control.rs` today: no journal flagged in the control LVB; a
+    /// mounter that waits keeps the mounted lock in PR.
     ControlRs,
     /// The kernel's `control_mount`: also, the LVB's generation is at
     /// least this node's lockspace generation, so the survivors recorded
-    /// the journals lost in it (they write the generation in every pass).
+    /// the journals lost in it (they write the generation in their
+    /// passes); a mounter that waits lets the mounted lock go to NL.
     Kernel,
 }
 
@@ -901,7 +906,8 @@ impl Mount {
 
     fn begin_pass(&mut self, cx: &mut Ctx) {
         let lost = std::mem::take(&mut self.st.lost);
-        self.set_flow(Flow::PassControlEx { lost }, cx);
+        let gen = self.st.done_gen;
+        self.set_flow(Flow::PassControlEx { lost, gen }, cx);
         self.control_ex(cx);
     }
 
@@ -1007,10 +1013,21 @@ impl Mount {
                         self.acquire(Owner::Ctl, name, GlockState::Ex, HolderFlags::default(), cx);
                     self.set_flow(Flow::OwnJournal { waiting: h }, cx);
                     self.dispatch(acts, cx);
+                } else if self.join_rule == JoinRule::Kernel {
+                    // As the kernel's control_mount restarts: holding
+                    // mounted PR while waiting would keep every other
+                    // waiter from becoming the first mounter once no
+                    // mounted node is left to recover the flagged journals.
+                    self.set_flow(Flow::JoinMountedNl, cx);
+                    self.convert_ctl(Target::Mounted, Mode::Nl, Flags::empty(), None, cx);
                 } else {
                     self.set_flow(Flow::MountRetry, cx);
                     self.timer(cx.now_us + RETRY_US, Timer::CtlRetry);
                 }
+            }
+            (Flow::JoinMountedNl, CtlEv::Mounted(Status::Granted(_))) => {
+                self.set_flow(Flow::MountRetry, cx);
+                self.timer(cx.now_us + RETRY_US, Timer::CtlRetry);
             }
             (Flow::MountRetry, CtlEv::Timer) => {
                 self.set_flow(Flow::MountControlEx, cx);
@@ -1024,7 +1041,7 @@ impl Mount {
                     self.after_mount(cx);
                 }
             }
-            (Flow::PassControlEx { lost }, CtlEv::Control(Status::Granted(_), lvb)) => {
+            (Flow::PassControlEx { lost, gen }, CtlEv::Control(Status::Granted(_), lvb)) => {
                 let mut lvb = lvb.map(|l| ControlLvb::decode(&l)).unwrap_or_default();
                 let journals = cx.disk.journals();
                 let newer: Vec<(u32, u64)> = lost
@@ -1037,11 +1054,13 @@ impl Mount {
                 }
                 // The kernel's rule: the first survivor to run a pass for
                 // a generation writes it, losses or not, so that joiners
-                // can wait for it (see `JoinRule`).
-                let advance =
-                    self.join_rule == JoinRule::Kernel && self.st.done_gen > lvb.generation;
+                // can wait for it (see `JoinRule`). Only up to the
+                // generation whose losses this pass took: a later one's
+                // are in `st.lost` for the next pass, and writing its
+                // generation now would make every survivor drop them.
+                let advance = self.join_rule == JoinRule::Kernel && gen > lvb.generation;
                 if advance {
-                    lvb.generation = self.st.done_gen;
+                    lvb.generation = gen;
                 }
                 self.log(cx, || {
                     format!("control lvb {:#x} {:?}", lvb.generation, lvb.jids())
