@@ -12,70 +12,21 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use dlm::driver::transport::auth::{Challenge, Hello, CHALLENGE_LEN, HELLO_LEN, PROOF_LEN};
 use dlm::driver::transport::{frame_finish, frame_start, FrameHandler, Transport};
-use dlm::{ClusterKey, Dlm, DlmConfig, DlmError, Flags, Lockspace, Mode, NodeId};
+use dlm::{Dlm, DlmConfig, DlmError, Flags, Lockspace, Mode, NodeId};
 use dlm::{LockId, StaticMembership};
 
-fn key() -> ClusterKey {
-    ClusterKey::new(b"auth tests' real cluster key").unwrap()
-}
-
-fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-// ---------------------------------------------------------------------------
-// The log, captured.
-// ---------------------------------------------------------------------------
-
-fn log_buf() -> &'static Mutex<Vec<u8>> {
-    static LOG: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
-    LOG.get_or_init(Default::default)
-}
-
-struct LogWriter;
-
-impl Write for LogWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        log_buf().lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_log() {
-    static INIT: OnceLock<()> = OnceLock::new();
-    INIT.get_or_init(|| {
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(|| LogWriter)
-            .init();
-    });
-}
+mod common;
+use common::{any_port, capture_log, key, wait_until};
 
 /// Log lines of node `node` refusing a connection.
 fn refusals_logged(node: u32) -> Vec<String> {
-    let log = String::from_utf8_lossy(&log_buf().lock().unwrap()).to_string();
-    log.lines()
-        .filter(|l| l.contains("dlm connection refused") && l.contains(&format!("node={node} ")))
-        .map(str::to_string)
-        .collect()
-}
-
-fn wait_until(what: &str, f: impl Fn() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < Duration::from_secs(60), "timed out: {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
+    common::log_lines(&["dlm connection refused", &format!("node={node} ")])
 }
 
 // ---------------------------------------------------------------------------

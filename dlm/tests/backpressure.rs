@@ -18,60 +18,16 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dlm::driver::transport::auth::{Challenge, Handshake, Hello, RecordMac, PROOF_LEN};
-use dlm::driver::transport::{
-    frame_finish, frame_start, FrameHandler, Transport, HARD_LIMIT_FACTOR, HELLO_LEN, TAG_LEN,
-};
-use dlm::{ClusterKey, Dlm, DlmConfig, Flags, Lockspace, Mode, NodeId, ResName, StaticMembership};
+use dlm::driver::transport::{FrameHandler, Transport, HARD_LIMIT_FACTOR, HELLO_LEN, TAG_LEN};
+use dlm::{Dlm, DlmConfig, Flags, Lockspace, Mode, NodeId, ResName, StaticMembership};
 
-fn key() -> ClusterKey {
-    ClusterKey::new(b"back-pressure tests' cluster key").unwrap()
-}
-
-fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-fn wait_until(what: &str, f: impl Fn() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < Duration::from_secs(60), "timed out: {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Frames received, per sender, as the u64 each carries.
-type Inbox = Arc<Mutex<HashMap<NodeId, Vec<u64>>>>;
-
-fn recorder() -> (Inbox, FrameHandler) {
-    let inbox: Inbox = Default::default();
-    let i2 = inbox.clone();
-    let h: FrameHandler = Arc::new(move |from, payload: &[u8]| {
-        let v = u64::from_le_bytes(payload.try_into().expect("8-byte payload"));
-        i2.lock().unwrap().entry(from).or_default().push(v);
-    });
-    (inbox, h)
-}
-
-fn received(inbox: &Inbox, from: u32) -> Vec<u64> {
-    inbox
-        .lock()
-        .unwrap()
-        .get(&NodeId(from))
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn frame(v: u64) -> Vec<u8> {
-    let mut f = frame_start(8);
-    f.extend_from_slice(&v.to_le_bytes());
-    frame_finish(&mut f);
-    f
-}
+mod common;
+use common::{any_port, capture_log, frame, key, received, recorder, wait_until};
 
 // ---------------------------------------------------------------------------
 // A raw peer: the acceptor's side of the hello, then reading by hand.
@@ -216,39 +172,8 @@ fn a_caller_sending_to_a_peer_that_stops_reading_waits_and_nothing_is_lost() {
 // The transport's own threads never wait: the peer is declared failed.
 // ---------------------------------------------------------------------------
 
-fn log_buf() -> &'static Mutex<Vec<u8>> {
-    static LOG: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
-    LOG.get_or_init(Default::default)
-}
-
-struct LogWriter;
-
-impl Write for LogWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        log_buf().lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_log() {
-    static INIT: OnceLock<()> = OnceLock::new();
-    INIT.get_or_init(|| {
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(|| LogWriter)
-            .init();
-    });
-}
-
 fn logged(what: &str) -> usize {
-    String::from_utf8_lossy(&log_buf().lock().unwrap())
-        .lines()
-        .filter(|l| l.contains(what))
-        .count()
+    common::log_lines(&[what]).len()
 }
 
 #[test]

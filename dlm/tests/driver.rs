@@ -12,6 +12,9 @@ use dlm::{
     Status,
 };
 
+mod common;
+use common::wait_until;
+
 fn cluster(n: u32, ctl: Option<&std::path::Path>) -> Vec<Dlm> {
     let dlms: Vec<Dlm> = (1..=n)
         .map(|i| {
@@ -43,16 +46,6 @@ fn join_all(dlms: &[Dlm], name: &str) -> (Vec<Lockspace>, Vec<Arc<StaticMembersh
         .map(|(d, m)| d.join(name, m.as_ref()).unwrap())
         .collect();
     (ls, ms)
-}
-
-fn wait_until(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..3000 {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]

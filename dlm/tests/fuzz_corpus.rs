@@ -15,10 +15,8 @@ mod harness;
 use std::path::{Path, PathBuf};
 
 use dlm::driver::transport::auth::{Challenge, Handshake, Hello};
-use dlm::mode::Mode;
-use dlm::plock::{Family, Kind, Owner, Plock};
-use dlm::types::{Flags, LockId, Lvb, NodeId, ResName, SbFlags, Status, LVB_LEN};
-use dlm::wire::{Envelope, Msg, PlockOp, PlockReply, RecLock, RecLvb};
+use dlm::types::NodeId;
+use dlm::wire::Envelope;
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -40,152 +38,6 @@ fn the_wire_seeds_decode() {
     assert!(ok >= 15, "only {ok} of {} wire inputs decode", corpus.len());
 }
 
-fn samples() -> Vec<Msg> {
-    let name = ResName::new(b"res-1").unwrap();
-    let lvb = Some(Lvb([3; LVB_LEN]));
-    let locks = vec![RecLock {
-        node: NodeId(2),
-        lkid: LockId(7),
-        mode: Mode::Pr,
-        flags: Flags::PERSISTENT,
-    }];
-    let rl = Some(RecLvb {
-        value: Lvb([1; LVB_LEN]),
-        seq: 9,
-        valid: true,
-        from_master: false,
-    });
-    let plock = Plock {
-        owner: Owner {
-            node: NodeId(2),
-            id: 4,
-        },
-        kind: Kind::Read,
-        start: 3,
-        end: 30,
-    };
-    let lkid = LockId(1);
-    vec![
-        Msg::Request {
-            name,
-            lkid,
-            mode: Mode::Ex,
-            flags: Flags::VALBLK,
-            lvb: None,
-        },
-        Msg::Convert {
-            name,
-            lkid,
-            mode: Mode::Nl,
-            flags: Flags::VALBLK,
-            lvb,
-        },
-        Msg::Unlock {
-            name,
-            lkid,
-            flags: Flags(0),
-            lvb,
-        },
-        Msg::Cancel { name, lkid },
-        Msg::Cast {
-            name,
-            lkid,
-            status: Status::Granted(Mode::Pw),
-            sbflags: SbFlags::DEMOTED,
-            lvb: Some((Lvb([5; LVB_LEN]), 4)),
-        },
-        Msg::Cast {
-            name,
-            lkid,
-            status: Status::Canceled,
-            sbflags: SbFlags::default(),
-            lvb: None,
-        },
-        Msg::Demoted { name, lkid },
-        Msg::Bast {
-            name,
-            lkid,
-            mode: Mode::Cw,
-        },
-        Msg::Lookup { name },
-        Msg::LookupReply {
-            name,
-            master: NodeId(3),
-        },
-        Msg::NotMaster { name, lkid },
-        Msg::Remove { name },
-        Msg::PurgeOrphans { owner: NodeId(7) },
-        Msg::RecLocks {
-            name,
-            was_master: true,
-            lvb: rl,
-            locks: locks.clone(),
-        },
-        Msg::RecDone1 { slot: 3 },
-        Msg::RecMaster {
-            name,
-            lvb: None,
-            locks,
-        },
-        Msg::RecSetMaster {
-            name,
-            master: NodeId(1),
-        },
-        Msg::RecDone2,
-        Msg::PlockReq {
-            req: 5,
-            fam: Family::Posix,
-            file: 9,
-            owner: 77,
-            op: PlockOp::Lock {
-                kind: Kind::Write,
-                start: 1,
-                end: 9,
-                wait: true,
-            },
-        },
-        Msg::PlockReq {
-            req: 6,
-            fam: Family::Flock,
-            file: 9,
-            owner: 77,
-            op: PlockOp::Unlock {
-                start: 0,
-                end: u64::MAX,
-            },
-        },
-        Msg::PlockReq {
-            req: 7,
-            fam: Family::Posix,
-            file: 9,
-            owner: 77,
-            op: PlockOp::Get {
-                kind: Kind::Read,
-                start: 1,
-                end: 2,
-            },
-        },
-        Msg::PlockReq {
-            req: 8,
-            fam: Family::Posix,
-            file: 9,
-            owner: 77,
-            op: PlockOp::Close,
-        },
-        Msg::PlockReply {
-            req: 5,
-            result: PlockReply::Conflict(plock),
-        },
-        Msg::PlockReply {
-            req: 6,
-            result: PlockReply::Deadlock,
-        },
-        Msg::RecPlocks {
-            locks: vec![(Family::Posix, 9, plock)],
-        },
-    ]
-}
-
 fn write(target: &str, name: &str, data: &[u8]) {
     let dir = fuzz_dir().join("corpus").join(target);
     std::fs::create_dir_all(&dir).unwrap();
@@ -196,7 +48,7 @@ fn write(target: &str, name: &str, data: &[u8]) {
 #[test]
 #[ignore = "writes the seed corpora; run by hand"]
 fn write_seeds() {
-    let envs: Vec<Vec<u8>> = samples()
+    let envs: Vec<Vec<u8>> = dlm::wire::samples()
         .into_iter()
         .enumerate()
         .map(|(i, msg)| {

@@ -14,57 +14,11 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dlm::driver::transport::{
-    connector_handshake, frame_finish, frame_start, FrameHandler, InConn, Transport, TAG_LEN,
-};
-use dlm::{ClusterKey, Dlm, DlmConfig, Flags, Lockspace, Mode, NodeId, StaticMembership};
+use dlm::driver::transport::{connector_handshake, FrameHandler, InConn, Transport, TAG_LEN};
+use dlm::{Dlm, DlmConfig, Flags, Lockspace, Mode, NodeId, StaticMembership};
 
-/// Frames received, per sender, as the u64 each carries.
-type Inbox = Arc<Mutex<HashMap<NodeId, Vec<u64>>>>;
-
-/// The cluster key of every node in these tests.
-fn key() -> ClusterKey {
-    ClusterKey::new(b"transport tests' cluster key").unwrap()
-}
-
-fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-fn recorder() -> (Inbox, FrameHandler) {
-    let inbox: Inbox = Default::default();
-    let i2 = inbox.clone();
-    let h: FrameHandler = Arc::new(move |from, payload: &[u8]| {
-        let v = u64::from_le_bytes(payload.try_into().expect("8-byte payload"));
-        i2.lock().unwrap().entry(from).or_default().push(v);
-    });
-    (inbox, h)
-}
-
-fn frame(v: u64) -> Vec<u8> {
-    let mut f = frame_start(8);
-    f.extend_from_slice(&v.to_le_bytes());
-    frame_finish(&mut f);
-    f
-}
-
-fn received(inbox: &Inbox, from: u32) -> Vec<u64> {
-    inbox
-        .lock()
-        .unwrap()
-        .get(&NodeId(from))
-        .cloned()
-        .unwrap_or_default()
-}
-
-/// Waits (up to 60 s: the machine may be loaded) until `f` holds.
-fn wait_until(what: &str, f: impl Fn() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < Duration::from_secs(60), "timed out: {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
-}
+mod common;
+use common::{any_port, frame, key, received, recorder, wait_until, Inbox};
 
 fn assert_exactly_once_in_order(got: &[u64], want: std::ops::Range<u64>) {
     let want: Vec<u64> = want.collect();
