@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::sse::{Event as SseEvent, Sse};
@@ -48,7 +49,17 @@ pub struct App {
 }
 
 type Shared = State<Arc<App>>;
-type Fields = Form<Vec<(String, String)>>;
+/// A form's fields, or why the body is not a form.
+type Fields = Result<Form<Vec<(String, String)>>, FormRejection>;
+
+/// The fields of a form body; a body that is not one gets the error page.
+#[allow(clippy::result_large_err)]
+fn fields(f: Fields, h: &HeaderMap) -> Result<Vec<(String, String)>, Response> {
+    f.map(|Form(v)| v).map_err(|e| {
+        let why = format!("The request is not a form luci understands: {e}");
+        refused(h, None, e.status(), &why)
+    })
+}
 
 /// The router.
 pub fn router(app: Arc<App>) -> Router {
@@ -212,7 +223,11 @@ fn set_cookie(r: &mut Response, name: &str, value: &str) {
     }
 }
 
-async fn login(State(app): Shared, h: HeaderMap, Form(f): Fields) -> Response {
+async fn login(State(app): Shared, h: HeaderMap, f: Fields) -> Response {
+    let f = match fields(f, &h) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let pre = h
         .get(header::COOKIE)
         .and_then(|v| v.to_str().ok())
@@ -272,7 +287,11 @@ async fn login(State(app): Shared, h: HeaderMap, Form(f): Fields) -> Response {
     }
 }
 
-async fn logout(State(app): Shared, h: HeaderMap, Form(f): Fields) -> Response {
+async fn logout(State(app): Shared, h: HeaderMap, f: Fields) -> Response {
+    let f = match fields(f, &h) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let s = match app.guard(&h, &f, false, "logout") {
         Ok(s) => s,
         Err(r) => return r,
@@ -386,7 +405,11 @@ fn parse_action(a: &str) -> Option<AdminAction> {
     })
 }
 
-async fn service_action(State(app): Shared, h: HeaderMap, Form(f): Fields) -> Response {
+async fn service_action(State(app): Shared, h: HeaderMap, f: Fields) -> Response {
+    let f = match fields(f, &h) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let svc = field(&f, "service").unwrap_or("").to_string();
     let act = field(&f, "action").unwrap_or("").to_string();
     let node = field(&f, "node")
@@ -605,7 +628,11 @@ async fn change(app: Arc<App>, s: Session, new: String, what: String, h: &Header
     }
 }
 
-async fn config_apply(State(app): Shared, h: HeaderMap, Form(f): Fields) -> Response {
+async fn config_apply(State(app): Shared, h: HeaderMap, f: Fields) -> Response {
+    let f = match fields(f, &h) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let op = field(&f, "op").unwrap_or("apply");
     let s = match app.guard(&h, &f, true, &format!("cluster.conf raw edit ({op})")) {
         Ok(s) => s,
@@ -666,7 +693,11 @@ fn domain_form(f: &[(String, String)]) -> Result<conf::DomainForm, String> {
     Ok(d)
 }
 
-async fn config_domain(State(app): Shared, h: HeaderMap, Form(f): Fields) -> Response {
+async fn config_domain(State(app): Shared, h: HeaderMap, f: Fields) -> Response {
+    let f = match fields(f, &h) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let name = field(&f, "name").unwrap_or("").to_string();
     let delete = field(&f, "op") == Some("delete");
     let what = format!(
@@ -727,7 +758,11 @@ async fn history_page(State(app): Shared, h: HeaderMap, Query(q): Query<Show>) -
     )
 }
 
-async fn config_rollback(State(app): Shared, h: HeaderMap, Form(f): Fields) -> Response {
+async fn config_rollback(State(app): Shared, h: HeaderMap, f: Fields) -> Response {
+    let f = match fields(f, &h) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let v = field(&f, "version").unwrap_or("").to_string();
     let what = format!("roll back to version {v}");
     let s = match app.guard(&h, &f, true, &what) {

@@ -193,7 +193,11 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &st
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
-    if method == "POST" {
+    if method == "POST"
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
         req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
     }
     for (k, v) in headers {
@@ -695,6 +699,14 @@ async fn browse(
         "{t}"
     );
     b.shot("storage").await;
+    b.goto("/service/web").await;
+    let svc = b.js_str(&state_js("table.kv")).await;
+    assert!(svc.contains("Statestarted"), "{svc}");
+    b.shot("service").await;
+    b.goto(&format!("/node/{N2}")).await;
+    let node = b.js_str(&state_js("table.kv")).await;
+    assert!(node.contains("StateOnline"), "{node}");
+    b.shot("node").await;
     b.goto("/audit").await;
     let audit = b.js_str(&state_js("#audit")).await;
     assert!(
@@ -871,6 +883,29 @@ async fn browse(
         &format!("csrf={token}&service=service%3Aweb&action=disable"),
     );
     assert_eq!(no_session.status, 401);
+    // A body that is not a form: luci's error page, not a bare status.
+    let not_form = http(
+        port,
+        "POST",
+        "/service/action",
+        &[
+            ("Cookie", &cookie),
+            ("Origin", &origin),
+            ("Content-Type", "text/plain"),
+        ],
+        "disable web",
+    );
+    assert_eq!(not_form.status, 415);
+    assert!(
+        not_form.body.contains("not a form luci understands"),
+        "{}",
+        not_form.body
+    );
+    assert!(
+        not_form.body.contains("Nothing was changed."),
+        "{}",
+        not_form.body
+    );
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(web(lab, 1), Some((N1.into(), "started".into())));
     assert_eq!(version(lab, 1), Some(3));
