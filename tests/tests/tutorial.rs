@@ -261,3 +261,52 @@ fn the_tutorial_serves_moves_and_fails_over_the_page() {
     );
     assert!(section(&out, "teardown").contains("are gone"));
 }
+
+/// What `clusterfs.sh start` runs: our mount.clusterfs (a stand-in here,
+/// which records its arguments and mounts nothing) with `allow_other`
+/// ahead of the resource's options, so that a service's other users
+/// (the tutorial's Apache runs as www-data) may read the volume, as with
+/// a kernel GFS2 mount.
+#[test]
+fn clusterfs_agent_mounts_for_every_user() {
+    let d = tempfile::tempdir().unwrap();
+    let args = d.path().join("args");
+    let fake = d.path().join("mount.clusterfs");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\necho \"$*\" >> {}\nexit 1\n", args.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let agent = rgmanager::agent::shipped_agents_dir().join("clusterfs.sh");
+    let mnt = d.path().join("html");
+    for (options, want) in [("", "allow_other"), ("noatime", "allow_other,noatime")] {
+        let _ = std::fs::remove_file(&args);
+        let out = Command::new("bash")
+            .arg(&agent)
+            .arg("start")
+            .env(
+                "PATH",
+                format!("{}:{}", d.path().display(), std::env::var("PATH").unwrap()),
+            )
+            .env("OCF_RESKEY_name", "docroot")
+            .env("OCF_RESKEY_device", "/dev/webvg/webvg_lv1")
+            .env("OCF_RESKEY_mountpoint", &mnt)
+            .env("OCF_RESKEY_fstype", "gfs2")
+            .env("OCF_RESKEY_options", options)
+            .env("CMAN_STATE_DIR", "/run/cluster-x")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "the stand-in mounts nothing");
+        let calls = std::fs::read_to_string(&args).unwrap();
+        let first = calls.lines().next().unwrap();
+        assert_eq!(
+            first,
+            format!(
+                "/dev/webvg/webvg_lv1 {} --state-dir /run/cluster-x -o {want}",
+                mnt.display()
+            )
+        );
+    }
+}
