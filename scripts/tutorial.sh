@@ -248,8 +248,9 @@ service_start() {
   disown
 }
 in_client() { ip netns exec "$(ns client)" "$@"; }
-# The page at $1 on the floating address, as the client gets it.
-fetch() { in_client curl -s -f --noproxy '*' --connect-timeout 0.25 -m 2 "http://$VIP/$1"; }
+# The page at $1 on the floating address, as the client gets it ($2:
+# seconds to connect, default 2).
+fetch() { in_client curl -s -f --noproxy '*' --connect-timeout "${2:-2}" -m 5 "http://$VIP/$1"; }
 
 # ---------------------------------------------------------------- storage
 step "storage node ${HOST[storage]} (${IP[storage]}): an iSCSI target with one LUN"
@@ -458,20 +459,22 @@ owner_of() {
 # node $1 answers; prints the milliseconds since $2.
 wait_served_by() {
   local want=${HOST[$1]} since=$2
-  for _ in $(seq 1200); do
-    if [ "$(fetch node.txt 2>/dev/null)" = "$want" ]; then
+  # Polled often: an attempt while nobody holds the address is given up
+  # after 0.1 s.
+  for _ in $(seq 2400); do
+    if [ "$(fetch node.txt 0.1 2>/dev/null)" = "$want" ]; then
       echo $(( $(now_ms) - since ))
       return 0
     fi
-    sleep 0.05
+    sleep 0.02
   done
   need "the floating address did not answer from $want in 60 s: see $LAB_DIR/nodes/$1/log/"
 }
 show_client() {
   prompt client "curl http://$VIP/"
-  fetch "" || need "the client got no page from $VIP"
+  fetch "" || fetch "" || need "the client got no page from $VIP"
   prompt client "curl http://$VIP/node.txt"
-  fetch node.txt
+  fetch node.txt || fetch node.txt || need "the client got no /node.txt from $VIP"
 }
 
 step "the service: httpd_srv starts where rgmanager places it"
