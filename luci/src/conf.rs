@@ -183,6 +183,139 @@ fn child_or_add<'a>(el: &'a mut Element, name: &str) -> &'a mut Element {
     &mut el.children[i]
 }
 
+/// The parts of cluster.conf that the element form edits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    /// `<clusternodes>` children.
+    Node,
+    /// `<fencedevices>` children.
+    FenceDevice,
+    /// `<rm><resources>` children.
+    Resource,
+    /// `<rm>`'s `<service>` elements.
+    Service,
+}
+
+impl Section {
+    /// Every section, in page order.
+    pub const ALL: [Section; 4] = [
+        Section::Node,
+        Section::FenceDevice,
+        Section::Resource,
+        Section::Service,
+    ];
+
+    /// The form's word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Section::Node => "node",
+            Section::FenceDevice => "fencedevice",
+            Section::Resource => "resource",
+            Section::Service => "service",
+        }
+    }
+
+    /// From the form's word.
+    pub fn parse(s: &str) -> Option<Section> {
+        Section::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// The heading on the page.
+    pub fn title(self) -> &'static str {
+        match self {
+            Section::Node => "Nodes",
+            Section::FenceDevice => "Fence devices",
+            Section::Resource => "Resources",
+            Section::Service => "Services",
+        }
+    }
+
+    fn list(self, root: &mut Element) -> Option<&mut Vec<Element>> {
+        let el = match self {
+            Section::Node => root.child_mut("clusternodes")?,
+            Section::FenceDevice => root.child_mut("fencedevices")?,
+            Section::Resource => root.child_mut("rm")?.child_mut("resources")?,
+            Section::Service => root.child_mut("rm")?,
+        };
+        Some(&mut el.children)
+    }
+
+    fn takes(self, el: &Element) -> bool {
+        match self {
+            Section::Service => el.name == "service",
+            _ => true,
+        }
+    }
+}
+
+/// One element as the form shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElementView {
+    /// Its index among its parent's children.
+    pub index: usize,
+    /// Its tag.
+    pub tag: String,
+    /// Its attributes, in file order.
+    pub attrs: Vec<(String, String)>,
+}
+
+/// The elements of a section.
+pub fn elements(text: &str, section: Section) -> Vec<ElementView> {
+    let Ok(mut root) = parse_xml(text) else {
+        return Vec::new();
+    };
+    let Some(list) = section.list(&mut root) else {
+        return Vec::new();
+    };
+    list.iter()
+        .enumerate()
+        .filter(|(_, e)| section.takes(e))
+        .map(|(index, e)| ElementView {
+            index,
+            tag: e.name.clone(),
+            attrs: e.attrs.clone(),
+        })
+        .collect()
+}
+
+/// The text with the attributes of element `index` of `section` set to
+/// `attrs` (in that order; an empty value drops the attribute); its
+/// children are kept. `tag` must still be that element's name.
+pub fn edit_element(
+    text: &str,
+    section: Section,
+    index: usize,
+    tag: &str,
+    attrs: &[(String, String)],
+) -> Result<String, Invalid> {
+    let mut root = parse_xml(text).map_err(|e| Invalid::new(e.line, e.msg))?;
+    let gone = || {
+        Invalid::new(
+            0,
+            format!("no <{tag}> at that place any more: reload the page"),
+        )
+    };
+    let list = section.list(&mut root).ok_or_else(gone)?;
+    let el = list
+        .get_mut(index)
+        .filter(|e| e.name == tag)
+        .ok_or_else(gone)?;
+    let valid_name = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    if let Some((k, _)) = attrs.iter().find(|(k, _)| !valid_name(k)) {
+        return Err(Invalid::new(0, format!("{k:?} is not an attribute name")));
+    }
+    el.attrs = attrs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .cloned()
+        .collect();
+    Ok(root.to_document())
+}
+
 /// One version in the history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Version {
@@ -358,6 +491,45 @@ mod tests {
         assert_eq!(doms.len(), 1);
         assert_eq!(doms[0].name, "other");
         assert!(edit_domain(&t3, &f, true).is_err());
+    }
+
+    #[test]
+    fn element_form_sets_attributes_and_keeps_children() {
+        let rm = CONF.replace(
+            "  </rm>",
+            "    <resources><script name=\"s\" file=\"/bin/true\"/></resources>\n    <service name=\"web\" domain=\"pref\"><script ref=\"s\"/></service>\n  </rm>",
+        );
+        let svcs = elements(&rm, Section::Service);
+        assert_eq!(svcs.len(), 1);
+        let ElementView {
+            index: i,
+            tag,
+            mut attrs,
+        } = svcs[0].clone();
+        assert_eq!(tag, "service");
+        attrs.push(("recovery".into(), "relocate".into()));
+        attrs.retain(|(k, _)| k != "domain");
+        attrs.push(("domain".into(), String::new()));
+        let t = edit_element(&rm, Section::Service, i, "service", &attrs).unwrap();
+        let cfg = rgmanager::config::parse(&t).unwrap();
+        let s = &cfg.services[0];
+        assert_eq!(s.recovery, rgmanager::config::Recovery::Relocate);
+        assert!(s.domain.is_none());
+        assert_eq!(s.children.len(), 1, "children kept");
+        let nodes = elements(&rm, Section::Node);
+        assert_eq!(nodes.len(), 2);
+        let bad = edit_element(&rm, Section::Node, nodes[1].index, "service", &[]);
+        assert!(bad.is_err(), "another element at that place");
+        let bad = edit_element(
+            &rm,
+            Section::Node,
+            0,
+            "clusternode",
+            &[("a b".into(), "1".into())],
+        );
+        assert!(bad.is_err());
+        assert_eq!(elements(&rm, Section::Resource).len(), 1);
+        assert_eq!(elements(CONF, Section::FenceDevice).len(), 0);
     }
 
     #[test]

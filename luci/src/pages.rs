@@ -478,6 +478,57 @@ pub struct ConfigView<'a> {
     pub domains: Vec<cman::config::FailoverDomain>,
 }
 
+fn element_forms(s: &Session, v: &ConfigView, dis: &str) -> String {
+    use crate::conf::{elements, Section};
+    let mut h = String::from(
+        "<section><h3>Nodes, fence devices, resources and services</h3>\
+         <p class=\"note\">Each element's attributes (an empty value removes one; the last row \
+         adds one). Its children are kept; edit them in the raw XML.</p>",
+    );
+    for sec in Section::ALL {
+        let _ = write!(h, "<h4>{}</h4>", sec.title());
+        for e in elements(v.running, sec) {
+            let (i, tag, attrs) = (e.index, e.tag, e.attrs);
+            let label = attrs
+                .iter()
+                .find(|(k, _)| k == "name" || k == "address")
+                .map_or(String::new(), |(_, v)| v.clone());
+            let _ = write!(
+                h,
+                "<form method=\"post\" action=\"/config/element\" class=\"element\" \
+                 id=\"el-{}-{i}\">{}<input type=\"hidden\" name=\"section\" value=\"{}\">\
+                 <input type=\"hidden\" name=\"index\" value=\"{i}\">\
+                 <input type=\"hidden\" name=\"tag\" value=\"{}\">\
+                 <input type=\"hidden\" name=\"version\" value=\"{}\">\
+                 <fieldset><legend>&lt;{}&gt; {}</legend>",
+                sec.as_str(),
+                csrf_field(s),
+                sec.as_str(),
+                esc(&tag),
+                v.version,
+                esc(&tag),
+                esc(&label)
+            );
+            for (k, val) in &attrs {
+                let _ = write!(
+                    h,
+                    "<label>{0} <input name=\"a:{0}\" value=\"{1}\"{dis}></label> ",
+                    esc(k),
+                    esc(val)
+                );
+            }
+            let _ = write!(
+                h,
+                "<label>new <input name=\"newkey\" size=\"10\"{dis}></label>=\
+                 <input name=\"newvalue\" size=\"12\"{dis}> \
+                 <button{dis}>Save and apply</button></fieldset></form>"
+            );
+        }
+    }
+    h.push_str("</section>");
+    h
+}
+
 /// The cluster.conf page.
 pub fn config(s: &Session, v: &ConfigView) -> String {
     let mut h = format!(
@@ -512,6 +563,7 @@ pub fn config(s: &Session, v: &ConfigView) -> String {
         esc(v.editing)
     );
     h.push_str(&domains(s, v, dis));
+    h.push_str(&element_forms(s, v, dis));
     layout("cluster.conf", Some(s), Some(Tab::Config), &h)
 }
 

@@ -74,6 +74,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/config", get(config_page))
         .route("/config/apply", post(config_apply))
         .route("/config/domain", post(config_domain))
+        .route("/config/element", post(config_element))
         .route("/config/history", get(history_page))
         .route("/config/rollback", post(config_rollback))
         .route("/storage", get(storage_page))
@@ -722,6 +723,60 @@ async fn config_domain(State(app): Shared, h: HeaderMap, f: Fields) -> Response 
         );
     };
     match conf::edit_domain(&text, &form, delete) {
+        Ok(new) => change(app.clone(), s, new, what, &h).await,
+        Err(e) => refused(&h, Some(&s), StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+async fn config_element(State(app): Shared, h: HeaderMap, f: Fields) -> Response {
+    let f = match fields(f, &h) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let tag = field(&f, "tag").unwrap_or("").to_string();
+    let sec = field(&f, "section").and_then(conf::Section::parse);
+    let index: Option<usize> = field(&f, "index").and_then(|i| i.parse().ok());
+    let what = format!("edit <{tag}> #{}", field(&f, "index").unwrap_or(""));
+    let s = match app.guard(&h, &f, true, &what) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (Some(sec), Some(index)) = (sec, index) else {
+        return refused(
+            &h,
+            Some(&s),
+            StatusCode::BAD_REQUEST,
+            "The form names no element.",
+        );
+    };
+    let mut attrs: Vec<(String, String)> = f
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("a:")?.to_string(), v.trim().to_string())))
+        .collect();
+    if let Some(k) = field(&f, "newkey").map(str::trim).filter(|k| !k.is_empty()) {
+        let v = field(&f, "newvalue").unwrap_or("").trim().to_string();
+        attrs.retain(|(x, _)| x != k);
+        attrs.push((k.to_string(), v));
+    }
+    let a = app.clone();
+    let Ok(Ok((text, c))) = tokio::task::spawn_blocking(move || running(&a)).await else {
+        return refused(
+            &h,
+            Some(&s),
+            StatusCode::BAD_GATEWAY,
+            "cannot read the running cluster.conf",
+        );
+    };
+    // The form's place in the file is only good for the version it was
+    // made from.
+    if field(&f, "version") != Some(c.config_version.to_string().as_str()) {
+        let why = format!(
+            "The configuration changed since the form was made (now version {}): reload the page.",
+            c.config_version
+        );
+        return refused(&h, Some(&s), StatusCode::CONFLICT, &why);
+    }
+    match conf::edit_element(&text, sec, index, &tag, &attrs) {
         Ok(new) => change(app.clone(), s, new, what, &h).await,
         Err(e) => refused(&h, Some(&s), StatusCode::BAD_REQUEST, &e.to_string()),
     }

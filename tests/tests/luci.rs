@@ -909,6 +909,42 @@ async fn browse(
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(web(lab, 1), Some((N1.into(), "started".into())));
     assert_eq!(version(lab, 1), Some(3));
+
+    // The element form (here sent by the plain client with the admin
+    // session): service web gets max_restarts="5" as version 4 on both
+    // nodes; the same form made from an older version is refused.
+    let page = http(port, "GET", "/config", &[("Cookie", &cookie)], "");
+    let at = page
+        .body
+        .find("id=\"el-service-")
+        .expect("the service's form")
+        + 15;
+    let index: String = page.body[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let element = |version: u64| {
+        http(
+            port,
+            "POST",
+            "/config/element",
+            &[("Cookie", &cookie), ("Origin", &origin)],
+            &format!(
+                "csrf={token}&section=service&index={index}&tag=service&version={version}\
+                 &a%3Aname=web&a%3Adomain=pref&a%3Arecovery=restart&newkey=max_restarts&newvalue=5"
+            ),
+        )
+    };
+    let stale = element(2);
+    assert_eq!(stale.status, 409, "{}", stale.body);
+    let ok = element(3);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(ok.body.contains("Applied version 4;"), "{}", ok.body);
+    wait_for("version 4 on both nodes", LONG, || {
+        version(lab, 1) == Some(4) && version(lab, 2) == Some(4)
+    });
+    let on2 = std::fs::read_to_string(lab.state(2).join("cluster.conf")).unwrap();
+    assert!(on2.contains("max_restarts=\"5\""), "{on2}");
     let log =
         std::fs::read_to_string(lab.state(1).parent().unwrap().join("luci/audit.log")).unwrap();
     assert!(
