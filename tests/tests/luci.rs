@@ -145,6 +145,21 @@ impl Drop for Teardown<'_> {
                 let _ = nix::sys::signal::kill(r.pid, nix::sys::signal::Signal::SIGKILL);
             }
         }
+        // Chromium outlives a chromedriver killed with the test: its
+        // processes are found by the profile directory this test made.
+        let profile = self.1.join("chromium-profile").display().to_string();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmd).contains(&profile) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
 }
 
