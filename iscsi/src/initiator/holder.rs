@@ -13,13 +13,14 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, Signal};
 
 use super::login::{ChapCredentials, LoginConfig};
 use super::lun::{default_initiator_name, report_disk_luns, Lun};
 use super::lunfs::{self, LunFs};
-use super::records::{by_path_name, node_portal, read_record, write_record};
+use super::records::{by_path_name, node_portal, pid_alive, read_record, write_record};
 use super::records::{Record, SessionRecord, StateDir};
 use super::url::{format_portal, IscsiUrl};
 use super::{Connection, InitiatorError, SessionConfig};
@@ -42,6 +43,9 @@ pub enum HolderError {
     /// The FUSE mount failed.
     #[error("FUSE mount: {0}")]
     Mount(io::Error),
+    /// The holder did not end after SIGTERM.
+    #[error("session holder {0} did not exit")]
+    Stuck(i32),
 }
 
 type Result<T> = std::result::Result<T, HolderError>;
@@ -120,6 +124,21 @@ pub fn start(exe: &Path, cfg: &HolderConfig) -> Result<()> {
             ))
         }
     }
+}
+
+/// Stops the holder of session `s` (SIGTERM: it unmounts and logs out)
+/// and waits up to `timeout` until it has exited or removed its record.
+pub fn stop(state: &StateDir, s: &SessionRecord, timeout: Duration) -> Result<()> {
+    let pid = nix::unistd::Pid::from_raw(s.pid);
+    nix::sys::signal::kill(pid, Signal::SIGTERM).map_err(io::Error::from)?;
+    let deadline = Instant::now() + timeout;
+    while pid_alive(s.pid) && state.session_path(s.sid).exists() {
+        if Instant::now() > deadline {
+            return Err(HolderError::Stuck(s.pid));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 /// The URL (LUN 0) and session settings of a node record, with its CHAP

@@ -13,14 +13,14 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use iscsi::initiator::discover;
 use iscsi::initiator::holder::{self, initiator_name, HolderConfig};
 use iscsi::initiator::login::ChapCredentials;
-use iscsi::initiator::records::{node_portal, pid_alive, read_record, write_record};
+use iscsi::initiator::records::{node_portal, read_record, write_record};
 use iscsi::initiator::records::{Discovered, Record, SessionRecord, StateDir};
 use iscsi::initiator::url::{format_portal, parse_portal};
 
@@ -372,17 +372,7 @@ impl Adm {
                 s.portal.replacen(':', ",", 1)
             );
             println!("Logging out of session {what}");
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(s.pid),
-                nix::sys::signal::Signal::SIGTERM,
-            )?;
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while pid_alive(s.pid) && self.state.session_path(s.sid).exists() {
-                if Instant::now() > deadline {
-                    bail!("session holder {} did not exit", s.pid);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            holder::stop(&self.state, &s, Duration::from_secs(60))?;
             println!("Logout of {what} successful.");
         }
         Ok(())
