@@ -150,12 +150,10 @@ impl App {
         what: &str,
     ) -> Result<Session, Response> {
         let Some((_, s)) = self.session(h) else {
-            return Err(refused(
-                h,
-                None,
-                StatusCode::UNAUTHORIZED,
-                "Not logged in, or the session expired: log in again.",
-            ));
+            let why = "Not logged in, or the session expired: log in again.";
+            self.audit
+                .record("(no session)", what, &format!("refused: {why}"));
+            return Err(refused(h, None, StatusCode::UNAUTHORIZED, why));
         };
         let why = if !same_origin(h) {
             Some((

@@ -963,6 +963,10 @@ async fn browse(
     let log =
         std::fs::read_to_string(lab.state(1).parent().unwrap().join("luci/audit.log")).unwrap();
     assert!(
+        log.contains("user=(no session) disable service:web => refused: Not logged in"),
+        "{log}"
+    );
+    assert!(
         log.contains("user=viewer disable service:web => refused: Read-only"),
         "{log}"
     );
