@@ -25,6 +25,10 @@
 # Needs root, /dev/fuse, ip netns, unshare/nsenter, apache2, curl,
 # fsck.gfs2. LAB_DIR (default /tmp/rhcs-tutorial) holds the lab's files and
 # logs; NS_PREFIX (default empty) prefixes the namespaces' names.
+
+# The whole script is one compound command: bash reads it all before it
+# runs, so the file may change (a git pull, an edit) under a running lab.
+{
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -38,7 +42,7 @@ while [ $# -gt 0 ]; do
     --fence) fence=${2:?--fence manual|scsi}; shift ;;
     --bench) bench=${2:?--bench N}; shift ;;
     --bins) bins=$(realpath "${2:?--bins DIR}"); shift ;;
-    -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "tutorial.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -658,3 +662,5 @@ if [ -n "$keep" ]; then
   echo "    for n in node1 node2 storage client; do ip netns pids $(ns '$n') | xargs -r kill -9; done;"
   echo "    for n in node1 node2 storage client switch; do ip netns del $(ns '$n'); done"
 fi
+exit
+}
