@@ -59,6 +59,16 @@ pub fn layout(title: &str, s: Option<&Session>, tab: Option<Tab>, body: &str) ->
     )
 }
 
+/// "Data of NOW" for pages read when they are asked for.
+fn read_now() -> String {
+    let now = crate::util::now_ms();
+    format!(
+        "<p class=\"asof\">Data of {} ({} UTC)</p>",
+        utc(now),
+        clock(now)
+    )
+}
+
 /// The hidden CSRF field of every form.
 pub fn csrf_field(s: &Session) -> String {
     format!(
@@ -532,8 +542,9 @@ fn element_forms(s: &Session, v: &ConfigView, dis: &str) -> String {
 /// The cluster.conf page.
 pub fn config(s: &Session, v: &ConfigView) -> String {
     let mut h = format!(
-        "<h2>cluster.conf</h2><p>Running version <span id=\"running-version\">{}</span>; \
+        "<h2>cluster.conf</h2>{}<p>Running version <span id=\"running-version\">{}</span>; \
          applying makes version {} and cmand sends it to every node.</p>",
+        read_now(),
         v.version,
         v.version + 1
     );
@@ -687,9 +698,10 @@ pub fn history(
     shown: Option<(u64, &[DiffLine])>,
 ) -> String {
     let mut h = format!(
-        "<h2>Versions</h2><p>Running: version <span id=\"running-version\">{running}</span>. \
+        "<h2>Versions</h2>{}<p>Running: version <span id=\"running-version\">{running}</span>. \
          A rollback applies the old text as a new version.</p>\
-         <table id=\"history\"><tr><th>Version</th><th>Applied</th><th>By</th><th>Change</th><th></th></tr>"
+         <table id=\"history\"><tr><th>Version</th><th>Applied</th><th>By</th><th>Change</th><th></th></tr>",
+        read_now()
     );
     let admin = s.role == Role::Admin;
     for v in versions {
@@ -725,9 +737,10 @@ pub fn history(
 
 /// The audit page.
 pub fn audit(s: &Session, entries: &[crate::audit::Entry]) -> String {
-    let mut h = String::from(
-        "<h2>Audit log</h2><p>Every login, change and action, newest first (the file keeps them all).</p>\
+    let mut h = format!(
+        "<h2>Audit log</h2>{}<p>Every login, change and action, newest first (the file keeps them all).</p>\
          <table id=\"audit\"><tr><th>Time</th><th>User</th><th>What</th><th>Result</th></tr>",
+        read_now()
     );
     for e in entries {
         let _ = write!(
@@ -838,12 +851,7 @@ fn tgtd_targets(socket: &std::path::Path) -> Result<String, String> {
 /// nodes' registries show (clusterfs mounts and other cluster
 /// processes), read now.
 pub fn storage(dirs: &[std::path::PathBuf], tgtd: &std::path::Path) -> String {
-    let now = crate::util::now_ms();
-    let mut h = format!(
-        "<h2>Storage</h2><p class=\"asof\">Data of {} ({} UTC)</p>",
-        utc(now),
-        clock(now)
-    );
+    let mut h = format!("<h2>Storage</h2>{}", read_now());
     h.push_str("<section><h3>iSCSI targets, LUNs and sessions (tgtd)</h3>");
     match tgtd_targets(tgtd) {
         Ok(t) if t.trim().is_empty() => h.push_str("<p id=\"tgtd\">tgtd runs with no target.</p>"),
