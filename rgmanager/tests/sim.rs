@@ -22,22 +22,16 @@ use rgmanager::core::{Action, AdminOp, Input, Msg, Node, Op, Pos};
 use rgmanager::state::State;
 use rgmanager::NodeId;
 
-struct Rng(u64);
+use cman::sim::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
+/// A draw in `0..n` (0 when n is 0) from cman's seeded generator.
+fn below(rng: &mut Rng, n: u64) -> u64 {
+    rng.range(0, n.max(1) - 1)
+}
+
+/// True `p` times in a hundred.
+fn percent(rng: &mut Rng, p: u64) -> bool {
+    below(rng, 100) < p
 }
 
 fn config(n: u32) -> RmConfig {
@@ -120,7 +114,7 @@ impl Sim {
         let cfg = config(n);
         let ids = (1..=n).map(|i| (format!("n{i}"), NodeId(i))).collect();
         let mut sim = Sim {
-            rng: Rng(seed),
+            rng: Rng::new(seed),
             now: 0,
             seq: 0,
             events: BinaryHeap::new(),
@@ -155,7 +149,7 @@ impl Sim {
         }
         // Nodes come up one by one.
         for i in 1..=n {
-            let at = sim.rng.below(3000);
+            let at = below(&mut sim.rng, 3000);
             sim.at(at, Ev::Local(i, u32::MAX, Input::Tick { now_ms: 0 }));
         }
         sim.at(5000, Ev::Fault);
@@ -223,7 +217,7 @@ impl Sim {
             if quorate {
                 for f in &failed {
                     if self.victims.insert(*f) {
-                        let d = 300 + self.rng.below(2000);
+                        let d = 300 + below(&mut self.rng, 2000);
                         self.at(d, Ev::Fence(*f));
                     }
                 }
@@ -242,7 +236,7 @@ impl Sim {
             let pumps = kept.len();
             self.queues.insert(c, kept);
             for _ in 0..pumps {
-                let d = 1 + self.rng.below(20);
+                let d = 1 + below(&mut self.rng, 20);
                 self.at(d, Ev::Pump(c));
             }
             for m in members.clone() {
@@ -280,7 +274,7 @@ impl Sim {
             Action::Send(msg) => {
                 let comp = self.nodes[&node].comp;
                 self.queues.entry(comp).or_default().push_back(msg);
-                let d = 1 + self.rng.below(30);
+                let d = 1 + below(&mut self.rng, 30);
                 self.at(d, Ev::Pump(comp));
             }
             Action::Run { svc, op } => {
@@ -293,7 +287,7 @@ impl Sim {
                         .insert(svc.clone());
                 }
                 self.log(format!("n{node} run {op:?} {svc}"));
-                let d = 20 + self.rng.below(700);
+                let d = 20 + below(&mut self.rng, 700);
                 self.at(d, Ev::OpDone { node, inc, svc, op });
             }
             Action::Reply { .. } => {}
@@ -302,8 +296,8 @@ impl Sim {
 
     fn op_done(&mut self, node: u32, svc: String, op: Op) {
         let fail = self.fail_pct;
-        let f1 = self.rng.chance(fail * 2);
-        let f2 = self.rng.chance(fail / 2);
+        let f1 = percent(&mut self.rng, fail * 2);
+        let f2 = percent(&mut self.rng, fail / 2);
         let n = self.nodes.get_mut(&node).unwrap();
         let (ok, stop_ok) = match op {
             Op::Start => {
@@ -380,7 +374,7 @@ impl Sim {
             return;
         }
         let Some(main) = self.main_comp() else {
-            let d = 500 + self.rng.below(1000);
+            let d = 500 + below(&mut self.rng, 1000);
             return self.at(d, Ev::Fence(v));
         };
         self.victims.remove(&v);
@@ -394,7 +388,7 @@ impl Sim {
         self.views();
         for m in self.comp_members(main) {
             let inc = self.nodes[&m].inc;
-            let d = self.rng.below(300);
+            let d = below(&mut self.rng, 300);
             self.at(d, Ev::Local(m, inc, Input::FenceNotice(NodeId(v))));
         }
     }
@@ -411,10 +405,10 @@ impl Sim {
     fn fault(&mut self) {
         let budget = ((self.n - 1) / 2) as usize;
         let alive = self.alive();
-        let roll = self.rng.below(100);
+        let roll = below(&mut self.rng, 100);
         let main = self.main_comp();
         if roll < 15 && self.faulty() < budget && !alive.is_empty() {
-            let v = alive[self.rng.below(alive.len() as u64) as usize];
+            let v = alive[below(&mut self.rng, alive.len() as u64) as usize];
             self.crash(v);
         } else if roll < 25 && self.faulty() < budget {
             let inmain: Vec<u32> = alive
@@ -423,7 +417,7 @@ impl Sim {
                 .filter(|a| Some(self.nodes[a].comp) == main)
                 .collect();
             if inmain.len() > 1 {
-                let v = inmain[self.rng.below(inmain.len() as u64) as usize];
+                let v = inmain[below(&mut self.rng, inmain.len() as u64) as usize];
                 let c = self.next_comp;
                 self.next_comp += 1;
                 self.nodes.get_mut(&v).unwrap().comp = c;
@@ -438,7 +432,7 @@ impl Sim {
                 .map(|(i, _)| *i)
                 .collect();
             if !dead.is_empty() {
-                let v = dead[self.rng.below(dead.len() as u64) as usize];
+                let v = dead[below(&mut self.rng, dead.len() as u64) as usize];
                 self.start_node(v);
             }
         } else if roll < 65 {
@@ -450,16 +444,16 @@ impl Sim {
                 .flat_map(|(i, n)| n.physical.iter().map(move |s| (*i, s.clone())))
                 .collect();
             if !running.is_empty() {
-                let (i, s) = running[self.rng.below(running.len() as u64) as usize].clone();
+                let (i, s) = running[below(&mut self.rng, running.len() as u64) as usize].clone();
                 self.log(format!("n{i}: {s} breaks"));
                 self.nodes.get_mut(&i).unwrap().broken.insert(s);
             }
         } else if !alive.is_empty() {
-            let from = alive[self.rng.below(alive.len() as u64) as usize];
+            let from = alive[below(&mut self.rng, alive.len() as u64) as usize];
             let svcs: Vec<String> = self.cfg.services.iter().map(|s| s.name.clone()).collect();
-            let svc = svcs[self.rng.below(svcs.len() as u64) as usize].clone();
-            let to = 1 + self.rng.below(self.n as u64) as u32;
-            let op = match self.rng.below(5) {
+            let svc = svcs[below(&mut self.rng, svcs.len() as u64) as usize].clone();
+            let to = 1 + below(&mut self.rng, self.n as u64) as u32;
+            let op = match below(&mut self.rng, 5) {
                 0 => AdminOp::Relocate(Some(NodeId(to))),
                 1 => AdminOp::Relocate(None),
                 2 => AdminOp::Disable,
@@ -514,7 +508,7 @@ impl Sim {
             Ev::Fault => {
                 if self.faults_on {
                     self.fault();
-                    let d = 500 + self.rng.below(4000);
+                    let d = 500 + below(&mut self.rng, 4000);
                     self.at(d, Ev::Fault);
                 }
             }
