@@ -13,7 +13,8 @@
 //! evicted), failed fence attempts, restarts, and whole-cluster power
 //! losses (the next first mounter replays every journal).
 //!
-//! Nodes write blocks of a shared disk only under an EX inode glock,
+//! Nodes write blocks of a shared disk only under an EX glock (an inode's,
+//! and for an allocation also a resource group's, taken in GFS2's order),
 //! journal each write before acknowledging it, write in place and revoke
 //! when the glock is given up; survivors replay a dead node's journal
 //! after it is fenced (`cluster_sim/disk.rs`).
@@ -40,7 +41,7 @@
 //!
 //! Not modelled: quorum (only the side that keeps the view acts; cman's
 //! own simulation checks quorum and fence races), clean unmounts, the
-//! rename/rgrp/iopen glocks, and time spent in I/O.
+//! rename and iopen glocks, and time spent in I/O.
 //!
 //! # Findings
 //! The copy of `control.rs` here follows the kernel's `control_mount`
@@ -90,7 +91,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use cluster_sim::disk::{Disk, Member};
-use cluster_sim::mount::{Counters, Ctx, Effect, JoinRule, Mount, Timer, INODES};
+use cluster_sim::mount::{Counters, Ctx, Effect, JoinRule, Mount, Timer};
 use cluster_sim::Rng;
 use clusterfs::glock::{GlockName, GlockState, GlockTable};
 use dlm::wire::Envelope;
@@ -172,6 +173,7 @@ impl Stats {
         a.recovered += b.recovered;
         a.recovered_entries += b.recovered_entries;
         a.try_refused += b.try_refused;
+        a.allocs += b.allocs;
     }
 }
 
@@ -645,7 +647,7 @@ impl World {
             }
         }
         let mut names: BTreeSet<GlockName> =
-            (0..INODES).map(cluster_sim::mount::inode_glock).collect();
+            cluster_sim::mount::data_glocks().into_iter().collect();
         names.extend((0..self.n).map(GlockName::journal));
         for name in names {
             for (i, a) in writers.iter().enumerate() {

@@ -35,21 +35,39 @@ const WORKERS: usize = 2;
 /// How long a mounter or a recovery pass waits before looking again.
 const RETRY_US: u64 = 50_000;
 
+/// Resource group glocks, named (as in GFS2) by their header block, the
+/// one block each covers. An allocating write takes an inode glock, then
+/// one of these, both EX (GFS2's order).
+pub const RGRPS: [u64; 2] = [500, 600];
+
 pub fn inode_glock(i: u64) -> GlockName {
     GlockName::inode(100 + i)
 }
 
-/// The blocks an inode glock covers (none for other glocks).
+/// The glocks that cover blocks.
+pub fn data_glocks() -> Vec<GlockName> {
+    let inodes = (0..INODES).map(inode_glock);
+    inodes.chain(RGRPS.map(GlockName::rgrp)).collect()
+}
+
+/// The blocks a glock covers.
 pub fn blocks_of(name: GlockName) -> Vec<u64> {
-    if name.kind != GlockType::Inode {
-        return Vec::new();
+    match name.kind {
+        GlockType::Inode => {
+            let first = (name.number - 100) * BLOCKS_PER_INODE;
+            (first..first + BLOCKS_PER_INODE).collect()
+        }
+        GlockType::Rgrp => vec![name.number],
+        _ => Vec::new(),
     }
-    let first = (name.number - 100) * BLOCKS_PER_INODE;
-    (first..first + BLOCKS_PER_INODE).collect()
 }
 
 fn glock_of(block: u64) -> GlockName {
-    inode_glock(block / BLOCKS_PER_INODE)
+    if RGRPS.contains(&block) {
+        GlockName::rgrp(block)
+    } else {
+        inode_glock(block / BLOCKS_PER_INODE)
+    }
 }
 
 /// Timers a mount asks for.
@@ -101,6 +119,7 @@ pub struct Counters {
     pub recovered: u64,
     pub recovered_entries: u64,
     pub try_refused: u64,
+    pub allocs: u64,
 }
 
 enum Work {
@@ -131,13 +150,20 @@ enum Owner {
 enum Op {
     Read(u64),
     Write(u64),
+    /// Writes a block of an inode and a resource group's header.
+    Alloc(u64, u64),
 }
 
 #[derive(Clone, Copy, Debug)]
 enum Worker {
     Idle,
-    Waiting(HolderId, Op),
-    Holding(HolderId),
+    /// Waiting for `waiting`, holding `first` (an allocation's inode).
+    Waiting {
+        first: Option<HolderId>,
+        waiting: HolderId,
+        op: Op,
+    },
+    Holding(HolderId, Option<HolderId>),
 }
 
 /// Where the mount and recovery protocol stands (one flow at a time, as
@@ -682,7 +708,10 @@ impl Mount {
     fn on_failed(&mut self, holder: HolderId, cx: &mut Ctx) {
         match self.owners.remove(&holder) {
             Some(Owner::Worker(i)) => {
-                self.workers[i] = Worker::Idle;
+                let worker = std::mem::replace(&mut self.workers[i], Worker::Idle);
+                if let Worker::Waiting { first: Some(h), .. } = worker {
+                    self.release(h, cx);
+                }
                 let at = cx.now_us + cx.rng.below(5_000);
                 self.timer(at, Timer::Worker(i));
             }
@@ -718,11 +747,14 @@ impl Mount {
             Worker::Idle if self.mounted && cx.traffic => {
                 let inode = cx.rng.below(INODES);
                 let name = inode_glock(inode);
-                let (op, mode) = if cx.rng.chance(50) {
-                    let block = blocks_of(name)[cx.rng.below(BLOCKS_PER_INODE) as usize];
-                    (Op::Write(block), GlockState::Ex)
-                } else {
-                    (Op::Read(inode), GlockState::Sh)
+                let block = blocks_of(name)[cx.rng.below(BLOCKS_PER_INODE) as usize];
+                let (op, mode) = match cx.rng.below(10) {
+                    0..=3 => (Op::Write(block), GlockState::Ex),
+                    4 | 5 => {
+                        let rgrp = RGRPS[cx.rng.below(RGRPS.len() as u64) as usize];
+                        (Op::Alloc(block, rgrp), GlockState::Ex)
+                    }
+                    _ => (Op::Read(inode), GlockState::Sh),
                 };
                 let flags = HolderFlags {
                     nocache: cx.rng.chance(10),
@@ -732,12 +764,19 @@ impl Mount {
                 self.log(cx, || {
                     format!("w{i} acquires {name} {mode:?} {flags:?} for {op:?}")
                 });
-                self.workers[i] = Worker::Waiting(holder, op);
+                self.workers[i] = Worker::Waiting {
+                    first: None,
+                    waiting: holder,
+                    op,
+                };
                 self.dispatch(acts, cx);
             }
-            Worker::Holding(holder) => {
+            Worker::Holding(holder, second) => {
                 self.workers[i] = Worker::Idle;
                 self.log(cx, || format!("w{i} releases"));
+                if let Some(h) = second {
+                    self.release(h, cx);
+                }
                 self.release(holder, cx);
                 let at = cx.now_us + cx.rng.below(20_000);
                 self.timer(at, Timer::Worker(i));
@@ -747,18 +786,41 @@ impl Mount {
     }
 
     fn worker_granted(&mut self, i: usize, holder: HolderId, cx: &mut Ctx) {
-        let Worker::Waiting(h, op) = self.workers[i] else {
+        let Worker::Waiting { first, waiting, op } = self.workers[i] else {
             panic!("worker {i} granted while not waiting");
         };
-        assert_eq!(h, holder);
-        match op {
-            Op::Read(inode) => self.read(inode, cx),
-            Op::Write(block) => self.write(block, cx),
+        assert_eq!(waiting, holder);
+        match (op, first) {
+            (Op::Read(inode), _) => self.read(inode, cx),
+            (Op::Write(block), _) => self.write(block, cx),
+            (Op::Alloc(_, rgrp), None) => {
+                let name = GlockName::rgrp(rgrp);
+                let flags = HolderFlags::default();
+                let (second, acts) =
+                    self.acquire(Owner::Worker(i), name, GlockState::Ex, flags, cx);
+                self.workers[i] = Worker::Waiting {
+                    first: Some(holder),
+                    waiting: second,
+                    op,
+                };
+                self.dispatch(acts, cx);
+                return;
+            }
+            (Op::Alloc(block, rgrp), Some(_)) => {
+                cx.stats.allocs += 1;
+                self.write(block, cx);
+                if self.live() {
+                    self.write(rgrp, cx);
+                }
+            }
         }
         if !self.live() {
             return;
         }
-        self.workers[i] = Worker::Holding(holder);
+        self.workers[i] = match first {
+            Some(inode) => Worker::Holding(inode, Some(holder)),
+            None => Worker::Holding(holder, None),
+        };
         let hold = if cx.rng.chance(10) {
             20_000 + cx.rng.below(80_000)
         } else {
