@@ -53,6 +53,9 @@ pub struct Options {
     /// tgtd's control socket (its targets, LUNs and sessions are shown on
     /// the storage page).
     pub tgtd_socket: PathBuf,
+    /// Directory of the dlm users' control sockets (their lockspaces are
+    /// shown on the storage page).
+    pub dlm_ctl_dir: PathBuf,
 }
 
 /// Errors that stop luci.
@@ -92,6 +95,7 @@ pub fn run(o: Options) -> Result<(), LuciError> {
         let app = Arc::new(server::App {
             backend,
             tgtd_socket: o.tgtd_socket.clone(),
+            dlm_ctl_dir: o.dlm_ctl_dir.clone(),
             users: o.users.clone(),
             sessions: Mutex::new(session::Sessions::new(o.session_idle)),
             audit: audit::Audit::new(o.data_dir.join("audit.log")),

@@ -847,10 +847,39 @@ fn tgtd_targets(socket: &std::path::Path) -> Result<String, String> {
     Ok(r.output)
 }
 
-/// The storage page: tgtd's targets, LUNs and sessions, and what the
-/// nodes' registries show (clusterfs mounts and other cluster
-/// processes), read now.
-pub fn storage(dirs: &[std::path::PathBuf], tgtd: &std::path::Path) -> String {
+/// `dlm_tool ls` of every process with a dlm control socket in `dir`:
+/// (socket name, its answer or why not).
+fn dlm_lockspaces(dir: &std::path::Path) -> Vec<(String, Result<String, String>)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut socks: Vec<std::path::PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+        .collect();
+    socks.sort();
+    socks
+        .into_iter()
+        .map(|s| {
+            let name = s
+                .file_name()
+                .map_or(String::new(), |f| f.to_string_lossy().into_owned());
+            (
+                name,
+                dlm::driver::ctl::query(&s, "ls").map_err(|e| e.to_string()),
+            )
+        })
+        .collect()
+}
+
+/// The storage page: tgtd's targets, LUNs and sessions, the dlm users'
+/// lockspaces, and what the nodes' registries show (clusterfs mounts and
+/// other cluster processes), read now.
+pub fn storage(
+    dirs: &[std::path::PathBuf],
+    tgtd: &std::path::Path,
+    dlm_ctl: &std::path::Path,
+) -> String {
     let mut h = format!("<h2>Storage</h2>{}", read_now());
     h.push_str("<section><h3>iSCSI targets, LUNs and sessions (tgtd)</h3>");
     match tgtd_targets(tgtd) {
@@ -866,7 +895,29 @@ pub fn storage(dirs: &[std::path::PathBuf], tgtd: &std::path::Path) -> String {
             );
         }
     }
-    h.push_str("</section><h3>Cluster processes of each node</h3>");
+    h.push_str(
+        "</section><section><h3>DLM lockspaces of this machine's processes</h3><div id=\"dlm\">",
+    );
+    let spaces = dlm_lockspaces(dlm_ctl);
+    if spaces.is_empty() {
+        let _ = write!(
+            h,
+            "<p class=\"note\">No process has a dlm control socket in {}.</p>",
+            esc(&dlm_ctl.display().to_string())
+        );
+    }
+    for (name, r) in spaces {
+        let _ = match r {
+            Ok(t) => write!(h, "<h4>{}</h4><pre>{}</pre>", esc(&name), esc(&t)),
+            Err(e) => write!(
+                h,
+                "<h4>{}</h4><p class=\"error\">{}</p>",
+                esc(&name),
+                esc(&e)
+            ),
+        };
+    }
+    h.push_str("</div></section><h3>Cluster processes of each node</h3>");
     for d in dirs {
         let _ = write!(
             h,

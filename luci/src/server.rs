@@ -36,6 +36,8 @@ pub struct App {
     pub users: PathBuf,
     /// tgtd's control socket.
     pub tgtd_socket: PathBuf,
+    /// The dlm users' control sockets' directory.
+    pub dlm_ctl_dir: PathBuf,
     /// Sessions.
     pub sessions: Mutex<Sessions>,
     /// The audit log.
@@ -839,7 +841,8 @@ async fn storage_page(State(app): Shared, h: HeaderMap) -> Response {
     };
     let dirs = app.backend.dirs.clone();
     let tgtd = app.tgtd_socket.clone();
-    let body = tokio::task::spawn_blocking(move || pages::storage(&dirs, &tgtd))
+    let dlm = app.dlm_ctl_dir.clone();
+    let body = tokio::task::spawn_blocking(move || pages::storage(&dirs, &tgtd, &dlm))
         .await
         .unwrap_or_default();
     html(

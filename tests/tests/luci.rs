@@ -8,7 +8,8 @@
 //! without a reload; the failover-domain form applies version 2 and both
 //! nodes' cmand run it; bad XML shows its line and nothing changes; the
 //! history shows who changed what, and a rollback applies the old text as
-//! version 3; node 2 killed: the page marks it offline within 2 s of
+//! version 3; the storage page shows tgtd's target and a dlm user's
+//! lockspace; node 2 killed: the page marks it offline within 2 s of
 //! node 1's cmand installing the view without it; a read-only user sees no
 //! actions and is refused by the server; requests without the CSRF token
 //! or from another origin are refused (a plain HTTP client) and change
@@ -410,9 +411,21 @@ fn luci_in_a_browser_against_a_two_node_cluster() {
             .unwrap();
         assert!(c.wait().unwrap().success(), "luci --add-user {name}");
     }
-    // Our tgtd with one target, for the storage page.
+    // Our tgtd with one target, and a dlm user (this process) with one
+    // lockspace, for the storage page.
     let tgtd = tgt::Tgtd::start();
     let lun = tgtd.tutorial_target(1, IQN);
+    let ctl = dir.join("dlm-ctl");
+    let mut cfg = dlm::DlmConfig::new(
+        dlm::NodeId(1),
+        "127.0.0.1:0".parse().unwrap(),
+        std::collections::HashMap::new(),
+        dlm::ClusterKey::new(b"luci test dlm key").unwrap(),
+    );
+    cfg.ctl_dir = Some(ctl.clone());
+    let dlm = dlm::Dlm::start(cfg).unwrap();
+    let members = dlm::StaticMembership::new(&[dlm::NodeId(1)]);
+    let _ls = dlm.join("lucils", members.as_ref()).unwrap();
     let port = tests::free_port();
     let log = std::fs::File::create(dir.join("luci.log")).unwrap();
     let mut luci = spawn(
@@ -429,6 +442,8 @@ fn luci_in_a_browser_against_a_two_node_cluster() {
             .arg(&users)
             .arg("--tgtd-control-dir")
             .arg(tgtd.dir.path())
+            .arg("--dlm-ctl-dir")
+            .arg(&ctl)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log),
@@ -713,6 +728,8 @@ async fn browse(
         t.contains(&format!("Backing store path: {}", lun.display())),
         "{t}"
     );
+    let d = b.js_str(&state_js("#dlm")).await;
+    assert!(d.contains("name          lucils"), "{d}");
     b.shot("storage").await;
     b.goto("/service/web").await;
     let svc = b.js_str(&state_js("table.kv")).await;

@@ -38,6 +38,10 @@ struct Args {
     /// tgtd's control port (its socket is DIR/socket.N), as tgtadm's -C.
     #[arg(long, default_value_t = 0)]
     tgtd_control_port: u32,
+    /// Directory of the dlm users' control sockets (default: $DLM_CTL_DIR
+    /// or /tmp/dlm-ctl, as dlm_tool's), for the storage page.
+    #[arg(long)]
+    dlm_ctl_dir: Option<PathBuf>,
     /// Add this user (password on stdin) and exit.
     #[arg(long, value_name = "NAME")]
     add_user: Option<String>,
@@ -79,7 +83,12 @@ fn main() -> Result<()> {
         .tgtd_control_dir
         .or_else(|| std::env::var_os("TGT_CONTROL_DIR").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/var/run/tgtd"));
+    let dlm_ctl_dir = a
+        .dlm_ctl_dir
+        .or_else(|| std::env::var_os("DLM_CTL_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/tmp/dlm-ctl"));
     luci::run(luci::Options {
+        dlm_ctl_dir,
         tgtd_socket: iscsi::target::driver::control_path(&tgtd_dir, a.tgtd_control_port),
         listen: a.listen,
         state_dirs,
