@@ -114,9 +114,25 @@ fn netns_left(prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// Each node's /etc and /dev are overlays.
+fn overlayfs() -> bool {
+    let known = std::fs::read_to_string("/proc/filesystems")
+        .is_ok_and(|t| t.lines().any(|l| l.ends_with("\toverlay")));
+    known
+        || Command::new("modprobe")
+            .arg("overlay")
+            .status()
+            .is_ok_and(|s| s.success())
+        || {
+            tests::skip("no overlayfs, which the nodes' /etc and /dev are");
+            false
+        }
+}
+
 fn required() -> bool {
     tests::require_root("network namespaces")
         && tests::require_dev_fuse()
+        && overlayfs()
         && tests::require_all(&[
             "ip",
             "unshare",
