@@ -389,15 +389,25 @@ fn exercise(lab: Lab, mut cmands: Vec<std::process::Child>, volume: &Path, first
     stop_cmands(&mut cmands);
 }
 
-/// The two-node exerciser on a LUN of our tgtd that both nodes mount as
+/// The exerciser on a LUN of our tgtd that every node mounts as
 /// `iscsi://` (each with its own iSCSI session): every block goes through
 /// the target, and its backing file passes fsck at the end.
 #[test]
 fn coherence_exerciser_two_nodes_on_an_iscsi_lun() {
+    exercise_on_a_lun(2, 9000);
+}
+
+#[test]
+fn coherence_exerciser_three_nodes_on_an_iscsi_lun() {
+    exercise_on_a_lun(3, 9500);
+}
+
+/// The exerciser on `n` nodes that mount a LUN of our tgtd.
+fn exercise_on_a_lun(n: u32, first_seed: u64) {
     if !tests::require("fsck.gfs2") {
         return;
     }
-    let Some((mut lab, cmands)) = cluster_up(2) else {
+    let Some((mut lab, cmands)) = cluster_up(n) else {
         return;
     };
     let tgtd = Tgtd::start();
@@ -406,7 +416,7 @@ fn coherence_exerciser_two_nodes_on_an_iscsi_lun() {
     let backing = tgtd.backing_file("lun1.img", 256);
     tgtd.export(1, IQN, &backing);
     lab.device = Some(tgtd.url(IQN, 1));
-    exercise(lab, cmands, &backing, 9000);
+    exercise(lab, cmands, &backing, first_seed);
     drop(tgtd);
 }
 
