@@ -400,7 +400,7 @@ start_clvmd() {
   # What clvmd's init script does next: activate the VGs.
   on "$1" "vgchange -ay"
 }
-start_rgmanager() { service_start "$1" rgmanager "rgmanager -f --agent-dir $PREFIX/share/cluster --status-interval 2"; }
+start_rgmanager() { service_start "$1" rgmanager "rgmanager -f --agent-dir $PREFIX/share/cluster"; }
 
 # Waits until node $1 has both nodes as members (cman_tool nodes), or
 # with $2 = rgmanager, both nodes' rgmanagers (clustat).
@@ -441,6 +441,7 @@ on node2 "md5sum /etc/cluster/cluster.conf"
 on node1 "md5sum /etc/cluster/cluster.conf"
 
 step "start the cluster"
+note "in the init scripts' boot order: cman, clvmd, rgmanager (the tutorial lists rgmanager first)"
 for n in node1 node2; do start_cman "$n"; done
 for n in node1 node2; do wait_members "$n"; done
 for n in node1 node2; do unfence "$n"; done
