@@ -889,3 +889,78 @@ async fn not_found(State(app): Shared, method: Method, h: HeaderMap) -> Response
 
 /// How long a session lasts without requests, by default.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(30 * 60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn same_origin_needs_our_host_in_origin_or_referer() {
+        let host = ("host", "127.0.0.1:8084");
+        assert!(same_origin(&headers(&[
+            host,
+            ("origin", "http://127.0.0.1:8084")
+        ])));
+        assert!(same_origin(&headers(&[
+            host,
+            ("origin", "https://127.0.0.1:8084")
+        ])));
+        assert!(same_origin(&headers(&[
+            host,
+            ("referer", "http://127.0.0.1:8084/config")
+        ])));
+        assert!(!same_origin(&headers(&[host])), "neither header");
+        assert!(!same_origin(&headers(&[
+            host,
+            ("origin", "http://evil.example")
+        ])));
+        assert!(!same_origin(&headers(&[
+            host,
+            ("origin", "http://127.0.0.1:8084.evil.example")
+        ])));
+        assert!(!same_origin(&headers(&[
+            host,
+            ("referer", "http://127.0.0.1:80840/")
+        ])));
+        // Origin wins over a matching Referer.
+        assert!(!same_origin(&headers(&[
+            host,
+            ("origin", "http://evil.example"),
+            ("referer", "http://127.0.0.1:8084/")
+        ])));
+        assert!(
+            !same_origin(&headers(&[("origin", "http://127.0.0.1:8084")])),
+            "no Host"
+        );
+    }
+
+    #[test]
+    fn domain_form_fields() {
+        let f = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let d = domain_form(&f(&[
+            ("name", " pref "),
+            ("ordered", "1"),
+            ("prio:n2", "1"),
+            ("prio:n1", "2"),
+            ("prio:n3", " "),
+        ]))
+        .unwrap();
+        assert_eq!(d.name, "pref");
+        assert!(d.ordered && !d.restricted && !d.nofailback);
+        assert_eq!(d.nodes, vec![("n2".to_string(), 1), ("n1".to_string(), 2)]);
+        assert!(domain_form(&f(&[("name", "x"), ("prio:n1", "0")])).is_err());
+        assert!(domain_form(&f(&[("name", "x"), ("prio:n1", "high")])).is_err());
+    }
+}
