@@ -34,6 +34,7 @@
 //! connection to cmand breaks ([`WriteGate`]): a node whose cmand is gone
 //! is about to be fenced, and another node will replay its journal.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,13 +44,13 @@ use std::time::{Duration, Instant};
 use cman::api::Client;
 use cman::dlm_membership::{group_name, CmanMembership};
 use dlm::plock::Kind;
-use dlm::{Dlm, DlmConfig, Lockspace};
+use dlm::{Dlm, DlmConfig, Lockspace, PlockReq};
 
 use fuser::Errno;
 
 use crate::block::{BlockDevice, BlockError, Result as BlockResult};
 use crate::fs::FileSystem;
-use crate::fuse::{ClusterHooks, FuseFs, Guard, KernelCache, LockPlan};
+use crate::fuse::{ClusterHooks, FuseFs, Guard, KernelCache, LockPlan, LockRequest};
 use crate::glock::{GlockConfig, GlockName, GlockState, GlockType, HolderFlags};
 use crate::lock::LockError;
 use crate::lock_dlm::{DlmGlocks, GlockGuard, GlockOps, JournalRecovery, MountControl, MountRole};
@@ -336,7 +337,7 @@ impl ClusterMount {
         let hooks = Arc::new(Hooks {
             glocks: glocks.clone(),
             slot: slot.clone(),
-            ls: self.ls.clone(),
+            locks: Plocks::new(self.ls.clone()),
         });
         let statfs = fs.statfs_inode();
         glocks.taken_by_recovery(inode(statfs));
@@ -539,8 +540,171 @@ struct Hooks {
     glocks: Arc<DlmGlocks>,
     /// The mounted file system's side of the glocks (recoveries counted).
     slot: Arc<FsSlot>,
-    /// POSIX locks go through the lockspace's plocks.
+    /// POSIX locks and flock go through the lockspace's plocks.
+    locks: Plocks,
+}
+
+/// fcntl locks and flock through the lockspace's plocks, with the waiting
+/// requests an interrupt can withdraw.
+struct Plocks {
     ls: Lockspace,
+    waits: Arc<parking_lot::Mutex<LockWaits>>,
+    /// The flock each open file of this node holds, by (inode, open file):
+    /// a conversion drops the old one first, as Linux's flock does.
+    flocks: Arc<parking_lot::Mutex<HashMap<(u64, u64), Kind>>>,
+}
+
+/// Lock requests waiting in the DLM, by FUSE request.
+#[derive(Default)]
+struct LockWaits {
+    waiting: HashMap<u64, PlockReq>,
+    /// Interrupts for requests not waiting here (yet: another FUSE thread
+    /// may still be starting one), newest last, at most [`EARLY_INTERRUPTS`].
+    /// The kernel's request ids are never reused, so a stale one matches
+    /// nothing.
+    early: VecDeque<u64>,
+}
+
+/// How many interrupts of requests not seen waiting are kept.
+const EARLY_INTERRUPTS: usize = 64;
+
+/// What answers a lock request, taken once: by the DLM's result, or by
+/// this side when the request could not start.
+type Answer = Arc<parking_lot::Mutex<Option<Box<dyn FnOnce(Result<(), Errno>) + Send>>>>;
+
+impl Plocks {
+    fn new(ls: Lockspace) -> Plocks {
+        Plocks {
+            ls,
+            waits: Arc::default(),
+            flocks: Arc::default(),
+        }
+    }
+
+    fn setlk(&self, lk: LockRequest, done: Box<dyn FnOnce(Result<(), Errno>) + Send>) {
+        if lk.typ == libc::F_UNLCK {
+            let r = if lk.flock {
+                self.flocks.lock().remove(&(lk.ino, lk.owner));
+                self.ls.funlock(lk.ino, lk.owner)
+            } else {
+                self.ls.punlock(lk.ino, lk.owner, lk.start, lk.end)
+            };
+            return done(r.map_err(plock_errno));
+        }
+        let Some(kind) = plock_kind(lk.typ) else {
+            return done(Err(Errno::EINVAL));
+        };
+        if lk.flock {
+            // Linux's flock: the same lock again changes nothing; another
+            // kind first drops the one held (a waiting or refused
+            // conversion leaves none, and two upgraders cannot deadlock).
+            let held = self.flocks.lock().get(&(lk.ino, lk.owner)).copied();
+            match held {
+                Some(k) if k == kind => return done(Ok(())),
+                Some(_) => {
+                    self.flocks.lock().remove(&(lk.ino, lk.owner));
+                    if let Err(e) = self.ls.funlock(lk.ino, lk.owner) {
+                        return done(Err(plock_errno(e)));
+                    }
+                }
+                None => {}
+            }
+        }
+        let answer: Answer = Arc::new(parking_lot::Mutex::new(Some(done)));
+        let cb = self.on_result(lk, kind, answer.clone());
+        let started = if lk.flock {
+            self.ls.flock_async(lk.ino, lk.owner, kind, lk.wait, cb)
+        } else {
+            let (ino, owner, start, end) = (lk.ino, lk.owner, lk.start, lk.end);
+            self.ls
+                .plock_async(ino, owner, kind, start, end, lk.wait, cb)
+        };
+        match started {
+            Ok(req) if lk.wait => self.waiting(lk.unique, req, &answer),
+            Ok(_) => {}
+            Err(e) => {
+                if let Some(done) = answer.lock().take() {
+                    done(Err(plock_errno(e)));
+                }
+            }
+        }
+    }
+
+    /// The DLM's callback for request `lk`: forgets it as waiting, notes a
+    /// granted flock, answers the kernel.
+    fn on_result(&self, lk: LockRequest, kind: Kind, answer: Answer) -> dlm::PlockFn {
+        let waits = self.waits.clone();
+        let flocks = self.flocks.clone();
+        Box::new(move |r: Result<(), dlm::DlmError>| {
+            let done = {
+                let mut w = waits.lock();
+                w.waiting.remove(&lk.unique);
+                answer.lock().take()
+            };
+            if lk.flock && r.is_ok() {
+                flocks.lock().insert((lk.ino, lk.owner), kind);
+            }
+            if let Some(done) = done {
+                done(r.map_err(plock_errno));
+            }
+        })
+    }
+
+    /// Notes request `unique` as waiting in the DLM, unless it is already
+    /// answered; cancels it when its interrupt came first.
+    fn waiting(&self, unique: u64, req: PlockReq, answer: &Answer) {
+        let cancel = {
+            let mut w = self.waits.lock();
+            if answer.lock().is_none() {
+                return;
+            }
+            w.waiting.insert(unique, req);
+            match w.early.iter().position(|&u| u == unique) {
+                Some(i) => {
+                    w.early.remove(i);
+                    true
+                }
+                None => false,
+            }
+        };
+        if cancel {
+            self.cancel(unique, req);
+        }
+    }
+
+    fn interrupt(&self, unique: u64) {
+        let req = {
+            let mut w = self.waits.lock();
+            let req = w.waiting.get(&unique).copied();
+            if req.is_none() {
+                if w.early.len() == EARLY_INTERRUPTS {
+                    w.early.pop_front();
+                }
+                w.early.push_back(unique);
+            }
+            req
+        };
+        if let Some(req) = req {
+            self.cancel(unique, req);
+        }
+    }
+
+    /// Withdraws a waiting request; its callback then answers EINTR, or
+    /// the grant that came first (the lock is then held, and reported so).
+    fn cancel(&self, unique: u64, req: PlockReq) {
+        match self.ls.plock_cancel(req) {
+            Ok(()) => tracing::debug!(unique, "lock request canceled"),
+            // Answered meanwhile.
+            Err(e) => tracing::debug!(unique, error = %e, "lock request not canceled"),
+        }
+    }
+
+    fn release_flock(&self, ino: u64, owner: u64) {
+        self.flocks.lock().remove(&(ino, owner));
+        if let Err(e) = self.ls.funlock(ino, owner) {
+            tracing::warn!(ino, error = %e, "dropping a flock on the last close");
+        }
+    }
 }
 
 fn plock_errno(e: dlm::DlmError) -> Errno {
@@ -605,38 +769,12 @@ impl ClusterHooks for Hooks {
             .map_err(|_| Errno::EIO)
     }
 
-    fn setlk(
-        &self,
-        ino: u64,
-        owner: u64,
-        start: u64,
-        end: u64,
-        typ: i32,
-        wait: bool,
-        done: Box<dyn FnOnce(Result<(), Errno>) + Send>,
-    ) {
-        if typ == libc::F_UNLCK {
-            return done(self.ls.punlock(ino, owner, start, end).map_err(plock_errno));
-        }
-        let Some(kind) = plock_kind(typ) else {
-            return done(Err(Errno::EINVAL));
-        };
-        // `done` moves into the DLM's callback; keep a way to answer if
-        // the request cannot even start.
-        let slot = Arc::new(parking_lot::Mutex::new(Some(done)));
-        let cb = {
-            let slot = slot.clone();
-            Box::new(move |r: Result<(), dlm::DlmError>| {
-                if let Some(done) = slot.lock().take() {
-                    done(r.map_err(plock_errno));
-                }
-            })
-        };
-        if let Err(e) = self.ls.plock_async(ino, owner, kind, start, end, wait, cb) {
-            if let Some(done) = slot.lock().take() {
-                done(Err(plock_errno(e)));
-            }
-        }
+    fn setlk(&self, lk: LockRequest, done: Box<dyn FnOnce(Result<(), Errno>) + Send>) {
+        self.locks.setlk(lk, done);
+    }
+
+    fn interrupt(&self, unique: u64) {
+        self.locks.interrupt(unique);
     }
 
     fn getlk(
@@ -649,6 +787,7 @@ impl ClusterHooks for Hooks {
     ) -> Result<Option<(u64, u64, i32)>, Errno> {
         let kind = plock_kind(typ).ok_or(Errno::EINVAL)?;
         let got = self
+            .locks
             .ls
             .pget(ino, owner, kind, start, end)
             .map_err(plock_errno)?;
@@ -662,9 +801,13 @@ impl ClusterHooks for Hooks {
     }
 
     fn release_locks(&self, ino: u64, owner: u64) {
-        if let Err(e) = self.ls.pclose(ino, owner) {
+        if let Err(e) = self.locks.ls.pclose(ino, owner) {
             tracing::warn!(ino, error = %e, "dropping POSIX locks on close");
         }
+    }
+
+    fn release_flock(&self, ino: u64, owner: u64) {
+        self.locks.release_flock(ino, owner);
     }
 
     fn dump(&self) -> Vec<String> {

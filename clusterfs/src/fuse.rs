@@ -122,20 +122,15 @@ pub trait ClusterHooks: Send + Sync {
     /// Waits until this node's hold of `ino`'s iopen glock, just given
     /// up, is gone in the DLM too (or the inode was opened here again).
     fn wait_open_released(&self, ino: u64);
-    /// POSIX record locks across the nodes: F_SETLK, or F_SETLKW when
-    /// `wait` (`typ` F_RDLCK, F_WRLCK or F_UNLCK); the answer goes to
-    /// `done` (EAGAIN when refused, EDEADLK for a deadlock), perhaps later.
-    #[allow(clippy::too_many_arguments)]
-    fn setlk(
-        &self,
-        ino: u64,
-        owner: u64,
-        start: u64,
-        end: u64,
-        typ: i32,
-        wait: bool,
-        done: Box<dyn FnOnce(Result<(), Errno>) + Send>,
-    );
+    /// POSIX record locks and flock across the nodes: F_SETLK/F_SETLKW,
+    /// LOCK_SH/LOCK_EX/LOCK_UN (with or without LOCK_NB); the answer goes
+    /// to `done` (EAGAIN when refused, EDEADLK for a deadlock, EINTR when
+    /// [`ClusterHooks::interrupt`] withdrew it), perhaps later.
+    fn setlk(&self, lk: LockRequest, done: Box<dyn FnOnce(Result<(), Errno>) + Send>);
+    /// The caller of FUSE request `unique` got a signal: a lock request of
+    /// it still waiting is withdrawn (it is answered EINTR, or granted if
+    /// the grant came first).
+    fn interrupt(&self, unique: u64);
     /// F_GETLK: the lock that would block, as (start, end, type).
     fn getlk(
         &self,
@@ -147,6 +142,8 @@ pub trait ClusterHooks: Send + Sync {
     ) -> Result<Option<(u64, u64, i32)>, Errno>;
     /// `owner` closed a descriptor of `ino`: its POSIX locks on it go.
     fn release_locks(&self, ino: u64, owner: u64);
+    /// The last close of open file `owner` of `ino`: its flock goes.
+    fn release_flock(&self, ino: u64, owner: u64);
     /// A line per glock this node knows: state, transition in flight,
     /// holders (logged on SIGUSR1).
     fn dump(&self) -> Vec<String>;
@@ -154,6 +151,27 @@ pub trait ClusterHooks: Send + Sync {
     /// (after each, the inodes those nodes had open and unlinked are
     /// reclaimed: [`FuseFs::reclaim_unlinked`]).
     fn journals_recovered(&self) -> u64;
+}
+
+/// A lock request as FUSE_SETLK/SETLKW brings it.
+#[derive(Clone, Copy, Debug)]
+pub struct LockRequest {
+    /// The FUSE request (what an interrupt names).
+    pub unique: u64,
+    /// The file.
+    pub ino: u64,
+    /// The lock owner: the process's files for fcntl, the open file for flock.
+    pub owner: u64,
+    /// First byte.
+    pub start: u64,
+    /// Last byte (inclusive).
+    pub end: u64,
+    /// F_RDLCK, F_WRLCK or F_UNLCK (flock: LOCK_SH, LOCK_EX, LOCK_UN).
+    pub typ: i32,
+    /// F_SETLKW, or a flock without LOCK_NB.
+    pub wait: bool,
+    /// A flock (whole file), not an fcntl lock.
+    pub flock: bool,
 }
 
 /// The cluster side of a [`FuseFs`].
@@ -869,12 +887,20 @@ impl fuser::Filesystem for FuseFs {
                 self.acl = false;
             }
         }
-        // In a cluster POSIX locks must reach us, to go through the DLM.
+        // In a cluster POSIX locks and flock must reach us, to go through
+        // the DLM (a single node leaves both to the kernel).
         if self.cluster.is_some() {
             if let Err(missing) = config.add_capabilities(InitFlags::FUSE_POSIX_LOCKS) {
                 warn!(
                     ?missing,
                     "kernel lacks FUSE POSIX locks: fcntl locks stay per node"
+                );
+            }
+            // flock then comes as FUSE_SETLK(W) with FUSE_LK_FLOCK.
+            if let Err(missing) = config.add_capabilities(InitFlags::FUSE_FLOCK_LOCKS) {
+                warn!(
+                    ?missing,
+                    "kernel lacks FUSE flock locks: flock stays per node"
                 );
             }
         }
@@ -1228,7 +1254,7 @@ impl fuser::Filesystem for FuseFs {
 
     fn setlk(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         lock_owner: LockOwner,
@@ -1237,11 +1263,22 @@ impl fuser::Filesystem for FuseFs {
         typ: i32,
         _pid: u32,
         sleep: bool,
+        flock: bool,
         reply: ReplyEmpty,
     ) {
-        let _s = debug_span!("setlk", ino = ino.0, start, end, typ, sleep).entered();
+        let _s = debug_span!("setlk", ino = ino.0, start, end, typ, sleep, flock).entered();
         let Some(c) = &self.cluster else {
             return reply.error(Errno::ENOSYS);
+        };
+        let lk = LockRequest {
+            unique: req.unique().0,
+            ino: self.ino(ino).0,
+            owner: lock_owner.0,
+            start,
+            end,
+            typ,
+            wait: sleep,
+            flock,
         };
         // A waiting request is answered from the DLM's thread when granted:
         // this FUSE thread goes on serving.
@@ -1249,8 +1286,18 @@ impl fuser::Filesystem for FuseFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         });
-        c.hooks
-            .setlk(self.ino(ino).0, lock_owner.0, start, end, typ, sleep, done);
+        c.hooks.setlk(lk, done);
+    }
+
+    fn interrupt(&self, _req: &Request, unique: fuser::RequestId) -> Result<(), Errno> {
+        let _s = debug_span!("interrupt", unique = unique.0).entered();
+        // Without a cluster nothing of ours waits: the kernel may stop
+        // sending interrupts.
+        let Some(c) = &self.cluster else {
+            return Err(Errno::ENOSYS);
+        };
+        c.hooks.interrupt(unique.0);
+        Ok(())
     }
 
     fn release(
@@ -1259,12 +1306,17 @@ impl fuser::Filesystem for FuseFs {
         ino: INodeNo,
         _fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         let _s = debug_span!("release", ino = ino.0).entered();
         let i = self.ino(ino);
+        // The kernel names the open file when it held a flock
+        // (FUSE_RELEASE_FLOCK_UNLOCK): the last close drops it.
+        if let (Some(c), Some(owner)) = (&self.cluster, lock_owner) {
+            c.hooks.release_flock(i.0, owner.0);
+        }
         let r = self.with(LockPlan::sh(i), |fs| fs.release(i));
         self.closed(i.0);
         reply_empty(r, reply);
