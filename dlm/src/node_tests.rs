@@ -404,3 +404,61 @@ fn bad_flag_combinations_are_rejected() {
         Err(NodeError::NoLock)
     );
 }
+
+/// A node dies; the survivors' recovery is cut short after fencing by
+/// the view in which it comes back as a new process; only that process
+/// gets as far as assigning slots (it takes its old slot, the lowest
+/// free one); in the next view it claims that slot. The survivors still
+/// report the old process's slot gone: its journal must be recovered
+/// (cluster_sim seed 4062 lost a write when it was not).
+#[test]
+fn slot_of_a_departed_node_is_reported_even_when_claimed_back() {
+    let all = ids(3);
+    let mut nodes: Vec<Node> = all.iter().map(|&i| Node::new(i, 1, 1)).collect();
+    view(&mut nodes, 1, &all);
+    assert_eq!(nodes[2].slot(), 3);
+    let mut held = Vec::new();
+    for n in nodes[..2].iter_mut() {
+        let mut out = Vec::new();
+        n.set_members(2, &ids(2), &mut out);
+        n.fenced(NodeId(3), &mut out);
+        held.extend(tag(n.id(), out));
+    }
+    nodes[2] = Node::new(NodeId(3), 1, 1);
+    for n in nodes.iter_mut() {
+        let mut out = Vec::new();
+        n.set_members(3, &all, &mut out);
+        held.extend(tag(n.id(), out));
+    }
+    // Only the new process hears the others' barrier of view 3.
+    let mut later = Vec::new();
+    for (from, a) in held {
+        match a {
+            Action::Send { to: NodeId(3), env } => {
+                let mut out = Vec::new();
+                nodes[2].receive(from, env, &mut out);
+                later.extend(tag(NodeId(3), out));
+            }
+            other => later.push((from, other)),
+        }
+    }
+    assert_eq!(nodes[2].slot(), 3, "the new process took the old slot");
+    for n in nodes.iter_mut() {
+        let mut out = Vec::new();
+        n.set_members(4, &all, &mut out);
+        later.extend(tag(n.id(), out));
+    }
+    let seen = pump(&mut nodes, later);
+    for survivor in ids(2) {
+        assert!(
+            seen.iter().any(|(at, a)| *at == survivor
+                && *a
+                    == Action::RecoverSlot {
+                        node: NodeId(3),
+                        slot: 3
+                    }),
+            "{survivor} did not report slot 3: {seen:?}"
+        );
+    }
+    assert!(nodes.iter().all(|n| n.phase() == Phase::Running));
+}

@@ -61,6 +61,10 @@ pub(crate) struct RecState {
     claims: BTreeMap<NodeId, u32>,
     done2: BTreeSet<NodeId>,
     gathered: BTreeMap<ResName, Gathered>,
+    /// Members that left holding a slot, not reported yet: a recovery cut
+    /// short by a newer view may never reach `assign_slots`, and by the
+    /// next one the node may be back claiming the same slot.
+    departed: BTreeMap<NodeId, u32>,
 }
 
 impl Node {
@@ -74,6 +78,9 @@ impl Node {
         for n in old.iter().filter(|n| !new.contains(n)) {
             if !self.rec.fenced.contains(n) {
                 self.rec.unfenced.insert(*n);
+            }
+            if let Some(&slot) = self.slots.get(n) {
+                self.rec.departed.insert(*n, slot);
             }
         }
         for n in new.iter().filter(|n| !old.contains(n)) {
@@ -460,7 +467,11 @@ impl Node {
     /// it had; members without one get the lowest free slots, by node id.
     /// Every member computes this from the same `RecDone1` claims, so all
     /// agree. A slot whose process is gone (the member left, or came back
-    /// as a new process that claims nothing) is reported (`RecoverSlot`).
+    /// as a new process that claims nothing) is reported (`RecoverSlot`);
+    /// so is the slot of a member that left since the last assignment
+    /// here, even if it is back claiming that slot (learned in a recovery
+    /// that a newer view cut short before it reached this node's
+    /// assignment): a new process cannot have used the old one's slot.
     fn assign_slots(&mut self, out: &mut Vec<Action>) {
         let claims = std::mem::take(&mut self.rec.claims);
         let mut slots = BTreeMap::new();
@@ -489,11 +500,16 @@ impl Node {
             slots.insert(*m, next);
         }
         let old = std::mem::replace(&mut self.slots, slots);
+        let mut gone: BTreeSet<(NodeId, u32)> =
+            std::mem::take(&mut self.rec.departed).into_iter().collect();
         for (node, slot) in old {
             // Gone, or back as a new process that does not know its slot.
             if claims.get(&node) != Some(&slot) {
-                out.push(Action::RecoverSlot { node, slot });
+                gone.insert((node, slot));
             }
+        }
+        for (node, slot) in gone {
+            out.push(Action::RecoverSlot { node, slot });
         }
     }
 
