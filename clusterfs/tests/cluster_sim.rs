@@ -62,6 +62,15 @@
 //!   left to recover the flagged journals, none of them can become the
 //!   first mounter. The kernel converts the mounted lock back to NL
 //!   before it retries.
+//!
+//! And one in the dlm, fixed there: seed 4062 lost an acknowledged
+//! write. A node died holding a dirty inode glock; the survivors'
+//! recovery was cut short by the view in which the node came back as a
+//! new process, and only that process got as far as assigning slots (it
+//! took its old slot back). In the next recovery it claimed that slot,
+//! so no survivor reported the slot gone and its journal was not
+//! replayed; a survivor wrote the block, and the new process, replaying
+//! "its own" journal, brought the older copy back.
 
 mod cluster_sim {
     pub mod disk;
@@ -753,6 +762,12 @@ fn fixed_sample() {
     assert!(s.c.frozen > 5 && s.c.deferred > 5, "{s:?}");
     assert!(s.c.first_mounts > 300 && s.c.joins > 300, "{s:?}");
     assert!(s.acked > 10_000 && s.c.reads > 10_000, "{s:?}");
+}
+
+/// The seeds that found bugs (see "Findings").
+#[test]
+fn regression_seeds() {
+    run_seeds([124, 1466, 4062, 4259].into_iter());
 }
 
 #[test]

@@ -130,18 +130,19 @@ impl Disk {
         self.journals[jid as usize].iter().any(|e| e.live)
     }
 
-    /// `who` replays journal `jid` (if dirty) and empties it. Checked: no
-    /// other incarnation that mounted with this journal can still write.
+    /// `who` replays journal `jid` (if dirty) and empties it. Checked, even
+    /// for a clean journal: no other incarnation that mounted with this
+    /// journal can still write.
     pub fn replay(&mut self, who: Member, jid: u32) -> Result<usize, Refused> {
         self.admit(who)?;
-        if !self.dirty(jid) {
-            return Ok(0);
-        }
         for owner in &self.owners[jid as usize] {
             assert!(
                 *owner == who || !self.may_write(*owner),
                 "journal {jid} replayed by {who:?} while its owner {owner:?} can still write"
             );
+        }
+        if !self.dirty(jid) {
+            return Ok(0);
         }
         let entries = std::mem::take(&mut self.journals[jid as usize]);
         let mut n = 0;
