@@ -376,7 +376,11 @@ fn signal_cancels_a_waiting_lock(lab: &Lab, how: Wait) {
 
     let mut waiter = fork_kid(|to| wait_lock(&c2, how, 1, to));
     assert_eq!(waiter.hear("the waiter's open"), b'W');
-    assert_eq!(waiter.hear("the waiter's answer"), b'I', "{how:?}: not EINTR");
+    assert_eq!(
+        waiter.hear("the waiter's answer"),
+        b'I',
+        "{how:?}: not EINTR"
+    );
     // The interrupted waiter still has the file open: had its request
     // stayed queued, node 1's unlock would grant it.
     give(&f1).unwrap();
@@ -390,7 +394,10 @@ fn signal_cancels_a_waiting_lock(lab: &Lab, how: Wait) {
     std::thread::sleep(Duration::from_millis(300));
     give(&f1).unwrap();
     assert_eq!(third.hear("the third waiter's answer"), b'G', "{how:?}");
-    assert!(take(&f1).is_err(), "{how:?}: node 1 took a lock node 2 holds");
+    assert!(
+        take(&f1).is_err(),
+        "{how:?}: node 1 took a lock node 2 holds"
+    );
     third.kill();
     drop(f1);
 }
