@@ -132,6 +132,24 @@ impl Kid {
         }
     }
 
+    /// SIGKILL; the child must be gone within [`STEP_LIMIT`] (a process
+    /// waiting in a FUSE lock request stays until the request is answered).
+    fn kill_and_reap(&mut self) {
+        // SAFETY: our own child, not reaped yet.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        let start = Instant::now();
+        loop {
+            let mut st = 0;
+            // SAFETY: our own child.
+            if unsafe { libc::waitpid(self.pid, &mut st, libc::WNOHANG) } == self.pid {
+                self.reaped = true;
+                return;
+            }
+            assert!(start.elapsed() < STEP_LIMIT, "a killed waiter stayed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// SIGKILL, reaped.
     fn kill(&mut self) {
         // SAFETY: our own child, not reaped yet.
@@ -218,10 +236,11 @@ enum Wait {
 }
 
 /// In a child: SIGALRM caught by a no-op handler without SA_RESTART,
-/// `alarm(secs)`, then a blocking lock of `path`. Tells `b'G'` when it was
+/// `alarm(secs)` (0: a timer of `ms` milliseconds instead), then a
+/// blocking lock of `path`. Tells `b'G'` when it was
 /// granted, `b'I'` when interrupted (EINTR), `b'E'` for another error;
 /// then keeps the file open (and the lock, if granted) until killed.
-fn wait_lock(path: &CStr, how: Wait, secs: u32, to: i32) -> i32 {
+fn wait_lock(path: &CStr, how: Wait, secs: u32, ms: i64, to: i32) -> i32 {
     // SAFETY: libc calls on our own descriptor, sigaction and flock structs.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
@@ -236,7 +255,21 @@ fn wait_lock(path: &CStr, how: Wait, secs: u32, to: i32) -> i32 {
             return 3;
         }
         tell(to, b'W');
-        libc::alarm(secs);
+        if secs > 0 {
+            libc::alarm(secs);
+        } else {
+            let t = libc::itimerval {
+                it_interval: libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 0,
+                },
+                it_value: libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: ms * 1000,
+                },
+            };
+            libc::setitimer(libc::ITIMER_REAL, &t, std::ptr::null_mut());
+        }
         let r = match how {
             Wait::Fcntl => {
                 let mut fl: libc::flock = std::mem::zeroed();
@@ -374,7 +407,7 @@ fn signal_cancels_a_waiting_lock(lab: &Lab, how: Wait) {
     let f1 = open_rw(&p1);
     take(&f1).unwrap();
 
-    let mut waiter = fork_kid(|to| wait_lock(&c2, how, 1, to));
+    let mut waiter = fork_kid(|to| wait_lock(&c2, how, 1, 0, to));
     assert_eq!(waiter.hear("the waiter's open"), b'W');
     assert_eq!(
         waiter.hear("the waiter's answer"),
@@ -387,9 +420,18 @@ fn signal_cancels_a_waiting_lock(lab: &Lab, how: Wait) {
     take(&f1).unwrap_or_else(|e| panic!("{how:?}: lock taken by a canceled request: {e}"));
     waiter.kill();
 
+    // SIGKILL of a waiter: it goes (its request answered), and leaves
+    // nothing queued.
+    let mut killed = fork_kid(|to| wait_lock(&c2, how, 50, 0, to));
+    assert_eq!(killed.hear("the killed waiter's open"), b'W');
+    std::thread::sleep(Duration::from_millis(300));
+    killed.kill_and_reap();
+    give(&f1).unwrap();
+    take(&f1).unwrap_or_else(|e| panic!("{how:?}: lock taken by a killed waiter: {e}"));
+
     // A third waiter gets it when node 1 lets go (its alarm only ends a
     // wait that would otherwise hang the test).
-    let mut third = fork_kid(|to| wait_lock(&c2, how, 50, to));
+    let mut third = fork_kid(|to| wait_lock(&c2, how, 50, 0, to));
     assert_eq!(third.hear("the third waiter's open"), b'W');
     std::thread::sleep(Duration::from_millis(300));
     give(&f1).unwrap();
@@ -411,6 +453,78 @@ fn a_signal_interrupts_a_waiting_lock() {
     };
     signal_cancels_a_waiting_lock(&lab, Wait::Fcntl);
     signal_cancels_a_waiting_lock(&lab, Wait::Flock);
+    m1.stop();
+    m2.stop();
+    stop_cmands(&mut cmands);
+    tests::fsck_clean(&lab.image());
+}
+
+/// Takes the lock of `p` with `take`, retrying until a release sent by
+/// the kernel after a close or exit arrives.
+fn take_soon(p: &Path, take: impl Fn(&std::fs::File) -> std::io::Result<()>) -> std::fs::File {
+    let f = open_rw(p);
+    let start = Instant::now();
+    while take(&f).is_err() {
+        assert!(start.elapsed() < STEP_LIMIT, "the lock was never released");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f
+}
+
+/// The interrupt racing the grant: node 1 lets go about when the waiter
+/// on node 2 gets SIGALRM. Either the waiter was granted (F_SETLKW or
+/// flock returned 0) and holds the lock until it dies, or it got EINTR
+/// and holds nothing: never EINTR with the lock held (leaked), never a
+/// grant that does not exclude.
+#[test]
+fn an_interrupt_racing_a_grant_leaves_the_lock_held_or_free() {
+    const ROUNDS: u32 = 16;
+    let Some((lab, mut cmands, m1, m2)) = two_nodes() else {
+        return;
+    };
+    let p1 = lab.mnt(1).join("counter");
+    let c2 = cpath(&lab.mnt(2).join("counter"));
+    let mut seen = [[0u32; 2]; 2];
+    for (h, how) in [Wait::Fcntl, Wait::Flock].into_iter().enumerate() {
+        let take = move |f: &std::fs::File| match how {
+            Wait::Fcntl => fcntl_lock(f, libc::F_WRLCK, false),
+            Wait::Flock => flock(f, libc::LOCK_EX | libc::LOCK_NB),
+        };
+        let give = move |f: &std::fs::File| match how {
+            Wait::Fcntl => fcntl_lock(f, libc::F_UNLCK, false),
+            Wait::Flock => flock(f, libc::LOCK_UN),
+        };
+        for round in 0..ROUNDS {
+            let f1 = take_soon(&p1, take);
+            // The signal 30 ms after the waiter's open; node 1's unlock
+            // from 20 to 40 ms after it.
+            let mut waiter = fork_kid(|to| wait_lock(&c2, how, 0, 30, to));
+            assert_eq!(waiter.hear("the waiter's open"), b'W');
+            std::thread::sleep(Duration::from_micros(
+                20_000 + 20_000 * u64::from(round) / u64::from(ROUNDS),
+            ));
+            give(&f1).unwrap();
+            match waiter.hear("the waiter's answer") {
+                b'G' => {
+                    seen[h][0] += 1;
+                    assert!(take(&f1).is_err(), "{how:?}: granted but not held");
+                }
+                b'I' => {
+                    seen[h][1] += 1;
+                    take(&f1).unwrap_or_else(|e| {
+                        panic!("{how:?} round {round}: EINTR but the lock is held: {e}")
+                    });
+                    give(&f1).unwrap();
+                }
+                w => panic!("{how:?}: waiter said {}", w as char),
+            }
+            waiter.kill_and_reap();
+        }
+    }
+    println!(
+        "fcntl: {} granted, {} interrupted; flock: {} granted, {} interrupted",
+        seen[0][0], seen[0][1], seen[1][0], seen[1][1]
+    );
     m1.stop();
     m2.stop();
     stop_cmands(&mut cmands);
