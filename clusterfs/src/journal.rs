@@ -56,6 +56,9 @@ pub enum JournalError {
 /// Result alias for the journal.
 pub type Result<T> = std::result::Result<T, JournalError>;
 
+/// How much of a journal the head search reads at once.
+const SCAN_CHUNK: usize = 1 << 20;
+
 /// Block numbers one METADATA descriptor block can list.
 pub fn descriptor_capacity(bsize: usize) -> usize {
     (bsize - LogDescriptor::SIZE) / 8
@@ -220,15 +223,37 @@ impl Journal {
                 why: "block outside the device".into(),
             });
         }
-        // One block at a time: journals can be large; only headers stay.
+        // In runs of contiguous blocks, up to SCAN_CHUNK bytes at a time
+        // (a whole journal is read at every mount and recovery: one read
+        // per block costs a round trip each on an iSCSI LUN); only the
+        // headers are kept.
+        let per_read = (SCAN_CHUNK / self.bsize).max(1);
         let mut head: Option<LogHeader> = None;
-        for lbn in 0..self.len() {
-            let b = self.read(dev, lbn)?;
-            if let Some(lh) = find_head(std::iter::once((lbn, b.as_slice()))) {
-                if head.is_none_or(|h| lh.lh_sequence > h.lh_sequence) {
-                    head = Some(lh);
+        let mut buf = Vec::new();
+        let mut lbn = 0u32;
+        while lbn < self.len() {
+            let first = self.map[lbn as usize];
+            let mut n = 1;
+            while n < per_read
+                && lbn as usize + n < self.map.len()
+                && self.map[lbn as usize + n] == first + n as u64
+            {
+                n += 1;
+            }
+            buf.resize(n * self.bsize, 0);
+            dev.read_at(first * self.bsize as u64, &mut buf)?;
+            let blocks = buf
+                .chunks(self.bsize)
+                .enumerate()
+                .map(|(i, b)| (lbn + i as u32, b));
+            for (at, b) in blocks {
+                if let Some(lh) = find_head(std::iter::once((at, b))) {
+                    if head.is_none_or(|h| lh.lh_sequence > h.lh_sequence) {
+                        head = Some(lh);
+                    }
                 }
             }
+            lbn += n as u32;
         }
         let head = head.ok_or(JournalError::NoHead(self.jid))?;
         if head.lh_blkno >= self.len() || head.lh_tail >= self.len() {
@@ -428,6 +453,33 @@ mod tests {
         let mut b = vec![fill; 512];
         MetaHeader::new(MetaType::In).encode(&mut b);
         b
+    }
+
+    /// The head search reads runs of contiguous blocks at once: a map
+    /// with gaps and runs longer than one read must give the same head.
+    #[test]
+    fn head_found_across_runs_of_a_fragmented_map() {
+        let dev = MemDevice::new(8192 * 512);
+        // Runs of 3, 2100 (longer than one 1 MiB read of 512-byte
+        // blocks) and 5 blocks, out of order on the device.
+        let map: Vec<u64> = (5000..5003).chain(100..2200).chain(4000..4005).collect();
+        let j = Journal::new(0, 99, 512, map.clone());
+        for (lbn, blk) in map.iter().enumerate() {
+            let lh = LogHeader {
+                lh_sequence: 10 + (lbn as u64 * 7919) % 2108,
+                lh_flags: log_head::UNMOUNT,
+                lh_blkno: lbn as u32,
+                ..Default::default()
+            };
+            let mut b = vec![0u8; 512];
+            lh.encode_block(&mut b);
+            dev.write_at(blk * 512, &b).unwrap();
+        }
+        let want = (0..map.len())
+            .max_by_key(|lbn| (*lbn as u64 * 7919) % 2108)
+            .unwrap();
+        let head = j.find_log_head(&dev).unwrap();
+        assert_eq!(head.lh_blkno, want as u32);
     }
 
     fn fresh_journal(dev: &MemDevice, n: u32) -> Journal {

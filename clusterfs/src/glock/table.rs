@@ -2,7 +2,7 @@
 
 use super::machine::GlockCore;
 use super::{Action, DlmFailure, DlmMode, GlockName, GlockState, HolderFlags, HolderId};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// Tunables of a [`GlockTable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +29,12 @@ pub struct GlockTable {
     glocks: HashMap<GlockName, GlockCore>,
     holders: HashMap<HolderId, GlockName>,
     next_holder: u64,
+    /// Glocks with a timer ([`GlockCore::next_tick_ms`]), by due time,
+    /// and each one's entry there: the worker asks for the earliest after
+    /// every event, which must not cost a walk over every cached glock
+    /// (a node caches tens of thousands).
+    timers: BTreeSet<(u64, GlockName)>,
+    timer_of: HashMap<GlockName, u64>,
 }
 
 impl GlockTable {
@@ -104,17 +110,20 @@ impl GlockTable {
 
     /// Time passed: starts the demotes whose minimum hold time is over.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Action> {
-        let due = |g: &GlockCore| g.next_tick_ms().is_some_and(|t| t <= now_ms);
-        let names = self.sorted_names(due);
+        let mut names: Vec<GlockName> = self
+            .timers
+            .iter()
+            .take_while(|(t, _)| *t <= now_ms)
+            .map(|(_, name)| *name)
+            .collect();
+        // By name, so that runs replay identically whatever the hash seed.
+        names.sort_unstable();
         self.for_each(names, |glock, out| glock.tick(now_ms, out))
     }
 
     /// The earliest time [`Self::tick`] has work, if any.
     pub fn next_tick_ms(&self) -> Option<u64> {
-        self.glocks
-            .values()
-            .filter_map(GlockCore::next_tick_ms)
-            .min()
+        self.timers.first().map(|(t, _)| *t)
     }
 
     /// Unmount: every glock goes to UN once its holders are gone, and is
@@ -208,14 +217,36 @@ impl GlockTable {
             }
         }
         let Some(glock) = self.glocks.get(&name) else {
+            self.set_timer(name, None);
             return;
         };
+        let due = glock.next_tick_ms();
         if glock.is_idle() {
             let had_lock = glock.has_dlm_lock();
             self.glocks.remove(&name);
+            self.set_timer(name, None);
             if had_lock {
                 out.push(Action::Forget { name });
             }
+        } else {
+            self.set_timer(name, due);
+        }
+    }
+
+    /// Keeps the timer index in step with `name`'s timer.
+    fn set_timer(&mut self, name: GlockName, due: Option<u64>) {
+        let old = match due {
+            Some(t) => self.timer_of.insert(name, t),
+            None => self.timer_of.remove(&name),
+        };
+        if old == due {
+            return;
+        }
+        if let Some(t) = old {
+            self.timers.remove(&(t, name));
+        }
+        if let Some(t) = due {
+            self.timers.insert((t, name));
         }
     }
 }
