@@ -10,8 +10,10 @@
 //! possibly much later), and only then do the survivors hear it fenced,
 //! through cman's real translator (`cman::dlm_membership::Translator`).
 //! Faults: crashes, a node cut off (briefly, or long enough to be
-//! evicted), failed fence attempts, restarts, and whole-cluster power
-//! losses (the next first mounter replays every journal).
+//! evicted), failed fence attempts, restarts, clean unmounts (every glock
+//! dropped, then a clean leave, which the others hear as fenced at once),
+//! and whole-cluster power losses (the next first mounter replays every
+//! journal).
 //!
 //! Nodes write blocks of a shared disk only under an EX glock (an inode's,
 //! and for an allocation also a resource group's, taken in GFS2's order),
@@ -40,8 +42,8 @@
 //! --nocapture` replays one seed with a trace.
 //!
 //! Not modelled: quorum (only the side that keeps the view acts; cman's
-//! own simulation checks quorum and fence races), clean unmounts, the
-//! rename and iopen glocks, and time spent in I/O.
+//! own simulation checks quorum and fence races), the rename and iopen
+//! glocks, and time spent in I/O.
 //!
 //! # Findings
 //! The copy of `control.rs` here follows the kernel's `control_mount`
@@ -153,6 +155,7 @@ struct Stats {
     withdrawals: u64,
     power_losses: u64,
     restarts: u64,
+    unmounts: u64,
     acked: u64,
     c: Counters,
 }
@@ -169,6 +172,7 @@ impl Stats {
         self.withdrawals += o.withdrawals;
         self.power_losses += o.power_losses;
         self.restarts += o.restarts;
+        self.unmounts += o.unmounts;
         self.acked += o.acked;
         let (a, b) = (&mut self.c, &o.c);
         a.reads += b.reads;
@@ -298,6 +302,24 @@ impl World {
         self.link_last.retain(|(a, b), _| *a != id && *b != id);
     }
 
+    /// A clean unmount is done: the process leaves the lockspace's group
+    /// (a clean leave: the others hear it fenced at once) and ends.
+    fn leave(&mut self, me: Member) {
+        self.stats.unmounts += 1;
+        let jid = self.nodes[&me.0].jid.expect("was mounted");
+        assert!(
+            !self.disk.dirty(jid),
+            "n{}/{} unmounted with journal {jid} dirty",
+            me.0,
+            me.1
+        );
+        self.kill(me.0, "unmounted");
+        self.members.remove(&me.0);
+        self.new_view(&[]);
+        let at = self.now_us + 50_000 + self.rng.below(300_000);
+        self.schedule(at, Ev::Restart(me.0));
+    }
+
     /// A new cman view of `members`, `failed` having failed, given to every
     /// member through its translator.
     fn new_view(&mut self, failed: &[u32]) {
@@ -326,6 +348,7 @@ impl World {
             victims: self.unfenced.len(),
         };
         f(&mut m, &mut cx);
+        let leave = m.withdrawn.is_none() && m.ready_to_leave(&mut cx);
         let out = std::mem::take(&mut m.out);
         let me = m.me;
         let withdrawn = m.withdrawn.clone();
@@ -337,6 +360,10 @@ impl World {
                     self.schedule(at_us, Ev::Timer { who: me, timer })
                 }
             }
+        }
+        if leave {
+            self.leave(me);
+            return;
         }
         if let Some(why) = withdrawn {
             self.stats.withdrawals += 1;
@@ -439,7 +466,11 @@ impl World {
                     self.schedule(self.now_us + TOKEN_US, Ev::Detect(me));
                 }
             }
-            17 | 18 => {}
+            17 => {
+                // umount: it waits for the node's work to end.
+                self.with_node(victim, |m, _| m.unmount_wanted = true);
+            }
+            18 => {}
             _ => self.power_loss(),
         }
     }

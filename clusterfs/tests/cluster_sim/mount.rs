@@ -283,6 +283,12 @@ pub struct Mount {
     mounted_lock: Option<LockId>,
     /// Journal glocks the first mounter holds while it replays.
     first_held: Vec<HolderId>,
+    /// This node's own journal glock, held for as long as it is mounted.
+    own_journal: Option<HolderId>,
+    /// Unmounting: no new work; once every glock is dropped, it leaves.
+    unmounting: bool,
+    /// `umount` was asked for: it starts once the node is settled.
+    pub unmount_wanted: bool,
     pub jid: Option<u32>,
     pub mounted: bool,
     workers: Vec<Worker>,
@@ -338,6 +344,9 @@ impl Mount {
             control: None,
             mounted_lock: None,
             first_held: Vec::new(),
+            own_journal: None,
+            unmounting: false,
+            unmount_wanted: false,
             jid: None,
             mounted: false,
             workers: vec![Worker::Idle; WORKERS],
@@ -377,6 +386,50 @@ impl Mount {
             && self.deferred.is_empty()
             && self.frozen.is_empty()
             && self.workers.iter().all(|w| matches!(w, Worker::Idle))
+    }
+
+    /// A clean unmount starts (only when settled): the own journal glock
+    /// is released and every glock dropped, syncing what is dirty.
+    pub fn unmount(&mut self, cx: &mut Ctx) {
+        assert!(self.settled(), "unmount while busy");
+        self.log(cx, || "unmounts".into());
+        self.unmounting = true;
+        if let Some(h) = self.own_journal.take() {
+            self.release(h, cx);
+        }
+        self.drop_glocks(cx);
+    }
+
+    fn drop_glocks(&mut self, cx: &mut Ctx) {
+        let acts = self.glocks.drop_all(cx.now_ms());
+        self.dispatch(acts, cx);
+    }
+
+    /// An unmounting node whose glocks are all gone, with no recovery
+    /// running, leaves the lockspace (and its process ends). Glocks that a
+    /// recovery pass took meanwhile are dropped again.
+    pub fn ready_to_leave(&mut self, cx: &mut Ctx) -> bool {
+        if self.unmount_wanted && !self.unmounting && self.settled() {
+            self.unmount(cx);
+        }
+        let idle = self.unmounting
+            && self.flow == Flow::Mounted
+            && !self.st.recovering
+            && !self.blocked
+            && self.work.is_empty()
+            && !self.working
+            && self.deferred.is_empty()
+            && self.frozen.is_empty();
+        if idle
+            && !self.glocks.is_empty()
+            && self
+                .glocks
+                .glocks()
+                .all(|g| g.holders().next().is_none() && g.in_flight().is_none())
+        {
+            self.drop_glocks(cx);
+        }
+        idle && self.glocks.is_empty() && self.work.is_empty()
     }
 
     /// One line of state, for a failure report.
@@ -744,7 +797,7 @@ impl Mount {
 
     fn worker_step(&mut self, i: usize, cx: &mut Ctx) {
         match self.workers[i] {
-            Worker::Idle if self.mounted && cx.traffic => {
+            Worker::Idle if self.mounted && cx.traffic && !self.unmount_wanted => {
                 let inode = cx.rng.below(INODES);
                 let name = inode_glock(inode);
                 let block = blocks_of(name)[cx.rng.below(BLOCKS_PER_INODE) as usize];
@@ -1039,6 +1092,9 @@ impl Mount {
                 self.convert_ctl(Target::Mounted, Mode::Pr, Flags::NOQUEUE, None, cx);
             }
             (Flow::FirstJournals { next, waiting }, CtlEv::Granted(h)) if h == waiting => {
+                if Some(next) == self.jid {
+                    self.own_journal = Some(h);
+                }
                 self.first_held.push(h);
                 self.first_journal(next + 1, cx);
             }
@@ -1096,6 +1152,7 @@ impl Mount {
                 self.control_ex(cx);
             }
             (Flow::OwnJournal { waiting }, CtlEv::Granted(h)) if h == waiting => {
+                self.own_journal = Some(h);
                 let jid = self.jid.expect("slot");
                 cx.disk.take_journal(self.me, jid);
                 if self.replay(jid, cx) {
