@@ -908,6 +908,144 @@ fn wait_running(ls: &Lockspace) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// Two DLM nodes on loopback sharing lockspace "locks": a [`Plocks`]
+    /// on each.
+    fn two_plocks() -> (Vec<Dlm>, Plocks, Plocks) {
+        use dlm::{NodeId, StaticMembership};
+        let dlms: Vec<Dlm> = (1..=2)
+            .map(|i| {
+                let key = dlm::ClusterKey::new(b"cluster.rs plock tests' key").unwrap();
+                let addr = "127.0.0.1:0".parse().unwrap();
+                Dlm::start(DlmConfig::new(NodeId(i), addr, Default::default(), key)).unwrap()
+            })
+            .collect();
+        for a in &dlms {
+            for b in &dlms {
+                a.add_peer(b.node(), b.local_addr());
+            }
+        }
+        let ids: Vec<NodeId> = dlms.iter().map(|d| d.node()).collect();
+        let ls: Vec<Lockspace> = dlms
+            .iter()
+            .map(|d| {
+                d.join("locks", StaticMembership::new(&ids).as_ref())
+                    .unwrap()
+            })
+            .collect();
+        let t = Instant::now();
+        while !ls.iter().all(|l| l.is_running()) {
+            assert!(t.elapsed() < Duration::from_secs(60), "lockspace recovery");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let a = Plocks::new(ls[0].clone());
+        let b = Plocks::new(ls[1].clone());
+        (dlms, a, b)
+    }
+
+    fn lk(unique: u64, owner: u64, typ: i32, wait: bool, flock: bool) -> LockRequest {
+        LockRequest {
+            unique,
+            ino: 42,
+            owner,
+            start: 0,
+            end: u64::MAX,
+            typ,
+            wait,
+            flock,
+        }
+    }
+
+    /// Starts `lk` on `p`; its answer comes on the receiver.
+    fn start(p: &Plocks, lk: LockRequest) -> std::sync::mpsc::Receiver<Result<(), Errno>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        p.setlk(
+            lk,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx
+    }
+
+    fn answer(rx: &std::sync::mpsc::Receiver<Result<(), Errno>>) -> Result<(), Errno> {
+        rx.recv_timeout(Duration::from_secs(30)).expect("an answer")
+    }
+
+    #[test]
+    fn an_interrupt_cancels_a_waiting_lock_even_when_it_comes_first() {
+        let (_dlms, a, b) = two_plocks();
+        for flock in [false, true] {
+            let base = if flock { 100 } else { 0 };
+            assert_eq!(
+                answer(&start(&a, lk(base + 1, 1, libc::F_WRLCK, false, flock))),
+                Ok(())
+            );
+            // Interrupted while waiting.
+            let rx = start(&b, lk(base + 2, 2, libc::F_WRLCK, true, flock));
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(rx.try_recv().is_err(), "granted while node a holds it");
+            b.interrupt(base + 2);
+            assert_eq!(answer(&rx), Err(Errno::EINTR));
+            // Interrupted before it was seen waiting (another FUSE thread
+            // read the interrupt first).
+            b.interrupt(base + 3);
+            let rx = start(&b, lk(base + 3, 3, libc::F_WRLCK, true, flock));
+            assert_eq!(answer(&rx), Err(Errno::EINTR));
+            // Neither withdrawn request is granted when node a lets go.
+            assert_eq!(
+                answer(&start(&a, lk(base + 4, 1, libc::F_UNLCK, false, flock))),
+                Ok(())
+            );
+            assert_eq!(
+                answer(&start(&a, lk(base + 5, 1, libc::F_WRLCK, false, flock))),
+                Ok(())
+            );
+            assert_eq!(
+                answer(&start(&a, lk(base + 6, 1, libc::F_UNLCK, false, flock))),
+                Ok(())
+            );
+            assert!(b.waits.lock().waiting.is_empty());
+        }
+    }
+
+    #[test]
+    fn flock_and_fcntl_locks_do_not_conflict_and_a_flock_conversion_drops_the_old_lock() {
+        let (_dlms, a, b) = two_plocks();
+        assert_eq!(
+            answer(&start(&a, lk(1, 1, libc::F_WRLCK, false, true))),
+            Ok(())
+        );
+        // An fcntl lock of the whole file by node b: another family.
+        assert_eq!(
+            answer(&start(&b, lk(2, 2, libc::F_WRLCK, false, false))),
+            Ok(())
+        );
+        assert_eq!(
+            answer(&start(&a, lk(3, 1, libc::F_RDLCK, false, true))),
+            Ok(())
+        );
+        assert_eq!(
+            answer(&start(&b, lk(4, 2, libc::F_RDLCK, false, true))),
+            Ok(())
+        );
+        // Node a's upgrade is refused, and its shared lock is gone (as
+        // Linux's flock drops it first): node b's upgrade then goes.
+        assert_eq!(
+            answer(&start(&a, lk(5, 1, libc::F_WRLCK, false, true))),
+            Err(Errno::EAGAIN)
+        );
+        assert_eq!(
+            answer(&start(&b, lk(6, 2, libc::F_WRLCK, false, true))),
+            Ok(())
+        );
+        // The last close of node b's open file lets node a in.
+        b.release_flock(42, 2);
+        assert_eq!(
+            answer(&start(&a, lk(7, 1, libc::F_WRLCK, false, true))),
+            Ok(())
+        );
+    }
+
     #[test]
     fn lock_tables_split_into_cluster_and_fsname() {
         assert_eq!(
