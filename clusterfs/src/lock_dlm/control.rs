@@ -9,7 +9,10 @@
 //!   node replays every dirty journal (still holding control EX, so nobody
 //!   mounts meanwhile), then holds mounted PR and writes the control LVB.
 //!   Otherwise it takes mounted PR and mounts once no journal waits for
-//!   recovery. Every mounter replays its own journal if it is dirty.
+//!   recovery and the LVB's generation has reached its own lockspace
+//!   generation (the mounted nodes recorded the recovery that let it in);
+//!   until then it drops mounted back to NL and looks again. Every
+//!   mounter replays its own journal if it is dirty.
 //! - **Recovery.** When members fail, the DLM tells us (after fencing)
 //!   which slots were lost and blocks new lock requests ([`DlmGlocks`]
 //!   defers them). The first survivor to take the control lock after a
@@ -18,6 +21,9 @@
 //!   and 4 unused bytes; ours are 64-bit, cmand's view sequence in the
 //!   high half); a survivor that finds the LVB at its recovery's
 //!   generation already adds nothing, so a bit cleared stays cleared;
+//!   the first pass after a recovery writes its generation even with
+//!   nothing lost (but never a later recovery's, whose losses it has not
+//!   taken yet);
 //!   each bit is recovered by whichever survivor wins that journal's glock
 //!   (EX, try), which replays it and clears its bit. Once no bit is left,
 //!   lock requests go out again.
@@ -123,6 +129,8 @@ struct CtlState {
     /// The DLM began a recovery (`recover_prep`) whose `recover_done` has
     /// not come yet: lock requests stay blocked whatever a pass finds.
     awaiting_done: bool,
+    /// The generation of the last `recover_done`.
+    done_gen: u64,
 }
 
 /// A mount's part in the lockspace's recovery: give it to
@@ -255,14 +263,26 @@ impl MountControl {
                 Err(DlmError::Again) => {}
                 Err(e) => return Err(dlm_err("mounted lock", e)),
             }
-            let joined = match ls.convert(mounted, Mode::Pr, Flags::NOQUEUE, None) {
-                // A first mounter still recovers, or journals wait for
-                // recovery: look again later.
-                Ok(_) => lvb.jids().is_empty(),
-                Err(DlmError::Again) => false,
+            // As the kernel's control_mount: joined once no journal waits
+            // for recovery and the mounted nodes have recorded the
+            // recovery that let us in (the LVB's generation reached
+            // ours), so that no journal lost before it can be missed.
+            let (pr, joined) = match ls.convert(mounted, Mode::Pr, Flags::NOQUEUE, None) {
+                Ok(_) => (
+                    true,
+                    lvb.jids().is_empty() && lvb.generation >= ls.generation(),
+                ),
+                Err(DlmError::Again) => (false, false),
                 Err(e) => return Err(dlm_err("mounted lock", e)),
             };
             control_release(&ls, control, None)?;
+            if pr && !joined {
+                // Holding mounted PR while waiting would keep every other
+                // waiter from becoming the first mounter once no mounted
+                // node is left to recover the flagged journals.
+                ls.convert(mounted, Mode::Nl, Flags::empty(), None)
+                    .map_err(|e| dlm_err("mounted lock", e))?;
+            }
             if joined {
                 let own = match jid {
                     Some(jid) => Some(glocks.acquire(
@@ -348,7 +368,12 @@ impl MountControl {
     /// flagged journal whose glock we win. True when no journal is left
     /// flagged.
     fn recovery_pass(&self, m: &Mounted) -> Result<bool, LockError> {
-        let lost = std::mem::take(&mut self.state.lock().lost);
+        // The losses, with the generation of the recovery that reported
+        // the last of them, taken together.
+        let (lost, gen) = {
+            let mut st = self.state.lock();
+            (std::mem::take(&mut st.lost), st.done_gen)
+        };
         let mut lvb = control_ex(&m.ls, m.control)?;
         // Only journals lost in recoveries the LVB has not seen yet: an
         // older loss is there already, or was recovered and cleared.
@@ -360,7 +385,16 @@ impl MountControl {
             lvb.set(*jid);
             lvb.generation = lvb.generation.max(*gen);
         }
-        let update = (!newer.is_empty()).then_some(lvb);
+        // The first pass for a generation writes it, losses or not, so
+        // that joiners can wait for it; only up to the generation whose
+        // losses this pass took (a later one's are left for the next
+        // pass: writing its generation now would make every survivor
+        // drop them).
+        let advance = gen > lvb.generation;
+        if advance {
+            lvb.generation = gen;
+        }
+        let update = (!newer.is_empty() || advance).then_some(lvb);
         control_release(&m.ls, m.control, update)?;
         let flagged = lvb.jids();
         if flagged.is_empty() {
@@ -448,6 +482,7 @@ impl MountControl {
             let mut st = self.state.lock();
             st.slot = our_slot;
             st.awaiting_done = false;
+            st.done_gen = gen;
             for jid in std::mem::take(&mut st.lost_now) {
                 st.lost.insert(jid, gen);
             }
