@@ -225,10 +225,20 @@ impl Node {
                 }
             }
             PlockOp::Close => {
-                let woken = table.purge_owner(fam, file, o);
+                // The closing owner's own waiting requests are answered
+                // Canceled (their callers return, as from an interrupted
+                // F_SETLKW), before the close itself: same node, same order.
+                let purged = table.purge_owner(fam, file, o);
+                replies.extend(
+                    purged
+                        .withdrawn
+                        .iter()
+                        .map(|w| (w.lock.owner.node, w.req & REQ_MASK, PlockReply::Canceled)),
+                );
                 replies.push((from, req, PlockReply::Ok));
                 replies.extend(
-                    woken
+                    purged
+                        .granted
                         .iter()
                         .map(|w| (w.lock.owner.node, w.req & REQ_MASK, PlockReply::Ok)),
                 );

@@ -462,3 +462,67 @@ fn slot_of_a_departed_node_is_reported_even_when_claimed_back() {
     }
     assert!(nodes.iter().all(|n| n.phase() == Phase::Running));
 }
+
+fn plock_done(seen: &[(NodeId, Action)], who: NodeId, req: u64) -> Option<crate::wire::PlockReply> {
+    seen.iter().find_map(|(at, a)| match a {
+        Action::PlockDone { req: r, result } if *at == who && *r == req => Some(*result),
+        _ => None,
+    })
+}
+
+/// A waiting F_SETLKW (or flock) whose owner closes the file is answered
+/// Canceled, on the plock master (node 1) and on another node alike;
+/// before the fix it was dropped and its caller waited forever.
+#[test]
+fn close_answers_the_owners_waiting_plock_requests() {
+    use crate::plock::{Family, Kind};
+    use crate::wire::{PlockOp, PlockReply};
+    let m = ids(2);
+    let mut nodes: Vec<Node> = m.iter().map(|&i| Node::with_members(i, 1, &m)).collect();
+    let wlock = |start, end| PlockOp::Lock {
+        kind: Kind::Write,
+        start,
+        end,
+        wait: true,
+    };
+    for fam in [Family::Posix, Family::Flock] {
+        for (holder, waiter) in [(0usize, 1usize), (1, 0)] {
+            let file = 40 + holder as u64;
+            let (h, w) = (nodes[holder].id(), nodes[waiter].id());
+            let mut out = Vec::new();
+            let held = nodes[holder]
+                .plock(fam, file, 1, wlock(0, 9), &mut out)
+                .unwrap();
+            let seen = pump(&mut nodes, tag(h, out));
+            assert_eq!(plock_done(&seen, h, held), Some(PlockReply::Ok));
+            let mut out = Vec::new();
+            let waiting = nodes[waiter]
+                .plock(fam, file, 2, wlock(5, 5), &mut out)
+                .unwrap();
+            let seen = pump(&mut nodes, tag(w, out));
+            assert_eq!(plock_done(&seen, w, waiting), None, "{seen:?}");
+            // The waiting owner closes the file.
+            let mut out = Vec::new();
+            let close = nodes[waiter]
+                .plock(fam, file, 2, PlockOp::Close, &mut out)
+                .unwrap();
+            let seen = pump(&mut nodes, tag(w, out));
+            assert_eq!(
+                plock_done(&seen, w, waiting),
+                Some(PlockReply::Canceled),
+                "{fam:?} {seen:?}"
+            );
+            assert_eq!(plock_done(&seen, w, close), Some(PlockReply::Ok));
+            let table = nodes[0].plock_table().unwrap();
+            assert!(table.waiting().is_empty());
+            assert_eq!(table.dump().len(), 1, "the holder keeps its lock");
+            // The holder's close frees the file for the next test.
+            let mut out = Vec::new();
+            nodes[holder]
+                .plock(fam, file, 1, PlockOp::Close, &mut out)
+                .unwrap();
+            pump(&mut nodes, tag(h, out));
+            assert!(nodes[0].plock_table().unwrap().dump().is_empty());
+        }
+    }
+}

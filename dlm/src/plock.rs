@@ -75,6 +75,15 @@ pub enum PlockResult {
     Deadlock,
 }
 
+/// What [`PlockTable::purge_owner`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// The owner's own waiting requests, removed unanswered.
+    pub withdrawn: Vec<Waiter>,
+    /// Other owners' waiting requests granted because the owner's locks went.
+    pub granted: Vec<Waiter>,
+}
+
 /// Which lock family a file key belongs to: fcntl and flock locks on the
 /// same file do not interact (as on Linux).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -190,12 +199,23 @@ impl PlockTable {
         granted
     }
 
-    /// Drops every lock and waiter of `owner` (process exit / last close).
-    pub fn purge_owner(&mut self, fam: Family, file: u64, owner: Owner) -> Vec<Waiter> {
+    /// Drops every lock and waiter of `owner` on `file` (process exit /
+    /// last close). The owner's waiting requests are returned in
+    /// `withdrawn`, to be answered (their callers would otherwise wait
+    /// forever); other owners' waiters granted as a result in `granted`.
+    pub fn purge_owner(&mut self, fam: Family, file: u64, owner: Owner) -> Purged {
+        let mut withdrawn = Vec::new();
         if let Some(f) = self.files.get_mut(&(fam, file)) {
-            f.waiters.retain(|w| w.lock.owner != owner);
+            f.waiters.retain(|w| {
+                let theirs = w.lock.owner == owner;
+                if theirs {
+                    withdrawn.push(*w);
+                }
+                !theirs
+            });
         }
-        self.unlock(fam, file, owner, 0, u64::MAX)
+        let granted = self.unlock(fam, file, owner, 0, u64::MAX);
+        Purged { withdrawn, granted }
     }
 
     /// Every granted lock, by file, for `dlm_tool plocks`.

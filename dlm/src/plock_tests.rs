@@ -159,6 +159,39 @@ fn process_exit_releases_everything() {
     assert!(t.dump().is_empty());
 }
 
+#[test]
+fn close_withdraws_the_owners_own_waiters() {
+    let mut t = PlockTable::new();
+    let (a, b, c) = (o(1, 1), o(2, 1), o(2, 2));
+    t.lock(P, 1, 0, pl(a, Kind::Write, 0, 99), false);
+    t.lock(P, 1, 0, pl(b, Kind::Read, 200, 299), false);
+    // b waits behind a (one thread of a process), c waits behind b.
+    assert_eq!(
+        t.lock(P, 1, 7, pl(b, Kind::Write, 50, 50), true),
+        PlockResult::Queued
+    );
+    assert_eq!(
+        t.lock(P, 1, 8, pl(c, Kind::Write, 250, 250), true),
+        PlockResult::Queued
+    );
+    // b closes the file (another thread): its waiter is handed back, not
+    // silently dropped, and c, blocked only by b's lock, is granted.
+    let p = t.purge_owner(P, 1, b);
+    assert_eq!(
+        p.withdrawn.iter().map(|w| w.req).collect::<Vec<_>>(),
+        vec![7]
+    );
+    assert_eq!(p.granted.iter().map(|w| w.req).collect::<Vec<_>>(), vec![8]);
+    assert!(t.waiting().is_empty());
+    assert!(mine(&t, b).is_empty());
+    assert_eq!(mine(&t, c), vec![(Kind::Write, 250, 250)]);
+    // Another file's waiters of the same owner stay.
+    t.lock(P, 2, 0, pl(a, Kind::Write, 0, 0), false);
+    t.lock(P, 2, 9, pl(b, Kind::Write, 0, 0), true);
+    assert!(t.purge_owner(P, 1, b).withdrawn.is_empty());
+    assert_eq!(t.waiting().len(), 1);
+}
+
 proptest::proptest! {
     /// Random lock/unlock sequences: the owner's locks always equal a
     /// byte-by-byte model, never overlap each other, and are merged.

@@ -275,6 +275,55 @@ fn control_socket_dumps_locks() {
         .starts_with("error"));
 }
 
+/// A process closing a file while one of its threads waits for a POSIX
+/// lock on it (or an open file's flock waiting when it is unlocked): the
+/// waiting call returns Canceled instead of hanging, on the plock master
+/// (node 1) and on another node.
+#[test]
+fn close_answers_a_waiting_lock_of_the_same_owner() {
+    use dlm::plock::Kind;
+    let dir = tempfile::tempdir().unwrap();
+    let dlms = cluster(2, Some(dir.path()));
+    let (ls, _ms) = join_all(&dlms, "plclose");
+    wait_until("running", || ls.iter().all(|l| l.is_running()));
+    let ctl = dlms[0].ctl_path().unwrap().to_path_buf();
+    let waiting = |n: usize| {
+        wait_until("queued", || {
+            let out = dlm::driver::ctl::query(&ctl, "plocks plclose").unwrap();
+            out.matches("WAITING").count() == n
+        })
+    };
+    for (holder, waiter) in [(0usize, 1usize), (1, 0)] {
+        let file = 20 + holder as u64;
+        ls[holder]
+            .plock(file, 10, Kind::Write, 0, 9, false)
+            .unwrap();
+        let l = ls[waiter].clone();
+        let t = std::thread::spawn(move || l.plock(file, 20, Kind::Write, 5, 5, true));
+        waiting(1);
+        ls[waiter].pclose(file, 20).unwrap();
+        assert!(matches!(t.join().unwrap(), Err(DlmError::Canceled)));
+        waiting(0);
+        // flock: the open file's unlock answers its own waiting request.
+        ls[holder].flock(file, 1, Kind::Write, false).unwrap();
+        let l = ls[waiter].clone();
+        let t = std::thread::spawn(move || l.flock(file, 2, Kind::Read, true));
+        waiting(1);
+        ls[waiter].funlock(file, 2).unwrap();
+        assert!(matches!(t.join().unwrap(), Err(DlmError::Canceled)));
+        waiting(0);
+        // The holders' locks stay and still exclude others.
+        assert!(matches!(
+            ls[waiter].plock(file, 30, Kind::Read, 0, 0, false),
+            Err(DlmError::Again)
+        ));
+        assert!(matches!(
+            ls[waiter].flock(file, 3, Kind::Read, false),
+            Err(DlmError::Again)
+        ));
+    }
+}
+
 #[test]
 fn posix_locks_across_nodes_with_edeadlk_and_recovery() {
     use dlm::plock::Kind;
