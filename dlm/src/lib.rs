@@ -21,6 +21,7 @@ pub mod bench;
 pub mod driver;
 mod lkb_table;
 pub mod membership;
+pub mod metrics;
 pub mod mode;
 pub mod node;
 mod node_free;

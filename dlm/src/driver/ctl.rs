@@ -1,5 +1,6 @@
 //! The local control socket: one unix socket per process, answering
-//! one-line text commands (`ls`, `lockdump LS`, `plocks LS`) with text.
+//! one-line text commands (`ls`, `lockdump LS`, `plocks LS`, `metrics`)
+//! with text.
 //!
 //! Root-only: the socket is mode 0600 (its directory 0700 when we make
 //! it), and a client whose credentials (`SO_PEERCRED`) are neither root's
@@ -119,7 +120,7 @@ fn refuse(mut c: UnixStream, why: &str) {
     let _ = writeln!(c, "error: {why}");
 }
 
-const USAGE: &str = "error: usage: ls | lockdump LS | plocks LS | purge LS NODEID\n";
+const USAGE: &str = "error: usage: ls | lockdump LS | plocks LS | purge LS NODEID | metrics\n";
 
 fn serve(mut c: UnixStream, dlm: &DlmInner) -> std::io::Result<()> {
     let mut line = String::new();
@@ -127,6 +128,7 @@ fn serve(mut c: UnixStream, dlm: &DlmInner) -> std::io::Result<()> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let reply = match words[..] {
         ["ls"] => ls(dlm),
+        ["metrics"] => dlm.metrics(),
         [cmd @ ("lockdump" | "plocks" | "purge"), name, ref rest @ ..] => {
             match dlm.lockspaces.read().get(name).cloned() {
                 None => format!("error: no lockspace {name}\n"),

@@ -18,10 +18,11 @@ use crate::driver::spin;
 use crate::driver::transport::{run_callback, throttle, InConn, Lead, Transport};
 use crate::driver::DlmError;
 use crate::membership::MembershipEvent;
+use crate::metrics::LsCounters;
 use crate::node::{Action, Immediate, Node, NodeError};
 use crate::plock::{Family, Kind, Plock};
 use crate::types::{Flags, LockId, Lvb, NodeId, ResName, SbFlags, Status};
-use crate::wire::{Envelope, PlockOp, PlockReply};
+use crate::wire::{Envelope, Msg, PlockOp, PlockReply};
 use crate::Mode;
 
 /// What a completion callback receives.
@@ -224,6 +225,8 @@ pub(crate) struct LsInner {
     transport: Arc<Transport>,
     /// Told of recovery (by shard 0, which agrees the slots).
     ops: Option<Arc<dyn RecoverOps>>,
+    /// Lock traffic counters (the control socket's `metrics`).
+    pub(crate) counters: Arc<LsCounters>,
 }
 
 /// A joined lockspace. Cheap to clone.
@@ -276,6 +279,7 @@ impl LsInner {
             shards,
             transport,
             ops,
+            counters: Default::default(),
         }
     }
 
@@ -328,6 +332,7 @@ impl LsInner {
                         sbflags,
                         lvb,
                     };
+                    self.count_grant(status);
                     let gone = sh.node.lock_info(id).is_none();
                     let Some(cb) = sh.cbs.get_mut(&id) else {
                         continue;
@@ -349,6 +354,7 @@ impl LsInner {
                     None => {}
                 },
                 Action::Bast { id, mode } => {
+                    self.counters.blocking_callbacks.inc();
                     if let Some(b) = sh.cbs.get(&id).and_then(|cb| cb.bast.clone()) {
                         deferred.push(Deferred::Bast(b, id, mode));
                     }
@@ -425,6 +431,12 @@ impl LsInner {
         }
     }
 
+    fn count_grant(&self, status: Status) {
+        if let Status::Granted(_) = status {
+            self.counters.grants.inc();
+        }
+    }
+
     /// See [`Lockspace::purge_orphans`].
     pub(crate) fn purge_orphans(&self, node: NodeId) {
         for k in 0..self.shards.len() {
@@ -436,6 +448,9 @@ impl LsInner {
         if shard >= self.shards.len() {
             tracing::warn!(%from, shard, "frame for a shard that does not exist");
             return;
+        }
+        if let Msg::Request { .. } | Msg::Convert { .. } = env.msg {
+            self.counters.remote_requests.inc();
         }
         self.with_shard(shard, |sh| sh.node.receive(from, env, &mut sh.out));
     }
@@ -503,6 +518,7 @@ impl LsInner {
                     if !deferred.is_empty() {
                         Self::run_deferred(deferred);
                     }
+                    self.count_grant(c.status);
                     return status_result(completion(id, c));
                 }
                 // Someone else waits too, or an ast is registered: deliver
@@ -569,6 +585,7 @@ impl Lockspace {
     /// granted at once.
     pub fn lock(&self, name: &[u8], mode: Mode, flags: Flags) -> Result<LockId, DlmError> {
         let name = res_name(name)?;
+        self.inner.counters.local_requests.inc();
         let k = self.inner.shard_of_name(&name);
         // Ids carry a generation and a gone lock's callbacks go with it,
         // so a new id has none registered.
@@ -577,6 +594,7 @@ impl Lockspace {
             .node
             .try_lock_here(&name, mode, flags)
         {
+            self.inner.counters.grants.inc();
             return Ok(id);
         }
         self.lock_in(k, name, mode, flags, None).map(|(id, _)| id)
@@ -591,6 +609,7 @@ impl Lockspace {
         lvb: Option<Lvb>,
     ) -> Result<(LockId, Completion), DlmError> {
         let name = res_name(name)?;
+        self.inner.counters.local_requests.inc();
         self.lock_in(self.inner.shard_of_name(&name), name, mode, flags, lvb)
     }
 
@@ -624,6 +643,7 @@ impl Lockspace {
         lvb: Option<Lvb>,
     ) -> Result<Completion, DlmError> {
         let k = self.inner.shard_of_id(id);
+        self.inner.counters.local_requests.inc();
         let c = self.inner.blocking(k, |n, out| {
             n.convert_now(id, mode, flags, lvb, out).map(|c| (id, c))
         })?;
@@ -638,6 +658,7 @@ impl Lockspace {
     /// written back when releasing PW/EX.
     pub fn unlock(&self, id: LockId, flags: Flags, lvb: Option<Lvb>) -> Result<(), DlmError> {
         let k = self.inner.shard_of_id(id);
+        self.inner.counters.unlocks.inc();
         {
             let mut g = self.inner.shards[k].lock();
             // A lock with callbacks hears of its unlock: not this path.
@@ -668,6 +689,7 @@ impl Lockspace {
     ) -> Result<LockId, DlmError> {
         let name = res_name(name)?;
         let k = self.inner.shard_of_name(&name);
+        self.inner.counters.local_requests.inc();
         self.inner.call(k, |sh| {
             let id = sh
                 .node
@@ -694,6 +716,7 @@ impl Lockspace {
         lvb: Option<Lvb>,
     ) -> Result<(), DlmError> {
         let k = self.inner.shard_of_id(id);
+        self.inner.counters.local_requests.inc();
         self.inner.call(k, |sh| {
             sh.node
                 .convert(id, mode, flags, lvb, &mut sh.out)
@@ -704,6 +727,7 @@ impl Lockspace {
     /// Starts an unlock; the lock's `ast` reports [`Status::Unlocked`].
     pub fn unlock_async(&self, id: LockId, flags: Flags, lvb: Option<Lvb>) -> Result<(), DlmError> {
         let k = self.inner.shard_of_id(id);
+        self.inner.counters.unlocks.inc();
         self.inner.call(k, |sh| {
             sh.node
                 .unlock(id, flags, lvb, &mut sh.out)

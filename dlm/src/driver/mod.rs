@@ -50,7 +50,7 @@ pub enum DlmError {
     /// Network setup failed.
     #[error(transparent)]
     Transport(#[from] transport::TransportError),
-    /// Control socket setup failed.
+    /// Control socket (or metrics endpoint) setup failed.
     #[error("control socket: {0}")]
     Ctl(std::io::Error),
 }
@@ -68,6 +68,9 @@ pub struct DlmConfig {
     pub shards: u32,
     /// Directory for the control socket; `None`: no control socket.
     pub ctl_dir: Option<PathBuf>,
+    /// Where to serve the counters as `GET /metrics` (see
+    /// [`crate::metrics`]); `None`: only through the control socket.
+    pub metrics: Option<SocketAddr>,
     /// The cluster key: peers prove they hold it before any frame counts,
     /// and every frame is authenticated with it (see
     /// [`transport::auth`]). There is no keyless mode.
@@ -89,6 +92,7 @@ impl DlmConfig {
             peers,
             shards: 16,
             ctl_dir: None,
+            metrics: None,
             key,
         }
     }
@@ -110,6 +114,7 @@ pub struct Dlm {
     inner: Arc<DlmInner>,
     transport: Arc<Transport>,
     ctl: Option<ctl::CtlServer>,
+    metrics: Option<crate::metrics::HttpEndpoint>,
 }
 
 impl Dlm {
@@ -144,10 +149,19 @@ impl Dlm {
             ),
             None => None,
         };
+        let metrics = match cfg.metrics {
+            Some(addr) => {
+                let weak = Arc::downgrade(&inner);
+                let render = move || weak.upgrade().map(|d| d.metrics());
+                Some(crate::metrics::serve_http(addr, render).map_err(DlmError::Ctl)?)
+            }
+            None => None,
+        };
         Ok(Dlm {
             inner,
             transport,
             ctl,
+            metrics,
         })
     }
 
@@ -164,6 +178,11 @@ impl Dlm {
     /// Adds (or learns the address of) a peer node.
     pub fn add_peer(&self, id: NodeId, addr: SocketAddr) {
         self.transport.add_peer(id, addr);
+    }
+
+    /// Where the counters are served over HTTP, if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.addr())
     }
 
     /// Path of the control socket, if any.
@@ -270,6 +289,19 @@ impl Drop for Dlm {
 }
 
 impl DlmInner {
+    /// The counters of every lockspace and the process-wide ones, as text
+    /// (see [`crate::metrics`]).
+    pub(crate) fn metrics(&self) -> String {
+        let mut v: Vec<_> = self
+            .lockspaces
+            .read()
+            .iter()
+            .map(|(name, ls)| (name.clone(), ls.counters.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        crate::metrics::render(&v)
+    }
+
     fn dispatch(&self, from: NodeId, frame: &[u8]) {
         let Some((&n, rest)) = frame.split_first() else {
             return;
