@@ -11,22 +11,30 @@
 //! PREEMPT AND ABORT of its key with our own key: its writes then end with
 //! RESERVATION CONFLICT.
 //!
-//! Devices are `iscsi://` URLs. Registrations belong to an I_T nexus
-//! (initiator name + ISID), so a node must log in here with the same
-//! initiator name and ISID as its I/O sessions: `initiator_name=` (default:
+//! Registrations belong to an I_T nexus (initiator name + ISID), so they
+//! must be made on the session that carries the node's I/O. A device is
+//! therefore, as for sg_persist, the node's LUN file
+//! (`/dev/disk/by-path/ip-...-lun-N` after `iscsiadm --login`): the
+//! commands go to its session holder ([`iscsi::initiator::prsock`]), found
+//! in iscsiadm's state directory (`iscsi_state_dir=`, else
+//! `$ISCSI_STATE_DIR`, else `/var/lib/iscsi`). A device may also be an
+//! `iscsi://` URL, logged in to here with `initiator_name=` (default:
 //! `$ISCSI_INITIATOR_NAME` or one from the host name) and `isid=` (12 hex
-//! digits; default derived from the initiator name).
+//! digits; default derived from the initiator name): for I/O that uses the
+//! same initiator name and ISID.
 //!
 //! Exit codes: 0 success (status: registered), 1 failure, 2 status: not
 //! registered (fenced).
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use iscsi::initiator::cdb::pr_type;
 use iscsi::initiator::lun::{default_initiator_name, session_config, LunOptions};
+use iscsi::initiator::prsock::HolderLun;
+use iscsi::initiator::records::StateDir;
 use iscsi::initiator::{Connection, InitiatorError, IscsiUrl, Lun};
 use md5::{Digest, Md5};
 
@@ -34,6 +42,10 @@ use crate::config::{ClusterConf, ConfigError};
 
 /// The reservation type fence_scsi uses: Write Exclusive – Registrants Only.
 pub const PR_TYPE: u8 = pr_type::WRITE_EXCLUSIVE_REGISTRANTS_ONLY;
+
+/// iscsiadm's state directory, where the session holders of LUN files are
+/// found, when neither `iscsi_state_dir=` nor `$ISCSI_STATE_DIR` says.
+pub const DEFAULT_ISCSI_STATE_DIR: &str = "/var/lib/iscsi";
 
 /// Where the cluster configuration is read when no cluster name is given.
 pub const DEFAULT_CONFIG: &str = "/etc/cluster/cluster.conf";
@@ -52,7 +64,7 @@ pub const METADATA: &str = r#"<?xml version="1.0" ?>
 	<parameter name="devices" unique="0" required="1">
 		<getopt mixed="-d, --devices=[devices]" />
 		<content type="string"  />
-		<shortdesc lang="en">Comma separated list of iscsi:// URLs of the shared LUNs. Each must support SCSI-3 persistent reservations.</shortdesc>
+		<shortdesc lang="en">Comma separated list of the shared LUNs: LUN files of iscsiadm sessions (/dev/disk/by-path/...) or iscsi:// URLs. Each must support SCSI-3 persistent reservations.</shortdesc>
 	</parameter>
 	<parameter name="key" unique="0" required="0">
 		<getopt mixed="-k, --key=[key]" />
@@ -88,6 +100,11 @@ pub const METADATA: &str = r#"<?xml version="1.0" ?>
 		<getopt mixed="--initiator-name=[iqn]" />
 		<content type="string"  />
 		<shortdesc lang="en">iSCSI initiator name of the local node (default $ISCSI_INITIATOR_NAME)</shortdesc>
+	</parameter>
+	<parameter name="iscsi_state_dir" unique="0" required="0">
+		<getopt mixed="--iscsi-state-dir=[dir]" />
+		<content type="string" default="/var/lib/iscsi"  />
+		<shortdesc lang="en">iscsiadm's state directory, where the sessions of LUN files are found (default $ISCSI_STATE_DIR)</shortdesc>
 	</parameter>
 	<parameter name="isid" unique="0" required="0">
 		<getopt mixed="--isid=[hex]" />
@@ -387,13 +404,63 @@ pub struct Agent<F> {
     open: F,
 }
 
-/// Opens an `iscsi://` device as this node's I_T nexus.
-pub type OpenLun = Box<dyn Fn(&str) -> Result<Lun>>;
+/// A device as fence_scsi reaches it: a LUN file of the node's session
+/// holder (the node's own I_T nexus, as sg_persist on `/dev/sdX`), or an
+/// `iscsi://` URL logged in to here.
+pub enum Opened {
+    /// Through the session holder that serves the LUN file.
+    Holder(HolderLun),
+    /// A session of our own.
+    Session(Lun),
+}
+
+impl PrDevice for Opened {
+    fn register(&self, key: u64) -> Result<(), InitiatorError> {
+        match self {
+            Opened::Holder(h) => h.pr_register(key),
+            Opened::Session(l) => l.register(key),
+        }
+    }
+    fn reserve(&self, key: u64, pr_type: u8) -> Result<(), InitiatorError> {
+        match self {
+            Opened::Holder(h) => h.pr_reserve(key, pr_type),
+            Opened::Session(l) => l.reserve(key, pr_type),
+        }
+    }
+    fn fence(&self, key: u64, victim: u64, pr_type: u8) -> Result<bool, InitiatorError> {
+        match self {
+            Opened::Holder(h) => h.pr_fence(key, victim, pr_type),
+            Opened::Session(l) => l.fence(key, victim, pr_type),
+        }
+    }
+    fn read_keys(&self) -> Result<Vec<u64>, InitiatorError> {
+        match self {
+            Opened::Holder(h) => Ok(h.pr_read_keys()?.keys),
+            Opened::Session(l) => l.read_keys(),
+        }
+    }
+    fn holder(&self) -> Result<Option<u64>, InitiatorError> {
+        match self {
+            Opened::Holder(h) => Ok(h.pr_read_reservation()?.holder.map(|(key, _)| key)),
+            Opened::Session(l) => PrDevice::holder(l),
+        }
+    }
+    fn close(self) -> Result<(), InitiatorError> {
+        match self {
+            Opened::Holder(_) => Ok(()),
+            Opened::Session(l) => PrDevice::close(l),
+        }
+    }
+}
+
+/// Opens a device: a LUN file path through its session holder, an
+/// `iscsi://` URL as this node's I_T nexus.
+pub type OpenLun = Box<dyn Fn(&str) -> Result<Opened>>;
 
 impl Agent<OpenLun> {
     /// An agent on iSCSI LUNs, from the options (stdin keys: `action`,
     /// `devices`, `port`, `key`, `nodename`, `cluster_name`, `config`,
-    /// `initiator_name`, `isid`).
+    /// `initiator_name`, `isid`, `iscsi_state_dir`).
     pub fn from_options(opts: BTreeMap<String, String>) -> Result<Agent<OpenLun>> {
         let initiator = opts
             .get("initiator_name")
@@ -401,7 +468,30 @@ impl Agent<OpenLun> {
             .cloned()
             .unwrap_or_else(default_initiator_name);
         let isid = node_isid(&initiator, opts.get("isid").map(String::as_str))?;
-        let open: OpenLun = Box::new(move |url| open_lun(url, &initiator, isid));
+        let state = StateDir::new(
+            opts.get("iscsi_state_dir")
+                .filter(|d| !d.is_empty())
+                .cloned()
+                .or_else(|| {
+                    std::env::var("ISCSI_STATE_DIR")
+                        .ok()
+                        .filter(|d| !d.is_empty())
+                })
+                .unwrap_or_else(|| DEFAULT_ISCSI_STATE_DIR.to_string()),
+        );
+        let open: OpenLun = Box::new(move |dev| {
+            if dev.starts_with("iscsi://") {
+                open_lun(dev, &initiator, isid).map(Opened::Session)
+            } else {
+                HolderLun::open(Path::new(dev), &state)
+                    .map(Opened::Holder)
+                    .map_err(|source| FenceScsiError::Device {
+                        url: dev.to_string(),
+                        what: "no session holder",
+                        source,
+                    })
+            }
+        });
         Agent::with_opener(opts, open)
     }
 }
@@ -455,7 +545,9 @@ impl<D: PrDevice, F: Fn(&str) -> Result<D>> Agent<F> {
 
     fn need_devices(&self) -> Result<()> {
         if self.devices.is_empty() {
-            return invalid("no devices given (devices=iscsi://host/iqn/lun,...)");
+            return invalid(
+                "no devices given (devices=/dev/disk/by-path/...-lun-N or iscsi://host/iqn/lun,...)",
+            );
         }
         Ok(())
     }

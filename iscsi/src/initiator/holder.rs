@@ -3,6 +3,8 @@
 //! file in a FUSE mount, with a udev-like by-path symlink in the mount
 //! directory. iscsiadm `--login` starts it ([`start`]), `--logout` sends it
 //! SIGTERM; it then unmounts, logs out and removes its session record.
+//! It also runs persistent reservation commands on its session for
+//! fence_scsi ([`super::prsock`]), as the kernel does for sg_persist.
 //!
 //! The holder is the iscsiadm binary run again with [`HolderConfig::args`];
 //! that binary hands them back to [`run`]. It tells its starter how the
@@ -20,6 +22,7 @@ use nix::sys::signal::{SigSet, Signal};
 use super::login::{ChapCredentials, LoginConfig};
 use super::lun::{default_initiator_name, report_disk_luns, Lun};
 use super::lunfs::{self, LunFs};
+use super::prsock;
 use super::records::{by_path_name, node_portal, pid_alive, read_record, write_record};
 use super::records::{Record, SessionRecord, StateDir};
 use super::url::{format_portal, IscsiUrl};
@@ -266,6 +269,13 @@ impl Mounted {
     }
 
     fn serve(self, cfg: &HolderConfig, sigs: SigSet, ready: &mut impl Write) -> Result<()> {
+        // fence_scsi's way to this session: up before READY, so that a
+        // node unfences as soon as its login returns.
+        let pr_socket = cfg.state.pr_socket(cfg.sid);
+        if let Err(e) = prsock::serve(&pr_socket, self.files.clone()) {
+            let _ = writeln!(ready, "ERROR {e}");
+            return Err(e.into());
+        }
         let fs_ = LunFs::new(self.files.clone());
         let fsname = format!("iscsi:{}", self.rec["node.name"]);
         let served = lunfs::serve(fs_, &cfg.mountpoint(), &fsname, |mut unmounter| {
@@ -289,6 +299,7 @@ impl Mounted {
             Err(_) => Ok(()),
         };
         let _ = fs::remove_file(cfg.state.session_path(cfg.sid));
+        let _ = fs::remove_file(&pr_socket);
         if let Err(e) = &served {
             let _ = writeln!(ready, "ERROR mount failed: {e}");
         }

@@ -16,6 +16,8 @@
 //! - [`lunfs`]: a FUSE mount showing each LUN as a regular file (iscsiadm --login).
 //! - [`records`]: iscsiadm's node and session records in its state directory.
 //! - [`holder`]: the session holder process behind iscsiadm `--login`.
+//! - [`prsock`]: persistent reservation commands on a holder's session
+//!   (fence_scsi's way to the node's own I_T nexus).
 
 pub mod cdb;
 pub mod driver;
@@ -23,6 +25,7 @@ pub mod holder;
 pub mod login;
 pub mod lun;
 pub mod lunfs;
+pub mod prsock;
 pub mod records;
 pub mod session;
 pub mod url;

@@ -8,6 +8,8 @@
 //! - `sessions/<sid>`: a session record (`sid`, `pid`, `target`, `portal`,
 //!   `tpgt`, `mountpoint`, `record`), removed by its holder on logout and
 //!   by any reader that finds its holder dead;
+//! - `sessions/<sid>.pr`: the holder's socket for persistent reservation
+//!   commands (see [`super::prsock`]);
 //! - `sessions/holder-<sid>.log`: the holder's log.
 //!
 //! A record file is `key = value` lines between `# BEGIN RECORD` and
@@ -182,6 +184,12 @@ impl StateDir {
         self.sessions_dir().join(sid.to_string())
     }
 
+    /// The socket on which the holder of `sid` runs persistent
+    /// reservation commands for fence_scsi ([`super::prsock`]).
+    pub fn pr_socket(&self, sid: u32) -> PathBuf {
+        self.sessions_dir().join(format!("{sid}.pr"))
+    }
+
     /// The log file of the holder of `sid`.
     pub fn holder_log(&self, sid: u32) -> PathBuf {
         self.sessions_dir().join(format!("holder-{sid}.log"))
@@ -242,7 +250,7 @@ impl StateDir {
         for e in dir.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if name.ends_with(".log") || name.ends_with(".tmp") {
+            if name.ends_with(".log") || name.ends_with(".tmp") || name.ends_with(".pr") {
                 continue;
             }
             let Ok(rec) = read_record(&e.path()) else {

@@ -30,7 +30,8 @@ struct Args {
     /// Node name or id of the node to act on (stdin: port= or plug=).
     #[arg(short = 'n', long = "plug", visible_alias = "port")]
     port: Option<String>,
-    /// iscsi://HOST/IQN/LUN URLs, comma separated (stdin: devices=).
+    /// LUN files (/dev/disk/by-path/...) or iscsi://HOST/IQN/LUN URLs,
+    /// comma separated (stdin: devices=).
     #[arg(short = 'd', long)]
     devices: Option<String>,
     /// Key to act on, hex (stdin: key=).
@@ -51,6 +52,9 @@ struct Args {
     /// iSCSI session id of this node, 12 hex digits (stdin: isid=).
     #[arg(long)]
     isid: Option<String>,
+    /// iscsiadm's state directory, for LUN file devices (stdin: iscsi_state_dir=).
+    #[arg(long)]
+    iscsi_state_dir: Option<String>,
 }
 
 impl Args {
@@ -66,6 +70,7 @@ impl Args {
             ("config", self.config),
             ("initiator_name", self.initiator_name),
             ("isid", self.isid),
+            ("iscsi_state_dir", self.iscsi_state_dir),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
@@ -168,12 +173,14 @@ mod tests {
             "400000000001",
             "-d",
             "u",
+            "--iscsi-state-dir=/s",
         ])
         .unwrap();
         assert_eq!(all["key"], "1");
         assert_eq!(all["config"], "/x");
         assert_eq!(all["initiator_name"], "iqn.a");
         assert_eq!(all["isid"], "400000000001");
+        assert_eq!(all["iscsi_state_dir"], "/s");
         assert!(parse(&["--bogus"]).is_err());
         assert!(parse(&["-o"]).is_err());
     }
