@@ -397,6 +397,7 @@ impl Inner {
                     name,
                     keep_metadata,
                 } => {
+                    dlm::metrics::GLOCK_INVALIDATIONS.inc();
                     st.work.push_back(Work::Invalidate(name, keep_metadata));
                     work = true;
                 }

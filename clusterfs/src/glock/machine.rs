@@ -234,6 +234,7 @@ impl GlockCore {
         if self.demote_due() {
             let target = self.demote_target();
             if !self.any_granted() || self.granted_fit_in(target) {
+                dlm::metrics::GLOCK_DEMOTES.inc();
                 self.start(target, false, out);
             }
             return;
