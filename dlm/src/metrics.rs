@@ -201,7 +201,15 @@ pub fn serve_http(
     addr: SocketAddr,
     render: impl Fn() -> Option<String> + Send + 'static,
 ) -> std::io::Result<HttpEndpoint> {
-    let listener = TcpListener::bind(addr)?;
+    serve_listener(TcpListener::bind(addr)?, render)
+}
+
+/// [`serve_http`] on a bound listener (a daemon binds before it forks and
+/// starts the thread after).
+pub fn serve_listener(
+    listener: TcpListener,
+    render: impl Fn() -> Option<String> + Send + 'static,
+) -> std::io::Result<HttpEndpoint> {
     let addr = listener.local_addr()?;
     std::thread::Builder::new()
         .name("metrics-http".into())

@@ -20,6 +20,8 @@ pub enum Mode {
     Target,
     LogicalUnit,
     Account,
+    /// Not tgt's: the per-LUN counters ([`super::metrics`]), with `show`.
+    Metrics,
 }
 
 /// tgtadm's `--op`.
@@ -158,6 +160,10 @@ fn dispatch(r: &Registry, cfg: &MgmtConfig, req: &Request) -> Result<String> {
         Mode::Target => target_op(r, req, op),
         Mode::LogicalUnit => lun_op(r, cfg, req, op),
         Mode::Account => account_op(r, req, op),
+        Mode::Metrics => match op {
+            Op::Show => Ok(super::metrics::render(r)),
+            _ => Err(MgmtError::Unsupported),
+        },
     }
 }
 

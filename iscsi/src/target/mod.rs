@@ -6,10 +6,12 @@
 //!   machine; PDUs in, PDUs and SCSI work out.
 //! - [`driver`]: threads and sockets around it; the control socket.
 //! - [`mgmt`]: tgtadm's requests, tgt's errors and `--op show` output.
+//! - [`metrics`]: per-LUN command and byte counters (Prometheus text).
 
 pub mod conn;
 pub mod driver;
 mod login;
+pub mod metrics;
 pub mod mgmt;
 pub mod registry;
 mod task;

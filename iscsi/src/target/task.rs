@@ -33,9 +33,10 @@ pub struct ScsiTask {
 }
 
 impl ScsiTask {
-    /// Runs the command on the SCSI target.
+    /// Runs the command on the SCSI target (and counts it, see
+    /// [`super::metrics`]).
     pub fn run(&self) -> ScsiResponse {
-        self.scsi.execute(
+        let r = self.scsi.execute(
             self.nexus,
             &ScsiCommand {
                 lun: self.lun,
@@ -44,7 +45,10 @@ impl ScsiTask {
                 expected_in_len: self.expected_in_len,
                 tag: self.itt,
             },
-        )
+        );
+        let (out, inn) = (self.data_out.len(), r.data_in.len());
+        super::metrics::count(self.scsi.name(), self.lun, &self.cdb, out, inn, r.status);
+        r
     }
 }
 

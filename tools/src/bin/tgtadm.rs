@@ -81,6 +81,7 @@ fn parse_mode(s: &str) -> Option<Mode> {
         "logicalunit" | "lu" => Mode::LogicalUnit,
         "account" => Mode::Account,
         "sys" | "system" => Mode::System,
+        "metrics" => Mode::Metrics,
         _ => return None,
     })
 }

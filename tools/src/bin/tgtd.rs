@@ -1,6 +1,7 @@
 //! tgtd: the iSCSI target daemon (tgt's flags).
 //!
-//! `tgtd [-f] [--iscsi portal=ADDR:PORT] [-C N] [-d LEVEL]`. Targets and
+//! `tgtd [-f] [--iscsi portal=ADDR:PORT] [-C N] [-d LEVEL] [--metrics
+//! ADDR:PORT]`. Targets and
 //! LUNs are configured at run time with `tgtadm`, over the unix socket
 //! `socket.N` in the control directory (`--control-dir`, `TGT_CONTROL_DIR`,
 //! default /var/run/tgtd).
@@ -39,6 +40,9 @@ struct Args {
     /// Threads that run SCSI commands (default: 4 per CPU, at least 8).
     #[arg(long = "workers")]
     workers: Option<usize>,
+    /// Serve the per-LUN counters as `GET /metrics` (Prometheus text) here.
+    #[arg(long = "metrics", value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
     /// tgt's -t/--nr_iothreads, accepted for compatibility.
     #[arg(short = 't', long = "nr_iothreads", hide = true)]
     nr_iothreads: Option<usize>,
@@ -85,12 +89,26 @@ fn run(args: Args) -> Result<()> {
     let control_path =
         driver::control_path(&control_dir(args.control_dir.clone()), args.control_port);
     let control = driver::bind_control(&control_path)?;
+    let metrics = match args.metrics {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("metrics endpoint {addr}"))?,
+        ),
+        None => None,
+    };
     if !args.foreground {
         // SAFETY: no threads exist yet; daemon() forks and detaches.
         let rc = unsafe { libc::daemon(0, 0) };
         if rc != 0 {
             bail!("daemon: {}", std::io::Error::last_os_error());
         }
+    }
+    // Served after daemon(): a thread made before would not survive the fork.
+    if let Some(l) = metrics {
+        let r = Arc::downgrade(&registry);
+        dlm::metrics::serve_listener(l, move || {
+            r.upgrade().map(|r| iscsi::target::metrics::render(&r))
+        })?;
     }
     let threads = thread::available_parallelism().map_or(2, |n| n.get());
     let pool = WorkerPool::new(args.workers.unwrap_or((threads * 4).max(8)));
