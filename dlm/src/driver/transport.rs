@@ -907,7 +907,12 @@ impl Transport {
             tracing::error!(%to, "frame for an unknown peer discarded");
             return None;
         };
-        pq.queue(frame).then(|| pq.clone())
+        let wait = pq.queue(frame).then(|| pq.clone());
+        drop(peers);
+        if let Some(c) = self.inbound.conn(to) {
+            c.unpark_now();
+        }
+        wait
     }
 
     /// True when `to` was declared failed (it stopped taking frames while

@@ -280,6 +280,9 @@ pub struct InConn {
     /// Set while the reader thread sleeps at most [`PARK`]; else ending a
     /// lead must wake it.
     reader_watching: AtomicBool,
+    /// Set by [`InConn::unpark_now`]: the reader thread takes the socket
+    /// back at once, not after a whole [`PARK`].
+    unpark_now: AtomicBool,
     /// Serializes taking the socket out of `idle_ep` and putting it back.
     reg: Mutex<()>,
     dead: AtomicBool,
@@ -365,6 +368,7 @@ impl InConn {
             state: AtomicU8::new(IDLE),
             leads: AtomicU64::new(0),
             reader_watching: AtomicBool::new(false),
+            unpark_now: AtomicBool::new(false),
             reg: Mutex::new(()),
             dead: AtomicBool::new(false),
         })
@@ -486,6 +490,27 @@ impl InConn {
         {
             return Ok(false);
         }
+        self.take_back()
+    }
+
+    /// A frame went to this connection's peer from a thread that does not
+    /// lead it (an asynchronous request, an unlock, a callback's answer):
+    /// whatever the peer answers must not wait in `lead_ep` for a leader
+    /// that may never come, nor for a whole [`PARK`]. If the connection is
+    /// parked, its reader thread takes the socket back now. (A caller that
+    /// leads takes the lead before it sends, so the connection is then
+    /// [`LEADING`] and this costs one load.)
+    pub fn unpark_now(&self) {
+        if self.state.load(Ordering::SeqCst) == PARKED
+            && !self.unpark_now.swap(true, Ordering::SeqCst)
+        {
+            write_eventfd(&self.reader_kick);
+        }
+    }
+
+    /// The reader thread watches the socket again, if the connection is
+    /// still parked.
+    fn take_back(&self) -> std::io::Result<bool> {
         let _reg = self.reg.lock();
         if self
             .state
@@ -772,6 +797,9 @@ fn serve(conn: &Arc<InConn>) -> std::io::Result<()> {
             if rx.owed() > 0 {
                 rx.send_ack(&conn.sock)?;
             }
+        }
+        if conn.unpark_now.swap(false, Ordering::SeqCst) && conn.take_back()? {
+            continue;
         }
         if watch && conn.unpark(leads)? {
             continue;
