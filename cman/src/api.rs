@@ -71,6 +71,9 @@ pub enum ApiRequest {
         /// Join (true) or leave.
         join: bool,
     },
+    /// The daemon's counters, in the Prometheus text format (the
+    /// response's `msg`).
+    Metrics,
 }
 
 /// A response or an event line.

@@ -4,6 +4,7 @@
 //! authenticates packets; a unix-socket server serves local clients; fence
 //! jobs run in their own threads.
 
+pub mod metrics;
 mod server;
 
 use crate::agent;
@@ -35,6 +36,8 @@ pub struct DaemonOptions {
     /// Key file (default STATE_DIR/authkey, then /etc/cluster/authkey, then
     /// a key derived from the cluster name).
     pub key_file: Option<PathBuf>,
+    /// Where to serve the counters as `GET /metrics` ([`metrics`]).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Why the daemon cannot run.
@@ -168,6 +171,7 @@ struct Core {
     /// Registered processes of the node's earlier cmand still running:
     /// the node is held until they are gone (see [`crate::registry`]).
     old: Vec<crate::registry::Registered>,
+    counters: Arc<metrics::CmanCounters>,
 }
 
 /// The address of every configured node; a node that does not resolve is
@@ -230,11 +234,18 @@ pub fn run(opts: DaemonOptions) -> Result<i32, DaemonError> {
     let (tx, rx) = mpsc::channel();
     let cut = Arc::new(AtomicBool::new(false));
     let udp = sock.try_clone().map_err(io_err("udp"))?;
+    let counters = Arc::new(metrics::CmanCounters::default());
+    if let Some(addr) = opts.metrics {
+        let c = Arc::downgrade(&counters);
+        dlm::metrics::serve_http(addr, move || c.upgrade().map(|c| c.render()))
+            .map_err(io_err(format!("metrics endpoint {addr}")))?;
+    }
     spawn_receiver(
         udp,
         Wire::new(&key, &conf.name, me)?,
         tx.clone(),
         cut.clone(),
+        counters.clone(),
     );
     server::spawn(&opts.state_dir, tx.clone())?;
     let pid_path = opts.state_dir.join("cmand.pid");
@@ -254,6 +265,7 @@ pub fn run(opts: DaemonOptions) -> Result<i32, DaemonError> {
         exit: None,
         cut,
         old: Vec::new(),
+        counters,
     };
     core.set_old_processes(old);
     raise_priority();
@@ -275,7 +287,13 @@ fn raise_priority() {
     }
 }
 
-fn spawn_receiver(sock: UdpSocket, mut wire: Wire, tx: Sender<Input>, cut: Arc<AtomicBool>) {
+fn spawn_receiver(
+    sock: UdpSocket,
+    mut wire: Wire,
+    tx: Sender<Input>,
+    cut: Arc<AtomicBool>,
+    counters: Arc<metrics::CmanCounters>,
+) {
     std::thread::Builder::new()
         .name("cmand-udp".into())
         .spawn(move || {
@@ -290,6 +308,7 @@ fn spawn_receiver(sock: UdpSocket, mut wire: Wire, tx: Sender<Input>, cut: Arc<A
                 }
                 match wire.decode(&buf[..n]) {
                     Ok((m, msg)) => {
+                        counters.received();
                         if tx.send(Input::Packet(m, msg)).is_err() {
                             return;
                         }
@@ -423,6 +442,10 @@ impl Core {
                 let t = self.node.conf_text().to_string();
                 return self.ok(id, Some(t));
             }
+            ApiRequest::Metrics => {
+                let text = self.counters.render();
+                return self.ok(id, Some(text));
+            }
             ApiRequest::Subscribe => {
                 self.subscribed.insert(id);
                 return self.ok(id, None);
@@ -463,6 +486,7 @@ impl Core {
                 self.send_client(client, &r);
             }
             Action::Notify(ev) => {
+                self.counters.event(&ev);
                 let r = crate::api::ApiResponse {
                     event: Some(crate::api::ApiEvent::Cluster(ev)),
                     ..Default::default()
@@ -497,6 +521,7 @@ impl Core {
         };
         match self.wire.encode(msg) {
             Ok(pkt) => {
+                self.counters.sent();
                 let _ = self.sock.send_to(&pkt, addr);
             }
             Err(e) => tracing::warn!(error = %e, "cannot send"),

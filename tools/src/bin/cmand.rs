@@ -31,6 +31,10 @@ struct Args {
     /// warning: make a real one with `cman_tool keygen`).
     #[arg(long, short = 'k')]
     key_file: Option<PathBuf>,
+    /// Serve the counters (membership events, messages) as `GET /metrics`
+    /// (Prometheus text) at this address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         node_name: a.node_name,
         state_dir: a.state_dir,
         key_file: a.key_file,
+        metrics: a.metrics,
     };
     match run(opts) {
         Ok(code) => ExitCode::from(code as u8),
