@@ -5,7 +5,8 @@
 //! verbatim on both nodes, the page on the floating address from the node
 //! rgmanager chose, then from the other one after `clusvcadm -r`, then from
 //! the survivor after the owner's SIGKILL and `fence_ack_manual`; the volume
-//! clean for `fsck.gfs2 -n` at the end; and nothing of the lab left.
+//! clean for `fsck.gfs2 -n` at the end; and nothing of the lab left. Then
+//! again with `--fence scsi`: the dead owner fenced by fence_scsi.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -23,12 +24,13 @@ fn repo() -> PathBuf {
 }
 
 /// The script's stdout and exit status (killed after `limit`).
-fn run_tutorial(lab: &Path, prefix: &str, limit: Duration) -> (String, Option<i32>) {
+fn run_tutorial(lab: &Path, prefix: &str, args: &[&str], limit: Duration) -> (String, Option<i32>) {
     let bins = tests::bin("cmand").parent().unwrap().to_path_buf();
     let mut child = tests::spawn(
         Command::new(repo().join("scripts/tutorial.sh"))
             .arg("--bins")
             .arg(&bins)
+            .args(args)
             .env("LAB_DIR", lab)
             .env("NS_PREFIX", prefix)
             .stdin(Stdio::null())
@@ -151,7 +153,7 @@ fn the_tutorial_serves_moves_and_fails_over_the_page() {
     }
     let lab = tempfile::tempdir().unwrap();
     let prefix = format!("tut{}-", std::process::id());
-    let (out, code) = run_tutorial(lab.path(), &prefix, Duration::from_secs(600));
+    let (out, code) = run_tutorial(lab.path(), &prefix, &[], Duration::from_secs(600));
     eprintln!("{out}");
     assert_eq!(code, Some(0), "tutorial.sh failed");
     assert!(netns_left(&prefix).is_empty(), "namespaces left behind");
@@ -276,6 +278,60 @@ fn the_tutorial_serves_moves_and_fails_over_the_page() {
         "{fsck}"
     );
     assert!(section(&out, "teardown").contains("are gone"));
+}
+
+/// The tutorial with `--fence scsi`: fence_scsi on the LUN's by-path file
+/// in cluster.conf, both nodes unfenced at boot (their keys registered
+/// through their own sessions), the dead owner's key preempted by the
+/// survivor with no operator, the page served by the survivor, the volume
+/// clean.
+#[test]
+fn the_tutorial_fences_the_dead_owner_with_fence_scsi() {
+    if !required() {
+        return;
+    }
+    let lab = tempfile::tempdir().unwrap();
+    let prefix = format!("tus{}-", std::process::id());
+    let args = ["--fence", "scsi"];
+    let (out, code) = run_tutorial(lab.path(), &prefix, &args, Duration::from_secs(600));
+    eprintln!("{out}");
+    assert_eq!(code, Some(0), "tutorial.sh --fence scsi failed");
+    assert!(netns_left(&prefix).is_empty(), "namespaces left behind");
+
+    let lun = "/dev/disk/by-path/ip-192.168.10.130:3260-iscsi-iqn.2014-08-25.edu.nuist.com:storage.disk-lun-1";
+    let conf = section(&out, "the cluster configuration");
+    let conf = output_of(conf, "RealServer1", "cat /etc/cluster/cluster.conf");
+    assert!(
+        conf.contains(&format!(
+            r#"<fencedevice agent="fence_scsi" name="fence1" devices="{lun}"/>"#
+        )) && !conf.contains("fence_manual"),
+        "{conf}"
+    );
+    let start = section(&out, "start the cluster");
+    for host in ["RealServer1", "RealServer2"] {
+        // (The line after RealServer2's is cmand's key warning.)
+        let unfence = output_of(start, host, &format!("fence_node -U {host}"));
+        assert_eq!(
+            unfence.lines().next(),
+            Some(format!("unfence {host} success").as_str()),
+            "{unfence}"
+        );
+    }
+    let to = served_by(section(&out, "move the service"));
+    let died = section(&out, &format!("the owner {to} dies"));
+    let survivor = other(&to);
+    assert!(!died.contains("fence_manual"), "{died}");
+    assert_eq!(served_by(died), survivor);
+    let status = |host: &str| format!("fence_scsi -o status -n {host} -d {lun}");
+    assert_eq!(output_of(died, survivor, &status(&to)), "Status: OFF");
+    assert_eq!(output_of(died, survivor, &status(survivor)), "Status: ON");
+    let end = section(&out, "the end");
+    let fsck = output_of(end, survivor, "fsck.gfs2 -n /dev/webvg/webvg_lv1");
+    assert!(
+        fsck.ends_with("fsck.gfs2 complete") && !fsck.contains("(y/n)"),
+        "{fsck}"
+    );
+    assert!(section(&out, "what was shown").contains("(fence_scsi)"));
 }
 
 /// What `clusterfs.sh start` runs: our mount.clusterfs (a stand-in here,
