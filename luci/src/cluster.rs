@@ -18,6 +18,7 @@ use rgmanager::control::{request, AdminAction, Request, Response, StatusView};
 use rgmanager::report::{now_running, progress};
 use tokio::sync::watch;
 
+use crate::metrics::{CmanCounts, Rate, Series, Sources};
 use crate::util::now_ms;
 
 /// How often the daemons are read when nothing happens.
@@ -82,6 +83,10 @@ pub struct Snapshot {
     pub samples: Vec<Sample>,
     /// Failures luci saw per service (entries into failed or recovering).
     pub failures: Vec<(String, u32)>,
+    /// The daemons' counters as rates, oldest first (see [`crate::metrics`]).
+    pub rates: Vec<Rate>,
+    /// cmand's counters, or why not (`None`: not read yet).
+    pub cman_counts: Option<Result<CmanCounts, String>>,
 }
 
 impl Snapshot {
@@ -110,6 +115,8 @@ pub struct Backend {
     /// State directories: the first is the node luci acts through; the
     /// others (nodes on the same machine) are read for their versions.
     pub dirs: Vec<PathBuf>,
+    /// Where the counters are sampled; `None`: no plots of them.
+    pub metrics: Option<Sources>,
 }
 
 /// A service operation's outcome, as clusvcadm prints it.
@@ -211,13 +218,17 @@ impl Backend {
         let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
         let (ev_tx, ev_rx) = mpsc::sync_channel::<ClusterEvent>(256);
         let dir = self.primary().to_path_buf();
+        let series = Arc::new(parking_lot::Mutex::new(Series::default()));
+        if let Some(sources) = self.metrics.clone() {
+            sources.sample(series.clone());
+        }
         std::thread::Builder::new()
             .name("luci-events".into())
             .spawn(move || follow_events(&dir, &ev_tx))
             .expect("spawn the event thread");
         std::thread::Builder::new()
             .name("luci-monitor".into())
-            .spawn(move || Monitor::new(self).run(&ev_rx, &tx))
+            .spawn(move || Monitor::new(self, series).run(&ev_rx, &tx))
             .expect("spawn the monitor thread");
         rx
     }
@@ -253,16 +264,19 @@ struct Monitor {
     failures: Vec<(String, u32)>,
     /// (service, state, owner) at the last reading.
     services: Vec<(String, String, Option<String>)>,
+    /// The counters' sampler's output.
+    series: Arc<parking_lot::Mutex<Series>>,
 }
 
 impl Monitor {
-    fn new(backend: Backend) -> Monitor {
+    fn new(backend: Backend, series: Arc<parking_lot::Mutex<Series>>) -> Monitor {
         Monitor {
             backend,
             events: VecDeque::new(),
             samples: VecDeque::new(),
             failures: Vec::new(),
             services: Vec::new(),
+            series,
         }
     }
 
@@ -403,6 +417,10 @@ impl Monitor {
             self.samples.pop_front();
         }
         self.samples.push_back(sample);
+        let (rates, cman_counts) = {
+            let s = self.series.lock();
+            (s.rates.iter().copied().collect(), s.cman.clone())
+        };
         Snapshot {
             at_ms,
             cman: Some(cman),
@@ -411,6 +429,8 @@ impl Monitor {
             events: self.events.iter().cloned().collect(),
             samples: self.samples.iter().copied().collect(),
             failures: self.failures.clone(),
+            rates,
+            cman_counts,
         }
     }
 }

@@ -18,6 +18,7 @@
 pub mod audit;
 pub mod cluster;
 pub mod conf;
+pub mod metrics;
 pub mod pages;
 pub mod server;
 pub mod session;
@@ -90,6 +91,11 @@ pub fn run(o: Options) -> Result<(), LuciError> {
     rt.block_on(async move {
         let backend = cluster::Backend {
             dirs: o.state_dirs.clone(),
+            metrics: Some(metrics::Sources {
+                cman_dir: o.state_dirs[0].clone(),
+                tgtd_socket: o.tgtd_socket.clone(),
+                dlm_ctl_dir: o.dlm_ctl_dir.clone(),
+            }),
         };
         let snap = backend.clone().monitor();
         let app = Arc::new(server::App {

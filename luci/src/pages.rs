@@ -378,41 +378,140 @@ fn events(snap: &Snapshot) -> String {
     h
 }
 
-/// The plots: members and started services over the last minutes, with
-/// membership events on the same time line.
+/// The plots over the last minutes, with membership events on each time
+/// line: members and started services; the dlm users' lock requests per
+/// second (local against remote); glock demotes per second; tgtd's IOPS
+/// and MB/s. Each legend shows the latest value (`#now-...`).
 pub fn plots(snap: &Snapshot) -> String {
-    const W: f64 = 720.0;
-    const H: f64 = 110.0;
     let now = snap.at_ms as f64;
     // The time kept, from one minute (a luci just started) to ten.
     let oldest = snap.samples.first().map_or(now, |s| s.at_ms as f64);
     let span_ms = (now - oldest).clamp(60_000.0, 600_000.0);
-    let span_label = if span_ms >= 120_000.0 {
-        format!("−{:.0} min", span_ms / 60_000.0)
-    } else {
-        format!("−{:.0} s", span_ms / 1000.0)
-    };
-    let x = |t: u64| W - (now - t as f64) / span_ms * W;
-    let max = snap
+    let axis = TimeAxis { now, span_ms };
+    let members: Vec<(u64, f64)> = snap
         .samples
         .iter()
-        .map(|s| s.members.max(s.started))
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64;
-    let y = |v: u32| H - 10.0 - f64::from(v) / max * (H - 25.0);
-    let line = |f: &dyn Fn(&crate::cluster::Sample) -> u32| {
-        let mut pts = String::new();
-        for s in snap
-            .samples
-            .iter()
-            .filter(|s| now - (s.at_ms as f64) <= span_ms)
-        {
-            let _ = write!(pts, "{:.1},{:.1} ", x(s.at_ms), y(f(s)));
-        }
-        pts
+        .map(|s| (s.at_ms, f64::from(s.members)))
+        .collect();
+    let started: Vec<(u64, f64)> = snap
+        .samples
+        .iter()
+        .map(|s| (s.at_ms, f64::from(s.started)))
+        .collect();
+    let rate = |f: fn(&crate::metrics::Rate) -> f64| -> Vec<(u64, f64)> {
+        snap.rates.iter().map(|r| (r.at_ms, f(r))).collect()
     };
-    let mut ticks = String::new();
+    let mut h = String::new();
+    h.push_str(&plot(
+        snap,
+        &axis,
+        "members",
+        "Membership and services",
+        &[
+            ("members", "members", "#26c", &members, 0),
+            ("started", "services started", "#a3c", &started, 0),
+        ],
+    ));
+    if let Some(c) = &snap.cman_counts {
+        let _ = match c {
+            Ok(c) => write!(
+                h,
+                "<p class=\"legend\" id=\"cman-counts\">cmand counted {} views, {} joins, \
+                 {} losses, {} fencings; {} messages.</p>",
+                c.views, c.joins, c.losses, c.fences, c.messages
+            ),
+            Err(e) => write!(
+                h,
+                "<p class=\"note\" id=\"cman-counts\">cmand's counters: {}</p>",
+                esc(e)
+            ),
+        };
+    }
+    h.push_str(&plot(
+        snap,
+        &axis,
+        "locks",
+        "DLM lock requests per second",
+        &[
+            ("lock-local", "local", "#26c", &rate(|r| r.lock_local), 1),
+            ("lock-remote", "remote", "#d60", &rate(|r| r.lock_remote), 1),
+        ],
+    ));
+    h.push_str(&plot(
+        snap,
+        &axis,
+        "demotes",
+        "Glock demotes per second",
+        &[("demotes", "demotes", "#a3c", &rate(|r| r.demotes), 1)],
+    ));
+    h.push_str(&plot(
+        snap,
+        &axis,
+        "iscsi",
+        "iSCSI (tgtd): IOPS and MB/s",
+        &[
+            ("iops", "IOPS", "#2a2", &rate(|r| r.iops), 1),
+            ("mbps", "MB/s", "#c22", &rate(|r| r.mbps), 2),
+        ],
+    ));
+    if snap.rates.is_empty() {
+        h.push_str(
+            "<p class=\"note\">No counters read yet: luci samples the dlm users, tgtd \
+             and cmand every second.</p>",
+        );
+    }
+    h
+}
+
+/// The time axis every plot shares.
+struct TimeAxis {
+    now: f64,
+    span_ms: f64,
+}
+
+impl TimeAxis {
+    const W: f64 = 720.0;
+
+    fn x(&self, t: u64) -> f64 {
+        Self::W - (self.now - t as f64) / self.span_ms * Self::W
+    }
+
+    fn shows(&self, t: u64) -> bool {
+        self.now - (t as f64) <= self.span_ms
+    }
+
+    fn label(&self) -> String {
+        if self.span_ms >= 120_000.0 {
+            format!("−{:.0} min", self.span_ms / 60_000.0)
+        } else {
+            format!("−{:.0} s", self.span_ms / 1000.0)
+        }
+    }
+}
+
+/// One series of a plot: id (for `#now-ID`), legend, colour, points,
+/// decimals shown.
+type Line<'a> = (&'a str, &'a str, &'a str, &'a [(u64, f64)], usize);
+
+/// An SVG plot of `lines` over `axis`, membership events as ticks; the
+/// legend gives each line's latest value.
+fn plot(snap: &Snapshot, axis: &TimeAxis, id: &str, title: &str, lines: &[Line]) -> String {
+    const H: f64 = 90.0;
+    let w = TimeAxis::W;
+    let shown = |pts: &'_ [(u64, f64)]| -> Vec<(u64, f64)> {
+        pts.iter()
+            .copied()
+            .filter(|(t, _)| axis.shows(*t))
+            .collect()
+    };
+    let max = lines
+        .iter()
+        .flat_map(|l| shown(l.3))
+        .map(|(_, v)| v)
+        .fold(0.0_f64, f64::max);
+    let top = nice_ceiling(max);
+    let y = |v: f64| H - 8.0 - v / top * (H - 22.0);
+    let mut svg = String::new();
     for e in &snap.events {
         let color = match e.kind {
             "join" => "#2a2",
@@ -420,37 +519,68 @@ pub fn plots(snap: &Snapshot) -> String {
             "fence" => "#e80",
             _ => continue,
         };
-        if now - (e.at_ms as f64) > span_ms {
+        if !axis.shows(e.at_ms) {
             continue;
         }
         let _ = write!(
-            ticks,
+            svg,
             "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"0\" y2=\"{H}\" stroke=\"{color}\" stroke-dasharray=\"3 2\"><title>{1} {2}</title></line>",
-            x(e.at_ms),
+            axis.x(e.at_ms),
             clock(e.at_ms),
             esc(&e.text)
         );
     }
-    let last = snap.samples.last();
+    let mut legend = String::new();
+    for (lid, name, color, pts, decimals) in lines {
+        let mut p = String::new();
+        for (t, v) in shown(pts) {
+            let _ = write!(p, "{:.1},{:.1} ", axis.x(t), y(v));
+        }
+        let _ = write!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{p}\"/>"
+        );
+        let last = pts.last().map_or(0.0, |(_, v)| *v);
+        let _ = write!(
+            legend,
+            "<span class=\"k-{lid}\">■</span> {name} <b id=\"now-{lid}\">{last:.decimals$}</b> "
+        );
+    }
     format!(
-        "<section><h2>Membership and services over time</h2>\
-         <svg id=\"plot-members\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\">\
-         <rect width=\"{W}\" height=\"{H}\" fill=\"#fafafa\" stroke=\"#ccc\"/>{ticks}\
-         <polyline fill=\"none\" stroke=\"#26c\" stroke-width=\"2\" points=\"{}\"/>\
-         <polyline fill=\"none\" stroke=\"#a3c\" stroke-width=\"2\" points=\"{}\"/>\
-         <text x=\"4\" y=\"12\" font-size=\"11\">{span_label}</text><text x=\"{}\" y=\"12\" font-size=\"11\">now</text></svg>\
-         <p class=\"legend\"><span class=\"k-members\">■</span> members ({}) \
-         <span class=\"k-started\">■</span> services started ({}) \
-         <span class=\"k-join\">┆</span> join <span class=\"k-loss\">┆</span> loss \
-         <span class=\"k-fence\">┆</span> fence</p>\
-         <p class=\"note\">Lock requests per second, glock demotes and iSCSI IOPS are not \
-         plotted: the dlm, clusterfs and tgtd expose no counters to read yet.</p></section>",
-        line(&|s| s.members),
-        line(&|s| s.started),
-        W - 24.0,
-        last.map_or(0, |s| s.members),
-        last.map_or(0, |s| s.started),
+        "<section><h2>{title}</h2>\
+         <svg id=\"plot-{id}\" viewBox=\"0 0 {w} {H}\" width=\"{w}\" height=\"{H}\" role=\"img\">\
+         <rect width=\"{w}\" height=\"{H}\" fill=\"#fafafa\" stroke=\"#ccc\"/>{svg}\
+         <text x=\"4\" y=\"12\" font-size=\"11\">{}</text>\
+         <text x=\"{}\" y=\"12\" font-size=\"11\">now</text>\
+         <text x=\"64\" y=\"12\" font-size=\"11\">top {}</text></svg>\
+         <p class=\"legend\">{legend}<span class=\"k-join\">┆</span> join \
+         <span class=\"k-loss\">┆</span> loss <span class=\"k-fence\">┆</span> fence</p></section>",
+        axis.label(),
+        w - 24.0,
+        fmt_top(top),
     )
+}
+
+/// The smallest of 1, 2, 5 × 10^k at or above `v` (at least 1).
+fn nice_ceiling(v: f64) -> f64 {
+    let mut top = 1.0;
+    while top < v {
+        for m in [2.0, 2.5, 2.0] {
+            top *= m;
+            if top >= v {
+                break;
+            }
+        }
+    }
+    top
+}
+
+fn fmt_top(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{:.0}k", v / 1000.0)
+    } else {
+        format!("{v:.0}")
+    }
 }
 
 /// The outcome of a service operation, as a page.
@@ -872,9 +1002,99 @@ fn dlm_lockspaces(dir: &std::path::Path) -> Vec<(String, Result<String, String>)
         .collect()
 }
 
-/// The storage page: tgtd's targets, LUNs and sessions, the dlm users'
-/// lockspaces, and what the nodes' registries show (clusterfs mounts and
-/// other cluster processes), read now.
+/// What an lvm2 report command (`vgs`, `lvs`) prints, run in this
+/// process by the lvm crate as the `lvm` program would (the VGs' metadata
+/// read under a shared VG lock; `LVM_SYSTEM_DIR` as lvm's).
+fn lvm_report(args: &[&str]) -> Result<String, String> {
+    let argv: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    match lvm::commands::run(&argv, &mut out, &mut err) {
+        0 => Ok(String::from_utf8_lossy(&out).into_owned()),
+        code => Err(format!(
+            "{} (exit {code}): {}",
+            args.join(" "),
+            String::from_utf8_lossy(&err).trim()
+        )),
+    }
+}
+
+/// The clusterfs mounts of this machine (`/proc/mounts`, FUSE subtype
+/// clusterfs): (device, mount point, options).
+fn clusterfs_mounts() -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() >= 4 && f[2] == "fuse.clusterfs")
+                .then(|| (unoctal(f[0]), unoctal(f[1]), f[3].to_string()))
+        })
+        .collect()
+}
+
+/// `/proc/mounts`' octal escapes (`\040` for a space) undone.
+fn unoctal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match oct {
+            Some(d) => {
+                out.push(d.iter().fold(0u8, |a, c| a.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The journals the dlm user with process id `pid` holds: for each of its
+/// lockspaces with a slot, `LS: journal N` (a cluster filesystem's journal
+/// is its slot - 1), read from its control socket's `ls`.
+fn journals_of(dlm_ctl: &std::path::Path, pid: i32) -> String {
+    let suffix = format!("-{pid}.sock");
+    let Ok(rd) = std::fs::read_dir(dlm_ctl) else {
+        return String::new();
+    };
+    let mut held = Vec::new();
+    for p in rd.filter_map(|e| e.ok().map(|e| e.path())) {
+        let name = p
+            .file_name()
+            .map_or(String::new(), |f| f.to_string_lossy().into_owned());
+        if !name.ends_with(&suffix) {
+            continue;
+        }
+        let Ok(text) = dlm::driver::ctl::query(&p, "ls") else {
+            continue;
+        };
+        let mut ls = "";
+        for l in text.lines() {
+            if let Some(v) = l.strip_prefix("name ") {
+                ls = v.trim();
+            }
+            if let Some(slot) = l
+                .strip_prefix("slot ")
+                .and_then(|v| v.trim().parse::<u32>().ok())
+            {
+                if slot > 0 {
+                    held.push(format!("{ls}: journal {}", slot - 1));
+                }
+            }
+        }
+    }
+    held.join(", ")
+}
+
+/// The storage page: tgtd's targets, LUNs and sessions, VGs and LVs, the
+/// clusterfs mounts, the dlm users' lockspaces, and what the nodes'
+/// registries show (mounts and other cluster processes, with the journal
+/// each holds), read now.
 pub fn storage(
     dirs: &[std::path::PathBuf],
     tgtd: &std::path::Path,
@@ -894,6 +1114,31 @@ pub fn storage(
                 esc(&e)
             );
         }
+    }
+    h.push_str("</section><section><h3>Volume groups and logical volumes (vgs, lvs)</h3>");
+    for (id, args) in [("vgs", &["vgs"][..]), ("lvs", &["lvs", "-a"][..])] {
+        let _ = match lvm_report(args) {
+            Ok(t) if t.trim().is_empty() => write!(h, "<p id=\"{id}\">No volume group found.</p>"),
+            Ok(t) => write!(h, "<pre id=\"{id}\">{}</pre>", esc(&t)),
+            Err(e) => write!(h, "<p id=\"{id}\" class=\"note\">{}</p>", esc(&e)),
+        };
+    }
+    h.push_str("</section><section><h3>clusterfs mounts (/proc/mounts)</h3>");
+    let mounts = clusterfs_mounts();
+    if mounts.is_empty() {
+        h.push_str("<p id=\"mounts\" class=\"note\">No clusterfs is mounted on this machine.</p>");
+    } else {
+        h.push_str("<table class=\"storage\" id=\"mounts\"><tr><th>Device</th><th>Mount point</th><th>Options</th></tr>");
+        for (dev, mnt, opts) in mounts {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&dev),
+                esc(&mnt),
+                esc(&opts)
+            );
+        }
+        h.push_str("</table>");
     }
     h.push_str(
         "</section><section><h3>DLM lockspaces of this machine's processes</h3><div id=\"dlm\">",
@@ -921,7 +1166,7 @@ pub fn storage(
     for d in dirs {
         let _ = write!(
             h,
-            "<section><h3>{}</h3><table class=\"storage\"><tr><th>Process</th><th>PID</th><th>Running</th><th>Command</th></tr>",
+            "<section><h3>{}</h3><table class=\"storage\"><tr><th>Process</th><th>PID</th><th>Running</th><th>Journal held</th><th>Command</th></tr>",
             esc(&d.display().to_string())
         );
         for r in cman::registry::registered(d) {
@@ -940,17 +1185,18 @@ pub fn storage(
                 .map_or(String::new(), |f| f.to_string_lossy().into_owned());
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{pid}</td><td>{}</td><td><code>{}</code></td></tr>",
+                "<tr><td>{}</td><td>{pid}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
                 esc(&file),
                 if r.still_runs() { "yes" } else { "no" },
+                esc(&journals_of(dlm_ctl, pid)),
                 esc(cmd.trim())
             );
         }
         h.push_str("</table></section>");
     }
     h.push_str(
-        "<p class=\"note\">VGs and LVs, and the journals of clusterfs mounts, are not shown: \
-         clvmd and mount.clusterfs offer no local API for them that luci could read.</p>",
+        "<p class=\"note\">The journal a process holds is its lockspace slot - 1, from its dlm \
+         control socket; the journals' count and clean or dirty state are not read.</p>",
     );
     h
 }

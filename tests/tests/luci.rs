@@ -364,6 +364,124 @@ impl Browser {
     }
 }
 
+/// Two dlm nodes in this process, control sockets in `ctl`, both in
+/// lockspace `lucils`.
+fn dlm_pair(ctl: &Path) -> (Vec<dlm::Dlm>, Vec<dlm::Lockspace>) {
+    let dlms: Vec<dlm::Dlm> = (1..=2)
+        .map(|i| {
+            let mut cfg = dlm::DlmConfig::new(
+                dlm::NodeId(i),
+                "127.0.0.1:0".parse().unwrap(),
+                std::collections::HashMap::new(),
+                dlm::ClusterKey::new(b"luci test dlm key").unwrap(),
+            );
+            cfg.ctl_dir = Some(ctl.to_path_buf());
+            dlm::Dlm::start(cfg).unwrap()
+        })
+        .collect();
+    for a in &dlms {
+        for b in &dlms {
+            a.add_peer(b.node(), b.local_addr());
+        }
+    }
+    let ids = [dlm::NodeId(1), dlm::NodeId(2)];
+    let lss: Vec<dlm::Lockspace> = dlms
+        .iter()
+        .map(|d| {
+            d.join("lucils", dlm::StaticMembership::new(&ids).as_ref())
+                .unwrap()
+        })
+        .collect();
+    wait_for("the test's lockspace running", LONG, || {
+        lss.iter().all(|l| l.is_running())
+    });
+    (dlms, lss)
+}
+
+/// Traffic for the plots, until stopped: locks on both dlm nodes (node 1
+/// takes each resource first, so node 2's requests are remote ones on
+/// node 1), a glock handed back and forth between them (a demote each
+/// time), and READ(10)s on the tgtd LUN.
+struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(lss: &[dlm::Lockspace], tgtd_port: u16) -> Traffic {
+        use clusterfs::glock::{GlockConfig, GlockName, GlockState, GlockType, HolderFlags};
+        use clusterfs::lock_dlm::{DlmGlocks, GlockOps};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        struct NoCache;
+        impl GlockOps for NoCache {
+            fn sync(&self, _: GlockName) {}
+            fn invalidate(&self, _: GlockName, _: bool) {}
+        }
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let going = move |s: &std::sync::Arc<AtomicBool>| !s.load(Ordering::Relaxed);
+        let mut threads = Vec::new();
+        let (s, l1, l2) = (stop.clone(), lss[0].clone(), lss[1].clone());
+        threads.push(std::thread::spawn(move || {
+            let mut i = 0u64;
+            while going(&s) {
+                let name = format!("plot-{i}");
+                let a = l1.lock(name.as_bytes(), dlm::Mode::Pr, dlm::Flags::empty());
+                let b = l2.lock(name.as_bytes(), dlm::Mode::Pr, dlm::Flags::empty());
+                for (l, id) in [(&l1, a), (&l2, b)] {
+                    l.unlock(id.unwrap(), dlm::Flags::empty(), None).unwrap();
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }));
+        let s = stop.clone();
+        let glocks: Vec<DlmGlocks> = lss
+            .iter()
+            .map(|l| {
+                DlmGlocks::new(
+                    l.clone(),
+                    std::sync::Arc::new(NoCache),
+                    GlockConfig { min_hold_ms: 0 },
+                )
+            })
+            .collect();
+        threads.push(std::thread::spawn(move || {
+            let inode = GlockName {
+                kind: GlockType::Inode,
+                number: 7,
+            };
+            while going(&s) {
+                for g in &glocks {
+                    drop(
+                        g.acquire(inode, GlockState::Ex, HolderFlags::default())
+                            .unwrap(),
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }));
+        let s = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut raw = tgt::Raw::connect(tgtd_port);
+            raw.login_normal("iqn.2026-12.lab:luci-test", IQN, &[]);
+            raw.clear_unit_attention(1);
+            while going(&s) {
+                let (data, status) = raw.read10(1, 0, 64);
+                assert_eq!((data.len(), status), (64 * 512, 0));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }));
+        Traffic { stop, threads }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+    }
+}
+
 fn state_js(sel: &str) -> String {
     format!("var e = document.querySelector('{sel}'); return e ? e.textContent : ''")
 }
@@ -411,21 +529,12 @@ fn luci_in_a_browser_against_a_two_node_cluster() {
             .unwrap();
         assert!(c.wait().unwrap().success(), "luci --add-user {name}");
     }
-    // Our tgtd with one target, and a dlm user (this process) with one
-    // lockspace, for the storage page.
+    // Our tgtd with one target, and two dlm nodes (in this process) with
+    // one lockspace, for the storage page and the plots' traffic.
     let tgtd = tgt::Tgtd::start();
     let lun = tgtd.tutorial_target(1, IQN);
     let ctl = dir.join("dlm-ctl");
-    let mut cfg = dlm::DlmConfig::new(
-        dlm::NodeId(1),
-        "127.0.0.1:0".parse().unwrap(),
-        std::collections::HashMap::new(),
-        dlm::ClusterKey::new(b"luci test dlm key").unwrap(),
-    );
-    cfg.ctl_dir = Some(ctl.clone());
-    let dlm = dlm::Dlm::start(cfg).unwrap();
-    let members = dlm::StaticMembership::new(&[dlm::NodeId(1)]);
-    let _ls = dlm.join("lucils", members.as_ref()).unwrap();
+    let (_dlms, lss) = dlm_pair(&ctl);
     let port = tests::free_port();
     let log = std::fs::File::create(dir.join("luci.log")).unwrap();
     let mut luci = spawn(
@@ -480,7 +589,7 @@ fn luci_in_a_browser_against_a_two_node_cluster() {
             json!({
                 "binary": "/usr/bin/chromium",
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1280,1500",
+                         "--disable-dev-shm-usage", "--window-size=1280,2100",
                          format!("--user-data-dir={}", profile.display())],
             }),
         );
@@ -494,7 +603,8 @@ fn luci_in_a_browser_against_a_two_node_cluster() {
             base: format!("http://127.0.0.1:{port}"),
             shots,
         };
-        browse(&b, &lab, &mut cmands, &mut rgm, port, &lun).await;
+        let traffic = || Traffic::start(&lss, tgtd.port);
+        browse(&b, &lab, &mut cmands, &mut rgm, port, &lun, traffic).await;
         b.c.close().await.unwrap();
     });
     tests::reap(&mut driver);
@@ -511,6 +621,7 @@ async fn browse(
     rgm: &mut [Child],
     port: u16,
     lun: &Path,
+    traffic: impl FnOnce() -> Traffic,
 ) {
     // Log in; a wrong password first.
     b.goto("/login").await;
@@ -556,7 +667,30 @@ async fn browse(
         .wait_js("the data's time to move", &state_js("#asof"), |v| v != asof)
         .await;
     assert!(later.contains("UTC"));
+
+    // The plots: lock requests (local and remote), glock demotes and
+    // iSCSI IOPS and MB/s rise from zero once this test makes traffic.
+    for id in ["members", "locks", "demotes", "iscsi"] {
+        let n = b
+            .js_str(&format!(
+                "return document.querySelectorAll('#plot-{id}').length"
+            ))
+            .await;
+        assert_eq!(n, "1", "plot {id}");
+    }
+    let traffic = traffic();
+    for id in ["lock-local", "lock-remote", "demotes", "iops", "mbps"] {
+        b.wait_js(
+            &format!("{id} above zero"),
+            &state_js(&format!("#now-{id}")),
+            |v| v.parse::<f64>().is_ok_and(|x| x > 0.0),
+        )
+        .await;
+    }
+    // A few seconds of traffic on the plots for the screenshot.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     b.shot("cluster").await;
+    traffic.stop();
 
     // Relocate from the page: clusvcadm's text, and the owner changes
     // without a reload (the marker set on this document survives).
@@ -797,6 +931,21 @@ async fn browse(
         v.contains("fenced by")
     })
     .await;
+    // cmand's own counters, as luci samples them: the loss and the fence.
+    let counted = |v: &str, what: &str| {
+        let words: Vec<&str> = v.split([' ', ',', ';']).collect();
+        words
+            .windows(2)
+            .find(|w| w[1].trim_end_matches('.') == what)
+            .and_then(|w| w[0].parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let c = b
+        .wait_js("cmand's counters", &state_js("#cman-counts"), |v| {
+            counted(v, "losses") >= 1 && counted(v, "fencings") >= 1
+        })
+        .await;
+    assert!(counted(&c, "messages") > 0, "{c}");
     cmands[1] = fslab::cmand(lab, 2);
     b.wait_js("node 2 back", &Browser::node_state(N2), |v| v == "Online")
         .await;

@@ -177,6 +177,8 @@ fn ls(dlm: &DlmInner) -> String {
         let _ = writeln!(s, "generation    {}", n.generation());
         let _ = writeln!(s, "state         {:?}", n.phase());
         let _ = writeln!(s, "members       {}", members.join(" "));
+        // A cluster filesystem's journal is slot - 1 (0: none assigned yet).
+        let _ = writeln!(s, "slot          {}", n.slot());
         drop(sh);
         // Counted shard by shard (each under its own lock, briefly).
         let (mut locks, mut resources, mut mastered) = (0, 0, 0);
