@@ -621,9 +621,12 @@ bench_failover() {
     if [ "$fence" = manual ]; then quiet=1 ack_when_asked "$surv" "$victim"; fi
     http=$(wait_served_by "$surv" "$t0")
     det=$(since "$t0" "$(log_ms "$d/cman.log" "$l_cman" "view installed")")
-    # The fencer's own log line (rgmanager's "node fenced" was missing in
-    # 2 of 10 kills with fence_scsi).
-    fen=$(since "$t0" "$(log_ms "$d/cman.log" "$l_cman" "fence succeeded")")
+    # The fencer's own log line when its agent succeeded (rgmanager's
+    # "node fenced" was missing in 2 of 10 kills with fence_scsi), else
+    # rgmanager's (fence_ack_manual ends the agent's wait from outside).
+    fen=$(log_ms "$d/cman.log" "$l_cman" "fence succeeded")
+    [ "$fen" != - ] || fen=$(log_ms "$d/rgmanager.log" "$l_rg" "node fenced")
+    fen=$(since "$t0" "$fen")
     rec=$(since "$t0" "$(log_ms "$d/rgmanager.log" "$l_rg" "mounted in the cluster")")
     start=$(since "$t0" "$(log_ms "$d/httpd-error.log" "$l_httpd" "resuming normal operations")")
     echo "$det $fen $rec $start $http" >> "$out"
