@@ -448,11 +448,15 @@ pub fn plots(snap: &Snapshot) -> String {
         snap,
         &axis,
         "iscsi",
-        "iSCSI (tgtd): IOPS and MB/s",
-        &[
-            ("iops", "IOPS", "#2a2", &rate(|r| r.iops), 1),
-            ("mbps", "MB/s", "#c22", &rate(|r| r.mbps), 2),
-        ],
+        "iSCSI (tgtd): IOPS",
+        &[("iops", "IOPS", "#2a2", &rate(|r| r.iops), 1)],
+    ));
+    h.push_str(&plot(
+        snap,
+        &axis,
+        "iscsi-mbps",
+        "iSCSI (tgtd): MB/s",
+        &[("mbps", "MB/s", "#c22", &rate(|r| r.mbps), 2)],
     ));
     if snap.rates.is_empty() {
         h.push_str(
@@ -1116,7 +1120,7 @@ pub fn storage(
         }
     }
     h.push_str("</section><section><h3>Volume groups and logical volumes (vgs, lvs)</h3>");
-    for (id, args) in [("vgs", &["vgs"][..]), ("lvs", &["lvs", "-a"][..])] {
+    for (id, args) in [("vgs", &["vgs"][..]), ("lvs", &["lvs"][..])] {
         let _ = match lvm_report(args) {
             Ok(t) if t.trim().is_empty() => write!(h, "<p id=\"{id}\">No volume group found.</p>"),
             Ok(t) => write!(h, "<pre id=\"{id}\">{}</pre>", esc(&t)),
@@ -1199,4 +1203,40 @@ pub fn storage(
          control socket; the journals' count and clean or dirty state are not read.</p>",
     );
     h
+}
+
+#[cfg(test)]
+mod storage_tests {
+    use super::*;
+
+    #[test]
+    fn the_journal_a_dlm_user_holds_is_its_slot_less_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = dlm::DlmConfig::new(
+            dlm::NodeId(1),
+            "127.0.0.1:0".parse().unwrap(),
+            std::collections::HashMap::new(),
+            dlm::ClusterKey::new(b"luci storage test key").unwrap(),
+        );
+        cfg.ctl_dir = Some(dir.path().to_path_buf());
+        let d = dlm::Dlm::start(cfg).unwrap();
+        let pid = std::process::id() as i32;
+        assert_eq!(journals_of(dir.path(), pid), "");
+        let m = dlm::StaticMembership::new(&[dlm::NodeId(1)]);
+        let ls = d.join("webfs", m.as_ref()).unwrap();
+        let t = std::time::Instant::now();
+        while ls.slot() == 0 {
+            assert!(t.elapsed().as_secs() < 30, "no slot");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(journals_of(dir.path(), pid), "webfs: journal 0");
+        // Another process's socket is not ours.
+        assert_eq!(journals_of(dir.path(), pid + 1), "");
+    }
+
+    #[test]
+    fn mount_fields_lose_their_octal_escapes() {
+        assert_eq!(unoctal("/mnt/a\\040b"), "/mnt/a b");
+        assert_eq!(unoctal("plain\\0x"), "plain\\0x");
+    }
 }

@@ -48,6 +48,7 @@ pub fn bin(name: &str) -> PathBuf {
 mod skips;
 
 pub mod fslab;
+pub mod rglab;
 
 pub use skips::{ci, on_path as have, require, skip, test_name, SKIP_LOG};
 

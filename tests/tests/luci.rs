@@ -23,9 +23,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use rgmanager::control::{request, Request, Response};
 use serde_json::json;
 use tests::fslab::{self, Lab};
+use tests::rglab;
 use tests::{bin, spawn, wait_for};
 
 #[path = "iscsi_target_util.rs"]
@@ -90,33 +90,12 @@ fn add_rm(lab: &Lab) -> PathBuf {
 }
 
 fn rgmanager(lab: &Lab, i: u32) -> Child {
-    let log = std::fs::File::create(lab.state(i).join("rgmanager.log")).unwrap();
-    spawn(
-        Command::new(bin("rgmanager"))
-            .arg("-f")
-            .arg("--state-dir")
-            .arg(lab.state(i))
-            .arg("--agent-dir")
-            .arg(rgmanager::agent::shipped_agents_dir())
-            .arg("--status-interval")
-            .arg("1")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log),
-    )
-    .unwrap()
+    rglab::rgmanager(&lab.state(i), "1")
 }
 
 /// (owner, state) of service:web as node `i`'s rgmanager says.
 fn web(lab: &Lab, i: u32) -> Option<(String, String)> {
-    let r = request(&lab.state(i), &Request::Status, Duration::from_secs(5)).ok()?;
-    let Response::Status(v) = r else { return None };
-    let s = v.services.iter().find(|s| s.name == "service:web")?;
-    Some((
-        s.owner.clone().unwrap_or_else(|| "none".into()),
-        s.record.state.as_str().to_string(),
-    ))
+    rglab::service(&lab.state(i), "service:web")
 }
 
 fn version(lab: &Lab, i: u32) -> Option<u64> {
@@ -130,12 +109,7 @@ struct Teardown<'a>(&'a Lab, PathBuf);
 impl Drop for Teardown<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for i in 1..=2 {
-                for f in ["cmand.log", "rgmanager.log"] {
-                    let t = std::fs::read_to_string(self.0.state(i).join(f)).unwrap_or_default();
-                    eprintln!("==== node {i} {f}\n{t}");
-                }
-            }
+            rglab::dump_logs(&[self.0.state(1), self.0.state(2)]);
             for f in ["luci.log", "chromedriver.log"] {
                 let t = std::fs::read_to_string(self.1.join(f)).unwrap_or_default();
                 eprintln!("==== {f}\n{t}");
@@ -325,29 +299,34 @@ impl Browser {
         }
     }
 
-    async fn login(&self, user: &str, password: &str) {
-        self.goto("/login").await;
+    /// Clicks the element `css` selects.
+    async fn click(&self, css: &str) {
         self.c
-            .find(Locator::Id("user"))
-            .await
-            .unwrap()
-            .send_keys(user)
-            .await
-            .unwrap();
-        self.c
-            .find(Locator::Id("password"))
-            .await
-            .unwrap()
-            .send_keys(password)
-            .await
-            .unwrap();
-        self.c
-            .find(Locator::Id("login-button"))
+            .find(Locator::Css(css))
             .await
             .unwrap()
             .click()
             .await
             .unwrap();
+    }
+
+    /// Fills the login form shown and sends it.
+    async fn submit_login(&self, user: &str, password: &str) {
+        for (id, text) in [("user", user), ("password", password)] {
+            self.c
+                .find(Locator::Id(id))
+                .await
+                .unwrap()
+                .send_keys(text)
+                .await
+                .unwrap();
+        }
+        self.click("#login-button").await;
+    }
+
+    async fn login(&self, user: &str, password: &str) {
+        self.goto("/login").await;
+        self.submit_login(user, password).await;
         self.wait_js(
             "the cluster page",
             "return document.getElementById('members') ? 'yes' : ''",
@@ -362,6 +341,41 @@ impl Browser {
             "var r = document.getElementById('node-{node}'); return r ? r.querySelector('.state').textContent : ''"
         )
     }
+}
+
+/// An lvm configuration (in `dir`/lvm) whose only device is the iSCSI LUN
+/// at `url`, with VG `lucivg` and an inactive LV `data` on it, made with
+/// our `lvm`; returns the `LVM_SYSTEM_DIR`.
+fn lvm_on(dir: &Path, url: &str) -> PathBuf {
+    let sys = dir.join("lvm");
+    std::fs::create_dir_all(&sys).unwrap();
+    std::fs::write(
+        sys.join("lvm.conf"),
+        format!(
+            "devices {{\n\tdir = \"{}\"\n\tscan = []\n\textra = [\"{url}\"]\n}}\n\
+             global {{\n\tlocking_type = 1\n\tlocking_dir = \"{}\"\n}}\n",
+            dir.join("lvm-dev").display(),
+            dir.join("lvm-lock").display()
+        ),
+    )
+    .unwrap();
+    for args in [
+        &["pvcreate", url][..],
+        &["vgcreate", "lucivg", url],
+        &["lvcreate", "-an", "-l", "2", "-n", "data", "lucivg"],
+    ] {
+        let o = Command::new(bin("lvm"))
+            .args(args)
+            .env("LVM_SYSTEM_DIR", &sys)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "lvm {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    sys
 }
 
 /// Two dlm nodes in this process, control sockets in `ctl`, both in
@@ -533,6 +547,7 @@ fn luci_in_a_browser_against_a_two_node_cluster() {
     // one lockspace, for the storage page and the plots' traffic.
     let tgtd = tgt::Tgtd::start();
     let lun = tgtd.tutorial_target(1, IQN);
+    let lvm_dir = lvm_on(&dir, &tgtd.url(IQN, 1));
     let ctl = dir.join("dlm-ctl");
     let (_dlms, lss) = dlm_pair(&ctl);
     let port = tests::free_port();
@@ -553,6 +568,7 @@ fn luci_in_a_browser_against_a_two_node_cluster() {
             .arg(tgtd.dir.path())
             .arg("--dlm-ctl-dir")
             .arg(&ctl)
+            .env("LVM_SYSTEM_DIR", &lvm_dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log),
@@ -626,24 +642,7 @@ async fn browse(
     // Log in; a wrong password first.
     b.goto("/login").await;
     b.shot("login").await;
-    b.c.find(Locator::Id("user"))
-        .await
-        .unwrap()
-        .send_keys("admin")
-        .await
-        .unwrap();
-    b.c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("nope")
-        .await
-        .unwrap();
-    b.c.find(Locator::Id("login-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.submit_login("admin", "nope").await;
     let err = b
         .wait_js("the login error", &state_js("#login-error"), |v| {
             !v.is_empty()
@@ -670,7 +669,7 @@ async fn browse(
 
     // The plots: lock requests (local and remote), glock demotes and
     // iSCSI IOPS and MB/s rise from zero once this test makes traffic.
-    for id in ["members", "locks", "demotes", "iscsi"] {
+    for id in ["members", "locks", "demotes", "iscsi", "iscsi-mbps"] {
         let n = b
             .js_str(&format!(
                 "return document.querySelectorAll('#plot-{id}').length"
@@ -700,12 +699,7 @@ async fn browse(
             .await
             .unwrap();
     sel.select_by_value(N2).await.unwrap();
-    b.c.find(Locator::Css("#svc-web button.act-relocate"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#svc-web button.act-relocate").await;
     let msg = b
         .wait_js("the relocation's result", &state_js("#msg"), |v| {
             !v.is_empty() && !v.starts_with("Working")
@@ -741,12 +735,7 @@ async fn browse(
         e.clear().await.unwrap();
         e.send_keys(p).await.unwrap();
     }
-    b.c.find(Locator::Css("#domain-pref button.dsave"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#domain-pref button.dsave").await;
     let m = b
         .wait_js("the domain applied", &state_js("#conf-message"), |v| {
             !v.is_empty()
@@ -834,12 +823,7 @@ async fn browse(
     let d = b.js_str(&state_js("#diff")).await;
     assert!(d.contains(&format!("name=\"{N2}\" priority=\"1\"")), "{d}");
     b.shot("history").await;
-    b.c.find(Locator::Css("#hist-1 form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#hist-1 form button").await;
     let m = b
         .wait_js("the rollback", &state_js("#conf-message"), |v| {
             !v.is_empty()
@@ -864,6 +848,15 @@ async fn browse(
     );
     let d = b.js_str(&state_js("#dlm")).await;
     assert!(d.contains("name          lucils"), "{d}");
+    assert!(d.contains("slot          "), "{d}");
+    let vgs = b.js_str(&state_js("#vgs")).await;
+    assert!(vgs.contains("lucivg"), "{vgs}");
+    let lvs = b.js_str(&state_js("#lvs")).await;
+    assert!(
+        lvs.lines()
+            .any(|l| l.contains("data") && l.contains("lucivg")),
+        "{lvs}"
+    );
     b.shot("storage").await;
     b.goto("/service/web").await;
     let svc = b.js_str(&state_js("table.kv")).await;
@@ -955,12 +948,7 @@ async fn browse(
 
     // The read-only user: no actions shown, and the server refuses one
     // sent anyway with a valid session and token.
-    b.c.find(Locator::Css("nav form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("nav form button").await;
     b.wait_js(
         "the login page",
         "return document.getElementById('login') ? 'yes' : ''",

@@ -17,13 +17,13 @@
 //! the service come up on the survivor.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use cman::api::Client;
 use cman::node::Status;
 use rgmanager::control::{request, Request, Response};
-use tests::{bin, spawn, spawn_cmand};
+use tests::{bin, spawn_cmand};
 
 struct Lab {
     dir: tempfile::TempDir,
@@ -153,22 +153,7 @@ impl Lab {
     }
 
     fn rgmanager(&self, i: u32) -> Child {
-        let log = std::fs::File::create(self.state(i).join("rgmanager.log")).unwrap();
-        spawn(
-            Command::new(bin("rgmanager"))
-                .arg("-f")
-                .arg("--state-dir")
-                .arg(self.state(i))
-                .arg("--agent-dir")
-                .arg(rgmanager::agent::shipped_agents_dir())
-                .arg("--status-interval")
-                .arg("0.3")
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log),
-        )
-        .unwrap()
+        tests::rglab::rgmanager(&self.state(i), "0.3")
     }
 
     fn tool(&self, i: u32, name: &str, args: &[&str]) -> Output {
@@ -182,13 +167,7 @@ impl Lab {
 
     /// (owner name, state) of service:web as node `i`'s rgmanager says.
     fn web(&self, i: u32) -> Option<(String, String)> {
-        let r = request(&self.state(i), &Request::Status, Duration::from_secs(5)).ok()?;
-        let Response::Status(v) = r else { return None };
-        let s = v.services.iter().find(|s| s.name == "service:web")?;
-        Some((
-            s.owner.clone().unwrap_or_else(|| "none".into()),
-            s.record.state.as_str().to_string(),
-        ))
+        tests::rglab::service(&self.state(i), "service:web")
     }
 
     fn wait_web(&self, i: u32, owner: &str, state: &str) {
@@ -218,12 +197,7 @@ impl Lab {
     }
 
     fn dump_logs(&self) {
-        for i in 1..=2 {
-            for f in ["cmand.log", "rgmanager.log"] {
-                let t = std::fs::read_to_string(self.state(i).join(f)).unwrap_or_default();
-                eprintln!("==== node {i} {f}\n{t}");
-            }
-        }
+        tests::rglab::dump_logs(&[self.state(1), self.state(2)]);
     }
 }
 
