@@ -32,7 +32,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use dlm::{Completion, Flags, LockId, Lockspace, Mode, Status};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::glock::{
     Action, DlmFailure, DlmMode, GlockConfig, GlockName, GlockState, GlockTable, GlockType,
@@ -99,6 +99,13 @@ struct State {
     /// First requests refused before `lock_async` returned their id: no
     /// lock to remember.
     refused_early: Vec<LockId>,
+    /// A job is being carried out (by the worker, or by a caller that
+    /// took a DLM request at the head of the queue itself): jobs run one
+    /// at a time, in queue order.
+    running: bool,
+    /// While the worker sleeps: until when (`Some(None)`: until woken).
+    /// `None` while it is awake, when it plans its next sleep anew anyway.
+    worker_sleeps_until: Option<Option<u64>>,
 }
 
 impl State {
@@ -165,6 +172,8 @@ impl DlmGlocks {
                 deferred: Vec::new(),
                 frozen: Vec::new(),
                 refused_early: Vec::new(),
+                running: false,
+                worker_sleeps_until: None,
             }),
             granted: Condvar::new(),
             wake: Condvar::new(),
@@ -199,7 +208,7 @@ impl DlmGlocks {
         }
         let now = inner.now_ms();
         let (holder, actions) = st.table.acquire(name, mode, flags, now);
-        inner.dispatch(&mut st, actions);
+        inner.dispatch_here(&mut st, actions);
         loop {
             match st.outcomes.remove(&holder) {
                 Some(Outcome::Granted) => {
@@ -368,6 +377,26 @@ impl Inner {
 
     /// Records grants and failures, queues the rest for the worker.
     fn dispatch(&self, st: &mut State, actions: Vec<Action>) {
+        if self.dispatch_quiet(st, actions) {
+            self.wake.notify_all();
+        }
+    }
+
+    /// [`Inner::dispatch`] from a caller's thread, which sends the DLM
+    /// requests and unlocks it queued itself when nothing else runs
+    /// ([`Inner::run_here`]); the worker is woken only for what is left.
+    fn dispatch_here(self: &Arc<Self>, st: &mut MutexGuard<'_, State>, actions: Vec<Action>) {
+        if self.dispatch_quiet(st, actions) {
+            self.run_here(st);
+            if !st.work.is_empty() {
+                self.wake.notify_all();
+            }
+        }
+    }
+
+    /// Records grants and failures, queues the rest; true if it queued
+    /// work (the caller wakes the worker).
+    fn dispatch_quiet(&self, st: &mut State, actions: Vec<Action>) -> bool {
         let mut woke = false;
         let mut work = false;
         for a in actions {
@@ -416,16 +445,39 @@ impl Inner {
         if woke {
             self.granted.notify_all();
         }
-        if work {
-            self.wake.notify_all();
-        }
+        work
     }
 
     fn release(self: &Arc<Self>, holder: HolderId) {
         let mut st = self.state.lock();
         let now = self.now_ms();
         let actions = st.table.release(holder, now);
-        self.dispatch(&mut st, actions);
+        self.dispatch_here(&mut st, actions);
+    }
+
+    /// Carries out the DLM requests and unlocks at the head of the queue
+    /// on the calling thread, when no job runs: a caller that needs a new
+    /// glock (a create takes two) or drops one on its last close then
+    /// waits for no hand-over to the worker and back, and the DLM answers
+    /// a lock mastered here inside `lock_async`. The worker's order is
+    /// kept: only the queue's head, one job at a time, never past a sync
+    /// or an invalidation (filesystem work stays on the worker).
+    fn run_here(self: &Arc<Self>, st: &mut MutexGuard<'_, State>) {
+        while !st.running && !st.withdrawn {
+            match st.work.front() {
+                Some(Work::Request { name, .. }) if !st.blocked || st.passes_recovery(*name) => {}
+                Some(Work::Forget(_)) => {}
+                _ => return,
+            }
+            let job = st.work.pop_front().expect("a head");
+            st.running = true;
+            MutexGuard::unlocked(st, || match job {
+                Work::Request { name, to, try_lock } => self.request(name, to, try_lock),
+                Work::Forget(name) => self.forget(name),
+                Work::Sync(_) | Work::Invalidate(..) => unreachable!("only DLM work here"),
+            });
+            st.running = false;
+        }
     }
 
     /// The glock worker: carries out queued work in order; runs the
@@ -435,8 +487,11 @@ impl Inner {
             let job = {
                 let mut st = self.state.lock();
                 loop {
-                    if let Some(w) = st.work.pop_front() {
-                        break w;
+                    if !st.running {
+                        if let Some(w) = st.work.pop_front() {
+                            st.running = true;
+                            break w;
+                        }
                     }
                     if st.stop {
                         return;
@@ -449,13 +504,20 @@ impl Inner {
                         }
                         Some(t) => {
                             let wait = Duration::from_millis(t - now);
+                            st.worker_sleeps_until = Some(Some(t));
                             self.wake.wait_for(&mut st, wait);
+                            st.worker_sleeps_until = None;
                         }
-                        None => self.wake.wait(&mut st),
+                        None => {
+                            st.worker_sleeps_until = Some(None);
+                            self.wake.wait(&mut st);
+                            st.worker_sleeps_until = None;
+                        }
                     }
                 }
             };
             self.run(job);
+            self.state.lock().running = false;
         }
     }
 
@@ -476,13 +538,16 @@ impl Inner {
             Work::Sync(name) => self.ops.sync(name),
             Work::Invalidate(name, keep) => self.ops.invalidate(name, keep),
             Work::Request { name, to, try_lock } => self.request(name, to, try_lock),
-            Work::Forget(name) => {
-                let id = self.state.lock().dlm_ids.remove(&name);
-                if let Some((id, _)) = id {
-                    if let Err(e) = self.ls.unlock_async(id, Flags::empty(), None) {
-                        tracing::warn!(?name, error = %e, "unlocking a forgotten glock");
-                    }
-                }
+            Work::Forget(name) => self.forget(name),
+        }
+    }
+
+    /// Unlocks the DLM lock of a glock the core forgot.
+    fn forget(&self, name: GlockName) {
+        let id = self.state.lock().dlm_ids.remove(&name);
+        if let Some((id, _)) = id {
+            if let Err(e) = self.ls.unlock_async(id, Flags::empty(), None) {
+                tracing::warn!(?name, error = %e, "unlocking a forgotten glock");
             }
         }
     }
@@ -573,10 +638,24 @@ impl Inner {
             Status::Canceled => st.table.dlm_failed(name, DlmFailure::Error, now),
         };
         self.dispatch(st, actions);
-        // A grant may start a minimum hold time: the worker must plan its
-        // next tick anew; `wait_released` waits for demotes to complete.
-        self.wake.notify_all();
+        // A grant may start a minimum hold time; `wait_released` waits
+        // for demotes to complete.
+        self.replan(st);
         self.granted.notify_all();
+    }
+
+    /// Wakes the worker if the core's next tick is now earlier than the
+    /// worker sleeps for (a new minimum hold time or demote): a grant
+    /// wakes no thread that has nothing to do.
+    fn replan(&self, st: &State) {
+        let Some(until) = st.worker_sleeps_until else {
+            return; // awake: it plans its next sleep after its job
+        };
+        if let Some(t) = st.table.next_tick_ms() {
+            if until.is_none_or(|u| t < u) {
+                self.wake.notify_all();
+            }
+        }
     }
 
     /// Another node waits for `name` in `wanted`.
@@ -586,7 +665,7 @@ impl Inner {
         let actions = st.table.blocking_callback(name, glock_mode(wanted), now);
         self.dispatch(&mut st, actions);
         // The demote may wait for the minimum hold time: a new tick.
-        self.wake.notify_all();
+        self.replan(&st);
     }
 
     /// The lockspace refused a request: every holder of `name` fails.
