@@ -546,6 +546,12 @@ power_off "$owner"
 note "every process in namespace $(ns "$owner") killed, ip link set eth0 down there"
 [ "$fence" = manual ] && ack_when_asked "$survivor" "$owner"
 took=$(wait_served_by "$survivor" "$t0")
+# Apache answers before rgmanager has marked the service started (its
+# start ends after the script resource's): wait for that before clustat.
+for _ in $(seq 100); do
+  [ "$(owner_of "$survivor")" = "$survivor" ] && break
+  sleep 0.1
+done
 on "$survivor" "clustat"
 show_client
 note "served again by ${HOST[$survivor]} ${took} ms after the kill"
