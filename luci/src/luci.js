@@ -15,10 +15,21 @@ function follow() {
     const d = JSON.parse(e.data);
     asof.textContent = d.asof;
     conn.textContent = "live";
-    // Replaced only when changed, so a half-filled form is not reset.
+    // Replaced only when changed, and the node chosen in a relocation
+    // menu is kept across it (the view's age changes at every reading).
     if (d.live !== last) {
+      const chosen = new Map();
+      live.querySelectorAll("select").forEach((s) => {
+        const row = s.closest("[id]");
+        if (row) chosen.set(row.id + " " + s.className, s.value);
+      });
       live.innerHTML = d.live;
       last = d.live;
+      live.querySelectorAll("select").forEach((s) => {
+        const row = s.closest("[id]");
+        const v = row && chosen.get(row.id + " " + s.className);
+        if (v && [...s.options].some((o) => o.value === v)) s.value = v;
+      });
     }
     plots.innerHTML = d.plots;
   });

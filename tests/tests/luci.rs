@@ -299,15 +299,38 @@ impl Browser {
         }
     }
 
-    /// Clicks the element `css` selects.
+    /// Clicks the element `css` selects. The live updates replace the
+    /// page's fragment while the view's age changes, so an element found
+    /// may be gone by the click: then it is found again.
     async fn click(&self, css: &str) {
-        self.c
-            .find(Locator::Css(css))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        for _ in 0..20 {
+            let e = self.c.find(Locator::Css(css)).await.unwrap();
+            match e.click().await {
+                Ok(()) => return,
+                Err(fantoccini::error::CmdError::Standard(w))
+                    if w.error == fantoccini::error::ErrorStatus::StaleElementReference => {}
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
+        panic!("click {css}: the element kept going stale");
+    }
+
+    /// Chooses `value` in the menu `css` selects, again if a live update
+    /// replaced the menu meanwhile (the page keeps a choice made in the
+    /// menu it replaces).
+    async fn choose(&self, css: &str, value: &str) {
+        let now = format!("var e = document.querySelector('{css}'); return e ? e.value : ''");
+        for _ in 0..20 {
+            let e = self.c.find(Locator::Css(css)).await.unwrap();
+            match e.select_by_value(value).await {
+                Ok(()) if self.js_str(&now).await == value => return,
+                Ok(()) => {}
+                Err(fantoccini::error::CmdError::Standard(w))
+                    if w.error == fantoccini::error::ErrorStatus::StaleElementReference => {}
+                Err(e) => panic!("choose {value} in {css}: {e}"),
+            }
+        }
+        panic!("choose {value} in {css}: the menu kept going stale");
     }
 
     /// Fills the login form shown and sends it.
@@ -694,11 +717,7 @@ async fn browse(
     // Relocate from the page: clusvcadm's text, and the owner changes
     // without a reload (the marker set on this document survives).
     b.js("window.lucimark = 'same page'; return null").await;
-    let sel =
-        b.c.find(Locator::Css("#svc-web select.relocate-to"))
-            .await
-            .unwrap();
-    sel.select_by_value(N2).await.unwrap();
+    b.choose("#svc-web select.relocate-to", N2).await;
     b.click("#svc-web button.act-relocate").await;
     let msg = b
         .wait_js("the relocation's result", &state_js("#msg"), |v| {
