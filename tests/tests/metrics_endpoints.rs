@@ -1,6 +1,7 @@
-//! tgtd's per-LUN counters (issue 14) from outside: `tgtadm --mode
-//! metrics --op show` after READ(10)s and WRITE(10)s of a raw iSCSI
-//! session, and `tgtd --metrics ADDR:PORT` answering `GET /metrics`.
+//! The daemons' counters (issue 14) from outside: tgtd's per LUN with
+//! `tgtadm --mode metrics --op show` after READ(10)s of a raw iSCSI
+//! session, `tgtd --metrics ADDR:PORT` answering `GET /metrics`, and
+//! cmand's membership events and messages over HTTP and its API.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -82,5 +83,73 @@ fn tgtd_serves_get_metrics() {
         text.contains("# TYPE tgtd_lun_commands_total counter"),
         "{text}"
     );
+    tests::reap(&mut child);
+}
+
+#[test]
+fn cmand_counts_its_first_view_and_messages() {
+    if !tests::require_root("a cluster node on 127.0.1.1") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("127.0.1.1");
+    std::fs::create_dir_all(&state).unwrap();
+    let port = tests::free_port_on(&["127.0.1.1"], true);
+    std::fs::write(
+        state.join("cluster.conf"),
+        format!(
+            "<?xml version=\"1.0\"?>\n<cluster name=\"metricscl\" config_version=\"1\">\n\
+             <cman port=\"{port}\" two_node=\"1\" expected_votes=\"1\"/>\n<clusternodes>\n\
+             <clusternode name=\"127.0.1.1\" nodeid=\"1\" votes=\"1\"/>\n\
+             <clusternode name=\"127.0.1.2\" nodeid=\"2\" votes=\"1\"/>\n\
+             </clusternodes>\n</cluster>\n"
+        ),
+    )
+    .unwrap();
+    let key = dir.path().join("authkey");
+    std::fs::write(&key, b"metrics test cluster key 0123456789").unwrap();
+    std::fs::set_permissions(
+        &key,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .unwrap();
+    let mport = tests::free_port();
+    let mut child = tests::spawn(
+        Command::new(tests::bin("cmand"))
+            .args(["-f", "-c"])
+            .arg(state.join("cluster.conf"))
+            .args(["-n", "127.0.1.1", "--state-dir"])
+            .arg(&state)
+            .arg("--key-file")
+            .arg(&key)
+            .args(["--metrics", &format!("127.0.0.1:{mport}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{mport}").parse().unwrap();
+    let ev = |t: &str, e: &str| {
+        sample(t, "cman_membership_events_total", &format!("event=\"{e}\"")).unwrap_or(0.0)
+    };
+    let sent = |t: &str| sample(t, "cman_messages_total", "direction=\"sent\"").unwrap_or(0.0);
+    let start = Instant::now();
+    let text = loop {
+        if let Ok(t) = fetch_http(addr) {
+            if ev(&t, "view") >= 1.0 && sent(&t) > 0.0 {
+                break t;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no view counted");
+        assert!(matches!(child.try_wait(), Ok(None)), "cmand exited");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Its first view has itself: one join; nobody was lost.
+    assert!(ev(&text, "join") >= 1.0, "{text}");
+    assert_eq!(ev(&text, "loss"), 0.0, "{text}");
+    // The same counters through the API.
+    let mut c = cman::api::Client::connect(&state).unwrap();
+    let r = c.request(&cman::api::ApiRequest::Metrics).unwrap();
+    let api = r.msg.unwrap_or_default();
+    assert!(ev(&api, "view") >= 1.0, "{api}");
     tests::reap(&mut child);
 }
