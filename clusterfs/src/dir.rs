@@ -41,12 +41,10 @@ impl Volume {
     }
 
     fn region_find(&mut self, r: Region, name: &[u8]) -> Result<Option<(Inum, u16)>> {
-        let h = disk_hash(name);
-        Ok(self
-            .region_entries(r)?
-            .into_iter()
-            .find(|e| e.dirent.in_use() && e.dirent.de_hash == h && e.name == name)
-            .map(|e| (e.dirent.de_inum, e.dirent.de_type)))
+        let b = self.meta(r.blk)?;
+        let found = crate::dirbuild::find_dirent(&b[r.start..], disk_hash(name), name)
+            .map_err(|e| FsError::Corrupt(format!("directory block {}: {e}", r.blk)))?;
+        Ok(found.map(|d| (d.de_inum, d.de_type)))
     }
 
     /// Tries to place an entry in the region; false when there is no room.

@@ -95,6 +95,30 @@ pub fn pack_dirents(entries: &[DirEntryIn], len: usize) -> Result<Vec<u8>, DirLa
 
 /// Parses every record of a dirent region, in use or not, checking that
 /// they tile it exactly.
+/// The entry named `name` (whose hash is `hash`) in a region of dirents,
+/// as [`parse_dirents`] would find it, without copying a name: a lookup
+/// walks a leaf of up to a few hundred entries on every create, lookup
+/// and unlink.
+pub fn find_dirent(
+    region: &[u8],
+    hash: u32,
+    name: &[u8],
+) -> Result<Option<Dirent>, DirLayoutError> {
+    let mut off = 0;
+    while off < region.len() {
+        let de = Dirent::decode_at(region, off)?;
+        let n = usize::from(de.de_name_len);
+        if de.in_use()
+            && de.de_hash == hash
+            && &region[off + Dirent::SIZE..off + Dirent::SIZE + n] == name
+        {
+            return Ok(Some(de));
+        }
+        off += usize::from(de.de_rec_len);
+    }
+    Ok(None)
+}
+
 pub fn parse_dirents(region: &[u8]) -> Result<Vec<DirEntryOut>, DirLayoutError> {
     let mut out = Vec::new();
     let mut off = 0;
@@ -256,6 +280,29 @@ mod tests {
                 no_addr: addr,
             },
             de_type: 8,
+        }
+    }
+
+    #[test]
+    fn find_dirent_finds_what_parse_dirents_lists() {
+        let g = Geometry::new(4096);
+        let es: Vec<_> = (0..200u64)
+            .map(|i| ent(&format!("f{i}"), 100 + i))
+            .collect();
+        let l = build_directory(&g, 10, &es, 0).unwrap();
+        assert!(!l.leaves.is_empty());
+        for leaf in &l.leaves {
+            let region = &leaf[Leaf::SIZE..];
+            for e in parse_dirents(region)
+                .unwrap()
+                .iter()
+                .filter(|e| e.dirent.in_use())
+            {
+                let found = find_dirent(region, e.dirent.de_hash, &e.name).unwrap();
+                assert_eq!(found.map(|d| d.de_inum), Some(e.dirent.de_inum));
+            }
+            let h = crate::ondisk::disk_hash(b"absent");
+            assert!(find_dirent(region, h, b"absent").unwrap().is_none());
         }
     }
 

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use clusterfs::block::{BlockDevice, MemDevice};
-use clusterfs::dirbuild::parse_dirents;
+use clusterfs::dirbuild::{find_dirent, parse_dirents};
 use clusterfs::fs::{FileSystem, Ino};
 use clusterfs::lock::LocalLocks;
 use clusterfs::ondisk::{
@@ -72,6 +72,21 @@ pub fn dirents(data: &[u8]) {
     };
     if let Ok(list) = parse_dirents(region) {
         let mut end = 0;
+        for e in &list {
+            // The lookup finds the first live entry of that name.
+            if e.dirent.in_use() {
+                let first = list
+                    .iter()
+                    .find(|f| {
+                        f.dirent.in_use()
+                            && f.dirent.de_hash == e.dirent.de_hash
+                            && f.name == e.name
+                    })
+                    .map(|f| f.dirent.de_inum);
+                let found = find_dirent(region, e.dirent.de_hash, &e.name).expect("parsed region");
+                assert_eq!(found.map(|d| d.de_inum), first);
+            }
+        }
         for e in list {
             assert_eq!(e.offset, end, "records tile the region");
             assert_eq!(e.name.len(), usize::from(e.dirent.de_name_len));
