@@ -189,6 +189,8 @@ pub struct JoinOptions {
     pub locktable: String,
     /// The lockspace's port; [`default_port`] when `None`.
     pub port: Option<u16>,
+    /// Where to serve the counters as `GET /metrics`, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A node's membership of a volume's lockspace, holding the volume.
@@ -252,6 +254,7 @@ impl ClusterMount {
         // `dlm_tool lockdump FSNAME` and `plocks` read it, as on a node
         // with the kernel's DLM.
         config.ctl_dir = Some(opts.state_dir.clone());
+        config.metrics = opts.metrics;
         let dlm = Dlm::start(config).map_err(|e| join_err(format!("dlm on {listen}: {e}")))?;
         let ctl = MountControl::new();
         let ls = dlm

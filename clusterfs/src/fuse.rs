@@ -1567,6 +1567,10 @@ pub struct MountOptions {
     /// `dlm_port=N`: the TCP port of the volume's lockspace on every node
     /// (default: derived from FSNAME, see `cluster::default_port`).
     pub dlm_port: Option<u16>,
+    /// `metrics=ADDR:PORT`: serve the lockspace's and the glocks' counters
+    /// as `GET /metrics` (Prometheus text) there, besides the DLM control
+    /// socket's `metrics` command.
+    pub metrics: Option<std::net::SocketAddr>,
     /// Options accepted for compatibility but without effect here.
     pub ignored: Vec<String>,
 }
@@ -1583,6 +1587,7 @@ impl MountOptions {
             jid: None,
             locktable: None,
             dlm_port: None,
+            metrics: None,
             ignored: Vec::new(),
         };
         for opt in s.split(',').filter(|x| !x.is_empty()) {
@@ -1598,6 +1603,11 @@ impl MountOptions {
                 ("locktable", Some(v)) => o.locktable = Some(v.to_string()),
                 ("dlm_port", Some(v)) => {
                     o.dlm_port = Some(v.parse().map_err(|_| format!("bad dlm_port {v:?}"))?);
+                }
+                ("metrics", Some(v)) => {
+                    o.metrics = Some(v.parse().map_err(|_| {
+                        format!("bad metrics address {v:?} (want ADDR:PORT, e.g. 127.0.0.1:9840)")
+                    })?);
                 }
                 ("hostdata", Some(v)) => {
                     if o.parse_hostdata(v)? {

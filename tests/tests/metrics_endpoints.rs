@@ -1,7 +1,8 @@
 //! The daemons' counters (issue 14) from outside: tgtd's per LUN with
 //! `tgtadm --mode metrics --op show` after READ(10)s of a raw iSCSI
 //! session, `tgtd --metrics ADDR:PORT` answering `GET /metrics`, and
-//! cmand's membership events and messages over HTTP and its API.
+//! cmand's membership events and messages over HTTP and its API, and a
+//! lock_dlm mount's lock and glock counters (`-o metrics=ADDR:PORT`).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -152,4 +153,38 @@ fn cmand_counts_its_first_view_and_messages() {
     let api = r.msg.unwrap_or_default();
     assert!(ev(&api, "view") >= 1.0, "{api}");
     tests::reap(&mut child);
+}
+
+#[test]
+fn a_lock_dlm_mount_serves_its_lock_and_glock_counters() {
+    use tests::fslab::{cluster_up, mkfs, stop_cmands};
+    let Some((lab, mut cmands)) = cluster_up(1) else {
+        return;
+    };
+    mkfs(&lab.image());
+    let mport = tests::free_port();
+    let addr = format!("127.0.0.1:{mport}").parse().unwrap();
+    let m = tests::FuseMount::start(
+        &mut lab.mount_cmd(1, &format!(",metrics=127.0.0.1:{mport}")),
+        &lab.mnt(1),
+    );
+    let before = fetch_http(addr).expect("GET /metrics of the mount");
+    for i in 0..20 {
+        std::fs::write(lab.mnt(1).join(format!("f{i}")), b"x").unwrap();
+    }
+    let after = fetch_http(addr).unwrap();
+    let local = |t: &str| dlm::metrics::sum(t, "dlm_lock_requests_total", &["origin=\"local\""]);
+    // Each new file takes at least its inode's and its iopen glock.
+    assert!(
+        local(&after) >= local(&before) + 40.0,
+        "local lock requests {} then {}:\n{after}",
+        local(&before),
+        local(&after)
+    );
+    assert!(
+        sample(&after, "clusterfs_glock_demotes_total", "").is_some(),
+        "no glock counters:\n{after}"
+    );
+    m.stop();
+    stop_cmands(&mut cmands);
 }

@@ -103,6 +103,7 @@ fn mount_in_cluster(
         state_dir: args.state_dir.clone(),
         locktable: opts.locktable.clone().unwrap_or(sb_locktable.to_string()),
         port: opts.dlm_port,
+        metrics: opts.metrics,
     };
     let mut cm = ClusterMount::join(&join)?;
     let dev: Arc<dyn BlockDevice> = Arc::new(GatedDevice::new(dev, cm.gate.clone()));
