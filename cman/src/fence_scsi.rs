@@ -35,7 +35,7 @@ use iscsi::initiator::cdb::pr_type;
 use iscsi::initiator::lun::{default_initiator_name, session_config, LunOptions};
 use iscsi::initiator::prsock::HolderLun;
 use iscsi::initiator::records::StateDir;
-use iscsi::initiator::{Connection, InitiatorError, IscsiUrl, Lun};
+use iscsi::initiator::{Connection, InitiatorError, IscsiUrl, Lun, PersistentReserve};
 use md5::{Digest, Md5};
 
 use crate::config::{ClusterConf, ConfigError};
@@ -323,7 +323,9 @@ pub trait PrDevice {
     fn close(self) -> Result<(), InitiatorError>;
 }
 
-impl PrDevice for Lun {
+/// Every [`PersistentReserve`] LUN (our own session's, or a session
+/// holder's through its socket) fences the same way.
+impl<L: PersistentReserve> PrDevice for L {
     fn register(&self, key: u64) -> Result<(), InitiatorError> {
         self.pr_register(key)
     }
@@ -340,7 +342,7 @@ impl PrDevice for Lun {
         Ok(self.pr_read_reservation()?.holder.map(|(key, _)| key))
     }
     fn close(self) -> Result<(), InitiatorError> {
-        Lun::close(self)
+        PersistentReserve::close(self)
     }
 }
 
@@ -414,41 +416,23 @@ pub enum Opened {
     Session(Lun),
 }
 
-impl PrDevice for Opened {
-    fn register(&self, key: u64) -> Result<(), InitiatorError> {
+impl PersistentReserve for Opened {
+    fn execute_checked(
+        &self,
+        cdb: &[u8],
+        data_out: &[u8],
+        in_len: u32,
+    ) -> Result<Vec<u8>, InitiatorError> {
         match self {
-            Opened::Holder(h) => h.pr_register(key),
-            Opened::Session(l) => l.register(key),
-        }
-    }
-    fn reserve(&self, key: u64, pr_type: u8) -> Result<(), InitiatorError> {
-        match self {
-            Opened::Holder(h) => h.pr_reserve(key, pr_type),
-            Opened::Session(l) => l.reserve(key, pr_type),
-        }
-    }
-    fn fence(&self, key: u64, victim: u64, pr_type: u8) -> Result<bool, InitiatorError> {
-        match self {
-            Opened::Holder(h) => h.pr_fence(key, victim, pr_type),
-            Opened::Session(l) => l.fence(key, victim, pr_type),
-        }
-    }
-    fn read_keys(&self) -> Result<Vec<u64>, InitiatorError> {
-        match self {
-            Opened::Holder(h) => Ok(h.pr_read_keys()?.keys),
-            Opened::Session(l) => l.read_keys(),
-        }
-    }
-    fn holder(&self) -> Result<Option<u64>, InitiatorError> {
-        match self {
-            Opened::Holder(h) => Ok(h.pr_read_reservation()?.holder.map(|(key, _)| key)),
-            Opened::Session(l) => PrDevice::holder(l),
+            Opened::Holder(h) => h.execute_checked(cdb, data_out, in_len),
+            Opened::Session(l) => l.execute_checked(cdb, data_out, in_len),
         }
     }
     fn close(self) -> Result<(), InitiatorError> {
         match self {
+            // The holder's session stays: it carries the node's I/O.
             Opened::Holder(_) => Ok(()),
-            Opened::Session(l) => PrDevice::close(l),
+            Opened::Session(l) => l.close(),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 use iscsi::initiator::lun::{session_config, LunOptions};
-use iscsi::initiator::{Connection, IscsiUrl, Lun};
+use iscsi::initiator::{Connection, IscsiUrl, Lun, PersistentReserve};
 use util::Tgtd;
 
 const IQN: &str = "iqn.2026-11.rs.rhcs:fence-scsi";

@@ -13,7 +13,7 @@ use iscsi::initiator::cdb::{self, pr_type};
 use iscsi::initiator::driver::discover;
 use iscsi::initiator::lun::LunOptions;
 use iscsi::initiator::session::ScsiRequest;
-use iscsi::initiator::{InitiatorError, Lun};
+use iscsi::initiator::{InitiatorError, Lun, PersistentReserve};
 use util::{Tgtd, IQN};
 
 fn opts(name: &str) -> LunOptions {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tracing::debug;
 
-use super::cdb::{self, pr_in, pr_out, sense_key, status, PrKeys, PrReservation, Sense};
+use super::cdb::{self, sense_key, status, Sense};
 use super::driver::{Connection, Pending, SessionConfig};
 use super::login::{ChapCredentials, LoginConfig};
 use super::session::{ScsiRequest, ScsiResult};
@@ -341,85 +341,6 @@ impl Lun {
             .map(|_| ())
     }
 
-    fn pr_out(&self, sa: u8, pr_type: u8, key: u64, sa_key: u64) -> Result<()> {
-        let (c, p) = cdb::persistent_reserve_out(sa, pr_type, key, sa_key, false);
-        self.execute_checked(&c, &p, 0).map(|_| ())
-    }
-
-    /// Registers `key` (REGISTER AND IGNORE EXISTING KEY), as fence_scsi does.
-    pub fn pr_register(&self, key: u64) -> Result<()> {
-        self.pr_out(pr_out::REGISTER_AND_IGNORE, 0, 0, key)
-    }
-
-    /// Removes our registration (`key` is our current key).
-    pub fn pr_unregister(&self, key: u64) -> Result<()> {
-        self.pr_out(pr_out::REGISTER, 0, key, 0)
-    }
-
-    /// Takes a reservation of `pr_type` (see [`cdb::pr_type`]) with our `key`.
-    pub fn pr_reserve(&self, key: u64, pr_type: u8) -> Result<()> {
-        self.pr_out(pr_out::RESERVE, pr_type, key, 0)
-    }
-
-    /// Releases our reservation.
-    pub fn pr_release(&self, key: u64, pr_type: u8) -> Result<()> {
-        self.pr_out(pr_out::RELEASE, pr_type, key, 0)
-    }
-
-    /// Clears every registration and the reservation.
-    pub fn pr_clear(&self, key: u64) -> Result<()> {
-        self.pr_out(pr_out::CLEAR, 0, key, 0)
-    }
-
-    /// Removes `victim_key`'s registrations (and takes the reservation).
-    pub fn pr_preempt(&self, key: u64, victim_key: u64, pr_type: u8) -> Result<()> {
-        self.pr_out(pr_out::PREEMPT, pr_type, key, victim_key)
-    }
-
-    /// As [`Lun::pr_preempt`], also aborting the victims' commands.
-    pub fn pr_preempt_abort(&self, key: u64, victim_key: u64, pr_type: u8) -> Result<()> {
-        self.pr_out(pr_out::PREEMPT_AND_ABORT, pr_type, key, victim_key)
-    }
-
-    /// Fences `victim_key`: PREEMPT AND ABORT, or PREEMPT where the target
-    /// does not implement it (Debian tgt 1.0.85 answers ILLEGAL REQUEST).
-    /// Returns true when the abort variant was used.
-    pub fn pr_fence(&self, key: u64, victim_key: u64, pr_type: u8) -> Result<bool> {
-        match self.pr_preempt_abort(key, victim_key, pr_type) {
-            Ok(()) => Ok(true),
-            Err(InitiatorError::Scsi {
-                status: status::CHECK_CONDITION,
-                sense,
-            }) if sense.key == sense_key::ILLEGAL_REQUEST => {
-                debug!("PREEMPT AND ABORT not supported, using PREEMPT");
-                self.pr_preempt(key, victim_key, pr_type).map(|()| false)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The registered keys (READ KEYS).
-    pub fn pr_read_keys(&self) -> Result<PrKeys> {
-        let data = self.execute_checked(
-            &cdb::persistent_reserve_in(pr_in::READ_KEYS, 8192),
-            &[],
-            8192,
-        )?;
-        cdb::parse_read_keys(&data)
-            .ok_or_else(|| InitiatorError::Protocol("short READ KEYS data".into()))
-    }
-
-    /// The current reservation (READ RESERVATION).
-    pub fn pr_read_reservation(&self) -> Result<PrReservation> {
-        let data = self.execute_checked(
-            &cdb::persistent_reserve_in(pr_in::READ_RESERVATION, 64),
-            &[],
-            64,
-        )?;
-        cdb::parse_read_reservation(&data)
-            .ok_or_else(|| InitiatorError::Protocol("short READ RESERVATION data".into()))
-    }
-
     /// Logs out (the session ends when its last LUN is closed or dropped).
     pub fn close(self) -> Result<()> {
         match Arc::try_unwrap(self.conn) {
@@ -486,4 +407,13 @@ pub fn session_config(url: &IscsiUrl, opts: &LunOptions) -> Result<SessionConfig
     cfg.command_timeout = opts.command_timeout;
     cfg.relogin_timeout = opts.relogin_timeout;
     Ok(cfg)
+}
+
+impl super::pr::PersistentReserve for Lun {
+    fn execute_checked(&self, cdb: &[u8], data_out: &[u8], in_len: u32) -> Result<Vec<u8>> {
+        Lun::execute_checked(self, cdb, data_out, in_len)
+    }
+    fn close(self) -> Result<()> {
+        Lun::close(self)
+    }
 }

@@ -25,6 +25,7 @@ pub mod holder;
 pub mod login;
 pub mod lun;
 pub mod lunfs;
+pub mod pr;
 pub mod prsock;
 pub mod records;
 pub mod session;
@@ -32,6 +33,7 @@ pub mod url;
 
 pub use driver::{discover, Connection, SessionConfig};
 pub use lun::Lun;
+pub use pr::PersistentReserve;
 pub use url::IscsiUrl;
 
 use crate::pdu::PduError;

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use super::cdb::{self, pr_in, pr_out, sense_key, status, PrKeys, PrReservation, Sense};
+use super::cdb::Sense;
 use super::records::StateDir;
 use super::{InitiatorError, Lun, Result};
 
@@ -196,57 +196,15 @@ impl HolderLun {
         BufReader::new(&conn).read_line(&mut line).map_err(io_err)?;
         parse_answer(line.trim_end())
     }
+}
 
-    fn pr_out(&self, sa: u8, pr_type: u8, key: u64, sa_key: u64) -> Result<()> {
-        let (c, p) = cdb::persistent_reserve_out(sa, pr_type, key, sa_key, false);
-        self.execute_checked(&c, &p, 0).map(|_| ())
+impl super::pr::PersistentReserve for HolderLun {
+    fn execute_checked(&self, cdb: &[u8], data_out: &[u8], in_len: u32) -> Result<Vec<u8>> {
+        HolderLun::execute_checked(self, cdb, data_out, in_len)
     }
-
-    /// REGISTER AND IGNORE EXISTING KEY, as [`Lun::pr_register`].
-    pub fn pr_register(&self, key: u64) -> Result<()> {
-        self.pr_out(pr_out::REGISTER_AND_IGNORE, 0, 0, key)
-    }
-
-    /// As [`Lun::pr_reserve`].
-    pub fn pr_reserve(&self, key: u64, pr_type: u8) -> Result<()> {
-        self.pr_out(pr_out::RESERVE, pr_type, key, 0)
-    }
-
-    /// As [`Lun::pr_fence`]: PREEMPT AND ABORT, or PREEMPT where the
-    /// target lacks it; true when the abort variant was used.
-    pub fn pr_fence(&self, key: u64, victim_key: u64, pr_type: u8) -> Result<bool> {
-        match self.pr_out(pr_out::PREEMPT_AND_ABORT, pr_type, key, victim_key) {
-            Ok(()) => Ok(true),
-            Err(InitiatorError::Scsi {
-                status: status::CHECK_CONDITION,
-                sense,
-            }) if sense.key == sense_key::ILLEGAL_REQUEST => self
-                .pr_out(pr_out::PREEMPT, pr_type, key, victim_key)
-                .map(|()| false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// As [`Lun::pr_read_keys`].
-    pub fn pr_read_keys(&self) -> Result<PrKeys> {
-        let data = self.execute_checked(
-            &cdb::persistent_reserve_in(pr_in::READ_KEYS, MAX_IN as u16),
-            &[],
-            MAX_IN,
-        )?;
-        cdb::parse_read_keys(&data)
-            .ok_or_else(|| InitiatorError::Protocol("short READ KEYS data".into()))
-    }
-
-    /// As [`Lun::pr_read_reservation`].
-    pub fn pr_read_reservation(&self) -> Result<PrReservation> {
-        let data = self.execute_checked(
-            &cdb::persistent_reserve_in(pr_in::READ_RESERVATION, 64),
-            &[],
-            64,
-        )?;
-        cdb::parse_read_reservation(&data)
-            .ok_or_else(|| InitiatorError::Protocol("short READ RESERVATION data".into()))
+    /// The holder's session stays: it carries the node's I/O.
+    fn close(self) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -282,6 +240,7 @@ fn parse_answer(line: &str) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::initiator::cdb::{self, pr_out, sense_key};
 
     #[test]
     fn hex_round_trips_and_empty_is_a_dash() {
