@@ -704,7 +704,7 @@ impl Plocks {
 
     fn release_flock(&self, ino: u64, owner: u64) {
         self.flocks.lock().remove(&(ino, owner));
-        if let Err(e) = self.ls.funlock(ino, owner) {
+        if let Err(e) = self.ls.fclose(ino, owner) {
             tracing::warn!(ino, error = %e, "dropping a flock on the last close");
         }
     }

@@ -304,12 +304,17 @@ fn close_answers_a_waiting_lock_of_the_same_owner() {
         ls[waiter].pclose(file, 20).unwrap();
         assert!(matches!(t.join().unwrap(), Err(DlmError::Canceled)));
         waiting(0);
-        // flock: the open file's unlock answers its own waiting request.
+        // flock: LOCK_UN of the open file leaves its other thread's request
+        // waiting, as Linux does; its last close answers it.
         ls[holder].flock(file, 1, Kind::Write, false).unwrap();
         let l = ls[waiter].clone();
         let t = std::thread::spawn(move || l.flock(file, 2, Kind::Read, true));
         waiting(1);
         ls[waiter].funlock(file, 2).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        waiting(1);
+        assert!(!t.is_finished(), "LOCK_UN answered another thread's wait");
+        ls[waiter].fclose(file, 2).unwrap();
         assert!(matches!(t.join().unwrap(), Err(DlmError::Canceled)));
         waiting(0);
         // The holders' locks stay and still exclude others.

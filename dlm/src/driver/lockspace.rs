@@ -935,8 +935,25 @@ impl Lockspace {
             .and_then(lock_result)
     }
 
-    /// flock LOCK_UN.
+    /// flock LOCK_UN: drops the open file's flock; a request of the same
+    /// open file still waiting (another thread's) goes on waiting, as on
+    /// Linux.
     pub fn funlock(&self, file: u64, owner: u64) -> Result<(), DlmError> {
+        self.plock_op(
+            Family::Flock,
+            file,
+            owner,
+            PlockOp::Unlock {
+                start: 0,
+                end: u64::MAX,
+            },
+        )
+        .map(|_| ())
+    }
+
+    /// The open file's last close: drops its flock and answers its own
+    /// waiting requests [`DlmError::Canceled`].
+    pub fn fclose(&self, file: u64, owner: u64) -> Result<(), DlmError> {
         self.plock_op(Family::Flock, file, owner, PlockOp::Close)
             .map(|_| ())
     }
