@@ -29,14 +29,20 @@ impl Volume {
     }
 
     /// Pointer indices from the dinode down for `lbn` in a tree of height `h`.
+    ///
+    /// In u128: a damaged dinode may claim a height (up to
+    /// GFS2_MAX_META_HEIGHT) whose top span exceeds u64 (509^9 with 4 KiB
+    /// blocks); the path then starts with zeros, never a division by a
+    /// wrapped zero.
     fn path(&self, h: u16, lbn: u64) -> Vec<usize> {
+        let inptrs = u128::from(self.geo.inptrs.max(1));
         let mut idx = Vec::with_capacity(h as usize);
-        let mut span = self.geo.inptrs.pow(u32::from(h - 1));
-        let mut rest = lbn;
+        let mut span = inptrs.pow(u32::from(h.max(1) - 1));
+        let mut rest = u128::from(lbn);
         for _ in 0..h {
             idx.push((rest / span) as usize);
             rest %= span;
-            span /= self.geo.inptrs.max(1);
+            span = (span / inptrs).max(1);
         }
         idx
     }
