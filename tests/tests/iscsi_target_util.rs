@@ -27,6 +27,11 @@ impl Tgtd {
     /// Starts tgtd on 127.0.0.1 and a free port, retrying if another
     /// process takes the port first.
     pub fn start() -> Tgtd {
+        Tgtd::start_with(&[])
+    }
+
+    /// [`Tgtd::start`] with `extra` arguments (`--metrics ADDR:PORT`).
+    pub fn start_with(extra: &[&str]) -> Tgtd {
         for _ in 0..10 {
             let port = tests::free_port();
             let dir = tempfile::tempdir().expect("tempdir");
@@ -43,6 +48,7 @@ impl Tgtd {
                     .arg(dir.path())
                     .arg("--state-dir")
                     .arg(dir.path().join("state"))
+                    .args(extra)
                     .stdout(Stdio::null())
                     .stderr(Stdio::null()),
             )

@@ -45,26 +45,8 @@ fn tgtadm_shows_reads_and_writes_per_lun() {
 
 #[test]
 fn tgtd_serves_get_metrics() {
-    let dir = tempfile::tempdir().unwrap();
-    let (port, mport) = (tests::free_port(), tests::free_port());
-    let mut child = tests::spawn(
-        Command::new(tests::bin("tgtd"))
-            .args([
-                "-f",
-                "--iscsi",
-                &format!("portal=127.0.0.1:{port}"),
-                "-C",
-                "0",
-            ])
-            .arg("--control-dir")
-            .arg(dir.path())
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .args(["--metrics", &format!("127.0.0.1:{mport}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )
-    .unwrap();
+    let mport = tests::free_port();
+    let _tgtd = tgt::Tgtd::start_with(&["--metrics", &format!("127.0.0.1:{mport}")]);
     let addr = format!("127.0.0.1:{mport}").parse().unwrap();
     let start = Instant::now();
     let text = loop {
@@ -75,7 +57,6 @@ fn tgtd_serves_get_metrics() {
                     start.elapsed() < Duration::from_secs(30),
                     "no metrics endpoint: {e}"
                 );
-                assert!(matches!(child.try_wait(), Ok(None)), "tgtd exited");
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -84,7 +65,6 @@ fn tgtd_serves_get_metrics() {
         text.contains("# TYPE tgtd_lun_commands_total counter"),
         "{text}"
     );
-    tests::reap(&mut child);
 }
 
 #[test]
