@@ -55,8 +55,10 @@ pub static GLOCK_DEMOTES: Counter = Counter::new();
 /// dropped before a demote lets another node change them.
 pub static GLOCK_INVALIDATIONS: Counter = Counter::new();
 
-/// One lockspace's counters.
+/// One lockspace's counters (or one shard's part of them: a line of its
+/// own each, summed when read).
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub struct LsCounters {
     /// Lock and convert requests of this process's callers.
     pub local_requests: Counter,
@@ -68,6 +70,21 @@ pub struct LsCounters {
     pub blocking_callbacks: Counter,
     /// Unlocks of this process's callers.
     pub unlocks: Counter,
+}
+
+impl LsCounters {
+    /// The sum of a lockspace's per-shard counters.
+    pub fn sum(parts: &[LsCounters]) -> LsCounters {
+        let t = LsCounters::default();
+        for p in parts {
+            t.local_requests.add(p.local_requests.get());
+            t.remote_requests.add(p.remote_requests.get());
+            t.grants.add(p.grants.get());
+            t.blocking_callbacks.add(p.blocking_callbacks.get());
+            t.unlocks.add(p.unlocks.get());
+        }
+        t
+    }
 }
 
 /// Writes the `# HELP` and `# TYPE` lines of counter `name`.

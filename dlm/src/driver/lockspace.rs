@@ -225,8 +225,11 @@ pub(crate) struct LsInner {
     transport: Arc<Transport>,
     /// Told of recovery (by shard 0, which agrees the slots).
     ops: Option<Arc<dyn RecoverOps>>,
-    /// Lock traffic counters (the control socket's `metrics`).
-    pub(crate) counters: Arc<LsCounters>,
+    /// Lock traffic counters (the control socket's `metrics`), one set
+    /// per shard: callers on different shards never write the same cache
+    /// line (one shared set cut 4-thread local locking from 22 to 7.5
+    /// million a second).
+    pub(crate) counters: Box<[LsCounters]>,
 }
 
 /// A joined lockspace. Cheap to clone.
@@ -273,13 +276,14 @@ impl LsInner {
                     plock_waiters: Default::default(),
                 }))
             })
-            .collect();
+            .collect::<Box<[_]>>();
+        let counters = shards.iter().map(|_| LsCounters::default()).collect();
         LsInner {
             name: name.to_string(),
             shards,
             transport,
             ops,
-            counters: Default::default(),
+            counters,
         }
     }
 
@@ -332,7 +336,7 @@ impl LsInner {
                         sbflags,
                         lvb,
                     };
-                    self.count_grant(status);
+                    self.count_grant(k, status);
                     let gone = sh.node.lock_info(id).is_none();
                     let Some(cb) = sh.cbs.get_mut(&id) else {
                         continue;
@@ -354,7 +358,7 @@ impl LsInner {
                     None => {}
                 },
                 Action::Bast { id, mode } => {
-                    self.counters.blocking_callbacks.inc();
+                    self.counters[k].blocking_callbacks.inc();
                     if let Some(b) = sh.cbs.get(&id).and_then(|cb| cb.bast.clone()) {
                         deferred.push(Deferred::Bast(b, id, mode));
                     }
@@ -431,9 +435,9 @@ impl LsInner {
         }
     }
 
-    fn count_grant(&self, status: Status) {
+    fn count_grant(&self, k: usize, status: Status) {
         if let Status::Granted(_) = status {
-            self.counters.grants.inc();
+            self.counters[k].grants.inc();
         }
     }
 
@@ -450,7 +454,7 @@ impl LsInner {
             return;
         }
         if let Msg::Request { .. } | Msg::Convert { .. } = env.msg {
-            self.counters.remote_requests.inc();
+            self.counters[shard].remote_requests.inc();
         }
         self.with_shard(shard, |sh| sh.node.receive(from, env, &mut sh.out));
     }
@@ -518,7 +522,7 @@ impl LsInner {
                     if !deferred.is_empty() {
                         Self::run_deferred(deferred);
                     }
-                    self.count_grant(c.status);
+                    self.count_grant(k, c.status);
                     return status_result(completion(id, c));
                 }
                 // Someone else waits too, or an ast is registered: deliver
@@ -585,8 +589,8 @@ impl Lockspace {
     /// granted at once.
     pub fn lock(&self, name: &[u8], mode: Mode, flags: Flags) -> Result<LockId, DlmError> {
         let name = res_name(name)?;
-        self.inner.counters.local_requests.inc();
         let k = self.inner.shard_of_name(&name);
+        self.inner.counters[k].local_requests.inc();
         // Ids carry a generation and a gone lock's callbacks go with it,
         // so a new id has none registered.
         if let Some(id) = self.inner.shards[k]
@@ -594,7 +598,7 @@ impl Lockspace {
             .node
             .try_lock_here(&name, mode, flags)
         {
-            self.inner.counters.grants.inc();
+            self.inner.counters[k].grants.inc();
             return Ok(id);
         }
         self.lock_in(k, name, mode, flags, None).map(|(id, _)| id)
@@ -609,8 +613,9 @@ impl Lockspace {
         lvb: Option<Lvb>,
     ) -> Result<(LockId, Completion), DlmError> {
         let name = res_name(name)?;
-        self.inner.counters.local_requests.inc();
-        self.lock_in(self.inner.shard_of_name(&name), name, mode, flags, lvb)
+        let k = self.inner.shard_of_name(&name);
+        self.inner.counters[k].local_requests.inc();
+        self.lock_in(k, name, mode, flags, lvb)
     }
 
     /// [`Lockspace::lock_lvb`] on shard `k` of `name`.
@@ -643,7 +648,7 @@ impl Lockspace {
         lvb: Option<Lvb>,
     ) -> Result<Completion, DlmError> {
         let k = self.inner.shard_of_id(id);
-        self.inner.counters.local_requests.inc();
+        self.inner.counters[k].local_requests.inc();
         let c = self.inner.blocking(k, |n, out| {
             n.convert_now(id, mode, flags, lvb, out).map(|c| (id, c))
         })?;
@@ -658,7 +663,7 @@ impl Lockspace {
     /// written back when releasing PW/EX.
     pub fn unlock(&self, id: LockId, flags: Flags, lvb: Option<Lvb>) -> Result<(), DlmError> {
         let k = self.inner.shard_of_id(id);
-        self.inner.counters.unlocks.inc();
+        self.inner.counters[k].unlocks.inc();
         {
             let mut g = self.inner.shards[k].lock();
             // A lock with callbacks hears of its unlock: not this path.
@@ -689,7 +694,7 @@ impl Lockspace {
     ) -> Result<LockId, DlmError> {
         let name = res_name(name)?;
         let k = self.inner.shard_of_name(&name);
-        self.inner.counters.local_requests.inc();
+        self.inner.counters[k].local_requests.inc();
         self.inner.call(k, |sh| {
             let id = sh
                 .node
@@ -716,7 +721,7 @@ impl Lockspace {
         lvb: Option<Lvb>,
     ) -> Result<(), DlmError> {
         let k = self.inner.shard_of_id(id);
-        self.inner.counters.local_requests.inc();
+        self.inner.counters[k].local_requests.inc();
         self.inner.call(k, |sh| {
             sh.node
                 .convert(id, mode, flags, lvb, &mut sh.out)
@@ -727,7 +732,7 @@ impl Lockspace {
     /// Starts an unlock; the lock's `ast` reports [`Status::Unlocked`].
     pub fn unlock_async(&self, id: LockId, flags: Flags, lvb: Option<Lvb>) -> Result<(), DlmError> {
         let k = self.inner.shard_of_id(id);
-        self.inner.counters.unlocks.inc();
+        self.inner.counters[k].unlocks.inc();
         self.inner.call(k, |sh| {
             sh.node
                 .unlock(id, flags, lvb, &mut sh.out)

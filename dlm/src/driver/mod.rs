@@ -296,7 +296,12 @@ impl DlmInner {
             .lockspaces
             .read()
             .iter()
-            .map(|(name, ls)| (name.clone(), ls.counters.clone()))
+            .map(|(name, ls)| {
+                (
+                    name.clone(),
+                    Arc::new(crate::metrics::LsCounters::sum(&ls.counters)),
+                )
+            })
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         crate::metrics::render(&v)
