@@ -481,7 +481,7 @@ impl GlockOps for FsSlot {
         // node may read it; the journal is emptied so that replaying it
         // later can never write an old copy over a newer one. (The rename
         // glock covers the tree's shape: the `..` entries a rename changed.)
-        if !matches!(name.kind, GlockType::Inode | GlockType::Rgrp) && name != RENAME_LOCK {
+        if !self.caches(name) {
             return;
         }
         self.syncs[kind_index(name.kind)].fetch_add(1, Ordering::Relaxed);
@@ -495,6 +495,10 @@ impl GlockOps for FsSlot {
                     .withdraw(&format!("sync before a demote failed: {e}"));
             }
         });
+    }
+
+    fn caches(&self, name: GlockName) -> bool {
+        matches!(name.kind, GlockType::Inode | GlockType::Rgrp) || name == RENAME_LOCK
     }
 
     fn invalidate(&self, name: GlockName, keep_metadata: bool) {

@@ -49,6 +49,13 @@ pub trait GlockOps: Send + Sync {
     /// Drops what is cached under `name`: data, and metadata too unless
     /// `keep_metadata` (going to DF): the kernel's `go_inval`.
     fn invalidate(&self, name: GlockName, keep_metadata: bool);
+    /// Whether `sync` and `invalidate` have anything to do for `name`.
+    /// Types without the kernel's `go_sync` and `go_inval` (iopen, the
+    /// nondisk locks) answer false: their demotes take no turn on the
+    /// worker, so a last close drops its iopen glock on its own thread.
+    fn caches(&self, _name: GlockName) -> bool {
+        true
+    }
 }
 
 /// Work the glock worker carries out, in order.
@@ -375,9 +382,12 @@ impl Inner {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Records grants and failures, queues the rest for the worker.
+    /// Records grants and failures, queues the rest for the worker. While
+    /// a job runs (on the worker, or on a caller in [`Inner::run_here`],
+    /// often the very job whose DLM answer this is), the queue is looked
+    /// at again when it ends: no wake-up then.
     fn dispatch(&self, st: &mut State, actions: Vec<Action>) {
-        if self.dispatch_quiet(st, actions) {
+        if self.dispatch_quiet(st, actions) && !st.running {
             self.wake.notify_all();
         }
     }
@@ -419,16 +429,20 @@ impl Inner {
                     woke = true;
                 }
                 Action::Sync { name } => {
-                    st.work.push_back(Work::Sync(name));
-                    work = true;
+                    if self.ops.caches(name) {
+                        st.work.push_back(Work::Sync(name));
+                        work = true;
+                    }
                 }
                 Action::Invalidate {
                     name,
                     keep_metadata,
                 } => {
                     dlm::metrics::GLOCK_INVALIDATIONS.inc();
-                    st.work.push_back(Work::Invalidate(name, keep_metadata));
-                    work = true;
+                    if self.ops.caches(name) {
+                        st.work.push_back(Work::Invalidate(name, keep_metadata));
+                        work = true;
+                    }
                 }
                 Action::DlmRequest {
                     name, to, try_lock, ..

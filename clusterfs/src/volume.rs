@@ -192,6 +192,12 @@ pub struct Volume {
     /// directory) lies outside `home`: first `home.start`, then the rgrp
     /// such a search last allocated in.
     rg_cursor: usize,
+    /// The block this node last allocated in each rgrp (by header block):
+    /// where the next search there starts unless the caller's goal lies
+    /// in it (the kernel's `rd_last_alloc`). Without it every create
+    /// would scan from its directory's block over all the blocks taken,
+    /// or freed and not yet committed, since.
+    last_alloc: HashMap<u64, u64>,
     /// This node's share of the rgrps ([`home_rgrps`]).
     home: Range<usize>,
     /// In a cluster, while an operation runs: the rgrps (by header block)
@@ -341,6 +347,7 @@ impl Volume {
             undo: None,
             rgs: Vec::new(),
             rg_cursor: 0,
+            last_alloc: HashMap::new(),
             home: 0..0,
             rgrps_held: None,
             journal: None,
@@ -1109,10 +1116,15 @@ impl Volume {
         let n = self.rgs.len();
         for k in 0..n {
             let i = (start + k) % n;
-            let from = if k == 0 && self.rgs[i].contains_data(goal) {
-                goal
-            } else {
-                self.rgs[i].ri_data0
+            let rg = self.rgs[i];
+            // A file's data goes on from its goal; a dinode (whose goal,
+            // its directory, only chose the rgrp) after the last block
+            // taken here.
+            let last = self.last_alloc.get(&rg.ri_addr).map(|b| b + 1);
+            let from = match last {
+                _ if k == 0 && state != BlockState::Dinode && rg.contains_data(goal) => goal,
+                Some(b) if rg.contains_data(b) => b,
+                _ => rg.ri_data0,
             };
             if let Some(got) = self.alloc_in(i, from, state)? {
                 if near_goal.is_none() {
@@ -1153,6 +1165,7 @@ impl Volume {
         }
         let Some(blk) = found else { return Ok(None) };
         self.set_bits(blk, state)?;
+        self.last_alloc.insert(rg.ri_addr, blk);
         let dinode = state == BlockState::Dinode;
         self.adjust(i, -1, i64::from(dinode))?;
         let mut generation = 0;
@@ -1206,22 +1219,40 @@ impl Volume {
     }
 
     fn find_free(&mut self, rg: &Rindex, from: u64) -> Result<Option<u64>> {
+        // The low bit of every two-bit entry: an entry is free (0) when
+        // neither of its bits is set.
+        const LOW: u64 = 0x5555_5555_5555_5555;
         let end = rg.ri_data0 + u64::from(rg.ri_data);
         let mut blk = from;
         while blk < end {
-            let (bblk, off, shift) = self.bit_location(rg, blk);
-            let byte = self.meta(bblk)?[off];
-            if shift == 0 && byte & 0x55 == 0x55 && blk + 4 <= end {
-                // All four blocks of this byte are in use (or unlinked).
-                blk += 4;
-                continue;
+            let (bblk, mut off, mut shift) = self.bit_location(rg, blk);
+            self.load(bblk)?;
+            let bits = &self.cache[&bblk];
+            if off >= bits.len() {
+                return Err(FsError::Corrupt(format!("bitmap block {bblk} too short")));
             }
-            if BlockState::from_bits(byte >> shift) == BlockState::Free
-                && !self.freed.contains(&blk)
-            {
-                return Ok(Some(blk));
+            while off < bits.len() && blk < end {
+                if shift == 0 && blk + 32 <= end && off + 8 <= bits.len() {
+                    let w = u64::from_le_bytes(bits[off..off + 8].try_into().expect("8 bytes"));
+                    if (w | w >> 1) & LOW == LOW {
+                        // 32 blocks, none free.
+                        off += 8;
+                        blk += 32;
+                        continue;
+                    }
+                }
+                if BlockState::from_bits(bits[off] >> shift) == BlockState::Free
+                    && !self.freed.contains(&blk)
+                {
+                    return Ok(Some(blk));
+                }
+                blk += 1;
+                shift += 2;
+                if shift == 8 {
+                    shift = 0;
+                    off += 1;
+                }
             }
-            blk += 1;
         }
         Ok(None)
     }

@@ -3,6 +3,7 @@
 mod common;
 
 use clusterfs::fs::{FileSystem, Ino, RenameFlags, SetAttr};
+use clusterfs::ondisk::BlockState;
 use common::{assert_fsck_clean, image, mount};
 
 fn names(fs: &mut FileSystem, dir: Ino) -> Vec<String> {
@@ -335,4 +336,71 @@ fn full_volume_fails_cleanly_and_recovers_space() {
     assert_eq!(fs.statfs().unwrap().bfree, free0);
     fs.unmount().unwrap();
     assert_fsck_clean(img.path());
+}
+
+/// The allocator's bitmap scan (a byte, or eight, at a time, from where it
+/// last allocated) against the bitmap read block by block: among random
+/// holes it hands out exactly the free blocks, each once, never one freed
+/// since the last commit, and says "no space" only when none is left.
+#[test]
+fn allocation_finds_every_free_block_and_no_uncommitted_one() {
+    let img = image(48, 1024);
+    let mut fs = mount(img.path());
+    let vol = fs.volume();
+    let rgs = vol.rgrps().to_vec();
+    let data: Vec<u64> = rgs
+        .iter()
+        .flat_map(|rg| rg.ri_data0..rg.ri_data0 + u64::from(rg.ri_data))
+        .collect();
+    let free_now = |vol: &mut clusterfs::volume::Volume| -> std::collections::BTreeSet<u64> {
+        data.iter()
+            .copied()
+            .filter(|&b| vol.block_state(b).unwrap() == BlockState::Free)
+            .collect()
+    };
+    let mut rng = common::model::Rng64::new(7);
+    for round in 0..3 {
+        let mut free = free_now(vol);
+        // Take every free block, in whatever order the allocator likes.
+        let mut taken = Vec::new();
+        loop {
+            match vol.alloc(
+                rgs[rng.range(0..rgs.len() as u64) as usize].ri_data0,
+                BlockState::Used,
+            ) {
+                Ok(b) => {
+                    assert!(free.remove(&b), "round {round}: block {b} was not free");
+                    taken.push(b);
+                }
+                Err(e) => {
+                    assert_eq!(e.errno(), libc::ENOSPC);
+                    break;
+                }
+            }
+        }
+        assert!(
+            free.is_empty(),
+            "round {round}: {} free blocks never handed out",
+            free.len()
+        );
+        // Random holes, some in runs longer than 32 blocks; until the
+        // commit none of them may be handed out again.
+        let mut holes = std::collections::BTreeSet::new();
+        while holes.len() < taken.len() / 5 {
+            let at = rng.range(0..taken.len() as u64) as usize;
+            let run = if rng.chance(0.2) { 40 } else { 1 };
+            for &b in taken.iter().skip(at).take(run) {
+                holes.insert(b);
+            }
+        }
+        for &b in &holes {
+            vol.free(b).unwrap();
+        }
+        assert_eq!(
+            vol.alloc(data[0], BlockState::Used).unwrap_err().errno(),
+            libc::ENOSPC
+        );
+        vol.commit().unwrap();
+        assert_eq!(free_now(vol), holes, "round {round}");
+    }
 }
