@@ -26,7 +26,9 @@ mod control;
 
 pub use control::{ControlLvb, JournalRecovery, MountControl, MountRole};
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -167,9 +169,9 @@ impl DlmGlocks {
             ops,
             state: Mutex::new(State {
                 table: GlockTable::new(config),
-                dlm_ids: HashMap::new(),
+                dlm_ids: HashMap::default(),
                 work: VecDeque::new(),
-                outcomes: HashMap::new(),
+                outcomes: HashMap::default(),
                 abandoned: Vec::new(),
                 stop: false,
                 broken: None,

@@ -7,7 +7,9 @@
 //! written directly (GFS2's "ordered" data: they reach the disk before the
 //! commit that references them, because a commit starts with a flush).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -162,7 +164,7 @@ pub type Result<T> = std::result::Result<T, FsError>;
 /// What an operation changed, to undo it on failure.
 #[derive(Debug, Default)]
 struct Undo {
-    blocks: HashMap<u64, (Option<Vec<u8>>, bool)>,
+    blocks: FxHashMap<u64, (Option<Vec<u8>>, bool)>,
     freed: Vec<u64>,
 }
 
@@ -179,10 +181,10 @@ pub struct Volume {
     pub geo: Geometry,
     /// The superblock.
     pub sb: Superblock,
-    cache: HashMap<u64, Vec<u8>>,
+    cache: FxHashMap<u64, Vec<u8>>,
     dirty: BTreeSet<u64>,
     /// Blocks freed since the last commit: not reused until it is on disk.
-    freed: HashSet<u64>,
+    freed: FxHashSet<u64>,
     /// While an operation runs: each block's state before it first changed
     /// (cached contents, was dirty) and the blocks it freed, so a failed
     /// operation can be undone as a whole.
@@ -197,7 +199,7 @@ pub struct Volume {
     /// in it (the kernel's `rd_last_alloc`). Without it every create
     /// would scan from its directory's block over all the blocks taken,
     /// or freed and not yet committed, since.
-    last_alloc: HashMap<u64, u64>,
+    last_alloc: FxHashMap<u64, u64>,
     /// This node's share of the rgrps ([`home_rgrps`]).
     home: Range<usize>,
     /// In a cluster, while an operation runs: the rgrps (by header block)
@@ -341,13 +343,13 @@ impl Volume {
             dev,
             geo,
             sb,
-            cache: HashMap::new(),
+            cache: FxHashMap::default(),
             dirty: BTreeSet::new(),
-            freed: HashSet::new(),
+            freed: FxHashSet::default(),
             undo: None,
             rgs: Vec::new(),
             rg_cursor: 0,
-            last_alloc: HashMap::new(),
+            last_alloc: FxHashMap::default(),
             home: 0..0,
             rgrps_held: None,
             journal: None,

@@ -2,7 +2,9 @@
 
 use super::machine::GlockCore;
 use super::{Action, DlmFailure, DlmMode, GlockName, GlockState, HolderFlags, HolderId};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap as HashMap;
 
 /// Tunables of a [`GlockTable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
