@@ -5,14 +5,19 @@
 #   scripts/fuzz.sh [-t SECONDS] [-m] [-l] TARGET...
 #
 # TARGET is CRATE:NAME (clusterfs:image), CRATE (all of its targets) or
-# "all". Each target runs SECONDS (default 3600) at nice 19, one after the
-# other, with the committed corpus (CRATE/fuzz/corpus/NAME) as seeds; new
+# "all". Each target runs SECONDS (default 3600) under SCHED_IDLE (only
+# CPU time that nothing else wants, so it can run beside builds and
+# benchmarks), one after the other, with the committed corpus (CRATE/fuzz/corpus/NAME) as seeds; new
 # inputs go to target/fuzz/work/CRATE-NAME (not committed). -m merges
 # them into the committed corpus afterwards, keeping only inputs that add
 # coverage (libFuzzer -merge=1). -l lists the targets. A crash or timeout
 # leaves its input in CRATE/fuzz/artifacts/NAME/ and makes the script exit
 # 1; copy it to CRATE/fuzz/regressions/NAME/ with the fix, so the crate's
 # tests/fuzz_corpus.rs replays it in CI.
+#
+# Do not pause a fuzzer (SIGSTOP) to free the CPU: libFuzzer's timeout
+# counts wall time, so it reports the input that ran across the pause as a
+# timeout (and the run ends), which replays in milliseconds.
 #
 # Needs a nightly toolchain and cargo-fuzz (cargo install cargo-fuzz).
 # The fuzz crates share one build directory, target/fuzz (FUZZ_TARGET_DIR),
@@ -41,11 +46,11 @@ while getopts "t:ml" o; do
     t) secs=$OPTARG ;;
     m) merge=1 ;;
     l) list; exit 0 ;;
-    *) sed -n '2,22p' "$0"; exit 2 ;;
+    *) sed -n '2,26p' "$0"; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
-[ $# -gt 0 ] || { sed -n '2,22p' "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,26p' "$0"; exit 2; }
 
 want=()
 for a in "$@"; do
@@ -68,7 +73,7 @@ for ct in "${want[@]}"; do
     log=$tdir/logs/$c-$t.log
     start=$(date +%s)
     rc=0
-    (cd "$dir" && nice -n 19 cargo +nightly fuzz run -O --target-dir "$tdir" "$t" "$work" "corpus/$t" -- \
+    (cd "$dir" && chrt --idle 0 nice -n 19 cargo +nightly fuzz run -O --target-dir "$tdir" "$t" "$work" "corpus/$t" -- \
         -max_total_time="$secs" -timeout=20 -rss_limit_mb=3072 -print_final_stats=1) \
         >"$log" 2>&1 || rc=$?
     took=$(($(date +%s) - start))
@@ -80,7 +85,7 @@ for ct in "${want[@]}"; do
         failed=1
     fi
     if [ "$merge" = 1 ] && [ "$rc" -eq 0 ]; then
-        (cd "$dir" && nice -n 19 cargo +nightly fuzz run -O --target-dir "$tdir" "$t" "corpus/$t" "$work" -- \
+        (cd "$dir" && chrt --idle 0 nice -n 19 cargo +nightly fuzz run -O --target-dir "$tdir" "$t" "corpus/$t" "$work" -- \
             -merge=1 -timeout=20 -rss_limit_mb=3072) >>"$log" 2>&1
     fi
     echo "$c:$t ${took}s execs=${execs:-?} ${units:-corp: ?} $verdict"
