@@ -595,7 +595,12 @@ impl FuseFs {
         loop {
             let guard = c.hooks.op_guard(&plan)?;
             let r = {
-                let mut g = self.inner.lock();
+                // Busy with a demote's sync (a log flush and a device
+                // flush) or another request: another thread reads on.
+                let mut g = self.inner.try_lock().unwrap_or_else(|| {
+                    fuser::hand_off_reading();
+                    self.inner.lock()
+                });
                 let fs = g.as_mut().ok_or(Errno::EIO)?;
                 fs.set_rgrps_held(Some(plan.rgrps.iter().copied().collect()));
                 let r = f(fs);
@@ -1873,6 +1878,9 @@ pub fn serve_fuse(
         // on meanwhile (each thread with its own /dev/fuse descriptor).
         config.n_threads = Some(FUSE_THREADS);
         config.clone_fd = true;
+        // One thread reads while the others wait: a lock waiter hands
+        // reading on (lock_dlm); consecutive requests find a warm thread.
+        config.read_in_turns = true;
     }
     let kernel = fuse.kernel_cache();
     let cluster = fuse.cluster.is_some();

@@ -236,6 +236,10 @@ impl DlmGlocks {
                 st.abandoned.push(holder);
                 return Err(LockError::Unavailable(why));
             }
+            // Another node may hold it, or our own demote may need the
+            // kernel to drop a cache first: on a FUSE thread, another
+            // thread reads the next requests meanwhile.
+            fuser::hand_off_reading();
             inner.granted.wait(&mut st);
         }
     }
@@ -256,6 +260,7 @@ impl DlmGlocks {
                 Some(g) if g.state() == GlockState::Un && g.in_flight().is_none() => return,
                 Some(_) => {}
             }
+            fuser::hand_off_reading();
             inner.granted.wait(&mut st);
         }
     }

@@ -599,3 +599,81 @@ fn a_node_cut_off_by_fence_scsi_withdraws_and_the_others_go_on() {
     tests::fsck_clean(&backing);
     drop(tgtd);
 }
+
+/// A request that waits for a glock another node holds does not stop the
+/// node's other requests: the thread that waits hands reading on to
+/// another (node 2's mount is stopped, so its glocks stay held until it
+/// runs again); and once node 2 runs again the waiting read completes with
+/// what node 2 wrote.
+#[test]
+fn a_request_waiting_for_another_nodes_glock_does_not_stop_the_others() {
+    use nix::sys::signal::{kill, Signal};
+    use std::sync::mpsc;
+    let Some((lab, mut cmands)) = cluster_up(2) else {
+        return;
+    };
+    mkfs(&lab.image());
+    let m1 = FuseMount::start(&mut lab.mount_cmd(1, ""), &lab.mnt(1));
+    let m2 = FuseMount::start(&mut lab.mount_cmd(2, ""), &lab.mnt(2));
+    std::fs::create_dir(lab.mnt(1).join("free")).unwrap();
+    std::fs::create_dir(lab.mnt(2).join("held")).unwrap();
+    fsync_write(&lab.mnt(2).join("held/f"), b"node 2 wrote this");
+    fsync_write(&lab.mnt(1).join("free/g"), b"node 1 wrote this");
+    let mut g = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(lab.mnt(1).join("free/g"))
+        .unwrap();
+    // Resumes node 2's mount whatever happens below.
+    struct Resume(nix::unistd::Pid);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGCONT);
+        }
+    }
+    kill(m2.pid(), Signal::SIGSTOP).unwrap();
+    let resume = Resume(m2.pid());
+
+    let (tx, waiting) = mpsc::channel();
+    let held = lab.mnt(1).join("held/f");
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read(&held));
+    });
+    // Long enough for that read to be waiting inside node 1's mount.
+    assert!(
+        waiting.recv_timeout(Duration::from_millis(500)).is_err(),
+        "node 1 read a file whose glocks a stopped node 2 holds"
+    );
+    // Node 1 writes on to a file it has open, under glocks it holds (a
+    // new file would not do: its glocks' DLM directory may be node 2).
+    let (tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::{Read, Seek, Write};
+        for i in 0..20u8 {
+            g.write_all(&[b'0' + i % 10]).unwrap();
+            g.sync_all().unwrap();
+        }
+        g.rewind().unwrap();
+        let mut all = Vec::new();
+        g.read_to_end(&mut all).unwrap();
+        let _ = tx.send(all);
+    });
+    let got = done
+        .recv_timeout(Duration::from_secs(20))
+        .expect("node 1 served nothing else while one request waited for node 2");
+    assert_eq!(got, b"node 1 wrote this01234567890123456789");
+    assert!(
+        waiting.try_recv().is_err(),
+        "the read of node 2's file did not wait"
+    );
+
+    drop(resume);
+    let read = waiting
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the waiting read never completed after node 2 resumed");
+    assert_eq!(read.unwrap(), b"node 2 wrote this");
+    m1.stop();
+    m2.stop();
+    stop_cmands(&mut cmands);
+    tests::fsck_clean(&lab.image());
+}

@@ -289,6 +289,7 @@ impl<FS: Filesystem> Session<FS> {
         channels.push(ch);
 
         let mut threads = Vec::with_capacity(n_threads);
+        let gate = config.read_in_turns.then(|| Arc::new(ReadGate::default()));
 
         for (i, ch) in channels.into_iter().enumerate() {
             let thread_name = format!("fuser-{i}");
@@ -298,6 +299,7 @@ impl<FS: Filesystem> Session<FS> {
                 ch,
                 allowed,
                 session_owner,
+                gate: gate.clone(),
             };
             threads.push(
                 thread::Builder::new()
@@ -518,15 +520,94 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
     pub(crate) filesystem: Arc<FilesystemHolder<FS>>,
     pub(crate) allowed: SessionACL,
     pub(crate) session_owner: Uid,
+    /// Which of the session's threads reads the next request
+    /// (`Config::read_in_turns`); `None`: all of them at once.
+    pub(crate) gate: Option<Arc<ReadGate>>,
+}
+
+/// The threads of a session take turns at reading `/dev/fuse`: one thread
+/// reads, and goes on reading after each request it served, until a
+/// handler that is about to wait for something slow gives the turn to
+/// another thread ([`hand_off_reading`]). Without this every thread waits
+/// in the kernel's read at once, and the kernel hands each request to the
+/// one that has slept longest (its wait queue is FIFO): a client's
+/// requests one after another each wake a cold thread.
+#[derive(Default, Debug)]
+pub(crate) struct ReadGate {
+    /// (a thread has the turn, the session has ended)
+    state: Mutex<(bool, bool)>,
+    turn_free: parking_lot::Condvar,
+}
+
+impl ReadGate {
+    /// Waits for the turn; false once the session has ended.
+    fn take(&self) -> bool {
+        let mut st = self.state.lock();
+        while st.0 && !st.1 {
+            self.turn_free.wait(&mut st);
+        }
+        if st.1 {
+            return false;
+        }
+        st.0 = true;
+        true
+    }
+
+    fn give_back(&self) {
+        self.state.lock().0 = false;
+        self.turn_free.notify_one();
+    }
+
+    /// The reading thread leaves: so do all the others.
+    fn end(&self) {
+        let mut st = self.state.lock();
+        st.0 = false;
+        st.1 = true;
+        self.turn_free.notify_all();
+    }
+}
+
+thread_local! {
+    /// The gate whose turn this thread has, if it has one.
+    static TURN: std::cell::RefCell<Option<Arc<ReadGate>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Called by a request handler about to wait for something that may take
+/// long or that may need other requests served first (a cluster lock held
+/// elsewhere, a cache invalidation): another thread of the session reads
+/// the next requests meanwhile. Does nothing on a thread that is not
+/// reading for a session, or that has handed its turn on already.
+pub fn hand_off_reading() {
+    if let Some(gate) = TURN.with(|t| t.borrow_mut().take()) {
+        gate.give_back();
+    }
 }
 
 impl<FS: Filesystem> SessionEventLoop<FS> {
     fn event_loop(&self) -> io::Result<()> {
+        let res = self.serve();
+        if let Some(gate) = &self.gate {
+            // Whoever waits for the turn must not wait forever.
+            TURN.with(|t| t.borrow_mut().take());
+            gate.end();
+        }
+        res
+    }
+
+    fn serve(&self) -> io::Result<()> {
         // Buffer for receiving requests from the kernel. Only one is allocated and
         // it is reused immediately after dispatching to conserve memory and allocations.
         let mut buf = FuseReadBuf::new();
         let buf = buf.as_mut();
         loop {
+            if let Some(gate) = &self.gate {
+                if TURN.with(|t| t.borrow().is_none()) {
+                    if !gate.take() {
+                        return Ok(());
+                    }
+                    TURN.with(|t| *t.borrow_mut() = Some(gate.clone()));
+                }
+            }
             // Read the next request from the given channel to kernel driver
             // The kernel driver makes sure that we get exactly one request per read
             match self.ch.receive_retrying(buf) {

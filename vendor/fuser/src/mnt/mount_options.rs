@@ -18,6 +18,11 @@ pub struct Config {
     /// This enables more efficient request processing
     /// when multiple threads are used. Requires Linux 4.5+.
     pub clone_fd: bool,
+    /// With several threads: one reads at a time, and goes on reading
+    /// after each request it served until a handler calls
+    /// [`crate::hand_off_reading`] (see there). Otherwise every thread
+    /// waits in the kernel's read at once.
+    pub read_in_turns: bool,
 }
 
 /// Mount options accepted by the FUSE filesystem type
