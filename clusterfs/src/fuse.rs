@@ -475,6 +475,18 @@ impl FuseFs {
         op: impl Fn(&mut FileSystem, &[u8]) -> Result<(), FsError>,
     ) -> Result<(), Errno> {
         let n = name.as_bytes();
+        // The inode the name named when this node last looked, if nobody
+        // here has it open: with its iopen glock in EX (a try: it never
+        // waits) this very operation frees it when its last name goes,
+        // instead of a second one after (see `free_if_last`).
+        let only = self.cluster.as_ref().and_then(|c| {
+            let guess = *c.names.lock().get(&(parent.0, n.to_vec()))?;
+            if c.opens.lock().contains_key(&guess) {
+                return None;
+            }
+            c.hooks.try_only_opener(guess).map(|g| (Ino(guess), g))
+        });
+        let freed = std::cell::Cell::new(false);
         let victim = self.with_named(
             &[(parent, n)],
             |c| {
@@ -484,13 +496,42 @@ impl FuseFs {
             },
             |fs, c| {
                 op(fs, n)?;
-                Ok(c.first().copied().flatten())
+                let victim = c.first().copied().flatten();
+                freed.set(false);
+                if let (Some(v), Some((only, _))) = (victim, &only) {
+                    if v == *only {
+                        // Undone as a whole if it fails (its data in an
+                        // rgrp not held, say); `free_if_last` retries
+                        // then, as its own operation.
+                        freed.set(fs.free_if_unlinked(v).unwrap_or(false));
+                    }
+                }
+                Ok(victim)
             },
         )?;
-        if let Some(v) = victim {
-            self.free_if_last(v.0);
+        drop(only);
+        match victim {
+            Some(v) if !freed.get() => {
+                self.free_if_last(v.0);
+            }
+            _ => {}
         }
         Ok(())
+    }
+
+    /// Remembers that `parent/name` names `ino` now, made here: the guess
+    /// [`FuseFs::with_named`] starts from when the name is used next (an
+    /// unlink after a create would otherwise first lock as if the name
+    /// were absent, see it is not, and start again).
+    fn learned<T>(&self, parent: Ino, name: &[u8], r: &Result<T, Errno>, ino: impl Fn(&T) -> Ino) {
+        let (Some(c), Ok(made)) = (&self.cluster, r) else {
+            return;
+        };
+        let mut seen = c.names.lock();
+        if seen.len() >= NAME_GUESSES {
+            seen.clear();
+        }
+        seen.insert((parent.0, name.to_vec()), ino(made).0);
     }
 
     /// In a cluster: frees `ino` if it is unlinked and nobody, here or on
@@ -1012,6 +1053,7 @@ impl fuser::Filesystem for FuseFs {
             let m = create_mode(fs, p, mode, umask)?;
             fs.mknod(p, name.as_bytes(), m, uid, gid, u64::from(rdev))
         });
+        self.learned(p, name.as_bytes(), &r, |a| a.ino);
         self.reply_new_entry(r, reply);
     }
 
@@ -1032,6 +1074,7 @@ impl fuser::Filesystem for FuseFs {
             let m = create_mode(fs, p, mode, umask)?;
             fs.mkdir(p, name.as_bytes(), m, uid, gid)
         });
+        self.learned(p, name.as_bytes(), &r, |a| a.ino);
         self.reply_new_entry(r, reply);
     }
 
@@ -1062,12 +1105,11 @@ impl fuser::Filesystem for FuseFs {
         let (uid, gid) = (req.uid(), req.gid());
         let t = target.as_os_str().as_bytes().to_vec();
         self.naming(p);
-        self.reply_new_entry(
-            self.with(LockPlan::ex(p).allocating(), |fs| {
-                fs.symlink(p, link_name.as_bytes(), &t, uid, gid)
-            }),
-            reply,
-        );
+        let r = self.with(LockPlan::ex(p).allocating(), |fs| {
+            fs.symlink(p, link_name.as_bytes(), &t, uid, gid)
+        });
+        self.learned(p, link_name.as_bytes(), &r, |a| a.ino);
+        self.reply_new_entry(r, reply);
     }
 
     fn rename(
@@ -1442,6 +1484,7 @@ impl fuser::Filesystem for FuseFs {
             // inode open yet, so this does not wait.
             self.opened(a.ino.0).map(|()| (a, new))
         });
+        self.learned(p, n, &r, |(a, _)| a.ino);
         // An existing file opened: its glock in SH only.
         match r.map(|(a, new)| self.hold(a, new)) {
             Ok((a, held)) => reply.created(
