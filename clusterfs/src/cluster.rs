@@ -861,15 +861,30 @@ fn check_cluster(state_dir: &Path, cluster: &str, fsname: &str) -> Result<(), Cl
         return Err(ClusterError::NoQuorum(status.cluster_name));
     }
     let group = group_name(fsname);
-    let here = status
-        .groups
-        .iter()
-        .any(|(g, members)| *g == group && members.iter().any(|(n, _)| *n == status.node_id));
-    if here {
-        return Err(ClusterError::AlreadyMounted(fsname.to_string()));
+    let here = |s: &cman::node::Status| {
+        s.groups
+            .iter()
+            .any(|(g, members)| *g == group && members.iter().any(|(n, _)| *n == s.node_id))
+    };
+    // A mount of this node that has just ended (or was refused: it joined
+    // to learn the journals were all in use) leaves the group when its
+    // connection to cmand closes, which the cluster agrees on a moment
+    // later: give it that moment.
+    let deadline = Instant::now() + LEAVE_GRACE;
+    let mut status = status;
+    while here(&status) {
+        if Instant::now() >= deadline {
+            return Err(ClusterError::AlreadyMounted(fsname.to_string()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        status = client.status().map_err(|e| no_cmand(e.to_string()))?;
     }
     Ok(())
 }
+
+/// How long a new mount waits for this node's previous one to have left
+/// the volume's group before it says the volume is mounted here already.
+const LEAVE_GRACE: Duration = Duration::from_secs(5);
 
 /// Waits until cmand has no fence victim left (a failed node may still
 /// write until it is fenced); fails if quorum is lost meanwhile.

@@ -450,6 +450,14 @@ fn a_spectator_reads_what_the_others_write_and_writes_nothing() {
     let (d1, d2, d3) = (lab.mnt(1), lab.mnt(2), lab.mnt(3));
     let log3 = || std::fs::read_to_string(lab.state(3).join("mount3.log")).unwrap();
     assert!(log3().contains("as a spectator"), "{}", log3());
+    // A second mount of the volume on a node is refused (after the grace
+    // a mount that has just ended gets to leave the volume's group: the
+    // refused mount above had joined it).
+    let said = lab.refused_mount(1, "");
+    assert!(
+        said.contains("vol1 is already mounted on this node"),
+        "{said}"
+    );
 
     fsync_write(&d1.join("a"), b"from node 1");
     std::fs::create_dir(d2.join("dir")).unwrap();
