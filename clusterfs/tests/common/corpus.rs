@@ -1,5 +1,5 @@
 //! Replaying committed fuzz corpora as ordinary tests, shared by the
-//! `fuzz_corpus` tests of clusterfs, dlm and cman (each includes this file
+//! `fuzz_corpus` tests of clusterfs, dlm, cman and iscsi (each includes this file
 //! with `#[path]`, as the skip rules are shared).
 #![allow(dead_code)]
 
