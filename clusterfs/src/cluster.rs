@@ -850,7 +850,7 @@ fn check_cluster(state_dir: &Path, cluster: &str, fsname: &str) -> Result<(), Cl
         why,
     };
     let mut client = Client::connect(state_dir).map_err(|e| no_cmand(e.to_string()))?;
-    let status = client.status().map_err(|e| no_cmand(e.to_string()))?;
+    let mut status = client.status().map_err(|e| no_cmand(e.to_string()))?;
     if status.cluster_name != cluster {
         return Err(ClusterError::WrongCluster {
             volume: cluster.to_string(),
@@ -871,7 +871,6 @@ fn check_cluster(state_dir: &Path, cluster: &str, fsname: &str) -> Result<(), Cl
     // connection to cmand closes, which the cluster agrees on a moment
     // later: give it that moment.
     let deadline = Instant::now() + LEAVE_GRACE;
-    let mut status = status;
     while here(&status) {
         if Instant::now() >= deadline {
             return Err(ClusterError::AlreadyMounted(fsname.to_string()));

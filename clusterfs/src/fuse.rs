@@ -199,6 +199,24 @@ struct Cluster {
 /// Names remembered for [`Cluster::names`] before it starts afresh.
 const NAME_GUESSES: usize = 1 << 16;
 
+impl Cluster {
+    /// Notes what `parent/name` names now (`None`: nothing).
+    fn remember_name(&self, parent: Ino, name: &[u8], ino: Option<Ino>) {
+        let mut seen = self.names.lock();
+        match ino {
+            Some(i) => {
+                if seen.len() >= NAME_GUESSES {
+                    seen.clear();
+                }
+                seen.insert((parent.0, name.to_vec()), i.0);
+            }
+            None => {
+                seen.remove(&(parent.0, name.to_vec()));
+            }
+        }
+    }
+}
+
 /// How many recently used resource groups an allocating operation takes
 /// up front.
 const RGRP_HINTS: usize = 4;
@@ -519,19 +537,14 @@ impl FuseFs {
         Ok(())
     }
 
-    /// Remembers that `parent/name` names `ino` now, made here: the guess
+    /// Remembers the inode `parent/name` was made for here: the guess
     /// [`FuseFs::with_named`] starts from when the name is used next (an
     /// unlink after a create would otherwise first lock as if the name
     /// were absent, see it is not, and start again).
-    fn learned<T>(&self, parent: Ino, name: &[u8], r: &Result<T, Errno>, ino: impl Fn(&T) -> Ino) {
-        let (Some(c), Ok(made)) = (&self.cluster, r) else {
-            return;
-        };
-        let mut seen = c.names.lock();
-        if seen.len() >= NAME_GUESSES {
-            seen.clear();
+    fn learned(&self, parent: Ino, name: &[u8], made: Option<Ino>) {
+        if let (Some(c), Some(ino)) = (&self.cluster, made) {
+            c.remember_name(parent, name, Some(ino));
         }
-        seen.insert((parent.0, name.to_vec()), ino(made).0);
     }
 
     /// In a cluster: frees `ino` if it is unlinked and nobody, here or on
@@ -705,15 +718,8 @@ impl FuseFs {
                 }
                 Err(e) => Err(Some(e)),
             };
-            let mut seen = c.names.lock();
-            if seen.len() >= NAME_GUESSES {
-                seen.clear();
-            }
-            for (&(p, n), child) in names.iter().zip(&children) {
-                match child {
-                    Some(i) => seen.insert((p.0, n.to_vec()), i.0),
-                    None => seen.remove(&(p.0, n.to_vec())),
-                };
+            for (&(p, n), &child) in names.iter().zip(&children) {
+                c.remember_name(p, n, child);
             }
             match r {
                 Ok(v) => return Ok(v),
@@ -1053,7 +1059,7 @@ impl fuser::Filesystem for FuseFs {
             let m = create_mode(fs, p, mode, umask)?;
             fs.mknod(p, name.as_bytes(), m, uid, gid, u64::from(rdev))
         });
-        self.learned(p, name.as_bytes(), &r, |a| a.ino);
+        self.learned(p, name.as_bytes(), r.as_ref().ok().map(|a| a.ino));
         self.reply_new_entry(r, reply);
     }
 
@@ -1074,7 +1080,7 @@ impl fuser::Filesystem for FuseFs {
             let m = create_mode(fs, p, mode, umask)?;
             fs.mkdir(p, name.as_bytes(), m, uid, gid)
         });
-        self.learned(p, name.as_bytes(), &r, |a| a.ino);
+        self.learned(p, name.as_bytes(), r.as_ref().ok().map(|a| a.ino));
         self.reply_new_entry(r, reply);
     }
 
@@ -1108,7 +1114,7 @@ impl fuser::Filesystem for FuseFs {
         let r = self.with(LockPlan::ex(p).allocating(), |fs| {
             fs.symlink(p, link_name.as_bytes(), &t, uid, gid)
         });
-        self.learned(p, link_name.as_bytes(), &r, |a| a.ino);
+        self.learned(p, link_name.as_bytes(), r.as_ref().ok().map(|a| a.ino));
         self.reply_new_entry(r, reply);
     }
 
@@ -1484,7 +1490,7 @@ impl fuser::Filesystem for FuseFs {
             // inode open yet, so this does not wait.
             self.opened(a.ino.0).map(|()| (a, new))
         });
-        self.learned(p, n, &r, |(a, _)| a.ino);
+        self.learned(p, n, r.as_ref().ok().map(|(a, _)| a.ino));
         // An existing file opened: its glock in SH only.
         match r.map(|(a, new)| self.hold(a, new)) {
             Ok((a, held)) => reply.created(

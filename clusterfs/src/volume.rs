@@ -1122,11 +1122,14 @@ impl Volume {
             // A file's data goes on from its goal; a dinode (whose goal,
             // its directory, only chose the rgrp) after the last block
             // taken here.
-            let last = self.last_alloc.get(&rg.ri_addr).map(|b| b + 1);
-            let from = match last {
-                _ if k == 0 && state != BlockState::Dinode && rg.contains_data(goal) => goal,
-                Some(b) if rg.contains_data(b) => b,
-                _ => rg.ri_data0,
+            let from = if k == 0 && state != BlockState::Dinode && rg.contains_data(goal) {
+                goal
+            } else {
+                self.last_alloc
+                    .get(&rg.ri_addr)
+                    .map(|b| b + 1)
+                    .filter(|&b| rg.contains_data(b))
+                    .unwrap_or(rg.ri_data0)
             };
             if let Some(got) = self.alloc_in(i, from, state)? {
                 if near_goal.is_none() {

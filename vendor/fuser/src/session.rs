@@ -572,6 +572,24 @@ thread_local! {
     static TURN: std::cell::RefCell<Option<Arc<ReadGate>>> = const { std::cell::RefCell::new(None) };
 }
 
+/// A thread of a session that reads in turns leaves: when the reader
+/// leaves (unmounted, or an error), so do the threads waiting for the
+/// turn, which would otherwise wait forever; when a handler panics, the
+/// turn it held goes to another thread, which serves on as before.
+struct LeaveTurns<'a>(Option<&'a ReadGate>);
+
+impl Drop for LeaveTurns<'_> {
+    fn drop(&mut self) {
+        let Some(gate) = self.0 else { return };
+        let held = TURN.with(|t| t.borrow_mut().take()).is_some();
+        if !thread::panicking() {
+            gate.end();
+        } else if held {
+            gate.give_back();
+        }
+    }
+}
+
 /// Called by a request handler about to wait for something that may take
 /// long or that may need other requests served first (a cluster lock held
 /// elsewhere, a cache invalidation): another thread of the session reads
@@ -585,13 +603,8 @@ pub fn hand_off_reading() {
 
 impl<FS: Filesystem> SessionEventLoop<FS> {
     fn event_loop(&self) -> io::Result<()> {
-        let res = self.serve();
-        if let Some(gate) = &self.gate {
-            // Whoever waits for the turn must not wait forever.
-            TURN.with(|t| t.borrow_mut().take());
-            gate.end();
-        }
-        res
+        let _leave = LeaveTurns(self.gate.as_deref());
+        self.serve()
     }
 
     fn serve(&self) -> io::Result<()> {
