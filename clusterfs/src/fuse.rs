@@ -504,7 +504,10 @@ impl FuseFs {
             }
             c.hooks.try_only_opener(guess).map(|g| (Ino(guess), g))
         });
-        let freed = std::cell::Cell::new(false);
+        // Whether this operation, holding the victim's iopen glock in EX,
+        // already did what `free_if_last` would: freed it, or found it
+        // still linked (another name left), so nothing is to be freed.
+        let settled = std::cell::Cell::new(false);
         let victim = self.with_named(
             &[(parent, n)],
             |c| {
@@ -515,13 +518,13 @@ impl FuseFs {
             |fs, c| {
                 op(fs, n)?;
                 let victim = c.first().copied().flatten();
-                freed.set(false);
+                settled.set(false);
                 if let (Some(v), Some((only, _))) = (victim, &only) {
                     if v == *only {
                         // Undone as a whole if it fails (its data in an
                         // rgrp not held, say); `free_if_last` retries
                         // then, as its own operation.
-                        freed.set(fs.free_if_unlinked(v).unwrap_or(false));
+                        settled.set(fs.free_if_unlinked(v).is_ok());
                     }
                 }
                 Ok(victim)
@@ -529,7 +532,7 @@ impl FuseFs {
         )?;
         drop(only);
         match victim {
-            Some(v) if !freed.get() => {
+            Some(v) if !settled.get() => {
                 self.free_if_last(v.0);
             }
             _ => {}

@@ -445,8 +445,8 @@ impl Inner {
                     name,
                     keep_metadata,
                 } => {
-                    dlm::metrics::GLOCK_INVALIDATIONS.inc();
                     if self.ops.caches(name) {
+                        dlm::metrics::GLOCK_INVALIDATIONS.inc();
                         st.work.push_back(Work::Invalidate(name, keep_metadata));
                         work = true;
                     }
