@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use cman::api::Client;
 use cman::dlm_membership::{group_name, CmanMembership};
 use dlm::plock::Kind;
-use dlm::{Dlm, DlmConfig, Lockspace, PlockReq};
+use dlm::{Dlm, DlmConfig, Lockspace, NodeId, PlockReq, RecoverOps};
 
 use fuser::Errno;
 
@@ -54,7 +54,7 @@ use crate::fuse::{ClusterHooks, FuseFs, Guard, KernelCache, LockPlan, LockReques
 use crate::glock::{GlockConfig, GlockName, GlockState, GlockType, HolderFlags};
 use crate::lock::LockError;
 use crate::lock_dlm::{DlmGlocks, GlockGuard, GlockOps, JournalRecovery, MountControl, MountRole};
-use crate::volume::Recovery;
+use crate::volume::{Recovery, RgrpShare};
 
 /// The kernel DLM's port; a lockspace's processes listen near it.
 pub const DLM_BASE_PORT: u16 = 21064;
@@ -191,6 +191,53 @@ pub struct JoinOptions {
     pub port: Option<u16>,
     /// Where to serve the counters as `GET /metrics`, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// The volume's division among the members, read from its rindex
+    /// before joining: where the DLM places its glocks' directory entries
+    /// ([`placement`]) and where this node creates files. `None`: hashed,
+    /// as the kernel's DLM places them.
+    pub share: Option<Arc<RgrpShare>>,
+}
+
+/// The DLM directory placement of a volume divided by `share`: the
+/// glocks of inodes, iopens and rgrps by the division block their number
+/// falls in ([`RgrpShare::key`]), so the member whose share that block is
+/// keeps them; the others by a hash of their name.
+pub fn placement(share: Arc<RgrpShare>) -> dlm::Placement {
+    dlm::Placement::keyed(move |name| {
+        let g = GlockName::from_dlm_name(name)?;
+        match g.kind {
+            GlockType::Inode | GlockType::Rgrp | GlockType::Iopen => share.key(g.number),
+            _ => None,
+        }
+    })
+}
+
+/// Recovery hooks that, at the end of each recovery, also tell the
+/// volume's division this node's place among the members.
+struct PlacingOps {
+    inner: Arc<dyn RecoverOps>,
+    share: Arc<RgrpShare>,
+    me: NodeId,
+}
+
+impl RecoverOps for PlacingOps {
+    fn recover_prep(&self) {
+        self.inner.recover_prep();
+    }
+
+    fn recover_slot(&self, node: NodeId, slot: u32) {
+        self.inner.recover_slot(node, slot);
+    }
+
+    fn recover_done(&self, gen: u64, slots: &[(NodeId, u32)], our_slot: u32) {
+        // Sorted by node id, as the DLM's members are.
+        let mut members: Vec<NodeId> = slots.iter().map(|&(n, _)| n).collect();
+        members.sort();
+        if let Some(rank) = members.iter().position(|&n| n == self.me) {
+            self.share.set_place(rank as u32, members.len() as u32);
+        }
+        self.inner.recover_done(gen, slots, our_slot);
+    }
 }
 
 /// A node's membership of a volume's lockspace, holding the volume.
@@ -208,6 +255,7 @@ pub struct ClusterMount {
     held: Option<Held>,
     slot: Option<Arc<FsSlot>>,
     ls: Lockspace,
+    share: Option<Arc<RgrpShare>>,
     _dlm: Dlm,
     _membership: Arc<CmanMembership>,
 }
@@ -256,9 +304,26 @@ impl ClusterMount {
         config.ctl_dir = Some(opts.state_dir.clone());
         config.metrics = opts.metrics;
         let dlm = Dlm::start(config).map_err(|e| join_err(format!("dlm on {listen}: {e}")))?;
-        let ctl = MountControl::new();
+        let ctl = match &opts.share {
+            Some(share) => MountControl::placed(share.tag()),
+            None => MountControl::new(),
+        };
+        let join = match &opts.share {
+            Some(share) => dlm::JoinOptions {
+                ops: Some(Arc::new(PlacingOps {
+                    inner: ctl.ops(),
+                    share: share.clone(),
+                    me,
+                })),
+                placement: placement(share.clone()),
+            },
+            None => dlm::JoinOptions {
+                ops: Some(ctl.ops()),
+                ..Default::default()
+            },
+        };
         let ls = dlm
-            .join_with_ops(&fsname, m.as_ref(), ctl.ops())
+            .join_with(&fsname, m.as_ref(), join)
             .map_err(|e| join_err(e.to_string()))?;
         wait_running(&ls).map_err(join_err)?;
         let slot = ls.slot();
@@ -287,6 +352,7 @@ impl ClusterMount {
             held: None,
             slot: None,
             ls,
+            share: opts.share.clone(),
             _dlm: dlm,
             _membership: m,
         })
@@ -336,6 +402,9 @@ impl ClusterMount {
         let mut fs = fs;
         // What the mount read was read without the cluster lock.
         fs.drop_caches().map_err(|e| join_err(e.to_string()))?;
+        if let Some(share) = &self.share {
+            fs.volume().share_rgrps(share.clone());
+        }
         fs.volume().on_withdraw(self.withdraw_hook(&glocks));
         let hooks = Arc::new(Hooks {
             glocks: glocks.clone(),

@@ -200,8 +200,9 @@ pub struct Volume {
     /// would scan from its directory's block over all the blocks taken,
     /// or freed and not yet committed, since.
     last_alloc: FxHashMap<u64, u64>,
-    /// This node's share of the rgrps ([`home_rgrps`]).
-    home: Range<usize>,
+    /// This node's share of the rgrps: [`home_rgrps`] by journal, or in a
+    /// cluster the share that its place among the members gives it.
+    home: Home,
     /// In a cluster, while an operation runs: the rgrps (by header block)
     /// whose glocks it holds, the only ones it may allocate or free in
     /// ([`FsError::NeedRgrp`] otherwise). `None`: all of them (alone on
@@ -317,6 +318,88 @@ pub fn home_rgrps(jid: u32, journals: u32, rgrps: usize) -> Range<usize> {
     start..end
 }
 
+/// Where a node's new dinodes go first.
+#[derive(Debug)]
+enum Home {
+    /// A run of rgrps (by rindex position): [`home_rgrps`].
+    Range(Range<usize>),
+    /// The rgrps a cluster's [`RgrpShare`] gives this node.
+    Share(Arc<RgrpShare>),
+}
+
+/// A cluster's division of the volume among its members: resource group
+/// `k` (by rindex position) is member `k % n`'s, by node id, of the `n`
+/// members. The DLM places the directory entries of the glocks of the
+/// blocks in it on that member (`crate::cluster`), and that member creates
+/// its files there, so its new inodes' glocks need no lookup on another
+/// node.
+///
+/// Every member must divide alike: the rindex each read when it mounted
+/// is the same (nothing here changes it while mounted), and
+/// [`RgrpShare::tag`] lets a mounting node check that against the
+/// mounted ones.
+#[derive(Debug)]
+pub struct RgrpShare {
+    /// Each rgrp's header block, in rindex order.
+    addrs: Vec<u64>,
+    /// The block after the last rgrp.
+    end: u64,
+    /// This node's place among the members (high half) and how many
+    /// there are (low half); 0 members: none known yet.
+    place: std::sync::atomic::AtomicU64,
+}
+
+impl RgrpShare {
+    /// The division of the rgrps `rgs` (the rindex, in order).
+    pub fn of_rgrps(rgs: &[Rindex]) -> Option<Self> {
+        let last = rgs.last()?;
+        Some(Self {
+            addrs: rgs.iter().map(|rg| rg.ri_addr).collect(),
+            end: last.ri_data0 + u64::from(last.ri_data),
+            place: Default::default(),
+        })
+    }
+
+    /// The rgrp `block` lies in, by rindex position (its key in the DLM's
+    /// directory placement); `None` outside every rgrp.
+    pub fn key(&self, block: u64) -> Option<u64> {
+        if block >= self.end {
+            return None;
+        }
+        let k = self.addrs.partition_point(|&a| a <= block).checked_sub(1)?;
+        Some(k as u64)
+    }
+
+    /// A nonzero tag that nodes dividing the volume alike share (see
+    /// `MountControl::placed`): a hash of the rindex's layout.
+    pub fn tag(&self) -> u64 {
+        let h = self
+            .addrs
+            .iter()
+            .chain([&self.end])
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, &a| {
+                (h ^ a).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+        h | 1 << 63
+    }
+
+    /// This node is member `rank` of `members` (sorted by node id).
+    pub fn set_place(&self, rank: u32, members: u32) {
+        let v = u64::from(rank) << 32 | u64::from(members);
+        self.place.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the rgrp with its header at `rgrp` is this node's.
+    pub fn contains(&self, rgrp: u64) -> bool {
+        let v = self.place.load(std::sync::atomic::Ordering::Relaxed);
+        let (rank, members) = (v >> 32, v & 0xffff_ffff);
+        match self.key(rgrp) {
+            Some(k) if members > 0 => k % members == rank,
+            _ => true,
+        }
+    }
+}
+
 impl Volume {
     /// Opens the volume on `dev` as `lock_nolock` does: journal0, every
     /// dirty journal recovered ([`MountParams::nolock`]).
@@ -350,7 +433,7 @@ impl Volume {
             rgs: Vec::new(),
             rg_cursor: 0,
             last_alloc: FxHashMap::default(),
-            home: 0..0,
+            home: Home::Range(0..0),
             rgrps_held: None,
             journal: None,
             jid: None,
@@ -418,8 +501,9 @@ impl Volume {
         let rindex = self.lookup_system(master, "rindex")?;
         self.load_rindex(rindex)?;
         if let Some(jid) = params.jid {
-            self.home = home_rgrps(jid, self.journals, self.rgs.len());
-            self.rg_cursor = self.home.start;
+            let home = home_rgrps(jid, self.journals, self.rgs.len());
+            self.rg_cursor = home.start;
+            self.home = Home::Range(home);
             // Unlinked dinodes may still be open on another node: only a
             // mounter alone on the volume reclaims them.
             if params.recover == Recovery::All {
@@ -736,9 +820,19 @@ impl Volume {
         self.journals
     }
 
-    /// This node's share of the rgrps, where its new dinodes go first.
-    pub fn home_rgrps(&self) -> Range<usize> {
-        self.home.clone()
+    /// Whether rgrp `i` (by rindex position) is in this node's share,
+    /// where its new dinodes go first.
+    pub fn is_home(&self, i: usize) -> bool {
+        match &self.home {
+            Home::Range(r) => r.contains(&i),
+            Home::Share(share) => self.rgs.get(i).is_some_and(|rg| share.contains(rg.ri_addr)),
+        }
+    }
+
+    /// From now on this node's share of the rgrps is `share`'s (in a
+    /// cluster: those whose glocks' directory entries live here).
+    pub fn share_rgrps(&mut self, share: Arc<RgrpShare>) {
+        self.home = Home::Share(share);
     }
 
     // -----------------------------------------------------------------
@@ -1111,31 +1205,41 @@ impl Volume {
 
     fn alloc_gen(&mut self, goal: u64, state: BlockState) -> Result<(u64, u64)> {
         self.check_writable()?;
-        let near_goal = self
-            .rg_index(goal)
-            .filter(|i| state != BlockState::Dinode || self.home.contains(i));
+        let dinode = state == BlockState::Dinode;
+        let near_goal = self.rg_index(goal).filter(|&i| !dinode || self.is_home(i));
         let start = near_goal.unwrap_or(self.rg_cursor);
         let n = self.rgs.len();
-        for k in 0..n {
-            let i = (start + k) % n;
-            let rg = self.rgs[i];
-            // A file's data goes on from its goal; a dinode (whose goal,
-            // its directory, only chose the rgrp) after the last block
-            // taken here.
-            let from = if k == 0 && state != BlockState::Dinode && rg.contains_data(goal) {
-                goal
-            } else {
-                self.last_alloc
-                    .get(&rg.ri_addr)
-                    .map(|b| b + 1)
-                    .filter(|&b| rg.contains_data(b))
-                    .unwrap_or(rg.ri_data0)
-            };
-            if let Some(got) = self.alloc_in(i, from, state)? {
-                if near_goal.is_none() {
-                    self.rg_cursor = i;
+        // A dinode goes in this node's share first, then anywhere.
+        let passes: &[Option<bool>] = if dinode {
+            &[Some(true), Some(false)]
+        } else {
+            &[None]
+        };
+        for &home in passes {
+            for k in 0..n {
+                let i = (start + k) % n;
+                if home.is_some_and(|h| self.is_home(i) != h) {
+                    continue;
                 }
-                return Ok(got);
+                let rg = self.rgs[i];
+                // A file's data goes on from its goal; a dinode (whose
+                // goal, its directory, only chose the rgrp) after the
+                // last block taken here.
+                let from = if k == 0 && !dinode && rg.contains_data(goal) {
+                    goal
+                } else {
+                    self.last_alloc
+                        .get(&rg.ri_addr)
+                        .map(|b| b + 1)
+                        .filter(|&b| rg.contains_data(b))
+                        .unwrap_or(rg.ri_data0)
+                };
+                if let Some(got) = self.alloc_in(i, from, state)? {
+                    if near_goal.is_none() {
+                        self.rg_cursor = i;
+                    }
+                    return Ok(got);
+                }
             }
         }
         Err(FsError::NoSpace)

@@ -311,7 +311,15 @@ struct MountNode {
 const JOURNALS: u32 = 4;
 
 fn mount_nodes(n: u32) -> (Vec<Dlm>, Vec<Arc<StaticMembership>>, Vec<MountNode>) {
-    let dlms = start_dlms(n);
+    mount_nodes_placed(&vec![0; n as usize])
+}
+
+/// [`mount_nodes`], node `i` placing the lockspace's directory as
+/// `placements[i]` says (0: by hash).
+fn mount_nodes_placed(
+    placements: &[u64],
+) -> (Vec<Dlm>, Vec<Arc<StaticMembership>>, Vec<MountNode>) {
+    let dlms = start_dlms(placements.len() as u32);
     let ids: Vec<NodeId> = dlms.iter().map(|d| d.node()).collect();
     let ms: Vec<Arc<StaticMembership>> = ids.iter().map(|_| StaticMembership::new(&ids)).collect();
     let disk: Disk = Default::default();
@@ -321,8 +329,12 @@ fn mount_nodes(n: u32) -> (Vec<Dlm>, Vec<Arc<StaticMembership>>, Vec<MountNode>)
     let joined: Vec<(Arc<MountControl>, Lockspace)> = dlms
         .iter()
         .zip(&ms)
-        .map(|(d, m)| {
-            let ctl = MountControl::new();
+        .zip(placements)
+        .map(|((d, m), &placement)| {
+            let ctl = match placement {
+                0 => MountControl::new(),
+                tag => MountControl::placed(tag),
+            };
             let ls = d.join_with_ops("fs", m.as_ref(), ctl.ops()).unwrap();
             (ctl, ls)
         })
@@ -404,6 +416,35 @@ fn wait_for(what: &str, f: impl Fn() -> bool) {
         assert!(t.elapsed() < Duration::from_secs(60), "timed out: {what}");
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+#[test]
+fn a_node_that_places_the_directory_otherwise_may_not_mount() {
+    let (_dlms, _ms, nodes) = mount_nodes_placed(&[7, 0, 7]);
+    let replays = Arc::new(Replays::default());
+    assert_eq!(mount(&nodes[0], 1, &replays), MountRole::First);
+    let refused = nodes[1].ctl.mount(
+        nodes[1].ls.clone(),
+        nodes[1].glocks.clone(),
+        Arc::new(NodeRecovery {
+            node: 2,
+            replays: replays.clone(),
+        }),
+        Some(nodes[1].jid),
+        JOURNALS,
+        |_| Ok(()),
+    );
+    match refused {
+        Err(LockError::Unavailable(why)) => {
+            assert!(
+                why.contains("place the lockspace's directory otherwise"),
+                "{why}"
+            )
+        }
+        other => panic!("mounted: {:?}", other.map(|(role, _, ())| role)),
+    }
+    // Refused without holding anything: a node that places alike mounts.
+    assert_eq!(mount(&nodes[2], 3, &replays), MountRole::Joined);
 }
 
 #[test]

@@ -19,7 +19,7 @@ use clusterfs::fs::{FileSystem, Ino, RenameFlags, SetAttr};
 use clusterfs::lock::LocalLocks;
 use clusterfs::mkfs::{mkfs, LockProto, MkfsOptions};
 use clusterfs::ondisk::{log_head, Dinode, LogHeader, Rgrp, Rindex, StatfsChange};
-use clusterfs::volume::{home_rgrps, FsError, MountInfo, MountParams, Recovery};
+use clusterfs::volume::{home_rgrps, FsError, MountInfo, MountParams, Recovery, RgrpShare};
 use common::{assert_fsck_clean, have};
 
 const JOURNALS: u32 = 3;
@@ -587,8 +587,8 @@ fn nodes_start_allocating_in_their_own_rgrps() {
     let mut seen = Vec::new();
     for jid in 0..JOURNALS {
         let (mut fs, _) = mount(&dev, MountParams::node(jid, Recovery::Own));
-        let home = fs.volume().home_rgrps();
-        assert_eq!(home, home_rgrps(jid, JOURNALS, n));
+        let home: Vec<usize> = (0..n).filter(|&i| fs.volume().is_home(i)).collect();
+        assert_eq!(home, home_rgrps(jid, JOURNALS, n).collect::<Vec<_>>());
         let root = fs.root();
         let name = format!("f{jid}");
         let f = fs.mknod(root, name.as_bytes(), 0o644, 0, 0, 0).unwrap().ino;
@@ -607,6 +607,61 @@ fn nodes_start_allocating_in_their_own_rgrps() {
     seen.dedup();
     assert_eq!(seen.len(), JOURNALS as usize, "three rgrps: {seen:?}");
     assert_statfs_folded(&dev, &lay);
+    assert_fsck_clean(img.path());
+}
+
+/// In a cluster, a node's share is every rgrp whose place in the
+/// division is its place among the members: its new dinodes go there,
+/// several of them too, and elsewhere only once its share is full.
+#[test]
+fn a_members_share_is_every_nth_rgrp_and_its_dinodes_go_there() {
+    let img = our_image(512);
+    let dev = file_dev(img.path());
+    let lay = layout(&dev);
+    let addrs: Vec<u64> = lay.rgrps.iter().map(|r| r.ri_addr).collect();
+    let n = addrs.len();
+    assert!(n >= 4, "{n} rgrps");
+    let rg_of = |blk: u64| {
+        lay.rgrps
+            .iter()
+            .position(|r| r.contains_data(blk))
+            .expect("in an rgrp")
+    };
+    let share = Arc::new(RgrpShare::of_rgrps(&lay.rgrps).unwrap());
+    let again = RgrpShare::of_rgrps(&lay.rgrps).unwrap();
+    assert_eq!(share.tag(), again.tag());
+    assert_ne!(
+        share.tag(),
+        RgrpShare::of_rgrps(&lay.rgrps[..n - 1]).unwrap().tag(),
+        "another layout, another tag"
+    );
+    assert_eq!(share.key(addrs[0] - 1), None, "before the first rgrp");
+    let last = lay.rgrps[n - 1];
+    assert_eq!(share.key(last.ri_data0 + u64::from(last.ri_data)), None);
+    // No members known yet: everything is ours.
+    assert!(addrs.iter().all(|&a| share.contains(a)));
+    for (i, &a) in addrs.iter().enumerate() {
+        assert_eq!(share.key(a), Some(i as u64), "rgrp {i} at {a}");
+        assert_eq!(share.key(lay.rgrps[i].ri_data0 + 1), Some(i as u64));
+    }
+    share.set_place(1, 3);
+    let ours: Vec<usize> = (0..n).filter(|&i| share.contains(addrs[i])).collect();
+    assert_eq!(ours, (1..n).step_by(3).collect::<Vec<_>>());
+    let (mut fs, _) = mount(&dev, MountParams::node(1, Recovery::Own));
+    fs.volume().share_rgrps(share.clone());
+    let home: Vec<usize> = (0..n).filter(|&i| fs.volume().is_home(i)).collect();
+    assert_eq!(home, ours);
+    let root = fs.root();
+    for k in 0..20 {
+        let name = format!("g{k}");
+        let f = fs.mknod(root, name.as_bytes(), 0o644, 0, 0, 0).unwrap().ino;
+        assert!(ours.contains(&rg_of(f.0)), "{name} in rgrp {}", rg_of(f.0));
+    }
+    // The members change: this node is now the second of two.
+    share.set_place(1, 2);
+    let d = fs.mkdir(root, b"d", 0o755, 0, 0).unwrap().ino;
+    assert_eq!(rg_of(d.0) % 2, 1, "mkdir in rgrp {}", rg_of(d.0));
+    fs.unmount().unwrap();
     assert_fsck_clean(img.path());
 }
 

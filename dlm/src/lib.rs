@@ -33,7 +33,8 @@ pub mod types;
 pub mod wire;
 
 pub use driver::lockspace::{AstFn, BastFn, Completion, Lockspace, PlockFn, PlockReq, RecoverOps};
-pub use driver::{ClusterKey, Dlm, DlmConfig, DlmError};
+pub use driver::{ClusterKey, Dlm, DlmConfig, DlmError, JoinOptions};
 pub use membership::{Membership, MembershipEvent, StaticMembership};
 pub use mode::Mode;
+pub use node::Placement;
 pub use types::{Flags, LockId, LockKey, Lvb, NodeId, ResName, SbFlags, Status};

@@ -70,6 +70,9 @@ pub struct LsCounters {
     pub blocking_callbacks: Counter,
     /// Unlocks of this process's callers.
     pub unlocks: Counter,
+    /// Directory lookups sent to another node: a first use here of a
+    /// resource whose directory entry lies there.
+    pub lookups_sent: Counter,
 }
 
 impl LsCounters {
@@ -82,6 +85,7 @@ impl LsCounters {
             t.grants.add(p.grants.get());
             t.blocking_callbacks.add(p.blocking_callbacks.get());
             t.unlocks.add(p.unlocks.get());
+            t.lookups_sent.add(p.lookups_sent.get());
         }
         t
     }
@@ -120,7 +124,7 @@ pub fn render(lockspaces: &[(String, Arc<LsCounters>)]) -> String {
         }
     }
     type Field = fn(&LsCounters) -> &Counter;
-    let per_ls: [(&str, &str, Field); 3] = [
+    let per_ls: [(&str, &str, Field); 4] = [
         (
             "dlm_grants_total",
             "Grants of this process's locks (new locks and conversions).",
@@ -135,6 +139,11 @@ pub fn render(lockspaces: &[(String, Arc<LsCounters>)]) -> String {
             "dlm_unlocks_total",
             "Unlocks of this process's callers.",
             |c| &c.unlocks,
+        ),
+        (
+            "dlm_directory_lookups_sent_total",
+            "Directory lookups sent to another node (first uses of resources whose directory entry lies there).",
+            |c| &c.lookups_sent,
         ),
     ];
     for (metric, help, field) in per_ls {

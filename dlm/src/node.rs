@@ -267,7 +267,57 @@ pub struct Node {
     /// Every member's slot, as agreed at the last recovery (slots start at
     /// 1; a member keeps its slot for as long as it stays a member).
     pub(crate) slots: std::collections::BTreeMap<NodeId, u32>,
+    /// Which member keeps each resource's directory entry.
+    pub(crate) placement: Placement,
     events: Vec<RsbEvent>,
+}
+
+/// A key that places a resource's directory entry: the name's own key
+/// (from [`Placement::keyed`]) or, by default, a hash of it.
+pub type PlacementKey = dyn Fn(&[u8]) -> Option<u64> + Send + Sync;
+
+/// Where resources' directory entries live: the member at `key % n` of
+/// the `n` sorted members, where the key is a hash of the resource's
+/// name unless the lockspace's user gives one.
+///
+/// A user that knows which node will use a family of resources most (a
+/// cluster filesystem: each node allocates in resource groups of its
+/// own) keys them so that their directory entries fall on that node,
+/// whose first request of a new resource then needs no lookup over the
+/// network. Every member must place alike: the function may depend only
+/// on the name and on facts every member reads the same (never on
+/// anything that changes while the lockspace is in use).
+#[derive(Clone, Default)]
+pub struct Placement(Option<std::sync::Arc<PlacementKey>>);
+
+impl Placement {
+    /// By a hash of the name (the default).
+    pub fn hashed() -> Self {
+        Self(None)
+    }
+
+    /// By `key(name)` where it gives one, else by a hash of the name.
+    pub fn keyed(key: impl Fn(&[u8]) -> Option<u64> + Send + Sync + 'static) -> Self {
+        Self(Some(std::sync::Arc::new(key)))
+    }
+
+    /// The key that places `name`.
+    pub fn key(&self, name: &ResName) -> u64 {
+        self.0
+            .as_ref()
+            .and_then(|k| k(name.as_bytes()))
+            .unwrap_or_else(|| name.hash64())
+    }
+}
+
+impl std::fmt::Debug for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Placement::keyed"
+        } else {
+            "Placement::hashed"
+        })
+    }
 }
 
 impl Node {
@@ -287,6 +337,7 @@ impl Node {
             rec: Default::default(),
             plocks: Default::default(),
             slots: Default::default(),
+            placement: Placement::default(),
             events: Vec::new(),
         }
     }
@@ -351,7 +402,13 @@ impl Node {
 
     /// The directory node of `name` in the current view.
     pub fn dir_node(&self, name: &ResName) -> Option<NodeId> {
-        dir_node(&self.members, name)
+        dir_node_by_key(&self.members, self.placement.key(name))
+    }
+
+    /// Places directory entries by `placement` from now on: set before
+    /// the node takes any lock, identically on every member.
+    pub fn set_placement(&mut self, placement: Placement) {
+        self.placement = placement;
     }
 
     /// Single entry point for non-call inputs.
@@ -801,7 +858,7 @@ impl Node {
             }
         }
         let me = self.me;
-        let dir = dir_node(&self.members, &name).expect("running node has members");
+        let dir = self.dir_node(&name).expect("running node has members");
         let e = self
             .rsbs
             .entry(name)
@@ -1134,7 +1191,7 @@ impl Node {
     }
 
     fn receive_lookup(&mut self, from: NodeId, name: ResName, out: &mut Vec<Action>) {
-        if dir_node(&self.members, &name) != Some(self.me) {
+        if self.dir_node(&name) != Some(self.me) {
             tracing::warn!(%from, %name, "lookup sent to a node that is not the directory node");
             return;
         }
@@ -1305,12 +1362,18 @@ fn event_key(ev: &RsbEvent) -> LockKey {
     }
 }
 
-/// The directory node of `name` among sorted `members`.
+/// The directory node of `name` among sorted `members`, placed by a hash
+/// of the name ([`Placement::hashed`]).
 pub fn dir_node(members: &[NodeId], name: &ResName) -> Option<NodeId> {
+    dir_node_by_key(members, name.hash64())
+}
+
+/// The member at `key % n` of the `n` sorted `members`.
+fn dir_node_by_key(members: &[NodeId], key: u64) -> Option<NodeId> {
     if members.is_empty() {
         return None;
     }
-    Some(members[(name.hash64() % members.len() as u64) as usize])
+    Some(members[(key % members.len() as u64) as usize])
 }
 
 pub(crate) fn sorted(members: &[NodeId]) -> Vec<NodeId> {

@@ -19,7 +19,7 @@
 
 use std::collections::HashSet;
 
-use crate::node::{dir_node, Action, Master, Node, Op, Phase, RsbEntry};
+use crate::node::{Action, Master, Node, Op, Phase, RsbEntry};
 use crate::rsb::Rsb;
 use crate::types::{FastBuild, LockId, NodeId, ResName};
 use crate::wire::{Envelope, Msg};
@@ -69,7 +69,7 @@ impl Node {
             if !was_master {
                 continue;
             }
-            let dir = dir_node(&self.members, &name).expect("running node has members");
+            let dir = self.dir_node(&name).expect("running node has members");
             if dir == self.me {
                 if self.dir.get(&name) == Some(&self.me) {
                     self.dir.remove(&name);
@@ -91,7 +91,7 @@ impl Node {
     pub(crate) fn no_master_copy(&mut self, from: NodeId, msg: Msg, out: &mut Vec<Action>) {
         let Some(name) = msg_name(&msg) else { return };
         let me = self.me;
-        let dir = dir_node(&self.members, &name).expect("running node has members");
+        let dir = self.dir_node(&name).expect("running node has members");
         if dir == me {
             let m = *self.dir.entry(name).or_insert(me);
             if m == me {
@@ -217,7 +217,7 @@ impl Node {
 
     /// A master freed its copy of `name`: forget that it masters it.
     pub(crate) fn receive_remove(&mut self, from: NodeId, name: ResName) {
-        if dir_node(&self.members, &name) != Some(self.me) {
+        if self.dir_node(&name) != Some(self.me) {
             tracing::warn!(%from, %name, "remove sent to a node that is not the directory node");
             return;
         }

@@ -67,6 +67,54 @@ fn local_directory_and_master_means_no_messages() {
     ));
 }
 
+/// Names `n<digit>...` keyed by their digit, the rest hashed.
+fn digit_keyed() -> Placement {
+    Placement::keyed(|n| match n {
+        [b'n', d @ b'0'..=b'9', ..] => Some(u64::from(d - b'0')),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_keyed_placement_puts_each_directory_entry_where_its_key_says() {
+    let m = ids(3);
+    let mut nodes: Vec<Node> = m.iter().map(|&i| Node::with_members(i, 1, &m)).collect();
+    for n in &mut nodes {
+        n.set_placement(digit_keyed());
+    }
+    // Key k: member k % 3 of the sorted members, on every node alike.
+    for (k, want) in [(0, 1), (1, 2), (2, 3), (4, 2), (9, 1)] {
+        let r = name(&format!("n{k}-file"));
+        for n in &nodes {
+            assert_eq!(n.dir_node(&r), Some(NodeId(want)), "key {k}");
+        }
+    }
+    // Unkeyed names stay where the hash puts them.
+    let other = name("other");
+    assert_eq!(nodes[0].dir_node(&other), dir_node(&m, &other));
+    // Node 2 creating a resource keyed to itself needs no message; one
+    // keyed to node 3 asks node 3 and becomes its master.
+    let mut out = Vec::new();
+    let id = nodes[1]
+        .lock(name("n1-mine"), Mode::Ex, Flags::empty(), None, &mut out)
+        .unwrap();
+    assert!(
+        matches!(&out[..], [Action::Ast { id: i, status: Status::Granted(Mode::Ex), .. }] if *i == id),
+        "{out:?}"
+    );
+    out.clear();
+    let theirs = nodes[1]
+        .lock(name("n2-theirs"), Mode::Ex, Flags::empty(), None, &mut out)
+        .unwrap();
+    assert!(
+        matches!(&out[..], [Action::Send { to: NodeId(3), .. }]),
+        "{out:?}"
+    );
+    let seen = pump(&mut nodes, tag(NodeId(2), out));
+    assert!(seen.iter().any(|(at, a)| *at == NodeId(2)
+        && matches!(a, Action::Ast { id, status: Status::Granted(Mode::Ex), .. } if *id == theirs)));
+}
+
 #[test]
 fn remote_directory_makes_first_user_master() {
     let m = ids(3);

@@ -71,6 +71,13 @@ fn counters_follow_local_and_remote_locks_and_blocking_callbacks() {
         counter(&dlms[0], "dlm_grants_total", LS) == 1.0
     });
     assert_eq!(requests(&dlms[0], "local"), 1.0);
+    // Its first use asked the directory node, if that is node 2.
+    let dir = dlm::node::dir_node(&ids, &dlm::ResName::new(b"shared").unwrap());
+    assert_eq!(
+        counter(&dlms[0], "dlm_directory_lookups_sent_total", LS),
+        if dir == Some(NodeId(2)) { 1.0 } else { 0.0 },
+        "directory of \"shared\": {dir:?}"
+    );
 
     // Node 2's requests go to node 1, the master.
     let remote_before = requests(&dlms[0], "remote");

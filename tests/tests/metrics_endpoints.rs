@@ -168,3 +168,66 @@ fn a_lock_dlm_mount_serves_its_lock_and_glock_counters() {
     m.stop();
     stop_cmands(&mut cmands);
 }
+
+/// Two nodes mounted: each creates files in its own share of the
+/// resource groups, where the DLM also keeps their glocks' directory
+/// entries, so its new inodes need (almost) no directory lookup on the
+/// other node; placed by a hash of the name, half of each new file's two
+/// glocks would need one.
+#[test]
+fn a_node_creating_files_asks_the_other_for_almost_no_directory_entry() {
+    use tests::fslab::{cluster_up, stop_cmands};
+    let Some((lab, mut cmands)) = cluster_up(2) else {
+        return;
+    };
+    let f = std::fs::File::create(lab.image()).unwrap();
+    f.set_len(256 << 20).unwrap();
+    let st = Command::new(tests::bin("mkfs_clusterfs"))
+        .args(["-p", "lock_dlm", "-t", "fscl:vol1", "-O", "-q", "-j", "2"])
+        .args(["-r", "32"])
+        .arg(lab.image())
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkfs_clusterfs: {st}");
+    let ports: Vec<u16> = (0..2).map(|_| tests::free_port()).collect();
+    let mounts: Vec<tests::FuseMount> = (1..=2)
+        .map(|n| {
+            let extra = format!(",metrics=127.0.0.1:{}", ports[n as usize - 1]);
+            tests::FuseMount::start(&mut lab.mount_cmd(n, &extra), &lab.mnt(n))
+        })
+        .collect();
+    let lookups = |n: u32| {
+        let addr = format!("127.0.0.1:{}", ports[n as usize - 1])
+            .parse()
+            .unwrap();
+        let text = fetch_http(addr).expect("GET /metrics of the mount");
+        dlm::metrics::sum(&text, "dlm_directory_lookups_sent_total", &[])
+    };
+    const FILES: usize = 100;
+    for n in 1..=2 {
+        let dir = lab.mnt(n).join(format!("node{n}"));
+        std::fs::create_dir(&dir).unwrap();
+        let before = lookups(n);
+        for i in 0..FILES {
+            std::fs::write(dir.join(format!("f{i}")), b"x").unwrap();
+        }
+        let sent = lookups(n) - before;
+        // Hashed, about FILES (2 glocks each, half elsewhere).
+        assert!(
+            sent <= (FILES / 10) as f64,
+            "node {n} sent {sent} directory lookups for {FILES} new files"
+        );
+    }
+    // And each sees the other's files.
+    for n in 1..=2 {
+        let other = 3 - n;
+        let names = std::fs::read_dir(lab.mnt(n).join(format!("node{other}")))
+            .unwrap()
+            .count();
+        assert_eq!(names, FILES, "node {n} lists node {other}'s files");
+    }
+    for m in mounts {
+        m.stop();
+    }
+    stop_cmands(&mut cmands);
+}

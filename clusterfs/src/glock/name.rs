@@ -92,6 +92,42 @@ impl GlockName {
     }
 }
 
+impl GlockName {
+    /// The glock a DLM resource name ([`GlockName::dlm_name`]) names, if
+    /// it is one of a known type.
+    pub fn from_dlm_name(name: &[u8]) -> Option<Self> {
+        if name.len() != DLM_NAME_LEN {
+            return None;
+        }
+        let kind = match read_hex_right(&name[..8])? {
+            1 => GlockType::Nondisk,
+            2 => GlockType::Inode,
+            3 => GlockType::Rgrp,
+            5 => GlockType::Iopen,
+            8 => GlockType::Quota,
+            9 => GlockType::Journal,
+            _ => return None,
+        };
+        Some(Self::new(kind, read_hex_right(&name[8..])?))
+    }
+}
+
+/// Reads a field [`write_hex_right`] wrote: spaces, then lower-case hex.
+fn read_hex_right(field: &[u8]) -> Option<u64> {
+    let digits = field.trim_ascii_start();
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |v, &c| {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        Some(v << 4 | u64::from(d))
+    })
+}
+
 /// Writes `value` in lower-case hex, right-aligned in `field`, as the
 /// kernel's `gfs2_reverse_hex` (zero is written as "0").
 fn write_hex_right(field: &mut [u8], mut value: u64) {
@@ -128,6 +164,38 @@ mod tests {
 
     fn name(n: GlockName) -> String {
         String::from_utf8(n.dlm_name().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_dlm_name_reads_back_as_its_glock() {
+        for g in [
+            GlockName::inode(0x1a3f),
+            GlockName::rgrp(17),
+            GlockName::iopen(u64::MAX),
+            GlockName::journal(0),
+            GlockName::nondisk(nondisk::LIVE),
+        ] {
+            assert_eq!(GlockName::from_dlm_name(&g.dlm_name()), Some(g));
+        }
+        let name = |kind: &str, number: &str| format!("{kind:>8}{number:>16}").into_bytes();
+        assert_eq!(
+            GlockName::from_dlm_name(&name("2", "1")),
+            Some(GlockName::inode(1))
+        );
+        for bad in [
+            name("4", "1"),   // no such type
+            name("2", "1 1"), // a space among the digits
+            name("2", "1A"),  // upper case
+            name("2", ""),    // no number
+            b"2 1".to_vec(),  // too short
+        ] {
+            assert_eq!(
+                GlockName::from_dlm_name(&bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(&bad)
+            );
+        }
     }
 
     #[test]

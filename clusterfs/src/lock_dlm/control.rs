@@ -137,6 +137,9 @@ struct CtlState {
 /// [`dlm::Dlm::join_with_ops`], then call [`MountControl::mount`].
 #[derive(Default)]
 pub struct MountControl {
+    /// How this node places the lockspace's directory entries (0: by
+    /// hash, as nodes before placement existed; see [`MountControl::placed`]).
+    placement: u64,
     state: Mutex<CtlState>,
     changed: Condvar,
     mounted: OnceLock<Mounted>,
@@ -179,6 +182,18 @@ impl MountControl {
     /// A control for one mount.
     pub fn new() -> Arc<MountControl> {
         Arc::default()
+    }
+
+    /// A control for one mount whose DLM places directory entries as
+    /// `placement` tells (nonzero; equal on nodes that place alike). The
+    /// first mounter writes it in the mounted lock's value block; a later
+    /// mounter that places otherwise is refused, since two nodes that
+    /// disagree on a resource's directory could both master it.
+    pub fn placed(placement: u64) -> Arc<MountControl> {
+        Arc::new(MountControl {
+            placement,
+            ..MountControl::default()
+        })
     }
 
     /// Waits until the lockspace assigned this node its slot; returns the
@@ -251,7 +266,8 @@ impl MountControl {
                     };
                     let fs = (mount_fs.take().expect("once"))(MountRole::First)?;
                     drop(others);
-                    ls.convert(mounted, Mode::Pr, Flags::empty(), None)
+                    let tag = placement_lvb(self.placement);
+                    ls.convert(mounted, Mode::Pr, Flags::VALBLK, Some(tag))
                         .map_err(|e| dlm_err("mounted lock", e))?;
                     let clean = ControlLvb {
                         generation: ls.generation(),
@@ -267,14 +283,28 @@ impl MountControl {
             // for recovery and the mounted nodes have recorded the
             // recovery that let us in (the LVB's generation reached
             // ours), so that no journal lost before it can be missed.
-            let (pr, joined) = match ls.convert(mounted, Mode::Pr, Flags::NOQUEUE, None) {
-                Ok(_) => (
-                    true,
-                    lvb.jids().is_empty() && lvb.generation >= ls.generation(),
-                ),
-                Err(DlmError::Again) => (false, false),
-                Err(e) => return Err(dlm_err("mounted lock", e)),
-            };
+            let (pr, joined) =
+                match ls.convert(mounted, Mode::Pr, Flags::NOQUEUE | Flags::VALBLK, None) {
+                    Ok(c) => {
+                        let theirs = c.lvb.map_or(0, |l| placement_of(&l));
+                        if theirs != self.placement {
+                            let _ = ls.convert(mounted, Mode::Nl, Flags::empty(), None);
+                            control_release(&ls, control, None)?;
+                            return Err(LockError::Unavailable(format!(
+                                "the mounted nodes place the lockspace's directory otherwise \
+                                 ({theirs:#x}, here {:#x}): is every node running the same \
+                                 mount.clusterfs?",
+                                self.placement
+                            )));
+                        }
+                        (
+                            true,
+                            lvb.jids().is_empty() && lvb.generation >= ls.generation(),
+                        )
+                    }
+                    Err(DlmError::Again) => (false, false),
+                    Err(e) => return Err(dlm_err("mounted lock", e)),
+                };
             control_release(&ls, control, None)?;
             if pr && !joined {
                 // Holding mounted PR while waiting would keep every other
@@ -438,6 +468,18 @@ fn take_all_journals(
         }
     }
     Ok((Some(own.expect("jid below journals")), others))
+}
+
+/// The mounted lock's value block: the placement tag, little-endian, in
+/// its first 8 bytes (the kernel's lock_dlm keeps no value there).
+fn placement_lvb(placement: u64) -> Lvb {
+    let mut v = [0u8; 32];
+    v[..8].copy_from_slice(&placement.to_le_bytes());
+    Lvb(v)
+}
+
+fn placement_of(lvb: &Lvb) -> u64 {
+    u64::from_le_bytes(lvb.0[..8].try_into().expect("8 bytes"))
 }
 
 /// Takes the control lock EX and reads its value block.

@@ -19,7 +19,7 @@ use crate::driver::transport::{run_callback, throttle, InConn, Lead, Transport};
 use crate::driver::DlmError;
 use crate::membership::MembershipEvent;
 use crate::metrics::LsCounters;
-use crate::node::{Action, Immediate, Node, NodeError};
+use crate::node::{Action, Immediate, Node, NodeError, Placement};
 use crate::plock::{Family, Kind, Plock};
 use crate::types::{Flags, LockId, Lvb, NodeId, ResName, SbFlags, Status};
 use crate::wire::{Envelope, Msg, PlockOp, PlockReply};
@@ -265,11 +265,14 @@ impl LsInner {
         shards: u32,
         transport: Arc<Transport>,
         ops: Option<Arc<dyn RecoverOps>>,
+        placement: &Placement,
     ) -> LsInner {
         let shards = (0..shards)
             .map(|k| {
+                let mut node = Node::new(me, k + shards, shards);
+                node.set_placement(placement.clone());
                 CacheLine(Mutex::new(Shard {
-                    node: Node::new(me, k + shards, shards),
+                    node,
                     last_sweep: Instant::now(),
                     out: Vec::new(),
                     cbs: Default::default(),
@@ -323,7 +326,12 @@ impl LsInner {
     fn run_actions(&self, k: usize, sh: &mut Shard, deferred: &mut Vec<Deferred>) {
         for a in sh.out.drain(..) {
             match a {
-                Action::Send { to, env } => self.transport.send_deferred(to, self.frame(k, &env)),
+                Action::Send { to, env } => {
+                    if let Msg::Lookup { .. } = env.msg {
+                        self.counters[k].lookups_sent.inc();
+                    }
+                    self.transport.send_deferred(to, self.frame(k, &env));
+                }
                 Action::Ast {
                     id,
                     status,
@@ -985,5 +993,15 @@ impl Lockspace {
     /// Every member's slot, as agreed at the last recovery.
     pub fn slots(&self) -> Vec<(NodeId, u32)> {
         self.inner.shards[0].lock().node.slots()
+    }
+
+    /// The member that keeps resource `name`'s directory entry in the
+    /// current view (`None` while this node is in no view).
+    pub fn dir_node(&self, name: &[u8]) -> Option<NodeId> {
+        let name = ResName::new(name)?;
+        self.inner.shards[self.inner.shard_of_name(&name)]
+            .lock()
+            .node
+            .dir_node(&name)
     }
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::{Mutex, RwLock};
 
 use crate::membership::Membership;
+use crate::node::Placement;
 use crate::types::{NodeId, NAME_MAX};
 use crate::wire::Envelope;
 use lockspace::{Lockspace, LsInner, RecoverOps};
@@ -53,6 +54,25 @@ pub enum DlmError {
     /// Control socket (or metrics endpoint) setup failed.
     #[error("control socket: {0}")]
     Ctl(std::io::Error),
+}
+
+/// How to join a lockspace ([`Dlm::join_with`]).
+#[derive(Default)]
+pub struct JoinOptions {
+    /// Told of every recovery, the first (which assigns this node its
+    /// slot) included.
+    pub ops: Option<Arc<dyn RecoverOps>>,
+    /// Where resources' directory entries live; the same on every member.
+    pub placement: Placement,
+}
+
+impl std::fmt::Debug for JoinOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinOptions")
+            .field("ops", &self.ops.is_some())
+            .field("placement", &self.placement)
+            .finish()
+    }
 }
 
 /// How a process takes part in the cluster's DLM.
@@ -192,7 +212,7 @@ impl Dlm {
 
     /// Joins lockspace `name`, with membership from `membership`.
     pub fn join(&self, name: &str, membership: &dyn Membership) -> Result<Lockspace, DlmError> {
-        self.join_inner(name, membership, None)
+        self.join_with(name, membership, JoinOptions::default())
     }
 
     /// Joins lockspace `name` and tells `ops` of every recovery, the first
@@ -203,14 +223,19 @@ impl Dlm {
         membership: &dyn Membership,
         ops: Arc<dyn RecoverOps>,
     ) -> Result<Lockspace, DlmError> {
-        self.join_inner(name, membership, Some(ops))
+        let opts = JoinOptions {
+            ops: Some(ops),
+            ..JoinOptions::default()
+        };
+        self.join_with(name, membership, opts)
     }
 
-    fn join_inner(
+    /// Joins lockspace `name` with `opts`.
+    pub fn join_with(
         &self,
         name: &str,
         membership: &dyn Membership,
-        ops: Option<Arc<dyn RecoverOps>>,
+        opts: JoinOptions,
     ) -> Result<Lockspace, DlmError> {
         if name.is_empty() || name.len() > NAME_MAX {
             return Err(DlmError::Invalid);
@@ -220,7 +245,8 @@ impl Dlm {
             self.inner.node,
             self.inner.shards,
             self.transport.clone(),
-            ops,
+            opts.ops,
+            &opts.placement,
         ));
         {
             let mut map = self.inner.lockspaces.write();

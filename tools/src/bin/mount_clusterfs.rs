@@ -30,7 +30,7 @@ use clusterfs::cluster::{ClusterMount, GatedDevice, JoinOptions};
 use clusterfs::fs::FileSystem;
 use clusterfs::fuse::{FuseFs, MountOptions};
 use clusterfs::lock::LocalLocks;
-use clusterfs::volume::{MountParams, Recovery};
+use clusterfs::volume::{MountParams, Recovery, RgrpShare};
 use nix::unistd::{fork, ForkResult};
 use tracing::{info, warn};
 
@@ -99,21 +99,24 @@ fn mount_in_cluster(
     if opts.jid.is_some() {
         bail!("hostdata=jid= is for lock_nolock: with lock_dlm the journal is the node's lockspace slot");
     }
+    // How many journals, and where the resource groups lie: a
+    // spectator's look, which writes nothing.
+    let (mut probe, info) = FileSystem::mount_with(
+        dev.clone(),
+        Arc::new(LocalLocks),
+        MountParams::spectator(Recovery::Own),
+    )?;
+    let share = RgrpShare::of_rgrps(probe.volume().rgrps()).map(Arc::new);
+    drop(probe);
     let join = JoinOptions {
         state_dir: args.state_dir.clone(),
         locktable: opts.locktable.clone().unwrap_or(sb_locktable.to_string()),
         port: opts.dlm_port,
         metrics: opts.metrics,
+        share,
     };
     let mut cm = ClusterMount::join(&join)?;
     let dev: Arc<dyn BlockDevice> = Arc::new(GatedDevice::new(dev, cm.gate.clone()));
-    // How many journals: a spectator's look, which writes nothing.
-    let (probe, info) = FileSystem::mount_with(
-        dev.clone(),
-        Arc::new(LocalLocks),
-        MountParams::spectator(Recovery::Own),
-    )?;
-    drop(probe);
     let jid = cm.jid;
     let spectator = opts.spectator;
     let fuse = cm.mount_shared(info.journals, spectator, |rec| {
