@@ -1628,6 +1628,12 @@ pub struct MountOptions {
     /// as `GET /metrics` (Prometheus text) there, besides the DLM control
     /// socket's `metrics` command.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `dir_placement=rgrp`: the DLM keeps the directory entries of inode,
+    /// iopen and rgrp glocks on the node whose share of the resource
+    /// groups holds them (`cluster::placement`); `dir_placement=hash`, the
+    /// default for now, places them by a hash of the name as the kernel's
+    /// DLM does. Every node of a volume must mount it alike (checked).
+    pub rgrp_placement: bool,
     /// Options accepted for compatibility but without effect here.
     pub ignored: Vec<String>,
 }
@@ -1645,6 +1651,7 @@ impl MountOptions {
             locktable: None,
             dlm_port: None,
             metrics: None,
+            rgrp_placement: false,
             ignored: Vec::new(),
         };
         for opt in s.split(',').filter(|x| !x.is_empty()) {
@@ -1665,6 +1672,11 @@ impl MountOptions {
                     o.metrics = Some(v.parse().map_err(|_| {
                         format!("bad metrics address {v:?} (want ADDR:PORT, e.g. 127.0.0.1:9840)")
                     })?);
+                }
+                ("dir_placement", Some("rgrp")) => o.rgrp_placement = true,
+                ("dir_placement", Some("hash")) => o.rgrp_placement = false,
+                ("dir_placement", Some(v)) => {
+                    return Err(format!("bad dir_placement {v:?} (want rgrp or hash)"));
                 }
                 ("hostdata", Some(v)) => {
                     if o.parse_hostdata(v)? {

@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo build --release --bins
-//! cargo run --release -p tests --example clusterfs_bench -- [--dir DIR] [--files N] [--mib M] [--secs S]
+//! cargo run --release -p tests --example clusterfs_bench -- [--dir DIR] [--files N] [--mib M] [--secs S] [--placement rgrp|hash]
 //! ```
 //!
 //! Two nodes on this machine (cmand on 127.0.1.1 and 127.0.1.2, `fence_lab`),
@@ -39,6 +39,7 @@ struct Args {
     files: usize,
     mib: usize,
     secs: u64,
+    placement: String,
 }
 
 fn args() -> Args {
@@ -47,6 +48,7 @@ fn args() -> Args {
         files: 2000,
         mib: 256,
         secs: 5,
+        placement: "rgrp".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -56,7 +58,8 @@ fn args() -> Args {
             "--files" => a.files = v.parse().expect("--files N"),
             "--mib" => a.mib = v.parse().expect("--mib M"),
             "--secs" => a.secs = v.parse().expect("--secs S"),
-            _ => panic!("unknown flag {k} (--dir, --files, --mib, --secs)"),
+            "--placement" if v == "rgrp" || v == "hash" => a.placement = v,
+            _ => panic!("unknown flag {k} (--dir, --files, --mib, --secs, --placement rgrp|hash)"),
         }
     }
     a
@@ -187,8 +190,11 @@ fn nolock_mount(image: &Path, mnt: &Path) -> FuseMount {
     FuseMount::start(&mut c, mnt)
 }
 
+/// A lock_dlm mount of node `n`, its DLM directory placed as `--placement`
+/// says (`MountOptions::rgrp_placement`).
 fn dlm_mount(lab: &Lab, n: u32) -> FuseMount {
-    FuseMount::start(&mut lab.mount_cmd(n, ""), &lab.mnt(n))
+    let placement = format!(",dir_placement={}", args().placement);
+    FuseMount::start(&mut lab.mount_cmd(n, &placement), &lab.mnt(n))
 }
 
 fn on_tmpfs(dir: &Path) -> bool {

@@ -192,7 +192,10 @@ fn a_node_creating_files_asks_the_other_for_almost_no_directory_entry() {
     let ports: Vec<u16> = (0..2).map(|_| tests::free_port()).collect();
     let mounts: Vec<tests::FuseMount> = (1..=2)
         .map(|n| {
-            let extra = format!(",metrics=127.0.0.1:{}", ports[n as usize - 1]);
+            let extra = format!(
+                ",dir_placement=rgrp,metrics=127.0.0.1:{}",
+                ports[n as usize - 1]
+            );
             tests::FuseMount::start(&mut lab.mount_cmd(n, &extra), &lab.mnt(n))
         })
         .collect();

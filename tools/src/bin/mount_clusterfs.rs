@@ -106,7 +106,9 @@ fn mount_in_cluster(
         Arc::new(LocalLocks),
         MountParams::spectator(Recovery::Own),
     )?;
-    let share = RgrpShare::of_rgrps(probe.volume().rgrps()).map(Arc::new);
+    let share = RgrpShare::of_rgrps(probe.volume().rgrps())
+        .filter(|_| opts.rgrp_placement)
+        .map(Arc::new);
     drop(probe);
     let join = JoinOptions {
         state_dir: args.state_dir.clone(),
