@@ -304,23 +304,34 @@ impl ClusterMount {
         config.ctl_dir = Some(opts.state_dir.clone());
         config.metrics = opts.metrics;
         let dlm = Dlm::start(config).map_err(|e| join_err(format!("dlm on {listen}: {e}")))?;
-        let ctl = match &opts.share {
-            Some(share) => MountControl::placed(share.tag()),
-            None => MountControl::new(),
-        };
-        let join = match &opts.share {
-            Some(share) => dlm::JoinOptions {
-                ops: Some(Arc::new(PlacingOps {
+        let (ctl, join) = match &opts.share {
+            Some(share) => {
+                let ctl = MountControl::placed(share.tag());
+                let ops = Arc::new(PlacingOps {
                     inner: ctl.ops(),
                     share: share.clone(),
                     me,
-                })),
-                placement: placement(share.clone()),
-            },
-            None => dlm::JoinOptions {
-                ops: Some(ctl.ops()),
-                ..Default::default()
-            },
+                });
+                let placement = placement(share.clone());
+                (
+                    ctl,
+                    dlm::JoinOptions {
+                        ops: Some(ops),
+                        placement,
+                    },
+                )
+            }
+            None => {
+                let ctl = MountControl::new();
+                let ops = Some(ctl.ops());
+                (
+                    ctl,
+                    dlm::JoinOptions {
+                        ops,
+                        ..Default::default()
+                    },
+                )
+            }
         };
         let ls = dlm
             .join_with(&fsname, m.as_ref(), join)

@@ -291,11 +291,6 @@ pub type PlacementKey = dyn Fn(&[u8]) -> Option<u64> + Send + Sync;
 pub struct Placement(Option<std::sync::Arc<PlacementKey>>);
 
 impl Placement {
-    /// By a hash of the name (the default).
-    pub fn hashed() -> Self {
-        Self(None)
-    }
-
     /// By `key(name)` where it gives one, else by a hash of the name.
     pub fn keyed(key: impl Fn(&[u8]) -> Option<u64> + Send + Sync + 'static) -> Self {
         Self(Some(std::sync::Arc::new(key)))

@@ -190,11 +190,11 @@ fn nolock_mount(image: &Path, mnt: &Path) -> FuseMount {
     FuseMount::start(&mut c, mnt)
 }
 
-/// A lock_dlm mount of node `n`, its DLM directory placed as `--placement`
-/// says (`MountOptions::rgrp_placement`).
-fn dlm_mount(lab: &Lab, n: u32) -> FuseMount {
-    let placement = format!(",dir_placement={}", args().placement);
-    FuseMount::start(&mut lab.mount_cmd(n, &placement), &lab.mnt(n))
+/// A lock_dlm mount of node `n`, its DLM directory placed by `placement`
+/// (`-o dir_placement=`, as `--placement` says).
+fn dlm_mount(lab: &Lab, n: u32, placement: &str) -> FuseMount {
+    let extra = format!(",dir_placement={placement}");
+    FuseMount::start(&mut lab.mount_cmd(n, &extra), &lab.mnt(n))
 }
 
 fn on_tmpfs(dir: &Path) -> bool {
@@ -251,7 +251,7 @@ fn main() {
         let m = nolock_mount(&image, &lab.mnt(1));
         nolocks.push(meta(&lab.mnt(1).join(format!("meta{round}")), a.files));
         m.stop();
-        let m = dlm_mount(&lab, 1);
+        let m = dlm_mount(&lab, 1, &a.placement);
         dlms.push(meta(&lab.mnt(1).join(format!("meta1-{round}")), a.files));
         m.stop();
     }
@@ -263,10 +263,10 @@ fn main() {
     let nolock_r = seq_read(&lab.mnt(1).join("big"));
     fs::remove_file(lab.mnt(1).join("big")).unwrap();
     m.stop();
-    let m = dlm_mount(&lab, 1);
+    let m = dlm_mount(&lab, 1, &a.placement);
     let dlm_w = seq_write(&lab.mnt(1).join("big"), a.mib);
     m.stop();
-    let m = dlm_mount(&lab, 1);
+    let m = dlm_mount(&lab, 1, &a.placement);
     let dlm_r = seq_read(&lab.mnt(1).join("big"));
     fs::remove_file(lab.mnt(1).join("big")).unwrap();
     println!("\n1. one node, lock_dlm vs lock_nolock (same image; metadata: median of {ROUNDS} mounts each)");
@@ -289,7 +289,7 @@ fn main() {
     );
 
     // 2. Two nodes, each in its own directory, against one alone.
-    let m2 = dlm_mount(&lab, 2);
+    let m2 = dlm_mount(&lab, 2, &a.placement);
     let t = Instant::now();
     let workers: Vec<_> = (1..=2u32)
         .map(|n| {

@@ -994,14 +994,4 @@ impl Lockspace {
     pub fn slots(&self) -> Vec<(NodeId, u32)> {
         self.inner.shards[0].lock().node.slots()
     }
-
-    /// The member that keeps resource `name`'s directory entry in the
-    /// current view (`None` while this node is in no view).
-    pub fn dir_node(&self, name: &[u8]) -> Option<NodeId> {
-        let name = ResName::new(name)?;
-        self.inner.shards[self.inner.shard_of_name(&name)]
-            .lock()
-            .node
-            .dir_node(&name)
-    }
 }
