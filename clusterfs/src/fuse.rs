@@ -1628,11 +1628,12 @@ pub struct MountOptions {
     /// as `GET /metrics` (Prometheus text) there, besides the DLM control
     /// socket's `metrics` command.
     pub metrics: Option<std::net::SocketAddr>,
-    /// `dir_placement=rgrp`: the DLM keeps the directory entries of inode,
-    /// iopen and rgrp glocks on the node whose share of the resource
-    /// groups holds them (`cluster::placement`); `dir_placement=hash`, the
-    /// default for now, places them by a hash of the name as the kernel's
-    /// DLM does. Every node of a volume must mount it alike (checked).
+    /// `dir_placement=rgrp` (the default): the DLM keeps the directory
+    /// entries of inode, iopen and rgrp glocks on the node whose share of
+    /// the resource groups holds them (`cluster::placement`);
+    /// `dir_placement=hash` places them by a hash of the name as the
+    /// kernel's DLM does. Every node of a volume must mount it alike
+    /// (checked).
     pub rgrp_placement: bool,
     /// Options accepted for compatibility but without effect here.
     pub ignored: Vec<String>,
@@ -1651,7 +1652,7 @@ impl MountOptions {
             locktable: None,
             dlm_port: None,
             metrics: None,
-            rgrp_placement: false,
+            rgrp_placement: true,
             ignored: Vec::new(),
         };
         for opt in s.split(',').filter(|x| !x.is_empty()) {

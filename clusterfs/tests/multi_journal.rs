@@ -691,3 +691,21 @@ fn mount_options_choose_spectator_and_jid() {
     assert!(!o.spectator && o.jid.is_none());
     assert!(MountOptions::parse("hostdata=jid=x").is_err());
 }
+
+#[test]
+fn mount_options_place_the_directory_by_rgrp_unless_told_hash() {
+    use clusterfs::fuse::MountOptions;
+    assert!(MountOptions::parse("").unwrap().rgrp_placement);
+    assert!(
+        MountOptions::parse("dir_placement=rgrp")
+            .unwrap()
+            .rgrp_placement
+    );
+    assert!(
+        !MountOptions::parse("dir_placement=hash")
+            .unwrap()
+            .rgrp_placement
+    );
+    let bad = MountOptions::parse("dir_placement=random").unwrap_err();
+    assert!(bad.contains("rgrp or hash"), "{bad}");
+}

@@ -112,8 +112,15 @@ impl Lab {
             .arg("--state-dir")
             .arg(self.state(i))
             .arg("-o")
-            .arg(format!("dlm_port={}{extra}", self.dlm_port))
-            .env("RUST_LOG", "info")
+            .arg(format!(
+                "dlm_port={}{}{extra}",
+                self.dlm_port,
+                lab_options()
+            ))
+            .env(
+                "RUST_LOG",
+                std::env::var("LAB_MOUNT_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log);
         c
@@ -135,6 +142,52 @@ impl Lab {
         );
         assert!(!crate::is_mounted(&spare));
         String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+/// A test that fails leaves its nodes' logs on stderr (the lab directory,
+/// and the logs with it, is deleted unless `LAB_KEEP_FAILED` is set): the
+/// last lines of every node's cmand and mount logs. `LAB_MOUNT_LOG` sets
+/// the mounts' `RUST_LOG` (default `info`).
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        if std::env::var_os("LAB_KEEP_FAILED").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!("lab kept in {}", self.dir.path().display());
+        }
+        let Ok(nodes) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        let mut logs: Vec<PathBuf> = nodes
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten().flatten())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!("---- {} (last {} lines)", log.display(), tail.len());
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// Mount options every lab mount adds (`LAB_MOUNT_OPTIONS`, e.g.
+/// `dir_placement=rgrp`): runs the multi-node tests with an option that is
+/// not the default.
+fn lab_options() -> String {
+    match std::env::var("LAB_MOUNT_OPTIONS") {
+        Ok(o) if !o.is_empty() => format!(",{o}"),
+        _ => String::new(),
     }
 }
 

@@ -258,6 +258,27 @@ pub fn cluster_port(nodes: u32, udp: bool) -> u16 {
 
 // ---------------------------------------------------------------- mounts
 
+/// True once every thread of process `pid` is stopped (state `T`). A
+/// SIGSTOP is sent at once but taken by each thread when it next runs: a
+/// thread busy on another CPU may still answer a request after `kill`
+/// returned.
+pub fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        fs::read_to_string(t.path().join("stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('T')
+            })
+            .unwrap_or(true)
+    })
+}
+
 /// Polls `cond` every 20 ms; panics after `limit`.
 pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();

@@ -641,6 +641,10 @@ fn a_request_waiting_for_another_nodes_glock_does_not_stop_the_others() {
     }
     kill(m2.pid(), Signal::SIGSTOP).unwrap();
     let resume = Resume(m2.pid());
+    // Until all its threads have stopped, node 2 may still answer.
+    tests::wait_for("node 2's mount to stop", Duration::from_secs(10), || {
+        tests::all_threads_stopped(m2.pid().as_raw())
+    });
 
     let (tx, waiting) = mpsc::channel();
     let held = lab.mnt(1).join("held/f");
@@ -649,7 +653,11 @@ fn a_request_waiting_for_another_nodes_glock_does_not_stop_the_others() {
     });
     // Long enough for that read to be waiting inside node 1's mount.
     if let Ok(read) = waiting.recv_timeout(Duration::from_millis(500)) {
-        panic!("node 1 read a file whose glocks a stopped node 2 holds: {read:?}");
+        let mut m2 = m2;
+        panic!(
+            "node 1 read a file whose glocks a stopped node 2 holds: {read:?}; node 2's mount: {:?}",
+            m2.child.try_wait()
+        );
     }
     // Node 1 writes on to a file it has open, under glocks it holds (a
     // new file would not do: its glocks' DLM directory may be node 2).
