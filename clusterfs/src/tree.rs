@@ -266,28 +266,50 @@ impl Volume {
         }
         let bs = self.bsize() as u64;
         let mut pos = off;
-        let mut buf = vec![0u8; bs as usize];
+        let mut buf = Vec::new();
+        // Whole blocks that lie one after the other on the device go out
+        // in one write, straight from `data`: (first block, offset in
+        // `data`, blocks).
+        let mut run: Option<(u64, usize, u64)> = None;
         while pos < end {
             let lbn = pos / bs;
             let o = (pos % bs) as usize;
             let n = ((bs - o as u64).min(end - pos)) as usize;
+            let at = (pos - off) as usize;
             let (blk, fresh) = self.bmap_alloc(di, lbn)?;
             if n as u64 == bs {
-                buf.copy_from_slice(&data[(pos - off) as usize..(pos - off) as usize + n]);
+                run = match run {
+                    Some((first, from, len)) if first + len == blk => Some((first, from, len + 1)),
+                    other => {
+                        self.write_run(data, other)?;
+                        Some((blk, at, 1))
+                    }
+                };
             } else {
+                self.write_run(data, run.take())?;
+                buf.resize(bs as usize, 0);
                 if fresh {
                     buf.fill(0);
                 } else {
                     self.read_data_block(blk, &mut buf)?;
                 }
-                buf[o..o + n]
-                    .copy_from_slice(&data[(pos - off) as usize..(pos - off) as usize + n]);
+                buf[o..o + n].copy_from_slice(&data[at..at + n]);
+                self.write_data_block(blk, &buf)?;
             }
-            self.write_data_block(blk, &buf)?;
             pos += n as u64;
         }
+        self.write_run(data, run)?;
         di.di_size = di.di_size.max(end);
         Ok(())
+    }
+
+    /// Writes a run of whole blocks gathered by [`Volume::write_file`].
+    fn write_run(&mut self, data: &[u8], run: Option<(u64, usize, u64)>) -> Result<()> {
+        let Some((first, from, len)) = run else {
+            return Ok(());
+        };
+        let bytes = (len * self.bsize() as u64) as usize;
+        self.write_data_blocks(first, &data[from..from + bytes])
     }
 
     /// Allocates zeroed blocks for `[off, off+len)` without changing data

@@ -1016,6 +1016,20 @@ impl Volume {
         Ok(self.dev.write_at(blk * self.geo.bsize as u64, buf)?)
     }
 
+    /// Writes whole data blocks `blk`, `blk + 1`, ... directly to the
+    /// device in one write (`buf` holds a whole number of blocks).
+    pub fn write_data_blocks(&mut self, blk: u64, buf: &[u8]) -> Result<()> {
+        let bs = self.geo.bsize as usize;
+        debug_assert_eq!(buf.len() % bs, 0);
+        self.check_writable()?;
+        let n = (buf.len() / bs) as u64;
+        for b in blk..blk + n {
+            self.check_block(b)?;
+            self.cache.remove(&b);
+        }
+        Ok(self.dev.write_at(blk * bs as u64, buf)?)
+    }
+
     /// Reads and decodes a dinode.
     pub fn dinode(&mut self, addr: u64) -> Result<Dinode> {
         let b = self.meta(addr)?;

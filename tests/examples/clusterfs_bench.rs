@@ -11,19 +11,19 @@
 //! one run it prints:
 //!
 //! 1. one node, `lock_dlm` against `lock_nolock` on the same image:
-//!    creating, stating and unlinking N files (three mounts of each kind,
+//!    creating, stating and unlinking N files (five mounts of each kind,
 //!    taking turns, after a round that counts for nothing: medians);
 //!    writing M MiB and fsync, reading them back after a remount, the
 //!    same way (aim: ≥ 0.9×);
 //! 2. two `lock_dlm` nodes creating, stating and unlinking in their own
-//!    directories at once, against one node alone (three rounds, median;
+//!    directories at once, against one node alone (five rounds, median;
 //!    aim: aggregate ≥ 1.5×);
 //! 3. glock hand-offs per second: both nodes appending to one file;
 //! 4. fcntl lock hand-offs per second: both nodes taking turns on one
 //!    byte with F_SETLKW;
 //! 5. a `lock_nolock` mount against bindfs `-o big_writes` over a directory
 //!    of the same disk, writing M MiB, until the last write returns and
-//!    until the fsync after it returns (three mounts each, taking turns,
+//!    until the fsync after it returns (five mounts each, taking turns,
 //!    medians; aim: ≥ 0.8×).
 //!
 //! Every ratio is measured in the same run, beside its baseline.
@@ -78,7 +78,7 @@ struct Meta {
 }
 
 /// Metadata rounds per mount kind in part 1.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 impl Meta {
     /// Each rate's median over `runs`.
