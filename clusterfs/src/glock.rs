@@ -43,8 +43,13 @@
 //!   nodes always make progress).
 //! - **Local drops.** A holder with [`HolderFlags::nocache`] that leaves an
 //!   empty queue, [`GlockTable::drop_cached`] and [`GlockTable::drop_all`]
-//!   (unmount) take the glock to UN without waiting for the hold time; a
-//!   glock at UN with nobody waiting is forgotten ([`Action::Forget`]).
+//!   (unmount) take the glock to UN without waiting for the hold time.
+//! - **Idle glocks.** A glock at UN with nobody waiting keeps its DLM lock
+//!   in NL while it is among the [`GlockConfig::idle_kept`] most recently
+//!   idle (the kernel's glock LRU): taking it again converts that lock
+//!   instead of making a new DLM resource. The longest idle beyond that,
+//!   and every idle glock after `drop_cached` or `drop_all`, are forgotten
+//!   ([`Action::Forget`]).
 //! - **Failures.** A refused NOQUEUE request fails the waiting try holders
 //!   ([`Action::Failed`]); a conversion deadlock (EDEADLK) makes the glock
 //!   drop to UN and ask again (NL blocks nobody, so the retry cannot

@@ -50,7 +50,16 @@ fn a_glock_wanted_elsewhere_counts_a_demote_and_an_invalidation() {
     }
     let glocks: Vec<_> = ls
         .iter()
-        .map(|l| DlmGlocks::new(l.clone(), Arc::new(NoCache), GlockConfig { min_hold_ms: 0 }))
+        .map(|l| {
+            DlmGlocks::new(
+                l.clone(),
+                Arc::new(NoCache),
+                GlockConfig {
+                    min_hold_ms: 0,
+                    ..GlockConfig::default()
+                },
+            )
+        })
         .collect();
     let inode = GlockName {
         kind: GlockType::Inode,

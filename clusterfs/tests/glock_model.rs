@@ -254,8 +254,10 @@ struct Node {
 impl Node {
     fn new() -> Self {
         Node {
+            // Few idle glocks kept, so that runs both keep and forget.
             table: GlockTable::new(GlockConfig {
                 min_hold_ms: MIN_HOLD_MS,
+                idle_kept: 2,
             }),
             holders: BTreeMap::new(),
             dirty: BTreeSet::new(),

@@ -127,7 +127,14 @@ fn cluster(n: u32, min_hold_ms: u64) -> Cluster {
         .zip(&caches)
         .map(|(l, c)| {
             let ops: Arc<dyn GlockOps> = c.clone();
-            Arc::new(DlmGlocks::new(l.clone(), ops, GlockConfig { min_hold_ms }))
+            Arc::new(DlmGlocks::new(
+                l.clone(),
+                ops,
+                GlockConfig {
+                    min_hold_ms,
+                    ..GlockConfig::default()
+                },
+            ))
         })
         .collect();
     Cluster {
@@ -352,7 +359,10 @@ fn mount_nodes_placed(
             let glocks = Arc::new(DlmGlocks::new(
                 ls.clone(),
                 cache,
-                GlockConfig { min_hold_ms: 0 },
+                GlockConfig {
+                    min_hold_ms: 0,
+                    ..GlockConfig::default()
+                },
             ));
             let jid = ctl.wait_jid(Duration::from_secs(60)).unwrap();
             MountNode {

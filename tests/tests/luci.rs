@@ -478,7 +478,10 @@ impl Traffic {
                 DlmGlocks::new(
                     l.clone(),
                     std::sync::Arc::new(NoCache),
-                    GlockConfig { min_hold_ms: 0 },
+                    GlockConfig {
+                        min_hold_ms: 0,
+                        ..GlockConfig::default()
+                    },
                 )
             })
             .collect();

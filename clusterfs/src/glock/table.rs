@@ -4,7 +4,7 @@ use super::machine::GlockCore;
 use super::{Action, DlmFailure, DlmMode, GlockName, GlockState, HolderFlags, HolderId};
 use std::collections::BTreeSet;
 
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 /// Tunables of a [`GlockTable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,11 +12,19 @@ pub struct GlockConfig {
     /// How long an inode glock is kept after a state change before a
     /// remote demote may take it (the kernel's `gl_hold_time`, HZ/5).
     pub min_hold_ms: u64,
+    /// How many idle glocks (UN, nobody queued) keep their DLM lock in NL,
+    /// as the kernel keeps unused glocks on its LRU: taking one again is a
+    /// conversion, not a new DLM resource (an inode's iopen glock goes idle
+    /// at every close). Beyond this many, the longest idle are forgotten.
+    pub idle_kept: usize,
 }
 
 impl Default for GlockConfig {
     fn default() -> Self {
-        GlockConfig { min_hold_ms: 200 }
+        GlockConfig {
+            min_hold_ms: 200,
+            idle_kept: 8192,
+        }
     }
 }
 
@@ -24,7 +32,10 @@ impl Default for GlockConfig {
 ///
 /// Each method takes the current time and returns the [`Action`]s to carry
 /// out, in order. A glock that falls back to UN with nobody waiting is
-/// forgotten ([`Action::Forget`]), so the table only holds live glocks.
+/// idle: it keeps its NL DLM lock while it is among the
+/// [`GlockConfig::idle_kept`] most recently idle, and is forgotten
+/// ([`Action::Forget`]) after that, or at once after [`Self::drop_all`]
+/// or [`Self::drop_cached`].
 #[derive(Clone, Debug, Default)]
 pub struct GlockTable {
     config: GlockConfig,
@@ -37,6 +48,15 @@ pub struct GlockTable {
     /// (a node caches tens of thousands).
     timers: BTreeSet<(u64, GlockName)>,
     timer_of: HashMap<GlockName, u64>,
+    /// Idle glocks that keep their DLM lock, by when they became idle
+    /// (a counter), and each one's entry there.
+    idle: BTreeSet<(u64, GlockName)>,
+    idle_since: HashMap<GlockName, u64>,
+    idle_seq: u64,
+    /// Glocks to forget as soon as they are idle ([`Self::drop_cached`]).
+    forgetting: HashSet<GlockName>,
+    /// Set by [`Self::drop_all`]: every glock is forgotten once idle.
+    dropping_all: bool,
 }
 
 impl GlockTable {
@@ -131,6 +151,7 @@ impl GlockTable {
     /// Unmount: every glock goes to UN once its holders are gone, and is
     /// then forgotten.
     pub fn drop_all(&mut self, now_ms: u64) -> Vec<Action> {
+        self.dropping_all = true;
         let names = self.sorted_names(|_| true);
         self.for_each(names, |glock, out| glock.drop_cache(now_ms, out))
     }
@@ -138,7 +159,15 @@ impl GlockTable {
     /// Drops one cached glock to UN once its holders are gone (for a cache
     /// shrinker). Unknown names are ignored.
     pub fn drop_cached(&mut self, name: GlockName, now_ms: u64) -> Vec<Action> {
+        if self.glocks.contains_key(&name) {
+            self.forgetting.insert(name);
+        }
         self.for_each(vec![name], |glock, out| glock.drop_cache(now_ms, out))
+    }
+
+    /// How many idle glocks keep their DLM lock.
+    pub fn idle_len(&self) -> usize {
+        self.idle.len()
     }
 
     /// One glock, to inspect.
@@ -211,7 +240,9 @@ impl GlockTable {
     }
 
     /// Book-keeping after an event on `name`: failed holders leave the
-    /// holder map; an idle glock is forgotten.
+    /// holder map; an idle glock joins the idle ones (the longest idle
+    /// beyond [`GlockConfig::idle_kept`] are forgotten), or is forgotten
+    /// at once when it has no DLM lock to keep or is to be dropped.
     fn settle(&mut self, name: GlockName, out: &mut Vec<Action>) {
         for action in out.iter() {
             if let Action::Failed { holder } = action {
@@ -220,18 +251,58 @@ impl GlockTable {
         }
         let Some(glock) = self.glocks.get(&name) else {
             self.set_timer(name, None);
+            self.set_idle(name, false);
             return;
         };
         let due = glock.next_tick_ms();
-        if glock.is_idle() {
-            let had_lock = glock.has_dlm_lock();
-            self.glocks.remove(&name);
-            self.set_timer(name, None);
-            if had_lock {
+        if !glock.is_idle() {
+            self.set_idle(name, false);
+            self.set_timer(name, due);
+            return;
+        }
+        let has_lock = glock.has_dlm_lock();
+        self.set_timer(name, None);
+        let keep = has_lock
+            && self.config.idle_kept > 0
+            && !self.dropping_all
+            && !self.forgetting.contains(&name);
+        if !keep {
+            self.forget(name, out);
+            return;
+        }
+        self.set_idle(name, true);
+        while self.idle.len() > self.config.idle_kept {
+            let (_, oldest) = self.idle.pop_first().expect("more idle than kept");
+            self.idle_since.remove(&oldest);
+            self.forget(oldest, out);
+        }
+    }
+
+    /// Removes an idle glock; its DLM lock, if any, is to be unlocked.
+    fn forget(&mut self, name: GlockName, out: &mut Vec<Action>) {
+        self.set_idle(name, false);
+        self.forgetting.remove(&name);
+        if let Some(glock) = self.glocks.remove(&name) {
+            if glock.has_dlm_lock() {
                 out.push(Action::Forget { name });
             }
-        } else {
-            self.set_timer(name, due);
+        }
+    }
+
+    /// Keeps the idle index in step with whether `name` is idle. A glock
+    /// that is idle already keeps its place.
+    fn set_idle(&mut self, name: GlockName, idle: bool) {
+        match (idle, self.idle_since.get(&name).copied()) {
+            (true, None) => {
+                self.idle_seq += 1;
+                self.idle_since.insert(name, self.idle_seq);
+                self.idle.insert((self.idle_seq, name));
+            }
+            (false, Some(seq)) => {
+                self.idle_since.remove(&name);
+                self.idle.remove(&(seq, name));
+            }
+            _ => {}
         }
     }
 

@@ -7,8 +7,31 @@ use GlockState::{Df, Ex, Sh, Un};
 const RG: GlockName = GlockName::rgrp(17);
 const INO: GlockName = GlockName::inode(100);
 
+/// A table that forgets a glock as soon as it is idle (the rules below
+/// that end in `Forget`); [`keeping`] keeps some.
 fn table() -> GlockTable {
-    GlockTable::new(GlockConfig::default())
+    GlockTable::new(GlockConfig {
+        idle_kept: 0,
+        ..GlockConfig::default()
+    })
+}
+
+fn keeping(idle_kept: usize) -> GlockTable {
+    GlockTable::new(GlockConfig {
+        idle_kept,
+        ..GlockConfig::default()
+    })
+}
+
+/// Takes `name` (an rgrp glock: no minimum hold) in SH, releases it and
+/// lets another node's EX take it down to UN; returns what the last
+/// step asked for.
+fn idle_after_use(t: &mut GlockTable, name: GlockName, now: u64) -> Vec<Action> {
+    let a = hold(t, name, Sh, now);
+    t.release(a, now);
+    let out = t.blocking_callback(name, DlmMode::Ex, now);
+    assert_eq!(out.last(), Some(&req(name, Sh, Un)));
+    t.dlm_granted(name, DlmMode::Nl, now)
 }
 
 fn plain() -> HolderFlags {
@@ -474,4 +497,55 @@ fn double_release_is_a_bug() {
     let a = hold(&mut t, RG, Sh, 0);
     t.release(a, 1);
     t.release(a, 2);
+}
+
+#[test]
+fn an_idle_glock_keeps_its_nl_lock_and_is_taken_again_from_un() {
+    let mut t = keeping(4);
+    assert_eq!(idle_after_use(&mut t, RG, 0), vec![]);
+    assert_eq!(t.glock(&RG).unwrap().state(), Un);
+    assert_eq!(t.idle_len(), 1);
+    // Taken again: one DLM request from UN (the driver converts its NL
+    // lock), and it is no longer idle.
+    let (h, out) = t.acquire(RG, Ex, plain(), 1);
+    assert_eq!(out, vec![req(RG, Un, Ex)]);
+    assert_eq!(t.idle_len(), 0);
+    assert_eq!(t.dlm_granted(RG, DlmMode::Ex, 1), vec![Grant { holder: h }]);
+}
+
+#[test]
+fn beyond_the_kept_number_the_longest_idle_glock_is_forgotten() {
+    let mut t = keeping(2);
+    let names: Vec<GlockName> = (1..=4).map(GlockName::rgrp).collect();
+    assert_eq!(idle_after_use(&mut t, names[0], 0), vec![]);
+    assert_eq!(idle_after_use(&mut t, names[1], 1), vec![]);
+    // Used again, names[0] is idle more recently than names[1].
+    assert_eq!(idle_after_use(&mut t, names[0], 2), vec![]);
+    assert_eq!(
+        idle_after_use(&mut t, names[2], 3),
+        vec![Forget { name: names[1] }]
+    );
+    assert_eq!(
+        idle_after_use(&mut t, names[3], 4),
+        vec![Forget { name: names[0] }]
+    );
+    assert_eq!(t.idle_len(), 2);
+    assert_eq!(t.len(), 2);
+    assert!(t.glock(&names[1]).is_none() && t.glock(&names[0]).is_none());
+}
+
+#[test]
+fn drop_all_and_drop_cached_forget_idle_glocks() {
+    let mut t = keeping(8);
+    let (a, b, c) = (GlockName::rgrp(1), GlockName::rgrp(2), GlockName::rgrp(3));
+    idle_after_use(&mut t, a, 0);
+    idle_after_use(&mut t, b, 0);
+    // A cached glock asked to go (a shrinker) is forgotten once at UN.
+    let h = hold(&mut t, c, Sh, 1);
+    t.release(h, 1);
+    assert_eq!(t.drop_cached(c, 2).last(), Some(&req(c, Sh, Un)));
+    assert_eq!(t.dlm_granted(c, DlmMode::Nl, 3), vec![Forget { name: c }]);
+    assert_eq!(t.drop_all(4), vec![Forget { name: a }, Forget { name: b }]);
+    assert!(t.is_empty());
+    assert_eq!(t.idle_len(), 0);
 }

@@ -329,7 +329,10 @@ impl Mount {
             join_rule,
             dlm: Node::new(NodeId(me.0), 1, 1),
             tr: Translator::default(),
-            glocks: GlockTable::new(GlockConfig { min_hold_ms }),
+            glocks: GlockTable::new(GlockConfig {
+                min_hold_ms,
+                ..GlockConfig::default()
+            }),
             locks: HashMap::new(),
             targets: HashMap::new(),
             work: VecDeque::new(),
