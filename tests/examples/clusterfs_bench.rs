@@ -431,20 +431,19 @@ fn main() {
             m.stop();
         }
         println!("  (median of {ROUNDS} mounts each)");
-        line(
-            "  sequential write (until the last write)",
-            median(&ours, |w| w.written),
-            median(&binds, |w| w.written),
-            "MiB/s",
-            ">= 0.8x",
-        );
-        line(
-            "  sequential write + fsync",
-            median(&ours, |w| w.synced),
-            median(&binds, |w| w.synced),
-            "MiB/s",
-            ">= 0.8x",
-        );
+        let figures: [(&str, fn(&SeqWrite) -> f64); 2] = [
+            ("  sequential write (until the last write)", |w| w.written),
+            ("  sequential write + fsync", |w| w.synced),
+        ];
+        for (what, f) in figures {
+            line(
+                what,
+                median(&ours, f),
+                median(&binds, f),
+                "MiB/s",
+                ">= 0.8x",
+            );
+        }
     } else {
         println!("  skipped: bindfs is not installed");
     }
