@@ -142,6 +142,9 @@ fn seq_write(path: &Path, mib: usize) -> SeqWrite {
     }
 }
 
+/// A figure of a [`SeqWrite`] to print: its name and how to read it.
+type Figure = (&'static str, fn(&SeqWrite) -> f64);
+
 /// The median of `runs` by `f`.
 fn median<T>(runs: &[T], f: impl Fn(&T) -> f64) -> f64 {
     let mut v: Vec<f64> = runs.iter().map(f).collect();
@@ -431,7 +434,7 @@ fn main() {
             m.stop();
         }
         println!("  (median of {ROUNDS} mounts each)");
-        let figures: [(&str, fn(&SeqWrite) -> f64); 2] = [
+        let figures: [Figure; 2] = [
             ("  sequential write (until the last write)", |w| w.written),
             ("  sequential write + fsync", |w| w.synced),
         ];
