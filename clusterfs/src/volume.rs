@@ -389,14 +389,12 @@ impl RgrpShare {
         self.place.store(v, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether the rgrp with its header at `rgrp` is this node's.
-    pub fn contains(&self, rgrp: u64) -> bool {
+    /// Whether rgrp `k` (by rindex position, its [`RgrpShare::key`]) is
+    /// this node's; every rgrp is while no members are known.
+    pub fn holds(&self, k: usize) -> bool {
         let v = self.place.load(std::sync::atomic::Ordering::Relaxed);
         let (rank, members) = (v >> 32, v & 0xffff_ffff);
-        match self.key(rgrp) {
-            Some(k) if members > 0 => k % members == rank,
-            _ => true,
-        }
+        members == 0 || k as u64 % members == rank
     }
 }
 
@@ -825,7 +823,7 @@ impl Volume {
     pub fn is_home(&self, i: usize) -> bool {
         match &self.home {
             Home::Range(r) => r.contains(&i),
-            Home::Share(share) => self.rgs.get(i).is_some_and(|rg| share.contains(rg.ri_addr)),
+            Home::Share(share) => i < self.rgs.len() && share.holds(i),
         }
     }
 
@@ -1010,10 +1008,7 @@ impl Volume {
 
     /// Writes a data block directly to the device.
     pub fn write_data_block(&mut self, blk: u64, buf: &[u8]) -> Result<()> {
-        self.check_writable()?;
-        self.check_block(blk)?;
-        self.cache.remove(&blk);
-        Ok(self.dev.write_at(blk * self.geo.bsize as u64, buf)?)
+        self.write_data_blocks(blk, buf)
     }
 
     /// Writes whole data blocks `blk`, `blk + 1`, ... directly to the
@@ -1022,8 +1017,7 @@ impl Volume {
         let bs = self.geo.bsize as usize;
         debug_assert_eq!(buf.len() % bs, 0);
         self.check_writable()?;
-        let n = (buf.len() / bs) as u64;
-        for b in blk..blk + n {
+        for b in blk..blk + buf.len().div_ceil(bs) as u64 {
             self.check_block(b)?;
             self.cache.remove(&b);
         }

@@ -308,9 +308,9 @@ impl Placement {
 impl std::fmt::Debug for Placement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.is_some() {
-            "Placement::keyed"
+            "Placement(keyed)"
         } else {
-            "Placement::hashed"
+            "Placement(hashed)"
         })
     }
 }
@@ -1358,7 +1358,7 @@ fn event_key(ev: &RsbEvent) -> LockKey {
 }
 
 /// The directory node of `name` among sorted `members`, placed by a hash
-/// of the name ([`Placement::hashed`]).
+/// of the name (the default [`Placement`]).
 pub fn dir_node(members: &[NodeId], name: &ResName) -> Option<NodeId> {
     dir_node_by_key(members, name.hash64())
 }
