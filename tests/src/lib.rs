@@ -212,18 +212,37 @@ impl Drop for OnRunnerDeath {
 
 // ---------------------------------------------------------------- ports
 
-/// A TCP port on 127.0.0.1 that was free when asked. Another process may
-/// take it before the caller binds it: daemons' starters retry.
+/// A TCP port on 127.0.0.1 that was free when asked (see `free_port_on`).
+/// Another process may still take it before the caller binds it: daemons'
+/// starters retry.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local_addr").port()
+    free_port_on(&["127.0.0.1"], false)
 }
 
-/// A port in 20000..50000 free for UDP (or TCP) on every address in
-/// `ips` when asked (for clusters whose nodes share one port number).
+/// The kernel's ephemeral port range (`ip_local_port_range`): ports it
+/// hands to any socket bound to port 0 or connecting unbound, on any
+/// address of the machine.
+fn ephemeral_ports() -> std::ops::RangeInclusive<u16> {
+    let text = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut it = text.split_whitespace().map(|v| v.parse::<u16>());
+    match (it.next(), it.next()) {
+        (Some(Ok(lo)), Some(Ok(hi))) if lo <= hi => lo..=hi,
+        _ => 32768..=60999,
+    }
+}
+
+/// A port free for UDP (or TCP) on every address in `ips` when asked, for
+/// clusters whose nodes share one port number. It lies outside the
+/// kernel's ephemeral range, so that no other socket on the machine
+/// (a resolver's, a client's) is given it between this probe and the
+/// daemon's bind, and it is never handed out twice in one process, so that
+/// two tests running side by side never pick the same one.
 pub fn free_port_on(ips: &[&str], udp: bool) -> u16 {
     static CALLS: AtomicU64 = AtomicU64::new(0);
-    for k in 0..500u64 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral = ephemeral_ports();
+    let low = 10_000u16;
+    for k in 0..2000u64 {
         let seed = u64::from(std::process::id()) * 7919
             + u64::from(
                 SystemTime::now()
@@ -232,7 +251,14 @@ pub fn free_port_on(ips: &[&str], udp: bool) -> u16 {
                     .subsec_nanos(),
             )
             + (CALLS.fetch_add(1, Ordering::Relaxed) + k) * 104_729;
-        let port = 20_000 + (seed % 30_000) as u16;
+        let port = low + (seed % u64::from(u16::MAX - low)) as u16;
+        if ephemeral.contains(&port) {
+            continue;
+        }
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.contains(&port) {
+            continue;
+        }
         let free = ips.iter().all(|ip| {
             let a = format!("{ip}:{port}");
             if udp {
@@ -242,10 +268,11 @@ pub fn free_port_on(ips: &[&str], udp: bool) -> u16 {
             }
         });
         if free {
+            given.push(port);
             return port;
         }
     }
-    panic!("no free port on {ips:?}");
+    panic!("no free port on {ips:?} outside the ephemeral range {ephemeral:?}");
 }
 
 /// A port free (UDP or TCP) on each lab node address 127.0.1.1 to
