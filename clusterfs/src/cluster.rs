@@ -34,7 +34,7 @@
 //! connection to cmand breaks ([`WriteGate`]): a node whose cmand is gone
 //! is about to be fenced, and another node will replay its journal.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -639,6 +639,11 @@ struct Plocks {
     /// The flock each open file of this node holds, by (inode, open file):
     /// a conversion drops the old one first, as Linux's flock does.
     flocks: Arc<parking_lot::Mutex<HashMap<(u64, u64), Kind>>>,
+    /// The inodes on which a process of this node has asked for a POSIX
+    /// lock since the mount. A close of any other file has no POSIX lock
+    /// to drop, and does not ask the DLM (which may be another node's
+    /// plock master) to drop none.
+    posix: parking_lot::Mutex<HashSet<u64>>,
 }
 
 /// Lock requests waiting in the DLM, by FUSE request.
@@ -665,6 +670,7 @@ impl Plocks {
             ls,
             waits: Arc::default(),
             flocks: Arc::default(),
+            posix: parking_lot::Mutex::default(),
         }
     }
 
@@ -696,6 +702,10 @@ impl Plocks {
                 }
                 None => {}
             }
+        }
+        if !lk.flock {
+            // Before the request starts: a close from now on drops it.
+            self.posix.lock().insert(lk.ino);
         }
         let answer: Answer = Arc::new(parking_lot::Mutex::new(Some(done)));
         let cb = self.on_result(lk, kind, answer.clone());
@@ -888,6 +898,9 @@ impl ClusterHooks for Hooks {
     }
 
     fn release_locks(&self, ino: u64, owner: u64) {
+        if !self.locks.posix.lock().contains(&ino) {
+            return;
+        }
         if let Err(e) = self.locks.ls.pclose(ino, owner) {
             tracing::warn!(ino, error = %e, "dropping POSIX locks on close");
         }

@@ -73,6 +73,9 @@ pub struct LsCounters {
     /// Directory lookups sent to another node: a first use here of a
     /// resource whose directory entry lies there.
     pub lookups_sent: Counter,
+    /// Plock operations of this process's callers (fcntl locks, flock,
+    /// unlocks and the drops at close), answered by the plock master.
+    pub plock_requests: Counter,
 }
 
 impl LsCounters {
@@ -86,6 +89,7 @@ impl LsCounters {
             t.blocking_callbacks.add(p.blocking_callbacks.get());
             t.unlocks.add(p.unlocks.get());
             t.lookups_sent.add(p.lookups_sent.get());
+            t.plock_requests.add(p.plock_requests.get());
         }
         t
     }
@@ -124,7 +128,7 @@ pub fn render(lockspaces: &[(String, Arc<LsCounters>)]) -> String {
         }
     }
     type Field = fn(&LsCounters) -> &Counter;
-    let per_ls: [(&str, &str, Field); 4] = [
+    let per_ls: [(&str, &str, Field); 5] = [
         (
             "dlm_grants_total",
             "Grants of this process's locks (new locks and conversions).",
@@ -144,6 +148,11 @@ pub fn render(lockspaces: &[(String, Arc<LsCounters>)]) -> String {
             "dlm_directory_lookups_sent_total",
             "Directory lookups sent to another node (first uses of resources whose directory entry lies there).",
             |c| &c.lookups_sent,
+        ),
+        (
+            "dlm_plock_requests_total",
+            "Plock operations of this process's callers (fcntl locks, flock, unlocks, drops at close), each answered by the plock master.",
+            |c| &c.plock_requests,
         ),
     ];
     for (metric, help, field) in per_ls {

@@ -104,6 +104,16 @@ fn counters_follow_local_and_remote_locks_and_blocking_callbacks() {
     assert_eq!(counter(&dlms[0], "dlm_unlocks_total", LS), 1.0);
     assert_eq!(counter(&dlms[1], "dlm_unlocks_total", LS), 1.0);
 
+    // Plock operations count where they are asked, not at the plock
+    // master (node 1) that answers them.
+    let plocks = |d: &Dlm| counter(d, "dlm_plock_requests_total", LS);
+    assert_eq!((plocks(&dlms[0]), plocks(&dlms[1])), (0.0, 0.0));
+    ls[1]
+        .plock(7, 70, dlm::plock::Kind::Write, 0, 99, false)
+        .unwrap();
+    ls[1].pclose(7, 70).unwrap();
+    assert_eq!((plocks(&dlms[0]), plocks(&dlms[1])), (0.0, 2.0));
+
     // The same text over HTTP.
     let text = fetch_http(dlms[1].metrics_addr().unwrap()).unwrap();
     assert_eq!(

@@ -169,6 +169,62 @@ fn a_lock_dlm_mount_serves_its_lock_and_glock_counters() {
     stop_cmands(&mut cmands);
 }
 
+/// A two-node lab with both nodes mounted on one lock_dlm image, each
+/// mount serving its counters on a port of its own (`metric(n, name)`
+/// sums one of node n's).
+struct MetricsLab {
+    lab: tests::fslab::Lab,
+    cmands: Vec<std::process::Child>,
+    mounts: Vec<tests::FuseMount>,
+    ports: Vec<u16>,
+}
+
+impl MetricsLab {
+    fn up() -> Option<MetricsLab> {
+        let (lab, cmands) = tests::fslab::cluster_up(2)?;
+        let f = std::fs::File::create(lab.image()).unwrap();
+        f.set_len(256 << 20).unwrap();
+        let st = Command::new(tests::bin("mkfs_clusterfs"))
+            .args(["-p", "lock_dlm", "-t", "fscl:vol1", "-O", "-q", "-j", "2"])
+            .args(["-r", "32"])
+            .arg(lab.image())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mkfs_clusterfs: {st}");
+        let ports: Vec<u16> = (0..2).map(|_| tests::free_port()).collect();
+        let mounts = (1..=2)
+            .map(|n| {
+                let extra = format!(
+                    ",dir_placement=rgrp,metrics=127.0.0.1:{}",
+                    ports[n as usize - 1]
+                );
+                tests::FuseMount::start(&mut lab.mount_cmd(n, &extra), &lab.mnt(n))
+            })
+            .collect();
+        Some(MetricsLab {
+            lab,
+            cmands,
+            mounts,
+            ports,
+        })
+    }
+
+    fn metric(&self, n: u32, name: &str) -> f64 {
+        let addr = format!("127.0.0.1:{}", self.ports[n as usize - 1])
+            .parse()
+            .unwrap();
+        let text = fetch_http(addr).expect("GET /metrics of the mount");
+        dlm::metrics::sum(&text, name, &[])
+    }
+
+    fn stop(mut self) {
+        for m in self.mounts.drain(..) {
+            m.stop();
+        }
+        tests::fslab::stop_cmands(&mut self.cmands);
+    }
+}
+
 /// Two nodes mounted: each creates files in its own share of the
 /// resource groups, where the DLM also keeps their glocks' directory
 /// entries, so its new inodes need (almost) no directory lookup on the
@@ -176,39 +232,13 @@ fn a_lock_dlm_mount_serves_its_lock_and_glock_counters() {
 /// glocks would need one.
 #[test]
 fn a_node_creating_files_asks_the_other_for_almost_no_directory_entry() {
-    use tests::fslab::{cluster_up, stop_cmands};
-    let Some((lab, mut cmands)) = cluster_up(2) else {
+    let Some(m) = MetricsLab::up() else {
         return;
     };
-    let f = std::fs::File::create(lab.image()).unwrap();
-    f.set_len(256 << 20).unwrap();
-    let st = Command::new(tests::bin("mkfs_clusterfs"))
-        .args(["-p", "lock_dlm", "-t", "fscl:vol1", "-O", "-q", "-j", "2"])
-        .args(["-r", "32"])
-        .arg(lab.image())
-        .status()
-        .unwrap();
-    assert!(st.success(), "mkfs_clusterfs: {st}");
-    let ports: Vec<u16> = (0..2).map(|_| tests::free_port()).collect();
-    let mounts: Vec<tests::FuseMount> = (1..=2)
-        .map(|n| {
-            let extra = format!(
-                ",dir_placement=rgrp,metrics=127.0.0.1:{}",
-                ports[n as usize - 1]
-            );
-            tests::FuseMount::start(&mut lab.mount_cmd(n, &extra), &lab.mnt(n))
-        })
-        .collect();
-    let lookups = |n: u32| {
-        let addr = format!("127.0.0.1:{}", ports[n as usize - 1])
-            .parse()
-            .unwrap();
-        let text = fetch_http(addr).expect("GET /metrics of the mount");
-        dlm::metrics::sum(&text, "dlm_directory_lookups_sent_total", &[])
-    };
+    let lookups = |n: u32| m.metric(n, "dlm_directory_lookups_sent_total");
     const FILES: usize = 100;
     for n in 1..=2 {
-        let dir = lab.mnt(n).join(format!("node{n}"));
+        let dir = m.lab.mnt(n).join(format!("node{n}"));
         std::fs::create_dir(&dir).unwrap();
         let before = lookups(n);
         for i in 0..FILES {
@@ -224,13 +254,54 @@ fn a_node_creating_files_asks_the_other_for_almost_no_directory_entry() {
     // And each sees the other's files.
     for n in 1..=2 {
         let other = 3 - n;
-        let names = std::fs::read_dir(lab.mnt(n).join(format!("node{other}")))
+        let names = std::fs::read_dir(m.lab.mnt(n).join(format!("node{other}")))
             .unwrap()
             .count();
         assert_eq!(names, FILES, "node {n} lists node {other}'s files");
     }
-    for m in mounts {
-        m.stop();
+    m.stop();
+}
+
+/// A close drops the closing process's POSIX locks on the file, which
+/// the plock master (node 1, the lowest member) keeps. Node 2 closing
+/// files on which none of its processes ever asked for a lock sends the
+/// master nothing; a close of a file it locked drops that lock, so node
+/// 1 gets it at once.
+#[test]
+fn closing_files_nobody_locked_asks_the_plock_master_nothing() {
+    use tests::fslab::fcntl_lock;
+    let Some(m) = MetricsLab::up() else {
+        return;
+    };
+    let plocks = |n: u32| m.metric(n, "dlm_plock_requests_total");
+    let dir = m.lab.mnt(2).join("d");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..50 {
+        std::fs::write(dir.join(format!("f{i}")), b"x").unwrap();
+        let _ = std::fs::read(dir.join(format!("f{i}"))).unwrap();
     }
-    stop_cmands(&mut cmands);
+    assert_eq!((plocks(1), plocks(2)), (0.0, 0.0));
+
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("f7"))
+        .unwrap();
+    fcntl_lock(&f, libc::F_WRLCK, false).unwrap();
+    let on1 = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.lab.mnt(1).join("d/f7"))
+        .unwrap();
+    let refused = fcntl_lock(&on1, libc::F_WRLCK, false).unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EAGAIN), "{refused}");
+    let before = plocks(2);
+    drop(f);
+    assert!(
+        plocks(2) > before,
+        "the close of a locked file dropped nothing"
+    );
+    fcntl_lock(&on1, libc::F_WRLCK, false).expect("node 2's close dropped its lock");
+    drop(on1);
+    m.stop();
 }

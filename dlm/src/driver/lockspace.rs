@@ -808,6 +808,7 @@ impl Lockspace {
     ) -> Result<(PlockReq, Option<Lead>), DlmError> {
         let mut deferred = Vec::new();
         let blocking = matches!(wait, PlockWait::Blocking(_));
+        self.inner.counters[0].plock_requests.inc();
         let (req, lead) = {
             let mut g = self.inner.shards[0].lock();
             let sh = &mut *g;
