@@ -190,10 +190,11 @@ struct Cluster {
     /// allocated until a node with a journal reclaims it, as the kernel's
     /// read-only gfs2 leaves it on evict.
     spectator: bool,
-    /// What names named when this node last looked (parent, name) →
-    /// inode: the guess of which glocks an operation on a name needs,
-    /// always checked under them.
-    names: Mutex<std::collections::HashMap<(u64, Vec<u8>), u64>>,
+    /// What names named when this node last looked, (parent, hash of
+    /// the name) → inode: the guess of which glocks an operation on a
+    /// name needs, always checked under them (so two names of one
+    /// directory with the same hash cost a retry, nothing else).
+    names: Mutex<rustc_hash::FxHashMap<(u64, u64), u64>>,
 }
 
 /// Names remembered for [`Cluster::names`] before it starts afresh.
@@ -202,19 +203,32 @@ const NAME_GUESSES: usize = 1 << 16;
 impl Cluster {
     /// Notes what `parent/name` names now (`None`: nothing).
     fn remember_name(&self, parent: Ino, name: &[u8], ino: Option<Ino>) {
+        let key = name_key(parent, name);
         let mut seen = self.names.lock();
         match ino {
             Some(i) => {
                 if seen.len() >= NAME_GUESSES {
                     seen.clear();
                 }
-                seen.insert((parent.0, name.to_vec()), i.0);
+                seen.insert(key, i.0);
             }
             None => {
-                seen.remove(&(parent.0, name.to_vec()));
+                seen.remove(&key);
             }
         }
     }
+
+    /// The inode `parent/name` named when this node last looked.
+    fn guess_name(&self, parent: Ino, name: &[u8]) -> Option<Ino> {
+        let key = name_key(parent, name);
+        self.names.lock().get(&key).map(|&i| Ino(i))
+    }
+}
+
+/// The key of `parent/name` in [`Cluster::names`].
+fn name_key(parent: Ino, name: &[u8]) -> (u64, u64) {
+    use std::hash::BuildHasher;
+    (parent.0, rustc_hash::FxBuildHasher.hash_one(name))
 }
 
 /// How many recently used resource groups an allocating operation takes
@@ -377,7 +391,7 @@ impl FuseFs {
             rgrp_hints: Mutex::new(Vec::new()),
             statfs_ino,
             spectator,
-            names: Mutex::new(std::collections::HashMap::new()),
+            names: Mutex::default(),
         }));
         self
     }
@@ -498,11 +512,11 @@ impl FuseFs {
         // waits) this very operation frees it when its last name goes,
         // instead of a second one after (see `free_if_last`).
         let only = self.cluster.as_ref().and_then(|c| {
-            let guess = *c.names.lock().get(&(parent.0, n.to_vec()))?;
-            if c.opens.lock().contains_key(&guess) {
+            let guess = c.guess_name(parent, n)?;
+            if c.opens.lock().contains_key(&guess.0) {
                 return None;
             }
-            c.hooks.try_only_opener(guess).map(|g| (Ino(guess), g))
+            c.hooks.try_only_opener(guess.0).map(|g| (guess, g))
         });
         // Whether this operation, holding the victim's iopen glock in EX,
         // already did what `free_if_last` would: freed it, or found it
@@ -698,13 +712,8 @@ impl FuseFs {
         let resolve = |fs: &mut FileSystem| -> Result<Vec<Option<Ino>>, FsError> {
             names.iter().map(|&(p, n)| fs.lookup_ino(p, n)).collect()
         };
-        let mut children: Vec<Option<Ino>> = {
-            let seen = c.names.lock();
-            names
-                .iter()
-                .map(|&(p, n)| seen.get(&(p.0, n.to_vec())).map(|&i| Ino(i)))
-                .collect()
-        };
+        let mut children: Vec<Option<Ino>> =
+            names.iter().map(|&(p, n)| c.guess_name(p, n)).collect();
         loop {
             let r = self.with(plan(&children), |fs| {
                 let now = resolve(fs)?;
@@ -989,7 +998,12 @@ impl fuser::Filesystem for FuseFs {
         let r = self.with_named(
             &[(p, n)],
             |c| LockPlan::sh(p).and(c[0], false),
-            |fs, _| fs.lookup(p, n),
+            // The name was just read under the parent's glock: absent, it
+            // is not searched for again.
+            |fs, c| match c.first() {
+                Some(None) => Err(FsError::NotFound),
+                _ => fs.lookup(p, n),
+            },
         );
         self.reply_entry(r, reply);
     }
@@ -1476,8 +1490,9 @@ impl fuser::Filesystem for FuseFs {
             &[(p, n)],
             // An existing file is opened: exclusively only to truncate it.
             |c| LockPlan::ex(p).and(c[0], trunc).allocating(),
-            |fs, _| {
-                if reuse {
+            |fs, c| {
+                // Only a name just read as present is looked up again.
+                if reuse && c.first().is_some_and(Option::is_some) {
                     if let Ok(a) = fs.lookup(p, n) {
                         return open_existing(fs, a, flags, uid, gid).map(|a| (a, false));
                     }
