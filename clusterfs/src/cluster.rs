@@ -830,19 +830,8 @@ fn guard(g: GlockGuard) -> Guard {
 
 impl ClusterHooks for Hooks {
     fn op_guard(&self, plan: &LockPlan) -> Result<Guard, Errno> {
-        let mut names = Vec::new();
-        if plan.rename {
-            names.push((RENAME_LOCK, GlockState::Ex));
-        }
-        for (ino, ex) in plan.inodes_in_order() {
-            let mode = if ex { GlockState::Ex } else { GlockState::Sh };
-            names.push((inode(ino), mode));
-        }
-        for addr in plan.rgrps_in_order() {
-            names.push((rgrp(addr), GlockState::Ex));
-        }
-        let mut held = Vec::with_capacity(names.len());
-        for (name, mode) in names {
+        let mut held = Vec::with_capacity(plan.inodes.len() + plan.rgrps.len() + 1);
+        let mut take = |name, mode| {
             let g = self
                 .glocks
                 .acquire(name, mode, HolderFlags::default())
@@ -851,6 +840,17 @@ impl ClusterHooks for Hooks {
                     Errno::EIO
                 })?;
             held.push(g);
+            Ok::<(), Errno>(())
+        };
+        if plan.rename {
+            take(RENAME_LOCK, GlockState::Ex)?;
+        }
+        for (ino, ex) in plan.inodes_in_order() {
+            let mode = if ex { GlockState::Ex } else { GlockState::Sh };
+            take(inode(ino), mode)?;
+        }
+        for addr in plan.rgrps_in_order() {
+            take(rgrp(addr), GlockState::Ex)?;
         }
         Ok(Box::new(held))
     }

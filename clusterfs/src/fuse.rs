@@ -88,14 +88,16 @@ impl LockPlan {
     pub fn inodes_in_order(&self) -> Vec<(u64, bool)> {
         let mut v = self.inodes.clone();
         v.sort_unstable();
-        let mut out: Vec<(u64, bool)> = Vec::with_capacity(v.len());
-        for (ino, ex) in v {
-            match out.last_mut() {
-                Some(last) if last.0 == ino => last.1 |= ex,
-                _ => out.push((ino, ex)),
+        // Of two entries for one inode, the later (`a`) goes, its mode
+        // folded into the earlier (`b`).
+        v.dedup_by(|a, b| {
+            let same = a.0 == b.0;
+            if same {
+                b.1 |= a.1;
             }
-        }
-        out
+            same
+        });
+        v
     }
 
     /// The resource groups in the order they are taken.
@@ -2019,4 +2021,28 @@ pub fn serve_fuse(
             .map_err(|e| std::io::Error::other(e.to_string()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_takes_inodes_by_number_each_once_exclusive_if_asked_anywhere() {
+        let plan = LockPlan::sh(Ino(30))
+            .and_ex(Ino(10))
+            .and_sh(Ino(20))
+            .and_ex(Ino(30))
+            .and_sh(Ino(10))
+            .and_sh(Ino(20))
+            .and_rgrp(Some(7))
+            .and_rgrp(Some(5))
+            .and_rgrp(Some(7));
+        assert_eq!(
+            plan.inodes_in_order(),
+            [(10, true), (20, false), (30, true)]
+        );
+        assert_eq!(plan.rgrps_in_order(), [5, 7]);
+        assert!(LockPlan::default().inodes_in_order().is_empty());
+    }
 }
