@@ -77,8 +77,12 @@ struct Meta {
     unlink: f64,
 }
 
-/// Metadata rounds per mount kind in part 1.
+/// Rounds per mount kind (parts 1 and 5) and rounds of part 2.
 const ROUNDS: usize = 5;
+
+/// Metadata rounds per mount kind in part 1: a round takes a second or
+/// two, and its rates move by a fifth or more from one mount to the next.
+const META_ROUNDS: usize = 15;
 
 impl Meta {
     /// Each rate's median over `runs`.
@@ -150,6 +154,14 @@ fn median<T>(runs: &[T], f: impl Fn(&T) -> f64) -> f64 {
     let mut v: Vec<f64> = runs.iter().map(f).collect();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// The lowest and highest of `f` over `runs`, as "low-high".
+fn spread<T>(runs: &[T], f: impl Fn(&T) -> f64) -> String {
+    let v: Vec<f64> = runs.iter().map(f).collect();
+    let low = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = v.iter().copied().fold(0.0, f64::max);
+    format!("{low:.0}-{high:.0}")
 }
 
 /// MiB/s reading `path` in 1 MiB reads.
@@ -267,7 +279,7 @@ fn main() {
     // scheduler puts the client and the daemon: it can differ twofold
     // from one mount to the next on a busy machine), median of each.
     let (mut nolocks, mut dlms) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
+    for round in 0..META_ROUNDS {
         let m = nolock_mount(&image, &lab.mnt(1));
         nolocks.push(meta(&lab.mnt(1).join(format!("meta{round}")), a.files));
         m.stop();
@@ -294,10 +306,19 @@ fn main() {
         fs::remove_file(lab.mnt(1).join("big")).unwrap();
         m.stop();
     }
-    println!("\n1. one node, lock_dlm vs lock_nolock (same image; median of {ROUNDS} mounts each)");
+    println!(
+        "\n1. one node, lock_dlm vs lock_nolock (same image; median of {META_ROUNDS} mounts each for metadata, {ROUNDS} for I/O)"
+    );
     line("  create", one.create, nolock.create, "files/s", ">= 0.9x");
     line("  stat", one.stat, nolock.stat, "files/s", ">= 0.9x");
     line("  unlink", one.unlink, nolock.unlink, "files/s", ">= 0.9x");
+    println!(
+        "    from mount to mount: create {} (lock_dlm) and {} (lock_nolock), unlink {} and {}",
+        spread(&dlms, |m| m.create),
+        spread(&nolocks, |m| m.create),
+        spread(&dlms, |m| m.unlink),
+        spread(&nolocks, |m| m.unlink),
+    );
     line(
         "  sequential write + fsync",
         median(&dlm_io, |r| r.0.synced),
