@@ -196,6 +196,9 @@ pub struct JoinOptions {
     /// ([`placement`]) and where this node creates files. `None`: hashed,
     /// as the kernel's DLM places them.
     pub share: Option<Arc<RgrpShare>>,
+    /// The glocks' tunables (`-o glock_cache=N` sets how many unused
+    /// glocks stay cached).
+    pub glocks: GlockConfig,
 }
 
 /// The DLM directory placement of a volume divided by `share`: the
@@ -256,6 +259,7 @@ pub struct ClusterMount {
     slot: Option<Arc<FsSlot>>,
     ls: Lockspace,
     share: Option<Arc<RgrpShare>>,
+    glock_config: GlockConfig,
     _dlm: Dlm,
     _membership: Arc<CmanMembership>,
 }
@@ -364,6 +368,7 @@ impl ClusterMount {
             slot: None,
             ls,
             share: opts.share.clone(),
+            glock_config: opts.glocks,
             _dlm: dlm,
             _membership: m,
         })
@@ -391,7 +396,7 @@ impl ClusterMount {
         };
         let slot = Arc::new(FsSlot::default());
         let ops: Arc<dyn GlockOps> = slot.clone();
-        let glocks = Arc::new(DlmGlocks::new(self.ls.clone(), ops, GlockConfig::default()));
+        let glocks = Arc::new(DlmGlocks::new(self.ls.clone(), ops, self.glock_config));
         let recovery: Arc<dyn JournalRecovery> = slot.clone();
         let (role, own, fs) = self
             .ctl

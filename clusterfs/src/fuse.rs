@@ -1652,6 +1652,10 @@ pub struct MountOptions {
     /// kernel's DLM does. Every node of a volume must mount it alike
     /// (checked).
     pub rgrp_placement: bool,
+    /// `glock_cache=N`: how many glocks nobody holds stay cached in SH,
+    /// DF or EX before the longest unused is dropped, as the kernel's
+    /// shrinker trims its glock LRU (default 65,536).
+    pub glock_cache: usize,
     /// Options accepted for compatibility but without effect here.
     pub ignored: Vec<String>,
 }
@@ -1670,6 +1674,7 @@ impl MountOptions {
             dlm_port: None,
             metrics: None,
             rgrp_placement: true,
+            glock_cache: crate::glock::GlockConfig::default().cached_kept,
             ignored: Vec::new(),
         };
         for opt in s.split(',').filter(|x| !x.is_empty()) {
@@ -1695,6 +1700,11 @@ impl MountOptions {
                 ("dir_placement", Some("hash")) => o.rgrp_placement = false,
                 ("dir_placement", Some(v)) => {
                     return Err(format!("bad dir_placement {v:?} (want rgrp or hash)"));
+                }
+                ("glock_cache", Some(v)) => {
+                    o.glock_cache = v
+                        .parse()
+                        .map_err(|_| format!("bad glock_cache {v:?} (want a number of glocks)"))?;
                 }
                 ("hostdata", Some(v)) => {
                     if o.parse_hostdata(v)? {

@@ -50,6 +50,12 @@
 //!   instead of making a new DLM resource. The longest idle beyond that,
 //!   and every idle glock after `drop_cached` or `drop_all`, are forgotten
 //!   ([`Action::Forget`]).
+//! - **Unused glocks.** A glock cached in SH, DF or EX that nobody holds
+//!   or waits for stays so while it is among the
+//!   [`GlockConfig::cached_kept`] most recently used; the longest unused
+//!   beyond that is dropped as `drop_cached` drops it (the kernel's
+//!   shrinker), so a node that touches files without end does not keep a
+//!   glock for each.
 //! - **Failures.** A refused NOQUEUE request fails the waiting try holders
 //!   ([`Action::Failed`]); a conversion deadlock (EDEADLK) makes the glock
 //!   drop to UN and ask again (NL blocks nobody, so the retry cannot

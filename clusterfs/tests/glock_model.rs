@@ -254,10 +254,12 @@ struct Node {
 impl Node {
     fn new() -> Self {
         Node {
-            // Few idle glocks kept, so that runs both keep and forget.
+            // Few idle and unused glocks kept, so that runs both keep
+            // and forget, and drop unused glocks as a shrinker does.
             table: GlockTable::new(GlockConfig {
                 min_hold_ms: MIN_HOLD_MS,
                 idle_kept: 2,
+                cached_kept: 2,
             }),
             holders: BTreeMap::new(),
             dirty: BTreeSet::new(),
@@ -620,7 +622,10 @@ impl Sim {
         }
         let demote = from.covers(to) && from != to;
         self.stats.demotes += u64::from(demote);
-        if demote && name.kind == GlockType::Inode && !n.local_drop.contains(&name) {
+        // A local drop (the model's own, or the table's bound on unused
+        // glocks) need not wait for the hold time.
+        let dropping = n.table.glock(&name).is_some_and(|g| g.dropping());
+        if demote && name.kind == GlockType::Inode && !n.local_drop.contains(&name) && !dropping {
             let changed = n.changed_at_ms.get(&name).copied().unwrap_or(0);
             assert!(
                 now >= changed + MIN_HOLD_MS,

@@ -709,3 +709,21 @@ fn mount_options_place_the_directory_by_rgrp_unless_told_hash() {
     let bad = MountOptions::parse("dir_placement=random").unwrap_err();
     assert!(bad.contains("rgrp or hash"), "{bad}");
 }
+
+/// `-o glock_cache=N` bounds the unused glocks kept cached; the default is
+/// the glock core's.
+#[test]
+fn mount_options_bound_the_glock_cache() {
+    use clusterfs::fuse::MountOptions;
+    use clusterfs::glock::GlockConfig;
+    assert_eq!(
+        MountOptions::parse("").unwrap().glock_cache,
+        GlockConfig::default().cached_kept
+    );
+    assert_eq!(
+        MountOptions::parse("glock_cache=16").unwrap().glock_cache,
+        16
+    );
+    let bad = MountOptions::parse("glock_cache=lots").unwrap_err();
+    assert!(bad.contains("glock_cache"), "{bad}");
+}

@@ -169,6 +169,59 @@ fn a_lock_dlm_mount_serves_its_lock_and_glock_counters() {
     stop_cmands(&mut cmands);
 }
 
+/// `-o glock_cache=16`: a node alone, creating 100 files, keeps at most
+/// 16 glocks cached that nobody holds; the longest unused go to UN and
+/// are forgotten, their DLM locks unlocked (with nobody else asking),
+/// and every file still reads back. Mounted again with the default
+/// bound, reading them all unlocks nothing (an iopen glock going idle
+/// at a close keeps its NL lock).
+#[test]
+fn a_bounded_glock_cache_drops_the_longest_unused_glocks() {
+    use tests::fslab::{cluster_up, mkfs, stop_cmands};
+    let Some((lab, mut cmands)) = cluster_up(1) else {
+        return;
+    };
+    mkfs(&lab.image());
+    let mport = tests::free_port();
+    let addr = format!("127.0.0.1:{mport}").parse().unwrap();
+    let unlocks = || {
+        let text = fetch_http(addr).expect("GET /metrics of the mount");
+        dlm::metrics::sum(&text, "dlm_unlocks_total", &[])
+    };
+    const FILES: usize = 100;
+    let m = tests::FuseMount::start(
+        &mut lab.mount_cmd(1, &format!(",glock_cache=16,metrics=127.0.0.1:{mport}")),
+        &lab.mnt(1),
+    );
+    let before = unlocks();
+    for i in 0..FILES {
+        std::fs::write(lab.mnt(1).join(format!("f{i}")), format!("file {i}")).unwrap();
+    }
+    let dropped = unlocks() - before;
+    assert!(
+        dropped >= (FILES - 16) as f64,
+        "{dropped} unlocks for {FILES} new files with 16 kept"
+    );
+    for i in 0..FILES {
+        let got = std::fs::read_to_string(lab.mnt(1).join(format!("f{i}"))).unwrap();
+        assert_eq!(got, format!("file {i}"));
+    }
+    m.stop();
+
+    let m = tests::FuseMount::start(
+        &mut lab.mount_cmd(1, &format!(",metrics=127.0.0.1:{mport}")),
+        &lab.mnt(1),
+    );
+    let before = unlocks();
+    for i in 0..FILES {
+        let got = std::fs::read_to_string(lab.mnt(1).join(format!("f{i}"))).unwrap();
+        assert_eq!(got, format!("file {i}"));
+    }
+    assert_eq!(unlocks(), before, "the default bound dropped glocks");
+    m.stop();
+    stop_cmands(&mut cmands);
+}
+
 /// A two-node lab with both nodes mounted on one lock_dlm image, each
 /// mount serving its counters on a port of its own (`metric(n, name)`
 /// sums one of node n's).

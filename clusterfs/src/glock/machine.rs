@@ -100,6 +100,13 @@ impl GlockCore {
         !self.demote.remote.is_empty() || self.demote.local
     }
 
+    /// True while a local drop to UN is asked for (a nocache release,
+    /// `drop_cached`, the bound on unused glocks, unmount): exempt from
+    /// the minimum hold time.
+    pub fn dropping(&self) -> bool {
+        self.demote.local
+    }
+
     /// When the state last changed (the last DLM grant).
     pub fn changed_at_ms(&self) -> u64 {
         self.changed_at_ms

@@ -17,6 +17,13 @@ pub struct GlockConfig {
     /// conversion, not a new DLM resource (an inode's iopen glock goes idle
     /// at every close). Beyond this many, the longest idle are forgotten.
     pub idle_kept: usize,
+    /// How many glocks nobody holds may stay cached in SH, DF or EX, as
+    /// the kernel's shrinker trims its glock LRU. Beyond this many, the
+    /// longest unused goes to UN (synced and invalidated first, as any
+    /// demote) and is then forgotten: a node that reads or creates and
+    /// unlinks files without end does not cache a glock for each of them
+    /// for ever.
+    pub cached_kept: usize,
 }
 
 impl Default for GlockConfig {
@@ -24,6 +31,7 @@ impl Default for GlockConfig {
         GlockConfig {
             min_hold_ms: 200,
             idle_kept: 8192,
+            cached_kept: 65_536,
         }
     }
 }
@@ -52,6 +60,12 @@ pub struct GlockTable {
     /// (a counter), and each one's entry there.
     idle: BTreeSet<(u64, GlockName)>,
     idle_since: HashMap<GlockName, u64>,
+    /// Cached glocks nobody holds or waits for, with nothing in flight
+    /// and no demote pending, by when they became so, and each one's
+    /// entry there.
+    unused: BTreeSet<(u64, GlockName)>,
+    unused_since: HashMap<GlockName, u64>,
+    /// The counter that orders both lists.
     idle_seq: u64,
     /// Glocks to forget as soon as they are idle ([`Self::drop_cached`]).
     forgetting: HashSet<GlockName>,
@@ -87,7 +101,7 @@ impl GlockTable {
             .or_insert_with(|| GlockCore::new(name, min_hold_ms, now_ms));
         let mut out = Vec::new();
         glock.enqueue(id, mode, flags, now_ms, &mut out);
-        self.settle(name, &mut out);
+        self.settle(name, now_ms, &mut out);
         (id, out)
     }
 
@@ -98,7 +112,7 @@ impl GlockTable {
             .holders
             .remove(&holder)
             .expect("release of an unknown holder");
-        self.with_glock(name, |glock, out| {
+        self.with_glock(name, now_ms, |glock, out| {
             let found = glock.dequeue(holder, now_ms, out);
             assert!(found, "{name}: holder {holder:?} not queued");
         })
@@ -115,19 +129,23 @@ impl GlockTable {
         if !self.glocks.contains_key(&name) {
             return Vec::new();
         }
-        self.with_glock(name, |glock, out| {
+        self.with_glock(name, now_ms, |glock, out| {
             glock.blocking_callback(requested, now_ms, out)
         })
     }
 
     /// The DLM granted the request in flight on `name`, in `granted`.
     pub fn dlm_granted(&mut self, name: GlockName, granted: DlmMode, now_ms: u64) -> Vec<Action> {
-        self.with_glock(name, |glock, out| glock.dlm_granted(granted, now_ms, out))
+        self.with_glock(name, now_ms, |glock, out| {
+            glock.dlm_granted(granted, now_ms, out)
+        })
     }
 
     /// The DLM refused the request in flight on `name`.
     pub fn dlm_failed(&mut self, name: GlockName, why: DlmFailure, now_ms: u64) -> Vec<Action> {
-        self.with_glock(name, |glock, out| glock.dlm_failed(why, now_ms, out))
+        self.with_glock(name, now_ms, |glock, out| {
+            glock.dlm_failed(why, now_ms, out)
+        })
     }
 
     /// Time passed: starts the demotes whose minimum hold time is over.
@@ -140,7 +158,7 @@ impl GlockTable {
             .collect();
         // By name, so that runs replay identically whatever the hash seed.
         names.sort_unstable();
-        self.for_each(names, |glock, out| glock.tick(now_ms, out))
+        self.for_each(names, now_ms, |glock, out| glock.tick(now_ms, out))
     }
 
     /// The earliest time [`Self::tick`] has work, if any.
@@ -153,7 +171,7 @@ impl GlockTable {
     pub fn drop_all(&mut self, now_ms: u64) -> Vec<Action> {
         self.dropping_all = true;
         let names = self.sorted_names(|_| true);
-        self.for_each(names, |glock, out| glock.drop_cache(now_ms, out))
+        self.for_each(names, now_ms, |glock, out| glock.drop_cache(now_ms, out))
     }
 
     /// Drops one cached glock to UN once its holders are gone (for a cache
@@ -162,12 +180,19 @@ impl GlockTable {
         if self.glocks.contains_key(&name) {
             self.forgetting.insert(name);
         }
-        self.for_each(vec![name], |glock, out| glock.drop_cache(now_ms, out))
+        self.for_each(vec![name], now_ms, |glock, out| {
+            glock.drop_cache(now_ms, out)
+        })
     }
 
     /// How many idle glocks keep their DLM lock.
     pub fn idle_len(&self) -> usize {
         self.idle.len()
+    }
+
+    /// How many glocks nobody holds stay cached in SH, DF or EX.
+    pub fn unused_len(&self) -> usize {
+        self.unused.len()
     }
 
     /// One glock, to inspect.
@@ -199,6 +224,7 @@ impl GlockTable {
     fn with_glock(
         &mut self,
         name: GlockName,
+        now_ms: u64,
         f: impl FnOnce(&mut GlockCore, &mut Vec<Action>),
     ) -> Vec<Action> {
         let glock = self
@@ -207,7 +233,7 @@ impl GlockTable {
             .unwrap_or_else(|| panic!("{name}: unknown glock"));
         let mut out = Vec::new();
         f(glock, &mut out);
-        self.settle(name, &mut out);
+        self.settle(name, now_ms, &mut out);
         out
     }
 
@@ -215,13 +241,14 @@ impl GlockTable {
     fn for_each(
         &mut self,
         names: Vec<GlockName>,
+        now_ms: u64,
         mut f: impl FnMut(&mut GlockCore, &mut Vec<Action>),
     ) -> Vec<Action> {
         let mut out = Vec::new();
         for name in names {
             if let Some(glock) = self.glocks.get_mut(&name) {
                 f(glock, &mut out);
-                self.settle(name, &mut out);
+                self.settle(name, now_ms, &mut out);
             }
         }
         out
@@ -242,8 +269,24 @@ impl GlockTable {
     /// Book-keeping after an event on `name`: failed holders leave the
     /// holder map; an idle glock joins the idle ones (the longest idle
     /// beyond [`GlockConfig::idle_kept`] are forgotten), or is forgotten
-    /// at once when it has no DLM lock to keep or is to be dropped.
-    fn settle(&mut self, name: GlockName, out: &mut Vec<Action>) {
+    /// at once when it has no DLM lock to keep or is to be dropped; a
+    /// cached glock nobody holds joins the unused ones, and the longest
+    /// unused beyond [`GlockConfig::cached_kept`] are dropped.
+    fn settle(&mut self, name: GlockName, now_ms: u64, out: &mut Vec<Action>) {
+        self.settle_one(name, out);
+        while self.unused.len() > self.config.cached_kept {
+            let (_, oldest) = self.unused.pop_first().expect("more unused than kept");
+            self.unused_since.remove(&oldest);
+            self.forgetting.insert(oldest);
+            if let Some(glock) = self.glocks.get_mut(&oldest) {
+                glock.drop_cache(now_ms, out);
+            }
+            self.settle_one(oldest, out);
+        }
+    }
+
+    /// [`Self::settle`] for `name` alone.
+    fn settle_one(&mut self, name: GlockName, out: &mut Vec<Action>) {
         for action in out.iter() {
             if let Action::Failed { holder } = action {
                 self.holders.remove(holder);
@@ -252,15 +295,22 @@ impl GlockTable {
         let Some(glock) = self.glocks.get(&name) else {
             self.set_timer(name, None);
             self.set_idle(name, false);
+            self.set_unused(name, false);
             return;
         };
         let due = glock.next_tick_ms();
         if !glock.is_idle() {
+            let unused = glock.state() != GlockState::Un
+                && glock.holders().next().is_none()
+                && glock.in_flight().is_none()
+                && !glock.demote_pending();
             self.set_idle(name, false);
+            self.set_unused(name, unused);
             self.set_timer(name, due);
             return;
         }
         let has_lock = glock.has_dlm_lock();
+        self.set_unused(name, false);
         self.set_timer(name, None);
         let keep = has_lock
             && self.config.idle_kept > 0
@@ -281,6 +331,7 @@ impl GlockTable {
     /// Removes an idle glock; its DLM lock, if any, is to be unlocked.
     fn forget(&mut self, name: GlockName, out: &mut Vec<Action>) {
         self.set_idle(name, false);
+        self.set_unused(name, false);
         self.forgetting.remove(&name);
         if let Some(glock) = self.glocks.remove(&name) {
             if glock.has_dlm_lock() {
@@ -301,6 +352,23 @@ impl GlockTable {
             (false, Some(seq)) => {
                 self.idle_since.remove(&name);
                 self.idle.remove(&(seq, name));
+            }
+            _ => {}
+        }
+    }
+
+    /// Keeps the unused index in step with whether `name` is unused. A
+    /// glock that is unused already keeps its place.
+    fn set_unused(&mut self, name: GlockName, unused: bool) {
+        match (unused, self.unused_since.get(&name).copied()) {
+            (true, None) => {
+                self.idle_seq += 1;
+                self.unused_since.insert(name, self.idle_seq);
+                self.unused.insert((self.idle_seq, name));
+            }
+            (false, Some(seq)) => {
+                self.unused_since.remove(&name);
+                self.unused.remove(&(seq, name));
             }
             _ => {}
         }

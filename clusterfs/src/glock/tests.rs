@@ -549,3 +549,59 @@ fn drop_all_and_drop_cached_forget_idle_glocks() {
     assert!(t.is_empty());
     assert_eq!(t.idle_len(), 0);
 }
+
+/// A table that keeps at most `cached_kept` unused glocks cached (and
+/// forgets idle ones at once).
+fn caching(cached_kept: usize) -> GlockTable {
+    GlockTable::new(GlockConfig {
+        idle_kept: 0,
+        cached_kept,
+        ..GlockConfig::default()
+    })
+}
+
+#[test]
+fn beyond_the_kept_number_the_longest_unused_cached_glock_is_dropped() {
+    let mut t = caching(2);
+    let names: Vec<GlockName> = (1..=3).map(GlockName::rgrp).collect();
+    let a = hold(&mut t, names[0], Ex, 0);
+    assert_eq!(t.release(a, 0), vec![]);
+    let b = hold(&mut t, names[1], Ex, 1);
+    assert_eq!(t.release(b, 1), vec![]);
+    assert_eq!(t.unused_len(), 2);
+    // Used again, names[0] is unused more recently than names[1].
+    let (a, out) = t.acquire(names[0], Sh, plain(), 2);
+    assert_eq!(out, vec![Grant { holder: a }]);
+    assert_eq!(t.unused_len(), 1);
+    assert_eq!(t.release(a, 2), vec![]);
+    // A held glock is not unused, so nothing is dropped while it is held.
+    let c = hold(&mut t, names[2], Ex, 3);
+    assert_eq!(t.unused_len(), 2);
+    // Released, it makes three: the longest unused goes to UN as any
+    // demote from EX does, and is forgotten there.
+    assert_eq!(
+        t.release(c, 4),
+        vec![
+            Sync { name: names[1] },
+            Invalidate {
+                name: names[1],
+                keep_metadata: false,
+            },
+            req(names[1], Ex, Un),
+        ]
+    );
+    assert_eq!(t.unused_len(), 2);
+    assert_eq!(
+        t.dlm_granted(names[1], DlmMode::Nl, 5),
+        vec![Forget { name: names[1] }]
+    );
+    assert!(t.glock(&names[1]).is_none());
+    assert_eq!(t.len(), 2);
+    // Taken again later, it starts afresh from the DLM.
+    let (b, out) = t.acquire(names[1], Sh, plain(), 6);
+    assert_eq!(out, vec![req(names[1], Un, Sh)]);
+    assert_eq!(
+        t.dlm_granted(names[1], DlmMode::Pr, 6),
+        vec![Grant { holder: b }]
+    );
+}

@@ -329,8 +329,11 @@ impl Mount {
             join_rule,
             dlm: Node::new(NodeId(me.0), 1, 1),
             tr: Translator::default(),
+            // Few unused glocks kept cached, so that runs also drop them
+            // as the shrinker does.
             glocks: GlockTable::new(GlockConfig {
                 min_hold_ms,
+                cached_kept: 3,
                 ..GlockConfig::default()
             }),
             locks: HashMap::new(),

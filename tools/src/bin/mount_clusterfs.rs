@@ -29,6 +29,7 @@ use clusterfs::block_iscsi::open_device;
 use clusterfs::cluster::{ClusterMount, GatedDevice, JoinOptions};
 use clusterfs::fs::FileSystem;
 use clusterfs::fuse::{FuseFs, MountOptions};
+use clusterfs::glock::GlockConfig;
 use clusterfs::lock::LocalLocks;
 use clusterfs::volume::{MountParams, Recovery, RgrpShare};
 use nix::unistd::{fork, ForkResult};
@@ -116,6 +117,10 @@ fn mount_in_cluster(
         port: opts.dlm_port,
         metrics: opts.metrics,
         share,
+        glocks: GlockConfig {
+            cached_kept: opts.glock_cache,
+            ..GlockConfig::default()
+        },
     };
     let mut cm = ClusterMount::join(&join)?;
     let dev: Arc<dyn BlockDevice> = Arc::new(GatedDevice::new(dev, cm.gate.clone()));
