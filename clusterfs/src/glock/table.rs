@@ -2,7 +2,7 @@
 
 use super::machine::GlockCore;
 use super::{Action, DlmFailure, DlmMode, GlockName, GlockState, HolderFlags, HolderId};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -61,10 +61,12 @@ pub struct GlockTable {
     idle: BTreeSet<(u64, GlockName)>,
     idle_since: HashMap<GlockName, u64>,
     /// Cached glocks nobody holds or waits for, with nothing in flight
-    /// and no demote pending, by when they became so, and each one's
-    /// entry there.
-    unused: BTreeSet<(u64, GlockName)>,
+    /// and no demote pending, each with when it became so; and those
+    /// times in order, where an entry whose glock has been used since
+    /// (its time no longer the map's) is stale and skipped: taking a
+    /// glock, the hot path, only removes it from the map.
     unused_since: HashMap<GlockName, u64>,
+    unused_order: VecDeque<(u64, GlockName)>,
     /// The counter that orders both lists.
     idle_seq: u64,
     /// Glocks to forget as soon as they are idle ([`Self::drop_cached`]).
@@ -192,7 +194,7 @@ impl GlockTable {
 
     /// How many glocks nobody holds stay cached in SH, DF or EX.
     pub fn unused_len(&self) -> usize {
-        self.unused.len()
+        self.unused_since.len()
     }
 
     /// One glock, to inspect.
@@ -274,8 +276,14 @@ impl GlockTable {
     /// unused beyond [`GlockConfig::cached_kept`] are dropped.
     fn settle(&mut self, name: GlockName, now_ms: u64, out: &mut Vec<Action>) {
         self.settle_one(name, out);
-        while self.unused.len() > self.config.cached_kept {
-            let (_, oldest) = self.unused.pop_first().expect("more unused than kept");
+        while self.unused_since.len() > self.config.cached_kept {
+            let (seq, oldest) = self
+                .unused_order
+                .pop_front()
+                .expect("every unused glock has its entry");
+            if self.unused_since.get(&oldest) != Some(&seq) {
+                continue; // used since
+            }
             self.unused_since.remove(&oldest);
             self.forgetting.insert(oldest);
             if let Some(glock) = self.glocks.get_mut(&oldest) {
@@ -360,17 +368,21 @@ impl GlockTable {
     /// Keeps the unused index in step with whether `name` is unused. A
     /// glock that is unused already keeps its place.
     fn set_unused(&mut self, name: GlockName, unused: bool) {
-        match (unused, self.unused_since.get(&name).copied()) {
-            (true, None) => {
-                self.idle_seq += 1;
-                self.unused_since.insert(name, self.idle_seq);
-                self.unused.insert((self.idle_seq, name));
-            }
-            (false, Some(seq)) => {
-                self.unused_since.remove(&name);
-                self.unused.remove(&(seq, name));
-            }
-            _ => {}
+        if !unused {
+            self.unused_since.remove(&name);
+            return;
+        }
+        if self.unused_since.contains_key(&name) {
+            return;
+        }
+        self.idle_seq += 1;
+        self.unused_since.insert(name, self.idle_seq);
+        self.unused_order.push_back((self.idle_seq, name));
+        // Stale entries are at most about as many as live ones.
+        if self.unused_order.len() > 2 * self.unused_since.len() + 64 {
+            let live = &self.unused_since;
+            self.unused_order
+                .retain(|(seq, name)| live.get(name) == Some(seq));
         }
     }
 
