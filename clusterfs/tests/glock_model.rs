@@ -659,6 +659,22 @@ impl Sim {
                 self.check_node(node, name);
             }
         }
+        // The table counts its unused glocks right and keeps no more
+        // than its bound.
+        for (node, n) in self.nodes.iter().enumerate() {
+            let unused = n
+                .table
+                .glocks()
+                .filter(|g| {
+                    g.state() != GlockState::Un
+                        && g.holders().next().is_none()
+                        && g.in_flight().is_none()
+                        && !g.demote_pending()
+                })
+                .count();
+            assert_eq!(n.table.unused_len(), unused, "node {node}: unused glocks");
+            assert!(unused <= 2, "node {node}: {unused} unused glocks kept");
+        }
     }
 
     fn granted_modes(&self, node: usize, name: GlockName) -> Vec<GlockState> {

@@ -59,6 +59,9 @@ pub struct GlockCore {
     /// The DLM has a lock for it (some grant arrived), so forgetting it
     /// means an unlock.
     has_dlm_lock: bool,
+    /// The table's mark while the glock is cached and nobody holds it:
+    /// when it became so (see `GlockTable`'s bound on unused glocks).
+    pub(super) unused_since: Option<u64>,
 }
 
 impl GlockCore {
@@ -72,6 +75,7 @@ impl GlockCore {
             changed_at_ms: now_ms,
             min_hold_ms,
             has_dlm_lock: false,
+            unused_since: None,
         }
     }
 

@@ -60,12 +60,13 @@ pub struct GlockTable {
     /// (a counter), and each one's entry there.
     idle: BTreeSet<(u64, GlockName)>,
     idle_since: HashMap<GlockName, u64>,
-    /// Cached glocks nobody holds or waits for, with nothing in flight
-    /// and no demote pending, each with when it became so; and those
-    /// times in order, where an entry whose glock has been used since
-    /// (its time no longer the map's) is stale and skipped: taking a
-    /// glock, the hot path, only removes it from the map.
-    unused_since: HashMap<GlockName, u64>,
+    /// How many cached glocks nobody holds or waits for, with nothing
+    /// in flight and no demote pending (each marked with when it became
+    /// so: `GlockCore::unused_since`); and those marks in order, where an
+    /// entry whose glock has been used since (its mark gone or newer) is
+    /// stale and skipped: taking a glock, the hot path, only clears its
+    /// mark.
+    unused: usize,
     unused_order: VecDeque<(u64, GlockName)>,
     /// The counter that orders both lists.
     idle_seq: u64,
@@ -194,7 +195,7 @@ impl GlockTable {
 
     /// How many glocks nobody holds stay cached in SH, DF or EX.
     pub fn unused_len(&self) -> usize {
-        self.unused_since.len()
+        self.unused
     }
 
     /// One glock, to inspect.
@@ -276,19 +277,21 @@ impl GlockTable {
     /// unused beyond [`GlockConfig::cached_kept`] are dropped.
     fn settle(&mut self, name: GlockName, now_ms: u64, out: &mut Vec<Action>) {
         self.settle_one(name, out);
-        while self.unused_since.len() > self.config.cached_kept {
+        while self.unused > self.config.cached_kept {
             let (seq, oldest) = self
                 .unused_order
                 .pop_front()
                 .expect("every unused glock has its entry");
-            if self.unused_since.get(&oldest) != Some(&seq) {
+            let Some(glock) = self.glocks.get_mut(&oldest) else {
+                continue; // forgotten since
+            };
+            if glock.unused_since != Some(seq) {
                 continue; // used since
             }
-            self.unused_since.remove(&oldest);
+            glock.unused_since = None;
+            self.unused -= 1;
             self.forgetting.insert(oldest);
-            if let Some(glock) = self.glocks.get_mut(&oldest) {
-                glock.drop_cache(now_ms, out);
-            }
+            glock.drop_cache(now_ms, out);
             self.settle_one(oldest, out);
         }
     }
@@ -300,25 +303,28 @@ impl GlockTable {
                 self.holders.remove(holder);
             }
         }
-        let Some(glock) = self.glocks.get(&name) else {
+        let Some(glock) = self.glocks.get_mut(&name) else {
             self.set_timer(name, None);
             self.set_idle(name, false);
-            self.set_unused(name, false);
             return;
         };
         let due = glock.next_tick_ms();
-        if !glock.is_idle() {
-            let unused = glock.state() != GlockState::Un
-                && glock.holders().next().is_none()
-                && glock.in_flight().is_none()
-                && !glock.demote_pending();
+        let idle = glock.is_idle();
+        let unused = !idle
+            && glock.state() != GlockState::Un
+            && glock.holders().next().is_none()
+            && glock.in_flight().is_none()
+            && !glock.demote_pending();
+        let has_lock = glock.has_dlm_lock();
+        let (seq, count, order) = (&mut self.idle_seq, &mut self.unused, &mut self.unused_order);
+        if mark(glock, unused, seq, count, order) {
+            self.compact_unused();
+        }
+        if !idle {
             self.set_idle(name, false);
-            self.set_unused(name, unused);
             self.set_timer(name, due);
             return;
         }
-        let has_lock = glock.has_dlm_lock();
-        self.set_unused(name, false);
         self.set_timer(name, None);
         let keep = has_lock
             && self.config.idle_kept > 0
@@ -339,7 +345,7 @@ impl GlockTable {
     /// Removes an idle glock; its DLM lock, if any, is to be unlocked.
     fn forget(&mut self, name: GlockName, out: &mut Vec<Action>) {
         self.set_idle(name, false);
-        self.set_unused(name, false);
+        self.mark_unused(name, false);
         self.forgetting.remove(&name);
         if let Some(glock) = self.glocks.remove(&name) {
             if glock.has_dlm_lock() {
@@ -367,22 +373,23 @@ impl GlockTable {
 
     /// Keeps the unused index in step with whether `name` is unused. A
     /// glock that is unused already keeps its place.
-    fn set_unused(&mut self, name: GlockName, unused: bool) {
-        if !unused {
-            self.unused_since.remove(&name);
+    fn mark_unused(&mut self, name: GlockName, unused: bool) {
+        let Some(glock) = self.glocks.get_mut(&name) else {
             return;
+        };
+        let (seq, count, order) = (&mut self.idle_seq, &mut self.unused, &mut self.unused_order);
+        if mark(glock, unused, seq, count, order) {
+            self.compact_unused();
         }
-        if self.unused_since.contains_key(&name) {
-            return;
-        }
-        self.idle_seq += 1;
-        self.unused_since.insert(name, self.idle_seq);
-        self.unused_order.push_back((self.idle_seq, name));
-        // Stale entries are at most about as many as live ones.
-        if self.unused_order.len() > 2 * self.unused_since.len() + 64 {
-            let live = &self.unused_since;
+    }
+
+    /// Drops the stale entries of the unused order once they outnumber
+    /// the live ones.
+    fn compact_unused(&mut self) {
+        if self.unused_order.len() > 2 * self.unused + 64 {
+            let glocks = &self.glocks;
             self.unused_order
-                .retain(|(seq, name)| live.get(name) == Some(seq));
+                .retain(|(seq, name)| glocks.get(name).and_then(|g| g.unused_since) == Some(*seq));
         }
     }
 
@@ -401,5 +408,31 @@ impl GlockTable {
         if let Some(t) = due {
             self.timers.insert((t, name));
         }
+    }
+}
+
+/// Marks `glock` unused (with the next of `seq`, counted in `count`,
+/// queued in `order`) or not; true if it queued an entry.
+fn mark(
+    glock: &mut GlockCore,
+    unused: bool,
+    seq: &mut u64,
+    count: &mut usize,
+    order: &mut VecDeque<(u64, GlockName)>,
+) -> bool {
+    match (unused, glock.unused_since) {
+        (false, Some(_)) => {
+            glock.unused_since = None;
+            *count -= 1;
+            false
+        }
+        (true, None) => {
+            *seq += 1;
+            glock.unused_since = Some(*seq);
+            *count += 1;
+            order.push_back((*seq, glock.name()));
+            true
+        }
+        _ => false,
     }
 }
