@@ -208,8 +208,13 @@ fn a_bounded_glock_cache_drops_the_longest_unused_glocks() {
     }
     m.stop();
 
+    // Said explicitly: the last option wins over LAB_MOUNT_OPTIONS.
+    let default = clusterfs::glock::GlockConfig::default().cached_kept;
     let m = tests::FuseMount::start(
-        &mut lab.mount_cmd(1, &format!(",metrics=127.0.0.1:{mport}")),
+        &mut lab.mount_cmd(
+            1,
+            &format!(",glock_cache={default},metrics=127.0.0.1:{mport}"),
+        ),
         &lab.mnt(1),
     );
     let before = unlocks();
