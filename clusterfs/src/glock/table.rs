@@ -310,8 +310,7 @@ impl GlockTable {
         };
         let due = glock.next_tick_ms();
         let idle = glock.is_idle();
-        let unused = !idle
-            && glock.state() != GlockState::Un
+        let unused = glock.state() != GlockState::Un
             && glock.holders().next().is_none()
             && glock.in_flight().is_none()
             && !glock.demote_pending();
@@ -345,9 +344,10 @@ impl GlockTable {
     /// Removes an idle glock; its DLM lock, if any, is to be unlocked.
     fn forget(&mut self, name: GlockName, out: &mut Vec<Action>) {
         self.set_idle(name, false);
-        self.mark_unused(name, false);
         self.forgetting.remove(&name);
         if let Some(glock) = self.glocks.remove(&name) {
+            // Only idle glocks (at UN) are forgotten: none is marked unused.
+            debug_assert!(glock.unused_since.is_none(), "{name}: forgotten unused");
             if glock.has_dlm_lock() {
                 out.push(Action::Forget { name });
             }
@@ -368,18 +368,6 @@ impl GlockTable {
                 self.idle.remove(&(seq, name));
             }
             _ => {}
-        }
-    }
-
-    /// Keeps the unused index in step with whether `name` is unused. A
-    /// glock that is unused already keeps its place.
-    fn mark_unused(&mut self, name: GlockName, unused: bool) {
-        let Some(glock) = self.glocks.get_mut(&name) else {
-            return;
-        };
-        let (seq, count, order) = (&mut self.idle_seq, &mut self.unused, &mut self.unused_order);
-        if mark(glock, unused, seq, count, order) {
-            self.compact_unused();
         }
     }
 
