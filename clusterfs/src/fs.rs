@@ -301,15 +301,26 @@ impl FileSystem {
     /// The inode `parent/name` names, if any, reading the directory only
     /// (in a cluster the caller holds the parent's glock, not yet the
     /// child's: its dinode must not be read, nor cached, here).
-    pub fn lookup_ino(&mut self, parent: Ino, name: &[u8]) -> Result<Option<Ino>> {
+    pub fn lookup_entry(&mut self, parent: Ino, name: &[u8]) -> Result<Option<Inum>> {
         if name.len() > GFS2_FNAMESIZE {
             return Err(FsError::NameTooLong);
         }
         self.dir(parent)?;
-        Ok(self
-            .vol
-            .dir_lookup(parent.0, name)?
-            .map(|(inum, _)| Ino(inum.no_addr)))
+        Ok(self.vol.dir_lookup(parent.0, name)?.map(|(inum, _)| inum))
+    }
+
+    /// The attributes of the inode a directory entry just read names
+    /// ([`Self::lookup_entry`]): [`Self::lookup`] without searching the
+    /// directory again.
+    pub fn entry_attr(&mut self, inum: Inum) -> Result<Attr> {
+        let di = self.vol.dinode(inum.no_addr)?;
+        if di.di_num != inum {
+            return Err(FsError::Corrupt(format!(
+                "an entry points at a stale inode {}",
+                inum.no_addr
+            )));
+        }
+        Ok(self.attr_of(&di))
     }
 
     fn new_dinode(
@@ -383,6 +394,31 @@ impl FileSystem {
         gid: u32,
         rdev: u64,
     ) -> Result<Attr> {
+        self.make_node(parent, name, (mode, uid, gid, rdev), true)
+    }
+
+    /// [`Self::mknod`] of a name the caller has just read as absent from
+    /// `parent` ([`Self::lookup_entry`]) with nothing changed since (a
+    /// cluster's create, under the parent's glock in EX): the directory is
+    /// not searched again.
+    pub fn mknod_absent(
+        &mut self,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr> {
+        self.make_node(parent, name, (mode, uid, gid, 0), false)
+    }
+
+    fn make_node(
+        &mut self,
+        parent: Ino,
+        name: &[u8],
+        (mode, uid, gid, rdev): (u32, u32, u32, u64),
+        search: bool,
+    ) -> Result<Attr> {
         check_name(name)?;
         self.vol.check_writable()?;
         let mode = if mode & libc::S_IFMT == 0 {
@@ -391,7 +427,7 @@ impl FileSystem {
             mode
         };
         self.locked(&[parent], |fs| {
-            fs.do_create(parent, name, mode, uid, gid, rdev)
+            fs.do_create(parent, name, mode, uid, gid, rdev, search)
         })
     }
 
@@ -408,10 +444,13 @@ impl FileSystem {
         self.vol.check_writable()?;
         let mode = libc::S_IFDIR | (mode & 0o7777);
         self.locked(&[parent], |fs| {
-            fs.do_create(parent, name, mode, uid, gid, 0)
+            fs.do_create(parent, name, mode, uid, gid, 0, true)
         })
     }
 
+    /// Makes `parent/name`; `search`: fails if the name exists (else the
+    /// caller knows it is absent).
+    #[allow(clippy::too_many_arguments)]
     fn do_create(
         &mut self,
         parent: Ino,
@@ -420,9 +459,10 @@ impl FileSystem {
         uid: u32,
         gid: u32,
         rdev: u64,
+        search: bool,
     ) -> Result<Attr> {
         let mut pdi = self.dir(parent)?;
-        if self.vol.dir_lookup(parent.0, name)?.is_some() {
+        if search && self.vol.dir_lookup(parent.0, name)?.is_some() {
             return Err(FsError::Exists);
         }
         let di = self.new_dinode(&pdi, mode, uid, gid, rdev)?;
@@ -458,7 +498,7 @@ impl FileSystem {
         }
         self.vol.check_writable()?;
         self.locked(&[parent], |fs| {
-            let attr = fs.do_create(parent, name, libc::S_IFLNK | 0o777, uid, gid, 0)?;
+            let attr = fs.do_create(parent, name, libc::S_IFLNK | 0o777, uid, gid, 0, true)?;
             let mut di = fs.vol.dinode(attr.ino.0)?;
             fs.vol.write_file(&mut di, 0, target)?;
             fs.vol.put_dinode(&di)?;

@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use tracing::{debug, debug_span, error, info, warn};
 
 use crate::fs::{Attr, FileSystem, Ino, RenameFlags, SetAttr, Timestamp};
+use crate::ondisk::Inum;
 use crate::volume::FsError;
 
 const TTL: Duration = Duration::from_secs(1);
@@ -533,7 +534,7 @@ impl FuseFs {
             },
             |fs, c| {
                 op(fs, n)?;
-                let victim = c.first().copied().flatten();
+                let victim = c.first().copied().flatten().map(ino_of);
                 settled.set(false);
                 if let (Some(v), Some((only, _))) = (victim, &only) {
                     if v == *only {
@@ -706,23 +707,27 @@ impl FuseFs {
         &self,
         names: &[(Ino, &[u8])],
         plan: impl Fn(&[Option<Ino>]) -> LockPlan,
-        mut f: impl FnMut(&mut FileSystem, &[Option<Ino>]) -> Result<T, FsError>,
+        mut f: impl FnMut(&mut FileSystem, &[Option<Inum>]) -> Result<T, FsError>,
     ) -> Result<T, Errno> {
         let Some(c) = &self.cluster else {
             return self.with(LockPlan::default(), |fs| f(fs, &[]));
         };
-        let resolve = |fs: &mut FileSystem| -> Result<Vec<Option<Ino>>, FsError> {
-            names.iter().map(|&(p, n)| fs.lookup_ino(p, n)).collect()
+        let resolve = |fs: &mut FileSystem| -> Result<Vec<Option<Inum>>, FsError> {
+            names.iter().map(|&(p, n)| fs.lookup_entry(p, n)).collect()
         };
         let mut children: Vec<Option<Ino>> =
             names.iter().map(|&(p, n)| c.guess_name(p, n)).collect();
         loop {
             let r = self.with(plan(&children), |fs| {
                 let now = resolve(fs)?;
-                if now != children {
-                    return Ok(Err(now));
+                if !now
+                    .iter()
+                    .map(|e| e.map(ino_of))
+                    .eq(children.iter().copied())
+                {
+                    return Ok(Err(now.iter().map(|e| e.map(ino_of)).collect()));
                 }
-                f(fs, &children).map(Ok)
+                f(fs, &now).map(Ok)
             });
             let r = match r {
                 Ok(Ok(v)) => Ok(v),
@@ -901,6 +906,11 @@ fn create_mode(fs: &mut FileSystem, parent: Ino, mode: u32, umask: u32) -> Resul
     }
 }
 
+/// The inode a directory entry names.
+fn ino_of(inum: Inum) -> Ino {
+    Ino(inum.no_addr)
+}
+
 fn kind_of(mode: u32) -> FileType {
     match mode & libc::S_IFMT {
         libc::S_IFDIR => FileType::Directory,
@@ -1004,7 +1014,8 @@ impl fuser::Filesystem for FuseFs {
             // is not searched for again.
             |fs, c| match c.first() {
                 Some(None) => Err(FsError::NotFound),
-                _ => fs.lookup(p, n),
+                Some(Some(inum)) => fs.entry_attr(*inum),
+                None => fs.lookup(p, n),
             },
         );
         self.reply_entry(r, reply);
@@ -1194,7 +1205,7 @@ impl fuser::Filesystem for FuseFs {
                 // last link: the inode is freed once nobody has it open.
                 Ok(match f.exchange {
                     true => None,
-                    false => c.get(1).copied().flatten(),
+                    false => c.get(1).copied().flatten().map(ino_of),
                 })
             },
         );
@@ -1494,13 +1505,17 @@ impl fuser::Filesystem for FuseFs {
             |c| LockPlan::ex(p).and(c[0], trunc).allocating(),
             |fs, c| {
                 // Only a name just read as present is looked up again.
-                if reuse && c.first().is_some_and(Option::is_some) {
-                    if let Ok(a) = fs.lookup(p, n) {
+                if let (true, Some(Some(inum))) = (reuse, c.first()) {
+                    if let Ok(a) = fs.entry_attr(*inum) {
                         return open_existing(fs, a, flags, uid, gid).map(|a| (a, false));
                     }
                 }
                 let m = create_mode(fs, p, mode, umask)?;
-                let a = fs.mknod(p, n, m, uid, gid, 0)?;
+                let a = match c.first() {
+                    // Read as absent just now, under the parent's glock.
+                    Some(None) => fs.mknod_absent(p, n, m, uid, gid)?,
+                    _ => fs.mknod(p, n, m, uid, gid, 0)?,
+                };
                 fs.open(a.ino)?;
                 Ok((a, true))
             },
