@@ -215,19 +215,17 @@ impl DlmGlocks {
         if let Some(why) = &st.broken {
             return Err(LockError::Unavailable(why.clone()));
         }
-        let now = inner.now_ms();
-        let (holder, actions) = st.table.acquire(name, mode, flags, now);
         // Granted at once (a glock this node holds in a mode that covers
         // it): nothing to record, nobody to wake.
-        if let [Action::Grant { holder: h }] = actions[..] {
-            if h == holder {
-                return Ok(GlockGuard {
-                    inner: inner.clone(),
-                    holder,
-                    name,
-                });
-            }
+        if let Some(holder) = st.table.acquire_cached(name, mode, flags) {
+            return Ok(GlockGuard {
+                inner: inner.clone(),
+                holder,
+                name,
+            });
         }
+        let now = inner.now_ms();
+        let (holder, actions) = st.table.acquire(name, mode, flags, now);
         inner.dispatch_here(&mut st, actions);
         loop {
             match st.outcomes.remove(&holder) {

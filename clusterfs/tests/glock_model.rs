@@ -442,9 +442,25 @@ impl Sim {
         if self.nodes[node].holders.len() >= MAX_HOLDERS_PER_NODE {
             return;
         }
-        let (id, out) = self.nodes[node]
-            .table
-            .acquire(name, mode, flags, self.now_ms);
+        // As the driver does: the fast path first, which must do exactly
+        // what the full one does when it grants at once.
+        let table = &mut self.nodes[node].table;
+        let mut full = table.clone();
+        let (id, out) = match table.acquire_cached(name, mode, flags) {
+            Some(id) => {
+                let (full_id, full_out) = full.acquire(name, mode, flags, self.now_ms);
+                assert_eq!(
+                    (full_id, &full_out[..]),
+                    (id, &[Action::Grant { holder: id }][..])
+                );
+                assert_eq!(format!("{full:?}"), format!("{table:?}"), "fast path");
+                (id, full_out)
+            }
+            None => {
+                assert_eq!(format!("{full:?}"), format!("{table:?}"), "refused");
+                table.acquire(name, mode, flags, self.now_ms)
+            }
+        };
         self.acquired += 1;
         self.nodes[node].holders.insert(
             id,

@@ -62,6 +62,11 @@ pub struct GlockCore {
     /// The table's mark while the glock is cached and nobody holds it:
     /// when it became so (see `GlockTable`'s bound on unused glocks).
     pub(super) unused_since: Option<u64>,
+    /// The table's mark while the glock is idle and keeps its DLM lock:
+    /// its place among the idle ones.
+    pub(super) idle_since: Option<u64>,
+    /// The due time of the glock's entry in the table's timers.
+    pub(super) timer_due: Option<u64>,
 }
 
 impl GlockCore {
@@ -76,6 +81,8 @@ impl GlockCore {
             min_hold_ms,
             has_dlm_lock: false,
             unused_since: None,
+            idle_since: None,
+            timer_due: None,
         }
     }
 
@@ -156,6 +163,28 @@ impl GlockCore {
         };
         self.holders.push_back(holder);
         self.run(now_ms, out);
+    }
+
+    /// Whether a new holder for `mode` would be granted from the cache by
+    /// [`Self::enqueue`] with nothing else to do: no transition in flight,
+    /// no demote asked for, nobody waiting, and `mode` covered by the
+    /// state and compatible with the granted holders.
+    pub(super) fn grants_at_once(&self, mode: GlockState) -> bool {
+        self.in_flight.is_none()
+            && !self.demote_pending()
+            && self.holders.iter().all(|h| h.granted)
+            && self.may_grant(mode)
+    }
+
+    /// Queues a holder that [`Self::grants_at_once`] says is granted.
+    pub(super) fn push_granted(&mut self, id: HolderId, mode: GlockState, flags: HolderFlags) {
+        debug_assert!(self.grants_at_once(mode));
+        self.holders.push_back(Holder {
+            id,
+            mode,
+            flags,
+            granted: true,
+        });
     }
 
     /// A holder leaves (released if granted, cancelled if waiting).

@@ -50,16 +50,15 @@ pub struct GlockTable {
     glocks: HashMap<GlockName, GlockCore>,
     holders: HashMap<HolderId, GlockName>,
     next_holder: u64,
-    /// Glocks with a timer ([`GlockCore::next_tick_ms`]), by due time,
-    /// and each one's entry there: the worker asks for the earliest after
-    /// every event, which must not cost a walk over every cached glock
-    /// (a node caches tens of thousands).
+    /// Glocks with a timer ([`GlockCore::next_tick_ms`]), by due time
+    /// (each glock keeps its entry's time, `GlockCore::timer_due`): the
+    /// worker asks for the earliest after every event, which must not
+    /// cost a walk over every cached glock (a node caches tens of
+    /// thousands).
     timers: BTreeSet<(u64, GlockName)>,
-    timer_of: HashMap<GlockName, u64>,
-    /// Idle glocks that keep their DLM lock, by when they became idle
-    /// (a counter), and each one's entry there.
+    /// Idle glocks that keep their DLM lock, by when they became idle (a
+    /// counter; each glock keeps its entry's, `GlockCore::idle_since`).
     idle: BTreeSet<(u64, GlockName)>,
-    idle_since: HashMap<GlockName, u64>,
     /// How many cached glocks nobody holds or waits for, with nothing
     /// in flight and no demote pending (each marked with when it became
     /// so: `GlockCore::unused_since`); and those marks in order, where an
@@ -106,6 +105,30 @@ impl GlockTable {
         glock.enqueue(id, mode, flags, now_ms, &mut out);
         self.settle(name, now_ms, &mut out);
         (id, out)
+    }
+
+    /// [`Self::acquire`] when the glock is cached in a state that grants
+    /// `mode` at once (nothing in flight, no demote asked for, nobody
+    /// waiting, compatible with the holders): the holder, granted, and no
+    /// action to carry out. `None`, with nothing changed, otherwise.
+    pub fn acquire_cached(
+        &mut self,
+        name: GlockName,
+        mode: GlockState,
+        flags: HolderFlags,
+    ) -> Option<HolderId> {
+        let glock = self.glocks.get_mut(&name)?;
+        if !glock.grants_at_once(mode) {
+            return None;
+        }
+        let id = HolderId(self.next_holder);
+        self.next_holder += 1;
+        glock.push_granted(id, mode, flags);
+        if glock.unused_since.take().is_some() {
+            self.unused -= 1;
+        }
+        self.holders.insert(id, name);
+        Some(id)
     }
 
     /// Drops a holder: releases it if granted, cancels it if waiting.
@@ -303,9 +326,8 @@ impl GlockTable {
                 self.holders.remove(holder);
             }
         }
+        // A forgotten glock took its index entries with it.
         let Some(glock) = self.glocks.get_mut(&name) else {
-            self.set_timer(name, None);
-            self.set_idle(name, false);
             return;
         };
         let due = glock.next_tick_ms();
@@ -316,15 +338,15 @@ impl GlockTable {
             && !glock.demote_pending();
         let has_lock = glock.has_dlm_lock();
         let (seq, count, order) = (&mut self.idle_seq, &mut self.unused, &mut self.unused_order);
-        if mark(glock, unused, seq, count, order) {
+        let queued = mark(glock, unused, seq, count, order);
+        set_timer(&mut self.timers, glock, due.filter(|_| !idle));
+        set_idle(&mut self.idle, &mut self.idle_seq, glock, idle && has_lock);
+        if queued {
             self.compact_unused();
         }
         if !idle {
-            self.set_idle(name, false);
-            self.set_timer(name, due);
             return;
         }
-        self.set_timer(name, None);
         let keep = has_lock
             && self.config.idle_kept > 0
             && !self.dropping_all
@@ -333,41 +355,28 @@ impl GlockTable {
             self.forget(name, out);
             return;
         }
-        self.set_idle(name, true);
         while self.idle.len() > self.config.idle_kept {
             let (_, oldest) = self.idle.pop_first().expect("more idle than kept");
-            self.idle_since.remove(&oldest);
             self.forget(oldest, out);
         }
     }
 
-    /// Removes an idle glock; its DLM lock, if any, is to be unlocked.
+    /// Removes an idle glock and its index entries; its DLM lock, if any,
+    /// is to be unlocked.
     fn forget(&mut self, name: GlockName, out: &mut Vec<Action>) {
-        self.set_idle(name, false);
         self.forgetting.remove(&name);
         if let Some(glock) = self.glocks.remove(&name) {
             // Only idle glocks (at UN) are forgotten: none is marked unused.
             debug_assert!(glock.unused_since.is_none(), "{name}: forgotten unused");
+            if let Some(seq) = glock.idle_since {
+                self.idle.remove(&(seq, name));
+            }
+            if let Some(t) = glock.timer_due {
+                self.timers.remove(&(t, name));
+            }
             if glock.has_dlm_lock() {
                 out.push(Action::Forget { name });
             }
-        }
-    }
-
-    /// Keeps the idle index in step with whether `name` is idle. A glock
-    /// that is idle already keeps its place.
-    fn set_idle(&mut self, name: GlockName, idle: bool) {
-        match (idle, self.idle_since.get(&name).copied()) {
-            (true, None) => {
-                self.idle_seq += 1;
-                self.idle_since.insert(name, self.idle_seq);
-                self.idle.insert((self.idle_seq, name));
-            }
-            (false, Some(seq)) => {
-                self.idle_since.remove(&name);
-                self.idle.remove(&(seq, name));
-            }
-            _ => {}
         }
     }
 
@@ -380,22 +389,41 @@ impl GlockTable {
                 .retain(|(seq, name)| glocks.get(name).and_then(|g| g.unused_since) == Some(*seq));
         }
     }
+}
 
-    /// Keeps the timer index in step with `name`'s timer.
-    fn set_timer(&mut self, name: GlockName, due: Option<u64>) {
-        let old = match due {
-            Some(t) => self.timer_of.insert(name, t),
-            None => self.timer_of.remove(&name),
-        };
-        if old == due {
-            return;
+/// Keeps the timer index in step with `glock`'s timer.
+fn set_timer(timers: &mut BTreeSet<(u64, GlockName)>, glock: &mut GlockCore, due: Option<u64>) {
+    let old = std::mem::replace(&mut glock.timer_due, due);
+    if old == due {
+        return;
+    }
+    if let Some(t) = old {
+        timers.remove(&(t, glock.name()));
+    }
+    if let Some(t) = due {
+        timers.insert((t, glock.name()));
+    }
+}
+
+/// Keeps the idle index in step with whether `glock` is idle and keeps its
+/// DLM lock. A glock that is idle already keeps its place.
+fn set_idle(
+    idle: &mut BTreeSet<(u64, GlockName)>,
+    seq: &mut u64,
+    glock: &mut GlockCore,
+    now: bool,
+) {
+    match (now, glock.idle_since) {
+        (true, None) => {
+            *seq += 1;
+            glock.idle_since = Some(*seq);
+            idle.insert((*seq, glock.name()));
         }
-        if let Some(t) = old {
-            self.timers.remove(&(t, name));
+        (false, Some(was)) => {
+            glock.idle_since = None;
+            idle.remove(&(was, glock.name()));
         }
-        if let Some(t) = due {
-            self.timers.insert((t, name));
-        }
+        _ => {}
     }
 }
 

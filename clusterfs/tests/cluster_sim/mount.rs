@@ -745,7 +745,12 @@ impl Mount {
         flags: HolderFlags,
         cx: &mut Ctx,
     ) -> (HolderId, Vec<GAction>) {
-        let (holder, acts) = self.glocks.acquire(name, mode, flags, cx.now_ms());
+        // As the driver does: a glock cached in a mode that covers it is
+        // granted without the full path.
+        let (holder, acts) = match self.glocks.acquire_cached(name, mode, flags) {
+            Some(holder) => (holder, vec![GAction::Grant { holder }]),
+            None => self.glocks.acquire(name, mode, flags, cx.now_ms()),
+        };
         self.owners.insert(holder, owner);
         (holder, acts)
     }
