@@ -31,11 +31,12 @@
 //!   compatible (from EX: a wait for EX means UN, for CW means DF, for PR
 //!   means SH; several different waits mean UN). The demote starts once no
 //!   holder is granted; while it is due, new holders wait, so the other
-//!   node is not starved. Inode glocks (only they, as in the kernel) first
-//!   keep their state for the *minimum hold time* after each change
+//!   node is not starved. Inode glocks (only they, as in the kernel) that
+//!   have a holder granted or waiting when the callback comes first keep
+//!   their state for the *minimum hold time* after each change
 //!   ([`GlockConfig::min_hold_ms`], 200 ms) so that two nodes do not
 //!   ping-pong a glock without getting work done; during the hold, holders
-//!   are still granted. [`GlockTable::next_tick_ms`] says when to call
+//!   are still granted. A glock nobody holds or waits for goes at once. [`GlockTable::next_tick_ms`] says when to call
 //!   [`GlockTable::tick`].
 //! - **One at a time.** While a transition is in flight nothing else
 //!   starts and nothing is granted; whoever waited for the new state is
@@ -93,8 +94,8 @@
 //!   `gfs2_holder`), waiting or granted.
 //! - **promote / demote**: a transition to a state that allows more / less.
 //! - **bast**: blocking AST, the DLM's note that another node waits.
-//! - **min hold**: time an inode glock stays after a change before a
-//!   remote demote may take it.
+//! - **min hold**: time an inode glock in use stays after a change
+//!   before a remote demote may take it.
 //! - **DLM resource name**: `"%8x%16x"` of type and number, 24 bytes
 //!   ([`GlockName::dlm_name`]).
 

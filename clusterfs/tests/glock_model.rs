@@ -11,7 +11,9 @@
 //!   (no lost wake-up);
 //! - a DLM request leaving EX comes after a Sync; one going to NL or CW
 //!   from a caching state comes after an Invalidate; a remote demote of an
-//!   inode glock comes at least the minimum hold time after its last change.
+//!   inode glock comes at least the minimum hold time after its last change
+//!   unless nobody held or waited for it when it was asked for (as in the
+//!   kernel's `gfs2_glock_cb`).
 //!
 //! At the end all holders are released and messages delivered until every
 //! request was granted or refused (no deadlock, no lost wake-up).
@@ -249,6 +251,9 @@ struct Node {
     /// Glocks with a local reason to drop since their last transition
     /// started (nocache, drop, conversion deadlock): exempt from min hold.
     local_drop: BTreeSet<GlockName>,
+    /// Glocks whose remote demote was asked for while nobody held or
+    /// waited for them: the kernel demotes those at once (no hold time).
+    unused_bast: BTreeSet<GlockName>,
 }
 
 impl Node {
@@ -266,6 +271,7 @@ impl Node {
             cached: BTreeSet::new(),
             changed_at_ms: BTreeMap::new(),
             local_drop: BTreeSet::new(),
+            unused_bast: BTreeSet::new(),
         }
     }
 }
@@ -518,6 +524,7 @@ impl Sim {
         let out = match msg {
             Msg::Granted(name, mode) => {
                 self.nodes[node].changed_at_ms.insert(name, now);
+                self.nodes[node].unused_bast.remove(&name);
                 self.nodes[node].table.dlm_granted(name, mode, now)
             }
             Msg::Failed(name, why) => {
@@ -530,7 +537,15 @@ impl Sim {
             }
             Msg::Bast(name, mode) => {
                 self.stats.basts += 1;
-                self.nodes[node].table.blocking_callback(name, mode, now)
+                let n = &mut self.nodes[node];
+                let unused = n
+                    .table
+                    .glock(&name)
+                    .is_some_and(|g| g.holders().next().is_none() && !g.demote_pending());
+                if unused {
+                    n.unused_bast.insert(name);
+                }
+                n.table.blocking_callback(name, mode, now)
             }
         };
         self.apply(node, out);
@@ -641,7 +656,8 @@ impl Sim {
         // A local drop (the model's own, or the table's bound on unused
         // glocks) need not wait for the hold time.
         let dropping = n.table.glock(&name).is_some_and(|g| g.dropping());
-        if demote && name.kind == GlockType::Inode && !n.local_drop.contains(&name) && !dropping {
+        let exempt = n.local_drop.contains(&name) || n.unused_bast.contains(&name) || dropping;
+        if demote && name.kind == GlockType::Inode && !exempt {
             let changed = n.changed_at_ms.get(&name).copied().unwrap_or(0);
             assert!(
                 now >= changed + MIN_HOLD_MS,
@@ -649,6 +665,7 @@ impl Sim {
             );
         }
         n.local_drop.remove(&name);
+        n.unused_bast.remove(&name);
         self.dlm.request(node, name, to.dlm_mode(), try_lock);
     }
 

@@ -209,7 +209,13 @@ impl GlockCore {
         out: &mut Vec<Action>,
     ) {
         if self.demote.remote.is_empty() {
-            self.demote.delayed_until_ms = self.hold_deadline_ms().filter(|&due| due > now_ms);
+            // As the kernel's `gfs2_glock_cb`: the hold time protects the
+            // holders queued now; a glock nobody holds or waits for goes
+            // at once.
+            self.demote.delayed_until_ms = match self.holders.is_empty() {
+                true => None,
+                false => self.hold_deadline_ms().filter(|&due| due > now_ms),
+            };
         }
         self.demote.remote.insert(requested);
         self.run(now_ms, out);

@@ -270,9 +270,13 @@ fn bast_during_promote_still_grants_the_waiter() {
 fn inode_demote_waits_for_the_min_hold_time() {
     let mut t = table();
     let a = hold(&mut t, INO, Ex, 1000);
-    t.release(a, 1010);
     assert_eq!(t.blocking_callback(INO, DlmMode::Ex, 1050), vec![]);
     assert_eq!(t.next_tick_ms(), Some(1200));
+    assert_eq!(
+        t.release(a, 1060),
+        vec![],
+        "the hold time runs on once the holder is gone"
+    );
     let (b, out) = t.acquire(INO, Ex, plain(), 1100);
     assert_eq!(
         out,
@@ -283,6 +287,16 @@ fn inode_demote_waits_for_the_min_hold_time() {
     assert_eq!(t.tick(1199), vec![]);
     let out = t.tick(1200);
     assert_eq!(out.last(), Some(&req(INO, Ex, Un)));
+    assert_eq!(t.next_tick_ms(), None);
+}
+
+#[test]
+fn an_inode_glock_nobody_holds_goes_at_once() {
+    let mut t = table();
+    let a = hold(&mut t, INO, Ex, 1000);
+    t.release(a, 1010);
+    let out = t.blocking_callback(INO, DlmMode::Ex, 1050);
+    assert_eq!(out.last(), Some(&req(INO, Ex, Un)), "no hold time to wait");
     assert_eq!(t.next_tick_ms(), None);
 }
 
