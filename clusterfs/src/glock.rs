@@ -36,8 +36,8 @@
 //!   their state for the *minimum hold time* after each change
 //!   ([`GlockConfig::min_hold_ms`], 200 ms) so that two nodes do not
 //!   ping-pong a glock without getting work done; during the hold, holders
-//!   are still granted. A glock nobody holds or waits for goes at once. [`GlockTable::next_tick_ms`] says when to call
-//!   [`GlockTable::tick`].
+//!   are still granted. A glock nobody holds or waits for goes at once.
+//!   [`GlockTable::next_tick_ms`] says when to call [`GlockTable::tick`].
 //! - **One at a time.** While a transition is in flight nothing else
 //!   starts and nothing is granted; whoever waited for the new state is
 //!   granted when it arrives, even if a demote is already due (so two
