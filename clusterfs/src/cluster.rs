@@ -928,8 +928,12 @@ impl ClusterHooks for Hooks {
     }
 
     fn try_only_opener(&self, ino: u64) -> Option<Guard> {
+        // Kept in EX once released (the inode is usually freed by then):
+        // no conversion back to NL now, and another node that opens an
+        // inode at this address later takes it from us at once (nobody
+        // here holds it, and iopen glocks have no hold time).
         let flags = HolderFlags {
-            nocache: true,
+            nocache: false,
             try_lock: true,
         };
         self.glocks

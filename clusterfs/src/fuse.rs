@@ -120,7 +120,9 @@ pub trait ClusterHooks: Send + Sync {
     fn op_guard(&self, plan: &LockPlan) -> Result<Guard, Errno>;
     /// Held while this node has `ino` open.
     fn open_guard(&self, ino: u64) -> Result<Guard, Errno>;
-    /// Without waiting: a guard when no other node has `ino` open.
+    /// Without waiting: a guard when no other node has `ino` open. The
+    /// glock stays cached in EX after the guard goes, until another node
+    /// asks for it.
     fn try_only_opener(&self, ino: u64) -> Option<Guard>;
     /// Waits until this node's hold of `ino`'s iopen glock, just given
     /// up, is gone in the DLM too (or the inode was opened here again).
