@@ -692,3 +692,22 @@ fn a_request_waiting_for_another_nodes_glock_does_not_stop_the_others() {
     stop_cmands(&mut cmands);
     tests::fsck_clean(&lab.image());
 }
+
+/// A mount stopped from outside (SIGTERM, as `umount` through the
+/// mount helper, or `fusermount3 -u`) is unmounted once: the session does
+/// not try again at its end (which failed with EINVAL, or could unmount
+/// whatever was mounted there since).
+#[test]
+fn a_stopped_mount_is_unmounted_once() {
+    let Some((lab, mut cmands)) = cluster_up(1) else {
+        return;
+    };
+    mkfs(&lab.image());
+    FuseMount::start(&mut lab.mount_cmd(1, ""), &lab.mnt(1)).stop();
+    FuseMount::start(&mut lab.mount_cmd(1, ""), &lab.mnt(1)).unmount();
+    let log = std::fs::read_to_string(lab.state(1).join("mount1.log")).unwrap();
+    assert!(log.contains("unmounting on signal"), "{log}");
+    assert!(!log.contains("Failed to umount"), "{log}");
+    stop_cmands(&mut cmands);
+    tests::fsck_clean(&lab.image());
+}

@@ -207,7 +207,13 @@ fn is_mounted(fuse_device: &DevFuse) -> bool {
         let res = poll(slice::from_mut(&mut poll_fd), PollTimeout::ZERO);
         break match res {
             Ok(0) => true,
-            Ok(1) => poll_fd
+            // The kernel reports POLLERR on /dev/fuse once the connection
+            // is gone (unmounted or aborted): not mounted any more. (This
+            // copy had it the other way round, so a session unmounted by
+            // `fusermount -u` or by its server tried again at its end,
+            // failing with EINVAL, or unmounting whatever had been
+            // mounted there since.)
+            Ok(1) => !poll_fd
                 .revents()
                 .is_some_and(|r| r.contains(PollFlags::POLLERR)),
             Ok(_) => unreachable!(),
