@@ -280,22 +280,8 @@ impl FileSystem {
 
     /// Looks `name` up in `parent`.
     pub fn lookup(&mut self, parent: Ino, name: &[u8]) -> Result<Attr> {
-        if name.len() > GFS2_FNAMESIZE {
-            return Err(FsError::NameTooLong);
-        }
-        self.dir(parent)?;
-        let (inum, _) = self
-            .vol
-            .dir_lookup(parent.0, name)?
-            .ok_or(FsError::NotFound)?;
-        let di = self.vol.dinode(inum.no_addr)?;
-        if di.di_num != inum {
-            return Err(FsError::Corrupt(format!(
-                "entry {:?} points at a stale inode",
-                String::from_utf8_lossy(name)
-            )));
-        }
-        Ok(self.attr_of(&di))
+        let inum = self.lookup_entry(parent, name)?.ok_or(FsError::NotFound)?;
+        self.entry_attr(inum)
     }
 
     /// The inode `parent/name` names, if any, reading the directory only
@@ -316,7 +302,7 @@ impl FileSystem {
         let di = self.vol.dinode(inum.no_addr)?;
         if di.di_num != inum {
             return Err(FsError::Corrupt(format!(
-                "an entry points at a stale inode {}",
+                "a directory entry points at a stale inode {}",
                 inum.no_addr
             )));
         }
