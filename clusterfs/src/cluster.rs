@@ -24,8 +24,10 @@
 //! operation that finds it must allocate or free in an rgrp whose glock
 //! it lacks is undone and retried holding it; each node starts its
 //! searches in its own share of the rgrps, so nodes seldom meet there.
-//! Inodes open on a node hold its iopen glock in SH, so an inode unlinked
-//! elsewhere is freed by the last node to close it.
+//! Inodes open on a node hold its iopen glock in SH, and keep it cached
+//! after the last close, so an inode unlinked elsewhere is freed by the
+//! last node to close it or to give that glock up when the unlinker's
+//! refused request reaches it.
 //!
 //! **Failures.** A failed node's journal is replayed by a survivor after
 //! cmand fenced it, while new lock requests wait. The mount writes its PID
@@ -50,7 +52,7 @@ use fuser::Errno;
 
 use crate::block::{BlockDevice, BlockError, Result as BlockResult};
 use crate::fs::FileSystem;
-use crate::fuse::{ClusterHooks, FuseFs, Guard, KernelCache, LockPlan, LockRequest};
+use crate::fuse::{ClusterHooks, DeleteQueue, FuseFs, Guard, KernelCache, LockPlan, LockRequest};
 use crate::glock::{GlockConfig, GlockName, GlockState, GlockType, HolderFlags};
 use crate::lock::LockError;
 use crate::lock_dlm::{DlmGlocks, GlockGuard, GlockOps, JournalRecovery, MountControl, MountRole};
@@ -424,6 +426,7 @@ impl ClusterMount {
         fs.volume().on_withdraw(self.withdraw_hook(&glocks));
         let hooks = Arc::new(Hooks {
             glocks: glocks.clone(),
+            spectator,
             slot: slot.clone(),
             locks: Plocks::new(self.ls.clone()),
         });
@@ -432,6 +435,9 @@ impl ClusterMount {
         let fuse = FuseFs::new(fs).with_cluster(hooks);
         let _ = slot.fs.set(fuse.shared());
         let _ = slot.kernel.set(fuse.kernel_cache());
+        if let Some(q) = fuse.delete_queue() {
+            let _ = slot.deletes.set(q);
+        }
         self.slot = Some(slot.clone());
         let _ = slot.glocks.set((Arc::downgrade(&glocks), statfs));
         if spectator {
@@ -536,6 +542,9 @@ struct FsSlot {
     glocks: OnceLock<(std::sync::Weak<DlmGlocks>, u64)>,
     /// The kernel's caches of the mount.
     kernel: OnceLock<Arc<KernelCache>>,
+    /// Inodes whose iopen glock another node wants in EX, for the mount
+    /// to free if unlinked.
+    deletes: OnceLock<Arc<DeleteQueue>>,
     /// Demotes seen, logged at unmount: syncs and invalidations of inode,
     /// rgrp and other glocks.
     syncs: [std::sync::atomic::AtomicU64; 3],
@@ -586,6 +595,21 @@ impl GlockOps for FsSlot {
         matches!(name.kind, GlockType::Inode | GlockType::Rgrp) || name == RENAME_LOCK
     }
 
+    fn callback(&self, name: GlockName, held: GlockState, wanted: GlockState) {
+        // The kernel's `iopen_go_callback`: a node that would free the
+        // inode asks for EX while we cache SH (or EX: we made the inode,
+        // or freed the one that was there before). We give it up (nobody
+        // here has the file open, or the last close lets it go) and then
+        // look whether it is unlinked: the last node to give it up frees
+        // it. (A node that makes a new inode where we freed one asks for
+        // EX too: we look, and find it linked.)
+        if name.kind == GlockType::Iopen && held != GlockState::Un && wanted == GlockState::Ex {
+            if let Some(q) = self.deletes.get() {
+                q.push(name.number);
+            }
+        }
+    }
+
     fn invalidate(&self, name: GlockName, keep_metadata: bool) {
         // Dropping every clean block, not just this glock's, keeps one
         // rule simple: a cached block was read under a glock held ever
@@ -630,6 +654,9 @@ impl JournalRecovery for FsSlot {
 /// The cluster's locks for the FUSE adapter.
 struct Hooks {
     glocks: Arc<DlmGlocks>,
+    /// A spectator's mount: its iopen glocks are not cached (it frees
+    /// nothing, see [`ClusterHooks::open_guard`]).
+    spectator: bool,
     /// The mounted file system's side of the glocks (recoveries counted).
     slot: Arc<FsSlot>,
     /// POSIX locks and flock go through the lockspace's plocks.
@@ -860,15 +887,38 @@ impl ClusterHooks for Hooks {
         Ok(Box::new(held))
     }
 
-    fn open_guard(&self, ino: u64) -> Result<Guard, Errno> {
+    fn open_guard(&self, ino: u64, new: bool) -> Result<Guard, Errno> {
+        // Kept in SH after the last close, as GFS2 keeps it while the
+        // inode is cached: opening the file again here, and closing it,
+        // ask the DLM nothing. A node that unlinks it and would free it
+        // asks for EX; that request, refused, still tells us, and we give
+        // the glock up and free the inode ourselves if it is unlinked
+        // (`GlockOps::callback`, `FuseFs::iopen_wanted`). A spectator
+        // frees nothing, so it must not stand in the way: it lets go at
+        // its last close.
+        //
+        // An inode made here is first tried in EX (GFS2 takes SH): other
+        // nodes rarely know it yet, and an unlink here then finds EX cached
+        // and frees it with no DLM request. Another node that opens it
+        // asks for SH: we go down to SH at once, open or not (SH holders
+        // fit in SH). A try, never a wait: another node may have looked
+        // the new name up and opened it already.
+        let fail = |_| Errno::EIO;
+        if new && !self.spectator {
+            let flags = HolderFlags {
+                try_lock: true,
+                ..HolderFlags::default()
+            };
+            drop(self.glocks.acquire(iopen(ino), GlockState::Ex, flags));
+        }
         let flags = HolderFlags {
-            nocache: true,
+            nocache: self.spectator,
             ..HolderFlags::default()
         };
         self.glocks
             .acquire(iopen(ino), GlockState::Sh, flags)
             .map(guard)
-            .map_err(|_| Errno::EIO)
+            .map_err(fail)
     }
 
     fn setlk(&self, lk: LockRequest, done: Box<dyn FnOnce(Result<(), Errno>) + Send>) {
@@ -923,8 +973,12 @@ impl ClusterHooks for Hooks {
         self.slot.recovered.load(Ordering::SeqCst)
     }
 
-    fn wait_open_released(&self, ino: u64) {
-        self.glocks.wait_released(iopen(ino));
+    fn give_up_opens(&self) {
+        self.glocks.give_up_all(GlockType::Iopen);
+    }
+
+    fn wait_open_given_up(&self, ino: u64) -> bool {
+        self.glocks.wait_demoted(iopen(ino))
     }
 
     fn try_only_opener(&self, ino: u64) -> Option<Guard> {

@@ -118,15 +118,21 @@ pub trait ClusterHooks: Send + Sync {
     /// filesystem and held until it is done (never taken while the
     /// filesystem's mutex is held).
     fn op_guard(&self, plan: &LockPlan) -> Result<Guard, Errno>;
-    /// Held while this node has `ino` open.
-    fn open_guard(&self, ino: u64) -> Result<Guard, Errno>;
+    /// Held while this node has `ino` open; `new`: this node just made
+    /// the inode (nobody else can know it yet).
+    fn open_guard(&self, ino: u64, new: bool) -> Result<Guard, Errno>;
     /// Without waiting: a guard when no other node has `ino` open. The
     /// glock stays cached in EX after the guard goes, until another node
     /// asks for it.
     fn try_only_opener(&self, ino: u64) -> Option<Guard>;
-    /// Waits until this node's hold of `ino`'s iopen glock, just given
-    /// up, is gone in the DLM too (or the inode was opened here again).
-    fn wait_open_released(&self, ino: u64);
+    /// Waits until a demote of `ino`'s iopen glock that another node
+    /// asked for is over; true if this node then holds it in no mode
+    /// (false: it is held here again, or was never asked for).
+    fn wait_open_given_up(&self, ino: u64) -> bool;
+    /// At unmount: gives up every iopen glock this node caches, and waits
+    /// until the DLM has them so (a node that then tries one in EX is not
+    /// refused because of us).
+    fn give_up_opens(&self);
     /// POSIX record locks and flock across the nodes: F_SETLK/F_SETLKW,
     /// LOCK_SH/LOCK_EX/LOCK_UN (with or without LOCK_NB); the answer goes
     /// to `done` (EAGAIN when refused, EDEADLK for a deadlock, EINTR when
@@ -195,11 +201,51 @@ struct Cluster {
     /// allocated until a node with a journal reclaims it, as the kernel's
     /// read-only gfs2 leaves it on evict.
     spectator: bool,
+    /// Inodes whose iopen glock another node asked for while this node
+    /// cached it ([`FuseFs::iopen_wanted`]).
+    deletes: Arc<DeleteQueue>,
     /// What names named when this node last looked, (parent, hash of
     /// the name) → inode: the guess of which glocks an operation on a
     /// name needs, always checked under them (so two names of one
     /// directory with the same hash cost a retry, nothing else).
     names: Mutex<rustc_hash::FxHashMap<(u64, u64), u64>>,
+}
+
+/// Inodes to look at on the reclaimer's thread ([`FuseFs::iopen_wanted`]):
+/// the kernel's delete work queue. The glocks' DLM callbacks fill it; they
+/// must not take a glock themselves.
+#[derive(Debug, Default)]
+pub struct DeleteQueue {
+    inos: Mutex<Vec<u64>>,
+    more: parking_lot::Condvar,
+    /// Held while inodes taken from the queue are looked at: the unmount,
+    /// which empties the queue last, waits for the reclaimer's turn.
+    turn: Mutex<()>,
+}
+
+impl DeleteQueue {
+    /// Another node wants `ino`'s iopen glock in EX.
+    pub fn push(&self, ino: u64) {
+        self.inos.lock().push(ino);
+        self.more.notify_one();
+    }
+
+    /// Waits up to `wait` for something to be pushed.
+    fn wait(&self, wait: Duration) {
+        let mut inos = self.inos.lock();
+        if inos.is_empty() {
+            self.more.wait_for(&mut inos, wait);
+        }
+    }
+
+    /// Runs `f` on everything pushed so far, in turn with other callers.
+    fn serve(&self, f: impl Fn(u64)) {
+        let _turn = self.turn.lock();
+        let inos = std::mem::take(&mut *self.inos.lock());
+        for ino in inos {
+            f(ino);
+        }
+    }
 }
 
 /// Names remembered for [`Cluster::names`] before it starts afresh.
@@ -396,6 +442,7 @@ impl FuseFs {
             rgrp_hints: Mutex::new(Vec::new()),
             statfs_ino,
             spectator,
+            deletes: Arc::default(),
             names: Mutex::default(),
         }));
         self
@@ -446,8 +493,9 @@ impl FuseFs {
         }
     }
 
-    /// In a cluster: takes `ino`'s iopen guard for a new open handle.
-    fn opened(&self, ino: u64) -> Result<(), Errno> {
+    /// In a cluster: takes `ino`'s iopen guard for a new open handle
+    /// (`new`: of an inode this node just made).
+    fn opened(&self, ino: u64, new: bool) -> Result<(), Errno> {
         let Some(c) = &self.cluster else {
             return Ok(());
         };
@@ -455,23 +503,26 @@ impl FuseFs {
             e.0 += 1;
             return Ok(());
         }
-        let g = c.hooks.open_guard(ino)?;
+        let g = c.hooks.open_guard(ino, new)?;
         let mut opens = c.opens.lock();
         opens.entry(ino).or_insert((0, g)).0 += 1;
         Ok(())
     }
 
     /// In a cluster: an open handle of `ino` closed; at the last one the
-    /// iopen guard goes and the inode is freed if it was unlinked and no
-    /// other node has it open.
+    /// iopen guard goes (the glock stays cached in SH) and the inode is
+    /// freed if it was unlinked and no other node has it open.
     ///
-    /// Only an inode with no links left is tried, read under its glock
-    /// once this node's iopen hold is gone in the DLM: a node that
-    /// unlinks an inode sets its link count under the inode's EX glock
-    /// before it tries the iopen glock itself, so if that try failed
-    /// because of our hold, we see the count at zero here and free it;
-    /// if it came after, it succeeded and that node freed it. (An inode
-    /// still linked costs no more DLM requests than its open and close.)
+    /// Why no unlinked inode is left allocated: a node that unlinks an
+    /// inode sets its link count under the inode's EX glock before it
+    /// tries the iopen glock in EX. If another node's SH stops that try,
+    /// the refusal still reaches that node ([`FuseFs::iopen_wanted`]),
+    /// which gives the glock up once the file is closed there, reads the
+    /// count and tries in turn: the last node to give SH up finds every
+    /// other one in NL and frees the inode. Here, at the last close, the
+    /// count is read too, for an unlink that came while our SH was held
+    /// or that this node made itself. (An inode still linked costs no DLM
+    /// request at all to open and close again.)
     fn closed(&self, ino: u64) {
         let Some(c) = &self.cluster else {
             return;
@@ -488,17 +539,38 @@ impl FuseFs {
             }
         };
         drop(guard);
-        if c.spectator {
+        if !c.spectator {
+            self.free_if_unlinked(ino);
+        }
+    }
+
+    /// In a cluster: another node asked for `ino`'s iopen glock in EX
+    /// while this node cached it in SH (the kernel's delete work): once
+    /// the glock is given up, the inode is freed here if it is unlinked
+    /// and nobody has it open. Called on the reclaimer's thread, never on
+    /// a DLM thread or a FUSE one.
+    fn iopen_wanted(&self, ino: u64) {
+        let Some(c) = &self.cluster else {
+            return;
+        };
+        // Open here: our last close looks at it.
+        if c.spectator || c.opens.lock().contains_key(&ino) {
             return;
         }
-        c.hooks.wait_open_released(ino);
+        if c.hooks.wait_open_given_up(ino) && self.free_if_unlinked(ino) {
+            debug!(ino, "freed an inode another node unlinked");
+        }
+    }
+
+    /// Frees `ino` if its link count is zero, read under its glock, and
+    /// nobody here or elsewhere has it open ([`FuseFs::free_if_last`]).
+    /// Returns whether it was freed.
+    fn free_if_unlinked(&self, ino: u64) -> bool {
         let i = Ino(ino);
         match self.with(LockPlan::sh(i), |fs| fs.getattr(i)) {
-            Ok(a) if a.nlink > 0 => {}
+            Ok(a) if a.nlink > 0 => false,
             // Unlinked, or gone already (freed by another node).
-            _ => {
-                self.free_if_last(ino);
-            }
+            _ => self.free_if_last(ino),
         }
     }
 
@@ -628,6 +700,12 @@ impl FuseFs {
     /// The kernel's caches of this mount (reachable once it is served).
     pub fn kernel_cache(&self) -> Arc<KernelCache> {
         Arc::clone(&self.kernel)
+    }
+
+    /// In a cluster: where the glocks' callbacks queue the inodes to look
+    /// at ([`FuseFs::iopen_wanted`]).
+    pub fn delete_queue(&self) -> Option<Arc<DeleteQueue>> {
+        self.cluster.as_ref().map(|c| Arc::clone(&c.deletes))
     }
 
     /// The core, shared (for a commit timer).
@@ -988,6 +1066,13 @@ impl fuser::Filesystem for FuseFs {
 
     fn destroy(&mut self) {
         let _s = debug_span!("destroy").entered();
+        if let Some(c) = &self.cluster {
+            // Another node that unlinked an inode we cached may have been
+            // refused its iopen glock: those go first, then we free what
+            // the refusals asked of us. Any try after that succeeds.
+            c.hooks.give_up_opens();
+            c.deletes.serve(|ino| self.iopen_wanted(ino));
+        }
         // In a cluster the unmount folds statfs into the shared master
         // file: under its glock.
         let _op = self
@@ -1236,7 +1321,7 @@ impl fuser::Filesystem for FuseFs {
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _s = debug_span!("open", ino = ino.0).entered();
         let i = self.ino(ino);
-        if let Err(e) = self.opened(i.0) {
+        if let Err(e) = self.opened(i.0, false) {
             return reply.error(e);
         }
         match self.with(LockPlan::sh(i), |fs| fs.open(i)) {
@@ -1525,7 +1610,7 @@ impl fuser::Filesystem for FuseFs {
         let r = r.and_then(|(a, new)| {
             // Open here from now on; another node cannot have the new
             // inode open yet, so this does not wait.
-            self.opened(a.ino.0).map(|()| (a, new))
+            self.opened(a.ino.0, new).map(|()| (a, new))
         });
         self.learned(p, n, r.as_ref().ok().map(|(a, _)| a.ino));
         // An existing file opened: its glock in SH only.
@@ -1875,8 +1960,9 @@ fn try_unmount(mp: &Path, lazy: bool) -> nix::Result<()> {
     }
 }
 
-/// In a cluster: after each failed node's journal this node replays, frees
-/// the inodes that node had open and unlinked (see
+/// In a cluster: looks at the inodes whose iopen glock another node asked
+/// for ([`FuseFs::iopen_wanted`]); after each failed node's journal this
+/// node replays, frees the inodes that node had open and unlinked (see
 /// [`FuseFs::reclaim_unlinked`]); ends with the file system.
 fn spawn_reclaimer(fuse: FuseFs) {
     let Some(c) = fuse.cluster.clone() else {
@@ -1885,10 +1971,11 @@ fn spawn_reclaimer(fuse: FuseFs) {
     std::thread::spawn(move || {
         let mut done = 0;
         loop {
-            std::thread::sleep(RECLAIM_POLL);
+            c.deletes.wait(RECLAIM_POLL);
             if fuse.inner.lock().is_none() {
                 return;
             }
+            c.deletes.serve(|ino| fuse.iopen_wanted(ino));
             let now = c.hooks.journals_recovered();
             if now == done {
                 continue;

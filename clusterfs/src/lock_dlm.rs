@@ -58,6 +58,10 @@ pub trait GlockOps: Send + Sync {
     fn caches(&self, _name: GlockName) -> bool {
         true
     }
+    /// Another node asked for `name` in `wanted` while this node has it
+    /// in `held` (the kernel's `go_callback`, for a remote request). Runs
+    /// on a DLM thread: it may only note what to do, elsewhere.
+    fn callback(&self, _name: GlockName, _held: GlockState, _wanted: GlockState) {}
 }
 
 /// Work the glock worker carries out, in order.
@@ -253,24 +257,51 @@ impl DlmGlocks {
         }
     }
 
-    /// Waits until this node holds `name` in no mode at all in the DLM
-    /// (UN, nothing in flight, or forgotten), or a holder has it again:
-    /// after a `nocache` release, for the demote it started to complete.
-    pub fn wait_released(&self, name: GlockName) {
+    /// Waits until a demote of `name` asked for or under way is over;
+    /// true if this node then holds it in no mode at all in the DLM (UN,
+    /// or forgotten), false if it holds it (a holder here has it again,
+    /// or no demote was due) or the lockspace failed.
+    pub fn wait_demoted(&self, name: GlockName) -> bool {
         let inner = &self.inner;
         let mut st = inner.state.lock();
         loop {
             if st.broken.is_some() {
-                return;
+                return false;
             }
             match st.table.glock(&name) {
-                None => return,
-                Some(g) if g.holders().any(|h| h.granted) => return,
-                Some(g) if g.state() == GlockState::Un && g.in_flight().is_none() => return,
+                None => return true,
+                Some(g) if g.holders().any(|h| h.granted) => return false,
+                Some(g) if g.in_flight().is_none() && !g.demote_pending() => {
+                    return g.state() == GlockState::Un;
+                }
                 Some(_) => {}
             }
             fuser::hand_off_reading();
             inner.granted.wait(&mut st);
+        }
+    }
+
+    /// Drops every glock of type `kind` this node caches and nobody here
+    /// holds, and waits until the DLM has them all in NL or unlocked (a
+    /// glock still held here is left to its holder).
+    pub fn give_up_all(&self, kind: GlockType) {
+        let inner = &self.inner;
+        let mut st = inner.state.lock();
+        let now = inner.now_ms();
+        let (names, actions) = st.table.drop_kind(kind, now);
+        inner.dispatch_here(&mut st, actions);
+        for name in names {
+            loop {
+                if st.broken.is_some() {
+                    return;
+                }
+                match st.table.glock(&name) {
+                    Some(g) if g.holders().any(|h| h.granted) => break,
+                    Some(g) if g.state() != GlockState::Un || g.in_flight().is_some() => {}
+                    _ => break,
+                }
+                inner.granted.wait(&mut st);
+            }
         }
     }
 
@@ -480,6 +511,10 @@ impl Inner {
 
     fn release(self: &Arc<Self>, holder: HolderId) {
         let mut st = self.state.lock();
+        // Nothing to carry out, nobody to wake.
+        if st.table.release_cached(holder) {
+            return;
+        }
         let now = self.now_ms();
         let actions = st.table.release(holder, now);
         self.dispatch_here(&mut st, actions);
@@ -585,10 +620,13 @@ impl Inner {
     /// Converts (or first takes) the DLM lock behind `name`.
     fn request(self: &Arc<Self>, name: GlockName, to: GlockState, try_lock: bool) {
         let mode = dlm_mode(to.dlm_mode());
-        let flags = if try_lock {
-            Flags::NOQUEUE
-        } else {
-            Flags::empty()
+        // A refused try for an iopen glock still tells its holders, as
+        // GFS2 asks (LM_FLAG_TRY_1CB): a node that only caches it gives it
+        // up and frees the inode itself if it is unlinked (`callback`).
+        let flags = match (try_lock, name.kind) {
+            (false, _) => Flags::empty(),
+            (true, GlockType::Iopen) => Flags::NOQUEUE | Flags::NOQUEUEBAST,
+            (true, _) => Flags::NOQUEUE,
         };
         let id = self.state.lock().dlm_ids.get(&name).map(|(id, _)| *id);
         let r = match id {
@@ -690,12 +728,18 @@ impl Inner {
 
     /// Another node waits for `name` in `wanted`.
     fn blocking(&self, name: GlockName, wanted: Mode) {
+        let wanted = glock_mode(wanted);
         let mut st = self.state.lock();
+        let held = st.table.glock(&name).map(|g| g.state());
         let now = self.now_ms();
-        let actions = st.table.blocking_callback(name, glock_mode(wanted), now);
+        let actions = st.table.blocking_callback(name, wanted, now);
         self.dispatch(&mut st, actions);
         // The demote may wait for the minimum hold time: a new tick.
         self.replan(&st);
+        drop(st);
+        if let Some(held) = held {
+            self.ops.callback(name, held, GlockState::from_dlm(wanted));
+        }
     }
 
     /// The lockspace refused a request: every holder of `name` fails.

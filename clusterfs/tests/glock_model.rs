@@ -384,6 +384,9 @@ struct Stats {
     forgets: u64,
     /// Inode demotes that came because a hold time ran out (on a tick).
     held_demotes: u64,
+    /// Acquires and releases the driver's fast paths took.
+    fast_acquires: u64,
+    fast_releases: u64,
 }
 
 struct Sim {
@@ -454,6 +457,7 @@ impl Sim {
         let mut full = table.clone();
         let (id, out) = match table.acquire_cached(name, mode, flags) {
             Some(id) => {
+                self.stats.fast_acquires += 1;
                 let (full_id, full_out) = full.acquire(name, mode, flags, self.now_ms);
                 assert_eq!(
                     (full_id, &full_out[..]),
@@ -492,7 +496,20 @@ impl Sim {
         if !held.granted {
             self.resolved += 1; // cancelled
         }
-        let out = self.nodes[node].table.release(id, self.now_ms);
+        // As the driver does: the fast path first, which must do exactly
+        // what the full one does when it has nothing to carry out.
+        let table = &mut self.nodes[node].table;
+        let mut full = table.clone();
+        let out = if table.release_cached(id) {
+            self.stats.fast_releases += 1;
+            let full_out = full.release(id, self.now_ms);
+            assert_eq!(full_out, vec![], "fast release");
+            assert_eq!(format!("{full:?}"), format!("{table:?}"), "fast release");
+            full_out
+        } else {
+            assert_eq!(format!("{full:?}"), format!("{table:?}"), "release refused");
+            table.release(id, self.now_ms)
+        };
         let queue_empty = self.nodes[node]
             .table
             .glock(&held.name)
@@ -908,6 +925,8 @@ fn seeded_campaign() {
         total.invalidates,
         total.demotes,
         total.forgets,
+        total.fast_acquires,
+        total.fast_releases,
     ];
     assert!(
         counts.iter().all(|&c| c > 0),
@@ -933,6 +952,8 @@ impl Stats {
         self.try_failures += o.try_failures;
         self.forgets += o.forgets;
         self.held_demotes += o.held_demotes;
+        self.fast_acquires += o.fast_acquires;
+        self.fast_releases += o.fast_releases;
     }
 }
 

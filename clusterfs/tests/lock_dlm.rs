@@ -56,6 +56,16 @@ impl GlockOps for NodeCache {
             .push(format!("{} sync {}", self.node, name.number));
     }
 
+    fn callback(&self, name: GlockName, held: GlockState, wanted: GlockState) {
+        if name.kind != GlockType::Iopen {
+            return; // the other tests' logs stay as they were
+        }
+        self.log.lock().unwrap().push(format!(
+            "{} callback {:?} {} {held:?}->{wanted:?}",
+            self.node, name.kind, name.number
+        ));
+    }
+
     fn invalidate(&self, name: GlockName, _keep_metadata: bool) {
         let mut c = self.cached.lock().unwrap();
         if let Some((_, dirty)) = c.get(&name.number) {
@@ -197,6 +207,86 @@ fn a_try_lock_on_a_glock_held_elsewhere_is_refused_at_once() {
         .acquire(inode(9), GlockState::Ex, HolderFlags::default())
         .unwrap();
     drop(g2);
+}
+
+fn iopen(n: u64) -> GlockName {
+    GlockName {
+        kind: GlockType::Iopen,
+        number: n,
+    }
+}
+
+#[test]
+fn a_refused_try_for_an_iopen_glock_reaches_the_node_that_caches_it() {
+    let c = cluster(2, 0);
+    // Node 1 opened and closed the inode: it caches its iopen glock in SH.
+    drop(
+        c.glocks[0]
+            .acquire(iopen(11), GlockState::Sh, HolderFlags::default())
+            .unwrap(),
+    );
+    assert!(c.glocks[0].states().contains(&(iopen(11), GlockState::Sh)));
+    // Node 2 would free it: its try is refused, but node 1 hears of it
+    // (GFS2's LM_FLAG_TRY_1CB), gives the glock up, and says so.
+    assert!(c.glocks[1]
+        .try_acquire(iopen(11), GlockState::Ex)
+        .unwrap()
+        .is_none());
+    let heard = "1 callback Iopen 11 Sh->Ex".to_string();
+    wait_for("node 1's callback", || {
+        c.log.lock().unwrap().contains(&heard)
+    });
+    assert!(c.glocks[0].wait_demoted(iopen(11)));
+    // Now nobody stands in the way.
+    let g = c.glocks[1].try_acquire(iopen(11), GlockState::Ex).unwrap();
+    assert!(g.is_some(), "node 2's second try refused");
+    drop(g);
+    // Held, not just cached: the demote waits for the holder.
+    let held = c.glocks[0]
+        .acquire(iopen(12), GlockState::Sh, HolderFlags::default())
+        .unwrap();
+    assert!(c.glocks[1]
+        .try_acquire(iopen(12), GlockState::Ex)
+        .unwrap()
+        .is_none());
+    let heard = "1 callback Iopen 12 Sh->Ex".to_string();
+    wait_for("node 1's callback", || {
+        c.log.lock().unwrap().contains(&heard)
+    });
+    assert!(c.glocks[0].states().contains(&(iopen(12), GlockState::Sh)));
+    drop(held);
+    assert!(c.glocks[0].wait_demoted(iopen(12)));
+}
+
+#[test]
+fn giving_up_every_iopen_glock_lets_the_others_take_them() {
+    let c = cluster(2, 0);
+    for n in [21, 22, 23] {
+        drop(
+            c.glocks[0]
+                .acquire(iopen(n), GlockState::Sh, HolderFlags::default())
+                .unwrap(),
+        );
+    }
+    drop(
+        c.glocks[0]
+            .acquire(inode(21), GlockState::Ex, HolderFlags::default())
+            .unwrap(),
+    );
+    c.glocks[0].give_up_all(GlockType::Iopen);
+    let states = c.glocks[0].states();
+    assert!(
+        states
+            .iter()
+            .all(|(n, s)| n.kind != GlockType::Iopen || *s == GlockState::Un),
+        "{states:?}"
+    );
+    // Other types stay cached.
+    assert!(states.contains(&(inode(21), GlockState::Ex)), "{states:?}");
+    for n in [21, 22, 23] {
+        let g = c.glocks[1].try_acquire(iopen(n), GlockState::Ex).unwrap();
+        assert!(g.is_some(), "iopen {n} still held by node 1");
+    }
 }
 
 /// Threads on every node take random glocks in random modes and check,

@@ -74,6 +74,33 @@ fn two_nodes_share_a_lock_dlm_volume_and_survive_one_nodes_death() {
     assert_eq!(got, "still here");
     drop(open_on_1);
 
+    // A file node 2 wrote and closed (it keeps the file's iopen glock
+    // cached) is unlinked on node 1: node 1 may not free it while node 2
+    // holds that glock, but its refused request tells node 2, which gives
+    // the glock up, and one of them frees the file at once. Each node's df
+    // counts the free blocks as the master file had them at mount plus its
+    // own changes since: the two added up come back to where they were.
+    let free = |d: &Path| nix::sys::statvfs::statvfs(d).unwrap().blocks_free();
+    let free_on_both = || free(&d1) + free(&d2);
+    let before = free_on_both();
+    fsync_write(&d2.join("cached"), &vec![7u8; 4 << 20]);
+    assert!(
+        free_on_both() + 1000 < before,
+        "4 MiB written, df unchanged"
+    );
+    std::fs::remove_file(d1.join("cached")).unwrap();
+    let start = std::time::Instant::now();
+    // (At least: the file unlinked above may be freed meanwhile too, its
+    // last close being answered after `drop` returned.)
+    while free_on_both() < before {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the file node 1 unlinked was never freed: {} blocks free, {before} before",
+            free_on_both()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
     // The other cluster's name is refused.
     let said = lab.refused_mount(2, ",locktable=other:vol1");
     assert!(said.contains("belongs to cluster \"other\""), "{said}");

@@ -176,6 +176,27 @@ impl GlockCore {
             && self.may_grant(mode)
     }
 
+    /// Whether releasing holder `id` changes nothing but the queue: it is
+    /// granted, nobody waits, nothing is in flight, no demote is asked
+    /// for or timed, and it is not a `nocache` holder (whose going may
+    /// drop the glock). `run` would then do nothing.
+    pub(super) fn releases_at_once(&self, id: HolderId) -> bool {
+        self.in_flight.is_none()
+            && !self.demote_pending()
+            && self.demote.delayed_until_ms.is_none()
+            && self.timer_due.is_none()
+            && self.holders.iter().all(|h| h.granted)
+            && self.holders.iter().any(|h| h.id == id && !h.flags.nocache)
+    }
+
+    /// Removes a holder that [`Self::releases_at_once`] allows; true if
+    /// the queue is empty now.
+    pub(super) fn pop_granted(&mut self, id: HolderId) -> bool {
+        debug_assert!(self.releases_at_once(id));
+        self.holders.retain(|h| h.id != id);
+        self.holders.is_empty()
+    }
+
     /// Queues a holder that [`Self::grants_at_once`] says is granted.
     pub(super) fn push_granted(&mut self, id: HolderId, mode: GlockState, flags: HolderFlags) {
         debug_assert!(self.grants_at_once(mode));

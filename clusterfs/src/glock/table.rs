@@ -1,7 +1,7 @@
 //! The glocks of one mount, by name, and the API a driver calls.
 
 use super::machine::GlockCore;
-use super::{Action, DlmFailure, DlmMode, GlockName, GlockState, HolderFlags, HolderId};
+use super::{Action, DlmFailure, DlmMode, GlockName, GlockState, GlockType, HolderFlags, HolderId};
 use std::collections::{BTreeSet, VecDeque};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -14,8 +14,8 @@ pub struct GlockConfig {
     pub min_hold_ms: u64,
     /// How many idle glocks (UN, nobody queued) keep their DLM lock in NL,
     /// as the kernel keeps unused glocks on its LRU: taking one again is a
-    /// conversion, not a new DLM resource (an inode's iopen glock goes idle
-    /// at every close). Beyond this many, the longest idle are forgotten.
+    /// conversion, not a new DLM resource. Beyond this many, the longest
+    /// idle are forgotten.
     pub idle_kept: usize,
     /// How many glocks nobody holds may stay cached in SH, DF or EX, as
     /// the kernel's shrinker trims its glock LRU. Beyond this many, the
@@ -103,7 +103,7 @@ impl GlockTable {
             .or_insert_with(|| GlockCore::new(name, min_hold_ms, now_ms));
         let mut out = Vec::new();
         glock.enqueue(id, mode, flags, now_ms, &mut out);
-        self.settle(name, now_ms, &mut out);
+        self.settle(name, now_ms, &mut out, 0);
         (id, out)
     }
 
@@ -129,6 +129,33 @@ impl GlockTable {
         }
         self.holders.insert(id, name);
         Some(id)
+    }
+
+    /// [`Self::release`] when it only takes the holder off a glock that
+    /// stays cached (nobody waits, nothing in flight, no demote asked
+    /// for, no cache bound reached): true, and no action to carry out.
+    /// False, with nothing changed, otherwise.
+    pub fn release_cached(&mut self, holder: HolderId) -> bool {
+        let Some(name) = self.holders.get(&holder) else {
+            return false;
+        };
+        let Some(glock) = self.glocks.get_mut(name) else {
+            return false;
+        };
+        if !glock.releases_at_once(holder)
+            || (glock.holders().nth(1).is_none() && self.unused >= self.config.cached_kept)
+        {
+            return false;
+        }
+        if glock.pop_granted(holder) {
+            let (seq, count, order) =
+                (&mut self.idle_seq, &mut self.unused, &mut self.unused_order);
+            if mark(glock, true, seq, count, order) {
+                self.compact_unused();
+            }
+        }
+        self.holders.remove(&holder);
+        true
     }
 
     /// Drops a holder: releases it if granted, cancels it if waiting.
@@ -211,6 +238,17 @@ impl GlockTable {
         })
     }
 
+    /// [`Self::drop_cached`] for every glock of type `kind`; returns
+    /// their names too.
+    pub fn drop_kind(&mut self, kind: GlockType, now_ms: u64) -> (Vec<GlockName>, Vec<Action>) {
+        let names = self.sorted_names(|g| g.name().kind == kind);
+        self.forgetting.extend(names.iter().copied());
+        let actions = self.for_each(names.clone(), now_ms, |glock, out| {
+            glock.drop_cache(now_ms, out)
+        });
+        (names, actions)
+    }
+
     /// How many idle glocks keep their DLM lock.
     pub fn idle_len(&self) -> usize {
         self.idle.len()
@@ -259,7 +297,7 @@ impl GlockTable {
             .unwrap_or_else(|| panic!("{name}: unknown glock"));
         let mut out = Vec::new();
         f(glock, &mut out);
-        self.settle(name, now_ms, &mut out);
+        self.settle(name, now_ms, &mut out, 0);
         out
     }
 
@@ -273,8 +311,9 @@ impl GlockTable {
         let mut out = Vec::new();
         for name in names {
             if let Some(glock) = self.glocks.get_mut(&name) {
+                let from = out.len();
                 f(glock, &mut out);
-                self.settle(name, now_ms, &mut out);
+                self.settle(name, now_ms, &mut out, from);
             }
         }
         out
@@ -297,9 +336,11 @@ impl GlockTable {
     /// beyond [`GlockConfig::idle_kept`] are forgotten), or is forgotten
     /// at once when it has no DLM lock to keep or is to be dropped; a
     /// cached glock nobody holds joins the unused ones, and the longest
-    /// unused beyond [`GlockConfig::cached_kept`] are dropped.
-    fn settle(&mut self, name: GlockName, now_ms: u64, out: &mut Vec<Action>) {
-        self.settle_one(name, out);
+    /// unused beyond [`GlockConfig::cached_kept`] are dropped. The event's
+    /// actions are `out[from..]` (what came before is settled already: a
+    /// walk over many glocks stays linear).
+    fn settle(&mut self, name: GlockName, now_ms: u64, out: &mut Vec<Action>, from: usize) {
+        self.settle_one(name, out, from);
         while self.unused > self.config.cached_kept {
             let (seq, oldest) = self
                 .unused_order
@@ -314,14 +355,15 @@ impl GlockTable {
             glock.unused_since = None;
             self.unused -= 1;
             self.forgetting.insert(oldest);
+            let from = out.len();
             glock.drop_cache(now_ms, out);
-            self.settle_one(oldest, out);
+            self.settle_one(oldest, out, from);
         }
     }
 
     /// [`Self::settle`] for `name` alone.
-    fn settle_one(&mut self, name: GlockName, out: &mut Vec<Action>) {
-        for action in out.iter() {
+    fn settle_one(&mut self, name: GlockName, out: &mut Vec<Action>, from: usize) {
+        for action in &out[from..] {
             if let Action::Failed { holder } = action {
                 self.holders.remove(holder);
             }

@@ -757,6 +757,11 @@ impl Mount {
 
     fn release(&mut self, holder: HolderId, cx: &mut Ctx) {
         self.owners.remove(&holder);
+        // As the driver does: a release that leaves the glock cached with
+        // nothing to do skips the full path.
+        if self.glocks.release_cached(holder) {
+            return;
+        }
         let acts = self.glocks.release(holder, cx.now_ms());
         self.dispatch(acts, cx);
     }
