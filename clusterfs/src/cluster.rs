@@ -604,6 +604,7 @@ impl GlockOps for FsSlot {
         // it. (A node that makes a new inode where we freed one asks for
         // EX too: we look, and find it linked.)
         if name.kind == GlockType::Iopen && held != GlockState::Un && wanted == GlockState::Ex {
+            tracing::debug!(ino = name.number, ?held, "iopen wanted in EX elsewhere");
             if let Some(q) = self.deletes.get() {
                 q.push(name.number);
             }

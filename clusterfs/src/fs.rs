@@ -1053,6 +1053,14 @@ impl FileSystem {
         Ok(true)
     }
 
+    /// The link count of the dinode at `ino`, or `None` if that block is
+    /// no dinode now: for an inode number learnt earlier under no glock,
+    /// which may have been freed since and its block reused for data.
+    pub fn links_if_dinode(&mut self, ino: Ino) -> Result<Option<u32>> {
+        let b = self.vol.meta(ino.0)?;
+        Ok(Dinode::decode(b).ok().map(|di| di.di_nlink))
+    }
+
     /// Notes an open file handle.
     pub fn open(&mut self, ino: Ino) -> Result<()> {
         self.dinode(ino)?;

@@ -126,8 +126,8 @@ pub trait ClusterHooks: Send + Sync {
     /// asks for it.
     fn try_only_opener(&self, ino: u64) -> Option<Guard>;
     /// Waits until a demote of `ino`'s iopen glock that another node
-    /// asked for is over; true if this node then holds it in no mode
-    /// (false: it is held here again, or was never asked for).
+    /// asked for is over; true if nobody here holds it then (given up, or
+    /// cached again with no holder), false if a holder here has it.
     fn wait_open_given_up(&self, ino: u64) -> bool;
     /// At unmount: gives up every iopen glock this node caches, and waits
     /// until the DLM has them so (a node that then tries one in EX is not
@@ -218,9 +218,10 @@ struct Cluster {
 pub struct DeleteQueue {
     inos: Mutex<Vec<u64>>,
     more: parking_lot::Condvar,
-    /// Held while inodes taken from the queue are looked at: the unmount,
-    /// which empties the queue last, waits for the reclaimer's turn.
-    turn: Mutex<()>,
+    /// Held while inodes taken from the queue are looked at, by the
+    /// reclaimer or by the unmount, which holds it to the end and sets it
+    /// (closed: the reclaimer stops).
+    turn: Mutex<bool>,
 }
 
 impl DeleteQueue {
@@ -238,13 +239,14 @@ impl DeleteQueue {
         }
     }
 
-    /// Runs `f` on everything pushed so far, in turn with other callers.
-    fn serve(&self, f: impl Fn(u64)) {
-        let _turn = self.turn.lock();
-        let inos = std::mem::take(&mut *self.inos.lock());
-        for ino in inos {
-            f(ino);
-        }
+    /// The turn to look at what was pushed (true inside once closed).
+    fn turn(&self) -> parking_lot::MutexGuard<'_, bool> {
+        self.turn.lock()
+    }
+
+    /// What was pushed so far (call with the turn).
+    fn take(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.inos.lock())
     }
 }
 
@@ -555,11 +557,19 @@ impl FuseFs {
         };
         // Open here: our last close looks at it.
         if c.spectator || c.opens.lock().contains_key(&ino) {
+            debug!(ino, "iopen wanted elsewhere: open here");
             return;
         }
-        if c.hooks.wait_open_given_up(ino) && self.free_if_unlinked(ino) {
-            debug!(ino, "freed an inode another node unlinked");
+        // Held here again: its holder looks when it lets go (a last close,
+        // or an operation that tried it in EX). Given up, or taken again
+        // since and cached with no holder: looked at now (an unlinked
+        // inode must not be left to a node that gave the glock up).
+        if !c.hooks.wait_open_given_up(ino) {
+            debug!(ino, "iopen wanted elsewhere: held here");
+            return;
         }
+        let freed = self.free_if_unlinked(ino);
+        debug!(ino, freed, "iopen wanted elsewhere");
     }
 
     /// Frees `ino` if its link count is zero, read under its glock, and
@@ -567,9 +577,11 @@ impl FuseFs {
     /// Returns whether it was freed.
     fn free_if_unlinked(&self, ino: u64) -> bool {
         let i = Ino(ino);
-        match self.with(LockPlan::sh(i), |fs| fs.getattr(i)) {
-            Ok(a) if a.nlink > 0 => false,
-            // Unlinked, or gone already (freed by another node).
+        match self.with(LockPlan::sh(i), |fs| fs.links_if_dinode(i)) {
+            Ok(Some(n)) if n > 0 => false,
+            // Freed already (by another node, or here), its block perhaps
+            // reused.
+            Ok(None) => false,
             _ => self.free_if_last(ino),
         }
     }
@@ -599,7 +611,7 @@ impl FuseFs {
         // already did what `free_if_last` would: freed it, or found it
         // still linked (another name left), so nothing is to be freed.
         let settled = std::cell::Cell::new(false);
-        let victim = self.with_named(
+        let r = self.with_named(
             &[(parent, n)],
             |c| {
                 LockPlan::ex(parent)
@@ -620,15 +632,26 @@ impl FuseFs {
                 }
                 Ok(victim)
             },
-        )?;
-        drop(only);
+        );
+        let victim = r.as_ref().ok().copied().flatten();
+        let tried = only.map(|(guess, g)| {
+            drop(g);
+            guess
+        });
         match victim {
             Some(v) if !settled.get() => {
                 self.free_if_last(v.0);
             }
             _ => {}
         }
-        Ok(())
+        // The guess was wrong (the name named another inode by then, or
+        // none): we held that inode's iopen glock in EX all the same,
+        // perhaps after another node gave it up to free it. It may be
+        // unlinked, and then it is ours to free.
+        if let Some(guess) = tried.filter(|g| Some(*g) != victim) {
+            self.free_if_unlinked(guess.0);
+        }
+        r.map(|_| ())
     }
 
     /// Remembers the inode `parent/name` was made for here: the guess
@@ -648,9 +671,14 @@ impl FuseFs {
             return false;
         };
         if c.opens.lock().contains_key(&ino) {
-            return false; // our last close will do it
+            debug!(ino, "open here: its last close frees it if unlinked");
+            return false;
         }
         let Some(g) = c.hooks.try_only_opener(ino) else {
+            debug!(
+                ino,
+                "iopen refused: a node that has it frees it if unlinked"
+            );
             return false;
         };
         let plan = LockPlan::ex(Ino(ino))
@@ -663,6 +691,7 @@ impl FuseFs {
                 false
             });
         drop(g);
+        debug!(ino, freed, "iopen in EX");
         freed
     }
 
@@ -1066,13 +1095,19 @@ impl fuser::Filesystem for FuseFs {
 
     fn destroy(&mut self) {
         let _s = debug_span!("destroy").entered();
-        if let Some(c) = &self.cluster {
+        // Held to the end: the reclaimer finishes what it does, then stops.
+        let _turn = self.cluster.as_ref().map(|c| {
+            let mut turn = c.deletes.turn();
+            *turn = true;
             // Another node that unlinked an inode we cached may have been
             // refused its iopen glock: those go first, then we free what
             // the refusals asked of us. Any try after that succeeds.
             c.hooks.give_up_opens();
-            c.deletes.serve(|ino| self.iopen_wanted(ino));
-        }
+            for ino in c.deletes.take() {
+                self.iopen_wanted(ino);
+            }
+            turn
+        });
         // In a cluster the unmount folds statfs into the shared master
         // file: under its glock.
         let _op = self
@@ -1972,10 +2007,14 @@ fn spawn_reclaimer(fuse: FuseFs) {
         let mut done = 0;
         loop {
             c.deletes.wait(RECLAIM_POLL);
-            if fuse.inner.lock().is_none() {
+            // Never beside the unmount, which takes the turn for good.
+            let turn = c.deletes.turn();
+            if *turn || fuse.inner.lock().is_none() {
                 return;
             }
-            c.deletes.serve(|ino| fuse.iopen_wanted(ino));
+            for ino in c.deletes.take() {
+                fuse.iopen_wanted(ino);
+            }
             let now = c.hooks.journals_recovered();
             if now == done {
                 continue;

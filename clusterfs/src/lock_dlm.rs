@@ -257,10 +257,10 @@ impl DlmGlocks {
         }
     }
 
-    /// Waits until a demote of `name` asked for or under way is over;
-    /// true if this node then holds it in no mode at all in the DLM (UN,
-    /// or forgotten), false if it holds it (a holder here has it again,
-    /// or no demote was due) or the lockspace failed.
+    /// Waits until a demote of `name` asked for or under way is over, or
+    /// a holder here has it; true if nobody here holds it then (it is at
+    /// UN, forgotten, or cached again with no holder), false if a holder
+    /// has it or the lockspace failed.
     pub fn wait_demoted(&self, name: GlockName) -> bool {
         let inner = &self.inner;
         let mut st = inner.state.lock();
@@ -271,9 +271,7 @@ impl DlmGlocks {
             match st.table.glock(&name) {
                 None => return true,
                 Some(g) if g.holders().any(|h| h.granted) => return false,
-                Some(g) if g.in_flight().is_none() && !g.demote_pending() => {
-                    return g.state() == GlockState::Un;
-                }
+                Some(g) if g.in_flight().is_none() && !g.demote_pending() => return true,
                 Some(_) => {}
             }
             fuser::hand_off_reading();
@@ -297,7 +295,15 @@ impl DlmGlocks {
                 }
                 match st.table.glock(&name) {
                     Some(g) if g.holders().any(|h| h.granted) => break,
-                    Some(g) if g.state() != GlockState::Un || g.in_flight().is_some() => {}
+                    Some(g) if g.in_flight().is_some() || g.demote_pending() => {}
+                    Some(g) if g.state() != GlockState::Un => {
+                        // Taken and let go again since (by a holder that
+                        // came after the drop): dropped anew.
+                        let now = inner.now_ms();
+                        let actions = st.table.drop_cached(name, now);
+                        inner.dispatch_here(&mut st, actions);
+                        continue;
+                    }
                     _ => break,
                 }
                 inner.granted.wait(&mut st);

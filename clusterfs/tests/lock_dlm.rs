@@ -237,6 +237,13 @@ fn a_refused_try_for_an_iopen_glock_reaches_the_node_that_caches_it() {
         c.log.lock().unwrap().contains(&heard)
     });
     assert!(c.glocks[0].wait_demoted(iopen(11)));
+    let given_up = |n| {
+        !c.glocks[0]
+            .states()
+            .iter()
+            .any(|&(g, s)| g == iopen(n) && s != GlockState::Un)
+    };
+    assert!(given_up(11), "{:?}", c.glocks[0].states());
     // Now nobody stands in the way.
     let g = c.glocks[1].try_acquire(iopen(11), GlockState::Ex).unwrap();
     assert!(g.is_some(), "node 2's second try refused");
@@ -254,8 +261,10 @@ fn a_refused_try_for_an_iopen_glock_reaches_the_node_that_caches_it() {
         c.log.lock().unwrap().contains(&heard)
     });
     assert!(c.glocks[0].states().contains(&(iopen(12), GlockState::Sh)));
+    assert!(!c.glocks[0].wait_demoted(iopen(12)), "held, yet given up");
     drop(held);
     assert!(c.glocks[0].wait_demoted(iopen(12)));
+    assert!(given_up(12), "{:?}", c.glocks[0].states());
 }
 
 #[test]

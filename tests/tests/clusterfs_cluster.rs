@@ -355,7 +355,7 @@ const IQN: &str = "iqn.2026-12.org.clusterfs:cluster-test";
 /// issued on a node picked at random, checked after every step against one
 /// model through every node's mount; `fsck.gfs2 -n` clean after all
 /// unmount. `CLUSTERFS_CLUSTER_SEEDS` / `CLUSTERFS_CLUSTER_STEPS` for
-/// longer runs.
+/// longer runs, `CLUSTERFS_CLUSTER_FIRST_SEED` to replay one.
 fn coherence_exerciser(n: u32, first_seed: u64) {
     let Some((lab, cmands)) = cluster_up(n) else {
         return;
@@ -376,8 +376,10 @@ fn exercise(lab: Lab, mut cmands: Vec<std::process::Child>, volume: &Path, first
             .unwrap_or(d)
     };
     let seeds = env("CLUSTERFS_CLUSTER_SEEDS", 1);
+    let first_seed = env("CLUSTERFS_CLUSTER_FIRST_SEED", first_seed);
     let steps = env("CLUSTERFS_CLUSTER_STEPS", 120) as usize;
     for seed in first_seed..first_seed + seeds {
+        let _seed = SeedNote(seed);
         mkfs_journals(volume, n);
         let mounts: Vec<FuseMount> = (1..=n)
             .map(|i| FuseMount::start(&mut lab.mount_cmd(i, ""), &lab.mnt(i)))
@@ -414,6 +416,21 @@ fn exercise(lab: Lab, mut cmands: Vec<std::process::Child>, volume: &Path, first
         tests::fsck_clean(volume);
     }
     stop_cmands(&mut cmands);
+}
+
+/// Names the exerciser's seed if anything fails while it runs (the
+/// unmounts and fsck included, which know nothing of seeds).
+struct SeedNote(u64);
+
+impl Drop for SeedNote {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "exerciser: failing seed {0} (replay: CLUSTERFS_CLUSTER_FIRST_SEED={0} CLUSTERFS_CLUSTER_SEEDS=1)",
+                self.0
+            );
+        }
+    }
 }
 
 /// The exerciser on a LUN of our tgtd that every node mounts as
