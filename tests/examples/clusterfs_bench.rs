@@ -46,6 +46,20 @@ struct Args {
     placement: String,
 }
 
+const USAGE: &str = "usage: clusterfs_bench [--dir DIR] [--files N] [--mib M] [--secs S] \
+[--placement rgrp|hash]
+  --dir DIR        where the volume image goes, on a disk (default /var/tmp)
+  --files N        files per metadata round (default 2000)
+  --mib M          MiB per sequential write (default 256)
+  --secs S         seconds per hand-off run (default 5)
+  --placement P    DLM directory placement, rgrp or hash (default rgrp)";
+
+/// Prints what is wrong and the usage, and exits with 2.
+fn usage_error(why: &str) -> ! {
+    eprintln!("clusterfs_bench: {why}\n{USAGE}");
+    std::process::exit(2);
+}
+
 fn args() -> Args {
     let mut a = Args {
         dir: PathBuf::from("/var/tmp"),
@@ -56,14 +70,27 @@ fn args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
-        let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        if k == "--help" || k == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let v = it
+            .next()
+            .unwrap_or_else(|| usage_error(&format!("{k} needs a value")));
+        let number = |v: &str| {
+            v.parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .unwrap_or_else(|| usage_error(&format!("{k} takes a positive number, not {v:?}")))
+        };
         match k.as_str() {
             "--dir" => a.dir = PathBuf::from(v),
-            "--files" => a.files = v.parse().expect("--files N"),
-            "--mib" => a.mib = v.parse().expect("--mib M"),
-            "--secs" => a.secs = v.parse().expect("--secs S"),
+            "--files" => a.files = number(&v),
+            "--mib" => a.mib = number(&v),
+            "--secs" => a.secs = number(&v) as u64,
             "--placement" if v == "rgrp" || v == "hash" => a.placement = v,
-            _ => panic!("unknown flag {k} (--dir, --files, --mib, --secs, --placement rgrp|hash)"),
+            "--placement" => usage_error(&format!("--placement is rgrp or hash, not {v:?}")),
+            _ => usage_error(&format!("unknown flag {k}")),
         }
     }
     a
