@@ -904,7 +904,6 @@ impl ClusterHooks for Hooks {
         // asks for SH: we go down to SH at once, open or not (SH holders
         // fit in SH). A try, never a wait: another node may have looked
         // the new name up and opened it already.
-        let fail = |_| Errno::EIO;
         if new && !self.spectator {
             let flags = HolderFlags {
                 try_lock: true,
@@ -919,7 +918,7 @@ impl ClusterHooks for Hooks {
         self.glocks
             .acquire(iopen(ino), GlockState::Sh, flags)
             .map(guard)
-            .map_err(fail)
+            .map_err(|_| Errno::EIO)
     }
 
     fn setlk(&self, lk: LockRequest, done: Box<dyn FnOnce(Result<(), Errno>) + Send>) {

@@ -239,11 +239,6 @@ impl DeleteQueue {
         }
     }
 
-    /// The turn to look at what was pushed (true inside once closed).
-    fn turn(&self) -> parking_lot::MutexGuard<'_, bool> {
-        self.turn.lock()
-    }
-
     /// What was pushed so far (call with the turn).
     fn take(&self) -> Vec<u64> {
         std::mem::take(&mut *self.inos.lock())
@@ -547,21 +542,19 @@ impl FuseFs {
     }
 
     /// In a cluster: another node asked for `ino`'s iopen glock in EX
-    /// while this node cached it in SH (the kernel's delete work): once
-    /// the glock is given up, the inode is freed here if it is unlinked
-    /// and nobody has it open. Called on the reclaimer's thread, never on
-    /// a DLM thread or a FUSE one.
+    /// while this node had it in SH or EX (the kernel's delete work):
+    /// once the glock is given up, the inode is freed here if it is
+    /// unlinked and nobody has it open. Called on the reclaimer's thread,
+    /// never on a DLM thread or a FUSE one.
     fn iopen_wanted(&self, ino: u64) {
         let Some(c) = &self.cluster else {
             return;
         };
-        // Open here: our last close looks at it.
-        if c.spectator || c.opens.lock().contains_key(&ino) {
-            debug!(ino, "iopen wanted elsewhere: open here");
+        if c.spectator {
             return;
         }
-        // Held here again: its holder looks when it lets go (a last close,
-        // or an operation that tried it in EX). Given up, or taken again
+        // Held here (the file is open, or an operation tried it in EX):
+        // its holder looks when it lets go. Given up, or taken again
         // since and cached with no holder: looked at now (an unlinked
         // inode must not be left to a node that gave the glock up).
         if !c.hooks.wait_open_given_up(ino) {
@@ -634,10 +627,8 @@ impl FuseFs {
             },
         );
         let victim = r.as_ref().ok().copied().flatten();
-        let tried = only.map(|(guess, g)| {
-            drop(g);
-            guess
-        });
+        // (The guard goes here.)
+        let tried = only.map(|(guess, _)| guess);
         match victim {
             Some(v) if !settled.get() => {
                 self.free_if_last(v.0);
@@ -1097,7 +1088,7 @@ impl fuser::Filesystem for FuseFs {
         let _s = debug_span!("destroy").entered();
         // Held to the end: the reclaimer finishes what it does, then stops.
         let _turn = self.cluster.as_ref().map(|c| {
-            let mut turn = c.deletes.turn();
+            let mut turn = c.deletes.turn.lock();
             *turn = true;
             // Another node that unlinked an inode we cached may have been
             // refused its iopen glock: those go first, then we free what
@@ -1643,8 +1634,10 @@ impl fuser::Filesystem for FuseFs {
             },
         );
         let r = r.and_then(|(a, new)| {
-            // Open here from now on; another node cannot have the new
-            // inode open yet, so this does not wait.
+            // Open here from now on. Another node can have the new inode
+            // only in SH (it opened it already) or cached from an inode
+            // it freed at this address, which it gives up at once: this
+            // waits for no open file.
             self.opened(a.ino.0, new).map(|()| (a, new))
         });
         self.learned(p, n, r.as_ref().ok().map(|(a, _)| a.ino));
@@ -2008,7 +2001,7 @@ fn spawn_reclaimer(fuse: FuseFs) {
         loop {
             c.deletes.wait(RECLAIM_POLL);
             // Never beside the unmount, which takes the turn for good.
-            let turn = c.deletes.turn();
+            let turn = c.deletes.turn.lock();
             if *turn || fuse.inner.lock().is_none() {
                 return;
             }

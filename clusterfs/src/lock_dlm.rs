@@ -274,7 +274,6 @@ impl DlmGlocks {
                 Some(g) if g.in_flight().is_none() && !g.demote_pending() => return true,
                 Some(_) => {}
             }
-            fuser::hand_off_reading();
             inner.granted.wait(&mut st);
         }
     }

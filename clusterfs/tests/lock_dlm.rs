@@ -226,16 +226,18 @@ fn a_refused_try_for_an_iopen_glock_reaches_the_node_that_caches_it() {
             .unwrap(),
     );
     assert!(c.glocks[0].states().contains(&(iopen(11), GlockState::Sh)));
-    // Node 2 would free it: its try is refused, but node 1 hears of it
-    // (GFS2's LM_FLAG_TRY_1CB), gives the glock up, and says so.
-    assert!(c.glocks[1]
-        .try_acquire(iopen(11), GlockState::Ex)
-        .unwrap()
-        .is_none());
-    let heard = "1 callback Iopen 11 Sh->Ex".to_string();
-    wait_for("node 1's callback", || {
-        c.log.lock().unwrap().contains(&heard)
-    });
+    // Node 2's try for EX is refused, and node 1 hears of it (GFS2's
+    // LM_FLAG_TRY_1CB) with the mode it holds.
+    let refused_and_heard = |n: u64| {
+        let tried = c.glocks[1].try_acquire(iopen(n), GlockState::Ex).unwrap();
+        assert!(tried.is_none(), "node 2's try for iopen {n} granted");
+        let heard = format!("1 callback Iopen {n} Sh->Ex");
+        wait_for("node 1's callback", || {
+            c.log.lock().unwrap().contains(&heard)
+        });
+    };
+    // Node 2 would free it: node 1 gives the glock up.
+    refused_and_heard(11);
     assert!(c.glocks[0].wait_demoted(iopen(11)));
     let given_up = |n| {
         !c.glocks[0]
@@ -252,14 +254,7 @@ fn a_refused_try_for_an_iopen_glock_reaches_the_node_that_caches_it() {
     let held = c.glocks[0]
         .acquire(iopen(12), GlockState::Sh, HolderFlags::default())
         .unwrap();
-    assert!(c.glocks[1]
-        .try_acquire(iopen(12), GlockState::Ex)
-        .unwrap()
-        .is_none());
-    let heard = "1 callback Iopen 12 Sh->Ex".to_string();
-    wait_for("node 1's callback", || {
-        c.log.lock().unwrap().contains(&heard)
-    });
+    refused_and_heard(12);
     assert!(c.glocks[0].states().contains(&(iopen(12), GlockState::Sh)));
     assert!(!c.glocks[0].wait_demoted(iopen(12)), "held, yet given up");
     drop(held);

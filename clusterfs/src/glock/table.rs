@@ -242,10 +242,10 @@ impl GlockTable {
     /// their names too.
     pub fn drop_kind(&mut self, kind: GlockType, now_ms: u64) -> (Vec<GlockName>, Vec<Action>) {
         let names = self.sorted_names(|g| g.name().kind == kind);
-        self.forgetting.extend(names.iter().copied());
-        let actions = self.for_each(names.clone(), now_ms, |glock, out| {
-            glock.drop_cache(now_ms, out)
-        });
+        let mut actions = Vec::new();
+        for &name in &names {
+            actions.extend(self.drop_cached(name, now_ms));
+        }
         (names, actions)
     }
 
