@@ -863,7 +863,7 @@ fn guard(g: GlockGuard) -> Guard {
 
 impl ClusterHooks for Hooks {
     fn op_guard(&self, plan: &LockPlan) -> Result<Guard, Errno> {
-        let mut held = Vec::with_capacity(plan.inodes.len() + plan.rgrps.len() + 1);
+        let mut held = smallvec::SmallVec::<[GlockGuard; 6]>::new();
         let mut take = |name, mode| {
             let g = self
                 .glocks

@@ -5,7 +5,7 @@
 //! transaction, and commits when the transaction grows large; `fsync` and
 //! `sync` commit at once.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use tracing::debug;
@@ -161,7 +161,7 @@ impl FileSystem {
             FileSystem {
                 vol,
                 root,
-                open: HashMap::new(),
+                open: HashMap::default(),
                 defer_free: false,
             },
             info,
@@ -938,7 +938,7 @@ impl FileSystem {
 
     /// In a cluster: the resource groups (by header block) whose glocks
     /// the next operations hold; see [`Volume::set_rgrps_held`].
-    pub fn set_rgrps_held(&mut self, held: Option<std::collections::HashSet<u64>>) {
+    pub fn set_rgrps_held(&mut self, held: Option<&[u64]>) {
         self.vol.set_rgrps_held(held);
     }
 

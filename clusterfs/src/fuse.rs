@@ -17,6 +17,7 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 use tracing::{debug, debug_span, error, info, warn};
 
 use crate::fs::{Attr, FileSystem, Ino, RenameFlags, SetAttr, Timestamp};
@@ -28,6 +29,9 @@ const TTL: Duration = Duration::from_secs(1);
 /// A guard held for as long as a cluster lock is needed.
 pub type Guard = Box<dyn std::any::Any + Send>;
 
+/// What the (one or two) names of an operation name, or `None`.
+type Names<T> = SmallVec<[Option<T>; 2]>;
+
 /// The glocks one operation holds: inodes, each shared or exclusive, and
 /// resource groups (exclusive). The hooks take them in GFS2's order
 /// (inodes by number, then resource groups by number), all before the
@@ -36,9 +40,9 @@ pub type Guard = Box<dyn std::any::Any + Send>;
 #[derive(Debug, Default, Clone)]
 pub struct LockPlan {
     /// Inodes by dinode block, `true` for exclusive.
-    pub inodes: Vec<(u64, bool)>,
+    pub inodes: SmallVec<[(u64, bool); 4]>,
     /// Resource groups by header block.
-    pub rgrps: Vec<u64>,
+    pub rgrps: SmallVec<[u64; 4]>,
     /// The rename glock first (EX): a rename between directories, which
     /// may change the tree's shape.
     pub rename: bool,
@@ -86,7 +90,7 @@ impl LockPlan {
 
     /// The inodes in the order they are taken: by number, each once
     /// (exclusive if asked so anywhere).
-    pub fn inodes_in_order(&self) -> Vec<(u64, bool)> {
+    pub fn inodes_in_order(&self) -> SmallVec<[(u64, bool); 4]> {
         let mut v = self.inodes.clone();
         v.sort_unstable();
         // Of two entries for one inode, the later (`a`) goes, its mode
@@ -102,7 +106,7 @@ impl LockPlan {
     }
 
     /// The resource groups in the order they are taken.
-    pub fn rgrps_in_order(&self) -> Vec<u64> {
+    pub fn rgrps_in_order(&self) -> SmallVec<[u64; 4]> {
         let mut v = self.rgrps.clone();
         v.sort_unstable();
         v.dedup();
@@ -189,7 +193,7 @@ pub struct LockRequest {
 struct Cluster {
     hooks: Arc<dyn ClusterHooks>,
     /// Per inode open here: open handles and the iopen guard.
-    opens: Mutex<std::collections::HashMap<u64, (u32, Guard)>>,
+    opens: Mutex<rustc_hash::FxHashMap<u64, (u32, Guard)>>,
     /// The resource groups this node allocated or freed in lately, most
     /// recent last (at most [`RGRP_HINTS`]).
     rgrp_hints: Mutex<Vec<u64>>,
@@ -429,13 +433,13 @@ impl FuseFs {
         if let Some(fs) = self.inner.lock().as_mut() {
             fs.set_defer_free(true);
             // Between operations nothing may allocate or free.
-            fs.set_rgrps_held(Some(Default::default()));
+            fs.set_rgrps_held(Some(&[]));
             statfs_ino = fs.statfs_inode();
             spectator = fs.volume().jid().is_none();
         }
         self.cluster = Some(Arc::new(Cluster {
             hooks,
-            opens: Mutex::new(std::collections::HashMap::new()),
+            opens: Mutex::default(),
             rgrp_hints: Mutex::new(Vec::new()),
             statfs_ino,
             spectator,
@@ -776,9 +780,9 @@ impl FuseFs {
                     self.inner.lock()
                 });
                 let fs = g.as_mut().ok_or(Errno::EIO)?;
-                fs.set_rgrps_held(Some(plan.rgrps.iter().copied().collect()));
+                fs.set_rgrps_held(Some(&plan.rgrps));
                 let r = f(fs);
-                fs.set_rgrps_held(Some(Default::default()));
+                fs.set_rgrps_held(Some(&[]));
                 r
             };
             drop(guard);
@@ -812,11 +816,10 @@ impl FuseFs {
         let Some(c) = &self.cluster else {
             return self.with(LockPlan::default(), |fs| f(fs, &[]));
         };
-        let resolve = |fs: &mut FileSystem| -> Result<Vec<Option<Inum>>, FsError> {
+        let resolve = |fs: &mut FileSystem| -> Result<Names<Inum>, FsError> {
             names.iter().map(|&(p, n)| fs.lookup_entry(p, n)).collect()
         };
-        let mut children: Vec<Option<Ino>> =
-            names.iter().map(|&(p, n)| c.guess_name(p, n)).collect();
+        let mut children: Names<Ino> = names.iter().map(|&(p, n)| c.guess_name(p, n)).collect();
         loop {
             let r = self.with(plan(&children), |fs| {
                 let now = resolve(fs)?;
@@ -2185,10 +2188,10 @@ mod tests {
             .and_rgrp(Some(5))
             .and_rgrp(Some(7));
         assert_eq!(
-            plan.inodes_in_order(),
+            plan.inodes_in_order().as_slice(),
             [(10, true), (20, false), (30, true)]
         );
-        assert_eq!(plan.rgrps_in_order(), [5, 7]);
+        assert_eq!(plan.rgrps_in_order().as_slice(), [5, 7]);
         assert!(LockPlan::default().inodes_in_order().is_empty());
     }
 }

@@ -7,7 +7,7 @@
 //! written directly (GFS2's "ordered" data: they reach the disk before the
 //! commit that references them, because a commit starts with a flush).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::ops::Range;
@@ -207,7 +207,7 @@ pub struct Volume {
     /// whose glocks it holds, the only ones it may allocate or free in
     /// ([`FsError::NeedRgrp`] otherwise). `None`: all of them (alone on
     /// the volume, or under a lock that covers every rgrp).
-    rgrps_held: Option<HashSet<u64>>,
+    rgrps_held: Option<Vec<u64>>,
     /// Our journal (journal `jid`); `None` for a spectator.
     journal: Option<Journal>,
     /// Our journal id, whose `Glock::Journal` we hold EX while mounted;
@@ -1325,9 +1325,17 @@ impl Volume {
     }
 
     /// In a cluster: the rgrps whose glocks the next operations hold (see
-    /// [`FsError::NeedRgrp`]); `None` permits every rgrp.
-    pub fn set_rgrps_held(&mut self, held: Option<HashSet<u64>>) {
-        self.rgrps_held = held;
+    /// [`FsError::NeedRgrp`]); `None` permits every rgrp. A few at a
+    /// time, set around every operation: kept in a list that is reused.
+    pub fn set_rgrps_held(&mut self, held: Option<&[u64]>) {
+        match (held, &mut self.rgrps_held) {
+            (None, h) => *h = None,
+            (Some(new), Some(h)) => {
+                h.clear();
+                h.extend_from_slice(new);
+            }
+            (Some(new), h) => *h = Some(new.to_vec()),
+        }
     }
 
     /// The resource group holding `blk`, by header block.
