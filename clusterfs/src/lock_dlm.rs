@@ -655,11 +655,18 @@ impl Inner {
                 };
                 let dlm_name = name.dlm_name();
                 self.ls
-                    .lock_async(&dlm_name, mode, flags, None, ast, Some(bast))
-                    .map(|id| {
+                    .lock_async_now(&dlm_name, mode, flags, None, ast, Some(bast))
+                    .map(|(id, now)| {
+                        let mut st = self.state.lock();
+                        if let Some(c) = now {
+                            // Answered at once (mastered here): as the
+                            // callback would have, with no hand-over.
+                            st.dlm_ids.insert(name, (id, false));
+                            self.completed_locked(&mut st, name, c);
+                            return;
+                        }
                         // The answer may have come already: granted (the
                         // id is known) or refused (no lock is left).
-                        let mut st = self.state.lock();
                         if let Some(i) = st.refused_early.iter().position(|r| *r == id) {
                             st.refused_early.swap_remove(i);
                         } else {
@@ -675,7 +682,10 @@ impl Inner {
 
     /// The DLM answered a request of `name`.
     fn completed(&self, name: GlockName, c: Completion) {
-        let mut st = self.state.lock();
+        self.completed_locked(&mut self.state.lock(), name, c);
+    }
+
+    fn completed_locked(&self, st: &mut State, name: GlockName, c: Completion) {
         if st.blocked && !st.passes_recovery(name) && is_grant_above_nl(&c) {
             // Asked before recovery began, granted after the DLM's
             // recovery: what it guards may still be in a failed node's
@@ -684,7 +694,7 @@ impl Inner {
             st.frozen.push((name, c));
             return;
         }
-        self.complete_locked(&mut st, name, c);
+        self.complete_locked(st, name, c);
     }
 
     fn complete_locked(&self, st: &mut State, name: GlockName, c: Completion) {

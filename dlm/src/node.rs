@@ -467,7 +467,17 @@ impl Node {
         if self.phase != Phase::Running {
             return Ok((id, None));
         }
-        let r = Self::local_fast(self.me, lkb, id, &mut self.rsbs, &mut self.events);
+        let mut r = Self::local_fast(self.me, lkb, id, &mut self.rsbs, &mut self.events);
+        if matches!(r, Local::NotHere) && !self.rsbs.contains_key(&name) {
+            // A resource nobody here knows yet, whose directory is this
+            // node (the usual case in a lockspace of one, and for a new
+            // inode's glocks): made here, master here, and the request
+            // takes the fast path on it like any other.
+            if self.master_of(name, out) == Master::Node(self.me) {
+                let lkb = self.lkbs.get_mut(id).expect("lkb just made");
+                r = Self::local_fast(self.me, lkb, id, &mut self.rsbs, &mut self.events);
+            }
+        }
         Ok((id, self.after_local(id, r, out)))
     }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dlm::{
-    Completion, Dlm, DlmConfig, DlmError, Flags, Lockspace, Lvb, Mode, NodeId, StaticMembership,
-    Status,
+    Completion, Dlm, DlmConfig, DlmError, Flags, LockId, Lockspace, Lvb, Mode, NodeId,
+    StaticMembership, Status,
 };
 
 mod common;
@@ -204,6 +204,82 @@ fn noqueue_bast_lvb_and_async_callbacks() {
         .unwrap();
     assert_eq!(c.lvb, Some(Lvb([42; 32])));
     ls[1].unlock(b, Flags::empty(), None).unwrap();
+}
+
+/// `lock_async_now`: a request for a resource whose directory (and so
+/// master) is this node is answered in the call, and its `ast` hears only
+/// what comes later; elsewhere the answer comes through `ast` as with
+/// `lock_async`. Either way the lock's callbacks are in place.
+#[test]
+fn lock_async_now_answers_at_once_what_is_mastered_here() {
+    let dlms = cluster(2, None);
+    let (ls, _ms) = join_all(&dlms, "t7");
+    wait_until("running", || ls.iter().all(|l| l.is_running()));
+    let (ast_tx, ast_rx) = mpsc::channel::<Completion>();
+    let (bast_tx, bast_rx) = mpsc::channel::<(LockId, Mode)>();
+    let (ast_tx, bast_tx) = (
+        Arc::new(std::sync::Mutex::new(ast_tx)),
+        Arc::new(std::sync::Mutex::new(bast_tx)),
+    );
+    let take = |name: &[u8], flags: Flags| {
+        let (a, b) = (ast_tx.clone(), bast_tx.clone());
+        ls[0]
+            .lock_async_now(
+                name,
+                Mode::Ex,
+                flags,
+                None,
+                Arc::new(move |c| a.lock().unwrap().send(c).unwrap()),
+                Some(Arc::new(move |id, m| {
+                    b.lock().unwrap().send((id, m)).unwrap()
+                })),
+            )
+            .unwrap()
+    };
+    let (mut here, mut there) = (Vec::new(), 0);
+    for i in 0..16 {
+        let name = format!("new{i}");
+        match take(name.as_bytes(), Flags::empty()) {
+            (id, Some(c)) => {
+                assert_eq!((c.id, c.status), (id, Status::Granted(Mode::Ex)));
+                here.push((id, name));
+            }
+            (id, None) => {
+                let c = ast_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+                assert_eq!((c.id, c.status), (id, Status::Granted(Mode::Ex)));
+                there += 1;
+            }
+        }
+    }
+    assert!(!here.is_empty() && there > 0, "16 names all on one side");
+    // Nothing was passed to `ast` for the answers given at once.
+    assert!(ast_rx.recv_timeout(Duration::from_millis(200)).is_err());
+    let (id, name) = &here[0];
+    // Refused at once: no lock is left, and `ast` hears nothing.
+    let (refused, c) = take(name.as_bytes(), Flags::NOQUEUE);
+    assert_eq!(c.map(|c| c.status), Some(Status::Again));
+    assert!(ls[0]
+        .convert_async(refused, Mode::Nl, Flags::empty(), None)
+        .is_err());
+    // The lock granted at once hears of the other node's request...
+    assert!(matches!(
+        ls[1].lock(
+            name.as_bytes(),
+            Mode::Pr,
+            Flags::NOQUEUE | Flags::NOQUEUEBAST
+        ),
+        Err(DlmError::Again)
+    ));
+    assert_eq!(
+        bast_rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+        (*id, Mode::Pr)
+    );
+    // ...and of its own conversion, through `ast`.
+    ls[0]
+        .convert_async(*id, Mode::Nl, Flags::empty(), None)
+        .unwrap();
+    let c = ast_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!((c.id, c.status), (*id, Status::Granted(Mode::Nl)));
 }
 
 #[test]

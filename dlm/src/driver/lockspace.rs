@@ -720,6 +720,51 @@ impl Lockspace {
         })
     }
 
+    /// [`Lockspace::lock_async`], except that an answer given at once (a
+    /// resource mastered here) is returned instead of passed to `ast`,
+    /// which hears only of what comes later (conversions, the unlock).
+    /// The caller is spared the callback's hand-over.
+    pub fn lock_async_now(
+        &self,
+        name: &[u8],
+        mode: Mode,
+        flags: Flags,
+        lvb: Option<Lvb>,
+        ast: AstFn,
+        bast: Option<BastFn>,
+    ) -> Result<(LockId, Option<Completion>), DlmError> {
+        let name = res_name(name)?;
+        let k = self.inner.shard_of_name(&name);
+        self.inner.counters[k].local_requests.inc();
+        self.inner.call(k, |sh| {
+            let (id, now) = sh
+                .node
+                .lock_now(name, mode, flags, lvb, &mut sh.out)
+                .map_err(node_err)?;
+            let now = now.map(|c| Completion {
+                id,
+                status: c.status,
+                sbflags: c.sbflags,
+                lvb: c.lvb,
+            });
+            if let Some(c) = &now {
+                self.inner.count_grant(k, c.status);
+            }
+            // A request refused at once leaves no lock to call back.
+            if now.is_none() || sh.node.lock_info(id).is_some() {
+                sh.cbs.insert(
+                    id,
+                    LockCb {
+                        ast: Some(ast),
+                        bast,
+                        waiters: Vec::new(),
+                    },
+                );
+            }
+            Ok((id, now))
+        })
+    }
+
     /// Starts a conversion; the lock's `ast` reports the result.
     pub fn convert_async(
         &self,
