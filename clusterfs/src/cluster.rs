@@ -863,29 +863,24 @@ fn guard(g: GlockGuard) -> Guard {
 
 impl ClusterHooks for Hooks {
     fn op_guard(&self, plan: &LockPlan) -> Result<Guard, Errno> {
-        let mut held = smallvec::SmallVec::<[GlockGuard; 6]>::new();
-        let mut take = |name, mode| {
-            let g = self
-                .glocks
-                .acquire(name, mode, HolderFlags::default())
-                .map_err(|e| {
-                    tracing::error!(error = %e, "cluster lock");
-                    Errno::EIO
-                })?;
-            held.push(g);
-            Ok::<(), Errno>(())
-        };
+        let mut wants = smallvec::SmallVec::<[(GlockName, GlockState); 6]>::new();
         if plan.rename {
-            take(RENAME_LOCK, GlockState::Ex)?;
+            wants.push((RENAME_LOCK, GlockState::Ex));
         }
         for (ino, ex) in plan.inodes_in_order() {
             let mode = if ex { GlockState::Ex } else { GlockState::Sh };
-            take(inode(ino), mode)?;
+            wants.push((inode(ino), mode));
         }
         for addr in plan.rgrps_in_order() {
-            take(rgrp(addr), GlockState::Ex)?;
+            wants.push((rgrp(addr), GlockState::Ex));
         }
-        Ok(Box::new(held))
+        match self.glocks.acquire_set(&wants) {
+            Ok(set) => Ok(Box::new(set)),
+            Err(e) => {
+                tracing::error!(error = %e, "cluster lock");
+                Err(Errno::EIO)
+            }
+        }
     }
 
     fn open_guard(&self, ino: u64, new: bool) -> Result<Guard, Errno> {

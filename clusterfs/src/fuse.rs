@@ -310,7 +310,7 @@ pub struct KernelCache {
     epoch_dev: OnceLock<std::os::fd::OwnedFd>,
     /// Directories whose names the kernel may hold since the last epoch
     /// (by dinode).
-    named_dirs: Mutex<std::collections::HashSet<u64>>,
+    named_dirs: Mutex<rustc_hash::FxHashSet<u64>>,
 }
 
 /// FUSE_NOTIFY_INC_EPOCH: the notification code that ends every name

@@ -29,6 +29,7 @@ pub use control::{ControlLvb, JournalRecovery, MountControl, MountRole};
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap as HashMap;
+use smallvec::SmallVec;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -165,6 +166,28 @@ impl Drop for GlockGuard {
     }
 }
 
+/// The glocks of one operation ([`DlmGlocks::acquire_set`]), let go
+/// together when it is dropped.
+pub struct GlockSet {
+    inner: Arc<Inner>,
+    held: SmallVec<[HolderId; 6]>,
+}
+
+impl Drop for GlockSet {
+    fn drop(&mut self) {
+        let mut st = self.inner.state.lock();
+        for &holder in &self.held {
+            // Nothing to carry out, nobody to wake (the usual case).
+            if st.table.release_cached(holder) {
+                continue;
+            }
+            let now = self.inner.now_ms();
+            let actions = st.table.release(holder, now);
+            self.inner.dispatch_here(&mut st, actions);
+        }
+    }
+}
+
 impl DlmGlocks {
     /// Glocks over `ls`, calling `ops` on demotes; starts the worker.
     pub fn new(ls: Lockspace, ops: Arc<dyn GlockOps>, config: GlockConfig) -> DlmGlocks {
@@ -214,49 +237,41 @@ impl DlmGlocks {
         mode: GlockState,
         flags: HolderFlags,
     ) -> Result<GlockGuard, LockError> {
-        let inner = &self.inner;
-        let mut st = inner.state.lock();
-        if let Some(why) = &st.broken {
-            return Err(LockError::Unavailable(why.clone()));
-        }
-        // Granted at once (a glock this node holds in a mode that covers
-        // it): nothing to record, nobody to wake.
-        if let Some(holder) = st.table.acquire_cached(name, mode, flags) {
-            return Ok(GlockGuard {
-                inner: inner.clone(),
-                holder,
-                name,
-            });
-        }
-        let now = inner.now_ms();
-        let (holder, actions) = st.table.acquire(name, mode, flags, now);
-        inner.dispatch_here(&mut st, actions);
-        loop {
-            match st.outcomes.remove(&holder) {
-                Some(Outcome::Granted) => {
-                    return Ok(GlockGuard {
-                        inner: inner.clone(),
-                        holder,
-                        name,
-                    })
-                }
-                Some(Outcome::Failed) => {
-                    return Err(LockError::Unavailable(format!("{name:?} refused")));
-                }
-                None => {}
-            }
-            if let Some(why) = st.broken.clone() {
-                st.abandoned.push(holder);
-                return Err(LockError::Unavailable(why));
-            }
-            // Another node may hold it, or our own demote may need the
-            // kernel to drop a cache first: on a FUSE thread, another
-            // thread reads the next requests meanwhile.
-            fuser::hand_off_reading();
-            inner.granted.wait(&mut st);
-        }
+        let holder = self.inner.acquire(name, mode, flags)?;
+        Ok(GlockGuard {
+            inner: self.inner.clone(),
+            holder,
+            name,
+        })
     }
 
+    /// Takes every glock of `wants`, in that order, as [`Self::acquire`]
+    /// would (no flags), for one operation: those cached in a mode that
+    /// grants at once all under one lock of the table, the others one by
+    /// one after them. On a failure the glocks taken are let go.
+    pub fn acquire_set(&self, wants: &[(GlockName, GlockState)]) -> Result<GlockSet, LockError> {
+        let mut set = GlockSet {
+            inner: self.inner.clone(),
+            held: SmallVec::new(),
+        };
+        {
+            let mut st = self.inner.state.lock();
+            if let Some(why) = &st.broken {
+                return Err(LockError::Unavailable(why.clone()));
+            }
+            for &(name, mode) in wants {
+                match st.table.acquire_cached(name, mode, HolderFlags::default()) {
+                    Some(holder) => set.held.push(holder),
+                    None => break,
+                }
+            }
+        }
+        for &(name, mode) in &wants[set.held.len()..] {
+            let holder = self.inner.acquire(name, mode, HolderFlags::default())?;
+            set.held.push(holder);
+        }
+        Ok(set)
+    }
     /// Waits until a demote of `name` asked for or under way is over, or
     /// a holder here has it; true if nobody here holds it then (it is at
     /// UN, forgotten, or cached again with no holder), false if a holder
@@ -432,6 +447,47 @@ impl Drop for DlmGlocks {
 impl Inner {
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Takes `name` in `mode` for a new holder, waiting as long as it
+    /// takes; the holder's id ([`DlmGlocks::acquire`]).
+    fn acquire(
+        self: &Arc<Self>,
+        name: GlockName,
+        mode: GlockState,
+        flags: HolderFlags,
+    ) -> Result<HolderId, LockError> {
+        let inner = self;
+        let mut st = inner.state.lock();
+        if let Some(why) = &st.broken {
+            return Err(LockError::Unavailable(why.clone()));
+        }
+        // Granted at once (a glock this node holds in a mode that covers
+        // it): nothing to record, nobody to wake.
+        if let Some(holder) = st.table.acquire_cached(name, mode, flags) {
+            return Ok(holder);
+        }
+        let now = inner.now_ms();
+        let (holder, actions) = st.table.acquire(name, mode, flags, now);
+        inner.dispatch_here(&mut st, actions);
+        loop {
+            match st.outcomes.remove(&holder) {
+                Some(Outcome::Granted) => return Ok(holder),
+                Some(Outcome::Failed) => {
+                    return Err(LockError::Unavailable(format!("{name:?} refused")));
+                }
+                None => {}
+            }
+            if let Some(why) = st.broken.clone() {
+                st.abandoned.push(holder);
+                return Err(LockError::Unavailable(why));
+            }
+            // Another node may hold it, or our own demote may need the
+            // kernel to drop a cache first: on a FUSE thread, another
+            // thread reads the next requests meanwhile.
+            fuser::hand_off_reading();
+            inner.granted.wait(&mut st);
+        }
     }
 
     /// Records grants and failures, queues the rest for the worker. While

@@ -209,6 +209,43 @@ fn a_try_lock_on_a_glock_held_elsewhere_is_refused_at_once() {
     drop(g2);
 }
 
+/// `acquire_set`: one operation's glocks, some cached here and some not,
+/// taken in order; while the set lives another node cannot have them,
+/// and dropping it lets that node in (a demote syncs first).
+#[test]
+fn a_set_of_glocks_is_held_together_and_let_go_together() {
+    let c = cluster(2, 0);
+    // Inode 1 cached in EX on node 1; inodes 2 and 3 new to it.
+    drop(
+        c.glocks[0]
+            .acquire(inode(1), GlockState::Ex, HolderFlags::default())
+            .unwrap(),
+    );
+    let wants = [
+        (inode(1), GlockState::Ex),
+        (inode(2), GlockState::Sh),
+        (inode(3), GlockState::Ex),
+    ];
+    let set = c.glocks[0].acquire_set(&wants).unwrap();
+    c.caches[0].write(3, 7);
+    for (n, mode) in [(1, GlockState::Sh), (3, GlockState::Sh)] {
+        let t = c.glocks[1].try_acquire(inode(n), mode).unwrap();
+        assert!(t.is_none(), "inode {n} taken from a live set");
+    }
+    // SH beside SH is granted while the set lives.
+    let shared = c.glocks[1]
+        .try_acquire(inode(2), GlockState::Sh)
+        .unwrap()
+        .expect("SH beside SH");
+    drop(shared);
+    drop(set);
+    // Let go: node 2 takes all three, and reads what the set wrote.
+    let theirs = c.glocks[1].acquire_set(&wants).unwrap();
+    assert_eq!(c.caches[1].read(3), 7);
+    assert!(c.log.lock().unwrap().contains(&"1 sync 3".to_string()));
+    drop(theirs);
+}
+
 fn iopen(n: u64) -> GlockName {
     GlockName {
         kind: GlockType::Iopen,

@@ -397,7 +397,11 @@ impl Node {
 
     /// The directory node of `name` in the current view.
     pub fn dir_node(&self, name: &ResName) -> Option<NodeId> {
-        dir_node_by_key(&self.members, self.placement.key(name))
+        match self.members[..] {
+            // Alone: no key to work out (a placement may cost a hash).
+            [only] => Some(only),
+            _ => dir_node_by_key(&self.members, self.placement.key(name)),
+        }
     }
 
     /// Places directory entries by `placement` from now on: set before
