@@ -272,6 +272,7 @@ impl DlmGlocks {
         }
         Ok(set)
     }
+
     /// Waits until a demote of `name` asked for or under way is over, or
     /// a holder here has it; true if nobody here holds it then (it is at
     /// UN, forgotten, or cached again with no holder), false if a holder
@@ -457,8 +458,7 @@ impl Inner {
         mode: GlockState,
         flags: HolderFlags,
     ) -> Result<HolderId, LockError> {
-        let inner = self;
-        let mut st = inner.state.lock();
+        let mut st = self.state.lock();
         if let Some(why) = &st.broken {
             return Err(LockError::Unavailable(why.clone()));
         }
@@ -467,9 +467,9 @@ impl Inner {
         if let Some(holder) = st.table.acquire_cached(name, mode, flags) {
             return Ok(holder);
         }
-        let now = inner.now_ms();
+        let now = self.now_ms();
         let (holder, actions) = st.table.acquire(name, mode, flags, now);
-        inner.dispatch_here(&mut st, actions);
+        self.dispatch_here(&mut st, actions);
         loop {
             match st.outcomes.remove(&holder) {
                 Some(Outcome::Granted) => return Ok(holder),
@@ -486,7 +486,7 @@ impl Inner {
             // kernel to drop a cache first: on a FUSE thread, another
             // thread reads the next requests meanwhile.
             fuser::hand_off_reading();
-            inner.granted.wait(&mut st);
+            self.granted.wait(&mut st);
         }
     }
 
