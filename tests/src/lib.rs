@@ -231,12 +231,25 @@ fn ephemeral_ports() -> std::ops::RangeInclusive<u16> {
     }
 }
 
+/// Ports at or above 10,000 that browsers refuse to load a page from
+/// (Chromium's `kRestrictedPorts`, Firefox's banned ports: 10080, amanda).
+/// Chromium shows ERR_UNSAFE_PORT instead of the page, so luci's browser
+/// test, given one, found no login form.
+const BROWSER_REFUSED: [u16; 1] = [10080];
+
+/// Whether [`free_port_on`] may hand out `port`: outside the kernel's
+/// `ephemeral` range, and not one a browser refuses.
+fn port_usable(port: u16, ephemeral: &std::ops::RangeInclusive<u16>) -> bool {
+    !ephemeral.contains(&port) && !BROWSER_REFUSED.contains(&port)
+}
+
 /// A port free for UDP (or TCP) on every address in `ips` when asked, for
 /// clusters whose nodes share one port number. It lies outside the
 /// kernel's ephemeral range, so that no other socket on the machine
 /// (a resolver's, a client's) is given it between this probe and the
 /// daemon's bind, and it is never handed out twice in one process, so that
-/// two tests running side by side never pick the same one.
+/// two tests running side by side never pick the same one. Never one a
+/// browser refuses ([`BROWSER_REFUSED`]).
 pub fn free_port_on(ips: &[&str], udp: bool) -> u16 {
     static CALLS: AtomicU64 = AtomicU64::new(0);
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
@@ -252,7 +265,7 @@ pub fn free_port_on(ips: &[&str], udp: bool) -> u16 {
             )
             + (CALLS.fetch_add(1, Ordering::Relaxed) + k) * 104_729;
         let port = low + (seed % u64::from(u16::MAX - low)) as u16;
-        if ephemeral.contains(&port) {
+        if !port_usable(port, &ephemeral) {
             continue;
         }
         let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
@@ -668,5 +681,20 @@ impl Rng {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0 % n
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn no_port_a_browser_refuses_or_the_kernel_may_hand_out() {
+        let ephemeral = 32768..=60999;
+        // Chromium answers 10080 with ERR_UNSAFE_PORT.
+        assert!(!port_usable(10080, &ephemeral));
+        assert!(!port_usable(40000, &ephemeral));
+        assert!(port_usable(10081, &ephemeral));
+        assert!(port_usable(61000, &ephemeral));
     }
 }
