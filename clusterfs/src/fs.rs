@@ -1055,10 +1055,12 @@ impl FileSystem {
 
     /// The link count of the dinode at `ino`, or `None` if that block is
     /// no dinode now: for an inode number learnt earlier under no glock,
-    /// which may have been freed since and its block reused for data.
+    /// which may have been freed since and its block reused for data. The
+    /// block is not kept in the cache ([`Volume::peek`]): it may belong to
+    /// another inode now, whose glock does not cover our copy.
     pub fn links_if_dinode(&mut self, ino: Ino) -> Result<Option<u32>> {
-        let b = self.vol.meta(ino.0)?;
-        Ok(Dinode::decode(b).ok().map(|di| di.di_nlink))
+        let b = self.vol.peek(ino.0)?;
+        Ok(Dinode::decode(&b).ok().map(|di| di.di_nlink))
     }
 
     /// Notes an open file handle.

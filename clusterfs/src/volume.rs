@@ -901,6 +901,31 @@ impl Volume {
         Ok(&self.cache[&blk])
     }
 
+    /// A block read under no glock known to cover it (an inode number
+    /// learnt earlier, whose block may belong to another inode by now): the
+    /// cached copy if there is one, else the device's, which is not kept.
+    /// In a cluster a cached block must have been read under a glock held
+    /// ever since; another node may have given this block to an inode
+    /// whose glock we do not hold, its new contents not yet in place.
+    pub fn peek(&self, blk: u64) -> Result<std::borrow::Cow<'_, [u8]>> {
+        if let Some(b) = self.cache.get(&blk) {
+            return Ok(std::borrow::Cow::Borrowed(b));
+        }
+        if blk >= self.dev.size() / self.geo.bsize as u64 {
+            return Err(FsError::Corrupt(format!(
+                "block {blk} is past the end of the device"
+            )));
+        }
+        let mut b = vec![0u8; self.bsize()];
+        self.dev.read_at(blk * self.geo.bsize as u64, &mut b)?;
+        Ok(std::borrow::Cow::Owned(b))
+    }
+
+    /// Whether `blk` is in the cache.
+    pub fn is_cached(&self, blk: u64) -> bool {
+        self.cache.contains_key(&blk)
+    }
+
     fn remember(&mut self, blk: u64) {
         let Some(u) = self.undo.as_mut() else { return };
         if let std::collections::hash_map::Entry::Vacant(e) = u.blocks.entry(blk) {
