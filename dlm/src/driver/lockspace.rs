@@ -119,6 +119,17 @@ struct LockCb {
     waiters: Vec<Arc<Waiter<Completion>>>,
 }
 
+impl LockCb {
+    /// The callbacks of a lock asked for with `lock_async*`.
+    fn of(ast: AstFn, bast: Option<BastFn>) -> LockCb {
+        LockCb {
+            ast: Some(ast),
+            bast,
+            waiters: Vec::new(),
+        }
+    }
+}
+
 pub(crate) struct Shard {
     pub(crate) node: Node,
     /// When unused resources were last swept ([`Node::sweep`]).
@@ -708,14 +719,7 @@ impl Lockspace {
                 .node
                 .lock(name, mode, flags, lvb, &mut sh.out)
                 .map_err(node_err)?;
-            sh.cbs.insert(
-                id,
-                LockCb {
-                    ast: Some(ast),
-                    bast,
-                    waiters: Vec::new(),
-                },
-            );
+            sh.cbs.insert(id, LockCb::of(ast, bast));
             Ok(id)
         })
     }
@@ -752,14 +756,7 @@ impl Lockspace {
             }
             // A request refused at once leaves no lock to call back.
             if now.is_none() || sh.node.lock_info(id).is_some() {
-                sh.cbs.insert(
-                    id,
-                    LockCb {
-                        ast: Some(ast),
-                        bast,
-                        waiters: Vec::new(),
-                    },
-                );
+                sh.cbs.insert(id, LockCb::of(ast, bast));
             }
             Ok((id, now))
         })
