@@ -55,7 +55,9 @@ use crate::fs::FileSystem;
 use crate::fuse::{ClusterHooks, DeleteQueue, FuseFs, Guard, KernelCache, LockPlan, LockRequest};
 use crate::glock::{GlockConfig, GlockName, GlockState, GlockType, HolderFlags};
 use crate::lock::LockError;
-use crate::lock_dlm::{DlmGlocks, GlockGuard, GlockOps, JournalRecovery, MountControl, MountRole};
+use crate::lock_dlm::{
+    DlmGlocks, GlockGuard, GlockOps, GlockSet, JournalRecovery, MountControl, MountRole,
+};
 use crate::volume::{Recovery, RgrpShare};
 
 /// The kernel DLM's port; a lockspace's processes listen near it.
@@ -862,20 +864,20 @@ fn guard(g: GlockGuard) -> Guard {
 }
 
 impl ClusterHooks for Hooks {
-    fn op_guard(&self, plan: &LockPlan) -> Result<Guard, Errno> {
+    fn op_guard(&self, plan: &LockPlan) -> Result<GlockSet, Errno> {
         let mut wants = smallvec::SmallVec::<[(GlockName, GlockState); 6]>::new();
         if plan.rename {
             wants.push((RENAME_LOCK, GlockState::Ex));
         }
-        for (ino, ex) in plan.inodes_in_order() {
+        for &(ino, ex) in &plan.inodes {
             let mode = if ex { GlockState::Ex } else { GlockState::Sh };
             wants.push((inode(ino), mode));
         }
-        for addr in plan.rgrps_in_order() {
+        for &addr in &plan.rgrps {
             wants.push((rgrp(addr), GlockState::Ex));
         }
         match self.glocks.acquire_set(&wants) {
-            Ok(set) => Ok(Box::new(set)),
+            Ok(set) => Ok(set),
             Err(e) => {
                 tracing::error!(error = %e, "cluster lock");
                 Err(Errno::EIO)
@@ -914,6 +916,13 @@ impl ClusterHooks for Hooks {
             .acquire(iopen(ino), GlockState::Sh, flags)
             .map(guard)
             .map_err(|_| Errno::EIO)
+    }
+
+    fn close_guard(&self, guard: Guard) -> bool {
+        match guard.downcast::<GlockGuard>() {
+            Ok(g) => g.release_quietly(),
+            Err(_) => false,
+        }
     }
 
     fn setlk(&self, lk: LockRequest, done: Box<dyn FnOnce(Result<(), Errno>) + Send>) {

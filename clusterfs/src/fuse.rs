@@ -21,6 +21,7 @@ use smallvec::SmallVec;
 use tracing::{debug, debug_span, error, info, warn};
 
 use crate::fs::{Attr, FileSystem, Ino, RenameFlags, SetAttr, Timestamp};
+use crate::lock_dlm::GlockSet;
 use crate::ondisk::Inum;
 use crate::volume::FsError;
 
@@ -28,6 +29,16 @@ const TTL: Duration = Duration::from_secs(1);
 
 /// A guard held for as long as a cluster lock is needed.
 pub type Guard = Box<dyn std::any::Any + Send>;
+
+/// An inode open on this node ([`Cluster::opens`]).
+struct Open {
+    /// Its open handles.
+    handles: u32,
+    /// Its iopen glock in SH.
+    guard: Guard,
+    /// An unlink here found it open: its last close reads the link count.
+    look: bool,
+}
 
 /// What the (one or two) names of an operation name, or `None`.
 type Names<T> = SmallVec<[Option<T>; 2]>;
@@ -88,29 +99,22 @@ impl LockPlan {
         self
     }
 
-    /// The inodes in the order they are taken: by number, each once
-    /// (exclusive if asked so anywhere).
-    pub fn inodes_in_order(&self) -> SmallVec<[(u64, bool); 4]> {
-        let mut v = self.inodes.clone();
-        v.sort_unstable();
+    /// Puts the inodes and the resource groups in the order they are
+    /// taken: by number, each once (an inode exclusive if asked so
+    /// anywhere).
+    pub fn order(&mut self) {
+        self.inodes.sort_unstable();
         // Of two entries for one inode, the later (`a`) goes, its mode
         // folded into the earlier (`b`).
-        v.dedup_by(|a, b| {
+        self.inodes.dedup_by(|a, b| {
             let same = a.0 == b.0;
             if same {
                 b.1 |= a.1;
             }
             same
         });
-        v
-    }
-
-    /// The resource groups in the order they are taken.
-    pub fn rgrps_in_order(&self) -> SmallVec<[u64; 4]> {
-        let mut v = self.rgrps.clone();
-        v.sort_unstable();
-        v.dedup();
-        v
+        self.rgrps.sort_unstable();
+        self.rgrps.dedup();
     }
 }
 
@@ -121,10 +125,15 @@ pub trait ClusterHooks: Send + Sync {
     /// The glocks of `plan`, taken before an operation touches the
     /// filesystem and held until it is done (never taken while the
     /// filesystem's mutex is held).
-    fn op_guard(&self, plan: &LockPlan) -> Result<Guard, Errno>;
+    /// `plan` is in order ([`LockPlan::order`]).
+    fn op_guard(&self, plan: &LockPlan) -> Result<GlockSet, Errno>;
     /// Held while this node has `ino` open; `new`: this node just made
     /// the inode (nobody else can know it yet).
     fn open_guard(&self, ino: u64, new: bool) -> Result<Guard, Errno>;
+    /// Lets an [`Self::open_guard`] go; true if that was a plain release
+    /// of a glock that stays cached: no other node asked for it while it
+    /// was held, and no holder here waits for it.
+    fn close_guard(&self, guard: Guard) -> bool;
     /// Without waiting: a guard when no other node has `ino` open. The
     /// glock stays cached in EX after the guard goes, until another node
     /// asks for it.
@@ -192,8 +201,9 @@ pub struct LockRequest {
 /// The cluster side of a [`FuseFs`].
 struct Cluster {
     hooks: Arc<dyn ClusterHooks>,
-    /// Per inode open here: open handles and the iopen guard.
-    opens: Mutex<rustc_hash::FxHashMap<u64, (u32, Guard)>>,
+    /// Per inode open here: its open handles, iopen guard, and whether
+    /// the last close must look at its link count.
+    opens: Mutex<rustc_hash::FxHashMap<u64, Open>>,
     /// The resource groups this node allocated or freed in lately, most
     /// recent last (at most [`RGRP_HINTS`]).
     rgrp_hints: Mutex<Vec<u64>>,
@@ -501,12 +511,17 @@ impl FuseFs {
             return Ok(());
         };
         if let Some(e) = c.opens.lock().get_mut(&ino) {
-            e.0 += 1;
+            e.handles += 1;
             return Ok(());
         }
-        let g = c.hooks.open_guard(ino, new)?;
+        let guard = c.hooks.open_guard(ino, new)?;
         let mut opens = c.opens.lock();
-        opens.entry(ino).or_insert((0, g)).0 += 1;
+        let open = opens.entry(ino).or_insert(Open {
+            handles: 0,
+            guard,
+            look: false,
+        });
+        open.handles += 1;
         Ok(())
     }
 
@@ -520,27 +535,38 @@ impl FuseFs {
     /// the refusal still reaches that node ([`FuseFs::iopen_wanted`]),
     /// which gives the glock up once the file is closed there, reads the
     /// count and tries in turn: the last node to give SH up finds every
-    /// other one in NL and frees the inode. Here, at the last close, the
-    /// count is read too, for an unlink that came while our SH was held
-    /// or that this node made itself. (An inode still linked costs no DLM
-    /// request at all to open and close again.)
+    /// other one in NL and frees the inode. (An inode still linked costs
+    /// no DLM request at all to open and close again.)
+    ///
+    /// Here, at the last close, the count is read when an unlink may have
+    /// come while the file was open:
+    /// - one made here found it open ([`FuseFs::free_if_last`] marks it);
+    /// - one made elsewhere tried the iopen glock in EX while we held it:
+    ///   the glock then has a demote pending, so letting the guard go is
+    ///   not a plain release (nor is it while any other holder here waits
+    ///   for the glock: an open or a free in progress).
+    ///
+    /// A try that came before the open was answered by giving the glock
+    /// up, with nobody holding it: the reclaimer looked then. One that
+    /// comes after the guard went finds no holder either: it looks then.
     fn closed(&self, ino: u64) {
         let Some(c) = &self.cluster else {
             return;
         };
-        let guard = {
+        let open = {
             let mut opens = c.opens.lock();
             match opens.get_mut(&ino) {
-                Some(e) if e.0 > 1 => {
-                    e.0 -= 1;
+                Some(e) if e.handles > 1 => {
+                    e.handles -= 1;
                     return;
                 }
                 Some(_) => opens.remove(&ino),
                 None => return,
             }
         };
-        drop(guard);
-        if !c.spectator {
+        let Some(open) = open else { return };
+        let quiet = c.hooks.close_guard(open.guard);
+        if !c.spectator && (open.look || !quiet) {
             self.free_if_unlinked(ino);
         }
     }
@@ -665,8 +691,9 @@ impl FuseFs {
         let Some(c) = &self.cluster else {
             return false;
         };
-        if c.opens.lock().contains_key(&ino) {
+        if let Some(open) = c.opens.lock().get_mut(&ino) {
             debug!(ino, "open here: its last close frees it if unlinked");
+            open.look = true;
             return false;
         }
         let Some(g) = c.hooks.try_only_opener(ino) else {
@@ -771,6 +798,7 @@ impl FuseFs {
             plan.rgrps.extend(c.rgrp_hints.lock().iter().copied());
         }
         loop {
+            plan.order();
             let guard = c.hooks.op_guard(&plan)?;
             let r = {
                 // Busy with a demote's sync (a log flush and a device
@@ -935,11 +963,6 @@ impl FuseFs {
     }
 }
 
-/// `create` found the name made by another node meanwhile: opens that
-/// file as `open(O_CREAT)` without O_EXCL would. The kernel checked only
-/// the directory, so the file's own permission is checked here by its mode
-/// (with an access ACL, only its owner and root pass: nothing is granted
-/// that the ACL might deny); O_TRUNC is applied.
 /// The errno for a core error, logged when it means trouble.
 fn errno_of(e: FsError) -> Errno {
     if matches!(
@@ -951,6 +974,11 @@ fn errno_of(e: FsError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
+/// `create` found the name made by another node meanwhile: opens that
+/// file as `open(O_CREAT)` without O_EXCL would. The kernel checked only
+/// the directory, so the file's own permission is checked here by its mode
+/// (with an access ACL, only its owner and root pass: nothing is granted
+/// that the ACL might deny); O_TRUNC is applied.
 fn open_existing(
     fs: &mut FileSystem,
     a: Attr,
@@ -2178,7 +2206,7 @@ mod tests {
 
     #[test]
     fn a_plan_takes_inodes_by_number_each_once_exclusive_if_asked_anywhere() {
-        let plan = LockPlan::sh(Ino(30))
+        let mut plan = LockPlan::sh(Ino(30))
             .and_ex(Ino(10))
             .and_sh(Ino(20))
             .and_ex(Ino(30))
@@ -2187,11 +2215,14 @@ mod tests {
             .and_rgrp(Some(7))
             .and_rgrp(Some(5))
             .and_rgrp(Some(7));
+        plan.order();
         assert_eq!(
-            plan.inodes_in_order().as_slice(),
+            plan.inodes.as_slice(),
             [(10, true), (20, false), (30, true)]
         );
-        assert_eq!(plan.rgrps_in_order().as_slice(), [5, 7]);
-        assert!(LockPlan::default().inodes_in_order().is_empty());
+        assert_eq!(plan.rgrps.as_slice(), [5, 7]);
+        let mut none = LockPlan::default();
+        none.order();
+        assert!(none.inodes.is_empty() && none.rgrps.is_empty());
     }
 }

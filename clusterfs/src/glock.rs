@@ -109,9 +109,16 @@ pub use self::mode::{DlmMode, GlockState, ModeSet};
 pub use self::name::{nondisk, GlockName, GlockType, DLM_NAME_LEN};
 pub use self::table::{GlockConfig, GlockTable};
 
-/// A holder's id, unique within its [`GlockTable`].
+/// A holder's id, unique within its [`GlockTable`]: a number, in the
+/// order holders were asked for, and the glock it is queued on (so that
+/// releasing it finds its glock with no index of holders to keep).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct HolderId(pub u64);
+pub struct HolderId {
+    /// Its number within the table.
+    pub seq: u64,
+    /// The glock it is queued on.
+    pub name: GlockName,
+}
 
 /// Options of one holder.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

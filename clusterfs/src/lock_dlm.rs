@@ -108,6 +108,9 @@ struct State {
     /// they pass while requests are blocked (the kernel's LM_FLAG_NOEXP).
     recovery_locks: Vec<GlockName>,
     deferred: Vec<Work>,
+    /// An emptied list of actions, kept for the next event's (a new
+    /// glock's request and grant then allocate none).
+    spare: Vec<Action>,
     /// Grants that arrived while blocked, delivered once unblocked.
     frozen: Vec<(GlockName, Completion)>,
     /// First requests refused before `lock_async` returned their id: no
@@ -149,20 +152,30 @@ pub struct DlmGlocks {
 /// A granted glock; released when dropped.
 pub struct GlockGuard {
     inner: Arc<Inner>,
-    holder: HolderId,
-    name: GlockName,
+    /// Taken when released.
+    holder: Option<HolderId>,
 }
 
 impl GlockGuard {
     /// The glock held.
     pub fn name(&self) -> GlockName {
-        self.name
+        self.holder.expect("held until dropped").name
+    }
+
+    /// Releases the glock; true if that only took the holder off a glock
+    /// that stays cached: nothing in flight, no demote asked for (no
+    /// other node's request came while it was held), nobody here waiting.
+    pub fn release_quietly(mut self) -> bool {
+        let holder = self.holder.take().expect("held until dropped");
+        self.inner.release(holder)
     }
 }
 
 impl Drop for GlockGuard {
     fn drop(&mut self) {
-        self.inner.release(self.holder);
+        if let Some(holder) = self.holder.take() {
+            self.inner.release(holder);
+        }
     }
 }
 
@@ -207,6 +220,7 @@ impl DlmGlocks {
                 recovery_locks: Vec::new(),
                 deferred: Vec::new(),
                 frozen: Vec::new(),
+                spare: Vec::new(),
                 refused_early: Vec::new(),
                 running: false,
                 worker_sleeps_until: None,
@@ -240,8 +254,7 @@ impl DlmGlocks {
         let holder = self.inner.acquire(name, mode, flags)?;
         Ok(GlockGuard {
             inner: self.inner.clone(),
-            holder,
-            name,
+            holder: Some(holder),
         })
     }
 
@@ -468,7 +481,8 @@ impl Inner {
             return Ok(holder);
         }
         let now = self.now_ms();
-        let (holder, actions) = st.table.acquire(name, mode, flags, now);
+        let mut actions = std::mem::take(&mut st.spare);
+        let holder = st.table.acquire_into(name, mode, flags, now, &mut actions);
         self.dispatch_here(&mut st, actions);
         loop {
             match st.outcomes.remove(&holder) {
@@ -514,10 +528,10 @@ impl Inner {
 
     /// Records grants and failures, queues the rest; true if it queued
     /// work (the caller wakes the worker).
-    fn dispatch_quiet(&self, st: &mut State, actions: Vec<Action>) -> bool {
+    fn dispatch_quiet(&self, st: &mut State, mut actions: Vec<Action>) -> bool {
         let mut woke = false;
         let mut work = false;
-        for a in actions {
+        for a in actions.drain(..) {
             match a {
                 Action::Grant { holder } => {
                     if let Some(i) = st.abandoned.iter().position(|h| *h == holder) {
@@ -567,18 +581,23 @@ impl Inner {
         if woke {
             self.granted.notify_all();
         }
+        if actions.capacity() > st.spare.capacity() {
+            st.spare = actions;
+        }
         work
     }
 
-    fn release(self: &Arc<Self>, holder: HolderId) {
+    /// Releases a holder; true if that was [`GlockTable::release_cached`].
+    fn release(self: &Arc<Self>, holder: HolderId) -> bool {
         let mut st = self.state.lock();
         // Nothing to carry out, nobody to wake.
         if st.table.release_cached(holder) {
-            return;
+            return true;
         }
         let now = self.now_ms();
         let actions = st.table.release(holder, now);
         self.dispatch_here(&mut st, actions);
+        false
     }
 
     /// Carries out the DLM requests and unlocks at the head of the queue
@@ -769,7 +788,12 @@ impl Inner {
             _ => {}
         }
         let actions = match c.status {
-            Status::Granted(m) => st.table.dlm_granted(name, glock_mode(m), now),
+            Status::Granted(m) => {
+                let mut out = std::mem::take(&mut st.spare);
+                st.table
+                    .dlm_granted_into(name, glock_mode(m), now, &mut out);
+                out
+            }
             Status::Again => st.table.dlm_failed(name, DlmFailure::TryFailed, now),
             Status::Deadlock => st.table.dlm_failed(name, DlmFailure::Deadlock, now),
             // An unlock we asked for (Forget) completes with Unlocked.

@@ -63,43 +63,70 @@ fn two_nodes_share_a_lock_dlm_volume_and_survive_one_nodes_death() {
     std::fs::remove_dir(d1.join("dir2")).unwrap();
     assert_eq!(names(&d2), vec!["a", "b"]);
 
+    // Each node's df counts the free blocks as the master file had them at
+    // mount plus its own changes since: the two added up come back to
+    // where they were once a file written and removed is freed.
+    let free = |d: &Path| nix::sys::statvfs::statvfs(d).unwrap().blocks_free();
+    let free_on_both = || free(&d1) + free(&d2);
+    let freed_again = |before: u64, what: &str| {
+        let start = std::time::Instant::now();
+        // (At least: a file unlinked before may be freed meanwhile too,
+        // its last close being answered after `drop` returned.)
+        while free_on_both() < before {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{what} was never freed: {} blocks free, {before} before",
+                free_on_both()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let written = |before: u64| {
+        assert!(
+            free_on_both() + 1000 < before,
+            "4 MiB written, df unchanged"
+        );
+    };
+
     // A file open on node 1 stays readable after node 2 unlinks it; it is
-    // freed when node 1 closes it (fsck finds no leak at the end).
-    fsync_write(&d1.join("u"), b"still here");
+    // freed when node 1 closes it: node 2's refused request for its iopen
+    // glock came while node 1 held it, so node 1's last close looks.
+    let before = free_on_both();
+    let mut data = b"still here".to_vec();
+    data.resize(4 << 20, b'.');
+    fsync_write(&d1.join("u"), &data);
+    written(before);
     let mut open_on_1 = std::fs::File::open(d1.join("u")).unwrap();
     std::fs::remove_file(d2.join("u")).unwrap();
     assert!(!d1.join("u").exists());
-    let mut got = String::new();
-    std::io::Read::read_to_string(&mut open_on_1, &mut got).unwrap();
-    assert_eq!(got, "still here");
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut open_on_1, &mut got).unwrap();
+    assert!(got == data, "the unlinked file read back changed");
     drop(open_on_1);
+    freed_again(before, "the file node 2 unlinked while node 1 had it open");
+
+    // The same with node 1's own unlink, and two handles open: the last
+    // close frees it.
+    let before = free_on_both();
+    fsync_write(&d1.join("own"), &vec![3u8; 4 << 20]);
+    written(before);
+    let first = std::fs::File::open(d1.join("own")).unwrap();
+    let second = std::fs::File::open(d1.join("own")).unwrap();
+    std::fs::remove_file(d1.join("own")).unwrap();
+    drop(first);
+    assert!(free_on_both() + 1000 < before, "freed with a handle open");
+    drop(second);
+    freed_again(before, "the file node 1 unlinked while it had it open");
 
     // A file node 2 wrote and closed (it keeps the file's iopen glock
     // cached) is unlinked on node 1: node 1 may not free it while node 2
     // holds that glock, but its refused request tells node 2, which gives
-    // the glock up, and one of them frees the file at once. Each node's df
-    // counts the free blocks as the master file had them at mount plus its
-    // own changes since: the two added up come back to where they were.
-    let free = |d: &Path| nix::sys::statvfs::statvfs(d).unwrap().blocks_free();
-    let free_on_both = || free(&d1) + free(&d2);
+    // the glock up, and one of them frees the file at once.
     let before = free_on_both();
     fsync_write(&d2.join("cached"), &vec![7u8; 4 << 20]);
-    assert!(
-        free_on_both() + 1000 < before,
-        "4 MiB written, df unchanged"
-    );
+    written(before);
     std::fs::remove_file(d1.join("cached")).unwrap();
-    let start = std::time::Instant::now();
-    // (At least: the file unlinked above may be freed meanwhile too, its
-    // last close being answered after `drop` returned.)
-    while free_on_both() < before {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the file node 1 unlinked was never freed: {} blocks free, {before} before",
-            free_on_both()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    freed_again(before, "the file node 1 unlinked");
 
     // The other cluster's name is refused.
     let said = lab.refused_mount(2, ",locktable=other:vol1");

@@ -5,13 +5,13 @@
 
 use super::mode::ModeSet;
 use super::{Action, DlmFailure, DlmMode, GlockName, GlockState, GlockType, HolderFlags, HolderId};
-use std::collections::VecDeque;
+use smallvec::SmallVec;
 
 /// One local request for a glock, granted or waiting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Holder {
-    /// Its id, unique within the table.
-    pub id: HolderId,
+    /// The number of its id ([`HolderId::seq`]; the glock is the rest).
+    pub seq: u64,
     /// The state it needs (never UN).
     pub mode: GlockState,
     /// Its flags.
@@ -52,7 +52,7 @@ pub struct GlockCore {
     state: GlockState,
     in_flight: Option<Transition>,
     /// FIFO; the granted holders are always a prefix.
-    holders: VecDeque<Holder>,
+    holders: SmallVec<[Holder; 2]>,
     demote: DemoteRequest,
     changed_at_ms: u64,
     min_hold_ms: u64,
@@ -75,7 +75,7 @@ impl GlockCore {
             name,
             state: GlockState::Un,
             in_flight: None,
-            holders: VecDeque::new(),
+            holders: SmallVec::new(),
             demote: DemoteRequest::default(),
             changed_at_ms: now_ms,
             min_hold_ms,
@@ -89,6 +89,14 @@ impl GlockCore {
     /// Its name.
     pub fn name(&self) -> GlockName {
         self.name
+    }
+
+    /// The id of one of its holders.
+    pub fn id_of(&self, holder: &Holder) -> HolderId {
+        HolderId {
+            seq: holder.seq,
+            name: self.name,
+        }
     }
 
     /// Its current state (the last one the DLM granted).
@@ -156,12 +164,12 @@ impl GlockCore {
             self.name
         );
         let holder = Holder {
-            id,
+            seq: id.seq,
             mode,
             flags,
             granted: false,
         };
-        self.holders.push_back(holder);
+        self.holders.push(holder);
         self.run(now_ms, out);
     }
 
@@ -176,32 +184,44 @@ impl GlockCore {
             && self.may_grant(mode)
     }
 
-    /// Whether releasing holder `id` changes nothing but the queue: it is
+    /// Releases holder `id` if that changes nothing but the queue: it is
     /// granted, nobody waits, nothing is in flight, no demote is asked
     /// for or timed, and it is not a `nocache` holder (whose going may
-    /// drop the glock). `run` would then do nothing.
-    pub(super) fn releases_at_once(&self, id: HolderId) -> bool {
-        self.in_flight.is_none()
-            && !self.demote_pending()
-            && self.demote.delayed_until_ms.is_none()
-            && self.timer_due.is_none()
-            && self.holders.iter().all(|h| h.granted)
-            && self.holders.iter().any(|h| h.id == id && !h.flags.nocache)
-    }
-
-    /// Removes a holder that [`Self::releases_at_once`] allows; true if
-    /// the queue is empty now.
-    pub(super) fn pop_granted(&mut self, id: HolderId) -> bool {
-        debug_assert!(self.releases_at_once(id));
-        self.holders.retain(|h| h.id != id);
-        self.holders.is_empty()
+    /// drop the glock); `run` would then do nothing. Unless
+    /// `keep_others`: then only while other holders stay. `Some(true)`
+    /// if the queue is empty now, `None` (nothing changed) if the full
+    /// release is needed.
+    pub(super) fn release_at_once(&mut self, id: HolderId, keep_others: bool) -> Option<bool> {
+        if self.in_flight.is_some()
+            || self.demote_pending()
+            || self.demote.delayed_until_ms.is_some()
+            || self.timer_due.is_some()
+            || (keep_others && self.holders.len() < 2)
+        {
+            return None;
+        }
+        let mut at = None;
+        for (i, h) in self.holders.iter().enumerate() {
+            if !h.granted {
+                return None;
+            }
+            if h.seq == id.seq {
+                at = Some(i);
+            }
+        }
+        let at = at?;
+        if self.holders[at].flags.nocache {
+            return None;
+        }
+        self.holders.remove(at);
+        Some(self.holders.is_empty())
     }
 
     /// Queues a holder that [`Self::grants_at_once`] says is granted.
     pub(super) fn push_granted(&mut self, id: HolderId, mode: GlockState, flags: HolderFlags) {
         debug_assert!(self.grants_at_once(mode));
-        self.holders.push_back(Holder {
-            id,
+        self.holders.push(Holder {
+            seq: id.seq,
             mode,
             flags,
             granted: true,
@@ -211,10 +231,10 @@ impl GlockCore {
     /// A holder leaves (released if granted, cancelled if waiting).
     /// Returns false if it is not queued here.
     pub(super) fn dequeue(&mut self, id: HolderId, now_ms: u64, out: &mut Vec<Action>) -> bool {
-        let Some(at) = self.holders.iter().position(|h| h.id == id) else {
+        let Some(at) = self.holders.iter().position(|h| h.seq == id.seq) else {
             return false;
         };
-        let holder = self.holders.remove(at).expect("position is in range");
+        let holder = self.holders.remove(at);
         if holder.flags.nocache && self.holders.is_empty() {
             self.demote.local = true;
         }
@@ -366,7 +386,7 @@ impl GlockCore {
     }
 
     fn any_granted(&self) -> bool {
-        self.holders.front().is_some_and(|h| h.granted)
+        self.holders.first().is_some_and(|h| h.granted)
     }
 
     /// Grants waiting holders in queue order while the state covers them
@@ -382,7 +402,9 @@ impl GlockCore {
                 break;
             }
             self.holders[at].granted = true;
-            out.push(Action::Grant { holder: holder.id });
+            out.push(Action::Grant {
+                holder: self.id_of(&holder),
+            });
         }
     }
 
@@ -397,7 +419,7 @@ impl GlockCore {
         if self.any_granted() {
             return;
         }
-        if let Some(head) = self.holders.front().copied() {
+        if let Some(head) = self.holders.first().copied() {
             debug_assert!(!self.state.covers(head.mode));
             self.start(head.mode, head.flags.try_lock, out);
         }
@@ -435,7 +457,12 @@ impl GlockCore {
         self.holders.retain(|h| {
             let fail = !h.granted && !state.covers(h.mode) && pick(h);
             if fail {
-                out.push(Action::Failed { holder: h.id });
+                out.push(Action::Failed {
+                    holder: HolderId {
+                        seq: h.seq,
+                        name: self.name,
+                    },
+                });
             }
             !fail
         });

@@ -2,7 +2,7 @@
 
 use super::machine::GlockCore;
 use super::{Action, DlmFailure, DlmMode, GlockName, GlockState, GlockType, HolderFlags, HolderId};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -36,7 +36,7 @@ impl Default for GlockConfig {
     }
 }
 
-/// Every glock this node knows, and which glock each holder is queued on.
+/// Every glock this node knows (a holder's id names its glock).
 ///
 /// Each method takes the current time and returns the [`Action`]s to carry
 /// out, in order. A glock that falls back to UN with nobody waiting is
@@ -48,7 +48,6 @@ impl Default for GlockConfig {
 pub struct GlockTable {
     config: GlockConfig,
     glocks: HashMap<GlockName, GlockCore>,
-    holders: HashMap<HolderId, GlockName>,
     next_holder: u64,
     /// Glocks with a timer ([`GlockCore::next_tick_ms`]), by due time
     /// (each glock keeps its entry's time, `GlockCore::timer_due`): the
@@ -60,13 +59,18 @@ pub struct GlockTable {
     /// counter; each glock keeps its entry's, `GlockCore::idle_since`).
     idle: BTreeSet<(u64, GlockName)>,
     /// How many cached glocks nobody holds or waits for, with nothing
-    /// in flight and no demote pending (each marked with when it became
-    /// so: `GlockCore::unused_since`); and those marks in order, where an
-    /// entry whose glock has been used since (its mark gone or newer) is
-    /// stale and skipped: taking a glock, the hot path, only clears its
-    /// mark.
+    /// in flight and no demote pending, each marked with when it became
+    /// so (`GlockCore::unused_since`). Taking and letting go of a glock,
+    /// the hot path, only sets or clears its mark.
     unused: usize,
-    unused_order: VecDeque<(u64, GlockName)>,
+    /// The longest unused glocks when last looked for, the longest at the
+    /// end: where the bound on unused glocks takes its next one from. An
+    /// entry whose glock has been used since (its mark gone or newer) is
+    /// stale and skipped. Any glock marked unused and not among them was
+    /// marked later than every one of them, so the first entry still
+    /// current is the longest unused of all; when none is left, the
+    /// glocks are looked through again.
+    victims: Vec<(u64, GlockName)>,
     /// The counter that orders both lists.
     idle_seq: u64,
     /// Glocks to forget as soon as they are idle ([`Self::drop_cached`]).
@@ -93,18 +97,29 @@ impl GlockTable {
         flags: HolderFlags,
         now_ms: u64,
     ) -> (HolderId, Vec<Action>) {
-        let id = HolderId(self.next_holder);
-        self.next_holder += 1;
-        self.holders.insert(id, name);
+        let mut out = Vec::new();
+        let id = self.acquire_into(name, mode, flags, now_ms, &mut out);
+        (id, out)
+    }
+
+    /// [`Self::acquire`], its actions appended to `out`.
+    pub fn acquire_into(
+        &mut self,
+        name: GlockName,
+        mode: GlockState,
+        flags: HolderFlags,
+        now_ms: u64,
+        out: &mut Vec<Action>,
+    ) -> HolderId {
+        let id = self.new_holder(name);
         let min_hold_ms = self.config.min_hold_ms;
         let glock = self
             .glocks
             .entry(name)
             .or_insert_with(|| GlockCore::new(name, min_hold_ms, now_ms));
-        let mut out = Vec::new();
-        glock.enqueue(id, mode, flags, now_ms, &mut out);
-        self.settle(name, now_ms, &mut out, 0);
-        (id, out)
+        glock.enqueue(id, mode, flags, now_ms, out);
+        self.settle(name, now_ms, out);
+        id
     }
 
     /// [`Self::acquire`] when the glock is cached in a state that grants
@@ -121,13 +136,15 @@ impl GlockTable {
         if !glock.grants_at_once(mode) {
             return None;
         }
-        let id = HolderId(self.next_holder);
+        let id = HolderId {
+            seq: self.next_holder,
+            name,
+        };
         self.next_holder += 1;
         glock.push_granted(id, mode, flags);
         if glock.unused_since.take().is_some() {
             self.unused -= 1;
         }
-        self.holders.insert(id, name);
         Some(id)
     }
 
@@ -136,38 +153,34 @@ impl GlockTable {
     /// for, no cache bound reached): true, and no action to carry out.
     /// False, with nothing changed, otherwise.
     pub fn release_cached(&mut self, holder: HolderId) -> bool {
-        let Some(name) = self.holders.get(&holder) else {
+        let Some(glock) = self.glocks.get_mut(&holder.name) else {
             return false;
         };
-        let Some(glock) = self.glocks.get_mut(name) else {
-            return false;
-        };
-        if !glock.releases_at_once(holder)
-            || (glock.holders().nth(1).is_none() && self.unused >= self.config.cached_kept)
-        {
-            return false;
-        }
-        if glock.pop_granted(holder) {
-            let (seq, count, order) =
-                (&mut self.idle_seq, &mut self.unused, &mut self.unused_order);
-            if mark(glock, true, seq, count, order) {
-                self.compact_unused();
+        // The last holder of a glock that would exceed the bound on unused
+        // glocks goes the full way, which drops the longest unused one.
+        let keep_others = self.unused >= self.config.cached_kept;
+        match glock.release_at_once(holder, keep_others) {
+            None => false,
+            Some(now_unused) => {
+                if now_unused {
+                    mark(glock, true, &mut self.idle_seq, &mut self.unused);
+                }
+                true
             }
         }
-        self.holders.remove(&holder);
-        true
     }
 
     /// Drops a holder: releases it if granted, cancels it if waiting.
     /// Panics on an unknown holder (a double release is a bug).
     pub fn release(&mut self, holder: HolderId, now_ms: u64) -> Vec<Action> {
-        let name = self
-            .holders
-            .remove(&holder)
-            .expect("release of an unknown holder");
+        let name = holder.name;
+        let known = self
+            .glocks
+            .get(&name)
+            .is_some_and(|g| g.holders().any(|h| g.id_of(h) == holder));
+        assert!(known, "{name}: release of an unknown holder {holder:?}");
         self.with_glock(name, now_ms, |glock, out| {
-            let found = glock.dequeue(holder, now_ms, out);
-            assert!(found, "{name}: holder {holder:?} not queued");
+            glock.dequeue(holder, now_ms, out);
         })
     }
 
@@ -189,9 +202,25 @@ impl GlockTable {
 
     /// The DLM granted the request in flight on `name`, in `granted`.
     pub fn dlm_granted(&mut self, name: GlockName, granted: DlmMode, now_ms: u64) -> Vec<Action> {
-        self.with_glock(name, now_ms, |glock, out| {
-            glock.dlm_granted(granted, now_ms, out)
-        })
+        let mut out = Vec::new();
+        self.dlm_granted_into(name, granted, now_ms, &mut out);
+        out
+    }
+
+    /// [`Self::dlm_granted`], its actions appended to `out`.
+    pub fn dlm_granted_into(
+        &mut self,
+        name: GlockName,
+        granted: DlmMode,
+        now_ms: u64,
+        out: &mut Vec<Action>,
+    ) {
+        let glock = self
+            .glocks
+            .get_mut(&name)
+            .unwrap_or_else(|| panic!("{name}: unknown glock"));
+        glock.dlm_granted(granted, now_ms, out);
+        self.settle(name, now_ms, out);
     }
 
     /// The DLM refused the request in flight on `name`.
@@ -271,7 +300,20 @@ impl GlockTable {
 
     /// The glock a holder is queued on.
     pub fn holder_glock(&self, holder: HolderId) -> Option<GlockName> {
-        self.holders.get(&holder).copied()
+        let glock = self.glocks.get(&holder.name)?;
+        glock
+            .holders()
+            .any(|h| glock.id_of(h) == holder)
+            .then_some(holder.name)
+    }
+
+    fn new_holder(&mut self, name: GlockName) -> HolderId {
+        let id = HolderId {
+            seq: self.next_holder,
+            name,
+        };
+        self.next_holder += 1;
+        id
     }
 
     /// How many glocks are known.
@@ -297,7 +339,7 @@ impl GlockTable {
             .unwrap_or_else(|| panic!("{name}: unknown glock"));
         let mut out = Vec::new();
         f(glock, &mut out);
-        self.settle(name, now_ms, &mut out, 0);
+        self.settle(name, now_ms, &mut out);
         out
     }
 
@@ -311,9 +353,8 @@ impl GlockTable {
         let mut out = Vec::new();
         for name in names {
             if let Some(glock) = self.glocks.get_mut(&name) {
-                let from = out.len();
                 f(glock, &mut out);
-                self.settle(name, now_ms, &mut out, from);
+                self.settle(name, now_ms, &mut out);
             }
         }
         out
@@ -331,21 +372,19 @@ impl GlockTable {
         names
     }
 
-    /// Book-keeping after an event on `name`: failed holders leave the
-    /// holder map; an idle glock joins the idle ones (the longest idle
-    /// beyond [`GlockConfig::idle_kept`] are forgotten), or is forgotten
-    /// at once when it has no DLM lock to keep or is to be dropped; a
-    /// cached glock nobody holds joins the unused ones, and the longest
-    /// unused beyond [`GlockConfig::cached_kept`] are dropped. The event's
-    /// actions are `out[from..]` (what came before is settled already: a
-    /// walk over many glocks stays linear).
-    fn settle(&mut self, name: GlockName, now_ms: u64, out: &mut Vec<Action>, from: usize) {
-        self.settle_one(name, out, from);
+    /// Book-keeping after an event on `name`: an idle glock joins the
+    /// idle ones (the longest idle beyond [`GlockConfig::idle_kept`] are
+    /// forgotten), or is forgotten at once when it has no DLM lock to keep
+    /// or is to be dropped; a cached glock nobody holds joins the unused
+    /// ones, and the longest unused beyond [`GlockConfig::cached_kept`]
+    /// are dropped. Forgetting appends to `out`.
+    fn settle(&mut self, name: GlockName, now_ms: u64, out: &mut Vec<Action>) {
+        self.settle_one(name, out);
         while self.unused > self.config.cached_kept {
-            let (seq, oldest) = self
-                .unused_order
-                .pop_front()
-                .expect("every unused glock has its entry");
+            let Some((seq, oldest)) = self.victims.pop() else {
+                self.find_victims();
+                continue;
+            };
             let Some(glock) = self.glocks.get_mut(&oldest) else {
                 continue; // forgotten since
             };
@@ -355,19 +394,13 @@ impl GlockTable {
             glock.unused_since = None;
             self.unused -= 1;
             self.forgetting.insert(oldest);
-            let from = out.len();
             glock.drop_cache(now_ms, out);
-            self.settle_one(oldest, out, from);
+            self.settle_one(oldest, out);
         }
     }
 
     /// [`Self::settle`] for `name` alone.
-    fn settle_one(&mut self, name: GlockName, out: &mut Vec<Action>, from: usize) {
-        for action in &out[from..] {
-            if let Action::Failed { holder } = action {
-                self.holders.remove(holder);
-            }
-        }
+    fn settle_one(&mut self, name: GlockName, out: &mut Vec<Action>) {
         // A forgotten glock took its index entries with it.
         let Some(glock) = self.glocks.get_mut(&name) else {
             return;
@@ -379,13 +412,9 @@ impl GlockTable {
             && glock.in_flight().is_none()
             && !glock.demote_pending();
         let has_lock = glock.has_dlm_lock();
-        let (seq, count, order) = (&mut self.idle_seq, &mut self.unused, &mut self.unused_order);
-        let queued = mark(glock, unused, seq, count, order);
+        mark(glock, unused, &mut self.idle_seq, &mut self.unused);
         set_timer(&mut self.timers, glock, due.filter(|_| !idle));
         set_idle(&mut self.idle, &mut self.idle_seq, glock, idle && has_lock);
-        if queued {
-            self.compact_unused();
-        }
         if !idle {
             return;
         }
@@ -422,14 +451,28 @@ impl GlockTable {
         }
     }
 
-    /// Drops the stale entries of the unused order once they outnumber
-    /// the live ones.
-    fn compact_unused(&mut self) {
-        if self.unused_order.len() > 2 * self.unused + 64 {
-            let glocks = &self.glocks;
-            self.unused_order
-                .retain(|(seq, name)| glocks.get(name).and_then(|g| g.unused_since) == Some(*seq));
+    /// Looks through the glocks for the longest unused ones: an eighth
+    /// of the bound (at least 64), so that a node at its bound looks
+    /// again only after dropping that many.
+    fn find_victims(&mut self) {
+        let mut all: Vec<(u64, GlockName)> = self
+            .glocks
+            .values()
+            .filter_map(|g| g.unused_since.map(|seq| (seq, g.name())))
+            .collect();
+        assert!(
+            !all.is_empty(),
+            "{} unused glocks, none marked",
+            self.unused
+        );
+        let keep = (self.config.cached_kept / 8).max(64);
+        if all.len() > keep {
+            all.select_nth_unstable(keep - 1);
+            all.truncate(keep);
         }
+        // The longest unused last, where `pop` takes it.
+        all.sort_unstable_by(|a, b| b.cmp(a));
+        self.victims = all;
     }
 }
 
@@ -469,28 +512,19 @@ fn set_idle(
     }
 }
 
-/// Marks `glock` unused (with the next of `seq`, counted in `count`,
-/// queued in `order`) or not; true if it queued an entry.
-fn mark(
-    glock: &mut GlockCore,
-    unused: bool,
-    seq: &mut u64,
-    count: &mut usize,
-    order: &mut VecDeque<(u64, GlockName)>,
-) -> bool {
+/// Marks `glock` unused (with the next of `seq`, counted in `count`) or
+/// not.
+fn mark(glock: &mut GlockCore, unused: bool, seq: &mut u64, count: &mut usize) {
     match (unused, glock.unused_since) {
         (false, Some(_)) => {
             glock.unused_since = None;
             *count -= 1;
-            false
         }
         (true, None) => {
             *seq += 1;
             glock.unused_since = Some(*seq);
             *count += 1;
-            order.push_back((*seq, glock.name()));
-            true
         }
-        _ => false,
+        _ => {}
     }
 }

@@ -574,6 +574,48 @@ fn caching(cached_kept: usize) -> GlockTable {
     })
 }
 
+/// The glocks dropped to UN by `out` (the bound on unused glocks).
+fn dropped(out: &[Action]) -> Vec<GlockName> {
+    out.iter()
+        .filter_map(|a| match a {
+            DlmRequest { name, to: Un, .. } => Some(*name),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_bound_drops_glocks_in_the_order_they_were_last_used() {
+    // More glocks than one look for the longest unused finds (64 at a
+    // time), so that the order holds across looks.
+    let mut t = caching(100);
+    let names: Vec<GlockName> = (0..200).map(GlockName::rgrp).collect();
+    for (i, &n) in names[..100].iter().enumerate() {
+        let h = hold(&mut t, n, Sh, i as u64);
+        assert_eq!(t.release(h, i as u64), vec![]);
+    }
+    // The even ones used again, from the cache: the odd ones are now
+    // the longest unused, then the even ones in the order used.
+    for &n in names[..100].iter().step_by(2) {
+        let h = t.acquire_cached(n, Sh, plain()).expect("cached in SH");
+        assert!(t.release_cached(h));
+    }
+    let mut gone = Vec::new();
+    for (i, &n) in names[100..].iter().enumerate() {
+        let now = 1000 + i as u64;
+        let h = hold(&mut t, n, Sh, now);
+        // The last holder of a glock beyond the bound: not at once.
+        assert!(!t.release_cached(h));
+        let out = t.release(h, now);
+        gone.extend(dropped(&out));
+        assert_eq!(t.unused_len(), 100);
+    }
+    let odd = names[..100].iter().skip(1).step_by(2);
+    let even = names[..100].iter().step_by(2);
+    let want: Vec<GlockName> = odd.chain(even).copied().collect();
+    assert_eq!(gone, want);
+}
+
 #[test]
 fn beyond_the_kept_number_the_longest_unused_cached_glock_is_dropped() {
     let mut t = caching(2);
