@@ -111,7 +111,7 @@ impl GlockTable {
         now_ms: u64,
         out: &mut Vec<Action>,
     ) -> HolderId {
-        let id = self.new_holder(name);
+        let id = next_holder(&mut self.next_holder, name);
         let min_hold_ms = self.config.min_hold_ms;
         let glock = self
             .glocks
@@ -136,11 +136,7 @@ impl GlockTable {
         if !glock.grants_at_once(mode) {
             return None;
         }
-        let id = HolderId {
-            seq: self.next_holder,
-            name,
-        };
-        self.next_holder += 1;
+        let id = next_holder(&mut self.next_holder, name);
         glock.push_granted(id, mode, flags);
         if glock.unused_since.take().is_some() {
             self.unused -= 1;
@@ -307,15 +303,6 @@ impl GlockTable {
             .then_some(holder.name)
     }
 
-    fn new_holder(&mut self, name: GlockName) -> HolderId {
-        let id = HolderId {
-            seq: self.next_holder,
-            name,
-        };
-        self.next_holder += 1;
-        id
-    }
-
     /// How many glocks are known.
     pub fn len(&self) -> usize {
         self.glocks.len()
@@ -474,6 +461,13 @@ impl GlockTable {
         all.sort_unstable_by(|a, b| b.cmp(a));
         self.victims = all;
     }
+}
+
+/// A new holder's id on `name`, the next of `seq`.
+fn next_holder(seq: &mut u64, name: GlockName) -> HolderId {
+    let id = HolderId { seq: *seq, name };
+    *seq += 1;
+    id
 }
 
 /// Keeps the timer index in step with `glock`'s timer.
