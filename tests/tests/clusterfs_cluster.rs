@@ -416,7 +416,11 @@ fn exercise(lab: Lab, mut cmands: Vec<std::process::Child>, volume: &Path, first
         let mut m = model::Model::default();
         let mut g = model::Generator::new(seed);
         let mut pick = model::Rng64::new(seed);
+        // Files held open across steps, on their own random stream (the
+        // operations and the nodes they run on stay those of the seed).
+        let mut holds = Holds::new(seed);
         for step in 0..steps {
+            holds.step(&mut m, &lab, n);
             let op = g.next(&mut m);
             let want = op.apply(&mut m);
             let k = (pick.next_u64() % u64::from(n)) as usize;
@@ -437,12 +441,76 @@ fn exercise(lab: Lab, mut cmands: Vec<std::process::Child>, volume: &Path, first
                 }
             }
         }
+        // Every last close frees what was unlinked while open.
+        holds.close_all();
         for mount in mounts {
             mount.stop();
         }
         tests::fsck_clean(volume);
     }
     stop_cmands(&mut cmands);
+}
+
+/// Files the exerciser holds open on some node while the operations go
+/// on, so that unlinks and renames over them, here and on other nodes,
+/// leave inodes for the last close to free.
+struct Holds {
+    rng: model::Rng64,
+    open: Vec<(u32, String, std::fs::File)>,
+}
+
+impl Holds {
+    fn new(seed: u64) -> Holds {
+        Holds {
+            rng: model::Rng64::new(seed ^ 0x686f_6c64_735f_6f70),
+            open: Vec::new(),
+        }
+    }
+
+    /// Now and then opens a file that exists on a random node (it must
+    /// open), or closes one held.
+    fn step(&mut self, m: &mut model::Model, lab: &Lab, nodes: u32) {
+        if self.rng.chance(0.15) {
+            let files = model_files(m);
+            if !files.is_empty() {
+                let path = files[self.rng.range(0..files.len() as u64) as usize].clone();
+                let node = 1 + self.rng.range(0..u64::from(nodes)) as u32;
+                let f = std::fs::File::open(lab.mnt(node).join(&path))
+                    .unwrap_or_else(|e| panic!("opening {path} on node {node}: {e}"));
+                self.open.push((node, path, f));
+            }
+        }
+        if !self.open.is_empty() && self.rng.chance(0.12) {
+            let i = self.rng.range(0..self.open.len() as u64) as usize;
+            self.open.swap_remove(i);
+        }
+    }
+
+    fn close_all(&mut self) {
+        self.open.clear();
+    }
+}
+
+/// Every regular file of the model, by path.
+fn model_files(m: &mut model::Model) -> Vec<String> {
+    use model::{Kind, Target};
+    let mut files = Vec::new();
+    let mut dirs = vec![String::new()];
+    while let Some(dir) = dirs.pop() {
+        for (name, kind) in m.list(&dir).expect("the model lists its directories") {
+            let path = if dir.is_empty() {
+                name
+            } else {
+                format!("{dir}/{name}")
+            };
+            match kind {
+                Kind::File => files.push(path),
+                Kind::Dir => dirs.push(path),
+            }
+        }
+    }
+    files.sort();
+    files
 }
 
 /// Names the exerciser's seed if anything fails while it runs (the
