@@ -270,6 +270,8 @@ pub struct Node {
     /// Which member keeps each resource's directory entry.
     pub(crate) placement: Placement,
     events: Vec<RsbEvent>,
+    /// Recovery steps logged at debug level ([`Node::set_quiet_recovery`]).
+    quiet_recovery: bool,
 }
 
 /// A key that places a resource's directory entry: the name's own key
@@ -334,6 +336,23 @@ impl Node {
             slots: Default::default(),
             placement: Placement::default(),
             events: Vec::new(),
+            quiet_recovery: false,
+        }
+    }
+
+    /// Logs its recovery steps at debug level only: a lockspace's shards
+    /// recover alike, and its first one tells.
+    pub fn set_quiet_recovery(&mut self) {
+        self.quiet_recovery = true;
+    }
+
+    /// Logs a recovery step, at info level unless [`Self::set_quiet_recovery`].
+    pub(crate) fn note_recovery(&self, step: &str) {
+        let (node, gen, members) = (self.me, self.gen, &self.members);
+        if self.quiet_recovery {
+            tracing::debug!(%node, gen, ?members, "{step}");
+        } else {
+            tracing::info!(%node, gen, ?members, "{step}");
         }
     }
 

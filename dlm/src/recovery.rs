@@ -92,7 +92,7 @@ impl Node {
         }
         self.members = new;
         self.gen = gen;
-        tracing::info!(node = %self.me, gen, members = ?self.members, "lockspace stopped for recovery");
+        self.note_recovery("lockspace stopped for recovery");
         if !self.members.contains(&self.me) {
             self.phase = Phase::Out;
             return;
@@ -222,7 +222,7 @@ impl Node {
             return;
         }
         self.phase = Phase::Gather;
-        tracing::info!(node = %self.me, gen = self.gen, "recovery: sending locks to directory nodes");
+        self.note_recovery("recovery: sending locks to directory nodes");
         let reports = self.build_reports();
         for (name, (was_master, lvb, locks)) in reports {
             let msg = Msg::RecLocks {
@@ -442,7 +442,7 @@ impl Node {
         self.phase = Phase::Running;
         self.rec.snapshot = None;
         self.rec.pending_writes.clear();
-        tracing::info!(node = %self.me, gen = self.gen, "recovery done, lockspace running");
+        self.note_recovery("recovery done, lockspace running");
         let mut ids: Vec<LockId> = self
             .lkbs
             .values()

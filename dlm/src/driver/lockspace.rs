@@ -282,6 +282,9 @@ impl LsInner {
             .map(|k| {
                 let mut node = Node::new(me, k + shards, shards);
                 node.set_placement(placement.clone());
+                if k > 0 {
+                    node.set_quiet_recovery();
+                }
                 CacheLine(Mutex::new(Shard {
                     node,
                     last_sweep: Instant::now(),
