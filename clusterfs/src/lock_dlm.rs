@@ -581,7 +581,8 @@ impl Inner {
         if woke {
             self.granted.notify_all();
         }
-        if actions.capacity() > st.spare.capacity() {
+        // A small one only: an unmount's thousands are not kept for good.
+        if actions.capacity() > st.spare.capacity() && actions.capacity() <= SPARE_MAX {
             st.spare = actions;
         }
         work
@@ -848,6 +849,9 @@ impl Inner {
         self.granted.notify_all();
     }
 }
+
+/// The largest list of actions kept for reuse ([`State::spare`]).
+const SPARE_MAX: usize = 64;
 
 fn is_grant_above_nl(c: &Completion) -> bool {
     matches!(c.status, Status::Granted(m) if m != Mode::Nl)
