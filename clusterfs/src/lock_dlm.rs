@@ -259,30 +259,30 @@ impl DlmGlocks {
     }
 
     /// Takes every glock of `wants`, in that order, as [`Self::acquire`]
-    /// would (no flags), for one operation: those cached in a mode that
-    /// grants at once all under one lock of the table, the others one by
-    /// one after them. On a failure the glocks taken are let go.
+    /// would (no flags), for one operation, under one lock of the table
+    /// (let go only while waiting for a glock that is not cached). On a
+    /// failure the glocks taken are let go.
     pub fn acquire_set(&self, wants: &[(GlockName, GlockState)]) -> Result<GlockSet, LockError> {
+        let inner = &self.inner;
         let mut set = GlockSet {
-            inner: self.inner.clone(),
+            inner: inner.clone(),
             held: SmallVec::new(),
         };
-        {
-            let mut st = self.inner.state.lock();
-            if let Some(why) = &st.broken {
-                return Err(LockError::Unavailable(why.clone()));
-            }
-            for &(name, mode) in wants {
-                match st.table.acquire_cached(name, mode, HolderFlags::default()) {
-                    Some(holder) => set.held.push(holder),
-                    None => break,
-                }
-            }
+        let mut st = inner.state.lock();
+        if let Some(why) = &st.broken {
+            return Err(LockError::Unavailable(why.clone()));
         }
-        for &(name, mode) in &wants[set.held.len()..] {
-            let holder = self.inner.acquire(name, mode, HolderFlags::default())?;
+        // On a failure `st` goes first (made after `set`), then the set
+        // lets its glocks go, taking the lock itself.
+        let flags = HolderFlags::default();
+        for &(name, mode) in wants {
+            let holder = match st.table.acquire_cached(name, mode, flags) {
+                Some(holder) => holder,
+                None => inner.acquire_queued(&mut st, name, mode, flags)?,
+            };
             set.held.push(holder);
         }
+        drop(st);
         Ok(set)
     }
 
@@ -480,10 +480,22 @@ impl Inner {
         if let Some(holder) = st.table.acquire_cached(name, mode, flags) {
             return Ok(holder);
         }
+        self.acquire_queued(&mut st, name, mode, flags)
+    }
+
+    /// [`Inner::acquire`] past the cache: queues the holder and waits for
+    /// its outcome (the lock is let go while waiting).
+    fn acquire_queued(
+        self: &Arc<Self>,
+        st: &mut MutexGuard<'_, State>,
+        name: GlockName,
+        mode: GlockState,
+        flags: HolderFlags,
+    ) -> Result<HolderId, LockError> {
         let now = self.now_ms();
         let mut actions = std::mem::take(&mut st.spare);
         let holder = st.table.acquire_into(name, mode, flags, now, &mut actions);
-        self.dispatch_here(&mut st, actions);
+        self.dispatch_here(st, actions);
         loop {
             match st.outcomes.remove(&holder) {
                 Some(Outcome::Granted) => return Ok(holder),
@@ -500,7 +512,7 @@ impl Inner {
             // kernel to drop a cache first: on a FUSE thread, another
             // thread reads the next requests meanwhile.
             fuser::hand_off_reading();
-            self.granted.wait(&mut st);
+            self.granted.wait(st);
         }
     }
 

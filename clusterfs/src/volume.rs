@@ -883,16 +883,18 @@ impl Volume {
 
     fn load(&mut self, blk: u64) -> Result<()> {
         if !self.cache.contains_key(&blk) {
-            if blk >= self.dev.size() / self.geo.bsize as u64 {
-                return Err(FsError::Corrupt(format!(
-                    "block {blk} is past the end of the device"
-                )));
-            }
-            let mut b = vec![0u8; self.bsize()];
-            self.dev.read_at(blk * self.geo.bsize as u64, &mut b)?;
+            let b = self.read_block(blk)?;
             self.cache.insert(blk, b);
         }
         Ok(())
+    }
+
+    /// Block `blk` as the device has it (no cache).
+    fn read_block(&self, blk: u64) -> Result<Vec<u8>> {
+        self.check_block(blk)?;
+        let mut b = vec![0u8; self.bsize()];
+        self.dev.read_at(blk * self.geo.bsize as u64, &mut b)?;
+        Ok(b)
     }
 
     /// A metadata block, read through the cache.
@@ -911,14 +913,7 @@ impl Volume {
         if let Some(b) = self.cache.get(&blk) {
             return Ok(std::borrow::Cow::Borrowed(b));
         }
-        if blk >= self.dev.size() / self.geo.bsize as u64 {
-            return Err(FsError::Corrupt(format!(
-                "block {blk} is past the end of the device"
-            )));
-        }
-        let mut b = vec![0u8; self.bsize()];
-        self.dev.read_at(blk * self.geo.bsize as u64, &mut b)?;
-        Ok(std::borrow::Cow::Owned(b))
+        Ok(std::borrow::Cow::Owned(self.read_block(blk)?))
     }
 
     /// Whether `blk` is in the cache.

@@ -471,7 +471,12 @@ impl Holds {
     /// open), or closes one held.
     fn step(&mut self, m: &mut model::Model, lab: &Lab, nodes: u32) {
         if self.rng.chance(0.15) {
-            let files = model_files(m);
+            let mut files: Vec<String> = model::all_paths(m)
+                .into_iter()
+                .filter(|(_, kind)| *kind == model::Kind::File)
+                .map(|(path, _)| path)
+                .collect();
+            files.sort();
             if !files.is_empty() {
                 let path = files[self.rng.range(0..files.len() as u64) as usize].clone();
                 let node = 1 + self.rng.range(0..u64::from(nodes)) as u32;
@@ -489,28 +494,6 @@ impl Holds {
     fn close_all(&mut self) {
         self.open.clear();
     }
-}
-
-/// Every regular file of the model, by path.
-fn model_files(m: &mut model::Model) -> Vec<String> {
-    use model::{Kind, Target};
-    let mut files = Vec::new();
-    let mut dirs = vec![String::new()];
-    while let Some(dir) = dirs.pop() {
-        for (name, kind) in m.list(&dir).expect("the model lists its directories") {
-            let path = if dir.is_empty() {
-                name
-            } else {
-                format!("{dir}/{name}")
-            };
-            match kind {
-                Kind::File => files.push(path),
-                Kind::Dir => dirs.push(path),
-            }
-        }
-    }
-    files.sort();
-    files
 }
 
 /// Names the exerciser's seed if anything fails while it runs (the
