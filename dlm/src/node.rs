@@ -120,8 +120,10 @@ pub enum Master {
 pub struct RsbEntry {
     /// Master of the resource.
     pub master: Master,
-    /// The master copy, when this node masters the resource.
-    pub core: Option<Rsb>,
+    /// The master copy, when this node masters the resource (boxed: the
+    /// table's entries stay small, and entries of resources mastered
+    /// elsewhere have none).
+    pub core: Option<Box<Rsb>>,
     /// Local locks waiting for a lookup reply.
     pub lookup_waiters: Vec<LockId>,
     /// Lock messages from peers that reached this node without a master
@@ -260,6 +262,9 @@ pub struct Node {
     pub(crate) gen: u64,
     pub(crate) phase: Phase,
     pub(crate) rsbs: FastMap<ResName, RsbEntry>,
+    /// As directory node: the master of each resource mastered elsewhere
+    /// (and, after a recovery, of some mastered here). A resource this
+    /// node masters needs no entry ([`Node::dir_master`]).
     pub(crate) dir: FastMap<ResName, NodeId>,
     pub(crate) lkbs: LockTable,
     pub(crate) rec: crate::recovery::RecState,
@@ -892,16 +897,29 @@ impl Node {
             .entry(name)
             .or_insert_with(|| RsbEntry::new(Master::Unknown));
         if dir == me {
-            let m = *self.dir.entry(name).or_insert(me);
+            // No entry: nobody masters it, and this node becomes master.
+            let m = self.dir.get(&name).copied().unwrap_or(me);
             e.master = Master::Node(m);
             if m == me && e.core.is_none() {
-                e.core = Some(Rsb::new());
+                e.core = Some(Box::default());
             }
             return e.master;
         }
         e.master = Master::LookingUp;
         self.send(dir, Msg::Lookup { name }, out);
         Master::LookingUp
+    }
+
+    /// The master that this node, as directory node of `name`, records: an
+    /// entry of `dir`, or this node when it keeps the master copy. A
+    /// resource mastered by its directory node has no entry (its rsb is
+    /// the record, as in the kernel): a new lock on a resource of its own
+    /// costs no directory insert.
+    pub(crate) fn dir_master(&self, name: &ResName) -> Option<NodeId> {
+        match self.dir.get(name) {
+            Some(m) => Some(*m),
+            None => self.has_core(name).then_some(self.me),
+        }
     }
 
     /// Sends `msg` to `to` in the current generation.
@@ -1223,14 +1241,18 @@ impl Node {
             tracing::warn!(%from, %name, "lookup sent to a node that is not the directory node");
             return;
         }
-        let master = *self.dir.entry(name).or_insert(from);
+        let master = match self.dir_master(&name) {
+            Some(m) => m,
+            None if from == self.me => from,
+            None => *self.dir.entry(name).or_insert(from),
+        };
         if master == self.me {
             let e = self
                 .rsbs
                 .entry(name)
                 .or_insert_with(|| RsbEntry::new(Master::Node(self.me)));
             e.master = Master::Node(self.me);
-            e.core.get_or_insert_with(Rsb::new);
+            e.core.get_or_insert_with(Box::default);
         }
         if from == self.me {
             self.receive_lookup_reply(name, master, out);
@@ -1252,7 +1274,7 @@ impl Node {
         };
         e.master = Master::Node(master);
         if master == me {
-            e.core.get_or_insert_with(Rsb::new);
+            e.core.get_or_insert_with(Box::default);
         }
         let waiters = std::mem::take(&mut e.lookup_waiters);
         self.release_held(name, out);

@@ -20,7 +20,6 @@
 use std::collections::HashSet;
 
 use crate::node::{Action, Master, Node, Op, Phase, RsbEntry};
-use crate::rsb::Rsb;
 use crate::types::{FastBuild, LockId, NodeId, ResName};
 use crate::wire::{Envelope, Msg};
 
@@ -30,7 +29,7 @@ impl RsbEntry {
         self.lookup_waiters.is_empty()
             && self.held.is_empty()
             && self.master != Master::LookingUp
-            && self.core.as_ref().is_none_or(Rsb::is_empty)
+            && self.core.as_ref().is_none_or(|r| r.is_empty())
     }
 }
 
@@ -93,14 +92,16 @@ impl Node {
         let me = self.me;
         let dir = self.dir_node(&name).expect("running node has members");
         if dir == me {
-            let m = *self.dir.entry(name).or_insert(me);
+            // No master copy here: an entry names another master, or
+            // nobody masters it and this node becomes master.
+            let m = self.dir.get(&name).copied().unwrap_or(me);
             if m == me {
                 let e = self
                     .rsbs
                     .entry(name)
                     .or_insert_with(|| RsbEntry::new(Master::Node(me)));
                 e.master = Master::Node(me);
-                e.core = Some(Rsb::new());
+                e.core = Some(Box::default());
                 self.receive_lock_msg(from, msg, out);
             } else {
                 self.refuse(from, msg, out);

@@ -67,6 +67,65 @@ fn local_directory_and_master_means_no_messages() {
     ));
 }
 
+/// A resource mastered by its own directory node has no directory entry:
+/// the master copy is the record. Other nodes' lookups still find it, and
+/// once the copy is freed the next user becomes master.
+#[test]
+fn the_directory_node_records_its_own_resources_by_their_master_copy() {
+    let m = ids(2);
+    let mut nodes: Vec<Node> = m.iter().map(|&i| Node::with_members(i, 1, &m)).collect();
+    let r = find_name_with_dir(&m, NodeId(1));
+    let mut out = Vec::new();
+    let mine = nodes[0]
+        .lock(r, Mode::Ex, Flags::empty(), None, &mut out)
+        .unwrap();
+    assert!(nodes[0].dir.is_empty());
+    assert_eq!(nodes[0].dir_master(&r), Some(NodeId(1)));
+    // Node 2 looks the master up, and waits behind node 1's lock.
+    out.clear();
+    let theirs = nodes[1]
+        .lock(r, Mode::Pr, Flags::empty(), None, &mut out)
+        .unwrap();
+    let seen = pump(&mut nodes, tag(NodeId(2), out));
+    assert!(
+        seen.iter().any(|(at, a)| *at == NodeId(1)
+            && matches!(a, Action::Bast { id, mode: Mode::Pr } if *id == mine)),
+        "{seen:?}"
+    );
+    assert!(nodes[0].dir.is_empty());
+    let mut out = Vec::new();
+    nodes[0]
+        .unlock(mine, Flags::empty(), None, &mut out)
+        .unwrap();
+    let seen = pump(&mut nodes, tag(NodeId(1), out));
+    assert!(seen.iter().any(|(at, a)| *at == NodeId(2)
+        && matches!(a, Action::Ast { id, status: Status::Granted(Mode::Pr), .. } if *id == theirs)));
+    // Unused everywhere: two sweeps free the master copy, and with it
+    // the record; node 2's next request makes node 2 master.
+    let mut out = Vec::new();
+    nodes[1]
+        .unlock(theirs, Flags::empty(), None, &mut out)
+        .unwrap();
+    pump(&mut nodes, tag(NodeId(2), out));
+    for _ in 0..2 {
+        for i in 0..2 {
+            let mut out = Vec::new();
+            nodes[i].sweep(&mut out);
+            pump(&mut nodes, tag(NodeId(i as u32 + 1), out));
+        }
+    }
+    assert_eq!(nodes[0].dir_master(&r), None);
+    let mut out = Vec::new();
+    let again = nodes[1]
+        .lock(r, Mode::Ex, Flags::empty(), None, &mut out)
+        .unwrap();
+    let seen = pump(&mut nodes, tag(NodeId(2), out));
+    assert!(seen.iter().any(|(at, a)| *at == NodeId(2)
+        && matches!(a, Action::Ast { id, status: Status::Granted(Mode::Ex), .. } if *id == again)));
+    assert_eq!(nodes[0].dir_master(&r), Some(NodeId(2)));
+    assert_eq!(nodes[0].dir.get(&r), Some(&NodeId(2)));
+}
+
 /// Names `n<digit>...` keyed by their digit, the rest hashed.
 fn digit_keyed() -> Placement {
     Placement::keyed(|n| match n {
@@ -377,7 +436,7 @@ fn join_redistributes_directory_without_losing_locks() {
         // The directory node in the new view knows each master.
         let dir = dir_node(&all, r).unwrap();
         let d = nodes.iter().find(|n| n.id() == dir).unwrap();
-        assert_eq!(d.dir.get(r), Some(&NodeId((i % 3) as u32 + 1)), "{r}");
+        assert_eq!(d.dir_master(r), Some(NodeId((i % 3) as u32 + 1)), "{r}");
         // The new node is blocked by the surviving EX locks.
         let (w, seen) = lock(&mut nodes, 3, *r, Mode::Pr, Flags::NOQUEUE, None);
         assert!(seen

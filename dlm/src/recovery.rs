@@ -432,7 +432,7 @@ impl Node {
         let me = self.me;
         let e = self.new_entry(name);
         e.master = Master::Node(me);
-        e.core = Some(rsb);
+        e.core = Some(Box::new(rsb));
     }
 
     fn maybe_resume(&mut self, out: &mut Vec<Action>) {

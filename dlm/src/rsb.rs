@@ -5,6 +5,8 @@
 //! Plain state machine: every operation appends the resulting completion
 //! (cast) and blocking (bast) callbacks to an output vector.
 
+use smallvec::SmallVec;
+
 use crate::mode::{LvbOp, Mode};
 use crate::types::{Flags, LockId, LockKey, Lvb, NodeId, SbFlags, Status};
 
@@ -122,13 +124,18 @@ pub enum Queue {
 /// A master copy of a resource.
 #[derive(Clone, Debug, Default)]
 pub struct Rsb {
-    grant: Vec<MasterLkb>,
-    convert: Vec<MasterLkb>,
-    wait: Vec<MasterLkb>,
+    grant: LockQueue,
+    convert: LockQueue,
+    wait: LockQueue,
     lvb: Option<Lvb>,
     lvbseq: u32,
     valnotvalid: bool,
 }
+
+/// A queue of locks: most resources have one lock, kept inline, so that
+/// a new resource costs one allocation (its boxed [`Rsb`]), not one per
+/// queue used.
+type LockQueue = SmallVec<[MasterLkb; 1]>;
 
 type Out = Vec<RsbEvent>;
 
@@ -183,7 +190,7 @@ impl Rsb {
             .find_map(|q| self.queue(q).iter().find(|l| l.key == key).map(|l| (q, l)))
     }
 
-    fn queue_mut(&mut self, q: Queue) -> &mut Vec<MasterLkb> {
+    fn queue_mut(&mut self, q: Queue) -> &mut LockQueue {
         match q {
             Queue::Grant => &mut self.grant,
             Queue::Convert => &mut self.convert,
