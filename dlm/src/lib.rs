@@ -32,7 +32,9 @@ pub mod rsb;
 pub mod types;
 pub mod wire;
 
-pub use driver::lockspace::{AstFn, BastFn, Completion, Lockspace, PlockFn, PlockReq, RecoverOps};
+pub use driver::lockspace::{
+    AstFn, BastFn, Completion, LockHandler, Lockspace, PlockFn, PlockReq, RecoverOps,
+};
 pub use driver::{ClusterKey, Dlm, DlmConfig, DlmError, JoinOptions};
 pub use membership::{Membership, MembershipEvent, StaticMembership};
 pub use mode::Mode;

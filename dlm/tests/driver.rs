@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dlm::{
-    Completion, Dlm, DlmConfig, DlmError, Flags, LockId, Lockspace, Lvb, Mode, NodeId,
+    Completion, Dlm, DlmConfig, DlmError, Flags, LockHandler, LockId, Lockspace, Lvb, Mode, NodeId,
     StaticMembership, Status,
 };
 
@@ -280,6 +280,114 @@ fn lock_async_now_answers_at_once_what_is_mastered_here() {
         .unwrap();
     let c = ast_rx.recv_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!((c.id, c.status), (*id, Status::Granted(Mode::Nl)));
+}
+
+/// What [`Recorder`] heard: the lock's argument and the event.
+#[derive(Debug, PartialEq)]
+enum Heard {
+    Completed(u128, LockId, Status),
+    Blocking(u128, LockId, Mode),
+}
+
+/// A handler shared by every lock of a test, passing on what it hears.
+struct Recorder(std::sync::Mutex<mpsc::Sender<Heard>>);
+
+impl LockHandler for Recorder {
+    fn completed(&self, arg: u128, c: Completion) {
+        let _ = self
+            .0
+            .lock()
+            .unwrap()
+            .send(Heard::Completed(arg, c.id, c.status));
+    }
+
+    fn blocking(&self, arg: u128, id: LockId, wanted: Mode) {
+        let _ = self
+            .0
+            .lock()
+            .unwrap()
+            .send(Heard::Blocking(arg, id, wanted));
+    }
+}
+
+/// `lock_async_with`: one handler for many locks, each lock's callbacks
+/// carrying the argument it was asked for with (answers given at once
+/// are returned, as with `lock_async_now`).
+#[test]
+fn lock_async_with_tells_one_handler_each_locks_argument() {
+    let dlms = cluster(2, None);
+    let (ls, _ms) = join_all(&dlms, "t7h");
+    wait_until("running", || ls.iter().all(|l| l.is_running()));
+    let (tx, rx) = mpsc::channel();
+    let handler: Arc<dyn LockHandler> = Arc::new(Recorder(std::sync::Mutex::new(tx)));
+    let arg = |i: u128| i << 64 | 0xabc;
+    let mut here = Vec::new();
+    let mut there = 0;
+    for i in 0..16u128 {
+        let name = format!("new{i}");
+        let (id, now) = ls[0]
+            .lock_async_with(
+                name.as_bytes(),
+                Mode::Ex,
+                Flags::empty(),
+                None,
+                &handler,
+                arg(i),
+            )
+            .unwrap();
+        match now {
+            Some(c) => {
+                assert_eq!((c.id, c.status), (id, Status::Granted(Mode::Ex)));
+                here.push((id, name, i));
+            }
+            None => {
+                let heard = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+                assert_eq!(
+                    heard,
+                    Heard::Completed(arg(i), id, Status::Granted(Mode::Ex))
+                );
+                there += 1;
+            }
+        }
+    }
+    assert!(
+        here.len() >= 2 && there > 0,
+        "16 names: {} here",
+        here.len()
+    );
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    // The other node's request reaches the handler with the argument of
+    // the lock it is blocked by, for two locks in turn.
+    for (id, name, i) in &here[..2] {
+        assert!(matches!(
+            ls[1].lock(
+                name.as_bytes(),
+                Mode::Pr,
+                Flags::NOQUEUE | Flags::NOQUEUEBAST
+            ),
+            Err(DlmError::Again)
+        ));
+        let heard = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(heard, Heard::Blocking(arg(*i), *id, Mode::Pr));
+    }
+    // Conversions and the unlock come back with the argument too.
+    let (id, _, i) = &here[1];
+    ls[0]
+        .convert_async(*id, Mode::Nl, Flags::empty(), None)
+        .unwrap();
+    let heard = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        heard,
+        Heard::Completed(arg(*i), *id, Status::Granted(Mode::Nl))
+    );
+    // Its blocking callback is the handler's: not to be replaced.
+    assert!(matches!(
+        ls[0].set_bast(*id, Arc::new(|_, _| {})),
+        Err(DlmError::Invalid)
+    ));
+    ls[0].unlock_async(*id, Flags::empty(), None).unwrap();
+    let heard = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(heard, Heard::Completed(arg(*i), *id, Status::Unlocked));
 }
 
 #[test]

@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
@@ -42,6 +42,19 @@ pub struct Completion {
 pub type AstFn = Arc<dyn Fn(Completion) + Send + Sync>;
 /// Blocking callback (bast): the lock and the mode that waits.
 pub type BastFn = Arc<dyn Fn(LockId, Mode) + Send + Sync>;
+
+/// Callbacks that many locks share, each lock told apart by the argument
+/// given with its request (the kernel's `astarg`): nothing to allocate
+/// per lock ([`Lockspace::lock_async_with`]). Called holding no lockspace
+/// lock, on the caller's thread or the lockspace's.
+pub trait LockHandler: Send + Sync {
+    /// A request, conversion or unlock of the lock asked for with `arg`
+    /// completed.
+    fn completed(&self, arg: u128, c: Completion);
+    /// The lock asked for with `arg` (lock `id`) blocks a request for
+    /// `wanted`.
+    fn blocking(&self, arg: u128, id: LockId, wanted: Mode);
+}
 
 /// A blocked caller waiting for one result (a lock completion, a plock
 /// reply).
@@ -112,20 +125,61 @@ impl<T> Waiter<T> {
 
 #[derive(Default)]
 struct LockCb {
-    ast: Option<AstFn>,
-    bast: Option<BastFn>,
+    calls: Calls,
     /// Blocking callers waiting for this lock's next completion (a lock
     /// call and a FORCEUNLOCK from another thread may both wait).
     waiters: Vec<Arc<Waiter<Completion>>>,
 }
 
+/// Who hears of a lock's completions and of the requests it blocks.
+enum Calls {
+    /// Closures ([`Lockspace::lock_async`]); either may be missing.
+    Fns {
+        ast: Option<AstFn>,
+        bast: Option<BastFn>,
+    },
+    /// A shared handler and the lock's argument.
+    Handler(Arc<dyn LockHandler>, u128),
+}
+
+impl Default for Calls {
+    fn default() -> Calls {
+        Calls::Fns {
+            ast: None,
+            bast: None,
+        }
+    }
+}
+
 impl LockCb {
-    /// The callbacks of a lock asked for with `lock_async*`.
-    fn of(ast: AstFn, bast: Option<BastFn>) -> LockCb {
+    fn of(calls: Calls) -> LockCb {
         LockCb {
-            ast: Some(ast),
-            bast,
+            calls,
             waiters: Vec::new(),
+        }
+    }
+
+    /// True if completions go to a callback.
+    fn has_ast(&self) -> bool {
+        !matches!(self.calls, Calls::Fns { ast: None, .. })
+    }
+
+    /// The callback call for completion `c`, if there is a callback.
+    fn ast(&self, c: Completion) -> Option<Deferred> {
+        match &self.calls {
+            Calls::Fns { ast: Some(f), .. } => Some(Deferred::Ast(f.clone(), c)),
+            Calls::Fns { ast: None, .. } => None,
+            Calls::Handler(h, arg) => Some(Deferred::Completed(h.clone(), *arg, c)),
+        }
+    }
+
+    /// The blocking callback call for a request of `mode` that lock `id`
+    /// blocks, if there is a callback.
+    fn bast(&self, id: LockId, mode: Mode) -> Option<Deferred> {
+        match &self.calls {
+            Calls::Fns { bast: Some(f), .. } => Some(Deferred::Bast(f.clone(), id, mode)),
+            Calls::Fns { bast: None, .. } => None,
+            Calls::Handler(h, arg) => Some(Deferred::Blocking(h.clone(), *arg, id, mode)),
         }
     }
 }
@@ -133,7 +187,7 @@ impl LockCb {
 pub(crate) struct Shard {
     pub(crate) node: Node,
     /// When unused resources were last swept ([`Node::sweep`]).
-    last_sweep: Instant,
+    last_sweep: Duration,
     out: Vec<Action>,
     cbs: crate::types::FastMap<LockId, LockCb>,
     plock_waiters: crate::types::FastMap<u64, PlockWait>,
@@ -183,6 +237,8 @@ fn lock_result(r: PlockReply) -> Result<(), DlmError> {
 enum Deferred {
     Ast(AstFn, Completion),
     Bast(BastFn, LockId, Mode),
+    Completed(Arc<dyn LockHandler>, u128, Completion),
+    Blocking(Arc<dyn LockHandler>, u128, LockId, Mode),
     /// A blocked caller, woken after the shard lock is released (woken
     /// under it, it would at once contend with the thread that woke it).
     Wake(Arc<Waiter<Completion>>, Completion),
@@ -287,7 +343,7 @@ impl LsInner {
                 }
                 CacheLine(Mutex::new(Shard {
                     node,
-                    last_sweep: Instant::now(),
+                    last_sweep: coarse_clock(),
                     out: Vec::new(),
                     cbs: Default::default(),
                     plock_waiters: Default::default(),
@@ -367,8 +423,8 @@ impl LsInner {
                         for w in cb.waiters.drain(..) {
                             deferred.push(Deferred::Wake(w, c));
                         }
-                    } else if let Some(ast) = &cb.ast {
-                        deferred.push(Deferred::Ast(ast.clone(), c));
+                    } else if let Some(call) = cb.ast(c) {
+                        deferred.push(call);
                     }
                     if gone {
                         sh.cbs.remove(&id);
@@ -381,8 +437,8 @@ impl LsInner {
                 },
                 Action::Bast { id, mode } => {
                     self.counters[k].blocking_callbacks.inc();
-                    if let Some(b) = sh.cbs.get(&id).and_then(|cb| cb.bast.clone()) {
-                        deferred.push(Deferred::Bast(b, id, mode));
+                    if let Some(call) = sh.cbs.get(&id).and_then(|cb| cb.bast(id, mode)) {
+                        deferred.push(call);
                     }
                 }
                 Action::RecoverPrep => self.recover_event(k, RecoverEvent::Prep, deferred),
@@ -410,6 +466,8 @@ impl LsInner {
             match d {
                 Deferred::Ast(f, c) => run_callback(move || f(c)),
                 Deferred::Bast(f, id, m) => run_callback(move || f(id, m)),
+                Deferred::Completed(h, arg, c) => run_callback(move || h.completed(arg, c)),
+                Deferred::Blocking(h, arg, id, m) => run_callback(move || h.blocking(arg, id, m)),
                 Deferred::Wake(w, c) => w.complete(c),
                 Deferred::PlockWake(w, r) => w.complete(r),
                 Deferred::PlockCall(f, r) => run_callback(move || f(r)),
@@ -451,9 +509,10 @@ impl LsInner {
 
     /// Sweeps shard `sh` if its last sweep is more than `every` ago.
     fn sweep_if_due(sh: &mut Shard, every: Duration) {
-        if sh.last_sweep.elapsed() >= every {
+        let now = coarse_clock();
+        if now.saturating_sub(sh.last_sweep) >= every {
             sh.node.sweep(&mut sh.out);
-            sh.last_sweep = Instant::now();
+            sh.last_sweep = now;
         }
     }
 
@@ -532,7 +591,7 @@ impl LsInner {
                         || sh
                             .cbs
                             .get(&id)
-                            .is_none_or(|cb| cb.ast.is_none() && cb.waiters.is_empty()) =>
+                            .is_none_or(|cb| !cb.has_ast() && cb.waiters.is_empty()) =>
                 {
                     if !sh.cbs.is_empty() && sh.node.lock_info(id).is_none() {
                         sh.cbs.remove(&id);
@@ -586,6 +645,20 @@ fn answer_from(node: &Node, id: LockId) -> Option<NodeId> {
 /// How often a shard's unused resources are swept; a resource is freed
 /// after one to two of these without locks (the kernel's `toss_secs` is 10).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The monotonic clock to the kernel's tick (a few milliseconds), read
+/// without asking the time source: every lockspace call looks whether a
+/// sweep is due, and a sweep every few seconds needs no finer clock.
+fn coarse_clock() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    debug_assert_eq!(r, 0, "CLOCK_MONOTONIC_COARSE");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
 
 fn completion(id: LockId, c: Immediate) -> Completion {
     Completion {
@@ -722,7 +795,11 @@ impl Lockspace {
                 .node
                 .lock(name, mode, flags, lvb, &mut sh.out)
                 .map_err(node_err)?;
-            sh.cbs.insert(id, LockCb::of(ast, bast));
+            let calls = Calls::Fns {
+                ast: Some(ast),
+                bast,
+            };
+            sh.cbs.insert(id, LockCb::of(calls));
             Ok(id)
         })
     }
@@ -739,6 +816,38 @@ impl Lockspace {
         lvb: Option<Lvb>,
         ast: AstFn,
         bast: Option<BastFn>,
+    ) -> Result<(LockId, Option<Completion>), DlmError> {
+        self.lock_now_calls(name, mode, flags, lvb, || Calls::Fns {
+            ast: Some(ast),
+            bast,
+        })
+    }
+
+    /// [`Lockspace::lock_async_now`] with a shared `handler`, told `arg`,
+    /// in place of two closures made for this lock.
+    pub fn lock_async_with(
+        &self,
+        name: &[u8],
+        mode: Mode,
+        flags: Flags,
+        lvb: Option<Lvb>,
+        handler: &Arc<dyn LockHandler>,
+        arg: u128,
+    ) -> Result<(LockId, Option<Completion>), DlmError> {
+        self.lock_now_calls(name, mode, flags, lvb, || {
+            Calls::Handler(handler.clone(), arg)
+        })
+    }
+
+    /// Requests a lock; `calls` (made only if the lock outlives the call)
+    /// hear of what comes after the answer returned.
+    fn lock_now_calls(
+        &self,
+        name: &[u8],
+        mode: Mode,
+        flags: Flags,
+        lvb: Option<Lvb>,
+        calls: impl FnOnce() -> Calls,
     ) -> Result<(LockId, Option<Completion>), DlmError> {
         let name = res_name(name)?;
         let k = self.inner.shard_of_name(&name);
@@ -759,7 +868,7 @@ impl Lockspace {
             }
             // A request refused at once leaves no lock to call back.
             if now.is_none() || sh.node.lock_info(id).is_some() {
-                sh.cbs.insert(id, LockCb::of(ast, bast));
+                sh.cbs.insert(id, LockCb::of(calls()));
             }
             Ok((id, now))
         })
@@ -829,15 +938,22 @@ impl Lockspace {
         self.inner.purge_orphans(node);
     }
 
-    /// Sets or replaces the blocking callback of `id`.
+    /// Sets or replaces the blocking callback of `id`; refused for a lock
+    /// with a handler ([`Lockspace::lock_async_with`]).
     pub fn set_bast(&self, id: LockId, bast: BastFn) -> Result<(), DlmError> {
         let k = self.inner.shard_of_id(id);
         self.inner.with_shard(k, |sh| {
             if sh.node.lock_info(id).is_none() {
                 return Err(DlmError::NoLock);
             }
-            sh.cbs.entry(id).or_default().bast = Some(bast);
-            Ok(())
+            match &mut sh.cbs.entry(id).or_default().calls {
+                Calls::Fns { bast: b, .. } => {
+                    *b = Some(bast);
+                    Ok(())
+                }
+                // A lock with a handler has its blocking callback there.
+                Calls::Handler(..) => Err(DlmError::Invalid),
+            }
         })
     }
 

@@ -707,18 +707,12 @@ fn may_wait() -> bool {
 /// returns at once when there are none or the thread may not wait. Call
 /// it holding no lock that frame delivery needs.
 pub fn throttle() {
-    if !may_wait() {
+    // The usual case first: nothing sent past a limit.
+    if OVERFULL.with(|o| o.borrow().is_empty()) || !may_wait() {
         return;
     }
-    let overfull = OVERFULL.with(|o| {
-        let mut o = o.borrow_mut();
-        if o.is_empty() {
-            None
-        } else {
-            Some(std::mem::take(&mut *o))
-        }
-    });
-    for pq in overfull.into_iter().flatten() {
+    let overfull = OVERFULL.with(|o| std::mem::take(&mut *o.borrow_mut()));
+    for pq in overfull {
         pq.wait_for_room();
     }
 }
