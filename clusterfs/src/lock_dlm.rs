@@ -30,11 +30,11 @@ use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap as HashMap;
 use smallvec::SmallVec;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dlm::{Completion, Flags, LockId, Lockspace, Mode, Status};
+use dlm::{Completion, Flags, LockHandler, LockId, Lockspace, Mode, Status};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::glock::{
@@ -134,6 +134,8 @@ impl State {
 
 struct Inner {
     ls: Lockspace,
+    /// What the DLM calls back for every glock's lock ([`Callbacks`]).
+    callbacks: Arc<dyn LockHandler>,
     ops: Arc<dyn GlockOps>,
     state: Mutex<State>,
     /// Holders waiting for their outcome.
@@ -141,6 +143,25 @@ struct Inner {
     /// The worker waiting for work or its next tick.
     wake: Condvar,
     epoch: Instant,
+}
+
+/// The DLM's callbacks for every glock of a mount, a lock's argument
+/// being its glock's name. The glocks are held weakly: the lockspace,
+/// which keeps this, is theirs.
+struct Callbacks(Weak<Inner>);
+
+impl LockHandler for Callbacks {
+    fn completed(&self, arg: u128, c: Completion) {
+        if let (Some(me), Some(name)) = (self.0.upgrade(), GlockName::from_u128(arg)) {
+            me.completed(name, c);
+        }
+    }
+
+    fn blocking(&self, arg: u128, _id: LockId, wanted: Mode) {
+        if let (Some(me), Some(name)) = (self.0.upgrade(), GlockName::from_u128(arg)) {
+            me.blocking(name, wanted);
+        }
+    }
 }
 
 /// Glocks of one mount over a DLM lockspace.
@@ -204,8 +225,9 @@ impl Drop for GlockSet {
 impl DlmGlocks {
     /// Glocks over `ls`, calling `ops` on demotes; starts the worker.
     pub fn new(ls: Lockspace, ops: Arc<dyn GlockOps>, config: GlockConfig) -> DlmGlocks {
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me| Inner {
             ls,
+            callbacks: Arc::new(Callbacks(me.clone())),
             ops,
             state: Mutex::new(State {
                 table: GlockTable::new(config),
@@ -725,25 +747,16 @@ impl Inner {
         let r = match id {
             Some(id) => self.ls.convert_async(id, mode, flags, None),
             None => {
-                let ast = {
-                    let me = Arc::downgrade(self);
-                    Arc::new(move |c: Completion| {
-                        if let Some(me) = me.upgrade() {
-                            me.completed(name, c);
-                        }
-                    })
-                };
-                let bast = {
-                    let me = Arc::downgrade(self);
-                    Arc::new(move |_id: LockId, wanted: Mode| {
-                        if let Some(me) = me.upgrade() {
-                            me.blocking(name, wanted);
-                        }
-                    })
-                };
                 let dlm_name = name.dlm_name();
                 self.ls
-                    .lock_async_now(&dlm_name, mode, flags, None, ast, Some(bast))
+                    .lock_async_with(
+                        &dlm_name,
+                        mode,
+                        flags,
+                        None,
+                        &self.callbacks,
+                        name.to_u128(),
+                    )
                     .map(|(id, now)| {
                         let mut st = self.state.lock();
                         if let Some(c) = now {
