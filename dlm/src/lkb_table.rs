@@ -90,6 +90,11 @@ impl LockTable {
         Some((n & ((1 << self.slot_bits) - 1)) as usize)
     }
 
+    /// True when every slot is taken: [`LockTable::insert_with`] would fail.
+    pub fn is_full(&self) -> bool {
+        self.free.is_empty() && self.slots.len() >= 1 << self.slot_bits
+    }
+
     /// Adds the lock `make` builds for its new id. `None` when every slot
     /// is taken.
     pub fn insert_with(&mut self, make: impl FnOnce(LockId) -> Lkb) -> Option<(LockId, &mut Lkb)> {

@@ -509,19 +509,37 @@ impl Node {
         Ok((id, self.after_local(id, r, out)))
     }
 
-    /// The blocking API's fast path for a new lock: when `name` is
-    /// mastered here and `mode` can be granted at once without any rule
-    /// beyond compatibility (nothing converts or waits, no value block,
-    /// no flag that changes the grant), grants it and returns its id.
-    /// `None`, with nothing changed, in every other case: call
-    /// [`Node::lock`] then. The state left is exactly what `lock` leaves.
+    /// The fast path for a new lock: when `name` is mastered here (or
+    /// known to nobody, its directory being this node) and `mode` can be
+    /// granted at once without any rule beyond compatibility (nothing
+    /// converts or waits, no value block, no flag that changes the grant),
+    /// grants it and returns its id. `None`, with nothing changed, in
+    /// every other case: call [`Node::lock`] then. The state left is
+    /// exactly what `lock` leaves.
     pub fn try_lock_here(&mut self, name: &ResName, mode: Mode, flags: Flags) -> Option<LockId> {
         const PLAIN: u32 = Flags::NOQUEUE.0 | Flags::NOQUEUEBAST.0 | Flags::PERSISTENT.0;
         if flags.0 & !PLAIN != 0 || self.phase != Phase::Running {
             return None;
         }
-        let e = self.rsbs.get_mut(name)?;
-        if e.master != Master::Node(self.me) {
+        let me = self.me;
+        let e = match self.rsbs.get_mut(name) {
+            Some(e) => e,
+            None => {
+                // Nobody masters it (its directory is here, with no entry,
+                // and no master copy is here): `lock` would make it here.
+                if self.dir_node(name) != Some(me)
+                    || self.dir.contains_key(name)
+                    || self.lkbs.is_full()
+                {
+                    return None;
+                }
+                self.rsbs.entry(*name).or_insert(RsbEntry {
+                    core: Some(Box::default()),
+                    ..RsbEntry::new(Master::Node(me))
+                })
+            }
+        };
+        if e.master != Master::Node(me) {
             return None;
         }
         let rsb = e.core.as_mut()?;

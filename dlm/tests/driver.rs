@@ -390,6 +390,74 @@ fn lock_async_with_tells_one_handler_each_locks_argument() {
     assert_eq!(heard, Heard::Completed(arg(*i), *id, Status::Unlocked));
 }
 
+/// `try_lock_here_with`: a new lock granted in the call when the DLM can
+/// grant it on the spot (a new name whose directory is this node, or a
+/// resource mastered here with compatible holders), refused with nothing
+/// done otherwise; a lock it grants has the handler's callbacks.
+#[test]
+fn try_lock_here_with_grants_on_the_spot_or_does_nothing() {
+    let dlms = cluster(2, None);
+    let (ls, _ms) = join_all(&dlms, "t7t");
+    wait_until("running", || ls.iter().all(|l| l.is_running()));
+    let (tx, rx) = mpsc::channel();
+    let handler: Arc<dyn LockHandler> = Arc::new(Recorder(std::sync::Mutex::new(tx)));
+    let try_here = |name: &str, mode: Mode, arg: u128| {
+        ls[0]
+            .try_lock_here_with(name.as_bytes(), mode, Flags::empty(), &handler, arg)
+            .unwrap()
+    };
+    let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+    for i in 0..16 {
+        let name = format!("spot{i}");
+        match try_here(&name, Mode::Ex, i) {
+            Some(id) => mine.push((id, name, i)),
+            None => theirs.push(name),
+        }
+    }
+    assert!(
+        mine.len() >= 2 && !theirs.is_empty(),
+        "{} of 16 here",
+        mine.len()
+    );
+    // Nothing was made for the names refused: no resource here, and the
+    // other node, their directory, masters them when it locks them.
+    assert_eq!(ls[0].resource_count(), mine.len());
+    for name in &theirs {
+        let id = ls[1]
+            .lock(name.as_bytes(), Mode::Ex, Flags::NOQUEUE)
+            .unwrap();
+        ls[1].unlock(id, Flags::empty(), None).unwrap();
+    }
+    // A resource mastered here: compatible modes pass, a conflict is
+    // refused with nothing queued (no callback to the holder).
+    let (id, name, i) = &mine[0];
+    assert_eq!(try_here(name, Mode::Ex, 99), None);
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    ls[0].convert(*id, Mode::Pr, Flags::empty(), None).unwrap();
+    let pr = try_here(name, Mode::Pr, 100).expect("PR beside PR");
+    // The other node's request blocks both holders: each hears it with
+    // its own argument.
+    assert!(matches!(
+        ls[1].lock(
+            name.as_bytes(),
+            Mode::Ex,
+            Flags::NOQUEUE | Flags::NOQUEUEBAST
+        ),
+        Err(DlmError::Again)
+    ));
+    let mut heard = vec![
+        rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+        rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+    ];
+    heard.sort_by_key(|h| format!("{h:?}"));
+    let mut want = vec![
+        Heard::Blocking(*i, *id, Mode::Ex),
+        Heard::Blocking(100, pr, Mode::Ex),
+    ];
+    want.sort_by_key(|h| format!("{h:?}"));
+    assert_eq!(heard, want);
+}
+
 #[test]
 fn survivors_recover_locks_of_a_dead_node() {
     let dlms = cluster(3, None);

@@ -29,6 +29,9 @@ enum Op {
     Cancel {
         pick: usize,
     },
+    /// A sweep on both: a resource unused at two sweeps in a row is
+    /// freed, and its next lock makes it anew.
+    Sweep,
 }
 
 fn mode() -> impl Strategy<Value = Mode> {
@@ -74,6 +77,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<usize>(), mode(), convert_flags())
             .prop_map(|(pick, mode, flags)| Op::Convert { pick, mode, flags }),
         1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
+        1 => Just(Op::Sweep),
     ]
 }
 
@@ -161,6 +165,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let Some(id) = pick(&slow, p) else { continue };
                 prop_assert_eq!(slow.cancel(id, &mut out_s), fast.cancel(id, &mut out_f));
             }
+            Op::Sweep => {
+                slow.sweep(&mut out_s);
+                fast.sweep(&mut out_f);
+            }
         }
         prop_assert_eq!(&out_s, &out_f);
         prop_assert_eq!(state(&slow), state(&fast));
@@ -182,11 +190,13 @@ fn fast_paths_are_taken_in_the_common_case() {
     let mut n = Node::with_members(me, 1, &[me]);
     let mut out = Vec::new();
     let r = name(0);
-    // The first lock makes this node master; from then on both fast
-    // paths apply to plain EX lock/unlock and to compatible PR locks.
+    // The first lock makes this node master, on the fast path too (the
+    // node is the directory of every name); from then on both fast paths
+    // apply to plain EX lock/unlock and to compatible PR locks.
     let id = n
-        .lock(r, Mode::Ex, Flags::empty(), None, &mut out)
-        .expect("lock");
+        .try_lock_here(&r, Mode::Ex, Flags::empty())
+        .expect("fast new");
+    assert_eq!(n.resources().count(), 1);
     n.unlock(id, Flags::empty(), None, &mut out)
         .expect("unlock");
     let a = n

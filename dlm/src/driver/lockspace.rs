@@ -839,6 +839,35 @@ impl Lockspace {
         })
     }
 
+    /// Takes a new lock on `name` if the DLM grants it on the spot, the
+    /// resource being mastered here (or known to nobody, its directory
+    /// here) with nothing converting or waiting, compatible holders, and
+    /// no value block or flag that changes the rules: the lock
+    /// [`Lockspace::lock_async_with`] would make, with no message sent, no
+    /// callback run and no wait for room on a link, so that the caller
+    /// may hold its own locks. `None`, with nothing done, otherwise.
+    pub fn try_lock_here_with(
+        &self,
+        name: &[u8],
+        mode: Mode,
+        flags: Flags,
+        handler: &Arc<dyn LockHandler>,
+        arg: u128,
+    ) -> Result<Option<LockId>, DlmError> {
+        let name = res_name(name)?;
+        let k = self.inner.shard_of_name(&name);
+        let mut g = self.inner.shards[k].lock();
+        let Some(id) = g.node.try_lock_here(&name, mode, flags) else {
+            return Ok(None);
+        };
+        g.cbs
+            .insert(id, LockCb::of(Calls::Handler(handler.clone(), arg)));
+        drop(g);
+        self.inner.counters[k].local_requests.inc();
+        self.inner.counters[k].grants.inc();
+        Ok(Some(id))
+    }
+
     /// Requests a lock; `calls` (made only if the lock outlives the call)
     /// hear of what comes after the answer returned.
     fn lock_now_calls(
