@@ -517,7 +517,12 @@ impl Inner {
         let now = self.now_ms();
         let mut actions = std::mem::take(&mut st.spare);
         let holder = st.table.acquire_into(name, mode, flags, now, &mut actions);
+        let granted = self.request_at_once(st, &mut actions, now);
         self.dispatch_here(st, actions);
+        if granted {
+            // A grant may start a minimum hold time.
+            self.replan(st);
+        }
         loop {
             match st.outcomes.remove(&holder) {
                 Some(Outcome::Granted) => return Ok(holder),
@@ -536,6 +541,47 @@ impl Inner {
             fuser::hand_off_reading();
             self.granted.wait(st);
         }
+    }
+
+    /// A new glock's first request, when it is the one thing to do and the
+    /// DLM grants it on the spot (a new inode's glocks on a node that
+    /// keeps their directory): asked under the state lock, with no job
+    /// queued and no DLM callback, and `actions` become what follows the
+    /// grant. Only while no job runs or waits (jobs go to the DLM in
+    /// order) and nothing holds requests back; false, with `actions`
+    /// untouched, otherwise.
+    fn request_at_once(&self, st: &mut State, actions: &mut Vec<Action>, now: u64) -> bool {
+        let [Action::DlmRequest {
+            name, to, try_lock, ..
+        }] = actions[..]
+        else {
+            return false;
+        };
+        if st.running
+            || !st.work.is_empty()
+            || st.blocked
+            || st.withdrawn
+            || st.broken.is_some()
+            || st.dlm_ids.contains_key(&name)
+        {
+            return false;
+        }
+        let mode = dlm_mode(to.dlm_mode());
+        let got = self.ls.try_lock_here_with(
+            &name.dlm_name(),
+            mode,
+            request_flags(name, try_lock),
+            &self.callbacks,
+            name.to_u128(),
+        );
+        let Ok(Some(id)) = got else {
+            return false;
+        };
+        st.dlm_ids.insert(name, (id, true));
+        actions.clear();
+        st.table
+            .dlm_granted_into(name, glock_mode(mode), now, actions);
+        true
     }
 
     /// Records grants and failures, queues the rest for the worker. While
@@ -735,14 +781,7 @@ impl Inner {
     /// Converts (or first takes) the DLM lock behind `name`.
     fn request(self: &Arc<Self>, name: GlockName, to: GlockState, try_lock: bool) {
         let mode = dlm_mode(to.dlm_mode());
-        // A refused try for an iopen glock still tells its holders, as
-        // GFS2 asks (LM_FLAG_TRY_1CB): a node that only caches it gives it
-        // up and frees the inode itself if it is unlinked (`callback`).
-        let flags = match (try_lock, name.kind) {
-            (false, _) => Flags::empty(),
-            (true, GlockType::Iopen) => Flags::NOQUEUE | Flags::NOQUEUEBAST,
-            (true, _) => Flags::NOQUEUE,
-        };
+        let flags = request_flags(name, try_lock);
         let id = self.state.lock().dlm_ids.get(&name).map(|(id, _)| *id);
         let r = match id {
             Some(id) => self.ls.convert_async(id, mode, flags, None),
@@ -883,6 +922,18 @@ fn is_grant_above_nl(c: &Completion) -> bool {
 }
 
 /// The DLM mode of a glock mode.
+/// The DLM flags of a request for `name`. A refused try for an iopen
+/// glock still tells its holders, as GFS2 asks (LM_FLAG_TRY_1CB): a node
+/// that only caches it gives it up and frees the inode itself if it is
+/// unlinked (`GlockOps::callback`).
+fn request_flags(name: GlockName, try_lock: bool) -> Flags {
+    match (try_lock, name.kind) {
+        (false, _) => Flags::empty(),
+        (true, GlockType::Iopen) => Flags::NOQUEUE | Flags::NOQUEUEBAST,
+        (true, _) => Flags::NOQUEUE,
+    }
+}
+
 fn dlm_mode(m: DlmMode) -> Mode {
     match m {
         DlmMode::Nl => Mode::Nl,
