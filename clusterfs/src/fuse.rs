@@ -7,6 +7,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -236,6 +237,9 @@ pub struct DeleteQueue {
     /// reclaimer or by the unmount, which holds it to the end and sets it
     /// (closed: the reclaimer stops).
     turn: Mutex<bool>,
+    /// How many failed nodes' journals this node had replayed when it
+    /// last freed the inodes they left unlinked (under the turn).
+    reclaimed: AtomicU64,
 }
 
 impl DeleteQueue {
@@ -1128,6 +1132,10 @@ impl fuser::Filesystem for FuseFs {
             for ino in c.deletes.take() {
                 self.iopen_wanted(ino);
             }
+            // A failed node's journal replayed here since the reclaimer
+            // last looked (it looks every half second): what that node
+            // left unlinked is freed now, not left to the next mount.
+            self.reclaim_if_recovered(c);
             turn
         });
         // In a cluster the unmount folds statfs into the shared master
@@ -2028,7 +2036,6 @@ fn spawn_reclaimer(fuse: FuseFs) {
         return;
     };
     std::thread::spawn(move || {
-        let mut done = 0;
         loop {
             c.deletes.wait(RECLAIM_POLL);
             // Never beside the unmount, which takes the turn for good.
@@ -2039,17 +2046,24 @@ fn spawn_reclaimer(fuse: FuseFs) {
             for ino in c.deletes.take() {
                 fuse.iopen_wanted(ino);
             }
-            let now = c.hooks.journals_recovered();
-            if now == done {
-                continue;
-            }
-            done = now;
-            match fuse.reclaim_unlinked() {
-                Ok(n) => info!(freed = n, "reclaimed the inodes failed nodes left unlinked"),
-                Err(e) => warn!(?e, "reclaiming unlinked inodes"),
-            }
+            fuse.reclaim_if_recovered(&c);
         }
     });
+}
+
+impl FuseFs {
+    /// Frees the inodes failed nodes left unlinked if this node replayed
+    /// a journal since it last did (call with the delete queue's turn).
+    fn reclaim_if_recovered(&self, c: &Cluster) {
+        let now = c.hooks.journals_recovered();
+        if c.deletes.reclaimed.swap(now, Ordering::SeqCst) == now {
+            return;
+        }
+        match self.reclaim_unlinked() {
+            Ok(n) => info!(freed = n, "reclaimed the inodes failed nodes left unlinked"),
+            Err(e) => warn!(?e, "reclaiming unlinked inodes"),
+        }
+    }
 }
 
 /// How often the reclaimer looks for replayed journals.
