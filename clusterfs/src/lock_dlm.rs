@@ -921,7 +921,6 @@ fn is_grant_above_nl(c: &Completion) -> bool {
     matches!(c.status, Status::Granted(m) if m != Mode::Nl)
 }
 
-/// The DLM mode of a glock mode.
 /// The DLM flags of a request for `name`. A refused try for an iopen
 /// glock still tells its holders, as GFS2 asks (LM_FLAG_TRY_1CB): a node
 /// that only caches it gives it up and frees the inode itself if it is
@@ -934,6 +933,7 @@ fn request_flags(name: GlockName, try_lock: bool) -> Flags {
     }
 }
 
+/// The DLM mode of a glock mode.
 fn dlm_mode(m: DlmMode) -> Mode {
     match m {
         DlmMode::Nl => Mode::Nl,
