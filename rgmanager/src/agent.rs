@@ -126,9 +126,8 @@ impl Agents {
         }
         let span = tracing::info_span!("agent", res = %c.res.instance(), action = c.action);
         let _g = span.enter();
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| AgentError::Spawn(prog.clone(), e))?;
+        let mut child =
+            while_busy(|| cmd.spawn()).map_err(|e| AgentError::Spawn(prog.clone(), e))?;
         let deadline = Instant::now() + c.timeout;
         loop {
             match child.try_wait() {
@@ -156,18 +155,45 @@ impl Agents {
         }
     }
 
-    /// The agent's metadata (`meta-data`), parsed; defaults when it has none.
+    /// The agent's metadata (`meta-data`), parsed; defaults when it has
+    /// none (logged: its status checks then run every 60 s).
     pub fn metadata(&self, rtype: &str) -> Metadata {
-        let out = Command::new(self.program(rtype))
-            .arg("meta-data")
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output();
-        match out {
+        let prog = self.program(rtype);
+        let out = while_busy(|| {
+            Command::new(&prog)
+                .arg("meta-data")
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+        });
+        let why = match out {
             Ok(o) if o.status.success() => {
-                Metadata::parse(&String::from_utf8_lossy(&o.stdout)).unwrap_or_default()
+                match Metadata::parse(&String::from_utf8_lossy(&o.stdout)) {
+                    Some(md) => return md,
+                    None => "unreadable metadata".to_string(),
+                }
             }
-            _ => Metadata::default(),
+            Ok(o) => format!("meta-data exited with {}", o.status),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(agent = %prog.display(), why, "no metadata: defaults used");
+        Metadata::default()
+    }
+}
+
+/// Runs `start` (the start of an agent) again while it fails with
+/// ETXTBSY: the program was open for writing at that moment (an agent
+/// being installed, or a descriptor that a fork elsewhere in this process
+/// inherited before its exec closed it), which passes in moments.
+fn while_busy<T>(mut start: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    let mut tries = 0;
+    loop {
+        match start() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 200 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            r => return r,
         }
     }
 }
@@ -396,6 +422,32 @@ exit 0;; esac"#;
             format!(r#"<cluster name="c"><rm><service name="s">{body}</service></rm></cluster>"#);
         let _ = dir;
         parse(&text).unwrap().services.remove(0)
+    }
+
+    /// An agent still open for writing when it is run (ETXTBSY) is run
+    /// once the writer is done: its metadata is read, not defaulted.
+    #[test]
+    fn an_agent_busy_being_written_is_run_when_the_writer_is_done() {
+        let d = tempfile::tempdir().unwrap();
+        agent(d.path(), "fs", META);
+        let writer = std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.path().join("fs.sh"))
+            .unwrap();
+        let agents = Agents::new(d.path());
+        let busy = Command::new(agents.program("fs")).arg("meta-data").output();
+        assert_eq!(
+            busy.map_err(|e| e.raw_os_error()).err(),
+            Some(Some(libc::ETXTBSY)),
+            "an agent open for writing runs"
+        );
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(writer);
+        });
+        let md = agents.metadata("fs");
+        closer.join().unwrap();
+        assert_eq!(md.status, vec![(0, 1), (10, 3)]);
     }
 
     #[test]
