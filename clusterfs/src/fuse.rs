@@ -740,6 +740,19 @@ impl FuseFs {
         Ok(freed)
     }
 
+    /// Frees the inodes failed nodes left unlinked if this node replayed
+    /// a journal since it last did (call with the delete queue's turn).
+    fn reclaim_if_recovered(&self, c: &Cluster) {
+        let now = c.hooks.journals_recovered();
+        if c.deletes.reclaimed.swap(now, Ordering::SeqCst) == now {
+            return;
+        }
+        match self.reclaim_unlinked() {
+            Ok(n) => info!(freed = n, "reclaimed the inodes failed nodes left unlinked"),
+            Err(e) => warn!(?e, "reclaiming unlinked inodes"),
+        }
+    }
+
     /// The resource group holding `ino`'s dinode (the rgrp index never
     /// changes: no glock needed).
     fn rgrp_of(&self, ino: Ino) -> Option<u64> {
@@ -2049,21 +2062,6 @@ fn spawn_reclaimer(fuse: FuseFs) {
             fuse.reclaim_if_recovered(&c);
         }
     });
-}
-
-impl FuseFs {
-    /// Frees the inodes failed nodes left unlinked if this node replayed
-    /// a journal since it last did (call with the delete queue's turn).
-    fn reclaim_if_recovered(&self, c: &Cluster) {
-        let now = c.hooks.journals_recovered();
-        if c.deletes.reclaimed.swap(now, Ordering::SeqCst) == now {
-            return;
-        }
-        match self.reclaim_unlinked() {
-            Ok(n) => info!(freed = n, "reclaimed the inodes failed nodes left unlinked"),
-            Err(e) => warn!(?e, "reclaiming unlinked inodes"),
-        }
-    }
 }
 
 /// How often the reclaimer looks for replayed journals.

@@ -34,7 +34,7 @@ use std::sync::{Arc, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dlm::{Completion, Flags, LockHandler, LockId, Lockspace, Mode, Status};
+use dlm::{Completion, Flags, LockHandler, LockId, Lockspace, Mode, SbFlags, Status};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::glock::{
@@ -517,11 +517,12 @@ impl Inner {
         let now = self.now_ms();
         let mut actions = std::mem::take(&mut st.spare);
         let holder = st.table.acquire_into(name, mode, flags, now, &mut actions);
-        let granted = self.request_at_once(st, &mut actions, now);
-        self.dispatch_here(st, actions);
-        if granted {
-            // A grant may start a minimum hold time.
-            self.replan(st);
+        if let Some(c) = self.request_at_once(st, &actions) {
+            actions.clear();
+            st.spare = actions;
+            self.complete_locked(st, name, c);
+        } else {
+            self.dispatch_here(st, actions);
         }
         loop {
             match st.outcomes.remove(&holder) {
@@ -543,19 +544,19 @@ impl Inner {
         }
     }
 
-    /// A new glock's first request, when it is the one thing to do and the
-    /// DLM grants it on the spot (a new inode's glocks on a node that
-    /// keeps their directory): asked under the state lock, with no job
-    /// queued and no DLM callback, and `actions` become what follows the
-    /// grant. Only while no job runs or waits (jobs go to the DLM in
-    /// order) and nothing holds requests back; false, with `actions`
-    /// untouched, otherwise.
-    fn request_at_once(&self, st: &mut State, actions: &mut Vec<Action>, now: u64) -> bool {
+    /// A new glock's first request, when it is the one thing to do
+    /// (`actions`) and the DLM grants it on the spot (a new inode's glocks
+    /// on a node that keeps their directory): asked under the state lock,
+    /// with no job queued and no DLM callback; the grant, to record as the
+    /// DLM's answers are ([`Inner::complete_locked`]). Only while no job
+    /// runs or waits (jobs go to the DLM in order) and nothing holds
+    /// requests back; `None`, with nothing asked, otherwise.
+    fn request_at_once(&self, st: &State, actions: &[Action]) -> Option<Completion> {
         let [Action::DlmRequest {
             name, to, try_lock, ..
         }] = actions[..]
         else {
-            return false;
+            return None;
         };
         if st.running
             || !st.work.is_empty()
@@ -564,7 +565,7 @@ impl Inner {
             || st.broken.is_some()
             || st.dlm_ids.contains_key(&name)
         {
-            return false;
+            return None;
         }
         let mode = dlm_mode(to.dlm_mode());
         let got = self.ls.try_lock_here_with(
@@ -574,14 +575,13 @@ impl Inner {
             &self.callbacks,
             name.to_u128(),
         );
-        let Ok(Some(id)) = got else {
-            return false;
-        };
-        st.dlm_ids.insert(name, (id, true));
-        actions.clear();
-        st.table
-            .dlm_granted_into(name, glock_mode(mode), now, actions);
-        true
+        let id = got.ok().flatten()?;
+        Some(Completion {
+            id,
+            status: Status::Granted(mode),
+            sbflags: SbFlags::default(),
+            lvb: None,
+        })
     }
 
     /// Records grants and failures, queues the rest for the worker. While
