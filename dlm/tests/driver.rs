@@ -310,16 +310,33 @@ impl LockHandler for Recorder {
     }
 }
 
+/// Two nodes (kept running while held), their lockspaces and
+/// memberships, a [`Recorder`] and what it hears.
+type Recorded = (
+    Vec<Dlm>,
+    Vec<Lockspace>,
+    Vec<Arc<StaticMembership>>,
+    Arc<dyn LockHandler>,
+    mpsc::Receiver<Heard>,
+);
+
+/// Two nodes in lockspace `name`, running, and a [`Recorder`] with what
+/// it hears.
+fn two_nodes_with_recorder(name: &str) -> Recorded {
+    let dlms = cluster(2, None);
+    let (ls, ms) = join_all(&dlms, name);
+    wait_until("running", || ls.iter().all(|l| l.is_running()));
+    let (tx, rx) = mpsc::channel();
+    let handler: Arc<dyn LockHandler> = Arc::new(Recorder(std::sync::Mutex::new(tx)));
+    (dlms, ls, ms, handler, rx)
+}
+
 /// `lock_async_with`: one handler for many locks, each lock's callbacks
 /// carrying the argument it was asked for with (answers given at once
 /// are returned, as with `lock_async_now`).
 #[test]
 fn lock_async_with_tells_one_handler_each_locks_argument() {
-    let dlms = cluster(2, None);
-    let (ls, _ms) = join_all(&dlms, "t7h");
-    wait_until("running", || ls.iter().all(|l| l.is_running()));
-    let (tx, rx) = mpsc::channel();
-    let handler: Arc<dyn LockHandler> = Arc::new(Recorder(std::sync::Mutex::new(tx)));
+    let (_dlms, ls, _ms, handler, rx) = two_nodes_with_recorder("t7h");
     let arg = |i: u128| i << 64 | 0xabc;
     let mut here = Vec::new();
     let mut there = 0;
@@ -396,11 +413,7 @@ fn lock_async_with_tells_one_handler_each_locks_argument() {
 /// done otherwise; a lock it grants has the handler's callbacks.
 #[test]
 fn try_lock_here_with_grants_on_the_spot_or_does_nothing() {
-    let dlms = cluster(2, None);
-    let (ls, _ms) = join_all(&dlms, "t7t");
-    wait_until("running", || ls.iter().all(|l| l.is_running()));
-    let (tx, rx) = mpsc::channel();
-    let handler: Arc<dyn LockHandler> = Arc::new(Recorder(std::sync::Mutex::new(tx)));
+    let (_dlms, ls, _ms, handler, rx) = two_nodes_with_recorder("t7t");
     let try_here = |name: &str, mode: Mode, arg: u128| {
         ls[0]
             .try_lock_here_with(name.as_bytes(), mode, Flags::empty(), &handler, arg)

@@ -136,12 +136,7 @@ fn two_nodes_share_a_lock_dlm_volume_and_survive_one_nodes_death() {
     // file open that node 2 unlinked; node 2 goes on once node 1 is fenced
     // and its journal replayed, and frees that file (fsck finds no leak).
     fsync_write(&d1.join("last"), b"node 1's last fsync'd write");
-    fsync_write(&d1.join("held"), b"open on node 1 when it dies");
-    let held_by_1 = std::fs::File::open(d1.join("held")).unwrap();
-    std::fs::remove_file(d2.join("held")).unwrap();
-    m1.kill();
-    drop(held_by_1);
-    tests::reap(&mut cmands[0]);
+    node_1_dies_holding_a_file_node_2_unlinked(&lab, m1, &mut cmands);
     lab.wait_status(2, "node 1 fenced", |s| {
         s.members.len() == 1 && s.victims.is_empty()
     });
@@ -155,22 +150,11 @@ fn two_nodes_share_a_lock_dlm_volume_and_survive_one_nodes_death() {
         log.contains("recovered a failed node's journal"),
         "node 2 replayed nothing:\n{log}"
     );
-    let reclaimed = |log: &str| {
-        log.lines()
-            .any(|l| l.contains("failed nodes left unlinked") && l.contains("freed=1"))
-    };
-    let start = std::time::Instant::now();
-    loop {
-        let log = std::fs::read_to_string(lab.state(2).join("mount2.log")).unwrap();
-        if reclaimed(&log) {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "node 2 did not free the file node 1 held:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tests::wait_for(
+        "node 2 to free the file node 1 held",
+        Duration::from_secs(30),
+        || freed_one_left_unlinked(&lab, 2),
+    );
 
     // Node 1 comes back and mounts again.
     cmands[0] = cmand(&lab, 1);
@@ -198,34 +182,48 @@ fn a_node_that_replays_a_journal_and_unmounts_at_once_leaves_nothing_unlinked() 
     mkfs(&lab.image());
     let m1 = FuseMount::start(&mut lab.mount_cmd(1, ""), &lab.mnt(1));
     let m2 = FuseMount::start(&mut lab.mount_cmd(2, ""), &lab.mnt(2));
+    node_1_dies_holding_a_file_node_2_unlinked(&lab, m1, &mut cmands);
+    let log = lab.state(2).join("mount2.log");
+    tests::wait_for(
+        "node 2 to replay node 1's journal",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .contains("recovered a failed node's journal")
+        },
+    );
+    m2.stop();
+    assert!(
+        freed_one_left_unlinked(&lab, 2),
+        "node 2 did not free the file node 1 held"
+    );
+    stop_cmands(&mut cmands);
+    tests::fsck_clean(&lab.image());
+}
+
+/// Node 1 dies (its mount, then its cmand) with its file `held` open,
+/// which node 2 unlinked meanwhile: an inode the survivor must free.
+fn node_1_dies_holding_a_file_node_2_unlinked(
+    lab: &Lab,
+    m1: FuseMount,
+    cmands: &mut [std::process::Child],
+) {
     let (d1, d2) = (lab.mnt(1), lab.mnt(2));
-    fsync_write(&d1.join("held"), &vec![5u8; 1 << 20]);
+    fsync_write(&d1.join("held"), b"open on node 1 when it dies");
     let held_by_1 = std::fs::File::open(d1.join("held")).unwrap();
     std::fs::remove_file(d2.join("held")).unwrap();
     m1.kill();
     drop(held_by_1);
     tests::reap(&mut cmands[0]);
-    let log = lab.state(2).join("mount2.log");
-    let start = std::time::Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap()
-        .contains("recovered a failed node's journal")
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "node 2 replayed nothing"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    m2.stop();
-    let log = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("failed nodes left unlinked") && l.contains("freed=1")),
-        "node 2 did not free the file node 1 held:\n{log}"
-    );
-    stop_cmands(&mut cmands);
-    tests::fsck_clean(&lab.image());
+}
+
+/// Whether node `i`'s mount log says it freed the one inode a failed
+/// node left unlinked.
+fn freed_one_left_unlinked(lab: &Lab, i: u32) -> bool {
+    let log = std::fs::read_to_string(lab.state(i).join(format!("mount{i}.log"))).unwrap();
+    log.lines()
+        .any(|l| l.contains("failed nodes left unlinked") && l.contains("freed=1"))
 }
 
 /// Node 1's cmand alone dies: its mount stops writing at once (the
